@@ -1,0 +1,99 @@
+"""Lamps: inventory, latest state and stored readings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from api.deps import ConnDep
+from api.errors import ApiError
+
+router = APIRouter(prefix="/api/v1/lamps", tags=["lamps"])
+
+_LAMP = """
+SELECT l.id, l.no, l.district, l.road_id, r.name_zh AS road_name_zh, r.name_en AS road_name_en, r.road_class,
+       l.cabinet_id, l.circuit, l.lat, l.lon, l.technology, l.rated_w, l.installed_on, l.controller, l.in_service,
+       l.report_interval_s
+FROM lamps l JOIN roads r ON r.id = l.road_id
+"""
+
+
+async def _lamp_no(conn: ConnDep, lamp_id: str) -> int:
+    row = await (await conn.execute("SELECT no FROM lamps WHERE id = %s", (lamp_id,))).fetchone()
+    if row is None:
+        raise ApiError(404, "not_found", f"lamp {lamp_id!r} is not in the inventory", "id")
+    return int(row["no"])  # type: ignore[call-overload]
+
+
+@router.get("")
+async def list_lamps(
+    conn: ConnDep,
+    district: str | None = None,
+    cabinet: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Role: viewer. Lamps of the inventory, filtered by district and cabinet, in lamp order."""
+    where, args = [], []
+    if district:
+        where.append("l.district = %s")
+        args.append(district)
+    if cabinet:
+        where.append("l.cabinet_id = %s")
+        args.append(cabinet)
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    total = await (await conn.execute(f"SELECT count(*) AS n FROM lamps l{clause}", args)).fetchone()
+    rows = await (
+        await conn.execute(f"{_LAMP}{clause} ORDER BY l.no LIMIT %s OFFSET %s", [*args, limit, offset])
+    ).fetchall()
+    return {"items": rows, "total": total["n"] if total else 0, "limit": limit, "offset": offset}  # type: ignore[call-overload]
+
+
+@router.get("/{lamp_id}")
+async def get_lamp(conn: ConnDep, lamp_id: str) -> dict[str, Any]:
+    """Role: viewer. One lamp: inventory, latest reported state and online status (when it has its own)."""
+    lamp = await (await conn.execute(f"{_LAMP} WHERE l.id = %s", (lamp_id,))).fetchone()
+    if lamp is None:
+        raise ApiError(404, "not_found", f"lamp {lamp_id!r} is not in the inventory", "id")
+    latest = await (
+        await conn.execute(
+            "SELECT ts, seq, is_on AS on, dim, power_w, voltage_v, current_a, energy_wh, temp_c, faults, received_at "
+            "FROM lamp_latest WHERE lamp_no = %s",
+            (lamp["no"],),
+        )
+    ).fetchone()  # type: ignore[call-overload]
+    status = await (
+        await conn.execute(
+            "SELECT online, ts, updated_at FROM device_status WHERE device_type = 'lamp' AND device_id = %s", (lamp_id,)
+        )
+    ).fetchone()
+    return {**lamp, "latest": latest, "status": status}  # type: ignore[dict-item]
+
+
+@router.get("/{lamp_id}/telemetry")
+async def lamp_telemetry(
+    conn: ConnDep,
+    lamp_id: str,
+    from_: Annotated[datetime | None, Query(alias="from")] = None,
+    to: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> dict[str, Any]:
+    """Role: viewer. Stored readings of one lamp in [from, to), oldest first; default the last 24 hours."""
+    no = await _lamp_no(conn, lamp_id)
+    to = to or datetime.now(UTC) + timedelta(minutes=5)
+    from_ = from_ or to - timedelta(days=1)
+    if from_.tzinfo is None or to.tzinfo is None:
+        raise ApiError(422, "invalid", "from and to need a time zone (for example 2026-11-28T18:00:00+08:00)", "from")
+    if from_ >= to:
+        raise ApiError(422, "invalid", f"from ({from_.isoformat()}) must be before to ({to.isoformat()})", "from")
+    rows = await (
+        await conn.execute(
+            "SELECT ts, seq, is_on AS on, dim, power_w, voltage_v, current_a, power_factor, energy_wh, temp_c, lux, "
+            "rssi_dbm, mode, faults, received_at FROM lamp_readings WHERE lamp_no = %s AND ts >= %s AND ts < %s "
+            "ORDER BY ts LIMIT %s",
+            (no, from_, to, limit),
+        )
+    ).fetchall()
+    return {"lamp": lamp_id, "from": from_, "to": to, "items": rows}

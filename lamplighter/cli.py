@@ -1,0 +1,260 @@
+"""The `lamplighter` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from lamplighter.config import ConfigError, Settings
+from lamplighter.services import ServiceError
+from seeds.loader import SeedError
+from telemetry.clock import Clock
+
+__all__ = ["main"]
+
+logger = logging.getLogger("lamplighter")
+
+
+def _clock(args: argparse.Namespace) -> Clock:
+    start = getattr(args, "clock_start", None)
+    if start is None:
+        return Clock()
+    try:
+        when = datetime.fromisoformat(start)
+    except ValueError as exc:
+        raise ConfigError(f"--clock-start: {start!r} is not an ISO time such as 2026-12-01T17:30:00+08:00") from exc
+    origin = float(os.environ.get("LAMPLIGHTER_CLOCK_ORIGIN", "0") or 0)
+    return Clock(when, args.clock_speed, origin)
+
+
+def _add_clock(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clock-start", metavar="ISO-TIME", help="run on a compressed clock starting at this time")
+    p.add_argument("--clock-speed", type=float, default=1.0, metavar="N", help="compressed clock runs N× real time")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="lamplighter", description="Smart streetlight monitoring backend.")
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("services", help="run the private Mosquitto and PostgreSQL under .run/dev until Ctrl-C")
+    sub.add_parser("migrate", help="apply database migrations")
+
+    p = sub.add_parser("seed", help="generate and load the city inventory")
+    p.add_argument("--lamps", type=int, default=110_000, help="number of lamps (default 110,000)")
+    p.add_argument("--seed", type=int, default=1, help="random seed; same seed and size, same city")
+    p.add_argument("--replace", action="store_true", help="replace a different inventory (wipes its telemetry)")
+
+    p = sub.add_parser("gateway", help="MQTT → PostgreSQL ingest; Prometheus text at /metrics")
+    _add_clock(p)
+
+    p = sub.add_parser("simulate", help="simulated field devices speaking the protocol")
+    p.add_argument("--interval", type=float, default=300.0, help="reporting interval, seconds of device time")
+    p.add_argument("--jitter", type=float, default=1.0, help="spread of first reports, fraction of the interval")
+    p.add_argument("--failure-rate", type=float, default=0.0005, help="lamp failures per lamp per day")
+    p.add_argument("--connections", type=int, default=2, help="shared connections the devices are multiplexed on")
+    p.add_argument("--per-device", action="store_true", help="one connection per device, with its last will")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many real seconds")
+    p.add_argument("--seed", type=int, default=1, help="random seed of values and failures")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    _add_clock(p)
+
+    sub.add_parser("api", help="the HTTP API")
+
+    p = sub.add_parser("demo", help="everything: services, schema, seed, gateway, simulator, API")
+    p.add_argument("--lamps", type=int, default=110_000)
+    p.add_argument("--interval", type=float, default=300.0)
+    _add_clock(p)
+
+    p = sub.add_parser("bench", help="benchmarks (print figures, assert nothing)")
+    bsub = p.add_subparsers(dest="bench", required=True)
+    b = bsub.add_parser("ingest", help="publish at full speed through a private broker into the gateway")
+    b.add_argument("--lamps", type=int, default=110_000)
+    b.add_argument("--messages", type=int, default=500_000)
+    b.add_argument("--publishers", type=int, default=2, help="publisher processes")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = Settings.load()
+        return int(_dispatch(args, settings) or 0)
+    except (ConfigError, ServiceError, SeedError, ValueError) as exc:
+        print(f"lamplighter: {exc}", file=sys.stderr)
+        return 2
+    except psycopg.OperationalError as exc:
+        print(f"lamplighter: database unavailable: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
+    from lamplighter import runtime
+
+    cmd = args.command
+    if cmd == "services":
+        with runtime.private_services(settings, "dev") as ep:
+            print(
+                f"LAMPLIGHTER_DATABASE_URL={ep.database_url}\nLAMPLIGHTER_MQTT_URL={ep.mqtt_url}\n"
+                "private services running; Ctrl-C stops them",
+                flush=True,
+            )
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        return 0
+    if cmd == "bench":
+        from simulator.bench import run_ingest_bench
+
+        return run_ingest_bench(settings, lamps=args.lamps, messages=args.messages, publishers=args.publishers)
+    if cmd == "demo":
+        from lamplighter.demo import run_demo
+
+        return run_demo(
+            settings, lamps=args.lamps, interval=args.interval, clock=_clock(args), clock_args=_clock_argv(args)
+        )
+    ep = runtime.endpoints(settings)
+    if cmd == "migrate":
+        from telemetry.schema import migrate
+
+        with psycopg.connect(ep.database_url, autocommit=True) as conn:
+            applied = migrate(conn, retention_days=settings.retention_days)
+        print(f"migrations applied: {applied or 'none (up to date)'}")
+    elif cmd == "seed":
+        seed_command(ep.database_url, settings, lamps=args.lamps, seed=args.seed, replace=args.replace)
+    elif cmd == "gateway":
+        _run_gateway(settings, ep, _clock(args))
+    elif cmd == "simulate":
+        simulate_command(ep, args)
+    elif cmd == "api":
+        import uvicorn
+
+        from api.app import create_app
+
+        uvicorn.run(
+            create_app(database_url=ep.database_url, mqtt_address=(ep.mqtt_host, ep.mqtt_port)),
+            host=settings.api_host,
+            port=settings.api_port,
+        )
+    return 0
+
+
+def _clock_argv(args: argparse.Namespace) -> list[str]:
+    if getattr(args, "clock_start", None) is None:
+        return []
+    return ["--clock-start", args.clock_start, "--clock-speed", str(args.clock_speed)]
+
+
+def seed_command(database_url: str, settings: Settings, *, lamps: int, seed: int, replace: bool = False) -> None:
+    from seeds.generator import generate
+    from seeds.loader import load, summary
+    from telemetry.schema import migrate
+
+    t = time.perf_counter()
+    inv = generate(lamps, seed)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        migrate(conn, retention_days=settings.retention_days)
+        loaded = load(conn, inv, replace=replace, progress=sys.stderr.isatty())
+        rows = summary(conn)
+    verb = "loaded" if loaded else "already loaded (nothing to do)"
+    print(f"inventory {verb}: {inv.lamps:,} lamps, seed {seed}, in {time.perf_counter() - t:.1f} s")
+    print(f"{'district':<22}{'roads':>7}{'cabinets':>10}{'lamps':>9}{'via cabinet':>13}{'LED':>7}{'rated kW':>10}")
+    for r in rows:
+        print(
+            f"{r.code + ' ' + r.name_zh + ' ' + r.name_en:<22}{r.roads:>7,}{r.cabinets:>10,}{r.lamps:>9,}"
+            f"{r.concentrator_share:>12.0%}{r.led_share:>7.0%}{r.rated_kw:>10,.0f}"
+        )
+    print(
+        f"{'total':<22}{sum(r.roads for r in rows):>7,}{sum(r.cabinets for r in rows):>10,}"
+        f"{sum(r.lamps for r in rows):>9,}"
+    )
+
+
+def _run_gateway(settings: Settings, ep: Any, clock: Clock) -> None:
+    from prometheus_client import start_http_server
+
+    from lamplighter.runtime import GatewayProcess
+
+    proc = GatewayProcess(settings, ep, clock=clock)
+    start_http_server(settings.metrics_port, addr="127.0.0.1", registry=proc.metrics.registry)
+    logger.info("gateway metrics at http://127.0.0.1:%d/metrics", settings.metrics_port)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await proc.run()
+
+    asyncio.run(run())
+    logger.info("gateway stopped: %s", proc.gateway.stats)
+
+
+def simulate_command(ep: Any, args: argparse.Namespace) -> None:
+    from simulator.fleet import Fleet, FleetSpec
+    from simulator.runner import Simulator
+
+    clock = _clock(args)
+    with psycopg.connect(ep.database_url) as conn:
+        spec = FleetSpec.from_db(conn)
+    if not spec.lamp_id:
+        raise ServiceError("the inventory is empty: run `lamplighter seed` first")
+    fleet = Fleet(
+        spec,
+        interval_s=args.interval,
+        jitter=args.jitter,
+        seed=args.seed,
+        failure_rate_per_day=args.failure_rate,
+        start_ms=clock.now_ms(),
+    )
+    sim = Simulator(
+        fleet,
+        host=ep.mqtt_host,
+        port=ep.mqtt_port,
+        clock=clock,
+        connections=args.connections,
+        per_device=args.per_device,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: sim.stop())
+    last = [time.monotonic(), 0]
+
+    def progress(stats: Any) -> None:
+        now = time.monotonic()
+        if not args.quiet and now - last[0] >= 5:
+            rate = (stats.messages - last[1]) / (now - last[0])
+            print(
+                f"simulator {clock.now().isoformat(timespec='seconds')}: {stats.messages:,} messages "
+                f"({rate:,.0f}/s), {stats.lamp_readings:,} lamp readings, {stats.failed_lamps:,} failed lamps",
+                flush=True,
+            )
+            last[:] = [now, stats.messages]
+
+    try:
+        sim.run(duration_s=args.duration, on_tick=progress)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.close()
+    print(f"simulator stopped: {sim.stats.messages:,} messages, {sim.stats.lamp_readings:,} lamp readings")
+
+
+def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start `lamplighter ...` as a child process with the given extra environment."""
+    return subprocess.Popen([sys.executable, "-m", "lamplighter", *argv], env={**os.environ, **env})

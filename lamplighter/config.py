@@ -1,0 +1,85 @@
+"""One settings object, read at the entry point only: environment variables over an optional TOML file."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+__all__ = ["ConfigError", "Settings"]
+
+
+class ConfigError(ValueError):
+    """A setting has a value lamplighter cannot use; the message names the setting and the value."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # None: start (demo, tests, bench) or expect (other commands) the private services under run_dir.
+    database_url: str | None = None
+    mqtt_url: str | None = None
+    run_dir: Path = Path(".run")
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    metrics_port: int = 9108
+    retention_days: int = 90
+    gateway_client_id: str = "lamplighter-gateway"
+    batch_max: int = 10_000
+    flush_interval_s: float = 0.25
+    receive_maximum: int = 65_535
+
+    @classmethod
+    def load(cls, env: dict[str, str] | None = None) -> Settings:
+        """`LAMPLIGHTER_<NAME>` variables win over `[lamplighter]` in `LAMPLIGHTER_CONFIG` (or ./lamplighter.toml)."""
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        path = Path(env.get("LAMPLIGHTER_CONFIG", "lamplighter.toml"))
+        if path.exists():
+            try:
+                values.update(tomllib.loads(path.read_text()).get("lamplighter", {}))
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"config file {path}: {exc}") from exc
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(values) - set(known)
+        if unknown:
+            raise ConfigError(f"config file {path}: unknown settings {sorted(unknown)}; known: {sorted(known)}")
+        for name in known:
+            key = f"LAMPLIGHTER_{name.upper()}"
+            if env.get(key):
+                values[name] = env[key]
+        out: dict[str, Any] = {}
+        for name, value in values.items():
+            kind = known[name].type
+            try:
+                if kind in ("int", int):
+                    out[name] = int(value)
+                elif kind in ("float", float):
+                    out[name] = float(value)
+                elif kind in ("Path", Path):
+                    out[name] = Path(value)
+                else:
+                    out[name] = value
+            except ValueError as exc:
+                raise ConfigError(f"setting {name} (LAMPLIGHTER_{name.upper()}): {value!r} is not a {kind}") from exc
+        s = cls(**out)
+        s.validate()
+        return s
+
+    def validate(self) -> None:
+        if self.mqtt_url is not None:
+            u = urlparse(self.mqtt_url)
+            if u.scheme not in ("mqtt", "tcp") or not u.hostname:
+                raise ConfigError(f"LAMPLIGHTER_MQTT_URL must look like mqtt://host:1883, got {self.mqtt_url!r}")
+        if self.database_url is not None and not self.database_url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"LAMPLIGHTER_DATABASE_URL must be a postgresql:// URL, got {self.database_url!r}")
+        if not 1 <= self.retention_days <= 3650:
+            raise ConfigError(f"retention_days must be 1..3650, got {self.retention_days}")
+        if not 1 <= self.receive_maximum <= 65535:
+            raise ConfigError(f"receive_maximum must be 1..65535 (an MQTT 5 limit), got {self.receive_maximum}")
+
+    def mqtt_address(self, url: str) -> tuple[str, int]:
+        u = urlparse(url)
+        return u.hostname or "127.0.0.1", u.port or 1883

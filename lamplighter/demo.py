@@ -1,0 +1,112 @@
+"""`lamplighter demo`: services, schema, seed if empty, gateway and API in this process, simulator beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import subprocess
+import sys
+import time
+
+import psycopg
+import uvicorn
+
+from api.app import create_app
+from lamplighter.cli import seed_command, spawn
+from lamplighter.config import Settings
+from lamplighter.runtime import GatewayProcess, private_services
+from telemetry.clock import Clock
+
+__all__ = ["run_demo"]
+
+logger = logging.getLogger(__name__)
+
+_CONSOLE_EVERY_S = 2.0
+
+
+def run_demo(settings: Settings, *, lamps: int, interval: float, clock: Clock, clock_args: list[str]) -> int:
+    with private_services(settings, "dev") as ep:
+        with psycopg.connect(ep.database_url, autocommit=True) as conn:
+            from telemetry.schema import migrate
+
+            migrate(conn, retention_days=settings.retention_days)
+            row = conn.execute("SELECT lamps FROM seed_info").fetchone()
+        if row is None:
+            seed_command(ep.database_url, settings, lamps=lamps, seed=1)
+        else:
+            print(f"inventory of {row[0]:,} lamps already loaded")
+        gw = GatewayProcess(settings, ep, clock=clock)
+        env = {
+            "LAMPLIGHTER_DATABASE_URL": ep.database_url,
+            "LAMPLIGHTER_MQTT_URL": ep.mqtt_url,
+            "LAMPLIGHTER_CLOCK_ORIGIN": repr(clock.origin),
+        }
+        sim = spawn(["simulate", "--quiet", "--interval", str(interval), *clock_args], env)
+        try:
+            asyncio.run(_serve(settings, ep, gw, sim))
+        finally:
+            if sim.poll() is None:
+                sim.send_signal(signal.SIGTERM)
+                try:
+                    sim.wait(15)
+                except subprocess.TimeoutExpired:
+                    sim.kill()
+        print(
+            f"\ndemo stopped: {gw.gateway.stats.lamps_written:,} lamp readings written, "
+            f"{gw.gateway.stats.rejected:,} rejected"
+        )
+    return 0
+
+
+async def _serve(settings: Settings, ep: object, gw: GatewayProcess, sim: subprocess.Popen[bytes]) -> None:
+    app = create_app(
+        database_url=gw.ep.database_url, mqtt_address=(gw.ep.mqtt_host, gw.ep.mqtt_port), metrics=gw.metrics.registry
+    )
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning"))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    print(
+        f"API on {base}/api/v1/health (docs at {base}/docs, metrics at {base}/metrics); Ctrl-C stops everything",
+        flush=True,
+    )
+    async with asyncio.TaskGroup() as tg:
+        gw_task = tg.create_task(gw.run(), name="gateway")
+        api_task = tg.create_task(server.serve(), name="api")
+        console = tg.create_task(_console(gw, sim), name="console")
+        await stop.wait()
+        console.cancel()
+        server.should_exit = True
+        await api_task
+        gw_task.cancel()
+
+
+async def _console(gw: GatewayProcess, sim: subprocess.Popen[bytes]) -> None:
+    """One status line, rewritten in place: lamps reporting, messages/s, rows written, rejected."""
+    last_t, last_n = time.monotonic(), 0
+    async with await psycopg.AsyncConnection.connect(gw.ep.database_url, autocommit=True) as conn:
+        while True:
+            await asyncio.sleep(_CONSOLE_EVERY_S)
+            s = gw.gateway.stats
+            now = time.monotonic()
+            rate = (gw.subscriber.received - last_n) / (now - last_t)
+            last_t, last_n = now, gw.subscriber.received
+            cur = await conn.execute(
+                "SELECT count(*) FROM lamp_latest WHERE received_at > now() - interval '15 minutes'"
+            )
+            row = await cur.fetchone()
+            reporting = row[0] if row else 0
+            sim_state = "running" if sim.poll() is None else f"exited ({sim.returncode})"
+            line = (
+                f"\r{gw.clock.now().isoformat(timespec='seconds')}  lamps reporting {reporting:,}  "
+                f"{rate:,.0f} msg/s  rows written {s.lamps_written + s.cabinets_written:,}  "
+                f"rejected {s.rejected:,}  simulator {sim_state}   "
+            )
+            with contextlib.suppress(OSError):
+                sys.stdout.write(line)
+                sys.stdout.flush()

@@ -1,0 +1,147 @@
+"""Wiring of the services into processes: where the broker and database are, the gateway's task group."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from gateway.metrics import GatewayMetrics
+from gateway.mqtt import MqttSubscriber
+from gateway.service import Gateway
+from lamplighter.config import Settings
+from lamplighter.services import PrivateServices, ServiceError
+from telemetry.clock import Clock
+from telemetry.schema import maintain_partitions, migrate
+from telemetry.store import TelemetryStore, load_registry
+
+__all__ = ["Endpoints", "GatewayProcess", "endpoints", "private_services"]
+
+logger = logging.getLogger(__name__)
+
+# Private instances per purpose, on their own ports, so a demo, a test run and a benchmark can run side by side.
+PRIVATE_PORTS = {"dev": (55432, 18830), "test": (55442, 18840), "bench": (55452, 18850)}
+_PARTITION_CHECK_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    database_url: str
+    mqtt_url: str
+    mqtt_host: str
+    mqtt_port: int
+
+
+def _endpoints(settings: Settings, db: str, mqtt: str) -> Endpoints:
+    host, port = settings.mqtt_address(mqtt)
+    return Endpoints(db, mqtt, host, port)
+
+
+@contextlib.contextmanager
+def private_services(settings: Settings, purpose: str = "dev") -> Iterator[Endpoints]:
+    """Use the configured services; otherwise start private ones under run_dir/<purpose> and stop them after."""
+    if settings.database_url and settings.mqtt_url:
+        yield _endpoints(settings, settings.database_url, settings.mqtt_url)
+        return
+    pg_port, mqtt_port = PRIVATE_PORTS[purpose]
+    svc = PrivateServices(Path(settings.run_dir) / purpose, pg_port=pg_port, mqtt_port=mqtt_port)
+    started: list[str] = []
+    try:
+        if not settings.mqtt_url:
+            svc.start_mosquitto()
+            started.append("mosquitto")
+        if not settings.database_url:
+            svc.start_postgres()
+            started.append("postgres")
+        yield _endpoints(settings, settings.database_url or svc.database_url, settings.mqtt_url or svc.mqtt_url)
+    finally:
+        svc.stop()
+
+
+def endpoints(settings: Settings) -> Endpoints:
+    """For commands that join running services: the configured ones, or the private dev ones if they are up."""
+    pg_port, mqtt_port = PRIVATE_PORTS["dev"]
+    db = settings.database_url or f"postgresql://lamplighter@127.0.0.1:{pg_port}/lamplighter"
+    mqtt = settings.mqtt_url or f"mqtt://127.0.0.1:{mqtt_port}"
+    try:
+        psycopg.connect(db, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        hint = (
+            ""
+            if settings.database_url
+            else " (no LAMPLIGHTER_DATABASE_URL given, so the private one was tried: start it with "
+            "`lamplighter services` in another terminal, or run `make demo`)"
+        )
+        raise ServiceError(f"cannot connect to the database {db}{hint}: {exc}") from exc
+    return _endpoints(settings, db, mqtt)
+
+
+class GatewayProcess:
+    """The gateway's pieces for one process: store, subscriber, batching loop, partition upkeep."""
+
+    def __init__(
+        self, settings: Settings, ep: Endpoints, *, clock: Clock | None = None, metrics: GatewayMetrics | None = None
+    ) -> None:
+        self.settings = settings
+        self.ep = ep
+        self.clock = clock or Clock()
+        self.metrics = metrics or GatewayMetrics()
+        with psycopg.connect(ep.database_url, autocommit=True) as conn:
+            migrate(conn, retention_days=settings.retention_days)
+            registry = load_registry(conn)
+        if not registry.lamps:
+            logger.warning(
+                "the inventory is empty: every device message will be quarantined as unknown_device; "
+                "run `lamplighter seed` first"
+            )
+        self.store = TelemetryStore(ep.database_url)
+        self.subscriber = MqttSubscriber(
+            host=ep.mqtt_host,
+            port=ep.mqtt_port,
+            client_id=settings.gateway_client_id,
+            on_message=self._on_message,
+            receive_maximum=settings.receive_maximum,
+        )
+        self.gateway = Gateway(
+            registry=registry,
+            write=self.store.write,
+            ack=self.subscriber.ack,
+            metrics=self.metrics,
+            clock=self.clock,
+            max_batch=settings.batch_max,
+            flush_interval_s=settings.flush_interval_s,
+            retention_days=settings.retention_days,
+        )
+        logger.info(
+            "gateway ready: %d lamps and %d cabinets in the registry", len(registry.lamps), len(registry.cabinets)
+        )
+
+    def _on_message(self, topic: str, payload: bytes, qos: int, token: object) -> None:
+        self.gateway.on_message(topic, payload, qos, token)  # type: ignore[arg-type]
+
+    async def run(self) -> None:
+        """Run until cancelled: the writer commits what is pending before the subscriber goes."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.subscriber.run(), name="mqtt-subscriber")
+                tg.create_task(self.gateway.run(), name="batch-writer")
+                tg.create_task(self._partitions(), name="partition-upkeep")
+        finally:
+            await self.store.close()
+
+    async def _partitions(self) -> None:
+        while True:
+            await asyncio.sleep(_PARTITION_CHECK_S)
+            try:
+                await asyncio.to_thread(self._maintain)
+            except psycopg.Error as exc:
+                logger.warning("partition upkeep failed (retrying in an hour): %s", exc)
+
+    def _maintain(self) -> None:
+        with psycopg.connect(self.ep.database_url, autocommit=True) as conn:
+            maintain_partitions(conn)

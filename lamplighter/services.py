@@ -1,0 +1,291 @@
+"""Private Mosquitto and PostgreSQL instances under `.run/`, so nothing depends on the machine's shared services.
+
+When the user gives `LAMPLIGHTER_DATABASE_URL` / `LAMPLIGHTER_MQTT_URL`, those are used and nothing is started.
+Otherwise `PrivateServices` starts a broker from the system's `mosquitto` binary with the project's config and a
+PostgreSQL cluster made with `initdb` (as the `postgres` user when running as root, since PostgreSQL refuses to
+run as root), each on its own loopback port, and stops them on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+__all__ = ["PrivateServices", "ServiceError", "find_postgres_bin"]
+
+logger = logging.getLogger(__name__)
+
+# initdb plus the first start take a few seconds on a slow disk; a broker starts in milliseconds.
+_PG_START_TIMEOUT_S = 60.0
+_MQTT_START_TIMEOUT_S = 10.0
+
+
+class ServiceError(RuntimeError):
+    """A private service could not be started or stopped; the message says what to do."""
+
+
+def _install_hint(binary: str, package: str) -> str:
+    return (
+        f"{binary!r} not found. Install it (Debian/Ubuntu: `apt-get install -y {package}`; "
+        f"`make` does this by itself when run as root on Debian), or point lamplighter at running services "
+        f"with LAMPLIGHTER_DATABASE_URL and LAMPLIGHTER_MQTT_URL."
+    )
+
+
+def find_postgres_bin(name: str) -> Path:
+    """Locate a PostgreSQL server binary: PATH first, then Debian's versioned directories, newest first."""
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+        reverse=True,
+    )
+    if candidates:
+        return candidates[0]
+    raise ServiceError(_install_hint(name, "postgresql"))
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class PrivateServices:
+    """A private broker and database cluster rooted at `root` (for example `.run/demo`)."""
+
+    root: Path
+    pg_port: int = 55432
+    mqtt_port: int = 18830
+    database: str = "lamplighter"
+    _started: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # PostgreSQL resolves relative paths against its data directory: hand it absolute ones.
+        self.root = self.root.resolve()
+
+    @property
+    def database_url(self) -> str:
+        return f"postgresql://lamplighter@127.0.0.1:{self.pg_port}/{self.database}"
+
+    @property
+    def mqtt_url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.mqtt_port}"
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.start_mosquitto()
+            self.start_postgres()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if "postgres" in self._started:
+            self._stop_postgres()
+        if "mosquitto" in self._started:
+            self._stop_mosquitto()
+        self._started.clear()
+
+    def __enter__(self) -> PrivateServices:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- Mosquitto -------------------------------------------------------------------------------------------
+
+    @property
+    def _mqtt_dir(self) -> Path:
+        return self.root / "mosquitto"
+
+    def start_mosquitto(self) -> None:
+        binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+        if binary is None:
+            raise ServiceError(_install_hint("mosquitto", "mosquitto"))
+        d = self._mqtt_dir
+        d.mkdir(parents=True, exist_ok=True)
+        self._kill_stale(d / "pid", "mosquitto")
+        if _port_open(self.mqtt_port):
+            raise ServiceError(
+                f"port {self.mqtt_port} on 127.0.0.1 is taken by another program; the private broker cannot "
+                f"start. Stop that program or set LAMPLIGHTER_MQTT_URL to use it."
+            )
+        base = resources.files("lamplighter").joinpath("mosquitto.conf").read_text()
+        conf = d / "mosquitto.conf"
+        extra = [f"listener {self.mqtt_port} 127.0.0.1", "log_dest stderr"]
+        if os.geteuid() == 0:
+            # As root Mosquitto would switch to the `mosquitto` user; it writes nothing to disk here, so it
+            # may as well stay who it is.
+            extra.append("user root")
+        conf.write_text(base + "\n" + "\n".join(extra) + "\n")
+        log = (d / "mosquitto.log").open("ab")
+        proc = subprocess.Popen(
+            [binary, "-c", str(conf)], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        log.close()
+        (d / "pid").write_text(str(proc.pid))
+        deadline = time.monotonic() + _MQTT_START_TIMEOUT_S
+        while not _port_open(self.mqtt_port):
+            if proc.poll() is not None:
+                raise ServiceError(f"private mosquitto exited with code {proc.returncode}; see {d / 'mosquitto.log'}")
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise ServiceError(f"private mosquitto did not listen on port {self.mqtt_port} in time")
+            time.sleep(0.05)
+        self._started.append("mosquitto")
+        logger.info("private mosquitto %s listening on 127.0.0.1:%d", binary, self.mqtt_port)
+
+    def _stop_mosquitto(self) -> None:
+        self._kill_stale(self._mqtt_dir / "pid", "mosquitto")
+        logger.info("private mosquitto on port %d stopped", self.mqtt_port)
+
+    @staticmethod
+    def _kill_stale(pidfile: Path, what: str) -> None:
+        if not pidfile.exists():
+            return
+        try:
+            pid = int(pidfile.read_text().strip())
+        except ValueError:
+            pidfile.unlink()
+            return
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                if not _pid_alive(pid):
+                    break
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+                time.sleep(0.05)
+            else:
+                os.kill(pid, signal.SIGKILL)
+            logger.debug("stopped %s pid %d", what, pid)
+        pidfile.unlink(missing_ok=True)
+
+    # -- PostgreSQL ------------------------------------------------------------------------------------------
+
+    @property
+    def _pg_dir(self) -> Path:
+        return self.root / "postgres"
+
+    def _as_pg_user(self, argv: list[str]) -> list[str]:
+        if os.geteuid() != 0:
+            return argv
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError as exc:
+            raise ServiceError(
+                "running as root, and PostgreSQL refuses to run as root, but there is no `postgres` user to run "
+                "it as: install the postgresql package or run lamplighter as an ordinary user"
+            ) from exc
+        runuser = shutil.which("runuser")
+        if runuser:
+            return [runuser, "-u", "postgres", "--", *argv]
+        return ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(argv)]
+
+    def _run(self, argv: list[str], what: str) -> None:
+        res = subprocess.run(self._as_pg_user(argv), capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            raise ServiceError(f"{what} failed (exit {res.returncode}): {res.stderr.strip() or res.stdout.strip()}")
+
+    def start_postgres(self) -> None:
+        initdb, pg_ctl = find_postgres_bin("initdb"), find_postgres_bin("pg_ctl")
+        d = self._pg_dir
+        data = d / "data"
+        d.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(d, "postgres", "postgres")
+        if (data / "postmaster.pid").exists():
+            # Left behind by a run that was killed: stop it (or clear the stale lock) before starting again.
+            subprocess.run(
+                self._as_pg_user([str(pg_ctl), "-D", str(data), "stop", "-m", "fast", "-w"]),
+                capture_output=True,
+                check=False,
+            )
+        if _port_open(self.pg_port):
+            raise ServiceError(
+                f"port {self.pg_port} on 127.0.0.1 is taken by another program; the private PostgreSQL cannot "
+                f"start. Stop that program or set LAMPLIGHTER_DATABASE_URL to use it."
+            )
+        if not (data / "PG_VERSION").exists():
+            logger.info("creating a private PostgreSQL cluster in %s", data)
+            self._run(
+                [str(initdb), "-D", str(data), "-U", "lamplighter", "--auth=trust", "-E", "UTF8", "--no-locale"],
+                "initdb",
+            )
+        opts = " ".join(
+            [
+                f"-p {self.pg_port}",
+                "-c listen_addresses=127.0.0.1",
+                f"-c unix_socket_directories={d}",
+                # Ingest writes large COPY batches; a bigger WAL budget keeps checkpoints from firing every few
+                # seconds under load.
+                "-c max_wal_size=4GB",
+                "-c shared_buffers=512MB",
+                "-c max_connections=200",
+            ]
+        )
+        self._run(
+            [
+                str(pg_ctl),
+                "-D",
+                str(data),
+                "-l",
+                str(d / "postgres.log"),
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                str(int(_PG_START_TIMEOUT_S)),
+                "start",
+            ],
+            "pg_ctl start",
+        )
+        self._started.append("postgres")
+        logger.info("private PostgreSQL listening on 127.0.0.1:%d (data %s)", self.pg_port, data)
+        self._ensure_database()
+
+    def _ensure_database(self) -> None:
+        import psycopg
+
+        admin = f"postgresql://lamplighter@127.0.0.1:{self.pg_port}/postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{self.database}"')
+
+    def _stop_postgres(self) -> None:
+        pg_ctl = find_postgres_bin("pg_ctl")
+        subprocess.run(
+            self._as_pg_user([str(pg_ctl), "-D", str(self._pg_dir / "data"), "stop", "-m", "fast", "-w"]),
+            capture_output=True,
+            check=False,
+        )
+        logger.info("private PostgreSQL on port %d stopped", self.pg_port)

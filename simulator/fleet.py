@@ -1,0 +1,273 @@
+"""The simulated fleet: vectorised lamp state and the PROTOCOL.md payloads it produces.
+
+Single-lamp controllers report on their own topics; concentrators report all their lamps in one cabinet report.
+State is held in numpy arrays indexed by lamp, so one process drives a whole city: switching, failures and
+values are computed for all lamps at once, and only the reports that are due are encoded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from simulator.sun import is_night
+
+__all__ = ["FAULT_CODES", "Fleet", "FleetSpec", "Report"]
+
+SEQ_MAX = 2**31 - 1
+# Fault a failing lamp reports, with its share of failures and what the lamp then looks like.
+FAULT_CODES = ("lamp_failure", "driver_failure", "relay_failure")
+_FAULT_P = (0.6, 0.25, 0.15)
+_XINING = (36.62, 101.78)
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True)
+class FleetSpec:
+    """The inventory as the simulator needs it (from the database or built in tests)."""
+
+    lamp_id: list[str]
+    lamp_district: list[str]
+    lamp_cabinet: npt.NDArray[np.int32]  # index into cabinet lists
+    lamp_concentrator: npt.NDArray[np.bool_]
+    lamp_rated_w: npt.NDArray[np.float32]
+    lamp_led: npt.NDArray[np.bool_]
+    cabinet_id: list[str]
+    cabinet_district: list[str]
+    cabinet_circuits: npt.NDArray[np.int16]
+    cabinet_concentrator: npt.NDArray[np.bool_]
+
+    @classmethod
+    def from_db(cls, conn: Any) -> FleetSpec:
+        cabs = conn.execute("SELECT id, district, circuits, concentrator FROM cabinets ORDER BY no").fetchall()
+        index = {c[0]: i for i, c in enumerate(cabs)}
+        lamps = conn.execute(
+            "SELECT id, district, cabinet_id, controller = 'concentrator', rated_w, technology = 'LED' "
+            "FROM lamps WHERE in_service ORDER BY no"
+        ).fetchall()
+        return cls(
+            lamp_id=[r[0] for r in lamps],
+            lamp_district=[r[1] for r in lamps],
+            lamp_cabinet=np.array([index[r[2]] for r in lamps], dtype=np.int32),
+            lamp_concentrator=np.array([r[3] for r in lamps], dtype=np.bool_),
+            lamp_rated_w=np.array([r[4] for r in lamps], dtype=np.float32),
+            lamp_led=np.array([r[5] for r in lamps], dtype=np.bool_),
+            cabinet_id=[c[0] for c in cabs],
+            cabinet_district=[c[1] for c in cabs],
+            cabinet_circuits=np.array([c[2] for c in cabs], dtype=np.int16),
+            cabinet_concentrator=np.array([c[3] for c in cabs], dtype=np.bool_),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    topic: bytes
+    payload: bytes
+    lamps: int  # lamp readings carried (1 for a single lamp, n for a cabinet report, 0 for a status)
+
+
+class Fleet:
+    """Every lamp's state; `due_reports(now_ms)` advances it to `now_ms` and returns the reports to send."""
+
+    def __init__(
+        self,
+        spec: FleetSpec,
+        *,
+        interval_s: float = 300.0,
+        jitter: float = 1.0,
+        seed: int = 1,
+        failure_rate_per_day: float = 0.0005,
+        start_ms: int = 0,
+    ) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"reporting interval must be positive, got {interval_s}")
+        if not 0 <= jitter <= 1:
+            raise ValueError(f"jitter is a fraction of the interval, 0..1, got {jitter}")
+        self.spec = spec
+        self.interval_ms = int(interval_s * 1000)
+        self.jitter = jitter
+        self.failure_rate_per_day = failure_rate_per_day
+        self.rng = np.random.default_rng(seed)
+        n = len(spec.lamp_id)
+        self.n = n
+        self.on = np.zeros(n, dtype=np.bool_)
+        self.dim = np.full(n, 100, dtype=np.int16)
+        self.fault = np.zeros(n, dtype=np.int8)  # 0 healthy, else 1 + index into FAULT_CODES
+        self.energy_wh = self.rng.uniform(0, 2_000_000, n)
+        self.lamp_seq = np.zeros(n, dtype=np.int64)
+        self.rssi = self.rng.integers(-110, -65, n).astype(np.int16)
+        self.pf = np.where(spec.lamp_led, self.rng.uniform(0.95, 0.99, n), self.rng.uniform(0.85, 0.9, n))
+        # Devices: every single-lamp controller, and every cabinet with a concentrator.
+        self.single = np.flatnonzero(~spec.lamp_concentrator)
+        self.conc_cabinets = np.flatnonzero(spec.cabinet_concentrator)
+        order = np.argsort(spec.lamp_cabinet, kind="stable")
+        bounds = np.searchsorted(spec.lamp_cabinet[order], np.arange(len(spec.cabinet_id) + 1))
+        self.cabinet_lamps = [order[bounds[c] : bounds[c + 1]] for c in range(len(spec.cabinet_id))]
+        self.cab_seq = np.zeros(len(spec.cabinet_id), dtype=np.int64)
+        self.cab_energy = self.rng.uniform(0, 50_000_000, len(spec.cabinet_id))
+        # The first report of each device falls somewhere in the first interval (jitter spreads them).
+        self.next_single = start_ms + (self.rng.random(len(self.single)) * self.interval_ms * max(jitter, 1e-3)).astype(
+            np.int64
+        )
+        self.next_cab = start_ms + (
+            self.rng.random(len(self.conc_cabinets)) * self.interval_ms * max(jitter, 1e-3)
+        ).astype(np.int64)
+        self.last_ms = start_ms
+        self.switches = 0
+        self._night: bool | None = None
+        self.topics_single = [f"sl/{spec.lamp_district[i]}/lamp/{spec.lamp_id[i]}/state".encode() for i in self.single]
+        self.topics_cab = [
+            f"sl/{spec.cabinet_district[c]}/cabinet/{spec.cabinet_id[c]}/state".encode() for c in self.conc_cabinets
+        ]
+
+    # -- state changes ---------------------------------------------------------------------------------------
+
+    def fail(self, lamps: npt.ArrayLike, code: str, now_ms: int) -> None:
+        """Inject a fault on the given lamp indices; they report at once."""
+        idx = np.asarray(lamps, dtype=np.int64)
+        self.fault[idx] = FAULT_CODES.index(code) + 1
+        self._report_now(idx, now_ms)
+
+    def repair(self, lamps: npt.ArrayLike, now_ms: int) -> None:
+        idx = np.asarray(lamps, dtype=np.int64)
+        self.fault[idx] = 0
+        self._report_now(idx, now_ms)
+
+    def _report_now(self, lamp_idx: npt.NDArray[np.int64], now_ms: int) -> None:
+        single_pos = np.flatnonzero(np.isin(self.single, lamp_idx))
+        self.next_single[single_pos] = now_ms
+        cabs = np.unique(self.spec.lamp_cabinet[lamp_idx])
+        cab_pos = np.flatnonzero(np.isin(self.conc_cabinets, cabs))
+        self.next_cab[cab_pos] = now_ms
+
+    def _advance(self, now_ms: int) -> None:
+        dt_ms = max(0, now_ms - self.last_ms)
+        # Energy since the last step, at each lamp's present draw.
+        self.energy_wh += self._power() * dt_ms / 3_600_000
+        if self.failure_rate_per_day > 0 and dt_ms:
+            p = self.failure_rate_per_day * dt_ms / 86_400_000
+            new = np.flatnonzero((self.rng.random(self.n) < p) & (self.fault == 0))
+            if len(new):
+                codes = self.rng.choice(len(FAULT_CODES), size=len(new), p=_FAULT_P) + 1
+                self.fault[new] = codes
+                self._report_now(new, now_ms)
+        night = is_night(datetime.fromtimestamp(now_ms / 1000, tz=UTC), *_XINING)
+        if night != self._night:
+            if self._night is not None:
+                # Switching time: every device reports its change at once, as PROTOCOL.md says.
+                self.switches += 1
+                self.next_single[:] = np.minimum(self.next_single, now_ms)
+                self.next_cab[:] = np.minimum(self.next_cab, now_ms)
+            self._night = night
+            self.on[:] = night
+        self.last_ms = now_ms
+
+    def _power(self) -> npt.NDArray[np.float64]:
+        rated = self.spec.lamp_rated_w.astype(np.float64)
+        p = rated * self.dim / 100.0 * self.on
+        p = np.where(self.fault == 1, 2.0 * self.on, p)  # lamp failed: driver idles
+        p = np.where(self.fault >= 2, 0.0, p)  # driver or relay failed: nothing drawn
+        return p
+
+    # -- reports ---------------------------------------------------------------------------------------------
+
+    def due_reports(self, now_ms: int) -> list[Report]:
+        """Advance to `now_ms` and encode every report that is due; reschedules those devices."""
+        self._advance(now_ms)
+        out: list[Report] = []
+        due_s = np.flatnonzero(self.next_single <= now_ms)
+        due_c = np.flatnonzero(self.next_cab <= now_ms)
+        if len(due_s) == 0 and len(due_c) == 0:
+            return out
+        values = self._values(now_ms)
+        for pos in due_s.tolist():
+            lamp = int(self.single[pos])
+            out.append(Report(self.topics_single[pos], _encode(self._lamp_obj(lamp, now_ms, values, radio=True)), 1))
+        for pos in due_c.tolist():
+            cab = int(self.conc_cabinets[pos])
+            out.append(self._cabinet_report(cab, pos, now_ms, values))
+        self.next_single[due_s] = self._next_times(now_ms, len(due_s))
+        self.next_cab[due_c] = self._next_times(now_ms, len(due_c))
+        return out
+
+    def _next_times(self, now_ms: int, n: int) -> npt.NDArray[np.int64]:
+        # Next report one interval on, ±2 % so devices drift apart rather than marching in lock-step.
+        return now_ms + (self.interval_ms * self.rng.uniform(0.98, 1.02, n)).astype(np.int64)
+
+    def _values(self, now_ms: int) -> dict[str, npt.NDArray[Any]]:
+        n = self.n
+        t = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+        doy = t.timetuple().tm_yday
+        # Xining: nights near -14 °C in January, near +10 °C in July.
+        ambient = -2.0 - 12.0 * math.cos(2 * math.pi * (doy - 15) / 365)
+        grid = 220.0 + 4.0 * math.sin(now_ms / 3_600_000 * 2 * math.pi / 24)
+        power = self._power() * (1 + self.rng.normal(0, 0.02, n))
+        voltage = grid + self.rng.normal(0, 2.0, n)
+        current = np.where(power > 0, power / (voltage * self.pf), 0.0)
+        temp = ambient + np.where(self.on, 12.0, 2.0) + self.rng.normal(0, 1.0, n)
+        return {"power": np.maximum(power, 0.0), "voltage": voltage, "current": current, "temp": temp}
+
+    def _lamp_obj(self, lamp: int, now_ms: int, v: dict[str, npt.NDArray[Any]], *, radio: bool) -> dict[str, Any]:
+        seq = int(self.lamp_seq[lamp])
+        self.lamp_seq[lamp] = 0 if seq >= SEQ_MAX else seq + 1
+        fault = int(self.fault[lamp])
+        on = bool(self.on[lamp]) and fault != 3  # a failed relay stays open
+        obj: dict[str, Any] = {
+            "ts": now_ms,
+            "seq": seq,
+            "on": on,
+            "dim": int(self.dim[lamp]),
+            "power_w": round(float(v["power"][lamp]), 1),
+            "voltage_v": round(float(v["voltage"][lamp]), 1),
+            "current_a": round(float(v["current"][lamp]), 3),
+            "power_factor": round(float(self.pf[lamp]), 2),
+            "energy_wh": int(self.energy_wh[lamp]),
+            "temp_c": round(float(v["temp"][lamp]), 1),
+            "mode": "auto",
+            "faults": [FAULT_CODES[fault - 1]] if fault else [],
+        }
+        if radio:
+            obj["rssi_dbm"] = int(self.rssi[lamp])
+        return obj
+
+    def _cabinet_report(self, cab: int, pos: int, now_ms: int, v: dict[str, npt.NDArray[Any]]) -> Report:
+        lamps = self.cabinet_lamps[cab]
+        circuits = int(self.spec.cabinet_circuits[cab])
+        on = bool(self.on[lamps].any()) if len(lamps) else False
+        seq = int(self.cab_seq[cab])
+        self.cab_seq[cab] = 0 if seq >= SEQ_MAX else seq + 1
+        lamp_objs = []
+        for lamp in lamps.tolist():
+            o = self._lamp_obj(lamp, now_ms, v, radio=False)
+            o["id"] = self.spec.lamp_id[lamp]
+            lamp_objs.append(o)
+        total_w = float(v["power"][lamps].sum()) if len(lamps) else 0.0
+        per_circuit = round(total_w / 220.0 / circuits, 2)
+        obj = {
+            "ts": now_ms,
+            "seq": seq,
+            "door_open": False,
+            "contactors": [on] * circuits,
+            "phase_voltage_v": [round(float(x), 1) for x in 220 + self.rng.normal(0, 1.5, 3)],
+            "circuit_current_a": [per_circuit] * circuits,
+            "leakage_ma": round(float(self.rng.uniform(2, 8)), 1),
+            "energy_wh": int(self.cab_energy[cab] + self.energy_wh[lamps].sum()),
+            "faults": [],
+            "lamps": lamp_objs,
+        }
+        return Report(self.topics_cab[pos], _encode(obj), len(lamp_objs))
+
+    def status_topics(self) -> list[tuple[str, bytes]]:
+        """(topic, device) of every device with its own connection: single lamps and concentrators."""
+        s = self.spec
+        out = [(f"sl/{s.lamp_district[i]}/lamp/{s.lamp_id[i]}/status", b"") for i in self.single.tolist()]
+        out += [
+            (f"sl/{s.cabinet_district[c]}/cabinet/{s.cabinet_id[c]}/status", b"") for c in self.conc_cabinets.tolist()
+        ]
+        return out

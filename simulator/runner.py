@@ -1,0 +1,138 @@
+"""Drive a simulated fleet against a broker: the `lamplighter simulate` loop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+
+from simulator.fleet import Fleet, Report
+from simulator.wire import RawPublisher, Will
+from telemetry.clock import Clock
+
+__all__ = ["SimStats", "Simulator"]
+
+logger = logging.getLogger(__name__)
+
+# Real seconds between simulation steps: short enough that switching bursts go out promptly.
+_TICK_S = 0.05
+# Keep idle connections alive well inside the 60 s keepalive we announce.
+_PING_EVERY_S = 20.0
+
+
+@dataclass
+class SimStats:
+    messages: int = 0
+    lamp_readings: int = 0
+    devices: int = 0
+    failed_lamps: int = 0
+
+
+class Simulator:
+    """Publishes the fleet's due reports, over `connections` shared connections or one per device."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        host: str,
+        port: int,
+        clock: Clock,
+        connections: int = 2,
+        per_device: bool = False,
+        client_prefix: str = "lamplighter-sim",
+    ) -> None:
+        if connections < 1:
+            raise ValueError(f"connections must be at least 1, got {connections}")
+        self.fleet = fleet
+        self.clock = clock
+        self.host, self.port = host, port
+        self.per_device = per_device
+        self.stats = SimStats(devices=len(fleet.single) + len(fleet.conc_cabinets))
+        self._stop = threading.Event()
+        self._pubs: list[RawPublisher] = []
+        self._by_topic: dict[bytes, RawPublisher] = {}
+        if per_device:
+            self._open_per_device(client_prefix)
+        else:
+            self._pubs = [RawPublisher(host, port, f"{client_prefix}-{i}") for i in range(connections)]
+        logger.info(
+            "simulator: %d devices (%d single-lamp controllers, %d concentrators), %d lamps, %s to %s:%d",
+            self.stats.devices,
+            len(fleet.single),
+            len(fleet.conc_cabinets),
+            fleet.n,
+            "one connection per device" if per_device else f"{connections} shared connections",
+            host,
+            port,
+        )
+
+    def _open_per_device(self, prefix: str) -> None:
+        state_topics = self.fleet.topics_single + self.fleet.topics_cab
+        for (status_topic, _), state_topic in zip(self.fleet.status_topics(), state_topics, strict=True):
+            now = self.clock.now_ms()
+            will = Will(status_topic, msgspec.json.encode({"online": False, "ts": now}))
+            device = status_topic.split("/")[3]
+            pub = RawPublisher(self.host, self.port, f"{prefix}-{device}", will=will, window=64)
+            pub.publish(status_topic, msgspec.json.encode({"online": True, "ts": now}), retain=True)
+            self._pubs.append(pub)
+            self._by_topic[state_topic] = pub
+
+    def _route(self, r: Report) -> RawPublisher:
+        if self.per_device:
+            return self._by_topic[r.topic]
+        return self._pubs[hash(r.topic) % len(self._pubs)]
+
+    def step(self) -> int:
+        """Send every report due now; returns how many messages went out."""
+        reports = self.fleet.due_reports(self.clock.now_ms())
+        if not reports:
+            return 0
+        groups: dict[int, tuple[RawPublisher, list[tuple[bytes, bytes]]]] = {}
+        for r in reports:
+            pub = self._route(r)
+            groups.setdefault(id(pub), (pub, []))[1].append((r.topic, r.payload))
+            self.stats.lamp_readings += r.lamps
+        for pub, msgs in groups.values():
+            pub.publish_batch(msgs)
+        self.stats.messages += len(reports)
+        return len(reports)
+
+    def run(self, *, duration_s: float | None = None, on_tick: Callable[[SimStats], None] | None = None) -> None:
+        """Step until `stop()` or `duration_s` real seconds have passed."""
+        started = last_ping = time.monotonic()
+        while not self._stop.is_set():
+            self.step()
+            self.stats.failed_lamps = int((self.fleet.fault > 0).sum())
+            if on_tick:
+                on_tick(self.stats)
+            now = time.monotonic()
+            if duration_s is not None and now - started >= duration_s:
+                break
+            if now - last_ping > _PING_EVERY_S:
+                for p in self._pubs:
+                    p.ping()
+                last_ping = now
+            self._stop.wait(_TICK_S)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self, *, clean: bool = True) -> None:
+        """Wait for every ack, then disconnect; per-device connections first say they go offline."""
+        for pub in self._pubs:
+            try:
+                if self.per_device and clean:
+                    topic = next(t for t, p in self._by_topic.items() if p is pub)
+                    status = topic.decode().rsplit("/", 1)[0] + "/status"
+                    pub.publish(status, msgspec.json.encode({"online": False, "ts": self.clock.now_ms()}), retain=True)
+                if clean:
+                    pub.close()
+                else:
+                    pub.abort()
+            except OSError as exc:
+                logger.warning("simulator: closing a connection to %s:%d failed: %s", self.host, self.port, exc)

@@ -1,0 +1,284 @@
+"""Versioned migrations, applied at start; TimescaleDB when the extension exists, native partitioning otherwise.
+
+Each migration runs once, in its own transaction, and is recorded in `schema_migrations`. The telemetry tables
+are hypertables (compressed after `compress_after`, dropped after `retention`) when the `timescaledb` extension
+is available to the database; otherwise they are range-partitioned by day, with `maintain_partitions` creating
+partitions ahead of time and dropping those older than the retention window.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+from psycopg import sql
+
+__all__ = ["TELEMETRY_TABLES", "has_timescaledb", "maintain_partitions", "migrate"]
+
+logger = logging.getLogger(__name__)
+
+TELEMETRY_TABLES = ("lamp_readings", "cabinet_readings")
+# Days of partitions kept ready past today, so a burst of readings after midnight never waits on DDL.
+_PARTITIONS_AHEAD_DAYS = 3
+
+_INVENTORY = """
+CREATE TABLE seed_info (
+    id          boolean PRIMARY KEY DEFAULT true CHECK (id),
+    seed        bigint NOT NULL,
+    lamps       integer NOT NULL,
+    city        text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE districts (
+    code     text PRIMARY KEY CHECK (code ~ '^[a-z][a-z0-9]{1,7}$'),
+    name_zh  text NOT NULL,
+    name_en  text NOT NULL,
+    lat      double precision NOT NULL,
+    lon      double precision NOT NULL
+);
+CREATE TABLE roads (
+    id          integer PRIMARY KEY,
+    district    text NOT NULL REFERENCES districts,
+    name_zh     text NOT NULL,
+    name_en     text NOT NULL,
+    road_class  text NOT NULL CHECK (road_class IN ('expressway', 'arterial', 'secondary', 'branch'))
+);
+CREATE TABLE cabinets (
+    id            text PRIMARY KEY CHECK (id ~ '^[A-Z0-9][A-Z0-9-]{3,31}$'),
+    no            integer NOT NULL UNIQUE,
+    district      text NOT NULL REFERENCES districts,
+    road_id       integer NOT NULL REFERENCES roads,
+    circuits      smallint NOT NULL CHECK (circuits BETWEEN 1 AND 6),
+    concentrator  boolean NOT NULL,
+    lat           double precision NOT NULL,
+    lon           double precision NOT NULL
+);
+CREATE TABLE lamps (
+    id                 text PRIMARY KEY CHECK (id ~ '^[A-Z0-9][A-Z0-9-]{3,31}$'),
+    no                 integer NOT NULL UNIQUE,
+    district           text NOT NULL REFERENCES districts,
+    road_id            integer NOT NULL REFERENCES roads,
+    cabinet_id         text NOT NULL REFERENCES cabinets,
+    circuit            smallint NOT NULL CHECK (circuit BETWEEN 1 AND 6),
+    lat                double precision NOT NULL,
+    lon                double precision NOT NULL,
+    technology         text NOT NULL CHECK (technology IN ('LED', 'HPS')),
+    rated_w            real NOT NULL CHECK (rated_w > 0),
+    installed_on       date NOT NULL,
+    controller         text NOT NULL CHECK (controller IN ('single', 'concentrator')),
+    in_service         boolean NOT NULL DEFAULT true,
+    report_interval_s  integer NOT NULL DEFAULT 300 CHECK (report_interval_s BETWEEN 10 AND 3600)
+);
+CREATE INDEX lamps_district_idx ON lamps (district, no);
+CREATE INDEX lamps_cabinet_idx ON lamps (cabinet_id, no);
+
+CREATE TABLE lamp_latest (
+    lamp_no       integer PRIMARY KEY,
+    ts            timestamptz NOT NULL,
+    seq           integer NOT NULL,
+    is_on         boolean NOT NULL,
+    dim           smallint NOT NULL,
+    power_w       real,
+    voltage_v     real,
+    current_a     real,
+    energy_wh     bigint,
+    temp_c        real,
+    faults        text[] NOT NULL,
+    received_at   timestamptz NOT NULL
+);
+CREATE TABLE cabinet_latest (
+    cabinet_no    integer PRIMARY KEY,
+    ts            timestamptz NOT NULL,
+    seq           integer NOT NULL,
+    door_open     boolean NOT NULL,
+    contactors    boolean[] NOT NULL,
+    faults        text[] NOT NULL,
+    received_at   timestamptz NOT NULL
+);
+CREATE TABLE device_status (
+    device_type  text NOT NULL CHECK (device_type IN ('lamp', 'cabinet')),
+    device_id    text NOT NULL,
+    online       boolean NOT NULL,
+    ts           timestamptz NOT NULL,
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (device_type, device_id)
+);
+CREATE TABLE quarantine (
+    id           bigserial PRIMARY KEY,
+    received_at  timestamptz NOT NULL,
+    topic        text NOT NULL,
+    payload      bytea NOT NULL,
+    reason       text NOT NULL,
+    detail       text NOT NULL
+);
+CREATE INDEX quarantine_received_idx ON quarantine (received_at DESC);
+"""
+
+_LAMP_READINGS = """
+CREATE TABLE lamp_readings (
+    ts            timestamptz NOT NULL,
+    lamp_no       integer NOT NULL,
+    seq           integer NOT NULL,
+    is_on         boolean NOT NULL,
+    dim           smallint NOT NULL,
+    power_w       real,
+    voltage_v     real,
+    current_a     real,
+    power_factor  real,
+    energy_wh     bigint,
+    temp_c        real,
+    lux           real,
+    rssi_dbm      smallint,
+    mode          text,
+    faults        text[] NOT NULL,
+    received_at   timestamptz NOT NULL
+) {partition}
+"""
+
+_CABINET_READINGS = """
+CREATE TABLE cabinet_readings (
+    ts                 timestamptz NOT NULL,
+    cabinet_no         integer NOT NULL,
+    seq                integer NOT NULL,
+    door_open          boolean NOT NULL,
+    contactors         boolean[] NOT NULL,
+    phase_voltage_v    real[],
+    circuit_current_a  real[],
+    leakage_ma         real,
+    energy_wh          bigint,
+    faults             text[] NOT NULL,
+    lamp_count         integer NOT NULL,
+    received_at        timestamptz NOT NULL
+) {partition}
+"""
+
+# (device, ts, seq) is the protocol's identity of a reading: the unique index is what makes a broker's
+# redelivery after a crash harmless.
+_UNIQUE = """
+CREATE UNIQUE INDEX lamp_readings_key ON lamp_readings (lamp_no, ts, seq);
+CREATE UNIQUE INDEX cabinet_readings_key ON cabinet_readings (cabinet_no, ts, seq);
+CREATE TABLE telemetry_settings (
+    id           boolean PRIMARY KEY DEFAULT true CHECK (id),
+    timescaledb  boolean NOT NULL,
+    retention    interval NOT NULL
+);
+"""
+
+
+def has_timescaledb(conn: psycopg.Connection) -> bool:
+    """Whether the database can load the `timescaledb` extension (installed in the server's packages)."""
+    row = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
+    return row is not None
+
+
+def _m001_inventory(conn: psycopg.Connection, *, retention_days: int) -> None:
+    conn.execute(_INVENTORY)
+
+
+def _m002_telemetry(conn: psycopg.Connection, *, retention_days: int) -> None:
+    timescale = has_timescaledb(conn)
+    if timescale:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        conn.execute(_LAMP_READINGS.format(partition=""))
+        conn.execute(_CABINET_READINGS.format(partition=""))
+        conn.execute(_UNIQUE)
+        for table, segment in (("lamp_readings", "lamp_no"), ("cabinet_readings", "cabinet_no")):
+            conn.execute("SELECT create_hypertable(%s, 'ts', chunk_time_interval => interval '1 day')", (table,))
+            conn.execute(
+                sql.SQL("ALTER TABLE {} SET (timescaledb.compress, timescaledb.compress_segmentby = {})").format(
+                    sql.Identifier(table), sql.Literal(segment)
+                )
+            )
+            conn.execute("SELECT add_compression_policy(%s, interval '7 days')", (table,))
+            conn.execute("SELECT add_retention_policy(%s, make_interval(days => %s))", (table, retention_days))
+    else:
+        conn.execute(_LAMP_READINGS.format(partition="PARTITION BY RANGE (ts)"))
+        conn.execute(_CABINET_READINGS.format(partition="PARTITION BY RANGE (ts)"))
+        # Readings outside the prepared days (a device with a wrong clock inside the accepted window) land
+        # here rather than failing the whole batch.
+        conn.execute("CREATE TABLE lamp_readings_default PARTITION OF lamp_readings DEFAULT")
+        conn.execute("CREATE TABLE cabinet_readings_default PARTITION OF cabinet_readings DEFAULT")
+        conn.execute(_UNIQUE)
+    conn.execute(
+        "INSERT INTO telemetry_settings (timescaledb, retention) VALUES (%s, make_interval(days => %s))",
+        (timescale, retention_days),
+    )
+    logger.info("telemetry tables created as %s", "TimescaleDB hypertables" if timescale else "daily partitions")
+
+
+MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
+    (1, "inventory, latest state, device status, quarantine", _m001_inventory),
+    (2, "telemetry time series", _m002_telemetry),
+]
+
+
+def migrate(conn: psycopg.Connection, *, retention_days: int = 90) -> list[int]:
+    """Apply every migration not yet applied; returns the versions applied now. Safe to run concurrently."""
+    applied_now: list[int] = []
+    with conn.transaction():
+        conn.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
+            version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())""")
+    for version, name, step in MIGRATIONS:
+        with conn.transaction():
+            # One migrator at a time: a second process waits here, then sees the version applied.
+            conn.execute("SELECT pg_advisory_xact_lock(7426001)")
+            done = conn.execute("SELECT 1 FROM schema_migrations WHERE version = %s", (version,)).fetchone()
+            if done:
+                continue
+            step(conn, retention_days=retention_days)
+            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
+            applied_now.append(version)
+            logger.info("database migration %03d applied: %s", version, name)
+    maintain_partitions(conn)
+    return applied_now
+
+
+def maintain_partitions(conn: psycopg.Connection, *, today: date | None = None) -> tuple[int, int]:
+    """Create daily partitions from the retention horizon to a few days ahead; drop older ones.
+
+    Returns (created, dropped). Does nothing under TimescaleDB, whose policies do the same job.
+    """
+    row = conn.execute("SELECT timescaledb, extract(day FROM retention)::int FROM telemetry_settings").fetchone()
+    if row is None or row[0]:
+        return (0, 0)
+    retention_days = int(row[1])
+    today = today or datetime.now(UTC).date()
+    first = today - timedelta(days=retention_days)
+    created = dropped = 0
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(7426002)")
+        for table in TELEMETRY_TABLES:
+            existing = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s",
+                    (table,),
+                )
+            }
+            day = first
+            while day <= today + timedelta(days=_PARTITIONS_AHEAD_DAYS):
+                name = f"{table}_{day:%Y%m%d}"
+                if name not in existing:
+                    conn.execute(
+                        sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
+                            sql.Identifier(name),
+                            sql.Identifier(table),
+                            sql.Literal(f"{day} 00:00+00"),
+                            sql.Literal(f"{day + timedelta(days=1)} 00:00+00"),
+                        )
+                    )
+                    created += 1
+                day += timedelta(days=1)
+            for name in sorted(existing):
+                suffix = name.rsplit("_", 1)[-1]
+                if suffix.isdigit() and len(suffix) == 8 and datetime.strptime(suffix, "%Y%m%d").date() < first:
+                    conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+                    dropped += 1
+    if created or dropped:
+        logger.info(
+            "telemetry partitions: %d created, %d dropped (retention %d days)", created, dropped, retention_days
+        )
+    return created, dropped

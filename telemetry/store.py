@@ -1,0 +1,227 @@
+"""The telemetry writer: one decoded batch → one PostgreSQL transaction, through COPY.
+
+Readings are COPYed (binary) into per-connection staging tables, then moved into the time series with
+`ON CONFLICT DO NOTHING` on the (device, ts, seq) key, so a batch the broker redelivers after a crash lands
+once. The latest state per device, device status and the quarantine are written in the same transaction: when
+it commits, everything from the batch is durable together, and only then may the caller acknowledge the
+messages to the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg
+
+from telemetry.models import Batch, Registry
+
+__all__ = ["TelemetryStore", "WriteResult", "load_registry"]
+
+logger = logging.getLogger(__name__)
+
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS stage_lamp (
+    ts_ms bigint, lamp_no integer, seq integer, is_on boolean, dim smallint, power_w real, voltage_v real,
+    current_a real, power_factor real, energy_wh bigint, temp_c real, lux real, rssi_dbm smallint, mode text,
+    faults text[], received_ms bigint
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_cabinet (
+    ts_ms bigint, cabinet_no integer, seq integer, door_open boolean, contactors boolean[],
+    phase_voltage_v real[], circuit_current_a real[], leakage_ma real, energy_wh bigint, faults text[],
+    lamp_count integer, received_ms bigint
+) ON COMMIT DELETE ROWS;
+"""
+_LAMP_TYPES = [
+    "bigint",
+    "integer",
+    "integer",
+    "boolean",
+    "smallint",
+    "real",
+    "real",
+    "real",
+    "real",
+    "bigint",
+    "real",
+    "real",
+    "smallint",
+    "text",
+    "text[]",
+    "bigint",
+]
+_CABINET_TYPES = [
+    "bigint",
+    "integer",
+    "integer",
+    "boolean",
+    "boolean[]",
+    "real[]",
+    "real[]",
+    "real",
+    "bigint",
+    "text[]",
+    "integer",
+    "bigint",
+]
+
+# Exact millisecond arithmetic (to_timestamp() goes through a double).
+_TS = "timestamptz 'epoch' + {} * interval '1 millisecond'"
+
+_MOVE_LAMPS = f"""
+INSERT INTO lamp_readings (ts, lamp_no, seq, is_on, dim, power_w, voltage_v, current_a, power_factor, energy_wh,
+                           temp_c, lux, rssi_dbm, mode, faults, received_at)
+SELECT {_TS.format("ts_ms")}, lamp_no, seq, is_on, dim, power_w, voltage_v, current_a, power_factor, energy_wh,
+       temp_c, lux, rssi_dbm, mode, faults, {_TS.format("received_ms")}
+FROM stage_lamp ON CONFLICT DO NOTHING
+"""
+_LATEST_LAMPS = f"""
+INSERT INTO lamp_latest AS l (lamp_no, ts, seq, is_on, dim, power_w, voltage_v, current_a, energy_wh, temp_c,
+                              faults, received_at)
+SELECT DISTINCT ON (lamp_no) lamp_no, {_TS.format("ts_ms")}, seq, is_on, dim, power_w, voltage_v, current_a,
+       energy_wh, temp_c, faults, {_TS.format("received_ms")}
+FROM stage_lamp ORDER BY lamp_no, ts_ms DESC, seq DESC
+ON CONFLICT (lamp_no) DO UPDATE SET
+    ts = EXCLUDED.ts, seq = EXCLUDED.seq, is_on = EXCLUDED.is_on, dim = EXCLUDED.dim, power_w = EXCLUDED.power_w,
+    voltage_v = EXCLUDED.voltage_v, current_a = EXCLUDED.current_a, energy_wh = EXCLUDED.energy_wh,
+    temp_c = EXCLUDED.temp_c, faults = EXCLUDED.faults, received_at = EXCLUDED.received_at
+WHERE (l.ts, l.seq) < (EXCLUDED.ts, EXCLUDED.seq)
+"""
+_MOVE_CABINETS = f"""
+INSERT INTO cabinet_readings (ts, cabinet_no, seq, door_open, contactors, phase_voltage_v, circuit_current_a,
+                              leakage_ma, energy_wh, faults, lamp_count, received_at)
+SELECT {_TS.format("ts_ms")}, cabinet_no, seq, door_open, contactors, phase_voltage_v, circuit_current_a,
+       leakage_ma, energy_wh, faults, lamp_count, {_TS.format("received_ms")}
+FROM stage_cabinet ON CONFLICT DO NOTHING
+"""
+_LATEST_CABINETS = f"""
+INSERT INTO cabinet_latest AS c (cabinet_no, ts, seq, door_open, contactors, faults, received_at)
+SELECT DISTINCT ON (cabinet_no) cabinet_no, {_TS.format("ts_ms")}, seq, door_open, contactors, faults,
+       {_TS.format("received_ms")}
+FROM stage_cabinet ORDER BY cabinet_no, ts_ms DESC, seq DESC
+ON CONFLICT (cabinet_no) DO UPDATE SET
+    ts = EXCLUDED.ts, seq = EXCLUDED.seq, door_open = EXCLUDED.door_open, contactors = EXCLUDED.contactors,
+    faults = EXCLUDED.faults, received_at = EXCLUDED.received_at
+WHERE (c.ts, c.seq) < (EXCLUDED.ts, EXCLUDED.seq)
+"""
+_STATUS = f"""
+INSERT INTO device_status AS s (device_type, device_id, online, ts, updated_at)
+VALUES (%s, %s, %s, {_TS.format("%s")}, now())
+ON CONFLICT (device_type, device_id) DO UPDATE SET online = EXCLUDED.online, ts = EXCLUDED.ts,
+    updated_at = EXCLUDED.updated_at
+WHERE s.ts <= EXCLUDED.ts
+"""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    lamps_written: int
+    lamp_duplicates: int
+    cabinets_written: int
+    cabinet_duplicates: int
+    quarantined: int
+    statuses: int
+
+
+def _ms_to_dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+class TelemetryStore:
+    """Writes decoded batches on one dedicated async connection (the connection owns the staging tables)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._conn: psycopg.AsyncConnection | None = None
+
+    async def _connection(self) -> psycopg.AsyncConnection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                logger.warning("telemetry store: database connection lost; reconnecting")
+            conn = await psycopg.AsyncConnection.connect(self.dsn, application_name="lamplighter-gateway")
+            async with conn.transaction():
+                await conn.execute(_STAGING)
+            self._conn = conn
+        return self._conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
+    async def write(self, batch: Batch) -> WriteResult:
+        """Commit one batch; raises psycopg.Error if the database refuses it (nothing of it is then stored)."""
+        lamps = batch.lamps
+        lamps_written = cabinets_written = 0
+        conn = await self._connection()
+        async with conn.transaction(), conn.cursor() as cur:
+            if len(lamps):
+                async with cur.copy("COPY stage_lamp FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.set_types(_LAMP_TYPES)
+                    for row in zip(
+                        lamps.ts,
+                        lamps.lamp_no,
+                        lamps.seq,
+                        lamps.on,
+                        lamps.dim,
+                        lamps.power_w,
+                        lamps.voltage_v,
+                        lamps.current_a,
+                        lamps.power_factor,
+                        lamps.energy_wh,
+                        lamps.temp_c,
+                        lamps.lux,
+                        lamps.rssi_dbm,
+                        lamps.mode,
+                        lamps.faults,
+                        lamps.received_ms,
+                        strict=True,
+                    ):
+                        await cp.write_row(row)
+                await cur.execute(_MOVE_LAMPS)
+                lamps_written = cur.rowcount
+                await cur.execute(_LATEST_LAMPS)
+            if batch.cabinets:
+                async with cur.copy("COPY stage_cabinet FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.set_types(_CABINET_TYPES)
+                    for c in batch.cabinets:
+                        await cp.write_row(
+                            (
+                                c.ts,
+                                c.cabinet_no,
+                                c.seq,
+                                c.door_open,
+                                c.contactors,
+                                c.phase_voltage_v,
+                                c.circuit_current_a,
+                                c.leakage_ma,
+                                c.energy_wh,
+                                c.faults,
+                                c.lamp_count,
+                                c.received_ms,
+                            )
+                        )
+                await cur.execute(_MOVE_CABINETS)
+                cabinets_written = cur.rowcount
+                await cur.execute(_LATEST_CABINETS)
+            if batch.rejects:
+                async with cur.copy("COPY quarantine (received_at, topic, payload, reason, detail) FROM STDIN") as cp:
+                    for r in batch.rejects:
+                        await cp.write_row((_ms_to_dt(r.received_ms), r.topic, r.payload, r.reason, r.detail))
+            if batch.statuses:
+                await cur.executemany(_STATUS, [(s.kind, s.device, s.online, s.ts) for s in batch.statuses])
+        return WriteResult(
+            lamps_written,
+            len(lamps) - lamps_written,
+            cabinets_written,
+            len(batch.cabinets) - cabinets_written,
+            len(batch.rejects),
+            len(batch.statuses),
+        )
+
+
+def load_registry(conn: psycopg.Connection) -> Registry:
+    """Device id → (number, district) for every lamp and cabinet in the inventory."""
+    lamps = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, no, district FROM lamps")}
+    cabinets = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, no, district FROM cabinets")}
+    return Registry(lamps, cabinets)
