@@ -82,6 +82,7 @@ class PrivateServices:
     mqtt_port: int = 18830
     database: str = "lamplighter"
     _started: list[str] = field(default_factory=list)
+    _mqtt_proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
         # PostgreSQL resolves relative paths against its data directory: hand it absolute ones.
@@ -151,6 +152,7 @@ class PrivateServices:
             [binary, "-c", str(conf)], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
         )
         log.close()
+        self._mqtt_proc = proc
         (d / "pid").write_text(str(proc.pid))
         deadline = time.monotonic() + _MQTT_START_TIMEOUT_S
         while not _port_open(self.mqtt_port):
@@ -164,6 +166,14 @@ class PrivateServices:
         logger.info("private mosquitto %s listening on 127.0.0.1:%d", binary, self.mqtt_port)
 
     def _stop_mosquitto(self) -> None:
+        proc, self._mqtt_proc = self._mqtt_proc, None
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         self._kill_stale(self._mqtt_dir / "pid", "mosquitto")
         logger.info("private mosquitto on port %d stopped", self.mqtt_port)
 

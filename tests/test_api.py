@@ -1,0 +1,79 @@
+"""The minimal API against a real database and broker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from gateway.codec import Message, decode_batch
+from lamplighter.runtime import Endpoints
+from seeds.generator import generate
+from seeds.loader import load
+from telemetry.store import TelemetryStore, load_registry
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture
+def client(endpoints: Endpoints) -> Iterator[TestClient]:
+    with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
+        load(conn, generate(1000, seed=3), progress=False)
+    app = create_app(database_url=endpoints.database_url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port))
+    with TestClient(app) as c:
+        yield c
+
+
+def test_health_reports_database_and_broker(client: TestClient) -> None:
+    r = client.get("/api/v1/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok" and body["database"]["ok"] and body["broker"]["ok"]
+
+
+def test_lamps_list_filters_and_pages(client: TestClient) -> None:
+    r = client.get("/api/v1/lamps", params={"district": "cx", "limit": 5})
+    body = r.json()
+    assert r.status_code == 200 and len(body["items"]) == 5 and body["total"] > 5
+    assert {i["district"] for i in body["items"]} == {"cx"}
+    cab = body["items"][0]["cabinet_id"]
+    r2 = client.get("/api/v1/lamps", params={"cabinet": cab, "limit": 1000}).json()
+    assert r2["total"] >= 50 and {i["cabinet_id"] for i in r2["items"]} == {cab}
+    page2 = client.get("/api/v1/lamps", params={"district": "cx", "limit": 5, "offset": 5}).json()
+    assert {i["id"] for i in page2["items"]}.isdisjoint({i["id"] for i in body["items"]})
+
+
+def test_unknown_lamp_and_bad_query_get_clear_errors(client: TestClient) -> None:
+    r = client.get("/api/v1/lamps/XN-NO-000000")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "not_found" and "XN-NO-000000" in r.json()["error"]["message"]
+    r = client.get("/api/v1/lamps", params={"limit": 0})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "limit"
+
+
+@pytest.mark.asyncio
+async def test_lamp_state_telemetry_and_quarantine(endpoints: Endpoints) -> None:
+    with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
+        load(conn, generate(1000, seed=3), progress=False)
+        registry = load_registry(conn)
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    msgs = [Message("sl/cd/lamp/XN-CD-000001/state",
+                    b'{"ts": %d, "seq": %d, "on": true, "dim": 60, "power_w": 90.5, "faults": []}' % (now - i, 9 - i),
+                    now) for i in range(3)]
+    msgs.append(Message("sl/cd/lamp/XN-CD-000001/state", b"garbage", now))
+    store = TelemetryStore(endpoints.database_url)
+    await store.write(decode_batch(msgs, registry, now_ms=now, retention_ms=86_400_000))
+    await store.close()
+    app = create_app(database_url=endpoints.database_url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port))
+    with TestClient(app) as c:
+        lamp = c.get("/api/v1/lamps/XN-CD-000001").json()
+        assert lamp["district"] == "cd" and lamp["latest"]["seq"] == 9 and lamp["latest"]["dim"] == 60
+        frm = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+        tel = c.get("/api/v1/lamps/XN-CD-000001/telemetry", params={"from": frm}).json()
+        assert [i["seq"] for i in tel["items"]] == [7, 8, 9]
+        q = c.get("/api/v1/quarantine").json()
+        assert q["total"] == 1 and q["items"][0]["reason"] == "not_json" and q["items"][0]["payload"] == "garbage"
