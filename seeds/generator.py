@@ -209,7 +209,8 @@ def generate(lamps: int = DEFAULT_LAMPS, seed: int = 1) -> Inventory:
             start_lat = d.lat + r_km * 1000 * math.sin(theta) / m_per_deg_lat
             start_lon = d.lon + r_km * 1000 * math.cos(theta) / m_per_deg_lon
             heading = float(rng.random()) * math.pi
-            k = np.arange(size) * _CLASS_SPACING_M[ci]
+            # The random point is the road's middle, so long roads run through the district, not away from it.
+            k = (np.arange(size) - size / 2) * _CLASS_SPACING_M[ci]
             d_lamp_road.append(np.full(size, idx + 1, dtype=np.int32))
             d_lat.append(start_lat + k * math.sin(heading) / m_per_deg_lat)
             d_lon.append(start_lon + k * math.cos(heading) / m_per_deg_lon)

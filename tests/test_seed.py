@@ -21,10 +21,10 @@ def test_default_city_shape() -> None:
     assert 0.65 <= inv.lamp_concentrator.mean() <= 0.75
     assert set(inv.road_class) == {"expressway", "arterial", "secondary", "branch"}
     assert len(set(inv.lamp_id)) == inv.lamps and len(set(inv.cabinet_id)) == len(inv.cabinet_id)
-    # Every lamp lies within ~15 km of its district's centre.
+    # Every lamp lies within its district's radius plus half its road's length (expressways run ~28 km).
     centre = {d.code: (d.lat, d.lon) for d in DISTRICTS}
     lat0 = np.array([centre[d][0] for d in inv.lamp_district])
-    assert np.abs(inv.lamp_lat - lat0).max() < 0.2
+    assert np.abs(inv.lamp_lat - lat0).max() < 0.25
 
 
 def test_same_seed_same_city_other_seed_other_city() -> None:
