@@ -18,7 +18,6 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 __all__ = ["PrivateServices", "ServiceError", "find_postgres_bin"]
@@ -139,7 +138,7 @@ class PrivateServices:
                 f"port {self.mqtt_port} on 127.0.0.1 is taken by another program; the private broker cannot "
                 f"start. Stop that program or set LAMPLIGHTER_MQTT_URL to use it."
             )
-        base = resources.files("lamplighter").joinpath("mosquitto.conf").read_text()
+        base = (Path(__file__).resolve().parent / "mosquitto.conf").read_text()
         conf = d / "mosquitto.conf"
         extra = [f"listener {self.mqtt_port} 127.0.0.1", "log_dest stderr"]
         if os.geteuid() == 0:

@@ -156,6 +156,21 @@ class RawPublisher:
             i += len(chunk)
             self._read_acks(block=False)
 
+    def send_prebuilt(self, packets: bytes, count: int) -> None:
+        """Send `count` PUBLISH packets encoded beforehand with packet ids continuing from `next_id`."""
+        if count > self.window:
+            raise ValueError(f"a prebuilt chunk of {count} messages exceeds the window of {self.window}")
+        while self.window - (self.sent - self.acked) < count:
+            self._read_acks(block=True)
+        self._sock.sendall(packets)
+        self.sent += count
+        self._next_id = (self._next_id - 1 + count) % 65535 + 1
+        self._read_acks(block=False)
+
+    @property
+    def next_id(self) -> int:
+        return self._next_id
+
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         self.publish_batch([(topic.encode(), payload)], retain=retain)
 

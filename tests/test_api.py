@@ -61,9 +61,14 @@ async def test_lamp_state_telemetry_and_quarantine(endpoints: Endpoints) -> None
         load(conn, generate(1000, seed=3), progress=False)
         registry = load_registry(conn)
     now = int(datetime.now(UTC).timestamp() * 1000)
-    msgs = [Message("sl/cd/lamp/XN-CD-000001/state",
-                    b'{"ts": %d, "seq": %d, "on": true, "dim": 60, "power_w": 90.5, "faults": []}' % (now - i, 9 - i),
-                    now) for i in range(3)]
+    msgs = [
+        Message(
+            "sl/cd/lamp/XN-CD-000001/state",
+            b'{"ts": %d, "seq": %d, "on": true, "dim": 60, "power_w": 90.5, "faults": []}' % (now - i, 9 - i),
+            now,
+        )
+        for i in range(3)
+    ]
     msgs.append(Message("sl/cd/lamp/XN-CD-000001/state", b"garbage", now))
     store = TelemetryStore(endpoints.database_url)
     await store.write(decode_batch(msgs, registry, now_ms=now, retention_ms=86_400_000))

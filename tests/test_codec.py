@@ -70,8 +70,10 @@ def test_every_reason_is_covered() -> None:
 
 
 def test_valid_lamp_report_keeps_values_and_ignores_unknown_fields() -> None:
-    b = decode(LAMP_TOPIC, lamp(power_w=120.5, energy_wh=1000, mode="manual", firmware="2.1",
-                                faults=["lamp_failure", "vendor_code_17"]))
+    b = decode(
+        LAMP_TOPIC,
+        lamp(power_w=120.5, energy_wh=1000, mode="manual", firmware="2.1", faults=["lamp_failure", "vendor_code_17"]),
+    )
     assert b.rejects == []
     assert b.lamps.lamp_no == [1] and b.lamps.dim == [80] and b.lamps.power_w == [120.5]
     assert b.lamps.mode == ["manual"] and b.lamps.voltage_v == [None]
@@ -82,8 +84,14 @@ def test_a_bad_lamp_inside_a_cabinet_report_costs_only_itself() -> None:
     good = {"id": "XN-CD-000001", "ts": NOW, "seq": 1, "on": True, "dim": 100, "faults": []}
     bad = {"id": "XN-CD-000002", "ts": NOW, "seq": 1, "on": True, "dim": 300, "faults": []}
     stranger = {"id": "XN-XX-000009", "ts": NOW, "seq": 1, "on": True, "dim": 100, "faults": []}
-    cab = {"ts": NOW, "seq": 3, "door_open": False, "contactors": [True, True], "faults": [],
-           "lamps": [good, bad, stranger]}
+    cab = {
+        "ts": NOW,
+        "seq": 3,
+        "door_open": False,
+        "contactors": [True, True],
+        "faults": [],
+        "lamps": [good, bad, stranger],
+    }
     b = decode("sl/cd/cabinet/XN-CD-C0001/state", json.dumps(cab).encode())
     assert b.lamps.lamp_no == [1]
     assert [c.cabinet_no for c in b.cabinets] == [1] and b.cabinets[0].lamp_count == 3
@@ -109,11 +117,17 @@ def test_simulator_payloads_match_the_protocol_schemas() -> None:
     lamp_v = jsonschema.Draft202012Validator(schemas["lamp-state.schema.json"], registry=refs)
     cab_v = jsonschema.Draft202012Validator(schemas["cabinet-state.schema.json"], registry=refs)
     spec = FleetSpec(
-        lamp_id=[f"XN-CD-{i:06d}" for i in range(1, 61)], lamp_district=["cd"] * 60,
+        lamp_id=[f"XN-CD-{i:06d}" for i in range(1, 61)],
+        lamp_district=["cd"] * 60,
         lamp_cabinet=np.array([0] * 50 + [1] * 10, dtype=np.int32),
-        lamp_concentrator=np.array([True] * 50 + [False] * 10), lamp_rated_w=np.full(60, 150, dtype=np.float32),
-        lamp_led=np.ones(60, dtype=bool), cabinet_id=["XN-CD-C0001", "XN-CD-C0002"], cabinet_district=["cd", "cd"],
-        cabinet_circuits=np.array([3, 1], dtype=np.int16), cabinet_concentrator=np.array([True, False]))
+        lamp_concentrator=np.array([True] * 50 + [False] * 10),
+        lamp_rated_w=np.full(60, 150, dtype=np.float32),
+        lamp_led=np.ones(60, dtype=bool),
+        cabinet_id=["XN-CD-C0001", "XN-CD-C0002"],
+        cabinet_district=["cd", "cd"],
+        cabinet_circuits=np.array([3, 1], dtype=np.int16),
+        cabinet_concentrator=np.array([True, False]),
+    )
     fleet = Fleet(spec, interval_s=60, start_ms=NOW)
     fleet.fail([0, 55], "lamp_failure", NOW)
     reports = fleet.due_reports(NOW + 61_000)
@@ -122,6 +136,7 @@ def test_simulator_payloads_match_the_protocol_schemas() -> None:
         doc = msgspec.json.decode(r.payload)
         (cab_v if b"/cabinet/" in r.topic else lamp_v).validate(doc)
     reg = Registry({i: (n + 1, "cd") for n, i in enumerate(spec.lamp_id)}, {"XN-CD-C0001": (1, "cd")})
-    b = decode_batch([Message(r.topic.decode(), r.payload, NOW) for r in reports], reg, now_ms=NOW + 61_000,
-                     retention_ms=DAY)
+    b = decode_batch(
+        [Message(r.topic.decode(), r.payload, NOW) for r in reports], reg, now_ms=NOW + 61_000, retention_ms=DAY
+    )
     assert b.rejects == [] and len(b.lamps) == 60

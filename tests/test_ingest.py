@@ -50,8 +50,9 @@ async def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
 
 @contextlib.asynccontextmanager
 async def gateway(ep: Endpoints, client_id: str) -> AsyncIterator[GatewayProcess]:
-    settings = Settings(database_url=ep.database_url, mqtt_url=ep.mqtt_url, gateway_client_id=client_id,
-                        flush_interval_s=0.1)
+    settings = Settings(
+        database_url=ep.database_url, mqtt_url=ep.mqtt_url, gateway_client_id=client_id, flush_interval_s=0.1
+    )
     proc = GatewayProcess(settings, ep)
     task = asyncio.create_task(proc.run())
     await asyncio.wait_for(proc.subscriber.connected.wait(), 10)
@@ -80,8 +81,14 @@ async def test_simulated_fleet_lands_exactly_once(endpoints: Endpoints, client_i
     # A 3 s reporting interval so every lamp reports several times in a few seconds.
     fleet = Fleet(spec, interval_s=3, failure_rate_per_day=200.0, start_ms=clock.now_ms())
     async with gateway(endpoints, client_id) as gw:
-        sim = Simulator(fleet, host=endpoints.mqtt_host, port=endpoints.mqtt_port, clock=clock, connections=2,
-                        client_prefix=client_id)
+        sim = Simulator(
+            fleet,
+            host=endpoints.mqtt_host,
+            port=endpoints.mqtt_port,
+            clock=clock,
+            connections=2,
+            client_prefix=client_id,
+        )
         await asyncio.to_thread(sim.run, duration_s=8)
         await asyncio.to_thread(sim.close)
         sent = sim.stats.lamp_readings
@@ -94,19 +101,27 @@ async def test_simulated_fleet_lands_exactly_once(endpoints: Endpoints, client_i
     assert count(url, "SELECT count(*) FROM lamp_latest") == 2000
     assert count(url, "SELECT count(*) FROM quarantine") == 0
     # Each lamp's readings are its seq 0..n-1 with no gap.
-    assert count(url, "SELECT count(*) FROM (SELECT lamp_no FROM lamp_readings GROUP BY lamp_no "
-                      "HAVING max(seq) + 1 <> count(*) OR min(seq) <> 0) gaps") == 0
+    assert (
+        count(
+            url,
+            "SELECT count(*) FROM (SELECT lamp_no FROM lamp_readings GROUP BY lamp_no "
+            "HAVING max(seq) + 1 <> count(*) OR min(seq) <> 0) gaps",
+        )
+        == 0
+    )
     # Injected failures show in the stored faults.
     failed = int((fleet.fault > 0).sum())
     assert failed > 0
     assert count(url, "SELECT count(*) FROM lamp_latest WHERE faults <> '{}'") == failed
     assert count(url, "SELECT count(*) FROM cabinet_readings") == sim.stats.messages - len(fleet.single) * 0 - count(
-        url, "SELECT count(*) FROM lamp_readings r JOIN lamps l ON l.no = r.lamp_no WHERE l.controller = 'single'")
+        url, "SELECT count(*) FROM lamp_readings r JOIN lamps l ON l.no = r.lamp_no WHERE l.controller = 'single'"
+    )
     assert gw.gateway.stats.rejected == 0
 
 
-def _publish_readings(ep: Endpoints, spec_ids: list[tuple[str, str]], n: int, client: str, *,
-                      bad_every: int = 0) -> tuple[int, Counter[str]]:
+def _publish_readings(
+    ep: Endpoints, spec_ids: list[tuple[str, str]], n: int, client: str, *, bad_every: int = 0
+) -> tuple[int, Counter[str]]:
     """Publish n good single-lamp readings (and a bad one after every `bad_every`); returns (good, bad reasons)."""
     now = int(time.time() * 1000)
     pub = RawPublisher(ep.mqtt_host, ep.mqtt_port, client)
@@ -118,16 +133,24 @@ def _publish_readings(ep: Endpoints, spec_ids: list[tuple[str, str]], n: int, cl
         ("out_of_range", lambda lamp: json.dumps({"ts": now, "seq": 1, "on": True, "dim": 999, "faults": []}).encode()),
         ("not_object", lambda lamp: b"[]"),
         ("too_large", lambda lamp: b" " * 5000),
-        ("ts_in_future", lambda lamp: json.dumps({"ts": now + 3_600_000, "seq": 1, "on": True, "dim": 1,
-                                                  "faults": []}).encode()),
+        (
+            "ts_in_future",
+            lambda lamp: json.dumps({"ts": now + 3_600_000, "seq": 1, "on": True, "dim": 1, "faults": []}).encode(),
+        ),
     ]
     msgs: list[tuple[bytes, bytes]] = []
     for i in range(n):
         lamp_id, district = spec_ids[i % len(spec_ids)]
         seq = i // len(spec_ids)
         topic = f"sl/{district}/lamp/{lamp_id}/state".encode()
-        msgs.append((topic, json.dumps({"ts": now + seq, "seq": seq, "on": True, "dim": 100, "power_w": 100.0,
-                                        "faults": []}).encode()))
+        msgs.append(
+            (
+                topic,
+                json.dumps(
+                    {"ts": now + seq, "seq": seq, "on": True, "dim": 100, "power_w": 100.0, "faults": []}
+                ).encode(),
+            )
+        )
         if bad_every and i % bad_every == bad_every - 1:
             reason, make = bad_kinds[(i // bad_every) % len(bad_kinds)]
             bad[reason] += 1
@@ -147,29 +170,37 @@ def _lamp_ids(url: str, limit: int) -> list[tuple[str, str]]:
 
 
 @pytest.mark.asyncio
-async def test_malformed_messages_are_quarantined_and_ingest_goes_on(endpoints: Endpoints, client_id: str,
-                                                                     no_errors: None) -> None:
+async def test_malformed_messages_are_quarantined_and_ingest_goes_on(
+    endpoints: Endpoints, client_id: str, no_errors: None
+) -> None:
     seed(endpoints.database_url, 500)
     ids = _lamp_ids(endpoints.database_url, 500)
     url = endpoints.database_url
     async with gateway(endpoints, client_id):
-        good, bad = await asyncio.to_thread(_publish_readings, endpoints, ids, 20_000, client_id + "-pub",
-                                            bad_every=20)
+        good, bad = await asyncio.to_thread(_publish_readings, endpoints, ids, 20_000, client_id + "-pub", bad_every=20)
         assert sum(bad.values()) == 1000
-        await wait_for(lambda: count(url, "SELECT count(*) FROM quarantine") >= 1000
-                       and count(url, "SELECT count(*) FROM lamp_readings") >= good, 30, "all messages")
+        await wait_for(
+            lambda: (
+                count(url, "SELECT count(*) FROM quarantine") >= 1000
+                and count(url, "SELECT count(*) FROM lamp_readings") >= good
+            ),
+            30,
+            "all messages",
+        )
         # Still running: a later good message lands too.
         later = json.dumps({"ts": int(time.time() * 1000), "seq": 999_999, "on": False, "dim": 0, "faults": []})
         pub = RawPublisher(endpoints.mqtt_host, endpoints.mqtt_port, client_id + "-late")
         pub.publish(f"sl/{ids[0][1]}/lamp/{ids[0][0]}/state", later.encode())
         pub.close()
-        await wait_for(lambda: count(url, "SELECT count(*) FROM lamp_readings WHERE seq = 999999") == 1, 10,
-                       "the late message")
+        await wait_for(
+            lambda: count(url, "SELECT count(*) FROM lamp_readings WHERE seq = 999999") == 1, 10, "the late message"
+        )
     assert count(url, "SELECT count(*) FROM lamp_readings") == good + 1
     with psycopg.connect(url) as conn:
         got = Counter(dict(conn.execute("SELECT reason, count(*) FROM quarantine GROUP BY reason").fetchall()))
-        sample = conn.execute("SELECT topic, payload, detail FROM quarantine WHERE reason = 'out_of_range' "
-                              "LIMIT 1").fetchone()
+        sample = conn.execute(
+            "SELECT topic, payload, detail FROM quarantine WHERE reason = 'out_of_range' LIMIT 1"
+        ).fetchone()
     assert got == bad
     assert sample is not None and sample[0].startswith("sl/") and b"999" in bytes(sample[1]) and "100" in sample[2]
 
@@ -180,15 +211,21 @@ async def test_gateway_killed_mid_stream_loses_and_duplicates_nothing(endpoints:
     seed(endpoints.database_url, 1000)
     ids = _lamp_ids(endpoints.database_url, 1000)
     url = endpoints.database_url
-    env = {**os.environ, "LAMPLIGHTER_DATABASE_URL": url, "LAMPLIGHTER_MQTT_URL": endpoints.mqtt_url,
-           "LAMPLIGHTER_GATEWAY_CLIENT_ID": client_id, "LAMPLIGHTER_METRICS_PORT": "0"}
+    env = {
+        **os.environ,
+        "LAMPLIGHTER_DATABASE_URL": url,
+        "LAMPLIGHTER_MQTT_URL": endpoints.mqtt_url,
+        "LAMPLIGHTER_GATEWAY_CLIENT_ID": client_id,
+        "LAMPLIGHTER_METRICS_PORT": "0",
+    }
 
     subscribed = threading.Event()
 
     def start() -> subprocess.Popen[bytes]:
         subscribed.clear()
-        proc = subprocess.Popen([sys.executable, "-m", "lamplighter", "gateway"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lamplighter", "gateway"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
 
         def read_log() -> None:
             assert proc.stderr is not None
@@ -238,14 +275,22 @@ async def test_last_will_marks_a_device_offline(endpoints: Endpoints, client_id:
     fleet = Fleet(spec, interval_s=600, start_ms=clock.now_ms())
     url = endpoints.database_url
     async with gateway(endpoints, client_id):
-        sim = Simulator(fleet, host=endpoints.mqtt_host, port=endpoints.mqtt_port, clock=clock, per_device=True,
-                        client_prefix=client_id)
+        sim = Simulator(
+            fleet,
+            host=endpoints.mqtt_host,
+            port=endpoints.mqtt_port,
+            clock=clock,
+            per_device=True,
+            client_prefix=client_id,
+        )
         devices = sim.stats.devices
-        await wait_for(lambda: count(url, "SELECT count(*) FROM device_status WHERE online") == devices, 10,
-                       "devices online")
+        await wait_for(
+            lambda: count(url, "SELECT count(*) FROM device_status WHERE online") == devices, 10, "devices online"
+        )
         sim.close(clean=False)  # connections drop without DISCONNECT: the broker publishes each last will
-        await wait_for(lambda: count(url, "SELECT count(*) FROM device_status WHERE NOT online") == devices, 10,
-                       "last wills")
+        await wait_for(
+            lambda: count(url, "SELECT count(*) FROM device_status WHERE NOT online") == devices, 10, "last wills"
+        )
     # Clear the retained statuses so later tests' gateways do not receive them.
     pub = RawPublisher(endpoints.mqtt_host, endpoints.mqtt_port, client_id + "-clear")
     for topic, _ in fleet.status_topics():

@@ -1,0 +1,222 @@
+"""`lamplighter bench ingest`: publish lamp reports at full speed through a private broker into the gateway.
+
+Prints a short table and, as its last line, one JSON object. It measures, it asserts nothing. Broker, database,
+gateway and publishers all share this machine, so the figure is what the whole pipeline reaches on it.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from typing import Any
+
+import psycopg
+
+from lamplighter.config import Settings
+from lamplighter.runtime import private_services
+from seeds.generator import generate
+from seeds.loader import load
+from simulator.wire import RawPublisher, encode_varint
+from telemetry.schema import migrate
+
+__all__ = ["run_ingest_bench"]
+
+_TS_SLOT = b'"ts":0000000000000'  # patched with the send time, chunk by chunk, in one bytes.replace
+_CHUNK = 2000
+_METRICS_PORT = 9119
+
+
+def _packets(lamps: list[tuple[str, str]], n: int, first_id: int) -> list[tuple[bytes, int]]:
+    """Pre-encoded QoS 1 PUBLISH packets in chunks: (bytes, count)."""
+    seqs = [0] * len(lamps)
+    out: list[tuple[bytes, int]] = []
+    parts: list[bytes] = []
+    pid = first_id
+    for i in range(n):
+        k = i % len(lamps)
+        lamp, district = lamps[k]
+        seq = seqs[k]
+        seqs[k] += 1
+        topic = f"sl/{district}/lamp/{lamp}/state".encode()
+        payload = (
+            b"{" + _TS_SLOT + b',"seq":%d,"on":true,"dim":100,"power_w":148.2,"voltage_v":221.4,'
+            b'"current_a":0.68,"power_factor":0.98,"energy_wh":123456,"temp_c":-12.5,"rssi_dbm":-87,'
+            b'"mode":"auto","faults":[]}' % seq
+        )
+        body = len(topic).to_bytes(2, "big") + topic + pid.to_bytes(2, "big") + payload
+        parts.append(b"\x32" + encode_varint(len(body)) + body)
+        pid = pid % 65535 + 1
+        if len(parts) == _CHUNK:
+            out.append((b"".join(parts), len(parts)))
+            parts = []
+    if parts:
+        out.append((b"".join(parts), len(parts)))
+    return out
+
+
+def _publisher(host: str, port: int, name: str, lamps: list[tuple[str, str]], n: int, go: Any, q: Any) -> None:
+    pub = RawPublisher(host, port, name)
+    chunks = _packets(lamps, n, pub.next_id)
+    q.put(("ready", name))
+    go.wait()
+    t0 = time.perf_counter()
+    for buf, count in chunks:
+        stamp = b'"ts":%13d' % (time.time_ns() // 1_000_000)
+        pub.send_prebuilt(buf.replace(_TS_SLOT, stamp), count)
+    pub.drain(120)
+    q.put(("done", name, pub.sent, time.perf_counter() - t0))
+    pub.close()
+
+
+def _run_publishers(
+    host: str, port: int, lamps: list[tuple[str, str]], messages: int, procs: int, tag: str
+) -> tuple[int, float, float]:
+    """Returns (published, seconds, start time); each process owns a disjoint set of lamps."""
+    ctx = mp.get_context("fork")
+    go, q = ctx.Event(), ctx.Queue()
+    share = [lamps[i::procs] for i in range(procs)]
+    ps = [
+        ctx.Process(target=_publisher, args=(host, port, f"bench-{tag}-{i}", share[i], messages // procs, go, q))
+        for i in range(procs)
+    ]
+    for p in ps:
+        p.start()
+    for _ in ps:
+        q.get(timeout=300)
+    start = time.time()
+    t0 = time.perf_counter()
+    go.set()
+    sent = 0
+    for _ in ps:
+        msg = q.get(timeout=600)
+        sent += msg[2]
+    elapsed = time.perf_counter() - t0
+    for p in ps:
+        p.join(30)
+    return sent, elapsed, start
+
+
+def _scrape() -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{_METRICS_PORT}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = re.match(r"^(lamplighter_gateway_\w+)(\{[^}]*\})? ([0-9.eE+-]+)$", line)
+        if m:
+            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return out
+
+
+def _proc_cpu_rss(pid: int) -> tuple[float, float]:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    hwm = 0.0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                hwm = int(line.split()[1]) / 1024
+    return cpu, hwm
+
+
+def run_ingest_bench(settings: Settings, *, lamps: int, messages: int, publishers: int) -> int:
+    # Always private services: the bench recreates its database.
+    bench_settings = Settings(run_dir=settings.run_dir)
+    with private_services(bench_settings, "bench") as ep:
+        admin = ep.database_url.rsplit("/", 1)[0] + "/postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS lamplighter WITH (FORCE)")
+            conn.execute("CREATE DATABASE lamplighter")
+        with psycopg.connect(ep.database_url, autocommit=True) as conn:
+            migrate(conn)
+            load(conn, generate(lamps, seed=1), progress=sys.stderr.isatty())
+            ids = [(r[0], r[1]) for r in conn.execute("SELECT id, district FROM lamps ORDER BY no")]
+        print(
+            f"bench ingest: {messages:,} lamp messages over {lamps:,} lamps, {publishers} publisher processes",
+            flush=True,
+        )
+        # 1. The load generator's own ceiling: the broker alone, no subscriber.
+        ceiling_n, ceiling_s, _ = _run_publishers(
+            ep.mqtt_host, ep.mqtt_port, ids, min(messages, 400_000), publishers, "ceiling"
+        )
+        ceiling = ceiling_n / ceiling_s
+        print(f"publisher ceiling (broker alone): {ceiling:,.0f} msg/s", flush=True)
+        # 2. Through the gateway.
+        env = {
+            **os.environ,
+            "LAMPLIGHTER_DATABASE_URL": ep.database_url,
+            "LAMPLIGHTER_MQTT_URL": ep.mqtt_url,
+            "LAMPLIGHTER_METRICS_PORT": str(_METRICS_PORT),
+            "LAMPLIGHTER_GATEWAY_CLIENT_ID": "bench-gateway",
+        }
+        gw = subprocess.Popen(
+            [sys.executable, "-m", "lamplighter", "gateway"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        ready = threading.Event()
+
+        def read_log() -> None:
+            assert gw.stderr is not None
+            for line in gw.stderr:
+                if b"subscribed to" in line:
+                    ready.set()
+                if b"ERROR" in line:
+                    sys.stderr.write(line.decode(errors="replace"))
+
+        threading.Thread(target=read_log, daemon=True).start()
+        try:
+            if not ready.wait(60):
+                raise RuntimeError("the gateway did not subscribe within 60 s")
+            cpu0, _ = _proc_cpu_rss(gw.pid)
+            published, pub_s, start = _run_publishers(ep.mqtt_host, ep.mqtt_port, ids, messages, publishers, "run")
+            written = 0.0
+            last_change, last = time.monotonic(), -1.0
+            while written < published and time.monotonic() - last_change < 15:
+                time.sleep(0.1)
+                written = _scrape().get('lamplighter_gateway_readings_written_total{kind="lamp"}', 0.0)
+                if written != last:
+                    last, last_change = written, time.monotonic()
+            done = time.time() if written >= published else time.time() - 15
+            cpu1, rss = _proc_cpu_rss(gw.pid)
+            metrics = _scrape()
+        finally:
+            gw.terminate()
+            gw.wait(30)
+            if gw.stderr:
+                gw.stderr.close()
+        with psycopg.connect(ep.database_url) as conn:
+            row = conn.execute("SELECT count(*), count(DISTINCT (lamp_no, ts, seq)) FROM lamp_readings").fetchone()
+        rows, distinct = (int(row[0]), int(row[1])) if row else (0, 0)
+        elapsed = done - start
+        result = {
+            "published": published,
+            "committed": distinct,
+            "committed_per_s": round(distinct / elapsed, 1) if elapsed > 0 else None,
+            "publish_per_s": round(published / pub_s, 1),
+            "latency_p50_ms": round(metrics.get('lamplighter_gateway_commit_latency_ms{quantile="0.5"}', -1), 1),
+            "latency_p99_ms": round(metrics.get('lamplighter_gateway_commit_latency_ms{quantile="0.99"}', -1), 1),
+            "gateway_cpu_s": round(cpu1 - cpu0, 2),
+            "gateway_peak_rss_mb": round(rss, 1),
+            "lost": published - distinct,
+            "duplicated": rows - distinct,
+            "publisher_ceiling_per_s": round(ceiling, 1),
+            "lamps": lamps,
+            "publishers": publishers,
+            "cpus": os.cpu_count(),
+        }
+        print(f"{'published':<28}{published:>14,}")
+        print(f"{'committed':<28}{distinct:>14,}")
+        print(f"{'committed per second':<28}{result['committed_per_s'] or 0:>14,.0f}")
+        print(f"{'publish rate (with gateway)':<28}{result['publish_per_s']:>14,.0f}")
+        print(f"{'publisher ceiling':<28}{ceiling:>14,.0f}")
+        print(f"{'latency p50 / p99 (ms)':<28}{result['latency_p50_ms']:>7} / {result['latency_p99_ms']}")
+        print(f"{'gateway CPU (s)':<28}{result['gateway_cpu_s']:>14}")
+        print(f"{'gateway peak RSS (MB)':<28}{result['gateway_peak_rss_mb']:>14}")
+        print(f"{'lost / duplicated':<28}{result['lost']:>7} / {result['duplicated']}")
+        print(json.dumps(result), flush=True)
+    return 0
