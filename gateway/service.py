@@ -14,6 +14,7 @@ broker simply stops sending: back-pressure, nothing dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -100,10 +101,8 @@ class Gateway:
                     continue
                 wait = self._first_at + self.flush_interval_s - time.monotonic()
                 if len(self._pending) < self.max_batch and wait > 0:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), wait)
-                    except TimeoutError:
-                        pass
                     self._wake.clear()
                 await self.flush()
                 if self._pending:

@@ -65,7 +65,6 @@ async def _serve(settings: Settings, ep: object, gw: GatewayProcess, sim: subpro
         database_url=gw.ep.database_url, mqtt_address=(gw.ep.mqtt_host, gw.ep.mqtt_port), metrics=gw.metrics.registry
     )
     server = uvicorn.Server(uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning"))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -163,8 +164,8 @@ def generate(lamps: int = DEFAULT_LAMPS, seed: int = 1) -> Inventory:
     road_class: list[str] = []
     road_zh: list[str] = []
     road_en: list[str] = []
-    cab: dict[str, list] = {k: [] for k in ("id", "district", "road", "circuits", "conc", "lat", "lon")}
-    lamp_cols: dict[str, list] = {k: [] for k in ("road", "cab", "circuit", "lat", "lon")}
+    cab: dict[str, list[Any]] = {k: [] for k in ("id", "district", "road", "circuits", "conc", "lat", "lon")}
+    lamp_cols: dict[str, list[Any]] = {k: [] for k in ("road", "cab", "circuit", "lat", "lon")}
     lamp_id: list[str] = []
     lamp_district: list[str] = []
 
@@ -220,7 +221,7 @@ def generate(lamps: int = DEFAULT_LAMPS, seed: int = 1) -> Inventory:
         # Cabinets take consecutive lamps (neighbouring poles) in groups of 50-250.
         start = 0
         for c_no, size in enumerate(_split_sizes(rng, int(n_lamps), 50, 250), start=1):
-            circuits = int(min(6, max(1, rng.integers(1, 7) if size >= 120 else rng.integers(1, 4))))
+            circuits = int(rng.integers(1, 7)) if size >= 120 else int(rng.integers(1, 4))
             cab_index = len(cab["id"])
             cab["id"].append(f"XN-{d.code.upper()}-C{c_no:04d}")
             cab["district"].append(d.code)

@@ -61,9 +61,9 @@ async def get_lamp(conn: ConnDep, lamp_id: str) -> dict[str, Any]:
         await conn.execute(
             "SELECT ts, seq, is_on AS on, dim, power_w, voltage_v, current_a, energy_wh, temp_c, faults, received_at "
             "FROM lamp_latest WHERE lamp_no = %s",
-            (lamp["no"],),
+            (lamp["no"],),  # type: ignore[call-overload]
         )
-    ).fetchone()  # type: ignore[call-overload]
+    ).fetchone()
     status = await (
         await conn.execute(
             "SELECT online, ts, updated_at FROM device_status WHERE device_type = 'lamp' AND device_id = %s", (lamp_id,)

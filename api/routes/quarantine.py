@@ -28,5 +28,5 @@ async def list_quarantine(
             [*args, limit, offset],
         )
     ).fetchall()
-    items = [{**r, "payload": bytes(r["payload"]).decode("utf-8", "replace")} for r in rows]  # type: ignore[call-overload]
+    items = [{**r, "payload": bytes(r["payload"]).decode("utf-8", "replace")} for r in rows]  # type: ignore[call-overload, dict-item]
     return {"items": items, "total": total["n"] if total else 0, "limit": limit, "offset": offset}  # type: ignore[call-overload]
