@@ -9,6 +9,7 @@ run as root), each on its own loopback port, and stops them on exit.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import pwd
@@ -16,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,7 +204,20 @@ class PrivateServices:
 
     @property
     def _pg_dir(self) -> Path:
-        return self.root / "postgres"
+        d = self.root / "postgres"
+        if os.geteuid() != 0:
+            return d
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.chown(d, "postgres", "postgres")
+        reachable = subprocess.run(self._as_pg_user(["test", "-w", str(d)]), capture_output=True, check=False)
+        if reachable.returncode == 0:
+            return d
+        # The checkout sits under a directory the `postgres` user cannot enter (a private temp dir, say):
+        # keep the cluster in a per-checkout directory under /tmp instead.
+        alt = Path(tempfile.gettempdir()) / f"lamplighter-pg-{hashlib.sha1(str(self.root).encode()).hexdigest()[:12]}"
+        alt.mkdir(mode=0o700, exist_ok=True)
+        shutil.chown(alt, "postgres", "postgres")
+        return alt
 
     def _as_pg_user(self, argv: list[str]) -> list[str]:
         if os.geteuid() != 0:
@@ -229,8 +244,7 @@ class PrivateServices:
         d = self._pg_dir
         data = d / "data"
         d.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            shutil.chown(d, "postgres", "postgres")
+        logger.debug("private PostgreSQL data in %s", data)
         if (data / "postmaster.pid").exists():
             # Left behind by a run that was killed: stop it (or clear the stale lock) before starting again.
             subprocess.run(
