@@ -17,8 +17,9 @@ from gateway.service import Gateway
 from lamplighter.config import Settings
 from lamplighter.services import PrivateServices, ServiceError
 from telemetry.clock import Clock
+from telemetry.models import Registry
 from telemetry.schema import maintain_partitions, migrate
-from telemetry.store import TelemetryStore, load_registry
+from telemetry.store import TelemetryStore, inventory_version, load_registry
 
 __all__ = ["Endpoints", "GatewayProcess", "endpoints", "private_services"]
 
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 # Private instances per purpose, on their own ports, so a demo, a test run and a benchmark can run side by side.
 PRIVATE_PORTS = {"dev": (55432, 18830), "test": (55442, 18840), "bench": (55452, 18850)}
 _PARTITION_CHECK_S = 3600.0
+_INVENTORY_CHECK_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -85,15 +87,23 @@ class GatewayProcess:
     """The gateway's pieces for one process: store, subscriber, batching loop, partition upkeep."""
 
     def __init__(
-        self, settings: Settings, ep: Endpoints, *, clock: Clock | None = None, metrics: GatewayMetrics | None = None
+        self,
+        settings: Settings,
+        ep: Endpoints,
+        *,
+        clock: Clock | None = None,
+        metrics: GatewayMetrics | None = None,
+        inventory_check_s: float = _INVENTORY_CHECK_S,
     ) -> None:
         self.settings = settings
         self.ep = ep
         self.clock = clock or Clock()
         self.metrics = metrics or GatewayMetrics()
+        self.inventory_check_s = inventory_check_s
         with psycopg.connect(ep.database_url, autocommit=True) as conn:
             migrate(conn, retention_days=settings.retention_days)
             registry = load_registry(conn)
+            self._inventory = inventory_version(conn)
         if not registry.lamps:
             logger.warning(
                 "the inventory is empty: every device message will be quarantined as unknown_device; "
@@ -131,17 +141,47 @@ class GatewayProcess:
                 tg.create_task(self.subscriber.run(), name="mqtt-subscriber")
                 tg.create_task(self.gateway.run(), name="batch-writer")
                 tg.create_task(self._partitions(), name="partition-upkeep")
+                tg.create_task(self._inventory_watch(), name="inventory-watch")
         finally:
             await self.store.close()
 
     async def _partitions(self) -> None:
+        # An hour of the gateway's clock, so a compressed night still crosses midnight with partitions ready.
+        period = max(_PARTITION_CHECK_S / self.clock.speed, 10.0)
         while True:
-            await asyncio.sleep(_PARTITION_CHECK_S)
             try:
                 await asyncio.to_thread(self._maintain)
             except psycopg.Error as exc:
-                logger.warning("partition upkeep failed (retrying in an hour): %s", exc)
+                logger.warning("partition upkeep failed (retrying in %.0f s): %s", period, exc)
+            await asyncio.sleep(period)
+
+    async def _inventory_watch(self) -> None:
+        """Reload the device registry when the inventory changes, so newly seeded devices are not quarantined."""
+        while True:
+            await asyncio.sleep(self.inventory_check_s)
+            try:
+                registry = await asyncio.to_thread(self._reload_registry)
+            except psycopg.Error as exc:
+                logger.warning("inventory check failed (retrying in %.0f s): %s", self.inventory_check_s, exc)
+                continue
+            if registry is not None:
+                self.gateway.registry = registry
+                logger.info(
+                    "inventory changed: registry now %d lamps and %d cabinets",
+                    len(registry.lamps),
+                    len(registry.cabinets),
+                )
+
+    def _reload_registry(self) -> Registry | None:
+        with psycopg.connect(self.ep.database_url, autocommit=True) as conn:
+            version = inventory_version(conn)
+            if version == self._inventory:
+                return None
+            self._inventory = version
+            return load_registry(conn)
 
     def _maintain(self) -> None:
         with psycopg.connect(self.ep.database_url, autocommit=True) as conn:
             maintain_partitions(conn)
+            if self.clock.compressed:
+                maintain_partitions(conn, today=self.clock.now().date(), drop=False)

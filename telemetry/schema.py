@@ -235,9 +235,39 @@ def migrate(conn: psycopg.Connection, *, retention_days: int = 90) -> list[int]:
     return applied_now
 
 
-def maintain_partitions(conn: psycopg.Connection, *, today: date | None = None) -> tuple[int, int]:
-    """Create daily partitions from the retention horizon to a few days ahead; drop older ones.
+def _create_day(conn: psycopg.Connection, table: str, name: str, day: date) -> None:
+    """Create one day's partition; readings of that day already in the default partition move into it.
 
+    PostgreSQL refuses a new partition while the default one holds rows of its range, and such rows exist
+    when a device's clock ran ahead or a compressed clock crossed midnight before the upkeep did.
+    """
+    ident, parent, default = sql.Identifier(name), sql.Identifier(table), sql.Identifier(f"{table}_default")
+    lo, hi = sql.Literal(f"{day} 00:00+00"), sql.Literal(f"{day + timedelta(days=1)} 00:00+00")
+    stray = conn.execute(
+        sql.SQL("SELECT 1 FROM {} WHERE ts >= {} AND ts < {} LIMIT 1").format(default, lo, hi)
+    ).fetchone()
+    if stray is None:
+        conn.execute(
+            sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(ident, parent, lo, hi)
+        )
+        return
+    conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(ident, parent))
+    moved = conn.execute(
+        sql.SQL(
+            "WITH moved AS (DELETE FROM {} WHERE ts >= {} AND ts < {} RETURNING *) INSERT INTO {} SELECT * FROM moved"
+        ).format(default, lo, hi, ident)
+    ).rowcount
+    conn.execute(
+        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(parent, ident, lo, hi)
+    )
+    logger.info("telemetry partition %s created with %d readings moved from the default partition", name, moved)
+
+
+def maintain_partitions(conn: psycopg.Connection, *, today: date | None = None, drop: bool = True) -> tuple[int, int]:
+    """Create daily partitions from the retention horizon to a few days ahead; drop older ones when `drop`.
+
+    `today` defaults to the wall-clock date (UTC). A process on a compressed clock also calls this with the
+    clock's date and `drop=False`, so its days have partitions without retention counting from a fictional date.
     Returns (created, dropped). Does nothing under TimescaleDB, whose policies do the same job.
     """
     row = conn.execute("SELECT timescaledb, extract(day FROM retention)::int FROM telemetry_settings").fetchone()
@@ -262,17 +292,10 @@ def maintain_partitions(conn: psycopg.Connection, *, today: date | None = None) 
             while day <= today + timedelta(days=_PARTITIONS_AHEAD_DAYS):
                 name = f"{table}_{day:%Y%m%d}"
                 if name not in existing:
-                    conn.execute(
-                        sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
-                            sql.Identifier(name),
-                            sql.Identifier(table),
-                            sql.Literal(f"{day} 00:00+00"),
-                            sql.Literal(f"{day + timedelta(days=1)} 00:00+00"),
-                        )
-                    )
+                    _create_day(conn, table, name, day)
                     created += 1
                 day += timedelta(days=1)
-            for name in sorted(existing):
+            for name in sorted(existing) if drop else ():
                 suffix = name.rsplit("_", 1)[-1]
                 if suffix.isdigit() and len(suffix) == 8 and datetime.strptime(suffix, "%Y%m%d").date() < first:
                     conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))

@@ -220,6 +220,15 @@ class TelemetryStore:
         )
 
 
+def inventory_version(conn: psycopg.Connection) -> tuple[object, ...]:
+    """A cheap fingerprint of the inventory: it changes when lamps or cabinets are added, removed or reseeded."""
+    row = conn.execute(
+        "SELECT (SELECT created_at FROM seed_info), (SELECT count(*) FROM lamps), (SELECT max(no) FROM lamps), "
+        "(SELECT count(*) FROM cabinets), (SELECT max(no) FROM cabinets)"
+    ).fetchone()
+    return tuple(row) if row else ()
+
+
 def load_registry(conn: psycopg.Connection) -> Registry:
     """Device id → (number, district) for every lamp and cabinet in the inventory."""
     lamps = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, no, district FROM lamps")}

@@ -55,11 +55,11 @@ async def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def gateway(ep: Endpoints, client_id: str) -> AsyncIterator[GatewayProcess]:
+async def gateway(ep: Endpoints, client_id: str, **kwargs: float) -> AsyncIterator[GatewayProcess]:
     settings = Settings(
         database_url=ep.database_url, mqtt_url=ep.mqtt_url, gateway_client_id=client_id, flush_interval_s=0.1
     )
-    proc = GatewayProcess(settings, ep)
+    proc = GatewayProcess(settings, ep, **kwargs)
     task = asyncio.create_task(proc.run())
     await asyncio.wait_for(proc.subscriber.connected.wait(), 10)
     try:
@@ -300,3 +300,20 @@ async def test_last_will_marks_a_device_offline(endpoints: Endpoints, client_id:
     for topic, _ in fleet.status_topics():
         pub.publish(topic, b"", retain=True)
     pub.close()
+
+
+@pytest.mark.asyncio
+async def test_devices_seeded_while_the_gateway_runs_are_accepted(
+    endpoints: Endpoints, client_id: str, no_errors: None
+) -> None:
+    url = endpoints.database_url
+    seed(url, 300)
+    async with gateway(endpoints, client_id, inventory_check_s=0.2) as gw:
+        assert len(gw.gateway.registry.lamps) == 300
+        with psycopg.connect(url, autocommit=True) as conn:
+            load(conn, generate(600, seed=7), replace=True, progress=False)
+        await wait_for(lambda: len(gw.gateway.registry.lamps) == 600, 10, "the registry reload")
+        ids = _lamp_ids(url, 600)
+        await asyncio.to_thread(_publish_readings, endpoints, ids, 600, client_id + "-pub")
+        await wait_for(lambda: count(url, "SELECT count(*) FROM lamp_readings") == 600, 20, "readings of every lamp")
+    assert count(url, "SELECT count(*) FROM quarantine") == 0

@@ -1,0 +1,86 @@
+"""Schema: migrations apply once; without TimescaleDB, daily partitions roll forward and old days are dropped."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+import pytest
+
+from telemetry.schema import has_timescaledb, maintain_partitions, migrate
+
+pytestmark = pytest.mark.services
+
+
+def _partitions(conn: psycopg.Connection, table: str) -> set[str]:
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s",
+        (table,),
+    )
+    return {r[0] for r in rows}
+
+
+def _insert_reading(conn: psycopg.Connection, ts: datetime, lamp_no: int = 1) -> None:
+    conn.execute(
+        "INSERT INTO lamp_readings (ts, lamp_no, seq, is_on, dim, faults, received_at) "
+        "VALUES (%s, %s, 1, true, 100, '{}', now())",
+        (ts, lamp_no),
+    )
+
+
+def test_migrations_apply_once(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert migrate(conn) == []  # the test database is cloned from an already-migrated template
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+        assert versions == [1, 2]
+
+
+def test_partitions_roll_forward_and_retention_drops_old_days(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        if has_timescaledb(conn):
+            pytest.skip("TimescaleDB's own retention policy replaces partition upkeep")
+        conn.execute("UPDATE telemetry_settings SET retention = interval '5 days'")
+        today = datetime.now(UTC).date()
+        maintain_partitions(conn, today=today)
+        names = _partitions(conn, "lamp_readings")
+        oldest = today - timedelta(days=5)
+        assert f"lamp_readings_{oldest:%Y%m%d}" in names
+        assert f"lamp_readings_{today + timedelta(days=3):%Y%m%d}" in names
+        assert f"lamp_readings_{oldest - timedelta(days=1):%Y%m%d}" not in names
+        assert "lamp_readings_default" in names
+
+        # One reading on the oldest kept day, one today, one far in the future (lands in the default partition).
+        _insert_reading(conn, datetime.combine(oldest, datetime.min.time(), UTC) + timedelta(hours=12))
+        _insert_reading(conn, datetime.now(UTC))
+        far = datetime.now(UTC) + timedelta(days=30)
+        _insert_reading(conn, far)
+        assert conn.execute("SELECT count(*) FROM lamp_readings_default").fetchone() == (1,)
+
+        # Two days later: two new days appear ahead, the two oldest go, and with them the old reading.
+        later: date = today + timedelta(days=2)
+        created, dropped = maintain_partitions(conn, today=later)
+        assert (created, dropped) == (2 * 2, 2 * 2)  # two days, for both lamp and cabinet readings
+        names = _partitions(conn, "lamp_readings")
+        assert f"lamp_readings_{oldest:%Y%m%d}" not in names
+        assert f"lamp_readings_{later + timedelta(days=3):%Y%m%d}" in names
+        assert conn.execute("SELECT count(*) FROM lamp_readings").fetchone() == (2,)
+        assert _partitions(conn, "cabinet_readings") >= {f"cabinet_readings_{later + timedelta(days=3):%Y%m%d}"}
+
+        # Running it again the same day changes nothing.
+        assert maintain_partitions(conn, today=later) == (0, 0)
+
+        # A compressed clock set in the past gets its days without retention counting from that date.
+        past = today - timedelta(days=40)
+        created, dropped = maintain_partitions(conn, today=past, drop=False)
+        assert dropped == 0 and f"lamp_readings_{past:%Y%m%d}" in _partitions(conn, "lamp_readings")
+        assert conn.execute("SELECT count(*) FROM lamp_readings").fetchone() == (2,)
+
+        # When the far day comes within reach, its stray reading moves out of the default partition.
+        maintain_partitions(conn, today=far.date() - timedelta(days=1))
+        assert conn.execute("SELECT count(*) FROM lamp_readings_default").fetchone() == (0,)
+        assert conn.execute(f"SELECT count(*) FROM lamp_readings_{far:%Y%m%d}").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM lamp_readings WHERE ts = %s", (far,)).fetchone() == (1,)
+        # And the unique key still holds on the moved day: a redelivered reading is refused.
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            _insert_reading(conn, far)
