@@ -1,0 +1,250 @@
+"""The fleet in memory: the inventory as arrays indexed by lamp, and each lamp's latest reported state.
+
+`FleetIndex` is built once from the inventory (PostgreSQL, or a generated city in benchmarks); `FleetState`
+holds, per lamp, the newest report seen: time, on, dim, power, fault bits. It is fed from the gateway's batches
+(or from `lamp_latest` in a process without a gateway) and rebuilt from `lamp_latest` at start, so the figures
+survive a restart. Pure numpy; no I/O here beyond the two loaders that take an open connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+
+from telemetry.models import LampRows
+
+__all__ = [
+    "FAULT_BITS",
+    "OUTPUT_FAULT_MASK",
+    "ROAD_CLASSES",
+    "FleetIndex",
+    "FleetState",
+    "fault_mask",
+    "fault_names",
+    "load_index",
+    "load_state",
+]
+
+ROAD_CLASSES = ("expressway", "arterial", "secondary", "branch")
+
+# One bit per lamp fault code of PROTOCOL.md; codes the protocol does not name share the last bit.
+FAULT_BITS = {
+    code: 1 << i
+    for i, code in enumerate(
+        (
+            "lamp_failure",
+            "driver_failure",
+            "relay_failure",
+            "supply_loss",
+            "dimming_failure",
+            "over_voltage",
+            "under_voltage",
+            "over_temperature",
+            "leakage_current",
+            "tilt",
+            "meter_failure",
+        )
+    )
+}
+_OTHER_FAULT = 1 << 15
+# Faults that mean the lamp gives no light, whatever it says about `on` (DOMAIN.md, "lit").
+OUTPUT_FAULT_MASK = (
+    FAULT_BITS["lamp_failure"] | FAULT_BITS["driver_failure"] | FAULT_BITS["relay_failure"] | FAULT_BITS["supply_loss"]
+)
+
+
+def fault_mask(codes: Sequence[str]) -> int:
+    bits = 0
+    for c in codes:
+        bits |= FAULT_BITS.get(c, _OTHER_FAULT)
+    return bits
+
+
+def fault_names(bits: int) -> list[str]:
+    names = [code for code, bit in FAULT_BITS.items() if bits & bit]
+    return names + (["other"] if bits & _OTHER_FAULT else [])
+
+
+@dataclass
+class FleetIndex:
+    """The inventory, column-wise, lamps in `no` order. Group keys index the small per-group arrays."""
+
+    lamp_id: list[str]
+    lamp_no: npt.NDArray[np.int32]
+    lat: npt.NDArray[np.float64]
+    lon: npt.NDArray[np.float64]
+    rated_w: npt.NDArray[np.float32]
+    in_service: npt.NDArray[np.bool_]
+    interval_s: npt.NDArray[np.int32]
+    lamp_district: npt.NDArray[np.int16]  # → districts
+    lamp_road: npt.NDArray[np.int32]  # → road_ids
+    lamp_cabinet: npt.NDArray[np.int32]  # → cabinet_ids
+    districts: list[str]
+    road_ids: npt.NDArray[np.int32]
+    road_class: npt.NDArray[np.int8]  # → ROAD_CLASSES
+    road_district: npt.NDArray[np.int16]
+    cabinet_ids: list[str]
+    cabinet_road: npt.NDArray[np.int32]  # → road_ids
+
+    def __post_init__(self) -> None:
+        self.n = len(self.lamp_id)
+        top = int(self.lamp_no.max()) if self.n else 0
+        self.slot_of_no = np.full(top + 1, -1, dtype=np.int32)
+        self.slot_of_no[self.lamp_no] = np.arange(self.n, dtype=np.int32)
+        self.lamp_class = self.road_class[self.lamp_road]
+        self.slot_of_id = {lamp: i for i, lamp in enumerate(self.lamp_id)}
+        self.district_of = {d: i for i, d in enumerate(self.districts)}
+        self.road_of = {int(r): i for i, r in enumerate(self.road_ids)}
+        self.cabinet_of = {c: i for i, c in enumerate(self.cabinet_ids)}
+        # Lamps per road in service: the size class of the per-road assessment.
+        self.road_size = np.bincount(self.lamp_road[self.in_service], minlength=len(self.road_ids))
+
+    def slots(self, lamp_no: npt.ArrayLike) -> npt.NDArray[np.int32]:
+        """Lamp numbers → slots (−1 for numbers not in this index)."""
+        nos = np.asarray(lamp_no, dtype=np.int64)
+        out = np.full(nos.shape, -1, dtype=np.int32)
+        ok = (nos >= 0) & (nos < len(self.slot_of_no))
+        out[ok] = self.slot_of_no[nos[ok]]
+        return out
+
+
+class FleetState:
+    """Newest report per lamp. `ts_ms` 0 means never reported."""
+
+    def __init__(self, index: FleetIndex) -> None:
+        n = index.n
+        self.index = index
+        self.ts_ms = np.zeros(n, dtype=np.int64)
+        self.on = np.zeros(n, dtype=np.bool_)
+        self.dim = np.zeros(n, dtype=np.int16)
+        self.power_w = np.full(n, np.nan, dtype=np.float32)
+        self.faults = np.zeros(n, dtype=np.uint16)
+        self.updates = 0
+
+    def apply(
+        self,
+        slots: npt.NDArray[np.int32],
+        ts_ms: npt.NDArray[np.int64],
+        on: npt.NDArray[np.bool_],
+        dim: npt.NDArray[np.int16],
+        power_w: npt.NDArray[np.float32],
+        faults: npt.NDArray[np.uint16],
+    ) -> int:
+        """Take the newest reading per lamp from these columns where it is newer than what is held.
+
+        Returns how many lamps changed. Slots of −1 (lamps not in the index) are skipped.
+        """
+        # Newest per lamp inside the batch: sort by (slot, ts) and keep each slot's last row. Unknown lamps
+        # (slot −1) sort first and are dropped with the mask below.
+        order = np.lexsort((ts_ms, slots))
+        order = order[slots[order] >= 0]
+        if len(order) == 0:
+            return 0
+        s = slots[order]
+        last = np.ones(len(s), dtype=np.bool_)
+        last[:-1] = s[1:] != s[:-1]
+        pick = order[last]
+        s = slots[pick]
+        newer = ts_ms[pick] > self.ts_ms[s]
+        pick, s = pick[newer], s[newer]
+        self.ts_ms[s] = ts_ms[pick]
+        self.on[s] = on[pick]
+        self.dim[s] = dim[pick]
+        self.power_w[s] = power_w[pick]
+        self.faults[s] = faults[pick]
+        self.updates += len(s)
+        return len(s)
+
+    def apply_rows(self, rows: LampRows) -> int:
+        """Feed one batch of the gateway's decoded lamp readings."""
+        if not len(rows):
+            return 0
+        faults = np.fromiter((fault_mask(f) if f else 0 for f in rows.faults), dtype=np.uint16, count=len(rows))
+        power = np.array([np.nan if p is None else p for p in rows.power_w], dtype=np.float32)
+        return self.apply(
+            self.index.slots(rows.lamp_no),
+            np.array(rows.ts, dtype=np.int64),
+            np.array(rows.on, dtype=np.bool_),
+            np.array(rows.dim, dtype=np.int16),
+            power,
+            faults,
+        )
+
+
+def load_index(conn: psycopg.Connection) -> FleetIndex:
+    """The inventory from PostgreSQL."""
+    districts = [r[0] for r in conn.execute("SELECT code FROM districts ORDER BY code")]
+    district_of = {d: i for i, d in enumerate(districts)}
+    roads = conn.execute("SELECT id, road_class, district FROM roads ORDER BY id").fetchall()
+    road_ids = np.array([r[0] for r in roads], dtype=np.int32)
+    road_of = {int(r): i for i, r in enumerate(road_ids)}
+    cabinets = conn.execute("SELECT id, road_id FROM cabinets ORDER BY no").fetchall()
+    cabinet_of = {c[0]: i for i, c in enumerate(cabinets)}
+    lamp_id: list[str] = []
+    cols: dict[str, list[object]] = {k: [] for k in ("no", "lat", "lon", "w", "svc", "iv", "d", "r", "c")}
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT id, no, lat, lon, rated_w, in_service, report_interval_s, district, road_id, cabinet_id "
+            "FROM lamps ORDER BY no"
+        )
+        for row in cur:
+            lamp_id.append(row[0])
+            cols["no"].append(row[1])
+            cols["lat"].append(row[2])
+            cols["lon"].append(row[3])
+            cols["w"].append(row[4])
+            cols["svc"].append(row[5])
+            cols["iv"].append(row[6])
+            cols["d"].append(district_of[row[7]])
+            cols["r"].append(road_of[row[8]])
+            cols["c"].append(cabinet_of[row[9]])
+    return FleetIndex(
+        lamp_id=lamp_id,
+        lamp_no=np.array(cols["no"], dtype=np.int32),
+        lat=np.array(cols["lat"], dtype=np.float64),
+        lon=np.array(cols["lon"], dtype=np.float64),
+        rated_w=np.array(cols["w"], dtype=np.float32),
+        in_service=np.array(cols["svc"], dtype=np.bool_),
+        interval_s=np.array(cols["iv"], dtype=np.int32),
+        lamp_district=np.array(cols["d"], dtype=np.int16),
+        lamp_road=np.array(cols["r"], dtype=np.int32),
+        lamp_cabinet=np.array(cols["c"], dtype=np.int32),
+        districts=districts,
+        road_ids=road_ids,
+        road_class=np.array([ROAD_CLASSES.index(r[1]) for r in roads], dtype=np.int8),
+        road_district=np.array([district_of[r[2]] for r in roads], dtype=np.int16),
+        cabinet_ids=[c[0] for c in cabinets],
+        cabinet_road=np.array([road_of[c[1]] for c in cabinets], dtype=np.int32),
+    )
+
+
+def load_state(conn: psycopg.Connection, state: FleetState, *, since: object = None) -> tuple[int, object]:
+    """Feed `lamp_latest` rows (all, or those received after `since`) into `state`.
+
+    Returns (lamps changed, the newest `received_at` seen) so a caller can poll for what is new.
+    """
+    query = (
+        "SELECT lamp_no, (extract(epoch FROM ts) * 1000)::bigint, is_on, dim, power_w, faults, received_at "
+        "FROM lamp_latest"
+    )
+    args: tuple[object, ...] = ()
+    if since is not None:
+        query += " WHERE received_at > %s"
+        args = (since,)
+    rows = conn.execute(query, args).fetchall()
+    if not rows:
+        return 0, since
+    newest = max(r[6] for r in rows)
+    changed = state.apply(
+        state.index.slots([r[0] for r in rows]),
+        np.array([r[1] for r in rows], dtype=np.int64),
+        np.array([r[2] for r in rows], dtype=np.bool_),
+        np.array([r[3] for r in rows], dtype=np.int16),
+        np.array([np.nan if r[4] is None else r[4] for r in rows], dtype=np.float32),
+        np.array([fault_mask(r[5]) if r[5] else 0 for r in rows], dtype=np.uint16),
+    )
+    return changed, newest

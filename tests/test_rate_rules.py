@@ -1,0 +1,293 @@
+"""Every DOMAIN.md rule of expected state and the lighting rate, table-driven over a small hand-built fleet."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from telemetry.expected import Expected, UnknownScope
+from telemetry.fleet import FleetIndex, FleetState, fault_mask
+from telemetry.rate import CONDITIONS, breakdown, conditions, road_verdicts
+from telemetry.schedules import (
+    DateException,
+    Override,
+    Profile,
+    ScheduleDoc,
+    ScheduleError,
+    Step,
+    Window,
+    decode_doc,
+)
+
+CST = dt.timezone(dt.timedelta(hours=8))
+NIGHT = dt.datetime(2026, 12, 1, 22, 0, tzinfo=CST)  # Xining: sunset ~18:10, sunrise ~08:15
+NOON = dt.datetime(2026, 12, 1, 12, 0, tzinfo=CST)
+
+
+def ms(t: dt.datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def fleet(roads: list[tuple[str, int]], *, rated: float = 100.0, interval_s: int = 300) -> FleetIndex:
+    """Roads given as (class, lamps); one district `cd`, one cabinet per road, lamps `L0000`… in order."""
+    n = sum(k for _, k in roads)
+    lamp_road = np.repeat(np.arange(len(roads), dtype=np.int32), [k for _, k in roads])
+    classes = ("expressway", "arterial", "secondary", "branch")
+    return FleetIndex(
+        lamp_id=[f"L{i:04d}" for i in range(n)],
+        lamp_no=np.arange(1, n + 1, dtype=np.int32),
+        lat=np.full(n, 36.62),
+        lon=np.full(n, 101.78),
+        rated_w=np.full(n, rated, dtype=np.float32),
+        in_service=np.ones(n, dtype=np.bool_),
+        interval_s=np.full(n, interval_s, dtype=np.int32),
+        lamp_district=np.zeros(n, dtype=np.int16),
+        lamp_road=lamp_road,
+        lamp_cabinet=lamp_road.copy(),
+        districts=["cd"],
+        road_ids=np.arange(100, 100 + len(roads), dtype=np.int32),
+        road_class=np.array([classes.index(c) for c, _ in roads], dtype=np.int8),
+        road_district=np.zeros(len(roads), dtype=np.int16),
+        cabinet_ids=[f"C{i:03d}" for i in range(len(roads))],
+        cabinet_road=np.arange(len(roads), dtype=np.int32),
+    )
+
+
+def report(
+    state: FleetState,
+    slot: int,
+    at: dt.datetime,
+    *,
+    on: bool = True,
+    dim: int = 100,
+    power: float | None = 95.0,
+    faults: tuple[str, ...] = (),
+) -> None:
+    state.apply(
+        np.array([slot], dtype=np.int32),
+        np.array([ms(at)], dtype=np.int64),
+        np.array([on]),
+        np.array([dim], dtype=np.int16),
+        np.array([np.nan if power is None else power], dtype=np.float32),
+        np.array([fault_mask(faults)], dtype=np.uint16),
+    )
+
+
+# (case, report kwargs, report age, evaluated at, expected condition)
+CASES = [
+    ("lit: on, full power", {}, 60, NIGHT, "lit"),
+    ("lit: no power reported", {"power": None}, 60, NIGHT, "lit"),
+    ("lit: exactly 20 % of rated × dim", {"dim": 50, "power": 10.0}, 60, NIGHT, "lit"),
+    ("dark: under 20 % of rated × dim", {"dim": 50, "power": 9.9}, 60, NIGHT, "dark"),
+    ("dark: reports off while due", {"on": False, "dim": 0, "power": 0.0}, 60, NIGHT, "dark"),
+    ("dark: on with dim 0", {"dim": 0, "power": None}, 60, NIGHT, "dark"),
+    ("dark: lamp_failure", {"faults": ("lamp_failure",)}, 60, NIGHT, "dark"),
+    ("dark: driver_failure", {"faults": ("driver_failure",)}, 60, NIGHT, "dark"),
+    ("dark: relay_failure", {"faults": ("relay_failure",)}, 60, NIGHT, "dark"),
+    ("dark: supply_loss", {"faults": ("supply_loss",)}, 60, NIGHT, "dark"),
+    ("lit: a non-output fault", {"faults": ("meter_failure", "over_temperature")}, 60, NIGHT, "lit"),
+    ("lit: fresh at 2 intervals + 60 s", {}, 660, NIGHT, "lit"),
+    ("unknown: stale past 2 intervals + 60 s", {}, 661, NIGHT, "unknown"),
+    ("off: daytime, reports off", {"on": False, "dim": 0, "power": 0.0}, 60, NOON, "off"),
+    ("day_burning: daytime, on", {}, 60, NOON, "day_burning"),
+    ("off: daytime, on but stale", {}, 3600, NOON, "off"),
+]
+
+
+@pytest.mark.parametrize(("case", "kwargs", "age_s", "at", "want"), CASES, ids=[c[0] for c in CASES])
+def test_condition_of_one_lamp(case: str, kwargs: dict[str, object], age_s: int, at: dt.datetime, want: str) -> None:
+    ix = fleet([("arterial", 1)])
+    state = FleetState(ix)
+    report(state, 0, at - dt.timedelta(seconds=age_s), **kwargs)  # type: ignore[arg-type]
+    expected = Expected(ix, {}).at(ms(at))
+    assert CONDITIONS[conditions(ix, state, expected)[0]] == want
+
+
+def test_never_reported_is_unknown_at_night() -> None:
+    ix = fleet([("arterial", 1)])
+    assert CONDITIONS[conditions(ix, FleetState(ix), Expected(ix, {}).at(ms(NIGHT)))[0]] == "unknown"
+
+
+def test_rate_counts_and_null_by_day() -> None:
+    ix = fleet([("arterial", 50)])
+    state = FleetState(ix)
+    for i in range(47):
+        report(state, i, NIGHT - dt.timedelta(seconds=30))
+    report(state, 47, NIGHT - dt.timedelta(seconds=30), faults=("lamp_failure",))  # 48 dark; 49, 50 unknown
+    b = breakdown(ix, state, Expected(ix, {}).at(ms(NIGHT)))
+    row = b.city.rows()[0]
+    assert (row["due"], row["lit"], row["dark"], row["unknown"], row["rate"]) == (50, 47, 1, 2, 94.0)
+    assert row["meets_target"] is False and row["target"] == 98.0
+    next_noon = NOON + dt.timedelta(days=1)
+    day = breakdown(ix, state, Expected(ix, {}).at(ms(next_noon))).city.rows()[0]
+    assert day["due"] == 0 and day["rate"] is None and day["meets_target"] is None
+    assert day["day_burning"] == 0  # the night reports are stale by noon
+
+
+def test_maintenance_window_leaves_lamps_out_of_both_sides() -> None:
+    ix = fleet([("arterial", 10)])
+    state = FleetState(ix)
+    for i in range(10):
+        report(state, i, NIGHT - dt.timedelta(seconds=30), on=i < 5, dim=100 if i < 5 else 0)
+    window = Window("maintenance", NIGHT - dt.timedelta(hours=1), NIGHT + dt.timedelta(hours=1), "cable repair")
+    docs = {("cabinet", "C000"): ScheduleDoc(windows=[window])}
+    assert breakdown(ix, state, Expected(ix, docs).at(ms(NIGHT))).city.rows()[0]["due"] == 0
+    # A window on five lamps only: those five dark ones leave, the rate becomes 100 %.
+    docs = {("lamp", f"L{i:04d}"): ScheduleDoc(windows=[window]) for i in range(5, 10)}
+    row = breakdown(ix, state, Expected(ix, docs).at(ms(NIGHT))).city.rows()[0]
+    assert (row["due"], row["lit"], row["rate"]) == (5, 5, 100.0)
+    # After the window ends they are due again.
+    after = NIGHT + dt.timedelta(hours=1, minutes=1)
+    assert breakdown(ix, state, Expected(ix, docs).at(ms(after))).city.rows()[0]["due"] == 10
+
+
+def test_most_specific_schedule_wins() -> None:
+    ix = fleet([("arterial", 3), ("branch", 3)])
+    docs = {
+        ("city", "all"): ScheduleDoc(profile=Profile(mode="astro")),
+        ("district", "cd"): ScheduleDoc(profile=Profile(mode="fixed", on_at="20:00", off_at="05:00")),
+        ("road", "101"): ScheduleDoc(profile=Profile(mode="fixed", on_at="19:00", off_at="23:00")),
+        ("cabinet", "C001"): ScheduleDoc(profile=Profile(mode="fixed", on_at="21:00", off_at="04:00")),
+        ("lamp", "L0005"): ScheduleDoc(profile=Profile(mode="always")),
+    }
+    e = Expected(ix, docs)
+    at = lambda h, m=0: ms(dt.datetime(2026, 12, 1, h, m, tzinfo=CST))  # noqa: E731
+    # Lamps 0–2: the district's fixed 20:00–05:00 beats the city's astro (which would be on by 19:00).
+    assert not e.at(at(19, 30)).due[:3].any() and e.at(at(20, 0)).due[:3].all()
+    # Lamps 3–4: the cabinet beats the road: off at 20:30 (road says on), on at 23:30 (road says off).
+    assert not e.at(at(20, 30)).due[3:5].any() and e.at(at(23, 30)).due[3:5].all()
+    # Lamp 5 is a tunnel lamp: due at noon too.
+    assert e.at(at(12)).due.tolist() == [False] * 5 + [True]
+
+
+def test_astro_offsets_follow_the_sun() -> None:
+    ix = fleet([("arterial", 1)])
+    e = Expected(ix, {("city", "all"): ScheduleDoc(profile=Profile(mode="astro", on_offset_min=10))})
+    # PyEphem puts Xining's sunset on 2026-12-01 at 17:57:14 local: due from 18:07:14, so from minute 18:08.
+    t = dt.datetime(2026, 12, 1, 17, 50, tzinfo=CST)
+    due = [bool(e.at(ms(t + dt.timedelta(minutes=m))).due[0]) for m in range(0, 40)]
+    first = due.index(True)
+    assert first == 18 and all(due[first:])
+    # Sunrise on 2026-12-02 at 08:07:01 local (PyEphem): off from 07:57:01.
+    assert e.at(ms(dt.datetime(2026, 12, 2, 7, 50, tzinfo=CST))).due[0]
+    assert not e.at(ms(dt.datetime(2026, 12, 2, 8, 0, tzinfo=CST))).due[0]
+
+
+def test_override_holds_until_its_time_then_the_schedule_resumes() -> None:
+    ix = fleet([("arterial", 2)])
+    until = NOON + dt.timedelta(hours=1)
+    docs = {("lamp", "L0001"): ScheduleDoc(override=Override(on=True, level=60, until=until))}
+    e = Expected(ix, docs)
+    during = e.at(ms(NOON))
+    assert during.due.tolist() == [False, True] and during.level.tolist() == [0, 60]
+    assert e.at(ms(until)).due.tolist() == [False, False]  # expired: back to the astro profile
+    off = {("road", "100"): ScheduleDoc(override=Override(on=False, until=NIGHT + dt.timedelta(minutes=5)))}
+    assert not Expected(ix, off).at(ms(NIGHT)).due.any()  # switched off at night: not due
+
+
+def test_dimming_steps_and_calendar_exceptions() -> None:
+    ix = fleet([("arterial", 1)])
+    steps = [Step("00:00", 50), Step("05:00", 80)]
+    prof = Profile(mode="astro", steps=steps, exceptions=[DateException(dt.date(2026, 12, 31), level=100)])
+    e = Expected(ix, {("city", "all"): ScheduleDoc(profile=prof)})
+    at = lambda d, h: ms(dt.datetime(2026, 12, d, h, 0, tzinfo=CST))  # noqa: E731
+    assert [int(e.at(at(1, 22)).level[0]), int(e.at(at(2, 1)).level[0]), int(e.at(at(2, 6)).level[0])] == [100, 50, 80]
+    assert int(e.at(ms(dt.datetime(2027, 1, 1, 2, 0, tzinfo=CST))).level[0]) == 100  # New Year's Eve: full all night
+    dark_night = Profile(mode="astro", exceptions=[DateException(dt.date(2026, 12, 1), off=True)])
+    e2 = Expected(ix, {("city", "all"): ScheduleDoc(profile=dark_night)})
+    assert not e2.at(at(1, 22)).due[0] and e2.at(at(2, 22)).due[0]
+
+
+def test_out_of_service_lamps_are_excluded() -> None:
+    ix = fleet([("arterial", 2)])
+    ix.in_service[1] = False
+    ex = Expected(ix, {}).at(ms(NIGHT))
+    assert ex.due.tolist() == [True, False] and ex.excluded.tolist() == [False, True]
+
+
+# (road class, lamps on the road, dark lamps, passes)
+ROADS = [
+    ("branch", 99, 2, True),
+    ("branch", 99, 3, False),
+    ("secondary", 120, 3, True),
+    ("secondary", 120, 4, False),
+    ("arterial", 199, 4, True),
+    ("arterial", 199, 5, False),
+    ("arterial", 200, 6, True),  # 97.0 %
+    ("arterial", 200, 7, False),  # 96.5 %
+    ("branch", 200, 10, True),  # 95.0 %
+    ("branch", 200, 11, False),
+]
+
+
+@pytest.mark.parametrize(("cls", "lamps", "dark", "passes"), ROADS)
+def test_per_road_assessment(cls: str, lamps: int, dark: int, passes: bool) -> None:
+    ix = fleet([(cls, lamps)])
+    state = FleetState(ix)
+    for i in range(lamps):
+        report(state, i, NIGHT - dt.timedelta(seconds=30), faults=("lamp_failure",) if i < dark else ())
+    verdict = road_verdicts(ix, breakdown(ix, state, Expected(ix, {}).at(ms(NIGHT))).road)[0]
+    assert verdict["passes"] is passes
+    assert verdict["rule"] == ("rate" if lamps >= 200 else "dark_cap")
+
+
+def test_groupings_and_integrity() -> None:
+    ix = fleet([("arterial", 10), ("branch", 10)])
+    state = FleetState(ix)
+    for i in range(20):
+        report(state, i, NIGHT - dt.timedelta(seconds=30), faults=("lamp_failure",) if i in (0, 15) else ())
+    b = breakdown(ix, state, Expected(ix, {}).at(ms(NIGHT)))
+    classes = {r["key"]: r for r in b.road_class.rows()}
+    assert classes["arterial"]["rate"] == 90.0 and classes["arterial"]["target"] == 98.0
+    assert classes["branch"]["rate"] == 90.0 and classes["branch"]["target"] == 96.0
+    assert classes["expressway"]["rate"] is None
+    assert [r["dark"] for r in b.cabinet.rows()] == [1, 1]
+    assert b.district.rows()[0]["lit"] == 18 and b.integrity == 90.0
+
+
+def test_newest_report_wins_and_unknown_lamps_are_skipped() -> None:
+    ix = fleet([("arterial", 2)])
+    state = FleetState(ix)
+    t = ms(NIGHT)
+    changed = state.apply(
+        np.array([0, 0, -1, 1], dtype=np.int32),
+        np.array([t, t - 1000, t, t], dtype=np.int64),
+        np.array([True, False, True, False]),
+        np.array([100, 0, 100, 0], dtype=np.int16),
+        np.full(4, np.nan, dtype=np.float32),
+        np.zeros(4, dtype=np.uint16),
+    )
+    assert changed == 2 and state.on.tolist() == [True, False]
+    report(state, 0, NIGHT - dt.timedelta(minutes=1), on=False)  # older than what is held: ignored
+    assert state.on[0]
+
+
+def test_schedule_documents_are_checked() -> None:
+    doc = decode_doc(b'{"profile": {"mode": "fixed", "on_at": "18:30", "off_at": "06:15", "level": 90}}')
+    assert doc.profile is not None and doc.profile.level == 90
+    bad = [
+        (b'{"profile": {"mode": "sometimes"}}', "profile.mode"),
+        (b'{"profile": {"mode": "fixed", "on_at": "25:00", "off_at": "06:00"}}', "profile.on_at"),
+        (b'{"profile": {"mode": "fixed"}}', "profile.on_at"),
+        (b'{"profile": {"mode": "astro", "level": 120}}', "profile.level"),
+        (b'{"profile": {"mode": "astro", "timezone": "Mars/Olympus"}}', "profile.timezone"),
+        (
+            b'{"windows": [{"kind": "outage", "start": "2026-12-01T10:00:00+08:00", '
+            b'"end": "2026-12-01T09:00:00+08:00"}]}',
+            "windows[0].end",
+        ),
+        (b'{"override": {"on": true, "until": "2026-12-01T10:00:00"}}', "override.until"),
+        (b'{"colour": "red"}', "colour"),
+    ]
+    for raw, field in bad:
+        with pytest.raises(ScheduleError) as err:
+            decode_doc(raw)
+        assert err.value.field == field, (raw, str(err.value))
+
+
+def test_a_schedule_for_an_unknown_scope_is_refused() -> None:
+    ix = fleet([("arterial", 1)])
+    with pytest.raises(UnknownScope):
+        Expected(ix, {("district", "zz"): ScheduleDoc(profile=Profile(mode="always"))})
