@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--lamps", type=int, default=110_000)
     b.add_argument("--messages", type=int, default=500_000)
     b.add_argument("--publishers", type=int, default=2, help="publisher processes")
+    b = bsub.add_parser("rate", help="lighting-rate recompute and fleet-state updates over a generated city")
+    b.add_argument("--lamps", type=int, default=1_000_000)
+    b.add_argument("--repeats", type=int, default=30, help="recomputes to take the median of")
     return ap
 
 
@@ -118,6 +121,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
             with contextlib.suppress(KeyboardInterrupt):
                 signal.sigwait({signal.SIGINT, signal.SIGTERM})
         return 0
+    if cmd == "bench" and args.bench == "rate":
+        from lamplighter.bench_rate import run_rate_bench
+
+        return run_rate_bench(lamps=args.lamps, repeats=args.repeats)
     if cmd == "bench":
         from simulator.bench import run_ingest_bench
 

@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from telemetry.fleet import FleetIndex
 from telemetry.schedules import DEFAULT_CITY_PROFILE, Profile, ScheduleDoc, minutes_of
-from telemetry.solar import sun_events
+from telemetry.solar import SUNRISE_DEG, sun_events
 
 __all__ = ["Expected", "ExpectedState", "ScopeKey", "UnknownScope"]
 
@@ -61,6 +61,10 @@ class Expected:
                 self.profiles.append(doc.profile)
                 self.profile[self._lamps(scope, key)] = len(self.profiles) - 1
         self._nights: dict[tuple[int, dt.date], tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = {}
+        self._merged: dict[tuple[dt.date, ...], tuple[npt.NDArray[np.float64], ...]] = {}
+        self._out_of_service = ~index.in_service
+        self._out_of_service.flags.writeable = False
+        self._any_out_of_service = bool(self._out_of_service.any())
 
     def _in_specificity_order(self) -> list[tuple[str, str, ScheduleDoc]]:
         order = {"city": 0, "district": 1, "road": 2, "cabinet": 3, "lamp": 4}
@@ -125,17 +129,16 @@ class Expected:
             for d in (night, night + dt.timedelta(days=1)):
                 delta = tz.utcoffset(dt.datetime.combine(d, dt.time(12)))
                 offsets.append(delta.total_seconds() / 60 if delta is not None else 0.0)
-            lat, lon = ix.lat[lamps], ix.lon[lamps]
-            _, sunset = sun_events(lat, lon, np.datetime64(night, "D"), utc_offset_min=offsets[0], altitude_deg=-0.833)
-            sunrise, _ = sun_events(
-                lat,
-                lon,
-                np.datetime64(night + dt.timedelta(days=1), "D"),
-                utc_offset_min=offsets[1],
-                altitude_deg=-0.833,
-            )
-            on[lamps] = sunset + prof.on_offset_min * 60_000
-            off[lamps] = sunrise + prof.off_offset_min * 60_000
+            # The sun is computed once per 0.01° cell (about 1 km; sunset moves by under 3 s across one).
+            lat_cell = np.round((ix.lat[lamps] + 90.0) * 100).astype(np.int64)
+            lon_cell = np.round((ix.lon[lamps] + 180.0) * 100).astype(np.int64)
+            cells, cell_of = np.unique(lat_cell * 100_000 + lon_cell, return_inverse=True)
+            lat, lon = (cells // 100_000) / 100.0 - 90.0, (cells % 100_000) / 100.0 - 180.0
+            today, tomorrow = np.datetime64(night, "D"), np.datetime64(night + dt.timedelta(days=1), "D")
+            _, sunset = sun_events(lat, lon, today, utc_offset_min=offsets[0], altitude_deg=SUNRISE_DEG)
+            sunrise, _ = sun_events(lat, lon, tomorrow, utc_offset_min=offsets[1], altitude_deg=SUNRISE_DEG)
+            on[lamps] = sunset[cell_of] + prof.on_offset_min * 60_000
+            off[lamps] = sunrise[cell_of] + prof.off_offset_min * 60_000
         if len(self._nights) > 64:
             self._nights.clear()
         self._nights[(p, night)] = (on, off)
@@ -163,24 +166,35 @@ class Expected:
 
     # -- evaluation ---------------------------------------------------------------------------------------
 
+    def _windows(self, t: dt.datetime) -> tuple[npt.NDArray[np.float64], ...]:
+        """(on, off) of the previous and the current local night for every lamp, merged over the profiles."""
+        dates = tuple(t.astimezone(ZoneInfo(p.timezone)).date() for p in self.profiles)
+        cached = self._merged.get(dates)
+        if cached is not None:
+            return cached
+        n = self.index.n
+        merged = tuple(np.full(n, np.nan) for _ in range(4))
+        for p, local_date in enumerate(dates):
+            lamps = self.profile == p
+            for k, night in enumerate((local_date - dt.timedelta(days=1), local_date)):
+                on, off = self._night(p, night)
+                merged[2 * k][lamps] = on[lamps]
+                merged[2 * k + 1][lamps] = off[lamps]
+        if len(self._merged) > 8:
+            self._merged.clear()
+        self._merged[dates] = merged
+        return merged
+
     def at(self, ts_ms: int) -> ExpectedState:
         """Due, level and excluded for every lamp at `ts_ms` (epoch ms)."""
         ix = self.index
         t = dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC)
-        due = np.zeros(ix.n, dtype=np.bool_)
-        level = np.zeros(ix.n, dtype=np.int16)
-        for p, prof in enumerate(self.profiles):
-            local_date = t.astimezone(ZoneInfo(prof.timezone)).date()
-            lamps = self.profile == p
-            if not lamps.any():
-                continue
-            in_window = np.zeros(ix.n, dtype=np.bool_)
-            for night in (local_date - dt.timedelta(days=1), local_date):
-                on, off = self._night(p, night)
-                with np.errstate(invalid="ignore"):
-                    in_window |= (on <= ts_ms) & (ts_ms < off)
-            due |= lamps & in_window
-            level[lamps] = self._level(p, t)
+        on0, off0, on1, off1 = self._windows(t)
+        with np.errstate(invalid="ignore"):
+            due = (on0 <= ts_ms) & (off0 > ts_ms)
+            due |= (on1 <= ts_ms) & (off1 > ts_ms)
+        levels = np.array([self._level(p, t) for p in range(len(self.profiles))], dtype=np.int16)
+        level = np.full(ix.n, levels[0], dtype=np.int16) if len(levels) == 1 else levels[self.profile]
         # Overrides: the most specific unexpired one decides on/off and level.
         for scope, key, doc in self._in_specificity_order():
             o = doc.override
@@ -188,11 +202,18 @@ class Expected:
                 lamps_o = self._lamps(scope, key)
                 due[lamps_o] = o.on
                 level[lamps_o] = o.level if o.on else 0
-        excluded = ~ix.in_service
-        for (scope, key), doc in self.docs.items():
-            for w in doc.windows:
-                if _ms(w.start) <= ts_ms < _ms(w.end):
-                    excluded[self._lamps(scope, key)] = True
-        due &= ~excluded
-        level[~due] = 0
+        active = [
+            (scope, key)
+            for (scope, key), doc in self.docs.items()
+            for w in doc.windows
+            if _ms(w.start) <= ts_ms < _ms(w.end)
+        ]
+        excluded = self._out_of_service
+        if active:
+            excluded = excluded.copy()
+            for scope, key in active:
+                excluded[self._lamps(scope, key)] = True
+        if active or self._any_out_of_service:
+            due &= ~excluded
+        level *= due
         return ExpectedState(ts_ms=ts_ms, due=due, level=level, excluded=excluded)

@@ -19,6 +19,8 @@ from telemetry.models import LampRows
 
 __all__ = [
     "FAULT_BITS",
+    "FRESH_GRACE_MS",
+    "MIN_POWER_SHARE",
     "OUTPUT_FAULT_MASK",
     "ROAD_CLASSES",
     "FleetIndex",
@@ -30,6 +32,8 @@ __all__ = [
 ]
 
 ROAD_CLASSES = ("expressway", "arterial", "secondary", "branch")
+FRESH_GRACE_MS = 60_000
+MIN_POWER_SHARE = 0.2  # a lamp drawing under 20 % of rated × dim gives no useful light
 
 # One bit per lamp fault code of PROTOCOL.md; codes the protocol does not name share the last bit.
 FAULT_BITS = {
@@ -99,9 +103,27 @@ class FleetIndex:
         self.slot_of_id = {lamp: i for i, lamp in enumerate(self.lamp_id)}
         self.district_of = {d: i for i, d in enumerate(self.districts)}
         self.road_of = {int(r): i for i, r in enumerate(self.road_ids)}
+        self.road_keys = [str(r) for r in self.road_ids.tolist()]
         self.cabinet_of = {c: i for i, c in enumerate(self.cabinet_ids)}
         # Lamps per road in service: the size class of the per-road assessment.
         self.road_size = np.bincount(self.lamp_road[self.in_service], minlength=len(self.road_ids))
+        # A report stays fresh for two reporting intervals plus a minute (DOMAIN.md).
+        self.stale_ms = self.interval_s.astype(np.int64) * 2000 + FRESH_GRACE_MS
+        # Segments: distinct (cabinet, road) pairs. Counting per segment once, then folding segments into roads
+        # and cabinets, costs one pass over the fleet instead of two.
+        pair = self.lamp_cabinet.astype(np.int64) * max(len(self.road_ids), 1) + self.lamp_road
+        pairs, seg = np.unique(pair, return_inverse=True)
+        self.lamp_segment = seg.astype(np.intp).reshape(-1)
+        self.segment_cabinet = (pairs // max(len(self.road_ids), 1)).astype(np.intp)
+        self.segment_road = (pairs % max(len(self.road_ids), 1)).astype(np.intp)
+        self._segment_keys: dict[int, npt.NDArray[np.intp]] = {}
+
+    def segment_key(self, k: int) -> npt.NDArray[np.intp]:
+        """lamp_segment × k, kept: the base of a per-segment bincount over k categories."""
+        key = self._segment_keys.get(k)
+        if key is None:
+            key = self._segment_keys[k] = self.lamp_segment * k
+        return key
 
     def slots(self, lamp_no: npt.ArrayLike) -> npt.NDArray[np.int32]:
         """Lamp numbers → slots (−1 for numbers not in this index)."""
@@ -123,6 +145,11 @@ class FleetState:
         self.dim = np.zeros(n, dtype=np.int16)
         self.power_w = np.full(n, np.nan, dtype=np.float32)
         self.faults = np.zeros(n, dtype=np.uint16)
+        # Derived per report, so a recompute does not redo them: until when the report is fresh, and whether
+        # it shows a lamp giving light (on, dim > 0, no output fault, drawing at least 20 % of rated × dim).
+        self.fresh_until = np.zeros(n, dtype=np.int64)
+        self.lit_report = np.zeros(n, dtype=np.bool_)
+        self.faulted = np.zeros(n, dtype=np.bool_)  # the report carries any fault code
         self.updates = 0
 
     def apply(
@@ -156,6 +183,11 @@ class FleetState:
         self.dim[s] = dim[pick]
         self.power_w[s] = power_w[pick]
         self.faults[s] = faults[pick]
+        self.fresh_until[s] = ts_ms[pick] + self.index.stale_ms[s]
+        self.faulted[s] = faults[pick] != 0
+        with np.errstate(invalid="ignore"):
+            underpowered = power_w[pick] < MIN_POWER_SHARE * self.index.rated_w[s] * dim[pick] / 100.0
+        self.lit_report[s] = on[pick] & (dim[pick] > 0) & ((faults[pick] & OUTPUT_FAULT_MASK) == 0) & ~underpowered
         self.updates += len(s)
         return len(s)
 

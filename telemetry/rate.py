@@ -8,17 +8,19 @@ two `bincount`s over the fleet; `road_verdicts` applies the per-road inspection 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from telemetry.expected import ExpectedState
-from telemetry.fleet import OUTPUT_FAULT_MASK, ROAD_CLASSES, FleetIndex, FleetState
+from telemetry.fleet import ROAD_CLASSES, FleetIndex, FleetState
 
 __all__ = [
     "CONDITIONS",
     "Breakdown",
     "Counts",
+    "RoadVerdicts",
     "breakdown",
     "class_target",
     "conditions",
@@ -32,11 +34,26 @@ _K = len(CONDITIONS)
 
 CITY_TARGET = 98.0
 _CLASS_TARGET = {"expressway": 98.0, "arterial": 98.0, "secondary": 96.0, "branch": 96.0}
+_CLASS_TARGETS = np.array([_CLASS_TARGET[c] for c in ROAD_CLASSES])
 # Per-road assessment: roads of 200+ lamps need this rate; shorter ones a cap on dark lamps by size.
 _ROAD_RULE_RATE = {"expressway": 97.0, "arterial": 97.0, "secondary": 97.0, "branch": 95.0}
-_DARK_CAPS = ((150, 4), (100, 3), (0, 2))
-MIN_POWER_SHARE = 0.2  # a lamp drawing under 20 % of rated × dim is not lit
-FRESH_GRACE_MS = 60_000
+
+
+def _condition_table() -> npt.NDArray[np.int8]:
+    """Condition by a 5-bit key: excluded, due, fresh, lit report, on (high to low)."""
+    table = np.empty(32, dtype=np.int8)
+    for key in range(32):
+        excluded, due, fresh, lit, on = (bool(key >> b & 1) for b in (4, 3, 2, 1, 0))
+        if excluded:
+            table[key] = EXCLUDED
+        elif due:
+            table[key] = (LIT if lit else DARK) if fresh else UNKNOWN
+        else:
+            table[key] = DAY_BURNING if fresh and on else OFF
+    return table
+
+
+_TABLE = _condition_table()
 
 
 def class_target(road_class: str) -> float:
@@ -44,20 +61,18 @@ def class_target(road_class: str) -> float:
 
 
 def conditions(index: FleetIndex, state: FleetState, expected: ExpectedState) -> npt.NDArray[np.int8]:
-    """Each lamp's condition at `expected.ts_ms` (one of the CONDITIONS, as its position)."""
-    now = expected.ts_ms
-    window = 2 * index.interval_s.astype(np.int64) * 1000 + FRESH_GRACE_MS
-    fresh = (state.ts_ms > 0) & (state.ts_ms >= now - window)
-    with np.errstate(invalid="ignore"):
-        underpowered = state.power_w < MIN_POWER_SHARE * index.rated_w * state.dim / 100.0  # NaN power: False
-    lit = state.on & (state.dim > 0) & ((state.faults & OUTPUT_FAULT_MASK) == 0) & ~underpowered
-    cond = np.full(index.n, OFF, dtype=np.int8)
-    due = expected.due
-    cond[due & fresh & lit] = LIT
-    cond[due & fresh & ~lit] = DARK
-    cond[due & ~fresh] = UNKNOWN
-    cond[~due & fresh & state.on] = DAY_BURNING
-    cond[expected.excluded] = EXCLUDED
+    """Each lamp's condition at `expected.ts_ms` (one of the CONDITIONS, as its position).
+
+    lit: due, fresh, and the report shows light (see FleetState.lit_report); dark: due, fresh, not lit;
+    unknown: due, not fresh; day-burning: not due, fresh, on; excluded: out of service or inside a window.
+    """
+    fresh = state.fresh_until >= expected.ts_ms
+    key = expected.excluded.view(np.uint8) << 4
+    key |= expected.due.view(np.uint8) << 3
+    key |= fresh.view(np.uint8) << 2
+    key |= state.lit_report.view(np.uint8) << 1
+    key |= state.on.view(np.uint8)
+    cond: npt.NDArray[np.int8] = np.take(_TABLE, key)
     return cond
 
 
@@ -140,62 +155,78 @@ class Breakdown:
         ]
 
 
+def _fold(counts: npt.NDArray[np.int64], into: npt.NDArray[Any], groups: int) -> npt.NDArray[np.int64]:
+    """Sum the rows of `counts` (shape (rows, K)) into `groups` rows by the group of each row (`into`)."""
+    keys = (into.astype(np.intp)[:, None] * _K + np.arange(_K)).ravel()
+    summed = np.bincount(keys, weights=counts.ravel(), minlength=groups * _K)  # exact: counts < 2**53
+    return summed.astype(np.int64).reshape(groups, _K)
+
+
 def breakdown(index: FleetIndex, state: FleetState, expected: ExpectedState) -> Breakdown:
     """Counts for the city and every grouping, and the facility integrity rate."""
     cond = conditions(index, state, expected)
     roads = len(index.road_ids)
     cabinets = len(index.cabinet_ids)
-    by_road = np.bincount(index.lamp_road * _K + cond, minlength=roads * _K).reshape(roads, _K)
-    by_cabinet = np.bincount(index.lamp_cabinet * _K + cond, minlength=cabinets * _K).reshape(cabinets, _K)
-    by_district = np.zeros((len(index.districts), _K), dtype=np.int64)
-    np.add.at(by_district, index.road_district, by_road)
-    by_class = np.zeros((len(ROAD_CLASSES), _K), dtype=np.int64)
-    np.add.at(by_class, index.road_class, by_road)
+    segments = len(index.segment_road)
+    by_segment = np.bincount(index.segment_key(_K) + cond, minlength=segments * _K).reshape(segments, _K)
+    by_road = _fold(by_segment, index.segment_road, roads)
+    by_cabinet = _fold(by_segment, index.segment_cabinet, cabinets)
+    by_district = _fold(by_road, index.road_district, len(index.districts))
+    by_class = _fold(by_road, index.road_class, len(ROAD_CLASSES))
     city = by_road.sum(axis=0, keepdims=True)
-    road_target = np.array([_CLASS_TARGET[ROAD_CLASSES[c]] for c in index.road_class], dtype=np.float64)
+    road_target = _CLASS_TARGETS[index.road_class]
     in_service = int(index.in_service.sum())
     # Interim until tickets exist: a lamp has an open fault when it reports any fault code or is dark.
-    faulty = int(np.count_nonzero(index.in_service & ((state.faults != 0) | (cond == DARK))))
+    faulty = int(np.count_nonzero(index.in_service & (state.faulted | (cond == DARK))))
     integrity = round((in_service - faulty) * 100.0 / in_service, 2) if in_service else None
     return Breakdown(
         ts_ms=expected.ts_ms,
         city=Counts(["all"], city, np.array([CITY_TARGET])),
-        district=Counts(list(index.districts), by_district, np.full(len(index.districts), CITY_TARGET)),
-        road_class=Counts(list(ROAD_CLASSES), by_class, np.array([_CLASS_TARGET[c] for c in ROAD_CLASSES])),
-        road=Counts([str(r) for r in index.road_ids], by_road, road_target),
-        cabinet=Counts(list(index.cabinet_ids), by_cabinet, road_target[index.cabinet_road]),
+        district=Counts(index.districts, by_district, np.full(len(index.districts), CITY_TARGET)),
+        road_class=Counts(list(ROAD_CLASSES), by_class, _CLASS_TARGETS),
+        road=Counts(index.road_keys, by_road, road_target),
+        cabinet=Counts(index.cabinet_ids, by_cabinet, road_target[index.cabinet_road]),
         integrity=integrity,
     )
 
 
-def road_verdicts(index: FleetIndex, roads: Counts) -> list[dict[str, object]]:
-    """The inspectors' per-road assessment: 200+ lamps by rate, shorter roads by a cap on dark lamps.
+@dataclass(frozen=True)
+class RoadVerdicts:
+    """The inspectors' per-road assessment, column-wise. `passes` is 1, 0, or −1 where nothing is due."""
 
-    A road's size is its lamps in service; a road with nothing due has no verdict (`passes` None).
-    """
-    out = []
-    due, rate, dark = roads.due, roads.rate, roads.dark
-    for i, key in enumerate(roads.keys):
-        cls = ROAD_CLASSES[int(index.road_class[i])]
-        size = int(index.road_size[i])
-        if size >= 200:
-            rule, limit = "rate", _ROAD_RULE_RATE[cls]
-            passes = None if due[i] == 0 else bool(rate[i] >= limit)
-        else:
-            rule = "dark_cap"
-            limit = float(next(cap for floor, cap in _DARK_CAPS if size >= floor))
-            passes = None if due[i] == 0 else bool(dark[i] <= limit)
-        out.append(
+    index: FleetIndex
+    roads: Counts
+    rule_is_rate: npt.NDArray[np.bool_]
+    limit: npt.NDArray[np.float64]
+    passes: npt.NDArray[np.int8]
+
+    def rows(self) -> list[dict[str, object]]:
+        ix, due, dark, rate = self.index, self.roads.due, self.roads.dark, self.roads.rate
+        return [
             {
                 "road": key,
-                "road_class": cls,
-                "lamps": size,
+                "road_class": ROAD_CLASSES[int(ix.road_class[i])],
+                "lamps": int(ix.road_size[i]),
                 "due": int(due[i]),
                 "dark": int(dark[i]),
                 "rate": None if np.isnan(rate[i]) else float(rate[i]),
-                "rule": rule,
-                "limit": limit,
-                "passes": passes,
+                "rule": "rate" if self.rule_is_rate[i] else "dark_cap",
+                "limit": float(self.limit[i]),
+                "passes": None if self.passes[i] < 0 else bool(self.passes[i]),
             }
-        )
-    return out
+            for i, key in enumerate(self.roads.keys)
+        ]
+
+
+def road_verdicts(index: FleetIndex, roads: Counts) -> RoadVerdicts:
+    """Roads of 200+ lamps in service pass on their rate (97 %, branch roads 95 %); shorter ones on a cap of
+    dark lamps (4 for 150–199 lamps, 3 for 100–149, 2 below). A road with nothing due has no verdict."""
+    size = index.road_size
+    rule_is_rate = size >= 200
+    rate_limit = np.array([_ROAD_RULE_RATE[c] for c in ROAD_CLASSES])[index.road_class]
+    cap = np.select([size >= 150, size >= 100], [4.0, 3.0], 2.0)
+    limit = np.where(rule_is_rate, rate_limit, cap)
+    with np.errstate(invalid="ignore"):
+        ok = np.where(rule_is_rate, roads.rate >= limit, roads.dark <= limit)
+    passes = np.where(roads.due > 0, ok, -1).astype(np.int8)
+    return RoadVerdicts(index, roads, rule_is_rate, limit, passes)

@@ -228,7 +228,7 @@ def test_per_road_assessment(cls: str, lamps: int, dark: int, passes: bool) -> N
     state = FleetState(ix)
     for i in range(lamps):
         report(state, i, NIGHT - dt.timedelta(seconds=30), faults=("lamp_failure",) if i < dark else ())
-    verdict = road_verdicts(ix, breakdown(ix, state, Expected(ix, {}).at(ms(NIGHT))).road)[0]
+    verdict = road_verdicts(ix, breakdown(ix, state, Expected(ix, {}).at(ms(NIGHT))).road).rows()[0]
     assert verdict["passes"] is passes
     assert verdict["rule"] == ("rate" if lamps >= 200 else "dark_cap")
 
