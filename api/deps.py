@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, TypeVar
 
 import psycopg
 from fastapi import Depends, Request
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-__all__ = ["ConnDep", "PoolDep"]
+from api.errors import ApiError
+from telemetry.clock import Clock
+from telemetry.lighting import LightingEngine
+
+__all__ = ["ClockDep", "ConnDep", "EngineDep", "PoolDep", "SyncPoolDep", "in_thread"]
+
+T = TypeVar("T")
 
 
 def get_pool(request: Request) -> AsyncConnectionPool:
@@ -28,3 +35,38 @@ async def get_conn(pool: PoolDep) -> AsyncIterator[psycopg.AsyncConnection]:
 
 
 ConnDep = Annotated[psycopg.AsyncConnection, Depends(get_conn)]
+
+
+def get_engine(request: Request) -> LightingEngine:
+    engine: LightingEngine | None = getattr(request.app.state, "engine", None)
+    if engine is None:
+        raise ApiError(503, "starting", "the lighting engine is still loading the fleet; try again in a moment")
+    return engine
+
+
+EngineDep = Annotated[LightingEngine, Depends(get_engine)]
+
+
+def get_clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+ClockDep = Annotated[Clock, Depends(get_clock)]
+
+
+def get_sync_pool(request: Request) -> ConnectionPool:
+    pool: ConnectionPool = request.app.state.sync_pool
+    return pool
+
+
+# Report and history queries are plain functions over a synchronous connection, run in a worker thread.
+SyncPoolDep = Annotated[ConnectionPool, Depends(get_sync_pool)]
+
+
+async def in_thread(pool: ConnectionPool, fn: Callable[[psycopg.Connection], T]) -> T:
+    def run() -> T:
+        with pool.connection() as conn:
+            return fn(conn)
+
+    return await asyncio.to_thread(run)

@@ -68,8 +68,11 @@ class Gateway:
         max_batch: int = 10_000,
         flush_interval_s: float = 0.25,
         retention_days: int = 90,
+        on_committed: Callable[[Batch], None] | None = None,
     ) -> None:
         self.registry = registry
+        # Called with each batch once it is committed (the in-memory fleet state follows the database).
+        self.on_committed = on_committed
         self._write = write
         self._ack = ack
         self.metrics = metrics or GatewayMetrics()
@@ -144,6 +147,11 @@ class Gateway:
         elapsed = time.perf_counter() - started
         self._ack([msg.token for msg in messages if isinstance(msg.token, AckToken)])
         self._account(batch, result, len(messages), elapsed)
+        if self.on_committed is not None:
+            try:
+                self.on_committed(batch)
+            except Exception:  # a consumer's bug must not stop ingest; what is stored is stored
+                logger.exception("a consumer of committed batches failed")
 
     def _account(self, batch: Batch, result: WriteResult, n_messages: int, elapsed: float) -> None:
         m, s = self.metrics, self.stats

@@ -70,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress line")
     _add_clock(p)
 
-    sub.add_parser("api", help="the HTTP API")
+    p = sub.add_parser("api", help="the HTTP API (follows the database; run beside `lamplighter gateway`)")
+    _add_clock(p)
 
     p = sub.add_parser("demo", help="everything: services, schema, seed, gateway, simulator, API")
     p.add_argument("--lamps", type=int, default=110_000)
@@ -154,7 +155,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
         from api.app import create_app
 
         uvicorn.run(
-            create_app(database_url=ep.database_url, mqtt_address=(ep.mqtt_host, ep.mqtt_port)),
+            create_app(database_url=ep.database_url, mqtt_address=(ep.mqtt_host, ep.mqtt_port), clock=_clock(args)),
             host=settings.api_host,
             port=settings.api_port,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import tomllib
 from dataclasses import dataclass, fields
@@ -30,6 +31,16 @@ class Settings:
     batch_max: int = 10_000
     flush_interval_s: float = 0.25
     receive_maximum: int = 65_535
+    timezone: str = "Asia/Shanghai"  # the city's: nights, inspection time and reports are local
+    inspection_time: str = "22:00"  # the nightly report's inspection instant (local HH:MM)
+    fine_sample_every_min: int = 10  # roads and cabinets are sampled this often; city and districts every minute
+
+    @property
+    def inspection_at(self) -> dt.time:
+        try:
+            return dt.time.fromisoformat(self.inspection_time)
+        except ValueError:
+            raise ConfigError(f"inspection_time must be a local time HH:MM, got {self.inspection_time!r}") from None
 
     @classmethod
     def load(cls, env: dict[str, str] | None = None) -> Settings:

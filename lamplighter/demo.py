@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import psycopg
 import uvicorn
 
@@ -62,7 +63,11 @@ def run_demo(settings: Settings, *, lamps: int, interval: float, clock: Clock, c
 
 async def _serve(settings: Settings, ep: object, gw: GatewayProcess, sim: subprocess.Popen[bytes]) -> None:
     app = create_app(
-        database_url=gw.ep.database_url, mqtt_address=(gw.ep.mqtt_host, gw.ep.mqtt_port), metrics=gw.metrics.registry
+        database_url=gw.ep.database_url,
+        mqtt_address=(gw.ep.mqtt_host, gw.ep.mqtt_port),
+        metrics=gw.metrics.registry,
+        engine=gw.engine,
+        clock=gw.clock,
     )
     server = uvicorn.Server(uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning"))
     stop = asyncio.Event()
@@ -86,26 +91,24 @@ async def _serve(settings: Settings, ep: object, gw: GatewayProcess, sim: subpro
 
 
 async def _console(gw: GatewayProcess, sim: subprocess.Popen[bytes]) -> None:
-    """One status line, rewritten in place: lamps reporting, messages/s, rows written, rejected."""
+    """One status line, rewritten in place: lamps reporting, messages/s, rows written, rejected, the rate."""
     last_t, last_n = time.monotonic(), 0
-    async with await psycopg.AsyncConnection.connect(gw.ep.database_url, autocommit=True) as conn:
-        while True:
-            await asyncio.sleep(_CONSOLE_EVERY_S)
-            s = gw.gateway.stats
-            now = time.monotonic()
-            rate = (gw.subscriber.received - last_n) / (now - last_t)
-            last_t, last_n = now, gw.subscriber.received
-            cur = await conn.execute(
-                "SELECT count(*) FROM lamp_latest WHERE received_at > now() - interval '15 minutes'"
-            )
-            row = await cur.fetchone()
-            reporting = row[0] if row else 0
-            sim_state = "running" if sim.poll() is None else f"exited ({sim.returncode})"
-            line = (
-                f"\r{gw.clock.now().isoformat(timespec='seconds')}  lamps reporting {reporting:,}  "
-                f"{rate:,.0f} msg/s  rows written {s.lamps_written + s.cabinets_written:,}  "
-                f"rejected {s.rejected:,}  simulator {sim_state}   "
-            )
-            with contextlib.suppress(OSError):
-                sys.stdout.write(line)
-                sys.stdout.flush()
+    while True:
+        await asyncio.sleep(_CONSOLE_EVERY_S)
+        s = gw.gateway.stats
+        now = time.monotonic()
+        rate = (gw.subscriber.received - last_n) / (now - last_t)
+        last_t, last_n = now, gw.subscriber.received
+        b = gw.engine.breakdown(gw.clock.now_ms())
+        reporting = int(np.count_nonzero(gw.engine.state.fresh_until >= b.ts_ms))
+        city = b.city.rows()[0]
+        rate_text = "day (nothing due)" if city["rate"] is None else f"{city['rate']:.2f} % of {city['due']:,} due"
+        sim_state = "running" if sim.poll() is None else f"exited ({sim.returncode})"
+        line = (
+            f"\r{gw.clock.now().isoformat(timespec='seconds')}  lamps reporting {reporting:,}  "
+            f"{rate:,.0f} msg/s  rows written {s.lamps_written + s.cabinets_written:,}  "
+            f"rejected {s.rejected:,}  lighting rate {rate_text}  simulator {sim_state}   "
+        )
+        with contextlib.suppress(OSError):
+            sys.stdout.write(line)
+            sys.stdout.flush()

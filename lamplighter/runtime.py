@@ -15,8 +15,10 @@ from gateway.metrics import GatewayMetrics
 from gateway.mqtt import MqttSubscriber
 from gateway.service import Gateway
 from lamplighter.config import Settings
+from lamplighter.sampler import OPS_TOPIC, RetainedPublisher, Sampler
 from lamplighter.services import PrivateServices, ServiceError
 from telemetry.clock import Clock
+from telemetry.lighting import LightingEngine, follow_forever
 from telemetry.models import Registry
 from telemetry.schema import maintain_partitions, migrate
 from telemetry.store import TelemetryStore, inventory_version, load_registry
@@ -104,6 +106,7 @@ class GatewayProcess:
             migrate(conn, retention_days=settings.retention_days)
             registry = load_registry(conn)
             self._inventory = inventory_version(conn)
+            self.engine = LightingEngine.load(conn)
         if not registry.lamps:
             logger.warning(
                 "the inventory is empty: every device message will be quarantined as unknown_device; "
@@ -126,6 +129,17 @@ class GatewayProcess:
             max_batch=settings.batch_max,
             flush_interval_s=settings.flush_interval_s,
             retention_days=settings.retention_days,
+            on_committed=self.engine.on_batch,
+        )
+        self.publisher = RetainedPublisher(ep.mqtt_host, ep.mqtt_port, OPS_TOPIC, f"{settings.gateway_client_id}-ops")
+        self.sampler = Sampler(
+            self.engine,
+            ep.database_url,
+            self.clock,
+            publisher=self.publisher,
+            fine_every_min=settings.fine_sample_every_min,
+            timezone=settings.timezone,
+            inspection=settings.inspection_at,
         )
         logger.info(
             "gateway ready: %d lamps and %d cabinets in the registry", len(registry.lamps), len(registry.cabinets)
@@ -142,6 +156,9 @@ class GatewayProcess:
                 tg.create_task(self.gateway.run(), name="batch-writer")
                 tg.create_task(self._partitions(), name="partition-upkeep")
                 tg.create_task(self._inventory_watch(), name="inventory-watch")
+                tg.create_task(follow_forever(self.engine, self.ep.database_url, states=False), name="schedules")
+                tg.create_task(self.sampler.run(), name="lighting-rate-sampler")
+                tg.create_task(self.publisher.run(), name="ops-publisher")
         finally:
             await self.store.close()
 
@@ -178,6 +195,7 @@ class GatewayProcess:
             if version == self._inventory:
                 return None
             self._inventory = version
+            self.engine.reindex(conn)
             return load_registry(conn)
 
     def _maintain(self) -> None:

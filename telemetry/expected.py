@@ -47,13 +47,22 @@ def _ms(value: dt.datetime) -> int:
 class Expected:
     """Schedules resolved over one fleet; `at(t)` evaluates them."""
 
-    def __init__(self, index: FleetIndex, docs: Mapping[ScopeKey, ScheduleDoc]) -> None:
+    def __init__(self, index: FleetIndex, docs: Mapping[ScopeKey, ScheduleDoc], *, strict: bool = True) -> None:
+        """`strict`: a document for a scope not in the inventory raises UnknownScope; otherwise it is dropped."""
         self.index = index
         self.docs = dict(docs)
+        self.dropped: list[ScopeKey] = []
+        self._masks: dict[ScopeKey, npt.NDArray[np.bool_] | npt.NDArray[np.intp]] = {}
+        if not strict:
+            for sk in list(self.docs):
+                try:
+                    self._lamps(*sk)
+                except UnknownScope:
+                    del self.docs[sk]
+                    self.dropped.append(sk)
         n = index.n
         self.profiles: list[Profile] = []
         self.profile = np.zeros(n, dtype=np.int16)  # per lamp → self.profiles
-        self._masks: dict[ScopeKey, npt.NDArray[np.bool_] | npt.NDArray[np.intp]] = {}
         city = self.docs.get(("city", "all"))
         self.profiles.append(city.profile if city and city.profile else DEFAULT_CITY_PROFILE)
         for scope, key, doc in self._in_specificity_order():

@@ -25,10 +25,11 @@ __all__ = [
     "ROAD_CLASSES",
     "FleetIndex",
     "FleetState",
+    "LatestRows",
     "fault_mask",
     "fault_names",
+    "fetch_latest",
     "load_index",
-    "load_state",
 ]
 
 ROAD_CLASSES = ("expressway", "arterial", "secondary", "branch")
@@ -254,29 +255,39 @@ def load_index(conn: psycopg.Connection) -> FleetIndex:
     )
 
 
-def load_state(conn: psycopg.Connection, state: FleetState, *, since: object = None) -> tuple[int, object]:
-    """Feed `lamp_latest` rows (all, or those received after `since`) into `state`.
+@dataclass(frozen=True)
+class LatestRows:
+    """Rows of `lamp_latest`, column-wise, ready for `FleetState.apply`."""
 
-    Returns (lamps changed, the newest `received_at` seen) so a caller can poll for what is new.
-    """
+    lamp_no: npt.NDArray[np.int64]
+    ts_ms: npt.NDArray[np.int64]
+    on: npt.NDArray[np.bool_]
+    dim: npt.NDArray[np.int16]
+    power_w: npt.NDArray[np.float32]
+    faults: npt.NDArray[np.uint16]
+    newest: object  # the newest `stored_at` among them, or None
+
+    def apply_to(self, state: FleetState) -> int:
+        return state.apply(state.index.slots(self.lamp_no), self.ts_ms, self.on, self.dim, self.power_w, self.faults)
+
+
+def fetch_latest(conn: psycopg.Connection, *, since: object = None) -> LatestRows:
+    """`lamp_latest` rows, all or those stored after `since` (I/O only: safe to run in a worker thread)."""
     query = (
-        "SELECT lamp_no, (extract(epoch FROM ts) * 1000)::bigint, is_on, dim, power_w, faults, received_at "
+        "SELECT lamp_no, (extract(epoch FROM ts) * 1000)::bigint, is_on, dim, power_w, faults, stored_at "
         "FROM lamp_latest"
     )
     args: tuple[object, ...] = ()
     if since is not None:
-        query += " WHERE received_at > %s"
+        query += " WHERE stored_at > %s"
         args = (since,)
     rows = conn.execute(query, args).fetchall()
-    if not rows:
-        return 0, since
-    newest = max(r[6] for r in rows)
-    changed = state.apply(
-        state.index.slots([r[0] for r in rows]),
-        np.array([r[1] for r in rows], dtype=np.int64),
-        np.array([r[2] for r in rows], dtype=np.bool_),
-        np.array([r[3] for r in rows], dtype=np.int16),
-        np.array([np.nan if r[4] is None else r[4] for r in rows], dtype=np.float32),
-        np.array([fault_mask(r[5]) if r[5] else 0 for r in rows], dtype=np.uint16),
+    return LatestRows(
+        lamp_no=np.array([r[0] for r in rows], dtype=np.int64),
+        ts_ms=np.array([r[1] for r in rows], dtype=np.int64),
+        on=np.array([r[2] for r in rows], dtype=np.bool_),
+        dim=np.array([r[3] for r in rows], dtype=np.int16),
+        power_w=np.array([np.nan if r[4] is None else r[4] for r in rows], dtype=np.float32),
+        faults=np.array([fault_mask(r[5]) if r[5] else 0 for r in rows], dtype=np.uint16),
+        newest=max((r[6] for r in rows), default=None),
     )
-    return changed, newest

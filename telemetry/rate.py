@@ -18,6 +18,12 @@ from telemetry.fleet import ROAD_CLASSES, FleetIndex, FleetState
 
 __all__ = [
     "CONDITIONS",
+    "DARK",
+    "DAY_BURNING",
+    "EXCLUDED",
+    "LIT",
+    "OFF",
+    "UNKNOWN",
     "Breakdown",
     "Counts",
     "RoadVerdicts",

@@ -208,9 +208,84 @@ def _m002_telemetry(conn: psycopg.Connection, *, retention_days: int) -> None:
     logger.info("telemetry tables created as %s", "TimescaleDB hypertables" if timescale else "daily partitions")
 
 
+_LIGHTING = """
+-- Wall-clock time of the last change, so a process without a gateway can follow the fleet by polling.
+ALTER TABLE lamp_latest ADD COLUMN stored_at timestamptz NOT NULL DEFAULT now();
+CREATE INDEX lamp_latest_stored_idx ON lamp_latest (stored_at);
+
+CREATE TABLE schedules (
+    scope       text NOT NULL CHECK (scope IN ('city', 'district', 'road', 'cabinet', 'lamp')),
+    key         text NOT NULL,
+    doc         jsonb NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (scope, key),
+    CHECK (scope <> 'city' OR key = 'all')
+);
+INSERT INTO schedules (scope, key, doc) VALUES ('city', 'all',
+    '{"profile": {"mode": "astro", "on_offset_min": 10, "off_offset_min": -10, "level": 100,
+                  "steps": [], "exceptions": [], "timezone": "Asia/Shanghai"}, "windows": [], "override": null}');
+
+CREATE TABLE lighting_rate_samples (
+    ts           timestamptz NOT NULL,
+    grouping     text NOT NULL CHECK (grouping IN ('city', 'district', 'road_class', 'road', 'cabinet')),
+    key          text NOT NULL,
+    due          integer NOT NULL,
+    lit          integer NOT NULL,
+    dark         integer NOT NULL,
+    unknown      integer NOT NULL,
+    day_burning  integer NOT NULL,
+    rate         numeric(5, 2),
+    target       numeric(5, 2) NOT NULL,
+    integrity    numeric(5, 2),
+    PRIMARY KEY (grouping, key, ts)
+);
+CREATE INDEX lighting_rate_samples_ts_idx ON lighting_rate_samples (ts);
+
+CREATE TABLE nightly_reports (
+    night        date PRIMARY KEY,
+    computed_at  timestamptz NOT NULL DEFAULT now(),
+    body         jsonb NOT NULL
+);
+
+CREATE TABLE operator_alerts (
+    id          bigserial PRIMARY KEY,
+    kind        text NOT NULL,
+    grouping    text NOT NULL,
+    key         text NOT NULL,
+    raised_at   timestamptz NOT NULL,
+    cleared_at  timestamptz,
+    rate        numeric(5, 2),
+    target      numeric(5, 2) NOT NULL,
+    message     text NOT NULL
+);
+CREATE UNIQUE INDEX operator_alerts_open_idx ON operator_alerts (kind, grouping, key) WHERE cleared_at IS NULL;
+"""
+
+
+def _m003_lighting(conn: psycopg.Connection, *, retention_days: int) -> None:
+    conn.execute(_LIGHTING)
+    if has_timescaledb(conn):
+        # Samples as a hypertable with an hourly rollup kept up to date by TimescaleDB.
+        conn.execute("ALTER TABLE lighting_rate_samples DROP CONSTRAINT lighting_rate_samples_pkey")
+        conn.execute(
+            "SELECT create_hypertable('lighting_rate_samples', 'ts', chunk_time_interval => interval '7 days')"
+        )
+        conn.execute("CREATE UNIQUE INDEX lighting_rate_samples_key ON lighting_rate_samples (grouping, key, ts)")
+        conn.execute("""
+            CREATE MATERIALIZED VIEW lighting_rate_hourly WITH (timescaledb.continuous) AS
+            SELECT time_bucket(interval '1 hour', ts) AS bucket, grouping, key,
+                   min(rate) AS min_rate, avg(rate) AS mean_rate, max(due) AS max_due
+            FROM lighting_rate_samples GROUP BY bucket, grouping, key WITH NO DATA""")
+        conn.execute(
+            "SELECT add_continuous_aggregate_policy('lighting_rate_hourly', start_offset => interval '3 days', "
+            "end_offset => interval '1 hour', schedule_interval => interval '30 minutes')"
+        )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (1, "inventory, latest state, device status, quarantine", _m001_inventory),
     (2, "telemetry time series", _m002_telemetry),
+    (3, "schedules, lighting-rate samples, nightly reports, operator alerts", _m003_lighting),
 ]
 
 

@@ -85,7 +85,7 @@ FROM stage_lamp ORDER BY lamp_no, ts_ms DESC, seq DESC
 ON CONFLICT (lamp_no) DO UPDATE SET
     ts = EXCLUDED.ts, seq = EXCLUDED.seq, is_on = EXCLUDED.is_on, dim = EXCLUDED.dim, power_w = EXCLUDED.power_w,
     voltage_v = EXCLUDED.voltage_v, current_a = EXCLUDED.current_a, energy_wh = EXCLUDED.energy_wh,
-    temp_c = EXCLUDED.temp_c, faults = EXCLUDED.faults, received_at = EXCLUDED.received_at
+    temp_c = EXCLUDED.temp_c, faults = EXCLUDED.faults, received_at = EXCLUDED.received_at, stored_at = now()
 WHERE (l.ts, l.seq) < (EXCLUDED.ts, EXCLUDED.seq)
 """
 _MOVE_CABINETS = f"""

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from api.deps import ConnDep
+from api.deps import ClockDep, ConnDep, EngineDep
 from api.errors import ApiError
 
 router = APIRouter(prefix="/api/v1/lamps", tags=["lamps"])
@@ -52,8 +52,10 @@ async def list_lamps(
 
 
 @router.get("/{lamp_id}")
-async def get_lamp(conn: ConnDep, lamp_id: str) -> dict[str, Any]:
-    """Role: viewer. One lamp: inventory, latest reported state and online status (when it has its own)."""
+async def get_lamp(conn: ConnDep, engine: EngineDep, clock: ClockDep, lamp_id: str) -> dict[str, Any]:
+    """Role: viewer. One lamp: inventory, latest reported state, online status (when it has its own), and now:
+    `due` (its schedule wants it on), `level` (percent) and `condition` (lit, dark, unknown, off, day_burning;
+    `excluded` when out of service or inside a planned outage or maintenance window)."""
     lamp = await (await conn.execute(f"{_LAMP} WHERE l.id = %s", (lamp_id,))).fetchone()
     if lamp is None:
         raise ApiError(404, "not_found", f"lamp {lamp_id!r} is not in the inventory", "id")
@@ -69,7 +71,9 @@ async def get_lamp(conn: ConnDep, lamp_id: str) -> dict[str, Any]:
             "SELECT online, ts, updated_at FROM device_status WHERE device_type = 'lamp' AND device_id = %s", (lamp_id,)
         )
     ).fetchone()
-    return {**lamp, "latest": latest, "status": status}  # type: ignore[dict-item]
+    view = engine.lamp(lamp_id, clock.now_ms())
+    now = {"due": view.due, "level": view.level, "condition": view.condition} if view else {}
+    return {**lamp, "latest": latest, "status": status, **now}  # type: ignore[dict-item]
 
 
 @router.get("/{lamp_id}/telemetry")

@@ -1,0 +1,93 @@
+"""The lighting rate (亮灯率): live figures per grouping, per-road verdicts, and the sampled history."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+
+from api.deps import ClockDep, EngineDep, SyncPoolDep, in_thread
+from api.errors import ApiError
+from telemetry.rate import road_verdicts
+from telemetry.sampling import history
+
+router = APIRouter(prefix="/api/v1/lighting-rate", tags=["lighting rate"])
+
+Grouping = Literal["district", "road_class", "road", "cabinet"]
+_CITY_FIELDS = ("due", "lit", "dark", "unknown", "day_burning", "rate", "target", "meets_target")
+
+
+def _iso(ts_ms: int) -> str:
+    return dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC).isoformat()
+
+
+@router.get("")
+async def lighting_rate(engine: EngineDep, clock: ClockDep, group_by: Grouping = "district") -> dict[str, Any]:
+    """Role: viewer. The rate now for the city and each group: due, lit, dark, unknown (stale), day-burning,
+    rate (null when nothing is due), target and whether it is met; plus the facility integrity rate."""
+    b = engine.breakdown(clock.now_ms())
+    city = b.city.rows()[0]
+    return {
+        "ts": _iso(b.ts_ms),
+        "city": {k: city[k] for k in _CITY_FIELDS},
+        "integrity": {"rate": b.integrity, "target": 95.0},
+        "group_by": group_by,
+        "groups": b.grouping(group_by).rows(),
+    }
+
+
+@router.get("/roads")
+async def road_assessment(
+    engine: EngineDep,
+    clock: ClockDep,
+    failing: bool = False,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Role: viewer. The inspectors' per-road verdicts now (200+ lamps by rate; shorter roads by a cap on dark
+    lamps). `failing=true` lists only roads that fail."""
+    b = engine.breakdown(clock.now_ms())
+    rows = road_verdicts(engine.index, b.road).rows()
+    if failing:
+        rows = [r for r in rows if r["passes"] is False]
+    return {
+        "ts": _iso(b.ts_ms),
+        "items": rows[offset : offset + limit],
+        "total": len(rows),
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+_BUCKETS = {"1m": 60, "5m": 300, "10m": 600, "15m": 900, "30m": 1800, "1h": 3600, "1d": 86400}
+
+
+@router.get("/history")
+async def rate_history(
+    pool: SyncPoolDep,
+    clock: ClockDep,
+    from_: Annotated[dt.datetime | None, Query(alias="from")] = None,
+    to: dt.datetime | None = None,
+    group_by: Literal["city", "district", "road_class", "road", "cabinet"] = "city",
+    key: str | None = None,
+    bucket: str = "1m",
+) -> dict[str, Any]:
+    """Role: viewer. The sampled series of one group between `from` and `to` (default: the last 24 hours),
+    in buckets of 1m, 5m, 10m, 15m, 30m, 1h or 1d (roads and cabinets are sampled every 10 minutes)."""
+    if bucket not in _BUCKETS:
+        raise ApiError(422, "invalid", f"bucket must be one of {', '.join(_BUCKETS)}, got {bucket!r}", "bucket")
+    if key is None:
+        if group_by != "city":
+            raise ApiError(422, "invalid", f"key is required with group_by={group_by}", "key")
+        key = "all"
+    end = to or clock.now()
+    start = from_ or end - dt.timedelta(hours=24)
+    for name, value in (("from", start), ("to", end)):
+        if value.tzinfo is None:
+            raise ApiError(422, "invalid", f"{name} must carry a time zone offset", name)
+    if end <= start:
+        raise ApiError(422, "invalid", "to must be after from", "to")
+    k = key
+    points = await in_thread(pool, lambda conn: history(conn, group_by, k, start, end, _BUCKETS[bucket]))
+    return {"group_by": group_by, "key": key, "from": start, "to": end, "bucket": bucket, "points": points}

@@ -1,0 +1,54 @@
+"""Nightly reports: per district and road class the minimum, the time-weighted mean and the inspection-time
+rate of one night, the per-road verdicts and the integrity rate; JSON or CSV."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+import psycopg
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from api.deps import EngineDep, SyncPoolDep, in_thread
+from api.errors import ApiError
+from telemetry.sampling import nightly_csv, nightly_report
+
+router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+
+
+@router.get("/nightly", response_model=None)
+async def nightly(
+    pool: SyncPoolDep,
+    engine: EngineDep,
+    date: dt.date,
+    format: Literal["json", "csv"] = "json",
+    inspection: str = "22:00",
+) -> Response | dict[str, Any]:
+    """Role: viewer. The night that begins on `date` (local). Stored after dawn; computed from the samples when
+    asked before then or with another inspection time (HH:MM)."""
+    try:
+        at = dt.time.fromisoformat(inspection)
+    except ValueError:
+        raise ApiError(
+            422, "invalid", f"inspection must be a local time HH:MM, got {inspection!r}", "inspection"
+        ) from None
+
+    def load(conn: psycopg.Connection) -> dict[str, Any] | None:
+        if at == dt.time(22, 0):
+            row = conn.execute("SELECT body FROM nightly_reports WHERE night = %s", (date,)).fetchone()
+            if row is not None:
+                body: dict[str, Any] = row[0]
+                return body
+        return nightly_report(conn, date, index=engine.index, inspection=at)
+
+    report = await in_thread(pool, load)
+    if report is None:
+        raise ApiError(404, "not_found", f"no lighting-rate samples for the night of {date}", "date")
+    if format == "csv":
+        return PlainTextResponse(
+            nightly_csv(report),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="lighting-{date}.csv"'},
+        )
+    return JSONResponse(report)

@@ -1,0 +1,164 @@
+"""Every minute of the (possibly compressed) clock: sample the rate, watch targets, publish, and after dawn
+write the nightly report. Runs in the gateway's process, beside the engine that the gateway feeds."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+from zoneinfo import ZoneInfo
+
+import aiomqtt
+import psycopg
+
+from telemetry.clock import Clock
+from telemetry.lighting import LightingEngine
+from telemetry.rate import Breakdown
+from telemetry.sampling import (
+    AlertEvent,
+    BelowTarget,
+    SampleRow,
+    nightly_report,
+    ops_message,
+    sample_rows,
+    store_nightly,
+    write_alert_events,
+    write_samples,
+)
+
+__all__ = ["OPS_TOPIC", "RetainedPublisher", "Sampler"]
+
+logger = logging.getLogger(__name__)
+
+OPS_TOPIC = "sl/ops/lighting-rate"
+
+
+class RetainedPublisher:
+    """Publishes the latest value of one topic, retained, QoS 1, through aiomqtt; reconnects on its own.
+
+    Only the newest value matters to a display, so values set while disconnected collapse into one.
+    """
+
+    def __init__(self, host: str, port: int, topic: str, client_id: str) -> None:
+        self.host, self.port, self.topic, self.client_id = host, port, topic, client_id
+        self._latest: bytes | None = None
+        self._ready = asyncio.Event()
+        self.published = 0
+
+    def set(self, payload: bytes) -> None:
+        self._latest = payload
+        self._ready.set()
+
+    async def run(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                async with aiomqtt.Client(self.host, self.port, identifier=self.client_id) as client:
+                    delay = 0.5
+                    while True:
+                        await self._ready.wait()
+                        self._ready.clear()
+                        if self._latest is not None:
+                            await client.publish(self.topic, self._latest, qos=1, retain=True)
+                            self.published += 1
+            except aiomqtt.MqttError as exc:
+                logger.warning("ops publisher: %s (reconnecting in %.1f s)", exc, delay)
+                self._ready.set()  # publish the newest value once back
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, 30.0)
+
+
+class Sampler:
+    def __init__(
+        self,
+        engine: LightingEngine,
+        database_url: str,
+        clock: Clock,
+        *,
+        publisher: RetainedPublisher | None = None,
+        fine_every_min: int = 10,
+        timezone: str = "Asia/Shanghai",
+        inspection: dt.time = dt.time(22, 0),
+    ) -> None:
+        self.engine = engine
+        self.database_url = database_url
+        self.clock = clock
+        self.publisher = publisher
+        self.fine_every_min = fine_every_min
+        self.tz = ZoneInfo(timezone)
+        self.inspection = inspection
+        self.alerts = BelowTarget()
+        self.samples = 0
+        self.last: Breakdown | None = None
+        self._night_open: dt.date | None = None  # the local night being sampled, reported once it ends
+
+    def _night_of(self, ts: dt.datetime) -> dt.date:
+        local = ts.astimezone(self.tz)
+        return local.date() if local.hour >= 12 else local.date() - dt.timedelta(days=1)
+
+    async def run(self) -> None:
+        while True:
+            now = self.clock.now_ms()
+            tick = (now // 60_000 + 1) * 60_000
+            await asyncio.sleep((tick - now) / 1000 / self.clock.speed)
+            try:
+                await self.sample(tick)
+            except psycopg.Error as exc:
+                logger.warning("lighting-rate sample at %s not stored: %s", tick, exc)
+
+    async def sample(self, tick_ms: int) -> Breakdown:
+        """One minute's work at `tick_ms` (clock time)."""
+        b = self.engine.breakdown(tick_ms)
+        self.last = b
+        ts = dt.datetime.fromtimestamp(tick_ms / 1000, dt.UTC)
+        due = int(b.city.due[0])
+        events = self.alerts.update(b)
+        for e in events:
+            self._log(e)
+        rows: list[SampleRow] = []
+        if due > 0:
+            local = ts.astimezone(self.tz)
+            minute = local.hour * 60 + local.minute
+            at_inspection = (local.hour, local.minute) == (self.inspection.hour, self.inspection.minute)
+            rows = sample_rows(b, fine=minute % self.fine_every_min == 0 or at_inspection)
+            self._night_open = self._night_of(ts)
+        night_done = None
+        if due == 0 and self._night_open is not None:  # dawn: the night's report (redone if it was early)
+            night_done, self._night_open = self._night_open, None
+        if rows or events or night_done:
+            await asyncio.to_thread(self._store, rows, events, night_done)
+            self.samples += bool(rows)
+        if self.publisher is not None:
+            self.publisher.set(ops_message(b))
+        return b
+
+    def _store(self, rows: list[SampleRow], events: list[AlertEvent], night_done: dt.date | None) -> None:
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            if rows:
+                write_samples(conn, rows)
+            if events:
+                write_alert_events(conn, events)
+            if night_done is not None:
+                report = nightly_report(conn, night_done, index=self.engine.index, inspection=self.inspection)
+                if report is not None:
+                    store_nightly(conn, night_done, report)
+                    city = report.get("city") or {}
+                    logger.info(
+                        "nightly report for %s: city min %s %%, mean %s %%, at %s %s %%; %d of %d roads pass",
+                        night_done,
+                        city.get("min"),
+                        city.get("mean"),
+                        report["inspection_time"],
+                        city.get("at_inspection"),
+                        report["roads_passing"],
+                        report["roads_assessed"],
+                    )
+
+    @staticmethod
+    def _log(e: AlertEvent) -> None:
+        name = "city" if e.grouping == "city" else f"district {e.key}"
+        if e.kind == "raised":
+            logger.warning("ALERT: %s below target: %.2f %% < %.0f %% since %s", name, e.rate or 0, e.target, e.since)
+        else:
+            logger.info("alert cleared: %s back at %s %% (target %.0f %%)", name, e.rate, e.target)

@@ -1,0 +1,240 @@
+"""The lighting engine of one process: fleet state, schedules and the rate, plus their PostgreSQL edges.
+
+`LightingEngine` holds the arrays (`FleetIndex`, `FleetState`, `Expected`) and answers "what is the rate now"
+and "what is this lamp's condition". It is fed either by the gateway's committed batches (same process) or by
+polling `lamp_latest` (`follow`), and it reloads schedules when their table changes. The functions below it
+read and write schedules, samples, nightly reports and operator alerts. Array work is pure and synchronous;
+callers in an event loop run the database functions in a thread.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import numpy as np
+import psycopg
+from psycopg.types.json import Jsonb
+
+from telemetry.expected import Expected, ExpectedState, ScopeKey
+from telemetry.fleet import FleetIndex, FleetState, LatestRows, fetch_latest, load_index
+from telemetry.models import Batch
+from telemetry.rate import CONDITIONS, Breakdown, breakdown, conditions
+from telemetry.schedules import SCOPES, ScheduleDoc, ScheduleError, encode_doc, validate
+
+__all__ = [
+    "Changes",
+    "LampView",
+    "LightingEngine",
+    "delete_schedule",
+    "follow_forever",
+    "get_schedule",
+    "load_schedules",
+    "put_schedule",
+    "schedules_version",
+]
+
+logger = logging.getLogger(__name__)
+
+_POLL_OVERLAP = dt.timedelta(seconds=10)  # a batch committed late still carries a stored_at this recent
+
+
+@dataclass(frozen=True)
+class Changes:
+    rows: LatestRows | None
+    version: object
+    docs: dict[ScopeKey, ScheduleDoc] | None
+
+
+@dataclass(frozen=True)
+class LampView:
+    due: bool
+    level: int
+    condition: str
+
+
+class LightingEngine:
+    """Fleet state and schedules in memory; `breakdown(ts_ms)` gives every figure of the lighting rate."""
+
+    def __init__(self, index: FleetIndex, docs: dict[ScopeKey, ScheduleDoc]) -> None:
+        self.index = index
+        self.state = FleetState(index)
+        self.expected = Expected(index, docs, strict=False)
+        self.schedules_version: object = None
+        self._since: object = None
+        self._cache: tuple[int, Breakdown] | None = None
+        self._expected_cache: tuple[int, ExpectedState] | None = None
+
+    # -- feeding -------------------------------------------------------------------------------------------
+
+    def on_batch(self, batch: Batch) -> None:
+        """The gateway's hook: a committed batch updates the fleet state."""
+        if self.state.apply_rows(batch.lamps):
+            self._cache = None
+
+    def set_schedules(self, docs: dict[ScopeKey, ScheduleDoc]) -> None:
+        expected = Expected(self.index, docs, strict=False)
+        for scope, key in expected.dropped:
+            logger.warning("schedule for %s %r ignored: not in the inventory", scope, key)
+        self.expected = expected
+        self._cache = self._expected_cache = None
+
+    def fetch(self, conn: psycopg.Connection, *, states: bool = True) -> Changes:
+        """What changed in `lamp_latest` (when `states`) and `schedules` since the last call. I/O only."""
+        rows = None
+        if states:
+            since = None if self._since is None else self._since - _POLL_OVERLAP  # type: ignore[operator]
+            rows = fetch_latest(conn, since=since)
+        version = schedules_version(conn)
+        docs = load_schedules(conn) if version != self.schedules_version else None
+        return Changes(rows, version, docs)
+
+    def apply(self, changes: Changes) -> int:
+        """Apply what `fetch` found (in the thread that reads the engine); returns lamps changed."""
+        changed = 0
+        if changes.rows is not None:
+            changed = changes.rows.apply_to(self.state)
+            newest = changes.rows.newest
+            if newest is not None and (self._since is None or newest > self._since):  # type: ignore[operator]
+                self._since = newest
+        if changes.docs is not None:
+            self.set_schedules(changes.docs)
+            self.schedules_version = changes.version
+            logger.info("schedules loaded (%d scopes)", len(changes.docs))
+        if changed:
+            self._cache = None
+        return changed
+
+    def reindex(self, conn: psycopg.Connection) -> None:
+        """The inventory changed (reseeded): rebuild the index and the state from PostgreSQL, then swap them in."""
+        fresh = LightingEngine.load(conn)
+        self.index, self.state, self.expected = fresh.index, fresh.state, fresh.expected
+        self.schedules_version, self._since = fresh.schedules_version, fresh._since
+        self._cache = self._expected_cache = None
+
+    # -- reading -------------------------------------------------------------------------------------------
+
+    def expected_at(self, ts_ms: int) -> ExpectedState:
+        if self._expected_cache is None or self._expected_cache[0] != ts_ms:
+            self._expected_cache = (ts_ms, self.expected.at(ts_ms))
+        return self._expected_cache[1]
+
+    def breakdown(self, ts_ms: int) -> Breakdown:
+        """Every figure at `ts_ms`; repeated calls for the same second reuse the result."""
+        second = ts_ms // 1000 * 1000
+        if self._cache is None or self._cache[0] != second:
+            self._cache = (second, breakdown(self.index, self.state, self.expected_at(second)))
+        return self._cache[1]
+
+    def lamp(self, lamp_id: str, ts_ms: int) -> LampView | None:
+        slot = self.index.slot_of_id.get(lamp_id)
+        if slot is None:
+            return None
+        ex = self.expected_at(ts_ms // 1000 * 1000)
+        cond = conditions(self.index, self.state, ex)[slot]
+        return LampView(bool(ex.due[slot]), int(ex.level[slot]), CONDITIONS[int(cond)])
+
+    @classmethod
+    def load(cls, conn: psycopg.Connection) -> LightingEngine:
+        """Inventory, schedules and every lamp's latest state from PostgreSQL: the figures survive a restart."""
+        engine = cls(load_index(conn), {})
+        engine.apply(engine.fetch(conn))
+        logger.info(
+            "lighting engine: %d lamps, %d with a stored state, %d schedule scopes",
+            engine.index.n,
+            int(np.count_nonzero(engine.state.ts_ms)),
+            len(engine.expected.docs),
+        )
+        return engine
+
+
+# -- schedules in PostgreSQL ------------------------------------------------------------------------------
+
+
+def schedules_version(conn: psycopg.Connection) -> object:
+    row = conn.execute("SELECT count(*), max(updated_at) FROM schedules").fetchone()
+    return tuple(row) if row else None
+
+
+def load_schedules(conn: psycopg.Connection) -> dict[ScopeKey, ScheduleDoc]:
+    docs: dict[ScopeKey, ScheduleDoc] = {}
+    for scope, key, doc in conn.execute("SELECT scope, key, doc FROM schedules"):
+        try:
+            docs[(scope, key)] = validate(msgspec.convert(doc, ScheduleDoc))
+        except (msgspec.ValidationError, ScheduleError) as exc:  # stored by an older version: skip, say so
+            logger.error("schedule %s/%s is unusable and ignored: %s", scope, key, exc)
+    return docs
+
+
+def _check_scope(conn: psycopg.Connection, scope: str, key: str) -> None:
+    if scope not in SCOPES:
+        raise ScheduleError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}", "scope")
+    if scope == "city":
+        if key != "all":
+            raise ScheduleError("the city's key is 'all'", "key")
+        return
+    table, column = {
+        "district": ("districts", "code"),
+        "road": ("roads", "id::text"),
+        "cabinet": ("cabinets", "id"),
+        "lamp": ("lamps", "id"),
+    }[scope]
+    if conn.execute(f"SELECT 1 FROM {table} WHERE {column} = %s", (key,)).fetchone() is None:
+        raise LookupError(f"no {scope} {key!r} in the inventory")
+
+
+def get_schedule(conn: psycopg.Connection, scope: str, key: str) -> dict[str, Any] | None:
+    _check_scope(conn, scope, key)
+    row = conn.execute("SELECT doc, updated_at FROM schedules WHERE scope = %s AND key = %s", (scope, key)).fetchone()
+    if row is None:
+        return None
+    return {"scope": scope, "key": key, **row[0], "updated_at": row[1]}
+
+
+def put_schedule(conn: psycopg.Connection, scope: str, key: str, doc: ScheduleDoc) -> None:
+    """Store a validated document for a scope (a city document must keep a profile)."""
+    _check_scope(conn, scope, key)
+    if scope == "city" and doc.profile is None:
+        raise ScheduleError("the city's schedule must have a profile (every lamp needs one to fall back on)", "profile")
+    conn.execute(
+        "INSERT INTO schedules (scope, key, doc) VALUES (%s, %s, %s) "
+        "ON CONFLICT (scope, key) DO UPDATE SET doc = EXCLUDED.doc, updated_at = clock_timestamp()",
+        (scope, key, Jsonb(msgspec.json.decode(encode_doc(doc)))),
+    )
+
+
+def delete_schedule(conn: psycopg.Connection, scope: str, key: str) -> bool:
+    _check_scope(conn, scope, key)
+    if scope == "city":
+        raise ScheduleError("the city's schedule cannot be removed, only replaced", "scope")
+    cur = conn.execute("DELETE FROM schedules WHERE scope = %s AND key = %s", (scope, key))
+    return cur.rowcount > 0
+
+
+async def follow_forever(engine: LightingEngine, database_url: str, *, states: bool, period_s: float = 2.0) -> None:
+    """Keep `engine` current: schedules always, lamp states too when no gateway feeds it in this process."""
+    import asyncio
+    import functools
+
+    conn: psycopg.Connection | None = None
+    try:
+        while True:
+            try:
+                live = conn if conn is not None and not conn.closed else None
+                if live is None:
+                    live = conn = await asyncio.to_thread(psycopg.connect, database_url, autocommit=True)
+                assert live is not None
+                changes = await asyncio.to_thread(functools.partial(engine.fetch, live, states=states))
+                engine.apply(changes)
+            except psycopg.Error as exc:
+                logger.warning("lighting engine could not refresh from the database (retrying): %s", exc)
+                if conn is not None:
+                    conn.close()
+                conn = None
+            await asyncio.sleep(period_s)
+    finally:
+        if conn is not None:
+            conn.close()
