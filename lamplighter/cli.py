@@ -224,6 +224,8 @@ def simulate_command(ep: Any, args: argparse.Namespace) -> None:
         spec = FleetSpec.from_db(conn)
     if not spec.lamp_id:
         raise ServiceError("the inventory is empty: run `lamplighter seed` first")
+    from lamplighter.simcontrol import ScheduleControl
+
     fleet = Fleet(
         spec,
         interval_s=args.interval,
@@ -231,6 +233,7 @@ def simulate_command(ep: Any, args: argparse.Namespace) -> None:
         seed=args.seed,
         failure_rate_per_day=args.failure_rate,
         start_ms=clock.now_ms(),
+        control=ScheduleControl(ep.database_url, spec.lamp_id),
     )
     sim = Simulator(
         fleet,

@@ -8,6 +8,7 @@ values are computed for all lamps at once, and only the reports that are due are
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -84,7 +85,10 @@ class Fleet:
         seed: int = 1,
         failure_rate_per_day: float = 0.0005,
         start_ms: int = 0,
+        control: Callable[[int], tuple[npt.NDArray[np.bool_], npt.NDArray[np.int16]]] | None = None,
     ) -> None:
+        """`control(now_ms)` → (on, level) per lamp is the schedule the devices follow; without it they switch at
+        Xining's sunset and sunrise at full level."""
         if interval_s <= 0:
             raise ValueError(f"reporting interval must be positive, got {interval_s}")
         if not 0 <= jitter <= 1:
@@ -93,6 +97,7 @@ class Fleet:
         self.interval_ms = int(interval_s * 1000)
         self.jitter = jitter
         self.failure_rate_per_day = failure_rate_per_day
+        self.control = control
         self.rng = np.random.default_rng(seed)
         n = len(spec.lamp_id)
         self.n = n
@@ -157,6 +162,21 @@ class Fleet:
                 codes = self.rng.choice(len(FAULT_CODES), size=len(new), p=_FAULT_P) + 1
                 self.fault[new] = codes
                 self._report_now(new, now_ms)
+        if self.control is not None:
+            on, level = self.control(now_ms)
+            dim = np.where(on, level, 0).astype(np.int16)
+            changed = np.flatnonzero((on != self.on) | (dim != self.dim))
+            if len(changed):
+                # A switching or dimming step: the lamps that changed report it at once (PROTOCOL.md).
+                if self._night is not None:
+                    self.switches += 1
+                self.on[:] = on
+                self.dim[:] = dim
+                if self._night is not None:
+                    self._report_now(changed, now_ms)
+            self._night = bool(on.any())
+            self.last_ms = now_ms
+            return
         night = is_night(datetime.fromtimestamp(now_ms / 1000, tz=UTC), *_XINING)
         if night != self._night:
             if self._night is not None:

@@ -1,0 +1,57 @@
+"""What the simulated devices switch by: the schedules stored in PostgreSQL, evaluated for the simulated lamps.
+
+Until devices receive their profiles through the `schedule` command, the simulator reads the same schedules the
+backend uses and follows them (the composition root wires this; the simulator itself knows only a callable).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+
+from telemetry.expected import Expected
+from telemetry.fleet import load_index
+from telemetry.lighting import load_schedules, schedules_version
+
+__all__ = ["ScheduleControl"]
+
+logger = logging.getLogger(__name__)
+
+
+class ScheduleControl:
+    """`control(now_ms)` → (on, level) for the simulator's lamps, in its order; reloads changed schedules."""
+
+    def __init__(self, database_url: str, lamp_ids: list[str], *, reload_every_s: float = 2.0) -> None:
+        self.database_url = database_url
+        self.reload_every_s = reload_every_s
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            self.index = load_index(conn)
+            self.version = schedules_version(conn)
+            self.expected = Expected(self.index, load_schedules(conn), strict=False)
+        self.slots = np.array([self.index.slot_of_id[lamp] for lamp in lamp_ids], dtype=np.intp)
+        self._checked = time.monotonic()
+
+    def _maybe_reload(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < self.reload_every_s:
+            return
+        self._checked = now
+        try:
+            with psycopg.connect(self.database_url, autocommit=True, connect_timeout=3) as conn:
+                version = schedules_version(conn)
+                if version != self.version:
+                    self.expected = Expected(self.index, load_schedules(conn), strict=False)
+                    self.version = version
+                    logger.info("simulator: schedules changed, devices follow the new ones")
+        except psycopg.Error as exc:  # devices keep their last schedule, as real ones do
+            logger.warning("simulator: cannot read schedules (keeping the last ones): %s", exc)
+
+    def __call__(self, now_ms: int) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int16]]:
+        """Lamps in a planned outage or maintenance window are off, as if their circuit were isolated."""
+        self._maybe_reload()
+        e = self.expected.at(now_ms)
+        return e.due[self.slots], e.level[self.slots]
