@@ -92,20 +92,25 @@ class Sampler:
         self.samples = 0
         self.last: Breakdown | None = None
         self._night_open: dt.date | None = None  # the local night being sampled, reported once it ends
+        self._conn: psycopg.Connection | None = None  # used from one worker thread at a time
 
     def _night_of(self, ts: dt.datetime) -> dt.date:
         local = ts.astimezone(self.tz)
         return local.date() if local.hour >= 12 else local.date() - dt.timedelta(days=1)
 
     async def run(self) -> None:
-        while True:
-            now = self.clock.now_ms()
-            tick = (now // 60_000 + 1) * 60_000
-            await asyncio.sleep((tick - now) / 1000 / self.clock.speed)
-            try:
-                await self.sample(tick)
-            except psycopg.Error as exc:
-                logger.warning("lighting-rate sample at %s not stored: %s", tick, exc)
+        try:
+            while True:
+                now = self.clock.now_ms()
+                tick = (now // 60_000 + 1) * 60_000
+                await asyncio.sleep((tick - now) / 1000 / self.clock.speed)
+                try:
+                    await self.sample(tick)
+                except psycopg.Error as exc:
+                    logger.warning("lighting-rate sample at %s not stored: %s", tick, exc)
+        finally:
+            if self._conn is not None:
+                self._conn.close()
 
     async def sample(self, tick_ms: int) -> Breakdown:
         """One minute's work at `tick_ms` (clock time)."""
@@ -134,26 +139,37 @@ class Sampler:
         return b
 
     def _store(self, rows: list[SampleRow], events: list[AlertEvent], night_done: dt.date | None) -> None:
-        with psycopg.connect(self.database_url, autocommit=True) as conn:
-            if rows:
-                write_samples(conn, rows)
-            if events:
-                write_alert_events(conn, events)
-            if night_done is not None:
-                report = nightly_report(conn, night_done, index=self.engine.index, inspection=self.inspection)
-                if report is not None:
-                    store_nightly(conn, night_done, report)
-                    city = report.get("city") or {}
-                    logger.info(
-                        "nightly report for %s: city min %s %%, mean %s %%, at %s %s %%; %d of %d roads pass",
-                        night_done,
-                        city.get("min"),
-                        city.get("mean"),
-                        report["inspection_time"],
-                        city.get("at_inspection"),
-                        report["roads_passing"],
-                        report["roads_assessed"],
-                    )
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.database_url, autocommit=True)
+        conn = self._conn
+        try:
+            self._write(conn, rows, events, night_done)
+        except psycopg.Error:
+            conn.close()
+            raise
+
+    def _write(
+        self, conn: psycopg.Connection, rows: list[SampleRow], events: list[AlertEvent], night_done: dt.date | None
+    ) -> None:
+        if rows:
+            write_samples(conn, rows)
+        if events:
+            write_alert_events(conn, events)
+        if night_done is not None:
+            report = nightly_report(conn, night_done, index=self.engine.index, inspection=self.inspection)
+            if report is not None:
+                store_nightly(conn, night_done, report)
+                city = report.get("city") or {}
+                logger.info(
+                    "nightly report for %s: city min %s %%, mean %s %%, at %s %s %%; %d of %d roads pass",
+                    night_done,
+                    city.get("min"),
+                    city.get("mean"),
+                    report["inspection_time"],
+                    city.get("at_inspection"),
+                    report["roads_passing"],
+                    report["roads_assessed"],
+                )
 
     @staticmethod
     def _log(e: AlertEvent) -> None:
