@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import psycopg
@@ -93,6 +94,7 @@ async def _serve(settings: Settings, ep: object, gw: GatewayProcess, sim: subpro
 async def _console(gw: GatewayProcess, sim: subprocess.Popen[bytes]) -> None:
     """One status line, rewritten in place: lamps reporting, messages/s, rows written, rejected, the rate."""
     last_t, last_n = time.monotonic(), 0
+    tz = ZoneInfo(gw.settings.timezone)  # the city's local time
     while True:
         await asyncio.sleep(_CONSOLE_EVERY_S)
         s = gw.gateway.stats
@@ -105,7 +107,7 @@ async def _console(gw: GatewayProcess, sim: subprocess.Popen[bytes]) -> None:
         rate_text = "day (nothing due)" if city["rate"] is None else f"{city['rate']:.2f} % of {city['due']:,} due"
         sim_state = "running" if sim.poll() is None else f"exited ({sim.returncode})"
         line = (
-            f"\r{gw.clock.now().isoformat(timespec='seconds')}  lamps reporting {reporting:,}  "
+            f"\r{gw.clock.now().astimezone(tz).isoformat(timespec='seconds')}  lamps reporting {reporting:,}  "
             f"{rate:,.0f} msg/s  rows written {s.lamps_written + s.cabinets_written:,}  "
             f"rejected {s.rejected:,}  lighting rate {rate_text}  simulator {sim_state}   "
         )
