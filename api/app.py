@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from api import errors
-from api.routes import health, lamps, lighting, quarantine, reports, schedules
+from api.routes import alerts, health, lamps, lighting, quarantine, reports, schedules
 from telemetry.clock import Clock
 from telemetry.lighting import LightingEngine, follow_forever
 
@@ -71,7 +71,15 @@ def create_app(
     app.state.engine = engine
     app.state.clock = clock or Clock()
     errors.install(app)
-    for r in (health.router, lamps.router, lighting.router, reports.router, schedules.router, quarantine.router):
+    for r in (
+        health.router,
+        lamps.router,
+        lighting.router,
+        reports.router,
+        schedules.router,
+        alerts.router,
+        quarantine.router,
+    ):
         app.include_router(r)
     if metrics is not None:
 

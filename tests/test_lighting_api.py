@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 
 import psycopg
 import pytest
@@ -138,3 +139,16 @@ def test_schedules_by_scope(endpoints: Endpoints, city: list[tuple[str, str, str
         assert c.put("/api/v1/schedules/district/zz", json={"profile": {"mode": "always"}}).status_code == 404
         assert c.put("/api/v1/schedules/street/x", json={}).status_code == 422
         assert c.put("/api/v1/schedules/city/all", json={"windows": []}).json()["error"]["field"] == "profile"
+
+
+def test_an_api_on_its_own_follows_what_the_gateway_stores(
+    endpoints: Endpoints, city: list[tuple[str, str, str, int]]
+) -> None:
+    ts = int(NIGHT.timestamp() * 1000) - 60_000
+    with _client(endpoints, NIGHT) as c:
+        assert c.get("/api/v1/lighting-rate").json()["city"]["unknown"] == 1000
+        _store_reports(endpoints.database_url, [(lamp, d, _report(ts)) for lamp, d, _, _ in city[:600]], ts)
+        deadline = time.monotonic() + 10
+        while c.get("/api/v1/lighting-rate").json()["city"]["lit"] != 600:
+            assert time.monotonic() < deadline, "the API never saw the stored reports"
+            time.sleep(0.2)

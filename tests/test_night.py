@@ -31,6 +31,7 @@ from seeds.loader import load
 from simulator.fleet import Fleet, FleetSpec
 from simulator.runner import Simulator
 from telemetry.clock import Clock
+from telemetry.lighting import LightingEngine
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -115,6 +116,11 @@ async def test_a_compressed_night_gives_exact_figures(endpoints: Endpoints, clie
                 await asyncio.sleep(0.05)
             assert {k: last[k] for k in expected} == expected, last
             assert last["rate"] == expected_rate and last["meets_target"] is False
+            # A restart rebuilds the same figures from PostgreSQL.
+            at = clock.now_ms()
+            with psycopg.connect(url) as conn:
+                rebuilt = await asyncio.to_thread(LightingEngine.load, conn)
+            assert rebuilt.breakdown(at).city.rows() == gw.engine.breakdown(at).city.rows()
 
             # Dawn: the lamps switch off, the night is summarised.
             await wait_clock(clock, clock_ms(8, 40, day=2))
@@ -146,6 +152,10 @@ async def test_a_compressed_night_gives_exact_figures(endpoints: Endpoints, clie
                 )
             ).json()
             assert len(history["points"]) == 10 and {p["rate"] for p in history["points"]} == {expected_rate}
+
+            alerts = (await asyncio.to_thread(api.get, "/api/v1/alerts")).json()
+            city_alerts = [a for a in alerts["items"] if a["grouping"] == "city"]
+            assert len(city_alerts) == 1 and "below its 98 % target" in city_alerts[0]["message"]
 
         with psycopg.connect(url) as conn:
             alert = conn.execute(
