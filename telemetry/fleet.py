@@ -15,14 +15,16 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
-from telemetry.models import LampRows
+from telemetry.models import CabinetRow, LampRows
 
 __all__ = [
+    "CABINET_FAULT_BITS",
     "FAULT_BITS",
     "FRESH_GRACE_MS",
     "MIN_POWER_SHARE",
     "OUTPUT_FAULT_MASK",
     "ROAD_CLASSES",
+    "CabinetState",
     "FleetIndex",
     "FleetState",
     "LatestRows",
@@ -94,9 +96,30 @@ class FleetIndex:
     road_district: npt.NDArray[np.int16]
     cabinet_ids: list[str]
     cabinet_road: npt.NDArray[np.int32]  # → road_ids
+    # Optional detail (defaults when absent): circuit of each lamp, whether it has its own controller (single)
+    # rather than reporting through its cabinet's concentrator, each cabinet's number and concentrator flag.
+    lamp_circuit: npt.NDArray[np.int8] | None = None
+    lamp_single: npt.NDArray[np.bool_] | None = None
+    cabinet_no: npt.NDArray[np.int32] | None = None
+    cabinet_concentrator: npt.NDArray[np.bool_] | None = None
 
     def __post_init__(self) -> None:
         self.n = len(self.lamp_id)
+        cabinets = len(self.cabinet_ids)
+        if self.lamp_circuit is None:
+            self.lamp_circuit = np.ones(self.n, dtype=np.int8)
+        if self.lamp_single is None:
+            self.lamp_single = np.ones(self.n, dtype=np.bool_)
+        if self.cabinet_no is None:
+            self.cabinet_no = np.arange(1, cabinets + 1, dtype=np.int32)
+        if self.cabinet_concentrator is None:
+            self.cabinet_concentrator = np.zeros(cabinets, dtype=np.bool_)
+        self.cabinet_slot_of_no = {int(no): i for i, no in enumerate(self.cabinet_no.tolist())}
+        # A concentrator reports as often as its lamps do; the slowest of them sets its freshness.
+        interval = np.zeros(cabinets, dtype=np.int64)
+        np.maximum.at(interval, self.lamp_cabinet, self.interval_s.astype(np.int64))
+        self.cabinet_interval_ms = np.where(interval > 0, interval, 300) * 1000
+        self.cabinet_stale_ms = self.cabinet_interval_ms * 2 + FRESH_GRACE_MS
         top = int(self.lamp_no.max()) if self.n else 0
         self.slot_of_no = np.full(top + 1, -1, dtype=np.int32)
         self.slot_of_no[self.lamp_no] = np.arange(self.n, dtype=np.int32)
@@ -215,14 +238,14 @@ def load_index(conn: psycopg.Connection) -> FleetIndex:
     roads = conn.execute("SELECT id, road_class, district FROM roads ORDER BY id").fetchall()
     road_ids = np.array([r[0] for r in roads], dtype=np.int32)
     road_of = {int(r): i for i, r in enumerate(road_ids)}
-    cabinets = conn.execute("SELECT id, road_id FROM cabinets ORDER BY no").fetchall()
+    cabinets = conn.execute("SELECT id, road_id, no, concentrator FROM cabinets ORDER BY no").fetchall()
     cabinet_of = {c[0]: i for i, c in enumerate(cabinets)}
     lamp_id: list[str] = []
-    cols: dict[str, list[object]] = {k: [] for k in ("no", "lat", "lon", "w", "svc", "iv", "d", "r", "c")}
+    cols: dict[str, list[object]] = {k: [] for k in ("no", "lat", "lon", "w", "svc", "iv", "d", "r", "c", "ci", "s")}
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT id, no, lat, lon, rated_w, in_service, report_interval_s, district, road_id, cabinet_id "
-            "FROM lamps ORDER BY no"
+            "SELECT id, no, lat, lon, rated_w, in_service, report_interval_s, district, road_id, cabinet_id, circuit, "
+            "controller = 'single' FROM lamps ORDER BY no"
         )
         for row in cur:
             lamp_id.append(row[0])
@@ -235,6 +258,8 @@ def load_index(conn: psycopg.Connection) -> FleetIndex:
             cols["d"].append(district_of[row[7]])
             cols["r"].append(road_of[row[8]])
             cols["c"].append(cabinet_of[row[9]])
+            cols["ci"].append(row[10])
+            cols["s"].append(row[11])
     return FleetIndex(
         lamp_id=lamp_id,
         lamp_no=np.array(cols["no"], dtype=np.int32),
@@ -252,7 +277,50 @@ def load_index(conn: psycopg.Connection) -> FleetIndex:
         road_district=np.array([district_of[r[2]] for r in roads], dtype=np.int16),
         cabinet_ids=[c[0] for c in cabinets],
         cabinet_road=np.array([road_of[c[1]] for c in cabinets], dtype=np.int32),
+        lamp_circuit=np.array(cols["ci"], dtype=np.int8),
+        lamp_single=np.array(cols["s"], dtype=np.bool_),
+        cabinet_no=np.array([c[2] for c in cabinets], dtype=np.int32),
+        cabinet_concentrator=np.array([c[3] for c in cabinets], dtype=np.bool_),
     )
+
+
+CABINET_FAULT_BITS = {
+    code: 1 << i
+    for i, code in enumerate(
+        ("mains_loss", "phase_loss", "circuit_open", "contactor_failure", "leakage_current", "door_open")
+    )
+}
+
+
+class CabinetState:
+    """Newest report per cabinet (concentrators only report): time, fault bits, door."""
+
+    def __init__(self, index: FleetIndex) -> None:
+        n = len(index.cabinet_ids)
+        self.index = index
+        self.ts_ms = np.zeros(n, dtype=np.int64)
+        self.fresh_until = np.zeros(n, dtype=np.int64)
+        self.faults = np.zeros(n, dtype=np.uint16)
+        self.door_open = np.zeros(n, dtype=np.bool_)
+
+    def apply_rows(self, rows: Sequence[CabinetRow]) -> list[int]:
+        """Take the cabinets' reports (newer than held); returns the slots that changed."""
+        changed = []
+        for r in rows:
+            slot = self.index.cabinet_slot_of_no.get(r.cabinet_no)
+            if slot is None or r.ts <= self.ts_ms[slot]:
+                continue
+            bits = 0
+            for code in r.faults:
+                bits |= CABINET_FAULT_BITS.get(code, 0)
+            if r.door_open:
+                bits |= CABINET_FAULT_BITS["door_open"]
+            self.ts_ms[slot] = r.ts
+            self.fresh_until[slot] = r.ts + self.index.cabinet_stale_ms[slot]
+            self.faults[slot] = bits
+            self.door_open[slot] = r.door_open
+            changed.append(slot)
+        return changed
 
 
 @dataclass(frozen=True)
