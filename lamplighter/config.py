@@ -34,6 +34,7 @@ class Settings:
     timezone: str = "Asia/Shanghai"  # the city's: nights, inspection time and reports are local
     inspection_time: str = "22:00"  # the nightly report's inspection instant (local HH:MM)
     fine_sample_every_min: int = 10  # roads and cabinets are sampled this often; city and districts every minute
+    dispatch: bool = True  # deliver ticket notifications from the gateway's process (or run `lamplighter dispatch`)
 
     @property
     def inspection_at(self) -> dt.time:
@@ -71,6 +72,8 @@ class Settings:
                     out[name] = float(value)
                 elif kind in ("Path", Path):
                     out[name] = Path(value)
+                elif kind in ("bool", bool):
+                    out[name] = _boolean(value)
                 else:
                     out[name] = value
             except ValueError as exc:
@@ -80,6 +83,7 @@ class Settings:
         return s
 
     def validate(self) -> None:
+        self.inspection_at  # noqa: B018  # raises ConfigError on a bad inspection time
         if self.mqtt_url is not None:
             u = urlparse(self.mqtt_url)
             if u.scheme not in ("mqtt", "tcp") or not u.hostname:
@@ -94,3 +98,14 @@ class Settings:
     def mqtt_address(self, url: str) -> tuple[str, int]:
         u = urlparse(url)
         return u.hostname or "127.0.0.1", u.port or 1883
+
+
+def _boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")

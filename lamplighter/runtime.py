@@ -11,6 +11,9 @@ from pathlib import Path
 
 import psycopg
 
+from alerts.dispatch import Dispatcher, MqttTransport, NotifyTransport, WebhookTransport
+from alerts.engine import AlertEngine
+from alerts.service import AlertService
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import MqttSubscriber
 from gateway.service import Gateway
@@ -107,6 +110,9 @@ class GatewayProcess:
             registry = load_registry(conn)
             self._inventory = inventory_version(conn)
             self.engine = LightingEngine.load(conn)
+            self.fault_engine = AlertEngine(self.engine, self.clock.now_ms())
+            self.alerts = AlertService(self.fault_engine, ep.database_url, self.clock)
+            self.alerts.load(conn)
         if not registry.lamps:
             logger.warning(
                 "the inventory is empty: every device message will be quarantined as unknown_device; "
@@ -129,7 +135,19 @@ class GatewayProcess:
             max_batch=settings.batch_max,
             flush_interval_s=settings.flush_interval_s,
             retention_days=settings.retention_days,
-            on_committed=self.engine.on_batch,
+            on_committed=self.alerts.on_batch,
+        )
+        self.dispatcher = (
+            Dispatcher(
+                ep.database_url,
+                {
+                    "webhook": WebhookTransport(),
+                    "notify": NotifyTransport(),
+                    "mqtt": MqttTransport(ep.mqtt_host, ep.mqtt_port, f"{settings.gateway_client_id}-dispatch"),
+                },
+            )
+            if settings.dispatch
+            else None
         )
         self.publisher = RetainedPublisher(ep.mqtt_host, ep.mqtt_port, OPS_TOPIC, f"{settings.gateway_client_id}-ops")
         self.sampler = Sampler(
@@ -159,6 +177,9 @@ class GatewayProcess:
                 tg.create_task(follow_forever(self.engine, self.ep.database_url, states=False), name="schedules")
                 tg.create_task(self.sampler.run(), name="lighting-rate-sampler")
                 tg.create_task(self.publisher.run(), name="ops-publisher")
+                tg.create_task(self.alerts.run(), name="fault-engine")
+                if self.dispatcher is not None:
+                    tg.create_task(self.dispatcher.run(), name="dispatcher")
         finally:
             await self.store.close()
 

@@ -53,6 +53,7 @@ class RetainedPublisher:
     async def run(self) -> None:
         delay = 0.5
         while True:
+            await self._ready.wait()  # connect only once there is something to say
             try:
                 async with aiomqtt.Client(self.host, self.port, identifier=self.client_id) as client:
                     delay = 0.5

@@ -27,6 +27,7 @@ __all__ = [
     "CabinetState",
     "FleetIndex",
     "FleetState",
+    "LampColumns",
     "LatestRows",
     "fault_mask",
     "fault_names",
@@ -217,18 +218,44 @@ class FleetState:
 
     def apply_rows(self, rows: LampRows) -> int:
         """Feed one batch of the gateway's decoded lamp readings."""
-        if not len(rows):
-            return 0
-        faults = np.fromiter((fault_mask(f) if f else 0 for f in rows.faults), dtype=np.uint16, count=len(rows))
-        power = np.array([np.nan if p is None else p for p in rows.power_w], dtype=np.float32)
-        return self.apply(
-            self.index.slots(rows.lamp_no),
-            np.array(rows.ts, dtype=np.int64),
-            np.array(rows.on, dtype=np.bool_),
-            np.array(rows.dim, dtype=np.int16),
-            power,
-            faults,
+        return self.apply_columns(LampColumns.of(rows, self.index))
+
+    def apply_columns(self, c: LampColumns) -> int:
+        return self.apply(c.slots, c.ts_ms, c.on, c.dim, c.power_w, c.faults)
+
+
+@dataclass(frozen=True)
+class LampColumns:
+    """A batch of lamp readings as arrays, lamps as slots of an index (−1: not in it)."""
+
+    slots: npt.NDArray[np.int32]
+    ts_ms: npt.NDArray[np.int64]
+    on: npt.NDArray[np.bool_]
+    dim: npt.NDArray[np.int16]
+    power_w: npt.NDArray[np.float32]
+    faults: npt.NDArray[np.uint16]
+
+    @classmethod
+    def of(cls, rows: LampRows, index: FleetIndex) -> LampColumns:
+        n = len(rows)
+        return cls(
+            slots=index.slots(rows.lamp_no),
+            ts_ms=np.array(rows.ts, dtype=np.int64),
+            on=np.array(rows.on, dtype=np.bool_),
+            dim=np.array(rows.dim, dtype=np.int16),
+            power_w=np.array([np.nan if p is None else p for p in rows.power_w], dtype=np.float32),
+            faults=np.fromiter((fault_mask(f) if f else 0 for f in rows.faults), dtype=np.uint16, count=n),
         )
+
+    def newest(self) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.intp]]:
+        """(slots, row positions) of each lamp's newest reading in the batch, lamps not in the index left out."""
+        order = np.lexsort((self.ts_ms, self.slots))
+        order = order[self.slots[order] >= 0]
+        s = self.slots[order]
+        last = np.ones(len(s), dtype=np.bool_)
+        last[:-1] = s[1:] != s[:-1]
+        pick = order[last]
+        return self.slots[pick], pick
 
 
 def load_index(conn: psycopg.Connection) -> FleetIndex:

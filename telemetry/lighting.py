@@ -20,7 +20,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from telemetry.expected import Expected, ExpectedState, ScopeKey
-from telemetry.fleet import FleetIndex, FleetState, LatestRows, fetch_latest, load_index
+from telemetry.fleet import FleetIndex, FleetState, LampColumns, LatestRows, fetch_latest, load_index
 from telemetry.models import Batch
 from telemetry.rate import CONDITIONS, Breakdown, breakdown, conditions
 from telemetry.schedules import SCOPES, ScheduleDoc, ScheduleError, encode_doc, validate
@@ -70,10 +70,12 @@ class LightingEngine:
 
     # -- feeding -------------------------------------------------------------------------------------------
 
-    def on_batch(self, batch: Batch) -> None:
-        """The gateway's hook: a committed batch updates the fleet state."""
-        if self.state.apply_rows(batch.lamps):
+    def on_batch(self, batch: Batch) -> LampColumns:
+        """The gateway's hook: a committed batch updates the fleet state. Returns the batch's lamp columns."""
+        columns = LampColumns.of(batch.lamps, self.index)
+        if self.state.apply_columns(columns):
             self._cache = None
+        return columns
 
     def set_schedules(self, docs: dict[ScopeKey, ScheduleDoc]) -> None:
         expected = Expected(self.index, docs, strict=False)

@@ -1,0 +1,275 @@
+"""Dispatch: deliver the outbox to the crews' channels, at least once, with backoff, and log every attempt.
+
+A dispatcher claims due outbox rows with a lease (`next_attempt_at` moved past the attempt, in a short
+transaction with `FOR UPDATE SKIP LOCKED`), delivers them, then marks them delivered or schedules a retry with
+jittered exponential backoff. A dispatcher killed mid-delivery loses nothing: its lease expires and the row is
+claimed again. Several dispatchers can run side by side. Receivers deduplicate by the idempotency key.
+
+Channels are transports, the named seam tests swap:
+- `webhook`: POST of the JSON body with `X-Lamplighter-Signature: sha256=<HMAC-SHA256 of the body with the crew's
+  secret>`, `Idempotency-Key` and `X-Lamplighter-Event`; any 2xx is delivered;
+- `notify`: the crew's notification URLs (chat robots such as DingTalk and WeCom, email, …) through Apprise;
+- `mqtt`: QoS 1 publish on `sl/crews/{crew}/tickets`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiomqtt
+import apprise
+import httpx2
+import psycopg
+from psycopg.rows import dict_row
+
+__all__ = [
+    "DeliveryError",
+    "Dispatcher",
+    "MqttTransport",
+    "NotifyTransport",
+    "OutboxItem",
+    "Transport",
+    "WebhookTransport",
+    "sign",
+]
+
+logger = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Lamplighter-Signature"
+_LEASE = dt.timedelta(seconds=30)  # a claimed row is retried after this if its dispatcher vanished
+_POLL_S = 0.2  # how often an idle dispatcher looks for due rows: P1 tickets must reach crews within 2 s
+
+
+class DeliveryError(Exception):
+    """A channel refused or could not take a notification; the dispatcher retries it."""
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    ticket_id: int
+    event_id: int
+    channel: str
+    crew_id: str
+    idempotency_key: str
+    payload: dict[str, Any]
+    attempts: int
+    webhook_url: str | None
+    webhook_secret: str | None
+    notify_urls: list[str]
+
+    @property
+    def body(self) -> bytes:
+        return json.dumps(self.payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Transport(Protocol):
+    async def send(self, item: OutboxItem) -> str:
+        """Deliver or raise DeliveryError; returns a short note for the delivery log."""
+        ...
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class WebhookTransport:
+    def __init__(self, *, timeout_s: float = 5.0) -> None:
+        self.client = httpx2.AsyncClient(timeout=timeout_s)
+
+    async def send(self, item: OutboxItem) -> str:
+        if not item.webhook_url or not item.webhook_secret:
+            raise DeliveryError(f"crew {item.crew_id} has no webhook configured any more")
+        body = item.body
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(item.webhook_secret, body),
+            "Idempotency-Key": item.idempotency_key,
+            "X-Lamplighter-Event": str(item.event_id),
+        }
+        try:
+            r = await self.client.post(item.webhook_url, content=body, headers=headers)
+        except httpx2.HTTPError as exc:
+            raise DeliveryError(f"webhook {item.webhook_url}: {exc.__class__.__name__}: {exc}") from exc
+        if not 200 <= r.status_code < 300:
+            raise DeliveryError(f"webhook {item.webhook_url} answered {r.status_code}")
+        return f"HTTP {r.status_code}"
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class NotifyTransport:
+    """Chat robots and email through Apprise notification URLs (run in a worker thread: Apprise blocks)."""
+
+    async def send(self, item: OutboxItem) -> str:
+        if not item.notify_urls:
+            raise DeliveryError(f"crew {item.crew_id} has no notification URLs any more")
+        t = item.payload["ticket"]
+        e = item.payload["event"]
+        title = f"[{t['priority']}] ticket #{t['id']} {e['action']}: {t['fault']} on {t['asset_type']} {t['asset_id']}"
+        body = (
+            f"{e['note']}\nstatus {t['status']}, district {t['district']}"
+            + (f", deadline {t['deadline']}" if t.get("deadline") else "")
+            + (f"\nlamps: {', '.join(t['lamps'][:20])}" + (" …" if len(t["lamps"]) > 20 else "") if t["lamps"] else "")
+        )
+
+        def notify() -> bool:
+            ap = apprise.Apprise()
+            for url in item.notify_urls:
+                if not ap.add(url):
+                    raise DeliveryError(
+                        f"not a usable notification URL for crew {item.crew_id}: {url.split(':')[0]}://…"
+                    )
+            return bool(ap.notify(title=title, body=body))
+
+        if not await asyncio.to_thread(notify):
+            raise DeliveryError(f"{len(item.notify_urls)} notification URL(s) of crew {item.crew_id} failed")
+        return f"{len(item.notify_urls)} notification URL(s)"
+
+
+class MqttTransport:
+    """QoS 1 publishes on `sl/crews/{crew}/tickets` over one aiomqtt connection, reopened when it breaks."""
+
+    def __init__(self, host: str, port: int, client_id: str) -> None:
+        self.host, self.port, self.client_id = host, port, client_id
+        self._client: aiomqtt.Client | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._lock = asyncio.Lock()
+
+    async def send(self, item: OutboxItem) -> str:
+        topic = f"sl/crews/{item.crew_id}/tickets"
+        async with self._lock:
+            try:
+                if self._client is None:
+                    self._client = await self._stack.enter_async_context(
+                        aiomqtt.Client(self.host, self.port, identifier=self.client_id)
+                    )
+                await self._client.publish(topic, item.body, qos=1, timeout=5)
+            except aiomqtt.MqttError as exc:
+                await self.close()
+                raise DeliveryError(f"broker {self.host}:{self.port}: {exc}") from exc
+        return topic
+
+    async def close(self) -> None:
+        self._client = None
+        stack, self._stack = self._stack, contextlib.AsyncExitStack()
+        with contextlib.suppress(Exception):
+            await stack.aclose()
+
+
+class Dispatcher:
+    """Delivers the outbox until cancelled."""
+
+    def __init__(
+        self,
+        database_url: str,
+        transports: Mapping[str, Transport],
+        *,
+        backoff_min_s: float = 1.0,
+        backoff_max_s: float = 30.0,
+        batch: int = 50,
+        lease: dt.timedelta = _LEASE,
+    ) -> None:
+        self.database_url = database_url
+        self.transports = dict(transports)
+        self.backoff_min_s = backoff_min_s
+        self.backoff_max_s = backoff_max_s
+        self.batch = batch
+        self.lease = lease
+        self.delivered = 0
+        self.failed_attempts = 0
+
+    async def run(self) -> None:
+        conn: psycopg.AsyncConnection | None = None
+        delay = 0.5
+        try:
+            while True:
+                try:
+                    if conn is None or conn.closed:
+                        conn = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True)
+                    done = await self.deliver_due(conn)
+                    delay = 0.5
+                    if done == 0:
+                        await asyncio.sleep(_POLL_S)
+                except psycopg.Error as exc:
+                    logger.warning("dispatcher: database %s unavailable (retrying in %.1f s): %s",
+                                   self.database_url.rsplit("@", 1)[-1], delay, exc)  # fmt: skip
+                    if conn is not None:
+                        await conn.close()
+                    conn = None
+                    await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                    delay = min(delay * 2, 30.0)
+        finally:
+            if conn is not None:
+                await conn.close()
+
+    async def deliver_due(self, conn: psycopg.AsyncConnection) -> int:
+        """Claim and deliver what is due now; returns how many rows were attempted."""
+        items = await self._claim(conn)
+        if items:
+            await asyncio.gather(*(self._deliver(conn, item) for item in items))
+        return len(items)
+
+    async def _claim(self, conn: psycopg.AsyncConnection) -> list[OutboxItem]:
+        async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                """WITH due AS (
+                       SELECT id FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= now()
+                       ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED)
+                   UPDATE outbox o SET attempts = o.attempts + 1, next_attempt_at = now() + %s
+                   FROM due WHERE o.id = due.id
+                   RETURNING o.id, o.ticket_id, o.event_id, o.channel, o.crew_id, o.idempotency_key, o.payload,
+                             o.attempts,
+                             (SELECT webhook_url FROM crews c WHERE c.id = o.crew_id) AS webhook_url,
+                             (SELECT webhook_secret FROM crews c WHERE c.id = o.crew_id) AS webhook_secret,
+                             coalesce((SELECT notify_urls FROM crews c WHERE c.id = o.crew_id), '{}') AS notify_urls""",
+                (self.batch, self.lease),
+            )
+            rows = await cur.fetchall()
+        return [OutboxItem(**r) for r in rows]
+
+    async def _deliver(self, conn: psycopg.AsyncConnection, item: OutboxItem) -> None:
+        transport = self.transports.get(item.channel)
+        started = time.perf_counter()
+        try:
+            if transport is None:
+                raise DeliveryError(f"no transport for channel {item.channel} in this dispatcher")
+            note = await transport.send(item)
+            ok = True
+        except DeliveryError as exc:
+            note, ok = str(exc), False
+        except Exception as exc:  # a transport's bug must not stop the others; the row is retried
+            logger.exception("dispatcher: %s delivery of outbox row %d failed unexpectedly", item.channel, item.id)
+            note, ok = f"{exc.__class__.__name__}: {exc}", False
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if ok:
+            self.delivered += 1
+            await conn.execute("UPDATE outbox SET delivered_at = now(), last_error = NULL WHERE id = %s", (item.id,))
+            logger.debug("delivered outbox row %d (ticket %d) by %s to crew %s", item.id, item.ticket_id,
+                         item.channel, item.crew_id)  # fmt: skip
+        else:
+            self.failed_attempts += 1
+            backoff = min(self.backoff_min_s * 2 ** (item.attempts - 1), self.backoff_max_s) * random.uniform(0.8, 1.2)
+            await conn.execute(
+                "UPDATE outbox SET next_attempt_at = now() + make_interval(secs => %s), last_error = %s WHERE id = %s",
+                (backoff, note, item.id),
+            )
+            logger.warning("dispatcher: %s to crew %s for ticket %d failed (attempt %d, retry in %.1f s): %s",
+                           item.channel, item.crew_id, item.ticket_id, item.attempts, backoff, note)  # fmt: skip
+        await conn.execute(
+            "INSERT INTO deliveries (outbox_id, ticket_id, attempt, ok, detail, duration_ms) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (item.id, item.ticket_id, item.attempts, ok, note, elapsed_ms),
+        )

@@ -1,0 +1,154 @@
+"""The fault engine of one process: rules over the fleet, correlation, and the trackers, turned into decisions.
+
+Fed like the lighting engine — each committed batch of the gateway, plus a sweep over the whole fleet for what
+time alone changes (silence, day-burning, the 5-minute debounce). No I/O: `alerts.service` writes the decisions
+as tickets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from alerts.faults import CABINET_FAULTS, LAMP_FAULTS, OUTAGE_FAMILY, lamp_device_mask
+from alerts.rules import CabinetHistory, LampHistory, RuleParams, cabinet_masks, lamp_masks, outage_lamps
+from alerts.tracker import DEBOUNCE_MS, Decision, Tracker
+from telemetry.fleet import CabinetState, LampColumns
+from telemetry.lighting import LightingEngine
+from telemetry.models import CabinetRow, StatusRow
+from telemetry.rate import conditions
+
+__all__ = ["AlertEngine", "Opening"]
+
+# Cabinet faults whose ticket lists the lamps left dark or silent.
+_LISTS_LAMPS = ("cabinet_outage", "comm_loss", "lamps_out")
+
+
+@dataclass(frozen=True)
+class Opening:
+    """A decision with what the ticket needs besides it: asset id, district, listed lamps."""
+
+    decision: Decision
+    asset_id: str
+    district: str
+    lamps: list[str] = field(default_factory=list)
+
+
+class AlertEngine:
+    def __init__(
+        self,
+        lighting: LightingEngine,
+        start_ms: int,
+        *,
+        params: RuleParams | None = None,
+        debounce_ms: int = DEBOUNCE_MS,
+    ) -> None:
+        self.lighting = lighting
+        self.params = params or RuleParams()
+        ix = lighting.index
+        cabinets = len(ix.cabinet_ids)
+        self.lamp_history = LampHistory(ix.n, start_ms)
+        self.cabinet_history = CabinetHistory(cabinets, start_ms)
+        self.cabinets = CabinetState(ix)
+        self.lamp_tracker = Tracker("lamp", LAMP_FAULTS, ix.n, debounce_ms=debounce_ms)
+        self.cabinet_tracker = Tracker("cabinet", CABINET_FAULTS, cabinets, debounce_ms=debounce_ms)
+        self.open_work = np.zeros(cabinets, dtype=np.bool_)  # cabinets with live work: a door opened is no alarm
+        self.evaluations = 0
+
+    @property
+    def index(self):  # type: ignore[no-untyped-def]
+        return self.lighting.index
+
+    # -- inputs -----------------------------------------------------------------------------------------------
+
+    def on_batch(
+        self,
+        columns: LampColumns,
+        cabinet_rows: Sequence[CabinetRow],
+        statuses: Sequence[StatusRow],
+        now_ms: int,
+    ) -> list[Opening]:
+        """A committed batch (the lighting engine has applied it): evaluate the lamps and cabinets it touched."""
+        ix = self.index
+        slots, pick = columns.newest()
+        fresh = columns.ts_ms[pick] >= self.lighting.state.ts_ms[slots]  # the reading the state now holds
+        slots, pick = slots[fresh], pick[fresh]
+        self.lamp_history.observe(
+            slots,
+            columns.ts_ms[pick],
+            columns.on[pick],
+            columns.dim[pick],
+            columns.power_w[pick],
+            ix.rated_w[slots],
+            self.params,
+        )
+        changed_cabinets = self.cabinets.apply_rows(cabinet_rows)
+        self.cabinet_history.offline[changed_cabinets] = False
+        touched = list(slots.tolist())
+        for st in statuses:
+            if st.kind == "lamp" and (slot := ix.slot_of_id.get(st.device)) is not None:
+                self.lamp_history.offline[slot] = not st.online
+                touched.append(slot)
+            elif st.kind == "cabinet" and (cab := ix.cabinet_of.get(st.device)) is not None:
+                self.cabinet_history.offline[cab] = not st.online
+                changed_cabinets.append(cab)
+        lamp_slots = np.unique(np.array(touched, dtype=np.intp))
+        reported = np.isin(lamp_slots, slots)
+        cab_reported = np.zeros(len(ix.cabinet_ids), dtype=np.bool_)
+        cab_reported[changed_cabinets] = True
+        cab_reported[ix.lamp_cabinet[slots]] = True
+        return self._evaluate(now_ms, lamp_slots, reported, cab_reported)
+
+    def sweep(self, now_ms: int) -> list[Opening]:
+        """The whole fleet at `now_ms`, no new reports: what time alone changes."""
+        ix = self.index
+        return self._evaluate(
+            now_ms,
+            np.arange(ix.n, dtype=np.intp),
+            np.zeros(ix.n, dtype=np.bool_),
+            np.zeros(len(ix.cabinet_ids), dtype=np.bool_),
+        )
+
+    # -- evaluation -------------------------------------------------------------------------------------------
+
+    def _evaluate(
+        self,
+        now_ms: int,
+        lamp_slots: npt.NDArray[np.intp],
+        reported: npt.NDArray[np.bool_],
+        cab_reported: npt.NDArray[np.bool_],
+    ) -> list[Opening]:
+        self.evaluations += 1
+        ix, state = self.index, self.lighting.state
+        expected = self.lighting.expected_at(now_ms // 1000 * 1000)
+        cond = conditions(ix, state, expected)
+        cab_mask, explained = cabinet_masks(
+            ix, self.cabinets, self.cabinet_history, cond, expected.due, now_ms, self.params, self.open_work
+        )
+        cab_slots = np.arange(len(ix.cabinet_ids), dtype=np.intp)
+        decisions = self.cabinet_tracker.update(cab_slots, cab_mask, cab_reported, now_ms)
+        masks = lamp_masks(ix, state, expected, self.lamp_history, now_ms, self.params, lamp_slots)
+        # Lamps an outage of their cabinet or circuit explains get no tickets of their own for it (faults
+        # already opened before the correlation stay theirs until the cabinet ticket absorbs them).
+        keep = ~np.uint32(OUTAGE_FAMILY) | self.lamp_tracker.confirmed[lamp_slots]
+        masks = np.where(explained[lamp_slots], masks & keep, masks).astype(np.uint32)
+        decisions += self.lamp_tracker.update(lamp_slots, masks, reported, now_ms)
+        if not decisions:
+            return []
+        device = lamp_device_mask(state.faults)
+        out = []
+        for d in decisions:
+            if d.asset_type == "cabinet":
+                cab = d.slot
+                lamps: list[str] = []
+                if d.fault in _LISTS_LAMPS and d.action in ("open", "repeat", "reopen"):
+                    listed = outage_lamps(ix, cab, cond, expected.due, device)
+                    lamps = [ix.lamp_id[i] for i in listed.tolist()]
+                district = ix.districts[int(ix.road_district[ix.cabinet_road[cab]])]
+                out.append(Opening(d, ix.cabinet_ids[cab], district, lamps))
+            else:
+                out.append(Opening(d, ix.lamp_id[d.slot], ix.districts[int(ix.lamp_district[d.slot])]))
+        return out

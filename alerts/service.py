@@ -1,0 +1,264 @@
+"""The fault engine's I/O: decisions become tickets, people's actions flow back to the trackers, overdue
+tickets escalate. Runs in the gateway's process beside the lighting engine (one TaskGroup, named tasks)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections import deque
+from typing import Any
+
+import psycopg
+
+from alerts.engine import AlertEngine, Opening
+from alerts.faults import CABINET_FAULTS, LAMP_FAULTS, FaultKind
+from alerts.tickets import Deadlines, clear_fault, escalate_overdue, open_ticket, reopen
+from telemetry.clock import Clock
+from telemetry.models import Batch, CabinetRow
+
+__all__ = ["AlertService"]
+
+logger = logging.getLogger(__name__)
+
+# The cabinet tracker's names for what tickets call `cabinet_outage` (device-reported or derived from lamps).
+_TICKET_FAULT = {"lamps_out": "cabinet_outage"}
+_CAUSE = {"cabinet_outage": "the cabinet reports loss of supply", "lamps_out": "most due lamps dark or silent"}
+_ESCALATE_EVERY_S = 30.0
+
+
+class AlertService:
+    def __init__(
+        self,
+        engine: AlertEngine,
+        database_url: str,
+        clock: Clock,
+        *,
+        deadlines: Deadlines | None = None,
+        sweep_every_s: float = 1.0,
+    ) -> None:
+        self.engine = engine
+        self.database_url = database_url
+        self.clock = clock
+        self.deadlines = deadlines or Deadlines()
+        # A sweep each second, or each clock minute when the clock runs faster than 60×.
+        self.sweep_every_s = min(sweep_every_s, 60.0 / clock.speed)
+        self._queue: deque[Opening] = deque()
+        self._wake = asyncio.Event()
+        self._conn: psycopg.Connection | None = None
+        self._seen: dict[int, tuple[str, Any]] = {}  # ticket id → (status, updated_at) already acted on
+        self._watermark: dt.datetime | None = None
+        self.tickets_opened = 0
+
+    # -- start-up ---------------------------------------------------------------------------------------------
+
+    def load(self, conn: psycopg.Connection) -> None:
+        """Live tickets and the cabinets' latest reports and statuses, so a restart picks up where it was."""
+        ix = self.engine.index
+        rows = conn.execute(
+            "SELECT id, asset_type, asset_id, fault, status, updated_at, first_seen, detail FROM tickets "
+            "WHERE status IN ('open', 'dispatched', 'acknowledged', 'resolved', 'reopened')"
+        ).fetchall()
+        for tid, asset_type, asset_id, fault, status, updated_at, first_seen, detail in rows:
+            self._seen[tid] = (status, updated_at)
+            first_ms = int(first_seen.timestamp() * 1000)
+            try:
+                if asset_type == "lamp" and (slot := ix.slot_of_id.get(asset_id)) is not None:
+                    tracker, name = self.engine.lamp_tracker, fault
+                elif asset_type == "cabinet" and (slot := ix.cabinet_of.get(asset_id)) is not None:
+                    tracker, name = self.engine.cabinet_tracker, (detail or {}).get("rule", fault)
+                    self.engine.open_work[slot] = True
+                else:
+                    continue
+                tracker.opened(slot, name, first_ms)
+                if status == "resolved":
+                    tracker.resolved(slot, name, self.clock.now_ms())
+            except KeyError:  # a ticket for a fault this version no longer knows: leave it to people
+                continue
+        cabinets = conn.execute(
+            "SELECT c.no, (extract(epoch FROM l.ts) * 1000)::bigint, l.seq, l.door_open, l.contactors, l.faults "
+            "FROM cabinet_latest l JOIN cabinets c ON c.no = l.cabinet_no"
+        ).fetchall()
+        self.engine.cabinets.apply_rows(
+            [
+                CabinetRow(ts, no, seq, door, list(cont), None, None, None, None, list(f), 0, ts)
+                for no, ts, seq, door, cont, f in cabinets
+            ]
+        )
+        for kind, device, online in conn.execute("SELECT device_type, device_id, online FROM device_status"):
+            if kind == "lamp" and (slot := ix.slot_of_id.get(device)) is not None:
+                self.engine.lamp_history.offline[slot] = not online
+            elif kind == "cabinet" and (cab := ix.cabinet_of.get(device)) is not None:
+                self.engine.cabinet_history.offline[cab] = not online
+        logger.info("fault engine: %d live tickets, %d cabinet states loaded", len(rows), len(cabinets))
+
+    # -- inputs -----------------------------------------------------------------------------------------------
+
+    def on_batch(self, batch: Batch) -> None:
+        """The gateway's hook, after the lighting engine took the batch."""
+        columns = self.engine.lighting.on_batch(batch)
+        self._enqueue(self.engine.on_batch(columns, batch.cabinets, batch.statuses, self.clock.now_ms()))
+
+    def _enqueue(self, openings: list[Opening]) -> None:
+        if openings:
+            self._queue.extend(openings)
+            self._wake.set()
+
+    # -- loops ------------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._writer(), name="ticket-writer")
+                tg.create_task(self._sweeper(), name="fault-sweep")
+                tg.create_task(self._escalator(), name="escalation")
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+
+    async def _sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_every_s)
+            try:
+                changes, work = await asyncio.to_thread(self._changed_tickets)
+                self._apply_people(changes, work)
+            except psycopg.Error as exc:
+                logger.warning("fault engine: cannot read ticket changes (retrying): %s", exc)
+            self._enqueue(self.engine.sweep(self.clock.now_ms()))
+
+    async def _escalator(self) -> None:
+        while True:
+            await asyncio.sleep(min(_ESCALATE_EVERY_S, 3600.0 / self.clock.speed))
+            try:
+                await asyncio.to_thread(self._with_conn, lambda c: escalate_overdue(c, self.clock.now()))
+            except psycopg.Error as exc:
+                logger.warning("fault engine: escalation check failed (retrying): %s", exc)
+
+    async def _writer(self) -> None:
+        delay = 0.5
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = list(self._queue)
+                try:
+                    await asyncio.to_thread(self._with_conn, lambda c, b=batch: self._write(c, b))
+                    for _ in batch:
+                        self._queue.popleft()
+                    delay = 0.5
+                except psycopg.Error as exc:
+                    logger.error("fault engine: %d ticket decisions not stored (retrying in %.1f s): %s",
+                                 len(batch), delay, exc)  # fmt: skip
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+
+    # -- database work (worker thread) ------------------------------------------------------------------------
+
+    def _with_conn(self, fn: Any) -> Any:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.database_url, autocommit=True)
+        try:
+            return fn(self._conn)
+        except psycopg.OperationalError:
+            self._conn.close()
+            raise
+
+    def _write(self, conn: psycopg.Connection, openings: list[Opening]) -> None:
+        for o in openings:
+            d = o.decision
+            fault = _TICKET_FAULT.get(d.fault, d.fault)
+            now = dt.datetime.fromtimestamp(d.ts_ms / 1000, dt.UTC)
+            if d.action in ("open", "repeat"):
+                kind = next(k for k in self._kinds(d.asset_type) if k.code == d.fault)
+                detail: dict[str, Any] = {"rule": d.fault}
+                if d.fault in _CAUSE:
+                    detail["cause"] = _CAUSE[d.fault]
+                change = open_ticket(
+                    conn,
+                    priority=d.priority,
+                    fault=fault,
+                    asset_type=d.asset_type,
+                    asset_id=o.asset_id,
+                    district=o.district,
+                    source=kind.source,
+                    first_seen=dt.datetime.fromtimestamp(d.first_ms / 1000, dt.UTC),
+                    now=now,
+                    lamps=o.lamps,
+                    detail=detail,
+                    deadlines=self.deadlines,
+                )
+                if change.created:
+                    self.tickets_opened += 1
+                    logger.info("ticket %d opened: %s %s on %s %s (%s)%s", change.ticket_id, d.priority, fault,
+                                d.asset_type, o.asset_id, o.district,
+                                f", {len(o.lamps)} lamps" if o.lamps else "")  # fmt: skip
+                if d.fault != "door_open":  # the alarm itself is no work that explains an open door
+                    self._mark_work(d.asset_type, d.slot, True)
+            elif d.action == "clear":
+                change2 = clear_fault(conn, asset_type=d.asset_type, asset_id=o.asset_id, fault=fault, now=now)
+                if change2 is not None:
+                    logger.info("ticket %d: %s on %s %s cleared → %s", change2.ticket_id, fault, d.asset_type,
+                                o.asset_id, change2.status)  # fmt: skip
+            elif d.action == "reopen":
+                reopen(conn, asset_type=d.asset_type, asset_id=o.asset_id, fault=fault, now=now)
+
+    def _changed_tickets(self) -> tuple[list[Any], set[str]]:
+        """Tickets changed since the last look (by anyone), and the cabinets with live work."""
+
+        def query(conn: psycopg.Connection) -> tuple[list[Any], set[str]]:
+            since = self._watermark - dt.timedelta(minutes=5) if self._watermark else None
+            rows = conn.execute(
+                "SELECT id, asset_type, asset_id, fault, status, updated_at, detail FROM tickets "
+                + ("WHERE updated_at > %s " if since else "")
+                + "ORDER BY id",
+                (since,) if since else (),
+            ).fetchall()
+            work = conn.execute(
+                """SELECT asset_id FROM tickets WHERE asset_type = 'cabinet' AND fault <> 'door_open'
+                     AND status IN ('open', 'dispatched', 'acknowledged', 'resolved', 'reopened')
+                   UNION SELECT l.cabinet_id FROM tickets t JOIN lamps l ON l.id = t.asset_id
+                   WHERE t.asset_type = 'lamp' AND t.status IN ('open', 'dispatched', 'acknowledged', 'reopened')"""
+            ).fetchall()
+            return rows, {r[0] for r in work}
+
+        rows, work = self._with_conn(query)
+        if rows:
+            newest = max(r[5] for r in rows)
+            self._watermark = max(self._watermark, newest) if self._watermark else newest
+        return [r for r in rows if self._seen.get(r[0]) != (r[4], r[5])], work
+
+    def _apply_people(self, rows: list[Any], work: set[str]) -> None:
+        """What people (or the engine itself, through the database) changed: resolved, cancelled, closed."""
+        ix = self.engine.index
+        now_ms = self.clock.now_ms()
+        for tid, asset_type, asset_id, fault, status, updated_at, detail in rows:
+            previous = self._seen.get(tid)
+            self._seen[tid] = (status, updated_at)
+            name = (detail or {}).get("rule", fault)
+            if asset_type == "lamp":
+                slot, tracker = ix.slot_of_id.get(asset_id), self.engine.lamp_tracker
+            else:
+                slot, tracker = ix.cabinet_of.get(asset_id), self.engine.cabinet_tracker
+            if slot is None:
+                continue
+            try:
+                if status == "resolved" and (previous is None or previous[0] != "resolved"):
+                    tracker.resolved(slot, name, now_ms)
+                elif status == "cancelled" and previous is not None and previous[0] != "cancelled":
+                    tracker.forget(slot, name)
+            except KeyError:
+                continue
+        self.engine.open_work[:] = False
+        for cabinet in work:
+            if (cab := ix.cabinet_of.get(cabinet)) is not None:
+                self.engine.open_work[cab] = True
+
+    def _mark_work(self, asset_type: str, slot: int, on: bool) -> None:
+        if asset_type == "cabinet":
+            self.engine.open_work[slot] = on
+        else:
+            self.engine.open_work[int(self.engine.index.lamp_cabinet[slot])] = on
+
+    @staticmethod
+    def _kinds(asset_type: str) -> tuple[FaultKind, ...]:
+        return LAMP_FAULTS if asset_type == "lamp" else CABINET_FAULTS
