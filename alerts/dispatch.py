@@ -204,8 +204,12 @@ class Dispatcher:
                     if done == 0:
                         await asyncio.sleep(_POLL_S)
                 except psycopg.Error as exc:
-                    logger.warning("dispatcher: database %s unavailable (retrying in %.1f s): %s",
-                                   self.database_url.rsplit("@", 1)[-1], delay, exc)  # fmt: skip
+                    logger.warning(
+                        "dispatcher: database %s unavailable (retrying in %.1f s): %s",
+                        self.database_url.rsplit("@", 1)[-1],
+                        delay,
+                        exc,
+                    )
                     if conn is not None:
                         await conn.close()
                     conn = None
@@ -257,8 +261,13 @@ class Dispatcher:
         if ok:
             self.delivered += 1
             await conn.execute("UPDATE outbox SET delivered_at = now(), last_error = NULL WHERE id = %s", (item.id,))
-            logger.debug("delivered outbox row %d (ticket %d) by %s to crew %s", item.id, item.ticket_id,
-                         item.channel, item.crew_id)  # fmt: skip
+            logger.debug(
+                "delivered outbox row %d (ticket %d) by %s to crew %s",
+                item.id,
+                item.ticket_id,
+                item.channel,
+                item.crew_id,
+            )
         else:
             self.failed_attempts += 1
             backoff = min(self.backoff_min_s * 2 ** (item.attempts - 1), self.backoff_max_s) * random.uniform(0.8, 1.2)
@@ -266,8 +275,15 @@ class Dispatcher:
                 "UPDATE outbox SET next_attempt_at = now() + make_interval(secs => %s), last_error = %s WHERE id = %s",
                 (backoff, note, item.id),
             )
-            logger.warning("dispatcher: %s to crew %s for ticket %d failed (attempt %d, retry in %.1f s): %s",
-                           item.channel, item.crew_id, item.ticket_id, item.attempts, backoff, note)  # fmt: skip
+            logger.warning(
+                "dispatcher: %s to crew %s for ticket %d failed (attempt %d, retry in %.1f s): %s",
+                item.channel,
+                item.crew_id,
+                item.ticket_id,
+                item.attempts,
+                backoff,
+                note,
+            )
         await conn.execute(
             "INSERT INTO deliveries (outbox_id, ticket_id, attempt, ok, detail, duration_ms) "
             "VALUES (%s, %s, %s, %s, %s, %s)",

@@ -147,8 +147,9 @@ class AlertService:
                         self._queue.popleft()
                     delay = 0.5
                 except psycopg.Error as exc:
-                    logger.error("fault engine: %d ticket decisions not stored (retrying in %.1f s): %s",
-                                 len(batch), delay, exc)  # fmt: skip
+                    logger.error(
+                        "fault engine: %d ticket decisions not stored (retrying in %.1f s): %s", len(batch), delay, exc
+                    )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 30.0)
 
@@ -189,16 +190,29 @@ class AlertService:
                 )
                 if change.created:
                     self.tickets_opened += 1
-                    logger.info("ticket %d opened: %s %s on %s %s (%s)%s", change.ticket_id, d.priority, fault,
-                                d.asset_type, o.asset_id, o.district,
-                                f", {len(o.lamps)} lamps" if o.lamps else "")  # fmt: skip
+                    logger.info(
+                        "ticket %d opened: %s %s on %s %s (%s)%s",
+                        change.ticket_id,
+                        d.priority,
+                        fault,
+                        d.asset_type,
+                        o.asset_id,
+                        o.district,
+                        f", {len(o.lamps)} lamps" if o.lamps else "",
+                    )
                 if d.fault != "door_open":  # the alarm itself is no work that explains an open door
                     self._mark_work(d.asset_type, d.slot, True)
             elif d.action == "clear":
                 change2 = clear_fault(conn, asset_type=d.asset_type, asset_id=o.asset_id, fault=fault, now=now)
                 if change2 is not None:
-                    logger.info("ticket %d: %s on %s %s cleared → %s", change2.ticket_id, fault, d.asset_type,
-                                o.asset_id, change2.status)  # fmt: skip
+                    logger.info(
+                        "ticket %d: %s on %s %s cleared → %s",
+                        change2.ticket_id,
+                        fault,
+                        d.asset_type,
+                        o.asset_id,
+                        change2.status,
+                    )
             elif d.action == "reopen":
                 reopen(conn, asset_type=d.asset_type, asset_id=o.asset_id, fault=fault, now=now)
 

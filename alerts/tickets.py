@@ -117,9 +117,10 @@ def ticket_json(conn: psycopg.Connection, ticket_id: int, now: dt.datetime | Non
         ).fetchone()
         if t is None:
             raise TicketError(f"ticket {ticket_id} does not exist", status=404, field="id")
-        lamps = [r["lamp_id"] for r in cur.execute(
-            "SELECT lamp_id FROM ticket_lamps WHERE ticket_id = %s ORDER BY lamp_id", (ticket_id,)
-        )]  # fmt: skip
+        lamps = [
+            r["lamp_id"]
+            for r in cur.execute("SELECT lamp_id FROM ticket_lamps WHERE ticket_id = %s ORDER BY lamp_id", (ticket_id,))
+        ]
         where = cur.execute(
             "SELECT lat, lon FROM lamps WHERE id = %s UNION ALL SELECT lat, lon FROM cabinets WHERE id = %s LIMIT 1",
             (t["asset_id"], t["asset_id"]),
@@ -182,9 +183,15 @@ def _event(
                 conn.execute(
                     "INSERT INTO outbox (ticket_id, event_id, channel, crew_id, idempotency_key, payload) "
                     "VALUES (%s, %s, %s, %s, %s, %s)",
-                    (ticket_id, event_id, channel, crew, f"ticket-{ticket_id}-event-{event_id}-{crew}-{channel}",
-                     Jsonb(body)),
-                )  # fmt: skip
+                    (
+                        ticket_id,
+                        event_id,
+                        channel,
+                        crew,
+                        f"ticket-{ticket_id}-event-{event_id}-{crew}-{channel}",
+                        Jsonb(body),
+                    ),
+                )
             conn.execute("SELECT pg_notify('lamplighter_outbox', %s)", (str(event_id),))
     conn.execute("SELECT pg_notify('lamplighter_ticket_events', %s)", (str(event_id),))
     return event_id
@@ -244,9 +251,22 @@ def open_ticket(
                DO UPDATE SET occurrences = tickets.occurrences + 1, last_seen = EXCLUDED.last_seen,
                    updated_at = EXCLUDED.updated_at
                RETURNING id, status, xmax = 0""",
-            (priority, fault, asset_type, asset_id, district, source, now, now, first_seen, now,
-             now + ack if ack else None, now + fix if fix else None, Jsonb(detail or {})),
-        ).fetchone()  # fmt: skip
+            (
+                priority,
+                fault,
+                asset_type,
+                asset_id,
+                district,
+                source,
+                now,
+                now,
+                first_seen,
+                now,
+                now + ack if ack else None,
+                now + fix if fix else None,
+                Jsonb(detail or {}),
+            ),
+        ).fetchone()
         assert row is not None
         ticket_id, status, created = int(row[0]), str(row[1]), bool(row[2])
         if lamps:
@@ -262,13 +282,23 @@ def open_ticket(
         note = f"{fault} on {asset_type} {asset_id}" + (f", {len(lamps)} lamps" if lamps else "")
         if crew is None:
             _event(conn, ticket_id, now, SYSTEM, "opened", None, "open", note + "; no crew on duty in " + district)
-            logger.warning("ticket %d (%s on %s) has no on-duty crew in district %s", ticket_id, fault, asset_id,
-                           district)  # fmt: skip
+            logger.warning(
+                "ticket %d (%s on %s) has no on-duty crew in district %s", ticket_id, fault, asset_id, district
+            )
             status = "open"
         else:
             conn.execute("UPDATE tickets SET crew_id = %s, status = 'dispatched' WHERE id = %s", (crew, ticket_id))
-            _event(conn, ticket_id, now, SYSTEM, "opened", None, "dispatched", f"{note}; sent to crew {crew}",
-                   notify=[crew])  # fmt: skip
+            _event(
+                conn,
+                ticket_id,
+                now,
+                SYSTEM,
+                "opened",
+                None,
+                "dispatched",
+                f"{note}; sent to crew {crew}",
+                notify=[crew],
+            )
             status = "dispatched"
         if lamps and asset_type == "cabinet":
             _merge_lamp_tickets(conn, ticket_id, lamps, now)
@@ -287,8 +317,17 @@ def _merge_lamp_tickets(conn: psycopg.Connection, cabinet_ticket: int, lamps: Se
     ).fetchall()
     for tid, status, crew in rows:
         _set_status(conn, tid, "cancelled", now)
-        _event(conn, tid, now, SYSTEM, "merged", status, "cancelled", f"part of cabinet ticket #{cabinet_ticket}",
-               notify=[crew] if crew else [])  # fmt: skip
+        _event(
+            conn,
+            tid,
+            now,
+            SYSTEM,
+            "merged",
+            status,
+            "cancelled",
+            f"part of cabinet ticket #{cabinet_ticket}",
+            notify=[crew] if crew else [],
+        )
 
 
 def _live(conn: psycopg.Connection, asset_type: str, asset_id: str, fault: str) -> tuple[int, str, str | None] | None:
@@ -314,13 +353,31 @@ def clear_fault(
         ).fetchone()
         if status == "resolved":
             _set_status(conn, tid, "verified", now)
-            _event(conn, tid, now, SYSTEM, "verified", status, "verified", "the asset reports healthy",
-                   notify=[crew] if crew else [])  # fmt: skip
+            _event(
+                conn,
+                tid,
+                now,
+                SYSTEM,
+                "verified",
+                status,
+                "verified",
+                "the asset reports healthy",
+                notify=[crew] if crew else [],
+            )
             return Change(tid, "verified")
         if status in UNACKED and human is None:
             _set_status(conn, tid, "transient", now)
-            _event(conn, tid, now, SYSTEM, "cleared", status, "transient", "the fault cleared before anyone acted",
-                   notify=[crew] if crew else [])  # fmt: skip
+            _event(
+                conn,
+                tid,
+                now,
+                SYSTEM,
+                "cleared",
+                status,
+                "transient",
+                "the fault cleared before anyone acted",
+                notify=[crew] if crew else [],
+            )
             return Change(tid, "transient")
         _event(conn, tid, now, SYSTEM, "fault_cleared", status, status, "the asset reports healthy again")
         return Change(tid, status)
@@ -334,8 +391,17 @@ def reopen(conn: psycopg.Connection, *, asset_type: str, asset_id: str, fault: s
             return None
         tid, status, crew = live
         _set_status(conn, tid, "reopened", now)
-        _event(conn, tid, now, SYSTEM, "reopened", status, "reopened", "resolved, but the fault is still reported",
-               notify=[crew] if crew else [])  # fmt: skip
+        _event(
+            conn,
+            tid,
+            now,
+            SYSTEM,
+            "reopened",
+            status,
+            "reopened",
+            "resolved, but the fault is still reported",
+            notify=[crew] if crew else [],
+        )
         return Change(tid, "reopened")
 
 
@@ -403,8 +469,17 @@ def escalate_overdue(conn: psycopg.Connection, now: dt.datetime) -> list[int]:
         supervisors = [r[0] for r in conn.execute("SELECT id FROM crews WHERE supervisor ORDER BY id")]
         for tid, status in rows:
             conn.execute("UPDATE tickets SET escalated_at = %s WHERE id = %s", (now, tid))
-            _event(conn, tid, now, SYSTEM, "escalated", status, status, "overdue: escalated to the supervisors",
-                   notify=supervisors)  # fmt: skip
+            _event(
+                conn,
+                tid,
+                now,
+                SYSTEM,
+                "escalated",
+                status,
+                status,
+                "overdue: escalated to the supervisors",
+                notify=supervisors,
+            )
         if rows:
             logger.warning("escalated %d overdue tickets to %d supervisor crews", len(rows), len(supervisors))
         return [int(r[0]) for r in rows]

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from api import errors
-from api.routes import alerts, health, lamps, lighting, quarantine, reports, schedules
+from api.routes import alerts, cabinets, crews, health, lamps, lighting, quarantine, reports, schedules, tickets
 from telemetry.clock import Clock
 from telemetry.lighting import LightingEngine, follow_forever
 
@@ -74,7 +74,10 @@ def create_app(
     for r in (
         health.router,
         lamps.router,
+        cabinets.router,
         lighting.router,
+        tickets.router,
+        crews.router,
         reports.router,
         schedules.router,
         alerts.router,

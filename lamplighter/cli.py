@@ -70,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress line")
     _add_clock(p)
 
+    p = sub.add_parser(
+        "dispatch", help="deliver ticket notifications from the outbox (beside or instead of the gateway's)"
+    )
+    p.add_argument("--lease-s", type=float, default=30.0, help="a claimed notification is retried after this")
+    p.add_argument("--batch", type=int, default=50, help="notifications claimed at once")
+
     p = sub.add_parser("api", help="the HTTP API (follows the database; run beside `lamplighter gateway`)")
     _add_clock(p)
 
@@ -149,6 +155,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
         _run_gateway(settings, ep, _clock(args))
     elif cmd == "simulate":
         simulate_command(ep, args)
+    elif cmd == "dispatch":
+        _run_dispatcher(settings, ep, args)
     elif cmd == "api":
         import uvicorn
 
@@ -160,6 +168,33 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
             port=settings.api_port,
         )
     return 0
+
+
+def _run_dispatcher(settings: Settings, ep: Any, args: argparse.Namespace) -> None:
+    import datetime as dt
+
+    from alerts.dispatch import Dispatcher, MqttTransport, NotifyTransport, Transport, WebhookTransport
+
+    async def run() -> None:
+        transports: dict[str, Transport] = {
+            "webhook": WebhookTransport(),
+            "notify": NotifyTransport(),
+            "mqtt": MqttTransport(ep.mqtt_host, ep.mqtt_port, f"{settings.gateway_client_id}-dispatch-{os.getpid()}"),
+        }
+        dispatcher = Dispatcher(ep.database_url, transports, batch=args.batch, lease=dt.timedelta(seconds=args.lease_s))
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        logger.info("dispatcher delivering the outbox of %s", ep.database_url.rsplit("@", 1)[-1])
+        with contextlib.suppress(asyncio.CancelledError):
+            await dispatcher.run()
+        logger.info(
+            "dispatcher stopped: %d delivered, %d failed attempts", dispatcher.delivered, dispatcher.failed_attempts
+        )
+
+    asyncio.run(run())
 
 
 def _clock_argv(args: argparse.Namespace) -> list[str]:

@@ -85,8 +85,15 @@ def test_power_anomaly_after_three_reports_and_cycling() -> None:
     one = np.array([1], dtype=np.int32)
     for k in range(8):
         on = np.array([k % 2 == 0])
-        hist.observe(one, np.array([T0 + k * 5 * MIN]), on, np.array([100], dtype=np.int16),
-                     np.array([np.nan], dtype=np.float32), ix.rated_w[one], P)  # fmt: skip
+        hist.observe(
+            one,
+            np.array([T0 + k * 5 * MIN]),
+            on,
+            np.array([100], dtype=np.int16),
+            np.array([np.nan], dtype=np.float32),
+            ix.rated_w[one],
+            P,
+        )
     assert masks_at(ix, state, hist, T0 + 40 * MIN)[1] & lamp_bit("cycling")
     assert not masks_at(ix, state, hist, T0 + 40 * MIN + 3_600_000)[1] & lamp_bit("cycling")
 

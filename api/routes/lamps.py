@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from api.deps import ClockDep, ConnDep, EngineDep
+from alerts.archive import archive
+from api.deps import ClockDep, ConnDep, EngineDep, SyncPoolDep, in_thread
 from api.errors import ApiError
 
 router = APIRouter(prefix="/api/v1/lamps", tags=["lamps"])
@@ -101,3 +102,11 @@ async def lamp_telemetry(
         )
     ).fetchall()
     return {"lamp": lamp_id, "from": from_, "to": to, "items": rows}
+
+
+@router.get("/{lamp_id}/archive")
+async def lamp_archive(pool: SyncPoolDep, conn: ConnDep, lamp_id: str) -> dict[str, Any]:
+    """Role: viewer. The lamp's maintenance archive: faults, tickets with their history, crews' notes, parts
+    replaced (commands join it with remote control)."""
+    await _lamp_no(conn, lamp_id)
+    return await in_thread(pool, lambda c: archive(c, "lamp", lamp_id))

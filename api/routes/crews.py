@@ -1,0 +1,43 @@
+"""Maintenance crews: districts, on-duty rosters and the channels they are reached by."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import psycopg
+from fastapi import APIRouter, Request
+
+from alerts.crews import Crew, CrewError, list_crews, save_crew
+from api.deps import ClockDep, SyncPoolDep, in_thread
+from api.errors import ApiError
+
+router = APIRouter(prefix="/api/v1/crews", tags=["crews"])
+
+
+@router.get("")
+async def crews(pool: SyncPoolDep, clock: ClockDep) -> dict[str, Any]:
+    """Role: viewer. Every crew, its roster and whether it is on duty now. Secrets are never shown."""
+    items = await in_thread(pool, lambda conn: list_crews(conn, clock.now()))
+    return {"items": items, "total": len(items)}
+
+
+@router.post("", status_code=201)
+async def create_crew(request: Request, pool: SyncPoolDep, clock: ClockDep) -> dict[str, Any]:
+    """Role: admin. Create or replace a crew: `{"id", "name", "districts", "supervisor", "webhook_url",
+    "webhook_secret", "notify_urls" (Apprise URLs), "mqtt", "shifts": [{"starts_at", "ends_at"}]}`."""
+    try:
+        crew = msgspec.json.decode(await request.body(), type=Crew)
+    except msgspec.ValidationError as exc:
+        raise ApiError(422, "invalid", str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(422, "invalid", f"not a JSON object: {exc}") from None
+
+    def store(conn: psycopg.Connection) -> dict[str, Any]:
+        save_crew(conn, crew)
+        return next(c for c in list_crews(conn, clock.now()) if c["id"] == crew.id)
+
+    try:
+        return await in_thread(pool, store)
+    except CrewError as exc:
+        raise ApiError(422, "invalid", str(exc), exc.field) from None

@@ -1,0 +1,168 @@
+"""Fault tickets: the queue with filters, one ticket with its history and deliveries, people's actions, and a
+live stream of ticket events (server-sent events) for the crew page."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import msgspec
+import psycopg
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from alerts.tickets import TicketError, act, get_ticket
+from api.deps import ClockDep, ConnDep, PoolDep, SyncPoolDep, in_thread
+from api.errors import ApiError
+
+router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"])
+
+Status = Literal["open", "dispatched", "acknowledged", "resolved", "verified", "cancelled", "transient", "reopened"]
+
+
+@router.get("")
+async def list_tickets(
+    conn: ConnDep,
+    clock: ClockDep,
+    status: Annotated[list[Status] | None, Query()] = None,
+    priority: Annotated[list[Literal["P1", "P2", "P3", "P4"]] | None, Query()] = None,
+    district: str | None = None,
+    fault: str | None = None,
+    asset: str | None = None,
+    crew: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Role: viewer (crew: its own). Newest first. `status` and `priority` may repeat; `asset` is a lamp or
+    cabinet id (a lamp also matches the cabinet tickets that list it)."""
+    where: list[str] = []
+    args: list[object] = []
+    if status:
+        where.append("t.status = ANY(%s)")
+        args.append(list(status))
+    if priority:
+        where.append("t.priority = ANY(%s)")
+        args.append(list(priority))
+    for column, value in (("t.district", district), ("t.fault", fault), ("t.crew_id", crew)):
+        if value:
+            where.append(f"{column} = %s")
+            args.append(value)
+    if asset:
+        where.append("(t.asset_id = %s OR t.id IN (SELECT ticket_id FROM ticket_lamps WHERE lamp_id = %s))")
+        args += [asset, asset]
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    total = await (await conn.execute(f"SELECT count(*) AS n FROM tickets t{clause}", args)).fetchone()
+    now = clock.now()
+    rows = await (
+        await conn.execute(
+            f"""SELECT t.id, t.priority, t.fault, t.asset_type, t.asset_id, t.district, t.crew_id AS crew, t.status,
+                       t.opened_at, t.updated_at, t.deadline, t.occurrences,
+                       (t.status IN ('open', 'dispatched', 'acknowledged', 'reopened')
+                        AND ((t.deadline IS NOT NULL AND t.deadline < %s)
+                             OR (t.ack_deadline IS NOT NULL AND t.ack_deadline < %s
+                                 AND t.status <> 'acknowledged'))) AS overdue,
+                       coalesce((SELECT array_agg(lamp_id ORDER BY lamp_id) FROM ticket_lamps l
+                                 WHERE l.ticket_id = t.id), '{{}}') AS lamps
+                FROM tickets t{clause} ORDER BY t.opened_at DESC, t.id DESC LIMIT %s OFFSET %s""",
+            [now, now, *args, limit, offset],
+        )
+    ).fetchall()
+    return {"items": rows, "total": total["n"] if total else 0, "limit": limit, "offset": offset}  # type: ignore[call-overload]
+
+
+@router.get("/events")
+async def ticket_events(
+    request: Request,
+    pool: PoolDep,
+    crew: str | None = None,
+    after: int | None = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Role: viewer (crew: its own). Ticket events as server-sent events (`id`, `event: ticket`, JSON data),
+    live; a client that reconnects with `Last-Event-ID` (or `after`) gets what it missed first."""
+    start = after if after is not None else int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+
+    async def stream() -> AsyncIterator[bytes]:
+        last = start
+        async with pool.connection() as conn:
+            if last is None:
+                row = await (await conn.execute("SELECT coalesce(max(id), 0) FROM ticket_events")).fetchone()
+                last = int(row[0]) if row else 0
+            yield b": lamplighter ticket events\n\n"
+            while not await request.is_disconnected():
+                rows = await (
+                    await conn.execute(
+                        """SELECT e.id, e.ticket_id, e.ts, e.actor, e.action, e.from_status, e.to_status, e.note,
+                                  t.priority, t.fault, t.asset_type, t.asset_id, t.district, t.crew_id, t.status
+                           FROM ticket_events e JOIN tickets t ON t.id = e.ticket_id
+                           WHERE e.id > %s AND (%s::text IS NULL OR t.crew_id = %s) ORDER BY e.id LIMIT 500""",
+                        (last, crew, crew),
+                    )
+                ).fetchall()
+                for r in rows:
+                    keys = (
+                        "id",
+                        "ticket_id",
+                        "ts",
+                        "actor",
+                        "action",
+                        "from_status",
+                        "to_status",
+                        "note",
+                        "priority",
+                        "fault",
+                        "asset_type",
+                        "asset_id",
+                        "district",
+                        "crew",
+                        "status",
+                    )
+                    body = dict(zip(keys, r, strict=True))
+                    last = int(r[0])
+                    yield f"id: {last}\nevent: ticket\ndata: {json.dumps(body, default=str)}\n\n".encode()
+                if not rows:
+                    await asyncio.sleep(0.5)
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/{ticket_id}")
+async def read_ticket(pool: SyncPoolDep, clock: ClockDep, ticket_id: int) -> dict[str, Any]:
+    """Role: viewer (crew: its own). One ticket with its lamps, location, history and deliveries."""
+    try:
+        return await in_thread(pool, lambda conn: get_ticket(conn, ticket_id, clock.now()))
+    except TicketError as exc:
+        raise ApiError(exc.status, "not_found", str(exc), exc.field) from None
+
+
+class ActionBody(msgspec.Struct, forbid_unknown_fields=True):
+    action: str
+    note: str = ""
+    parts: list[str] = msgspec.field(default_factory=list)
+    crew: str | None = None
+    actor: str = "operator"  # until logins exist (the web-UI issue), the caller names itself
+
+
+@router.post("/{ticket_id}/actions")
+async def ticket_action(request: Request, pool: SyncPoolDep, clock: ClockDep, ticket_id: int) -> dict[str, Any]:
+    """Role: operator or the ticket's crew. `{"action": "acknowledge" | "resolve" | "cancel" | "comment" |
+    "reassign", "note", "parts", "crew" (reassign)}`; 409 when the ticket's state does not allow it."""
+    try:
+        body = msgspec.json.decode(await request.body(), type=ActionBody)
+    except msgspec.ValidationError as exc:
+        raise ApiError(422, "invalid", str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(422, "invalid", f"not a JSON object: {exc}") from None
+
+    def run(conn: psycopg.Connection) -> dict[str, Any]:
+        now = clock.now()
+        act(conn, ticket_id, body.action, actor=body.actor, now=now, note=body.note, parts=body.parts, crew=body.crew)
+        return get_ticket(conn, ticket_id, now)
+
+    try:
+        return await in_thread(pool, run)
+    except TicketError as exc:
+        code = {404: "not_found", 409: "conflict"}.get(exc.status, "invalid")
+        raise ApiError(exc.status, code, str(exc), exc.field) from None
