@@ -218,6 +218,15 @@ class Dispatcher:
         finally:
             if conn is not None:
                 await conn.close()
+            await self.close()
+
+    async def close(self) -> None:
+        """Close the transports that hold connections (the dispatcher owns them)."""
+        for t in self.transports.values():
+            closer = getattr(t, "close", None)
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer()
 
     async def deliver_due(self, conn: psycopg.AsyncConnection) -> int:
         """Claim and deliver what is due now; returns how many rows were attempted."""

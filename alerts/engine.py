@@ -48,7 +48,13 @@ class AlertEngine:
     ) -> None:
         self.lighting = lighting
         self.params = params or RuleParams()
-        ix = lighting.index
+        self.debounce_ms = debounce_ms
+        self.reset(start_ms)
+
+    def reset(self, start_ms: int) -> None:
+        """Size everything to the lighting engine's (possibly new) index, forgetting what was tracked."""
+        debounce_ms = self.debounce_ms
+        ix = self.lighting.index
         cabinets = len(ix.cabinet_ids)
         self.lamp_history = LampHistory(ix.n, start_ms)
         self.cabinet_history = CabinetHistory(cabinets, start_ms)

@@ -92,6 +92,12 @@ class AlertService:
                 self.engine.cabinet_history.offline[cab] = not online
         logger.info("fault engine: %d live tickets, %d cabinet states loaded", len(rows), len(cabinets))
 
+    def reindex(self, conn: psycopg.Connection) -> None:
+        """The inventory changed and the lighting engine was rebuilt: rebuild the fault engine to match."""
+        self.engine.reset(self.clock.now_ms())
+        self._seen.clear()
+        self.load(conn)
+
     # -- inputs -----------------------------------------------------------------------------------------------
 
     def on_batch(self, batch: Batch) -> None:

@@ -217,6 +217,7 @@ class GatewayProcess:
                 return None
             self._inventory = version
             self.engine.reindex(conn)
+            self.alerts.reindex(conn)
             return load_registry(conn)
 
     def _maintain(self) -> None:

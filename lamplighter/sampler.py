@@ -32,6 +32,7 @@ __all__ = ["OPS_TOPIC", "RetainedPublisher", "Sampler"]
 logger = logging.getLogger(__name__)
 
 OPS_TOPIC = "sl/ops/lighting-rate"
+_MAX_CATCH_UP_MS = 30 * 60_000
 
 
 class RetainedPublisher:
@@ -100,11 +101,18 @@ class Sampler:
         return local.date() if local.hour >= 12 else local.date() - dt.timedelta(days=1)
 
     async def run(self) -> None:
+        last = self.clock.now_ms() // 60_000 * 60_000
         try:
             while True:
                 now = self.clock.now_ms()
-                tick = (now // 60_000 + 1) * 60_000
-                await asyncio.sleep((tick - now) / 1000 / self.clock.speed)
+                tick = last + 60_000
+                if tick > now:
+                    await asyncio.sleep((tick - now) / 1000 / self.clock.speed)
+                elif now - tick > _MAX_CATCH_UP_MS:
+                    tick = now // 60_000 * 60_000  # far behind (a suspended machine): skip to the present
+                # On a fast clock a sample can take longer than a clock minute: the minutes missed meanwhile
+                # are sampled right after (from the state as it is then), so no minute goes missing.
+                last = tick
                 try:
                     await self.sample(tick)
                 except psycopg.Error as exc:
