@@ -62,6 +62,7 @@ class AlertEngine:
         self.lamp_tracker = Tracker("lamp", LAMP_FAULTS, ix.n, debounce_ms=debounce_ms)
         self.cabinet_tracker = Tracker("cabinet", CABINET_FAULTS, cabinets, debounce_ms=debounce_ms)
         self.open_work = np.zeros(cabinets, dtype=np.bool_)  # cabinets with live work: a door opened is no alarm
+        self.listed: dict[int, int] = {}  # cabinet → lamps its outage ticket lists
         self.evaluations = 0
 
     @property
@@ -109,14 +110,36 @@ class AlertEngine:
         return self._evaluate(now_ms, lamp_slots, reported, cab_reported)
 
     def sweep(self, now_ms: int) -> list[Opening]:
-        """The whole fleet at `now_ms`, no new reports: what time alone changes."""
+        """The whole fleet at `now_ms`, no new reports: what time alone changes. An open cabinet outage whose
+        dark lamps grew (lamps behind it going silent one by one) gets its list brought up to date."""
         ix = self.index
-        return self._evaluate(
+        out = self._evaluate(
             now_ms,
             np.arange(ix.n, dtype=np.intp),
             np.zeros(ix.n, dtype=np.bool_),
             np.zeros(len(ix.cabinet_ids), dtype=np.bool_),
         )
+        tracks = self.cabinet_tracker.tracks
+        growing = [
+            (slot, bit)
+            for (slot, bit), t in tracks.items()
+            if t.confirmed and t.active and CABINET_FAULTS[bit].code in _LISTS_LAMPS
+        ]
+        if growing:
+            expected = self.lighting.expected_at(now_ms // 1000 * 1000)
+            cond = conditions(ix, self.lighting.state, expected)
+            device = lamp_device_mask(self.lighting.state.faults)
+            for slot, bit in growing:
+                listed = outage_lamps(ix, slot, cond, expected.due, device, int(self.cabinets.dead_circuits[slot]))
+                if len(listed) > self.listed.get(slot, 0):
+                    self.listed[slot] = len(listed)
+                    kind = CABINET_FAULTS[bit]
+                    d = Decision(
+                        "lamps", "cabinet", slot, kind.code, kind.priority, now_ms, tracks[(slot, bit)].first_ms
+                    )
+                    district = ix.districts[int(ix.road_district[ix.cabinet_road[slot]])]
+                    out.append(Opening(d, ix.cabinet_ids[slot], district, [ix.lamp_id[i] for i in listed.tolist()]))
+        return out
 
     # -- evaluation -------------------------------------------------------------------------------------------
 
@@ -132,7 +155,16 @@ class AlertEngine:
         expected = self.lighting.expected_at(now_ms // 1000 * 1000)
         cond = conditions(ix, state, expected)
         cab_mask, explained = cabinet_masks(
-            ix, self.cabinets, self.cabinet_history, cond, expected.due, now_ms, self.params, self.open_work
+            ix,
+            self.cabinets,
+            self.cabinet_history,
+            cond,
+            expected.due,
+            now_ms,
+            self.params,
+            self.open_work,
+            state.ts_ms,
+            self.lamp_history.watch_since,
         )
         cab_slots = np.arange(len(ix.cabinet_ids), dtype=np.intp)
         decisions = self.cabinet_tracker.update(cab_slots, cab_mask, cab_reported, now_ms)
@@ -151,9 +183,12 @@ class AlertEngine:
                 cab = d.slot
                 lamps: list[str] = []
                 if d.fault in _LISTS_LAMPS and d.action in ("open", "repeat", "reopen"):
-                    listed = outage_lamps(ix, cab, cond, expected.due, device)
+                    dead = int(self.cabinets.dead_circuits[cab])
+                    listed = outage_lamps(ix, cab, cond, expected.due, device, dead)
                     lamps = [ix.lamp_id[i] for i in listed.tolist()]
                 district = ix.districts[int(ix.road_district[ix.cabinet_road[cab]])]
+                if lamps:
+                    self.listed[cab] = len(lamps)
                 out.append(Opening(d, ix.cabinet_ids[cab], district, lamps))
             else:
                 out.append(Opening(d, ix.lamp_id[d.slot], ix.districts[int(ix.lamp_district[d.slot])]))

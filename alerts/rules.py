@@ -135,11 +135,15 @@ def cabinet_masks(
     now_ms: int,
     params: RuleParams,
     open_work: npt.NDArray[np.bool_],
+    lamp_ts_ms: npt.NDArray[np.int64] | None = None,
+    lamp_watch_since: npt.NDArray[np.int64] | None = None,
 ) -> tuple[U32, npt.NDArray[np.bool_]]:
     """Each cabinet's fault mask, and which lamps an outage of their cabinet or circuit explains.
 
     `conditions`/`due` are the lighting rate's per-lamp conditions and due flags at `now_ms`; `open_work` marks
-    cabinets with an open ticket (a door opened by the crew working there is no alarm).
+    cabinets with an open ticket (a door opened by the crew working there is no alarm). With `lamp_ts_ms` and
+    `lamp_watch_since`, a lamp without a fresh report counts as silent only once it has been watched for a
+    freshness window (at start-up the fleet has not reported yet: that is no outage).
     """
     n = len(index.cabinet_ids)
     f = cabinets.faults
@@ -155,7 +159,11 @@ def cabinet_masks(
     )
 
     # Most of a cabinet's (or one circuit's) due lamps dark or silent at once.
-    out = due & ((conditions == DARK) | (conditions == UNKNOWN))
+    silent = conditions == UNKNOWN
+    if lamp_ts_ms is not None and lamp_watch_since is not None:
+        stale_ms = index.stale_ms
+        silent &= now_ms - np.maximum(lamp_ts_ms, lamp_watch_since) > stale_ms
+    out = due & ((conditions == DARK) | silent)
     due_cab = np.bincount(index.lamp_cabinet, weights=due, minlength=n)
     out_cab = np.bincount(index.lamp_cabinet, weights=out, minlength=n)
     circuit_key = index.lamp_cabinet.astype(np.intp) * 7 + index.lamp_circuit
@@ -179,11 +187,19 @@ def cabinet_masks(
 
 
 def outage_lamps(
-    index: FleetIndex, cabinet: int, conditions: npt.NDArray[np.int8], due: npt.NDArray[np.bool_], device: U32
+    index: FleetIndex,
+    cabinet: int,
+    conditions: npt.NDArray[np.int8],
+    due: npt.NDArray[np.bool_],
+    device: U32,
+    dead_circuits: int = 0,
 ) -> npt.NDArray[np.intp]:
-    """The lamps a cabinet ticket lists: its due lamps that are dark or silent, or report losing supply."""
+    """The lamps a cabinet ticket lists: its due lamps that are dark or silent, report losing supply, or hang on
+    a circuit the cabinet reports without current."""
+    assert index.lamp_circuit is not None
     lamps = np.flatnonzero(index.lamp_cabinet == cabinet)
     dark = due[lamps] & ((conditions[lamps] == DARK) | (conditions[lamps] == UNKNOWN))
     lost = (device[lamps] & OUTAGE_FAMILY) != 0
-    listed: npt.NDArray[np.intp] = lamps[dark | lost]
+    on_dead = ((dead_circuits >> (index.lamp_circuit[lamps].astype(np.int64) - 1)) & 1).astype(np.bool_)
+    listed: npt.NDArray[np.intp] = lamps[dark | lost | (on_dead & due[lamps])]
     return listed

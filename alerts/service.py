@@ -13,7 +13,7 @@ import psycopg
 
 from alerts.engine import AlertEngine, Opening
 from alerts.faults import CABINET_FAULTS, LAMP_FAULTS, FaultKind
-from alerts.tickets import Deadlines, clear_fault, escalate_overdue, open_ticket, reopen
+from alerts.tickets import Deadlines, add_lamps, clear_fault, escalate_overdue, open_ticket, reopen
 from telemetry.clock import Clock
 from telemetry.models import Batch, CabinetRow
 
@@ -219,6 +219,8 @@ class AlertService:
                         o.asset_id,
                         change2.status,
                     )
+            elif d.action == "lamps":
+                add_lamps(conn, asset_id=o.asset_id, fault=fault, lamps=o.lamps, now=now)
             elif d.action == "reopen":
                 reopen(conn, asset_type=d.asset_type, asset_id=o.asset_id, fault=fault, now=now)
 

@@ -26,6 +26,7 @@ __all__ = [
     "Deadlines",
     "TicketError",
     "act",
+    "add_lamps",
     "clear_fault",
     "escalate_overdue",
     "get_ticket",
@@ -306,6 +307,27 @@ def open_ticket(
 
 
 _OUTAGE_FAULTS = ("night_out", "comm_loss", "supply_loss")
+
+
+def add_lamps(
+    conn: psycopg.Connection, *, asset_id: str, fault: str, lamps: Sequence[str], now: dt.datetime
+) -> int | None:
+    """More lamps went dark behind an open cabinet ticket: list them too (and close their own tickets)."""
+    with conn.transaction():
+        live = _live(conn, "cabinet", asset_id, fault)
+        if live is None:
+            return None
+        tid = live[0]
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO ticket_lamps (ticket_id, lamp_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                [(tid, lamp) for lamp in lamps],
+            )
+        count = conn.execute("SELECT count(*) FROM ticket_lamps WHERE ticket_id = %s", (tid,)).fetchone()
+        conn.execute("UPDATE tickets SET last_seen = %s, updated_at = %s WHERE id = %s", (now, now, tid))
+        _event(conn, tid, now, SYSTEM, "lamps", live[1], live[1], f"{count[0] if count else 0} lamps listed")
+        _merge_lamp_tickets(conn, tid, lamps, now)
+        return tid
 
 
 def _merge_lamp_tickets(conn: psycopg.Connection, cabinet_ticket: int, lamps: Sequence[str], now: dt.datetime) -> None:

@@ -29,7 +29,7 @@ DEBOUNCE_REPORTS = 2
 CLEAR_REPORTS = 2
 REOPEN_REPORTS = 2
 
-Action = Literal["open", "repeat", "clear", "reopen"]
+Action = Literal["open", "repeat", "clear", "reopen", "lamps"]
 
 
 @dataclass(frozen=True)

@@ -43,13 +43,14 @@ class FleetSpec:
     cabinet_district: list[str]
     cabinet_circuits: npt.NDArray[np.int16]
     cabinet_concentrator: npt.NDArray[np.bool_]
+    lamp_circuit: npt.NDArray[np.int16] | None = None  # 1-based circuit of each lamp in its cabinet
 
     @classmethod
     def from_db(cls, conn: Any) -> FleetSpec:
         cabs = conn.execute("SELECT id, district, circuits, concentrator FROM cabinets ORDER BY no").fetchall()
         index = {c[0]: i for i, c in enumerate(cabs)}
         lamps = conn.execute(
-            "SELECT id, district, cabinet_id, controller = 'concentrator', rated_w, technology = 'LED' "
+            "SELECT id, district, cabinet_id, controller = 'concentrator', rated_w, technology = 'LED', circuit "
             "FROM lamps WHERE in_service ORDER BY no"
         ).fetchall()
         return cls(
@@ -63,6 +64,7 @@ class FleetSpec:
             cabinet_district=[c[1] for c in cabs],
             cabinet_circuits=np.array([c[2] for c in cabs], dtype=np.int16),
             cabinet_concentrator=np.array([c[3] for c in cabs], dtype=np.bool_),
+            lamp_circuit=np.array([r[6] for r in lamps], dtype=np.int16),
         )
 
 
@@ -104,6 +106,12 @@ class Fleet:
         self.on = np.zeros(n, dtype=np.bool_)
         self.dim = np.full(n, 100, dtype=np.int16)
         self.fault = np.zeros(n, dtype=np.int8)  # 0 healthy, else 1 + index into FAULT_CODES
+        self.leaking = np.zeros(n, dtype=np.bool_)  # residual current to the pole: reported, lamp still lit
+        self.cut = np.zeros(n, dtype=np.bool_)  # supply lost (a cut cable): a last gasp, then silence
+        self.gasped = np.zeros(n, dtype=np.bool_)  # its controller has sent the last gasp
+        self.lamp_circuit = (
+            spec.lamp_circuit.astype(np.int16) if spec.lamp_circuit is not None else np.ones(n, dtype=np.int16)
+        )
         self.energy_wh = self.rng.uniform(0, 2_000_000, n)
         self.lamp_seq = np.zeros(n, dtype=np.int64)
         self.rssi = self.rng.integers(-110, -65, n).astype(np.int16)
@@ -143,6 +151,28 @@ class Fleet:
         idx = np.asarray(lamps, dtype=np.int64)
         self.fault[idx] = 0
         self._report_now(idx, now_ms)
+
+    def leak(self, lamps: npt.ArrayLike, now_ms: int, *, on: bool = True) -> None:
+        """Residual current at these lamps (or its end): they report `leakage_current` at once."""
+        idx = np.asarray(lamps, dtype=np.int64)
+        self.leaking[idx] = on
+        self._report_now(idx, now_ms)
+
+    def cut_cable(self, cabinet: int, circuit: int, now_ms: int) -> npt.NDArray[np.int64]:
+        """Cut one circuit of a cabinet (theft, digging): its single-lamp controllers send a last gasp
+        (`supply_loss`) and fall silent, its concentrator reports `circuit_open` and no longer hears those lamps.
+        Returns the lamps cut off."""
+        lamps = np.flatnonzero((self.spec.lamp_cabinet == cabinet) & (self.lamp_circuit == circuit))
+        self.cut[lamps] = True
+        self.gasped[lamps] = False
+        self._report_now(lamps, now_ms)
+        return lamps
+
+    def restore_cable(self, cabinet: int, circuit: int, now_ms: int) -> None:
+        lamps = np.flatnonzero((self.spec.lamp_cabinet == cabinet) & (self.lamp_circuit == circuit))
+        self.cut[lamps] = False
+        self.gasped[lamps] = False
+        self._report_now(lamps, now_ms)
 
     def _report_now(self, lamp_idx: npt.NDArray[np.int64], now_ms: int) -> None:
         single_pos = np.flatnonzero(np.isin(self.single, lamp_idx))
@@ -193,7 +223,7 @@ class Fleet:
         p = rated * self.dim / 100.0 * self.on
         p = np.where(self.fault == 1, 2.0 * self.on, p)  # lamp failed: driver idles
         p = np.where(self.fault >= 2, 0.0, p)  # driver or relay failed: nothing drawn
-        return p
+        return np.where(self.cut, 0.0, p)
 
     # -- reports ---------------------------------------------------------------------------------------------
 
@@ -208,6 +238,10 @@ class Fleet:
         values = self._values(now_ms)
         for pos in due_s.tolist():
             lamp = int(self.single[pos])
+            if self.cut[lamp]:
+                if self.gasped[lamp]:
+                    continue  # no supply, no radio
+                self.gasped[lamp] = True
             out.append(Report(self.topics_single[pos], _encode(self._lamp_obj(lamp, now_ms, values, radio=True)), 1))
         for pos in due_c.tolist():
             cab = int(self.conc_cabinets[pos])
@@ -237,7 +271,8 @@ class Fleet:
         seq = int(self.lamp_seq[lamp])
         self.lamp_seq[lamp] = 0 if seq >= SEQ_MAX else seq + 1
         fault = int(self.fault[lamp])
-        on = bool(self.on[lamp]) and fault != 3  # a failed relay stays open
+        cut = bool(self.cut[lamp])
+        on = bool(self.on[lamp]) and fault != 3 and not cut  # a failed relay stays open
         obj: dict[str, Any] = {
             "ts": now_ms,
             "seq": seq,
@@ -252,6 +287,10 @@ class Fleet:
             "mode": "auto",
             "faults": [FAULT_CODES[fault - 1]] if fault else [],
         }
+        if self.leaking[lamp]:
+            obj["faults"].append("leakage_current")
+        if cut:
+            obj["faults"].append("supply_loss")  # the last gasp
         if radio:
             obj["rssi_dbm"] = int(self.rssi[lamp])
         return obj
@@ -264,21 +303,25 @@ class Fleet:
         self.cab_seq[cab] = 0 if seq >= SEQ_MAX else seq + 1
         lamp_objs = []
         for lamp in lamps.tolist():
+            if self.cut[lamp]:
+                continue  # power-line carrier: a lamp without supply cannot answer its concentrator
             o = self._lamp_obj(lamp, now_ms, v, radio=False)
             o["id"] = self.spec.lamp_id[lamp]
             lamp_objs.append(o)
         total_w = float(v["power"][lamps].sum()) if len(lamps) else 0.0
         per_circuit = round(total_w / 220.0 / circuits, 2)
+        cut_circuits = sorted({int(c) for c in self.lamp_circuit[lamps[self.cut[lamps]]].tolist()})
+        currents = [0.0 if c + 1 in cut_circuits else per_circuit for c in range(circuits)]
         obj = {
             "ts": now_ms,
             "seq": seq,
             "door_open": False,
             "contactors": [on] * circuits,
             "phase_voltage_v": [round(float(x), 1) for x in 220 + self.rng.normal(0, 1.5, 3)],
-            "circuit_current_a": [per_circuit] * circuits,
+            "circuit_current_a": currents,
             "leakage_ma": round(float(self.rng.uniform(2, 8)), 1),
             "energy_wh": int(self.cab_energy[cab] + self.energy_wh[lamps].sum()),
-            "faults": [],
+            "faults": ["circuit_open"] if cut_circuits and on else [],
             "lamps": lamp_objs,
         }
         return Report(self.topics_cab[pos], _encode(obj), len(lamp_objs))

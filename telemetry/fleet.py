@@ -311,6 +311,8 @@ def load_index(conn: psycopg.Connection) -> FleetIndex:
     )
 
 
+_NO_CURRENT_A = 0.05  # below this a closed circuit carries nothing: its cable or fuse is gone
+
 CABINET_FAULT_BITS = {
     code: 1 << i
     for i, code in enumerate(
@@ -329,6 +331,8 @@ class CabinetState:
         self.fresh_until = np.zeros(n, dtype=np.int64)
         self.faults = np.zeros(n, dtype=np.uint16)
         self.door_open = np.zeros(n, dtype=np.bool_)
+        # Circuits (bit c-1 for circuit c) whose contactor is closed but which carry no current: cut or blown.
+        self.dead_circuits = np.zeros(n, dtype=np.uint8)
 
     def apply_rows(self, rows: Sequence[CabinetRow]) -> list[int]:
         """Take the cabinets' reports (newer than held); returns the slots that changed."""
@@ -346,6 +350,12 @@ class CabinetState:
             self.fresh_until[slot] = r.ts + self.index.cabinet_stale_ms[slot]
             self.faults[slot] = bits
             self.door_open[slot] = r.door_open
+            dead = 0
+            if r.circuit_current_a is not None:
+                for c, (closed, amps) in enumerate(zip(r.contactors, r.circuit_current_a, strict=False)):
+                    if closed and amps < _NO_CURRENT_A:
+                        dead |= 1 << c
+            self.dead_circuits[slot] = dead
             changed.append(slot)
         return changed
 

@@ -48,10 +48,28 @@ def receiver() -> Iterator[Receiver]:
 
 def _crews(url: str, receiver: Receiver, *, mqtt: bool = True) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        save_crew(conn, Crew(id="cd-a", name="Chengdong A", districts=["cd"], webhook_url=receiver.url,
-                             webhook_secret=SECRET, mqtt=mqtt))  # fmt: skip
-        save_crew(conn, Crew(id="sup", name="Supervisors", supervisor=True, webhook_url=receiver.url,
-                             webhook_secret=SECRET, mqtt=False))  # fmt: skip
+        save_crew(
+            conn,
+            Crew(
+                id="cd-a",
+                name="Chengdong A",
+                districts=["cd"],
+                webhook_url=receiver.url,
+                webhook_secret=SECRET,
+                mqtt=mqtt,
+            ),
+        )
+        save_crew(
+            conn,
+            Crew(
+                id="sup",
+                name="Supervisors",
+                supervisor=True,
+                webhook_url=receiver.url,
+                webhook_secret=SECRET,
+                mqtt=False,
+            ),
+        )
 
 
 def _open(conn: psycopg.Connection, lamp: str, fault: str = "lamp_failure", priority: str = "P3", **kw: object):  # type: ignore[no-untyped-def]
@@ -121,20 +139,40 @@ async def test_lifecycle_outbox_and_signed_deliveries(
         act(conn, first.ticket_id, "acknowledge", actor="li.wei", now=NOW + dt.timedelta(minutes=10))
         with pytest.raises(TicketError, match="cannot acknowledge"):
             act(conn, first.ticket_id, "acknowledge", actor="li.wei", now=NOW)
-        act(conn, first.ticket_id, "resolve", actor="li.wei", now=NOW + dt.timedelta(hours=1),
-            note="replaced the LED module", parts=["LED module 150 W"])  # fmt: skip
+        act(
+            conn,
+            first.ticket_id,
+            "resolve",
+            actor="li.wei",
+            now=NOW + dt.timedelta(hours=1),
+            note="replaced the LED module",
+            parts=["LED module 150 W"],
+        )
         # The lamp still fails after the repair: reopened, and the crew hears of it.
         assert reopen(conn, asset_type="lamp", asset_id=lamp, fault="lamp_failure", now=NOW + dt.timedelta(hours=2))
-        act(conn, first.ticket_id, "resolve", actor="li.wei", now=NOW + dt.timedelta(hours=3), note="driver too",
-            parts=["driver"])  # fmt: skip
+        act(
+            conn,
+            first.ticket_id,
+            "resolve",
+            actor="li.wei",
+            now=NOW + dt.timedelta(hours=3),
+            note="driver too",
+            parts=["driver"],
+        )
         cleared = clear_fault(
             conn, asset_type="lamp", asset_id=lamp, fault="lamp_failure", now=NOW + dt.timedelta(hours=4)
         )
         assert cleared is not None and cleared.status == "verified"
         t = get_ticket(conn, first.ticket_id, NOW)
         assert [e["action"] for e in t["history"]] == [
-            "opened", "repeat", "acknowledge", "resolve", "reopened", "resolve", "verified"
-        ]  # fmt: skip
+            "opened",
+            "repeat",
+            "acknowledge",
+            "resolve",
+            "reopened",
+            "resolve",
+            "verified",
+        ]
         # A fault that clears before anyone acts closes its ticket as transient.
         other = next(lamp for lamp, d in city if d == "cd" and lamp != t["asset_id"])
         second = _open(conn, other, fault="night_out")
