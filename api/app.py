@@ -15,7 +15,19 @@ from prometheus_client import CollectorRegistry, generate_latest
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from api import errors
-from api.routes import alerts, cabinets, crews, health, lamps, lighting, quarantine, reports, schedules, tickets
+from api.routes import (
+    alerts,
+    cabinets,
+    crews,
+    health,
+    lamps,
+    lighting,
+    public,
+    quarantine,
+    reports,
+    schedules,
+    tickets,
+)
 from telemetry.clock import Clock
 from telemetry.lighting import LightingEngine, follow_forever
 
@@ -78,6 +90,7 @@ def create_app(
         lighting.router,
         tickets.router,
         crews.router,
+        public.router,
         reports.router,
         schedules.router,
         alerts.router,

@@ -14,7 +14,8 @@ from typing import Any
 
 
 class Receiver:
-    def __init__(self, secret: str, *, delay_s: float = 0.0) -> None:
+    def __init__(self, secret: str | None, *, delay_s: float = 0.0) -> None:
+        """`secret` None: accept unsigned requests (a chat robot's endpoint)."""
         self.secret = secret
         self.delay_s = delay_s
         self.received: list[dict[str, Any]] = []  # {"key", "event", "body", "at"}
@@ -36,8 +37,9 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                want = "sha256=" + hmac.new(receiver.secret.encode(), body, hashlib.sha256).hexdigest()
-                if not hmac.compare_digest(want, self.headers.get("X-Lamplighter-Signature", "")):
+                secret = receiver.secret
+                want = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest() if secret else ""
+                if secret and not hmac.compare_digest(want, self.headers.get("X-Lamplighter-Signature", "")):
                     with receiver.lock:
                         receiver.bad_signatures += 1
                     self.send_response(401)
@@ -48,8 +50,8 @@ class Receiver:
                 with receiver.lock:
                     receiver.received.append(
                         {
-                            "key": self.headers["Idempotency-Key"],
-                            "event": int(self.headers["X-Lamplighter-Event"]),
+                            "key": self.headers.get("Idempotency-Key"),
+                            "event": int(self.headers.get("X-Lamplighter-Event", "0")),
                             "body": json.loads(body),
                             "at": time.monotonic(),
                         }
