@@ -14,9 +14,18 @@ import numpy as np
 import numpy.typing as npt
 
 from alerts.faults import CABINET_FAULTS, LAMP_FAULTS, OUTAGE_FAMILY, lamp_device_mask
-from alerts.rules import CabinetHistory, LampHistory, RuleParams, cabinet_masks, lamp_masks, outage_lamps
+from alerts.rules import (
+    DERIVED_CABINET_BITS,
+    CabinetHistory,
+    LampHistory,
+    RuleParams,
+    cabinet_device_masks,
+    cabinet_masks,
+    lamp_masks,
+    outage_lamps,
+)
 from alerts.tracker import DEBOUNCE_MS, Decision, Tracker
-from telemetry.fleet import CabinetState, LampColumns
+from telemetry.fleet import CabinetState, FleetIndex, LampColumns
 from telemetry.lighting import LightingEngine
 from telemetry.models import CabinetRow, StatusRow
 from telemetry.rate import conditions
@@ -63,10 +72,13 @@ class AlertEngine:
         self.cabinet_tracker = Tracker("cabinet", CABINET_FAULTS, cabinets, debounce_ms=debounce_ms)
         self.open_work = np.zeros(cabinets, dtype=np.bool_)  # cabinets with live work: a door opened is no alarm
         self.listed: dict[int, int] = {}  # cabinet → lamps its outage ticket lists
+        # Between sweeps: which lamps an outage explains (from the last sweep), which cabinets' lamps reported.
+        self.explained = np.zeros(ix.n, dtype=np.bool_)
+        self.lamps_reported = np.zeros(cabinets, dtype=np.bool_)
         self.evaluations = 0
 
     @property
-    def index(self):  # type: ignore[no-untyped-def]
+    def index(self) -> FleetIndex:
         return self.lighting.index
 
     # -- inputs -----------------------------------------------------------------------------------------------
@@ -104,21 +116,14 @@ class AlertEngine:
                 changed_cabinets.append(cab)
         lamp_slots = np.unique(np.array(touched, dtype=np.intp))
         reported = np.isin(lamp_slots, slots)
-        cab_reported = np.zeros(len(ix.cabinet_ids), dtype=np.bool_)
-        cab_reported[changed_cabinets] = True
-        cab_reported[ix.lamp_cabinet[slots]] = True
-        return self._evaluate(now_ms, lamp_slots, reported, cab_reported)
+        self.lamps_reported[ix.lamp_cabinet[slots]] = True
+        return self._evaluate_batch(now_ms, lamp_slots, reported, np.unique(np.array(changed_cabinets, dtype=np.intp)))
 
     def sweep(self, now_ms: int) -> list[Opening]:
         """The whole fleet at `now_ms`, no new reports: what time alone changes. An open cabinet outage whose
         dark lamps grew (lamps behind it going silent one by one) gets its list brought up to date."""
         ix = self.index
-        out = self._evaluate(
-            now_ms,
-            np.arange(ix.n, dtype=np.intp),
-            np.zeros(ix.n, dtype=np.bool_),
-            np.zeros(len(ix.cabinet_ids), dtype=np.bool_),
-        )
+        out = self._evaluate_all(now_ms)
         tracks = self.cabinet_tracker.tracks
         growing = [
             (slot, bit)
@@ -143,13 +148,37 @@ class AlertEngine:
 
     # -- evaluation -------------------------------------------------------------------------------------------
 
-    def _evaluate(
+    def _evaluate_batch(
         self,
         now_ms: int,
         lamp_slots: npt.NDArray[np.intp],
         reported: npt.NDArray[np.bool_],
-        cab_reported: npt.NDArray[np.bool_],
+        cabinets: npt.NDArray[np.intp],
     ) -> list[Opening]:
+        """Lamps and cabinets a batch touched. What cabinets report themselves is judged at once (a leak is a
+        P1); what is derived from their lamps (most dark, silence) waits for the sweep."""
+        self.evaluations += 1
+        ix, state = self.index, self.lighting.state
+        decisions: list[Decision] = []
+        explained = self.explained[lamp_slots]
+        if len(cabinets):
+            device, outage = cabinet_device_masks(self.cabinets, self.open_work, cabinets)
+            derived = self.cabinet_tracker.mask[cabinets] & np.uint32(DERIVED_CABINET_BITS)
+            decisions += self.cabinet_tracker.update(
+                cabinets, device | derived, np.ones(len(cabinets), dtype=np.bool_), now_ms
+            )
+            out_now = np.zeros(len(ix.cabinet_ids), dtype=np.bool_)
+            out_now[cabinets[outage]] = True
+            explained = explained | out_now[ix.lamp_cabinet[lamp_slots]]
+        expected = self.lighting.expected_at(now_ms // 1000 * 1000)
+        masks = lamp_masks(ix, state, expected, self.lamp_history, now_ms, self.params, lamp_slots)
+        keep = ~np.uint32(OUTAGE_FAMILY) | self.lamp_tracker.confirmed[lamp_slots]
+        masks = np.where(explained, masks & keep, masks).astype(np.uint32)
+        decisions += self.lamp_tracker.update(lamp_slots, masks, reported, now_ms)
+        return self._openings(decisions, now_ms)
+
+    def _evaluate_all(self, now_ms: int) -> list[Opening]:
+        """The whole fleet: every rule, the correlation of lamps into cabinet outages, time-based debounce."""
         self.evaluations += 1
         ix, state = self.index, self.lighting.state
         expected = self.lighting.expected_at(now_ms // 1000 * 1000)
@@ -166,16 +195,25 @@ class AlertEngine:
             state.ts_ms,
             self.lamp_history.watch_since,
         )
+        self.explained = explained
         cab_slots = np.arange(len(ix.cabinet_ids), dtype=np.intp)
+        cab_reported, self.lamps_reported = self.lamps_reported, np.zeros(len(ix.cabinet_ids), dtype=np.bool_)
         decisions = self.cabinet_tracker.update(cab_slots, cab_mask, cab_reported, now_ms)
-        masks = lamp_masks(ix, state, expected, self.lamp_history, now_ms, self.params, lamp_slots)
+        lamp_slots = np.arange(ix.n, dtype=np.intp)
+        masks = lamp_masks(ix, state, expected, self.lamp_history, now_ms, self.params)
         # Lamps an outage of their cabinet or circuit explains get no tickets of their own for it (faults
         # already opened before the correlation stay theirs until the cabinet ticket absorbs them).
-        keep = ~np.uint32(OUTAGE_FAMILY) | self.lamp_tracker.confirmed[lamp_slots]
-        masks = np.where(explained[lamp_slots], masks & keep, masks).astype(np.uint32)
-        decisions += self.lamp_tracker.update(lamp_slots, masks, reported, now_ms)
+        keep = ~np.uint32(OUTAGE_FAMILY) | self.lamp_tracker.confirmed
+        masks = np.where(explained, masks & keep, masks).astype(np.uint32)
+        decisions += self.lamp_tracker.update(lamp_slots, masks, np.zeros(ix.n, dtype=np.bool_), now_ms)
+        return self._openings(decisions, now_ms)
+
+    def _openings(self, decisions: list[Decision], now_ms: int) -> list[Opening]:
+        ix, state = self.index, self.lighting.state
         if not decisions:
             return []
+        expected = self.lighting.expected_at(now_ms // 1000 * 1000)
+        cond: npt.NDArray[np.int8] | None = None
         device = lamp_device_mask(state.faults)
         out = []
         for d in decisions:
@@ -184,6 +222,8 @@ class AlertEngine:
                 lamps: list[str] = []
                 if d.fault in _LISTS_LAMPS and d.action in ("open", "repeat", "reopen"):
                     dead = int(self.cabinets.dead_circuits[cab])
+                    if cond is None:
+                        cond = conditions(ix, state, expected)
                     listed = outage_lamps(ix, cab, cond, expected.due, device, dead)
                     lamps = [ix.lamp_id[i] for i in listed.tolist()]
                 district = ix.districts[int(ix.road_district[ix.cabinet_road[cab]])]

@@ -17,7 +17,16 @@ from telemetry.expected import ExpectedState
 from telemetry.fleet import CABINET_FAULT_BITS, CabinetState, FleetIndex, FleetState
 from telemetry.rate import DARK, UNKNOWN
 
-__all__ = ["CabinetHistory", "LampHistory", "RuleParams", "cabinet_masks", "lamp_masks", "outage_lamps"]
+__all__ = [
+    "DERIVED_CABINET_BITS",
+    "CabinetHistory",
+    "LampHistory",
+    "RuleParams",
+    "cabinet_device_masks",
+    "cabinet_masks",
+    "lamp_masks",
+    "outage_lamps",
+]
 
 U32 = npt.NDArray[np.uint32]
 _RING = 7  # switching times kept per lamp: seven within an hour is "more than 6 times an hour"
@@ -126,6 +135,28 @@ def lamp_masks(
     return mask
 
 
+DERIVED_CABINET_BITS = cabinet_bit("comm_loss") | cabinet_bit("lamps_out")
+_OUTAGE_CODES = sum(CABINET_FAULT_BITS[c] for c in ("mains_loss", "phase_loss", "circuit_open", "contactor_failure"))
+
+
+def cabinet_device_masks(
+    cabinets: CabinetState, open_work: npt.NDArray[np.bool_], slots: npt.NDArray[np.intp] | None = None
+) -> tuple[U32, npt.NDArray[np.bool_]]:
+    """What cabinets report themselves (leakage, an unexplained open door, loss of supply), for `slots` or all;
+    and which of them report an outage."""
+    sl: npt.NDArray[np.intp] | slice = slice(None) if slots is None else slots
+    f = cabinets.faults[sl]
+    leakage = (f & CABINET_FAULT_BITS["leakage_current"]) != 0
+    door = cabinets.door_open[sl] & ~open_work[sl]
+    outage = (f & _OUTAGE_CODES) != 0
+    mask = (
+        np.where(leakage, cabinet_bit("leakage_current"), 0)
+        | np.where(door, cabinet_bit("door_open"), 0)
+        | np.where(outage, cabinet_bit("cabinet_outage"), 0)
+    ).astype(np.uint32)
+    return mask, outage
+
+
 def cabinet_masks(
     index: FleetIndex,
     cabinets: CabinetState,
@@ -146,11 +177,7 @@ def cabinet_masks(
     freshness window (at start-up the fleet has not reported yet: that is no outage).
     """
     n = len(index.cabinet_ids)
-    f = cabinets.faults
-    outage_codes = sum(CABINET_FAULT_BITS[c] for c in ("mains_loss", "phase_loss", "circuit_open", "contactor_failure"))
-    leakage = (f & CABINET_FAULT_BITS["leakage_current"]) != 0
-    door = cabinets.door_open & ~open_work
-    device_outage = (f & outage_codes) != 0
+    device_mask, device_outage = cabinet_device_masks(cabinets, open_work)
     assert index.cabinet_concentrator is not None and index.lamp_circuit is not None
     silent_since = np.maximum(cabinets.ts_ms, history.watch_since)
     silent_for = now_ms - silent_since
@@ -174,11 +201,8 @@ def cabinet_masks(
         circ_out = (due_circ >= params.outage_min_due) & (out_circ >= params.outage_share * due_circ)
     lamps_out = cab_out | np.bincount(np.flatnonzero(circ_out) // 7, minlength=n).astype(np.bool_)
 
-    mask = (
-        np.where(leakage, cabinet_bit("leakage_current"), 0)
-        | np.where(door, cabinet_bit("door_open"), 0)
-        | np.where(device_outage, cabinet_bit("cabinet_outage"), 0)
-        | np.where(comm_loss, cabinet_bit("comm_loss"), 0)
+    mask = device_mask | (
+        np.where(comm_loss, cabinet_bit("comm_loss"), 0)
         | np.where(lamps_out & ~device_outage & ~comm_loss, cabinet_bit("lamps_out"), 0)
     ).astype(np.uint32)
     whole = device_outage | comm_loss | cab_out
@@ -197,7 +221,7 @@ def outage_lamps(
     """The lamps a cabinet ticket lists: its due lamps that are dark or silent, report losing supply, or hang on
     a circuit the cabinet reports without current."""
     assert index.lamp_circuit is not None
-    lamps = np.flatnonzero(index.lamp_cabinet == cabinet)
+    lamps = index.lamps_of_cabinet(cabinet)
     dark = due[lamps] & ((conditions[lamps] == DARK) | (conditions[lamps] == UNKNOWN))
     lost = (device[lamps] & OUTAGE_FAMILY) != 0
     on_dead = ((dead_circuits >> (index.lamp_circuit[lamps].astype(np.int64) - 1)) & 1).astype(np.bool_)

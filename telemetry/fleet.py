@@ -120,6 +120,8 @@ class FleetIndex:
         interval = np.zeros(cabinets, dtype=np.int64)
         np.maximum.at(interval, self.lamp_cabinet, self.interval_s.astype(np.int64))
         self.cabinet_interval_ms = np.where(interval > 0, interval, 300) * 1000
+        self._by_cabinet = np.argsort(self.lamp_cabinet, kind="stable")
+        self._cabinet_bounds = np.searchsorted(self.lamp_cabinet[self._by_cabinet], np.arange(cabinets + 1))
         self.cabinet_stale_ms = self.cabinet_interval_ms * 2 + FRESH_GRACE_MS
         top = int(self.lamp_no.max()) if self.n else 0
         self.slot_of_no = np.full(top + 1, -1, dtype=np.int32)
@@ -149,6 +151,12 @@ class FleetIndex:
         if key is None:
             key = self._segment_keys[k] = self.lamp_segment * k
         return key
+
+    def lamps_of_cabinet(self, cabinet: int) -> npt.NDArray[np.intp]:
+        """Slots of the lamps behind one cabinet, in lamp order."""
+        lo, hi = self._cabinet_bounds[cabinet], self._cabinet_bounds[cabinet + 1]
+        lamps: npt.NDArray[np.intp] = self._by_cabinet[lo:hi]
+        return lamps
 
     def slots(self, lamp_no: npt.ArrayLike) -> npt.NDArray[np.int32]:
         """Lamp numbers → slots (−1 for numbers not in this index)."""
