@@ -25,7 +25,7 @@ from alerts.rules import (
     outage_lamps,
 )
 from alerts.tracker import DEBOUNCE_MS, Decision, Tracker
-from telemetry.fleet import CabinetState, FleetIndex, LampColumns
+from telemetry.fleet import CABINET_FAULT_BITS, CabinetState, FleetIndex, LampColumns
 from telemetry.lighting import LightingEngine
 from telemetry.models import CabinetRow, StatusRow
 from telemetry.rate import conditions
@@ -135,7 +135,8 @@ class AlertEngine:
             cond = conditions(ix, self.lighting.state, expected)
             device = lamp_device_mask(self.lighting.state.faults)
             for slot, bit in growing:
-                listed = outage_lamps(ix, slot, cond, expected.due, device, int(self.cabinets.dead_circuits[slot]))
+                dead = int(self.cabinets.dead_circuits[slot])
+                listed = outage_lamps(ix, slot, cond, expected.due, device, dead, mains_lost=self._mains_lost(slot))
                 if len(listed) > self.listed.get(slot, 0):
                     self.listed[slot] = len(listed)
                     kind = CABINET_FAULTS[bit]
@@ -208,6 +209,9 @@ class AlertEngine:
         decisions += self.lamp_tracker.update(lamp_slots, masks, np.zeros(ix.n, dtype=np.bool_), now_ms)
         return self._openings(decisions, now_ms)
 
+    def _mains_lost(self, cabinet: int) -> bool:
+        return bool(self.cabinets.faults[cabinet] & CABINET_FAULT_BITS["mains_loss"])
+
     def _openings(self, decisions: list[Decision], now_ms: int) -> list[Opening]:
         ix, state = self.index, self.lighting.state
         if not decisions:
@@ -224,7 +228,7 @@ class AlertEngine:
                     dead = int(self.cabinets.dead_circuits[cab])
                     if cond is None:
                         cond = conditions(ix, state, expected)
-                    listed = outage_lamps(ix, cab, cond, expected.due, device, dead)
+                    listed = outage_lamps(ix, cab, cond, expected.due, device, dead, mains_lost=self._mains_lost(cab))
                     lamps = [ix.lamp_id[i] for i in listed.tolist()]
                 district = ix.districts[int(ix.road_district[ix.cabinet_road[cab]])]
                 if lamps:

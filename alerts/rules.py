@@ -217,13 +217,15 @@ def outage_lamps(
     due: npt.NDArray[np.bool_],
     device: U32,
     dead_circuits: int = 0,
+    *,
+    mains_lost: bool = False,
 ) -> npt.NDArray[np.intp]:
     """The lamps a cabinet ticket lists: its due lamps that are dark or silent, report losing supply, or hang on
-    a circuit the cabinet reports without current."""
+    a circuit the cabinet reports without current (every due lamp of it when the cabinet lost its mains)."""
     assert index.lamp_circuit is not None
     lamps = index.lamps_of_cabinet(cabinet)
     dark = due[lamps] & ((conditions[lamps] == DARK) | (conditions[lamps] == UNKNOWN))
     lost = (device[lamps] & OUTAGE_FAMILY) != 0
     on_dead = ((dead_circuits >> (index.lamp_circuit[lamps].astype(np.int64) - 1)) & 1).astype(np.bool_)
-    listed: npt.NDArray[np.intp] = lamps[dark | lost | (on_dead & due[lamps])]
+    listed: npt.NDArray[np.intp] = lamps[dark | lost | ((on_dead | mains_lost) & due[lamps])]
     return listed

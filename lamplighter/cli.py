@@ -90,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--lamps", type=int, default=110_000)
     b.add_argument("--messages", type=int, default=500_000)
     b.add_argument("--publishers", type=int, default=2, help="publisher processes")
+    b = bsub.add_parser("alerts", help="fault rules over a generated city, and a district blackout into tickets")
+    b.add_argument("--lamps", type=int, default=1_000_000)
     b = bsub.add_parser("rate", help="lighting-rate recompute and fleet-state updates over a generated city")
     b.add_argument("--lamps", type=int, default=1_000_000)
     b.add_argument("--repeats", type=int, default=30, help="recomputes to take the median of")
@@ -128,6 +130,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
             with contextlib.suppress(KeyboardInterrupt):
                 signal.sigwait({signal.SIGINT, signal.SIGTERM})
         return 0
+    if cmd == "bench" and args.bench == "alerts":
+        from lamplighter.bench_alerts import run_alerts_bench
+
+        return run_alerts_bench(settings, lamps=args.lamps)
     if cmd == "bench" and args.bench == "rate":
         from lamplighter.bench_rate import run_rate_bench
 
