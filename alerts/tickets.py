@@ -522,4 +522,10 @@ def get_ticket(conn: psycopg.Connection, ticket_id: int, now: dt.datetime | None
                FROM outbox o WHERE o.ticket_id = %s ORDER BY o.id""",
             (ticket_id,),
         ).fetchall()
+        attempts = cur.execute(
+            "SELECT outbox_id, attempt, ts, ok, detail, duration_ms FROM deliveries WHERE ticket_id = %s ORDER BY id",
+            (ticket_id,),
+        ).fetchall()
+    for d in t["deliveries"]:
+        d["log"] = [a for a in attempts if a["outbox_id"] == d["outbox_id"]]
     return t

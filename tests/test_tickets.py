@@ -242,7 +242,12 @@ async def test_receiver_down_for_a_minute_gets_every_event_once_back(
     assert sorted(r["body"]["ticket"]["id"] for r in receiver.received) == sorted(ids)
     with psycopg.connect(url) as conn:
         log = conn.execute("SELECT ok, count(*) FROM deliveries GROUP BY ok").fetchall()
+        one = get_ticket(conn, ids[0])
     assert dict(log)[True] == 20 and dict(log)[False] >= 20
+    # The ticket's delivery log shows the failed attempts, then the one that got through.
+    attempts = one["deliveries"][0]["log"]
+    assert [a["ok"] for a in attempts][-1] is True and not any(a["ok"] for a in attempts[:-1])
+    assert len(attempts) >= 2 and "webhook" in attempts[0]["detail"]
 
 
 @pytest.mark.slow
