@@ -6,6 +6,7 @@ import datetime as dt
 import re
 from typing import Any
 
+import apprise
 import msgspec
 import psycopg
 from psycopg.rows import dict_row
@@ -52,6 +53,10 @@ class Crew(msgspec.Struct, forbid_unknown_fields=True):
                 raise CrewError("shift times must carry a time zone offset", f"shifts[{i}]")
             if s.ends_at <= s.starts_at:
                 raise CrewError("a shift must end after it starts", f"shifts[{i}].ends_at")
+        for i, url in enumerate(self.notify_urls):
+            if not apprise.Apprise().add(url):
+                scheme = url.split("://", 1)[0] if "://" in url else url[:20]
+                raise CrewError(f"not a notification URL Apprise knows (scheme {scheme!r})", f"notify_urls[{i}]")
         if not self.districts and not self.supervisor:
             raise CrewError("a crew covers at least one district (or is a supervisors' crew)", "districts")
         return self

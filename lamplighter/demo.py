@@ -39,6 +39,7 @@ def run_demo(settings: Settings, *, lamps: int, interval: float, clock: Clock, c
             seed_command(ep.database_url, settings, lamps=lamps, seed=1)
         else:
             print(f"inventory of {row[0]:,} lamps already loaded")
+        _demo_crews(ep.database_url)
         gw = GatewayProcess(settings, ep, clock=clock)
         env = {
             "LAMPLIGHTER_DATABASE_URL": ep.database_url,
@@ -60,6 +61,24 @@ def run_demo(settings: Settings, *, lamps: int, interval: float, clock: Clock, c
             f"{gw.gateway.stats.rejected:,} rejected"
         )
     return 0
+
+
+def _demo_crews(database_url: str) -> None:
+    """A first run has no crews: give each district one (reached over MQTT) and the city a supervisors' crew, so
+    the demo's tickets are dispatched. Crews added through the API are left alone."""
+    from alerts.crews import Crew, save_crew
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM crews LIMIT 1").fetchone() is not None:
+            return
+        districts = conn.execute("SELECT code, name_en FROM districts ORDER BY code").fetchall()
+        for code, name in districts:
+            save_crew(conn, Crew(id=f"{code}-crew", name=f"{name} maintenance crew", districts=[code]))
+        save_crew(conn, Crew(id="supervisors", name="Lighting department supervisors", supervisor=True))
+    print(
+        f"demo crews created: one per district ({len(districts)}), and the supervisors; tickets reach them on "
+        "sl/crews/{crew}/tickets"
+    )
 
 
 async def _serve(settings: Settings, ep: object, gw: GatewayProcess, sim: subprocess.Popen[bytes]) -> None:

@@ -127,6 +127,8 @@ def test_crews_are_listed_with_duty_and_without_secrets(client: TestClient) -> N
     bad = client.post("/api/v1/crews", json={**crew, "webhook_secret": "short"})
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "webhook_secret"
     assert client.post("/api/v1/crews", json={**crew, "districts": ["zz"]}).json()["error"]["field"] == "districts"
+    bad_url = client.post("/api/v1/crews", json={**crew, "notify_urls": ["carrier-pigeon://coop"]}).json()
+    assert bad_url["error"]["field"] == "notify_urls[0]"
 
 
 def test_citizens_reports_attach_or_open_and_are_rate_limited(
