@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from alerts.tickets import Deadlines
+
 __all__ = ["ConfigError", "Settings"]
 
 
@@ -34,7 +36,34 @@ class Settings:
     timezone: str = "Asia/Shanghai"  # the city's: nights, inspection time and reports are local
     inspection_time: str = "22:00"  # the nightly report's inspection instant (local HH:MM)
     fine_sample_every_min: int = 10  # roads and cabinets are sampled this often; city and districts every minute
+    # Ticket deadlines (DOMAIN.md defaults): P1 acknowledged within minutes and made safe within hours; repair
+    # within hours for P2 and P3; 0 means no deadline.
+    p1_acknowledge_min: float = 15.0
+    p1_repair_h: float = 1.0
+    p2_repair_h: float = 24.0
+    p3_repair_h: float = 48.0
+    p4_repair_h: float = 0.0
     dispatch: bool = True  # deliver ticket notifications from the gateway's process (or run `lamplighter dispatch`)
+
+    @property
+    def deadlines(self) -> Deadlines:
+        def hours(h: float) -> dt.timedelta | None:
+            return dt.timedelta(hours=h) if h > 0 else None
+
+        return Deadlines(
+            acknowledge={
+                "P1": dt.timedelta(minutes=self.p1_acknowledge_min) if self.p1_acknowledge_min > 0 else None,
+                "P2": None,
+                "P3": None,
+                "P4": None,
+            },
+            repair={
+                "P1": hours(self.p1_repair_h),
+                "P2": hours(self.p2_repair_h),
+                "P3": hours(self.p3_repair_h),
+                "P4": hours(self.p4_repair_h),
+            },
+        )
 
     @property
     def inspection_at(self) -> dt.time:

@@ -111,7 +111,7 @@ class GatewayProcess:
             self._inventory = inventory_version(conn)
             self.engine = LightingEngine.load(conn)
             self.fault_engine = AlertEngine(self.engine, self.clock.now_ms())
-            self.alerts = AlertService(self.fault_engine, ep.database_url, self.clock)
+            self.alerts = AlertService(self.fault_engine, ep.database_url, self.clock, deadlines=settings.deadlines)
             self.alerts.load(conn)
         if not registry.lamps:
             logger.warning(

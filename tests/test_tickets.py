@@ -292,3 +292,16 @@ def _undelivered(url: str) -> int:
 def _keys(url: str) -> list[str]:
     with psycopg.connect(url) as conn:
         return [r[0] for r in conn.execute("SELECT idempotency_key FROM outbox")]
+
+
+def test_deadlines_follow_the_settings(endpoints: Endpoints, city: list[tuple[str, str]]) -> None:
+    from lamplighter.config import Settings
+
+    settings = Settings.load({"LAMPLIGHTER_P3_REPAIR_H": "72", "LAMPLIGHTER_P1_ACKNOWLEDGE_MIN": "5"})
+    cd = [lamp for lamp, d in city if d == "cd"]
+    with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
+        p3 = _open(conn, cd[0], deadlines=settings.deadlines)
+        p1 = _open(conn, cd[1], fault="tilt", priority="P1", deadlines=settings.deadlines)
+        t3, t1 = get_ticket(conn, p3.ticket_id, NOW), get_ticket(conn, p1.ticket_id, NOW)
+    assert t3["deadline"] == NOW + dt.timedelta(hours=72) and t3["ack_deadline"] is None
+    assert t1["ack_deadline"] == NOW + dt.timedelta(minutes=5) and t1["deadline"] == NOW + dt.timedelta(hours=1)
