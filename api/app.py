@@ -18,6 +18,7 @@ from api import errors
 from api.routes import (
     alerts,
     cabinets,
+    commands,
     crews,
     health,
     lamps,
@@ -48,6 +49,7 @@ def create_app(
     metrics: CollectorRegistry | None = None,
     engine: LightingEngine | None = None,
     clock: Clock | None = None,
+    command_pace: float = 2000.0,
 ) -> FastAPI:
     """Build the app. In the gateway's process pass its `engine` (fed by the gateway's batches), its `clock`
     and its `metrics` registry (served at /metrics). Alone, the app loads the engine from PostgreSQL and
@@ -82,6 +84,7 @@ def create_app(
     app.state.mqtt_address = mqtt_address
     app.state.engine = engine
     app.state.clock = clock or Clock()
+    app.state.command_pace = command_pace
     errors.install(app)
     for r in (
         health.router,
@@ -89,6 +92,7 @@ def create_app(
         cabinets.router,
         lighting.router,
         tickets.router,
+        commands.router,
         crews.router,
         public.router,
         reports.router,

@@ -169,7 +169,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
         from api.app import create_app
 
         uvicorn.run(
-            create_app(database_url=ep.database_url, mqtt_address=(ep.mqtt_host, ep.mqtt_port), clock=_clock(args)),
+            create_app(
+                database_url=ep.database_url,
+                mqtt_address=(ep.mqtt_host, ep.mqtt_port),
+                clock=_clock(args),
+                command_pace=settings.command_pace,
+            ),
             host=settings.api_host,
             port=settings.api_port,
         )

@@ -43,6 +43,9 @@ class Settings:
     p2_repair_h: float = 24.0
     p3_repair_h: float = 48.0
     p4_repair_h: float = 0.0
+    command_pace: float = 2000.0  # device commands per second, city-wide, over every running campaign
+    command_ack_timeout_s: float = 10.0  # a command not acknowledged in this time is sent again (same id) …
+    command_retries: int = 2  # … this many times, then the lamp is `expired`
     dispatch: bool = True  # deliver ticket notifications from the gateway's process (or run `lamplighter dispatch`)
 
     @property

@@ -88,6 +88,7 @@ async def _serve(settings: Settings, ep: object, gw: GatewayProcess, sim: subpro
         metrics=gw.metrics.registry,
         engine=gw.engine,
         clock=gw.clock,
+        command_pace=settings.command_pace,
     )
     server = uvicorn.Server(uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning"))
     stop = asyncio.Event()

@@ -14,6 +14,7 @@ import psycopg
 from alerts.dispatch import Dispatcher, MqttTransport, NotifyTransport, WebhookTransport
 from alerts.engine import AlertEngine
 from alerts.service import AlertService
+from gateway.commands import CommandEngine, CommandLink
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import MqttSubscriber
 from gateway.service import Gateway
@@ -149,6 +150,15 @@ class GatewayProcess:
             if settings.dispatch
             else None
         )
+        self.command_link = CommandLink(ep.mqtt_host, ep.mqtt_port, f"{settings.gateway_client_id}-commands")
+        self.commands = CommandEngine(
+            ep.database_url,
+            self.command_link,
+            self.clock.now_ms,
+            pace=settings.command_pace,
+            ack_timeout_s=settings.command_ack_timeout_s,
+            retries=settings.command_retries,
+        )
         self.publisher = RetainedPublisher(ep.mqtt_host, ep.mqtt_port, OPS_TOPIC, f"{settings.gateway_client_id}-ops")
         self.sampler = Sampler(
             self.engine,
@@ -178,6 +188,8 @@ class GatewayProcess:
                 tg.create_task(self.sampler.run(), name="lighting-rate-sampler")
                 tg.create_task(self.publisher.run(), name="ops-publisher")
                 tg.create_task(self.alerts.run(), name="fault-engine")
+                tg.create_task(self.command_link.run(), name="command-link")
+                tg.create_task(self.commands.run(), name="command-engine")
                 if self.dispatcher is not None:
                     tg.create_task(self.dispatcher.run(), name="dispatcher")
         finally:

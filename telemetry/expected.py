@@ -194,6 +194,18 @@ class Expected:
         self._merged[dates] = merged
         return merged
 
+    def next_event(self, ts_ms: int, slots: npt.NDArray[np.intp]) -> int | None:
+        """The first instant after `ts_ms` at which one of these lamps' profiles switches (None: never, `always`)."""
+        t = dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC)
+        candidates = []
+        for day in (t, t + dt.timedelta(days=1)):
+            for arr in self._windows(day):
+                v = arr[slots]
+                v = v[np.isfinite(v) & (v > ts_ms)]
+                if len(v):
+                    candidates.append(int(v.min()))
+        return min(candidates) if candidates else None
+
     def at(self, ts_ms: int) -> ExpectedState:
         """Due, level and excluded for every lamp at `ts_ms` (epoch ms)."""
         ix = self.index
@@ -209,8 +221,11 @@ class Expected:
             o = doc.override
             if o is not None and ts_ms < _ms(o.until):
                 lamps_o = self._lamps(scope, key)
-                due[lamps_o] = o.on
-                level[lamps_o] = o.level if o.on else 0
+                if o.on is None:
+                    level[lamps_o] = o.level
+                else:
+                    due[lamps_o] = o.on
+                    level[lamps_o] = o.level if o.on else 0
         active = [
             (scope, key)
             for (scope, key), doc in self.docs.items()

@@ -91,10 +91,11 @@ class Window(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Override(msgspec.Struct, forbid_unknown_fields=True):
-    """An operator's switch or dim: holds until `until`, then the profile resumes."""
+    """An operator's switch or dim: holds until `until`, then the profile resumes. `on` None (a dim): the lamps
+    keep the profile's on and off, at `level` while on."""
 
-    on: bool
     until: dt.datetime
+    on: bool | None = None
     level: int = 100
 
 
