@@ -281,6 +281,21 @@ def simulate_command(ep: Any, args: argparse.Namespace) -> None:
         start_ms=clock.now_ms(),
         control=ScheduleControl(ep.database_url, spec.lamp_id),
     )
+    commands = None
+    if not args.no_commands:
+        from simulator.commands import DeviceCommands
+
+        commands = DeviceCommands(
+            fleet,
+            host=ep.mqtt_host,
+            port=ep.mqtt_port,
+            client_id="lamplighter-sim-commands",
+            ack_latency_s=args.ack_latency,
+            unreachable=args.unreachable,
+            failing=args.failing,
+            seed=args.seed,
+        )
+        commands.wait_ready()
     sim = Simulator(
         fleet,
         host=ep.mqtt_host,
@@ -288,6 +303,7 @@ def simulate_command(ep: Any, args: argparse.Namespace) -> None:
         clock=clock,
         connections=args.connections,
         per_device=args.per_device,
+        commands=commands,
     )
     signal.signal(signal.SIGTERM, lambda *_: sim.stop())
     last = [time.monotonic(), 0]

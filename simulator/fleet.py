@@ -133,7 +133,13 @@ class Fleet:
         ).astype(np.int64)
         self.last_ms = start_ms
         self.switches = 0
-        self._night: bool | None = None
+        self._started = False
+        # Overrides by command: until (epoch ms; −1 until the schedule next switches; 0 none), on and level
+        # (−1: the schedule's).
+        self.ovr_until = np.zeros(n, dtype=np.int64)
+        self.ovr_on = np.full(n, -1, dtype=np.int8)
+        self.ovr_level = np.full(n, -1, dtype=np.int16)
+        self._base_on = np.zeros(n, dtype=np.bool_)
         self.topics_single = [f"sl/{spec.lamp_district[i]}/lamp/{spec.lamp_id[i]}/state".encode() for i in self.single]
         self.topics_cab = [
             f"sl/{spec.cabinet_district[c]}/cabinet/{spec.cabinet_id[c]}/state".encode() for c in self.conc_cabinets
@@ -192,31 +198,68 @@ class Fleet:
                 codes = self.rng.choice(len(FAULT_CODES), size=len(new), p=_FAULT_P) + 1
                 self.fault[new] = codes
                 self._report_now(new, now_ms)
+        base_on, base_level = self._scheduled(now_ms)
+        on, level = self._overridden(now_ms, base_on, base_level)
+        dim = np.where(on, level, 0).astype(np.int16)
+        changed = np.flatnonzero((on != self.on) | (dim != self.dim))
+        if len(changed):
+            self.on[:] = on
+            self.dim[:] = dim
+            if self._started:
+                # A switching or dimming step: the lamps that changed report it at once (PROTOCOL.md).
+                self.switches += 1
+                self._report_now(changed, now_ms)
+        self._started = True
+        self.last_ms = now_ms
+
+    def _scheduled(self, now_ms: int) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int16]]:
+        """What the devices' schedule says: the given control, or Xining's sunset and sunrise at full level."""
         if self.control is not None:
             on, level = self.control(now_ms)
-            dim = np.where(on, level, 0).astype(np.int16)
-            changed = np.flatnonzero((on != self.on) | (dim != self.dim))
-            if len(changed):
-                # A switching or dimming step: the lamps that changed report it at once (PROTOCOL.md).
-                if self._night is not None:
-                    self.switches += 1
-                self.on[:] = on
-                self.dim[:] = dim
-                if self._night is not None:
-                    self._report_now(changed, now_ms)
-            self._night = bool(on.any())
-            self.last_ms = now_ms
-            return
+            return on.astype(np.bool_), level.astype(np.int16)
         night = is_night(datetime.fromtimestamp(now_ms / 1000, tz=UTC), *_XINING)
-        if night != self._night:
-            if self._night is not None:
-                # Switching time: every device reports its change at once, as PROTOCOL.md says.
-                self.switches += 1
-                self.next_single[:] = np.minimum(self.next_single, now_ms)
-                self.next_cab[:] = np.minimum(self.next_cab, now_ms)
-            self._night = night
-            self.on[:] = night
-        self.last_ms = now_ms
+        return np.full(self.n, night), np.full(self.n, 100, dtype=np.int16)
+
+    def _overridden(
+        self, now_ms: int, base_on: npt.NDArray[np.bool_], base_level: npt.NDArray[np.int16]
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int16]]:
+        """Operators' overrides on top of the schedule, each until its time or the schedule's next switching."""
+        flipped = base_on != self._base_on
+        self._base_on = base_on.copy()
+        ended = ((self.ovr_until > 0) & (self.ovr_until <= now_ms)) | ((self.ovr_until == -1) & flipped)
+        if ended.any():
+            self.ovr_until[ended] = 0
+            self.ovr_on[ended] = -1
+            self.ovr_level[ended] = -1
+        active = self.ovr_until != 0
+        on = np.where(active & (self.ovr_on >= 0), self.ovr_on == 1, base_on)
+        level = np.where(active & (self.ovr_level >= 0), self.ovr_level, np.where(base_level > 0, base_level, 100))
+        return on, level.astype(np.int16)
+
+    # -- commands --------------------------------------------------------------------------------------------
+
+    def command(self, lamp: int, cmd: dict[str, Any], now_ms: int) -> str | None:
+        """Carry out one device command on a lamp; returns an error text when the device cannot."""
+        op = cmd.get("op")
+        until = cmd.get("until")
+        hold = int(until) if isinstance(until, int) and until > now_ms else -1
+        if op == "switch":
+            self.ovr_on[lamp] = 1 if cmd.get("on") else 0
+            self.ovr_until[lamp] = hold
+        elif op == "dim":
+            level = cmd.get("level")
+            if not isinstance(level, int) or not 0 <= level <= 100:
+                return f"dim level {level!r} out of range"
+            self.ovr_level[lamp] = level
+            self.ovr_until[lamp] = hold
+        elif op == "resume":
+            self.ovr_until[lamp], self.ovr_on[lamp], self.ovr_level[lamp] = 0, -1, -1
+        elif op in ("report", "schedule"):
+            pass  # a report follows below; an installed profile is kept by the device for autonomous running
+        else:
+            return f"unsupported op {op!r}"
+        self._report_now(np.array([lamp]), now_ms)
+        return None
 
     def _power(self) -> npt.NDArray[np.float64]:
         rated = self.spec.lamp_rated_w.astype(np.float64)
@@ -284,7 +327,7 @@ class Fleet:
             "power_factor": round(float(self.pf[lamp]), 2),
             "energy_wh": int(self.energy_wh[lamp]),
             "temp_c": round(float(v["temp"][lamp]), 1),
-            "mode": "auto",
+            "mode": "manual" if self.ovr_until[lamp] != 0 else "auto",
             "faults": [FAULT_CODES[fault - 1]] if fault else [],
         }
         if self.leaking[lamp]:

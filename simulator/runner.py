@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from simulator.commands import DeviceCommands
 from simulator.fleet import Fleet, Report
 from simulator.wire import RawPublisher, Will
 from telemetry.clock import Clock
@@ -45,11 +46,13 @@ class Simulator:
         connections: int = 2,
         per_device: bool = False,
         client_prefix: str = "lamplighter-sim",
+        commands: DeviceCommands | None = None,
     ) -> None:
         if connections < 1:
             raise ValueError(f"connections must be at least 1, got {connections}")
         self.fleet = fleet
         self.clock = clock
+        self.commands = commands
         self.host, self.port = host, port
         self.per_device = per_device
         self.stats = SimStats(devices=len(fleet.single) + len(fleet.conc_cabinets))
@@ -88,10 +91,17 @@ class Simulator:
         return self._pubs[hash(r.topic) % len(self._pubs)]
 
     def step(self) -> int:
-        """Send every report due now; returns how many messages went out."""
-        reports = self.fleet.due_reports(self.clock.now_ms())
+        """Act on commands, send their acknowledgements and every report due now; returns messages sent."""
+        now_ms = self.clock.now_ms()
+        sent = 0
+        if self.commands is not None:
+            acks = self.commands.process(now_ms)
+            if acks:
+                self._pubs[0].publish_batch(acks)
+                sent += len(acks)
+        reports = self.fleet.due_reports(now_ms)
         if not reports:
-            return 0
+            return sent
         groups: dict[int, tuple[RawPublisher, list[tuple[bytes, bytes]]]] = {}
         for r in reports:
             pub = self._route(r)
@@ -100,7 +110,7 @@ class Simulator:
         for pub, msgs in groups.values():
             pub.publish_batch(msgs)
         self.stats.messages += len(reports)
-        return len(reports)
+        return sent + len(reports)
 
     def run(self, *, duration_s: float | None = None, on_tick: Callable[[SimStats], None] | None = None) -> None:
         """Step until `stop()` or `duration_s` real seconds have passed."""
@@ -124,6 +134,8 @@ class Simulator:
 
     def close(self, *, clean: bool = True) -> None:
         """Wait for every ack, then disconnect; per-device connections first say they go offline."""
+        if self.commands is not None:
+            self.commands.close()
         for pub in self._pubs:
             try:
                 if self.per_device and clean:

@@ -1,0 +1,126 @@
+"""The simulated devices' side of remote control: receive commands, act once per id, acknowledge.
+
+Commands arrive through a paho-mqtt subscription to every lamp's `…/cmd` topic (a persistent session, so commands
+sent while the simulator restarts are not lost); the simulator's loop takes them between steps. Each command is
+acted on once per id — a repeated id is acknowledged again without acting twice — and acknowledged after a
+configurable latency. A share of lamps can be made unreachable (they never answer) and a share failing (they
+answer `ok: false`), so every outcome of a campaign can be produced on purpose.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from simulator.fleet import Fleet
+
+__all__ = ["DeviceCommands"]
+
+logger = logging.getLogger(__name__)
+
+_SEEN_MAX = 500_000  # command ids remembered for deduplication
+
+
+class DeviceCommands:
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        host: str,
+        port: int,
+        client_id: str,
+        ack_latency_s: float = 0.05,
+        unreachable: float = 0.0,
+        failing: float = 0.0,
+        seed: int = 1,
+    ) -> None:
+        self.fleet = fleet
+        self.ack_latency_s = ack_latency_s
+        rng = np.random.default_rng(seed + 17)
+        draw = rng.random(fleet.n)
+        self.unreachable = draw < unreachable
+        self.failing = (draw >= unreachable) & (draw < unreachable + failing)
+        self.slot_of = {lamp: i for i, lamp in enumerate(fleet.spec.lamp_id)}
+        self.inbox: collections.deque[tuple[str, bytes]] = collections.deque()
+        self.acks: list[tuple[float, int, str, bytes]] = []  # heap of (due, tie, topic, payload)
+        self.seen: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+        self.received = self.acted = self.repeats = 0
+        self._tie = 0
+        self.ready = threading.Event()
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.connect(host, port, keepalive=30)
+        self.client.loop_start()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        client.subscribe([("sl/+/lamp/+/cmd", 1)])
+        self.ready.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self.inbox.append((message.topic, bytes(message.payload)))
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        if not self.ready.wait(timeout):
+            raise TimeoutError("the simulator's command subscription did not come up")
+        time.sleep(0.1)  # the SUBACK follows the CONNACK
+
+    def process(self, now_ms: int) -> list[tuple[bytes, bytes]]:
+        """Act on the commands received so far; return the acknowledgements due now."""
+        while self.inbox:
+            topic, payload = self.inbox.popleft()
+            self.received += 1
+            self._one(topic, payload, now_ms)
+        out: list[tuple[bytes, bytes]] = []
+        now = time.monotonic()
+        while self.acks and self.acks[0][0] <= now:
+            _, _, topic, body = heapq.heappop(self.acks)
+            out.append((topic.encode(), body))
+        return out
+
+    def _one(self, topic: str, payload: bytes, now_ms: int) -> None:
+        parts = topic.split("/")
+        slot = self.slot_of.get(parts[3]) if len(parts) == 5 else None
+        if slot is None or self.unreachable[slot]:
+            return
+        try:
+            cmd = json.loads(payload)
+            cid = str(cmd["id"])
+        except (ValueError, KeyError, TypeError):
+            return  # a device ignores what it cannot read
+        ack_topic = f"sl/{parts[1]}/lamp/{parts[3]}/ack"
+        if cid in self.seen:
+            self.repeats += 1
+            self._ack_later(ack_topic, self.seen[cid])  # acted once already: answer again
+            return
+        if int(cmd.get("expires", 0)) < now_ms:
+            return  # too late: ignored, as the protocol says
+        if self.failing[slot]:
+            error: str | None = "the lamp driver does not respond"
+        else:
+            error = self.fleet.command(slot, cmd, now_ms)
+            self.acted += 1
+        body = json.dumps({"id": cid, "ok": error is None, "error": error, "ts": now_ms}).encode()
+        self.seen[cid] = body
+        if len(self.seen) > _SEEN_MAX:
+            self.seen.popitem(last=False)
+        self._ack_later(ack_topic, body)
+
+    def _ack_later(self, topic: str, body: bytes) -> None:
+        self._tie += 1
+        heapq.heappush(self.acks, (time.monotonic() + self.ack_latency_s, self._tie, topic, body))
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
