@@ -34,8 +34,12 @@ logger = logging.getLogger(__name__)
 
 QUEUED, SENT, ACKED, FAILED, EXPIRED, CANCELLED = range(6)
 STATES = ("queued", "sent", "acked", "failed", "expired", "cancelled")
+# Thousands of QoS 1 publishes in flight is the point of pacing at 2,000/s; aiomqtt's notice of each is noise.
+_QUIET = logging.getLogger(__name__ + ".client")
+_QUIET.setLevel(logging.ERROR)
 _TICK_S = 0.05
 _FLUSH_S = 0.25
+_SEND_TIMEOUT_S = 5.0
 _POLL_S = 0.5
 
 
@@ -92,7 +96,11 @@ class CommandLink:
         while True:
             try:
                 async with aiomqtt.Client(
-                    self.host, self.port, identifier=self.client_id, max_inflight_messages=1000
+                    self.host,
+                    self.port,
+                    identifier=self.client_id,
+                    max_inflight_messages=1000,
+                    logger=_QUIET,
                 ) as client:
                     await client.subscribe("sl/+/lamp/+/ack", qos=1)
                     await client.subscribe("sl/+/cabinet/+/ack", qos=1)
@@ -292,12 +300,18 @@ class CommandEngine:
                 c.attempts[i] += 1
                 c.sent_at[i] = now
                 c.dirty.add(i)
-            await asyncio.gather(
-                *(
-                    self.link.send(f"sl/{c.districts[i]}/lamp/{c.lamp_ids[i]}/cmd", c.command(i, now_ms))
-                    for c, i in sends
+            # Bounded: a stalled broker must not hold the campaigns' lock (and an operator's cancel) for long;
+            # what did not go out is retried after the acknowledgement timeout like any lost command.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(
+                        *(
+                            self.link.send(f"sl/{c.districts[i]}/lamp/{c.lamp_ids[i]}/cmd", c.command(i, now_ms))
+                            for c, i in sends
+                        )
+                    ),
+                    _SEND_TIMEOUT_S,
                 )
-            )
             self.sent += len(sends)
             if self.keep_send_times:
                 self.send_times.extend([time.monotonic()] * len(sends))

@@ -126,16 +126,16 @@ class LightingEngine:
 
     def breakdown(self, ts_ms: int) -> Breakdown:
         """Every figure at `ts_ms`; repeated calls for the same second reuse the result."""
-        second = ts_ms // 1000 * 1000
+        second = ts_ms // 1000
         if self._cache is None or self._cache[0] != second:
-            self._cache = (second, breakdown(self.index, self.state, self.expected_at(second)))
+            self._cache = (second, breakdown(self.index, self.state, self.expected_at(ts_ms)))
         return self._cache[1]
 
     def lamp(self, lamp_id: str, ts_ms: int) -> LampView | None:
         slot = self.index.slot_of_id.get(lamp_id)
         if slot is None:
             return None
-        ex = self.expected_at(ts_ms // 1000 * 1000)
+        ex = self.expected_at(ts_ms)
         cond = conditions(self.index, self.state, ex)[slot]
         return LampView(bool(ex.due[slot]), int(ex.level[slot]), CONDITIONS[int(cond)])
 

@@ -54,6 +54,8 @@ async def send_command(request: Request, pool: SyncPoolDep, engine: EngineDep, c
 
     def store(conn: psycopg.Connection) -> dict[str, Any]:
         s = submit(conn, engine.index, engine.expected, req, now=clock.now(), pace=pace)
+        if req.op in ("switch", "dim", "resume"):
+            engine.apply(engine.fetch(conn, states=False))  # the override counts in the rate from now on
         return {"id": s.id, "lamps": s.lamps}
 
     try:

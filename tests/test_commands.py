@@ -1,0 +1,305 @@
+"""Remote control end to end: API → campaign → gateway's paced command engine → broker → simulated devices →
+acknowledgements → per-lamp outcomes; overrides in the lighting rate; duplicates acted on once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from lamplighter.config import Settings
+from lamplighter.runtime import Endpoints, GatewayProcess
+from lamplighter.simcontrol import ScheduleControl
+from seeds.generator import generate
+from seeds.loader import load
+from simulator.commands import DeviceCommands
+from simulator.fleet import Fleet, FleetSpec
+from simulator.runner import Simulator
+from simulator.wire import RawPublisher
+from telemetry.clock import Clock
+
+pytestmark = pytest.mark.services
+
+CST = dt.timezone(dt.timedelta(hours=8))
+NIGHT = dt.datetime(2026, 12, 1, 21, 0, tzinfo=CST)
+
+
+@dataclass
+class City:
+    url: str
+    api: TestClient
+    gw: GatewayProcess
+    fleet: Fleet
+    devices: DeviceCommands
+    spec: FleetSpec
+    clock: Clock
+
+
+@contextlib.asynccontextmanager
+async def remote_city(
+    endpoints: Endpoints,
+    client_id: str,
+    *,
+    lamps: int,
+    pace: float = 2000.0,
+    unreachable: float = 0.0,
+    ack_timeout_s: float = 2.0,
+) -> AsyncIterator[City]:
+    url = endpoints.database_url
+    with psycopg.connect(url, autocommit=True) as conn:
+        load(conn, generate(lamps, seed=4), progress=False)
+        conn.execute("UPDATE lamps SET report_interval_s = 3600")  # quiet reporting: commands are what is tested
+        spec = FleetSpec.from_db(conn)
+    clock = Clock(start=NIGHT, speed=1.0)
+    settings = Settings(
+        database_url=url,
+        mqtt_url=endpoints.mqtt_url,
+        gateway_client_id=client_id,
+        flush_interval_s=0.1,
+        command_pace=pace,
+        command_ack_timeout_s=ack_timeout_s,
+        command_retries=2,
+        dispatch=False,
+    )
+    gw = GatewayProcess(settings, endpoints, clock=clock)
+    gw.commands.keep_send_times = True
+    fleet = Fleet(
+        spec,
+        interval_s=3600,
+        failure_rate_per_day=0.0,
+        start_ms=clock.now_ms(),
+        control=ScheduleControl(url, spec.lamp_id),
+    )
+    devices = DeviceCommands(
+        fleet,
+        host=endpoints.mqtt_host,
+        port=endpoints.mqtt_port,
+        client_id=client_id + "-devices",
+        unreachable=unreachable,
+        ack_latency_s=0.02,
+    )
+    devices.wait_ready()
+    sim = Simulator(
+        fleet,
+        host=endpoints.mqtt_host,
+        port=endpoints.mqtt_port,
+        clock=clock,
+        client_prefix=client_id,
+        commands=devices,
+    )
+    task = asyncio.create_task(gw.run())
+    thread = threading.Thread(target=sim.run, daemon=True)
+    app = create_app(
+        database_url=url,
+        mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port),
+        engine=gw.engine,
+        clock=clock,
+        command_pace=pace,
+    )
+    try:
+        await asyncio.wait_for(gw.subscriber.connected.wait(), 10)
+        thread.start()
+        with TestClient(app) as api:
+            yield City(url, api, gw, fleet, devices, spec, clock)
+    finally:
+        sim.stop()
+        thread.join(10)
+        sim.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """An API call from an async test, off the event loop the gateway runs on."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+async def until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await asyncio.to_thread(pred)
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+def _count(url: str, sql: str, *args: object) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql, args).fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.slow
+async def test_dimming_a_district_of_10000_lamps_is_paced_and_acked(endpoints: Endpoints, client_id: str) -> None:
+    async with remote_city(endpoints, client_id, lamps=70_000, pace=2000.0) as city:
+        district = "cd"
+        n = sum(1 for d in city.spec.lamp_district if d == district)
+        assert n >= 10_000
+        r = await call(
+            city.api.post,
+            "/api/v1/commands",
+            json={
+                "target": {"district": district},
+                "op": "dim",
+                "level": 50,
+                "reason": "energy saving trial",
+                "actor": "zhang.min",
+            },
+        )
+        assert r.status_code == 202, r.text
+        cid, total = r.json()["id"], r.json()["lamps"]
+        assert total == n
+        status = await until(
+            lambda: (s := city.api.get(f"/api/v1/commands/{cid}").json())["status"] == "done" and s,
+            60,
+            "the campaign to finish",
+        )
+        assert (status["acked"], status["failed"], status["expired"]) == (n, 0, 0)
+        # Never above the pace: at most `pace` sends in any one second (the bucket holds a twentieth of it).
+        times = np.array(city.gw.commands.send_times)
+        per_window = np.searchsorted(times, times + 1.0) - np.arange(len(times))
+        assert len(times) == n and per_window.max() <= 2000 * 1.05, per_window.max()
+        # Each lamp's next report shows the new level.
+        await until(
+            lambda: (
+                _count(
+                    city.url,
+                    "SELECT count(*) FROM lamp_latest l JOIN lamps m ON m.no = l.lamp_no "
+                    "WHERE m.district = %s AND l.dim = 50 AND l.is_on",
+                    district,
+                )
+                == n
+            ),
+            30,
+            "every lamp to report level 50",
+        )
+        audit = (await call(city.api.get, "/api/v1/commands")).json()["items"][0]
+        assert (audit["actor"], audit["reason"], audit["outcome"]["acked"]) == ("zhang.min", "energy saving trial", n)
+
+
+@pytest.mark.asyncio
+@pytest.mark.slow
+async def test_unreachable_lamps_expire_after_their_retries_and_nothing_else_does(
+    endpoints: Endpoints, client_id: str
+) -> None:
+    async with remote_city(endpoints, client_id, lamps=3000, unreachable=0.05, ack_timeout_s=1.0) as city:
+        r = await call(
+            city.api.post,
+            "/api/v1/commands",
+            json={"target": {"all": True}, "op": "switch", "on": True, "reason": "night check"},
+        )
+        cid = r.json()["id"]
+        status = await until(
+            lambda: (s := city.api.get(f"/api/v1/commands/{cid}").json())["status"] == "done" and s,
+            30,
+            "the campaign to finish",
+        )
+        silent = {city.spec.lamp_id[i] for i in np.flatnonzero(city.devices.unreachable).tolist()}
+        params = {"state": "expired", "limit": 10000}
+        expired = (await call(city.api.get, f"/api/v1/commands/{cid}/lamps", params=params)).json()
+        assert {x["lamp_id"] for x in expired["items"]} == silent and len(silent) > 100
+        assert {x["attempts"] for x in expired["items"]} == {3}  # the first send and two retries, same id
+        assert status["acked"] == 3000 - len(silent) and status["failed"] == 0
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_campaign_sends_nothing_more(endpoints: Endpoints, client_id: str) -> None:
+    async with remote_city(endpoints, client_id, lamps=3000, pace=300.0) as city:
+        body = {"target": {"all": True}, "op": "report", "reason": "survey"}
+        r = await call(city.api.post, "/api/v1/commands", json=body)
+        cid = r.json()["id"]
+        await until(lambda: city.gw.commands.sent >= 300, 10, "some commands to go out")
+        cancelled = (await asyncio.to_thread(city.api.post, f"/api/v1/commands/{cid}/cancel")).json()
+        sent_at_cancel = city.gw.commands.sent
+        await asyncio.sleep(2.0)
+        assert city.gw.commands.sent == sent_at_cancel
+        assert cancelled["status"] == "cancelled" and cancelled["cancelled"] > 1000
+        again = await asyncio.to_thread(city.api.post, f"/api/v1/commands/{cid}/cancel")
+        assert again.status_code == 409
+
+
+@pytest.mark.asyncio
+async def test_an_override_holds_until_its_time_then_the_schedule_resumes(endpoints: Endpoints, client_id: str) -> None:
+    async with remote_city(endpoints, client_id, lamps=2000) as city:
+        cabinet = city.spec.cabinet_id[0]
+        lamps = [city.spec.lamp_id[i] for i in np.flatnonzero(city.spec.lamp_cabinet == 0).tolist()]
+        until_t = city.clock.now() + dt.timedelta(seconds=6)
+        r = await call(
+            city.api.post,
+            "/api/v1/commands",
+            json={"target": {"cabinet": cabinet}, "op": "switch", "on": False, "until": until_t.isoformat()},
+        )
+        assert r.status_code == 202, r.text
+        in_cabinet = "SELECT count(*) FROM lamp_latest l JOIN lamps m ON m.no = l.lamp_no WHERE m.cabinet_id = %s "
+        await until(
+            lambda: _count(city.url, in_cabinet + "AND NOT l.is_on", cabinet) == len(lamps),
+            10,
+            "the cabinet's lamps to report off",
+        )
+        lamp = (await call(city.api.get, f"/api/v1/lamps/{lamps[0]}")).json()
+        assert (lamp["due"], lamp["condition"]) == (False, "off")  # switched off by the operator: not dark
+        await until(
+            lambda: _count(city.url, in_cabinet + "AND l.is_on", cabinet) == len(lamps),
+            15,
+            "the lamps back on their schedule",
+        )
+        assert (await call(city.api.get, f"/api/v1/lamps/{lamps[0]}")).json()["condition"] == "lit"
+        body = {"target": {"district": "cd"}, "op": "dim", "level": 40}
+        bad = await call(city.api.post, "/api/v1/commands", json=body)
+        assert bad.status_code == 422 and bad.json()["error"]["field"] == "reason"
+        body = {"target": {"road": "x"}, "op": "dim", "level": 1}
+        road = (await call(city.api.post, "/api/v1/commands", json=body)).json()
+        assert road["error"]["field"] == "target.road"
+
+
+def test_a_repeated_command_id_is_acted_on_once_and_acknowledged_again(endpoints: Endpoints, client_id: str) -> None:
+    with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
+        load(conn, generate(500, seed=4), progress=False)
+        spec = FleetSpec.from_db(conn)
+    clock = Clock(start=NIGHT, speed=1.0)
+    fleet = Fleet(spec, interval_s=3600, failure_rate_per_day=0.0, start_ms=clock.now_ms())
+    devices = DeviceCommands(fleet, host=endpoints.mqtt_host, port=endpoints.mqtt_port, client_id=client_id + "-dev")
+    try:
+        devices.wait_ready()
+        lamp, district = spec.lamp_id[3], spec.lamp_district[3]
+        cmd = {
+            "id": "abcdef0123456789-3",
+            "op": "dim",
+            "level": 30,
+            "ts": clock.now_ms(),
+            "expires": clock.now_ms() + 60_000,
+        }
+        pub = RawPublisher(endpoints.mqtt_host, endpoints.mqtt_port, client_id + "-ops")
+        for _ in range(2):  # the broker delivers it twice (a retry after a lost acknowledgement)
+            pub.publish(f"sl/{district}/lamp/{lamp}/cmd", json.dumps(cmd).encode())
+        pub.close()
+        acks: list[tuple[bytes, bytes]] = []
+        deadline = time.monotonic() + 10
+        while len(acks) < 2:
+            assert time.monotonic() < deadline, "no acknowledgements"
+            acks += devices.process(clock.now_ms())
+            time.sleep(0.05)
+        assert devices.acted == 1 and devices.repeats == 1
+        assert [json.loads(a[1])["id"] for a in acks] == [cmd["id"]] * 2 and fleet.ovr_level[3] == 30
+    finally:
+        devices.close()
+
+
+@pytest.mark.skip(reason="roles and logins arrive with the web-UI issue; enable this test with it")
+def test_a_viewer_cannot_command(client_id: str) -> None:
+    raise AssertionError("a viewer's POST /api/v1/commands must answer 403")
