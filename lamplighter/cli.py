@@ -92,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--publishers", type=int, default=2, help="publisher processes")
     b = bsub.add_parser("alerts", help="fault rules over a generated city, and a district blackout into tickets")
     b.add_argument("--lamps", type=int, default=1_000_000)
+    b = bsub.add_parser("campaign", help="a whole-city command at the default pace to simulated devices")
+    b.add_argument("--lamps", type=int, default=110_000)
     b = bsub.add_parser("rate", help="lighting-rate recompute and fleet-state updates over a generated city")
     b.add_argument("--lamps", type=int, default=1_000_000)
     b.add_argument("--repeats", type=int, default=30, help="recomputes to take the median of")
@@ -134,6 +136,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
         from lamplighter.bench_alerts import run_alerts_bench
 
         return run_alerts_bench(settings, lamps=args.lamps)
+    if cmd == "bench" and args.bench == "campaign":
+        from lamplighter.bench_campaign import run_campaign_bench
+
+        return run_campaign_bench(settings, lamps=args.lamps)
     if cmd == "bench" and args.bench == "rate":
         from lamplighter.bench_rate import run_rate_bench
 

@@ -1,0 +1,135 @@
+"""`lamplighter bench campaign`: a whole-city command at the default pace, through the broker to simulated devices.
+
+Private broker and PostgreSQL; the gateway (with its command engine) and the simulator (obeying and
+acknowledging) run in this process. Measures the time from submission until every lamp has acknowledged, the
+highest number of sends in any one second, and how much the process grew while tracking the campaign. Prints a
+table and, as its last line, one JSON object. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from gateway.submit import CommandRequest, submit
+from lamplighter.config import Settings
+from lamplighter.runtime import GatewayProcess, private_services
+from seeds.generator import generate
+from seeds.loader import load
+from simulator.commands import DeviceCommands
+from simulator.fleet import Fleet, FleetSpec
+from simulator.runner import Simulator
+from telemetry.clock import Clock
+from telemetry.schema import migrate
+
+__all__ = ["run_campaign_bench"]
+
+_NIGHT = dt.datetime(2026, 12, 1, 21, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _campaign(settings: Settings, ep: Any, lamps: int) -> dict[str, Any]:
+    with psycopg.connect(ep.database_url, autocommit=True) as conn:
+        conn.execute("UPDATE lamps SET report_interval_s = 3600")  # quiet devices: the commands are measured
+        spec = FleetSpec.from_db(conn)
+    clock = Clock(start=_NIGHT, speed=1.0)
+    gw = GatewayProcess(settings, ep, clock=clock)
+    gw.commands.keep_send_times = True
+    fleet = Fleet(spec, interval_s=3600, failure_rate_per_day=0.0, start_ms=clock.now_ms())
+    devices = DeviceCommands(fleet, host=ep.mqtt_host, port=ep.mqtt_port, client_id="bench-devices")
+    devices.wait_ready()
+    sim = Simulator(
+        fleet, host=ep.mqtt_host, port=ep.mqtt_port, clock=clock, client_prefix="bench-sim", commands=devices
+    )
+    task = asyncio.create_task(gw.run())
+    thread = threading.Thread(target=sim.run, daemon=True)
+    try:
+        await asyncio.wait_for(gw.subscriber.connected.wait(), 10)
+        thread.start()
+        await asyncio.sleep(1.0)
+        rss_before = _rss_mb()
+        req = CommandRequest(target={"all": True}, op="dim", level=60, reason="campaign benchmark", actor="bench")
+        started = time.monotonic()
+        with psycopg.connect(ep.database_url, autocommit=True) as conn:
+            cid = submit(conn, gw.engine.index, gw.engine.expected, req, now=clock.now(), pace=settings.command_pace).id
+        rss_peak = rss_before
+        acked_at = None
+        counts: dict[str, int] = {}
+        with psycopg.connect(ep.database_url, autocommit=True) as conn:
+            while True:
+                await asyncio.sleep(0.25)
+                rss_peak = max(rss_peak, _rss_mb())
+                counts = dict(
+                    conn.execute(
+                        "SELECT state, count(*) FROM command_lamps WHERE command_id = %s GROUP BY state", (cid,)
+                    ).fetchall()
+                )
+                if counts.get("acked", 0) == lamps and acked_at is None:
+                    acked_at = time.monotonic() - started
+                status = conn.execute("SELECT status FROM commands WHERE id = %s", (cid,)).fetchone()
+                if status and status[0] == "done":
+                    break
+                if time.monotonic() - started > lamps / settings.command_pace * 3 + 120:
+                    break
+        times = np.array(gw.commands.send_times)
+        per_second = int((np.searchsorted(times, times + 1.0) - np.arange(len(times))).max()) if len(times) else 0
+    finally:
+        sim.stop()
+        thread.join(10)
+        sim.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return {
+        "lamps": lamps,
+        "pace_per_s": settings.command_pace,
+        "max_sends_in_any_second": per_second,
+        "acked": counts.get("acked", 0),
+        "expired": counts.get("expired", 0),
+        "failed": counts.get("failed", 0),
+        "seconds_to_all_acked": None if acked_at is None else round(acked_at, 2),
+        "pace_bound_s": round(lamps / settings.command_pace, 2),
+        "tracker_rss_mb": round(rss_peak - rss_before, 1),
+    }
+
+
+def run_campaign_bench(settings: Settings, *, lamps: int) -> int:
+    bench_settings = Settings(run_dir=settings.run_dir, dispatch=False, command_pace=settings.command_pace)
+    with private_services(bench_settings, "bench") as ep:
+        admin = ep.database_url.rsplit("/", 1)[0] + "/postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS lamplighter WITH (FORCE)")
+            conn.execute("CREATE DATABASE lamplighter")
+        with psycopg.connect(ep.database_url, autocommit=True) as conn:
+            migrate(conn)
+            load(conn, generate(lamps, seed=1), progress=False)
+        run_settings = Settings(
+            database_url=ep.database_url,
+            mqtt_url=ep.mqtt_url,
+            dispatch=False,
+            command_pace=settings.command_pace,
+            gateway_client_id="bench-gateway",
+        )
+        print(f"bench campaign: dim all {lamps:,} lamps at {settings.command_pace:,.0f} commands/s", flush=True)
+        r = asyncio.run(_campaign(run_settings, ep, lamps))
+    print(f"{'lamps acked / expired / failed':44} {r['acked']:>10,} / {r['expired']:,} / {r['failed']:,}")
+    print(f"{'seconds until every lamp acked':44} {r['seconds_to_all_acked']!s:>10} (pace-bound {r['pace_bound_s']} s)")
+    print(f"{'most commands sent in any one second':44} {r['max_sends_in_any_second']:>10,}")
+    print(f"{'process growth while tracking (RSS)':44} {r['tracker_rss_mb']:>10} MB")
+    print(json.dumps(r))
+    return 0
