@@ -14,6 +14,7 @@ to every `…/ack`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -144,6 +145,8 @@ class CommandEngine:
         self.campaigns: dict[str, Campaign] = {}
         self._by_device: dict[str, tuple[Campaign, int]] = {}
         self.sent = 0
+        self._window: collections.deque[tuple[float, int]] = collections.deque()  # (tick time, sends) of 1 s
+        self._window_sum = 0
         self.send_times: list[float] = []  # monotonic times of sends (kept for the benchmark's pace check)
         self.keep_send_times = False
 
@@ -160,15 +163,26 @@ class CommandEngine:
                 if now - last_poll >= _POLL_S:
                     await self._load(conn)
                     last_poll = now
-                tokens = min(tokens + (now - last) * self.pace, max(self.pace * _TICK_S, 1.0))
+                tokens = min(tokens + (now - last) * self.pace, max(self.pace * _TICK_S * 2, 1.0))
                 last = now
+                # And never more than `pace` in any one second, whatever the bucket holds.
+                while self._window and self._window[0][0] <= now - 1.0:
+                    self._window_sum -= self._window.popleft()[1]
+                tokens = min(tokens, self.pace - self._window_sum)
                 self._take_acks()
                 self._expire(now)
+                before = tokens
                 tokens = await self._send(conn, tokens, now)
+                sent_now = int(round(before - tokens)) if before >= 1 else 0
+                if sent_now > 0:
+                    self._window.append((time.monotonic(), sent_now))  # when they went, as a receiver would count
+                    self._window_sum += sent_now
                 if now - last_flush >= _FLUSH_S:
                     await self._flush(conn)
                     last_flush = now
-                await asyncio.sleep(_TICK_S)
+                # A tick every 50 ms whatever the work took: the bucket holds one tick's worth, so the pace is
+                # both the ceiling in any second and what a long campaign actually reaches.
+                await asyncio.sleep(max(0.0, now + _TICK_S - time.monotonic()))
         finally:
             with contextlib.suppress(Exception):
                 await self._flush(conn)
