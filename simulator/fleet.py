@@ -255,7 +255,8 @@ class Fleet:
         elif op == "resume":
             self.ovr_until[lamp], self.ovr_on[lamp], self.ovr_level[lamp] = 0, -1, -1
         elif op in ("report", "schedule"):
-            pass  # a report follows below; an installed profile is kept by the device for autonomous running
+            pass  # a report follows below. A `schedule` is acknowledged, but the simulated devices keep following
+            # the schedules in the database (see lamplighter.simcontrol); running a received profile is not built yet.
         else:
             return f"unsupported op {op!r}"
         self._report_now(np.array([lamp]), now_ms)
