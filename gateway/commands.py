@@ -173,7 +173,7 @@ class CommandEngine:
                 self._expire(now)
                 before = tokens
                 tokens = await self._send(conn, tokens, now)
-                sent_now = int(round(before - tokens)) if before >= 1 else 0
+                sent_now = round(before - tokens) if before >= 1 else 0
                 if sent_now > 0:
                     self._window.append((time.monotonic(), sent_now))  # when they went, as a receiver would count
                     self._window_sum += sent_now

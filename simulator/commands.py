@@ -78,10 +78,14 @@ class DeviceCommands:
 
     def process(self, now_ms: int) -> list[tuple[bytes, bytes]]:
         """Act on the commands received so far; return the acknowledgements due now."""
+        acted: list[int] = []
         while self.inbox:
             topic, payload = self.inbox.popleft()
             self.received += 1
-            self._one(topic, payload, now_ms)
+            slot = self._one(topic, payload, now_ms)
+            if slot is not None:
+                acted.append(slot)
+        self.fleet.report_now(acted, now_ms)  # one pass for every lamp that acted, not one per command
         out: list[tuple[bytes, bytes]] = []
         now = time.monotonic()
         while self.acks and self.acks[0][0] <= now:
@@ -89,33 +93,37 @@ class DeviceCommands:
             out.append((topic.encode(), body))
         return out
 
-    def _one(self, topic: str, payload: bytes, now_ms: int) -> None:
+    def _one(self, topic: str, payload: bytes, now_ms: int) -> int | None:
+        """Handle one command; returns the lamp when it acted."""
         parts = topic.split("/")
         slot = self.slot_of.get(parts[3]) if len(parts) == 5 else None
         if slot is None or self.unreachable[slot]:
-            return
+            return None
         try:
             cmd = json.loads(payload)
             cid = str(cmd["id"])
         except (ValueError, KeyError, TypeError):
-            return  # a device ignores what it cannot read
+            return None  # a device ignores what it cannot read
         ack_topic = f"sl/{parts[1]}/lamp/{parts[3]}/ack"
         if cid in self.seen:
             self.repeats += 1
             self._ack_later(ack_topic, self.seen[cid])  # acted once already: answer again
-            return
+            return None
         if int(cmd.get("expires", 0)) < now_ms:
-            return  # too late: ignored, as the protocol says
+            return None  # too late: ignored, as the protocol says
+        acted = None
         if self.failing[slot]:
             error: str | None = "the lamp driver does not respond"
         else:
-            error = self.fleet.command(slot, cmd, now_ms)
+            error = self.fleet.command(slot, cmd, now_ms, report=False)
             self.acted += 1
+            acted = slot
         body = json.dumps({"id": cid, "ok": error is None, "error": error, "ts": now_ms}).encode()
         self.seen[cid] = body
         if len(self.seen) > _SEEN_MAX:
             self.seen.popitem(last=False)
         self._ack_later(ack_topic, body)
+        return acted
 
     def _ack_later(self, topic: str, body: bytes) -> None:
         self._tie += 1

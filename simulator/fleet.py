@@ -238,8 +238,9 @@ class Fleet:
 
     # -- commands --------------------------------------------------------------------------------------------
 
-    def command(self, lamp: int, cmd: dict[str, Any], now_ms: int) -> str | None:
-        """Carry out one device command on a lamp; returns an error text when the device cannot."""
+    def command(self, lamp: int, cmd: dict[str, Any], now_ms: int, *, report: bool = True) -> str | None:
+        """Carry out one device command on a lamp; returns an error text when the device cannot. The lamp
+        reports at once (`report=False`: the caller batches that for many lamps with `report_now`)."""
         op = cmd.get("op")
         until = cmd.get("until")
         hold = int(until) if isinstance(until, int) and until > now_ms else -1
@@ -259,8 +260,15 @@ class Fleet:
             # the schedules in the database (see lamplighter.simcontrol); running a received profile is not built yet.
         else:
             return f"unsupported op {op!r}"
-        self._report_now(np.array([lamp]), now_ms)
+        if report:
+            self._report_now(np.array([lamp]), now_ms)
         return None
+
+    def report_now(self, lamps: npt.ArrayLike, now_ms: int) -> None:
+        """These lamps (their devices) report at the next step."""
+        idx = np.asarray(lamps, dtype=np.int64)
+        if len(idx):
+            self._report_now(idx, now_ms)
 
     def _power(self) -> npt.NDArray[np.float64]:
         rated = self.spec.lamp_rated_w.astype(np.float64)
