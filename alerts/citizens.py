@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from alerts.tickets import SYSTEM, _event, open_ticket
+from alerts.tickets import SYSTEM, open_ticket, record_event
 
 __all__ = ["CitizenReport", "file_report"]
 
@@ -41,7 +41,7 @@ def file_report(
         ).fetchone()
         if live is not None:
             ticket_id, outcome = int(live[0]), "attached"
-            _event(conn, ticket_id, now, SYSTEM, "citizen_report", live[1], live[1], note)
+            record_event(conn, ticket_id, now, SYSTEM, "citizen_report", live[1], live[1], note)
         else:
             change = open_ticket(
                 conn,

@@ -23,6 +23,7 @@ from psycopg.types.json import Jsonb
 __all__ = [
     "ACTIONS",
     "LIVE",
+    "SYSTEM",
     "Deadlines",
     "TicketError",
     "act",
@@ -32,6 +33,7 @@ __all__ = [
     "get_ticket",
     "on_duty_crew",
     "open_ticket",
+    "record_event",
     "reopen",
 ]
 
@@ -140,7 +142,7 @@ def _overdue(t: dict[str, Any], now: dt.datetime) -> bool:
     return t["deadline"] is not None and now > t["deadline"]
 
 
-def _event(
+def record_event(
     conn: psycopg.Connection,
     ticket_id: int,
     now: dt.datetime,
@@ -277,19 +279,21 @@ def open_ticket(
                     [(ticket_id, lamp) for lamp in lamps],
                 )
         if not created:
-            _event(conn, ticket_id, now, SYSTEM, "repeat", status, status, f"{fault} seen again")
+            record_event(conn, ticket_id, now, SYSTEM, "repeat", status, status, f"{fault} seen again")
             return Change(ticket_id, status)
         crew = on_duty_crew(conn, district, now)
         note = f"{fault} on {asset_type} {asset_id}" + (f", {len(lamps)} lamps" if lamps else "")
         if crew is None:
-            _event(conn, ticket_id, now, SYSTEM, "opened", None, "open", note + "; no crew on duty in " + district)
+            record_event(
+                conn, ticket_id, now, SYSTEM, "opened", None, "open", note + "; no crew on duty in " + district
+            )
             logger.warning(
                 "ticket %d (%s on %s) has no on-duty crew in district %s", ticket_id, fault, asset_id, district
             )
             status = "open"
         else:
             conn.execute("UPDATE tickets SET crew_id = %s, status = 'dispatched' WHERE id = %s", (crew, ticket_id))
-            _event(
+            record_event(
                 conn,
                 ticket_id,
                 now,
@@ -325,7 +329,7 @@ def add_lamps(
             )
         count = conn.execute("SELECT count(*) FROM ticket_lamps WHERE ticket_id = %s", (tid,)).fetchone()
         conn.execute("UPDATE tickets SET last_seen = %s, updated_at = %s WHERE id = %s", (now, now, tid))
-        _event(conn, tid, now, SYSTEM, "lamps", live[1], live[1], f"{count[0] if count else 0} lamps listed")
+        record_event(conn, tid, now, SYSTEM, "lamps", live[1], live[1], f"{count[0] if count else 0} lamps listed")
         _merge_lamp_tickets(conn, tid, lamps, now)
         return tid
 
@@ -339,7 +343,7 @@ def _merge_lamp_tickets(conn: psycopg.Connection, cabinet_ticket: int, lamps: Se
     ).fetchall()
     for tid, status, crew in rows:
         _set_status(conn, tid, "cancelled", now)
-        _event(
+        record_event(
             conn,
             tid,
             now,
@@ -375,7 +379,7 @@ def clear_fault(
         ).fetchone()
         if status == "resolved":
             _set_status(conn, tid, "verified", now)
-            _event(
+            record_event(
                 conn,
                 tid,
                 now,
@@ -389,7 +393,7 @@ def clear_fault(
             return Change(tid, "verified")
         if status in UNACKED and human is None:
             _set_status(conn, tid, "transient", now)
-            _event(
+            record_event(
                 conn,
                 tid,
                 now,
@@ -401,7 +405,7 @@ def clear_fault(
                 notify=[crew] if crew else [],
             )
             return Change(tid, "transient")
-        _event(conn, tid, now, SYSTEM, "fault_cleared", status, status, "the asset reports healthy again")
+        record_event(conn, tid, now, SYSTEM, "fault_cleared", status, status, "the asset reports healthy again")
         return Change(tid, status)
 
 
@@ -413,7 +417,7 @@ def reopen(conn: psycopg.Connection, *, asset_type: str, asset_id: str, fault: s
             return None
         tid, status, crew = live
         _set_status(conn, tid, "reopened", now)
-        _event(
+        record_event(
             conn,
             tid,
             now,
@@ -462,7 +466,7 @@ def act(
         if status not in _FROM[action]:
             raise TicketError(f"cannot {action} ticket {ticket_id}: it is {status}", field="action")
         if action == "comment":
-            _event(conn, ticket_id, now, actor, "comment", status, status, note, parts)
+            record_event(conn, ticket_id, now, actor, "comment", status, status, note, parts)
             return Change(ticket_id, status)
         to = _TO[action]
         notify = [current_crew] if current_crew else []
@@ -473,7 +477,7 @@ def act(
             notify = [c for c in (current_crew, crew) if c]
             note = note or f"reassigned to crew {crew}"
         _set_status(conn, ticket_id, to, now)
-        _event(conn, ticket_id, now, actor, action, status, to, note, parts, notify=notify)
+        record_event(conn, ticket_id, now, actor, action, status, to, note, parts, notify=notify)
         return Change(ticket_id, to)
 
 
@@ -491,7 +495,7 @@ def escalate_overdue(conn: psycopg.Connection, now: dt.datetime) -> list[int]:
         supervisors = [r[0] for r in conn.execute("SELECT id FROM crews WHERE supervisor ORDER BY id")]
         for tid, status in rows:
             conn.execute("UPDATE tickets SET escalated_at = %s WHERE id = %s", (now, tid))
-            _event(
+            record_event(
                 conn,
                 tid,
                 now,

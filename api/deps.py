@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, TypeVar
 
+import msgspec
 import psycopg
 from fastapi import Depends, Request
 from psycopg.rows import dict_row
@@ -15,7 +16,7 @@ from api.errors import ApiError
 from telemetry.clock import Clock
 from telemetry.lighting import LightingEngine
 
-__all__ = ["ClockDep", "ConnDep", "EngineDep", "PoolDep", "SyncPoolDep", "in_thread"]
+__all__ = ["ClockDep", "ConnDep", "EngineDep", "PoolDep", "SyncPoolDep", "decode_body", "in_thread"]
 
 T = TypeVar("T")
 
@@ -70,3 +71,13 @@ async def in_thread(pool: ConnectionPool, fn: Callable[[psycopg.Connection], T])
             return fn(conn)
 
     return await asyncio.to_thread(run)
+
+
+async def decode_body(request: Request, kind: type[T]) -> T:
+    """The request's JSON body as `kind`; a 422 naming what is wrong otherwise."""
+    try:
+        return msgspec.json.decode(await request.body(), type=kind)
+    except msgspec.ValidationError as exc:
+        raise ApiError(422, "invalid", str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(422, "invalid", f"not a JSON object: {exc}") from None

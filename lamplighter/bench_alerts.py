@@ -17,7 +17,6 @@ import contextlib
 import datetime as dt
 import json
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,12 +29,10 @@ from alerts.engine import AlertEngine
 from alerts.service import AlertService
 from lamplighter.bench_rate import _batches, fleet_index_of
 from lamplighter.config import Settings
-from lamplighter.runtime import private_services
+from lamplighter.runtime import bench_city
 from seeds.generator import generate
-from seeds.loader import load
 from telemetry.lighting import LightingEngine
 from telemetry.models import Batch, CabinetRow, LampRows
-from telemetry.schema import migrate
 
 __all__ = ["run_alerts_bench"]
 
@@ -235,16 +232,8 @@ def run_alerts_bench(settings: Settings, *, lamps: int, batches: int = 50) -> in
         f"{'rule evaluation, gateway batches of 10,000 readings':56} {result['rules_readings_per_s']:>12,} readings/s"
     )
     print(f"{'sweep of the whole fleet (every rule, correlation)':56} {result['sweep_ms_median']:>12} ms")
-    bench_settings = Settings(run_dir=settings.run_dir)
-    with private_services(bench_settings, "bench") as ep:
-        admin = ep.database_url.rsplit("/", 1)[0] + "/postgres"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute("DROP DATABASE IF EXISTS lamplighter WITH (FORCE)")
-            conn.execute("CREATE DATABASE lamplighter")
-        t = time.perf_counter()
-        with psycopg.connect(ep.database_url, autocommit=True) as conn:
-            migrate(conn)
-            load(conn, generate(lamps, seed=1), progress=sys.stderr.isatty())
+    t = time.perf_counter()
+    with bench_city(settings, lamps) as ep:
         print(f"{'city loaded into PostgreSQL':56} {time.perf_counter() - t:>12.1f} s", flush=True)
         result |= asyncio.run(_blackout(ep.database_url))
     print(f"{'blackout: lamps / cabinets':56} {result['blackout_lamps']:>12,} / {result['blackout_cabinets']:,}")

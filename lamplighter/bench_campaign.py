@@ -21,14 +21,11 @@ import psycopg
 
 from gateway.submit import CommandRequest, submit
 from lamplighter.config import Settings
-from lamplighter.runtime import GatewayProcess, private_services
-from seeds.generator import generate
-from seeds.loader import load
+from lamplighter.runtime import GatewayProcess, bench_city
 from simulator.commands import DeviceCommands
 from simulator.fleet import Fleet, FleetSpec
 from simulator.runner import Simulator
 from telemetry.clock import Clock
-from telemetry.schema import migrate
 
 __all__ = ["run_campaign_bench"]
 
@@ -109,15 +106,7 @@ async def _campaign(settings: Settings, ep: Any, lamps: int) -> dict[str, Any]:
 
 
 def run_campaign_bench(settings: Settings, *, lamps: int) -> int:
-    bench_settings = Settings(run_dir=settings.run_dir, dispatch=False, command_pace=settings.command_pace)
-    with private_services(bench_settings, "bench") as ep:
-        admin = ep.database_url.rsplit("/", 1)[0] + "/postgres"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute("DROP DATABASE IF EXISTS lamplighter WITH (FORCE)")
-            conn.execute("CREATE DATABASE lamplighter")
-        with psycopg.connect(ep.database_url, autocommit=True) as conn:
-            migrate(conn)
-            load(conn, generate(lamps, seed=1), progress=False)
+    with bench_city(settings, lamps) as ep:
         run_settings = Settings(
             database_url=ep.database_url,
             mqtt_url=ep.mqtt_url,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from telemetry.models import Registry
 from telemetry.schema import maintain_partitions, migrate
 from telemetry.store import TelemetryStore, inventory_version, load_registry
 
-__all__ = ["Endpoints", "GatewayProcess", "endpoints", "private_services"]
+__all__ = ["Endpoints", "GatewayProcess", "bench_city", "endpoints", "private_services"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,23 @@ def private_services(settings: Settings, purpose: str = "dev") -> Iterator[Endpo
         yield _endpoints(settings, settings.database_url or svc.database_url, settings.mqtt_url or svc.mqtt_url)
     finally:
         svc.stop()
+
+
+@contextlib.contextmanager
+def bench_city(settings: Settings, lamps: int) -> Iterator[Endpoints]:
+    """Private bench services with a fresh database holding a generated city of `lamps` (seed 1)."""
+    from seeds.generator import generate
+    from seeds.loader import load
+
+    with private_services(Settings(run_dir=settings.run_dir), "bench") as ep:
+        admin = ep.database_url.rsplit("/", 1)[0] + "/postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS lamplighter WITH (FORCE)")
+            conn.execute("CREATE DATABASE lamplighter")
+        with psycopg.connect(ep.database_url, autocommit=True) as conn:
+            migrate(conn)
+            load(conn, generate(lamps, seed=1), progress=sys.stderr.isatty())
+        yield ep
 
 
 def endpoints(settings: Settings) -> Endpoints:

@@ -20,11 +20,8 @@ from typing import Any
 import psycopg
 
 from lamplighter.config import Settings
-from lamplighter.runtime import private_services
-from seeds.generator import generate
-from seeds.loader import load
+from lamplighter.runtime import bench_city
 from simulator.wire import RawPublisher, encode_varint
-from telemetry.schema import migrate
 
 __all__ = ["run_ingest_bench"]
 
@@ -127,15 +124,8 @@ def _proc_cpu_rss(pid: int) -> tuple[float, float]:
 
 def run_ingest_bench(settings: Settings, *, lamps: int, messages: int, publishers: int) -> int:
     # Always private services: the bench recreates its database.
-    bench_settings = Settings(run_dir=settings.run_dir)
-    with private_services(bench_settings, "bench") as ep:
-        admin = ep.database_url.rsplit("/", 1)[0] + "/postgres"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute("DROP DATABASE IF EXISTS lamplighter WITH (FORCE)")
-            conn.execute("CREATE DATABASE lamplighter")
-        with psycopg.connect(ep.database_url, autocommit=True) as conn:
-            migrate(conn)
-            load(conn, generate(lamps, seed=1), progress=sys.stderr.isatty())
+    with bench_city(settings, lamps) as ep:
+        with psycopg.connect(ep.database_url) as conn:
             ids = [(r[0], r[1]) for r in conn.execute("SELECT id, district FROM lamps ORDER BY no")]
         print(
             f"bench ingest: {messages:,} lamp messages over {lamps:,} lamps, {publishers} publisher processes",

@@ -28,11 +28,11 @@ __all__ = [
     "FleetIndex",
     "FleetState",
     "LampColumns",
-    "LatestRows",
     "fault_mask",
     "fault_names",
     "fetch_latest",
     "load_index",
+    "newest_per_lamp",
 ]
 
 ROAD_CLASSES = ("expressway", "arterial", "secondary", "branch")
@@ -198,16 +198,9 @@ class FleetState:
 
         Returns how many lamps changed. Slots of −1 (lamps not in the index) are skipped.
         """
-        # Newest per lamp inside the batch: sort by (slot, ts) and keep each slot's last row. Unknown lamps
-        # (slot −1) sort first and are dropped with the mask below.
-        order = np.lexsort((ts_ms, slots))
-        order = order[slots[order] >= 0]
-        if len(order) == 0:
+        pick = newest_per_lamp(slots, ts_ms)
+        if len(pick) == 0:
             return 0
-        s = slots[order]
-        last = np.ones(len(s), dtype=np.bool_)
-        last[:-1] = s[1:] != s[:-1]
-        pick = order[last]
         s = slots[pick]
         newer = ts_ms[pick] > self.ts_ms[s]
         pick, s = pick[newer], s[newer]
@@ -244,26 +237,46 @@ class LampColumns:
     faults: npt.NDArray[np.uint16]
 
     @classmethod
-    def of(cls, rows: LampRows, index: FleetIndex) -> LampColumns:
-        n = len(rows)
+    def build(
+        cls,
+        index: FleetIndex,
+        lamp_no: Sequence[int],
+        ts_ms: Sequence[int],
+        on: Sequence[bool],
+        dim: Sequence[int],
+        power_w: Sequence[float | None],
+        faults: Sequence[Sequence[str] | None],
+    ) -> LampColumns:
+        """Columns from per-reading values as the codec or `lamp_latest` give them (None: not reported)."""
         return cls(
-            slots=index.slots(rows.lamp_no),
-            ts_ms=np.array(rows.ts, dtype=np.int64),
-            on=np.array(rows.on, dtype=np.bool_),
-            dim=np.array(rows.dim, dtype=np.int16),
-            power_w=np.array([np.nan if p is None else p for p in rows.power_w], dtype=np.float32),
-            faults=np.fromiter((fault_mask(f) if f else 0 for f in rows.faults), dtype=np.uint16, count=n),
+            slots=index.slots(lamp_no),
+            ts_ms=np.array(ts_ms, dtype=np.int64),
+            on=np.array(on, dtype=np.bool_),
+            dim=np.array(dim, dtype=np.int16),
+            power_w=np.array([np.nan if p is None else p for p in power_w], dtype=np.float32),
+            faults=np.fromiter((fault_mask(f) if f else 0 for f in faults), dtype=np.uint16, count=len(faults)),
         )
+
+    @classmethod
+    def of(cls, rows: LampRows, index: FleetIndex) -> LampColumns:
+        return cls.build(index, rows.lamp_no, rows.ts, rows.on, rows.dim, rows.power_w, rows.faults)
 
     def newest(self) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.intp]]:
         """(slots, row positions) of each lamp's newest reading in the batch, lamps not in the index left out."""
-        order = np.lexsort((self.ts_ms, self.slots))
-        order = order[self.slots[order] >= 0]
-        s = self.slots[order]
-        last = np.ones(len(s), dtype=np.bool_)
-        last[:-1] = s[1:] != s[:-1]
-        pick = order[last]
+        pick = newest_per_lamp(self.slots, self.ts_ms)
         return self.slots[pick], pick
+
+
+def newest_per_lamp(slots: npt.NDArray[np.int32], ts_ms: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
+    """Row positions of each lamp's newest reading: sort by (slot, ts), keep each slot's last row. Unknown
+    lamps (slot −1) sort first and are dropped."""
+    order = np.lexsort((ts_ms, slots))
+    order = order[slots[order] >= 0]
+    s = slots[order]
+    last = np.ones(len(s), dtype=np.bool_)
+    last[:-1] = s[1:] != s[:-1]
+    pick: npt.NDArray[np.intp] = order[last]
+    return pick
 
 
 def load_index(conn: psycopg.Connection) -> FleetIndex:
@@ -368,24 +381,9 @@ class CabinetState:
         return changed
 
 
-@dataclass(frozen=True)
-class LatestRows:
-    """Rows of `lamp_latest`, column-wise, ready for `FleetState.apply`."""
-
-    lamp_no: npt.NDArray[np.int64]
-    ts_ms: npt.NDArray[np.int64]
-    on: npt.NDArray[np.bool_]
-    dim: npt.NDArray[np.int16]
-    power_w: npt.NDArray[np.float32]
-    faults: npt.NDArray[np.uint16]
-    newest: object  # the newest `stored_at` among them, or None
-
-    def apply_to(self, state: FleetState) -> int:
-        return state.apply(state.index.slots(self.lamp_no), self.ts_ms, self.on, self.dim, self.power_w, self.faults)
-
-
-def fetch_latest(conn: psycopg.Connection, *, since: object = None) -> LatestRows:
-    """`lamp_latest` rows, all or those stored after `since` (I/O only: safe to run in a worker thread)."""
+def fetch_latest(conn: psycopg.Connection, index: FleetIndex, *, since: object = None) -> tuple[LampColumns, object]:
+    """`lamp_latest` rows (all, or those stored after `since`) as columns, and the newest `stored_at` among them
+    (None when there are none). I/O only: safe to run in a worker thread."""
     query = (
         "SELECT lamp_no, (extract(epoch FROM ts) * 1000)::bigint, is_on, dim, power_w, faults, stored_at "
         "FROM lamp_latest"
@@ -395,12 +393,13 @@ def fetch_latest(conn: psycopg.Connection, *, since: object = None) -> LatestRow
         query += " WHERE stored_at > %s"
         args = (since,)
     rows = conn.execute(query, args).fetchall()
-    return LatestRows(
-        lamp_no=np.array([r[0] for r in rows], dtype=np.int64),
-        ts_ms=np.array([r[1] for r in rows], dtype=np.int64),
-        on=np.array([r[2] for r in rows], dtype=np.bool_),
-        dim=np.array([r[3] for r in rows], dtype=np.int16),
-        power_w=np.array([np.nan if r[4] is None else r[4] for r in rows], dtype=np.float32),
-        faults=np.array([fault_mask(r[5]) if r[5] else 0 for r in rows], dtype=np.uint16),
-        newest=max((r[6] for r in rows), default=None),
+    columns = LampColumns.build(
+        index,
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+        [r[4] for r in rows],
+        [r[5] for r in rows],
     )
+    return columns, max((r[6] for r in rows), default=None)

@@ -20,7 +20,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from telemetry.expected import Expected, ExpectedState, ScopeKey
-from telemetry.fleet import FleetIndex, FleetState, LampColumns, LatestRows, fetch_latest, load_index
+from telemetry.fleet import FleetIndex, FleetState, LampColumns, fetch_latest, load_index
 from telemetry.models import Batch
 from telemetry.rate import CONDITIONS, Breakdown, breakdown, conditions
 from telemetry.schedules import SCOPES, ScheduleDoc, ScheduleError, encode_doc, validate
@@ -44,7 +44,8 @@ _POLL_OVERLAP = dt.timedelta(seconds=10)  # a batch committed late still carries
 
 @dataclass(frozen=True)
 class Changes:
-    rows: LatestRows | None
+    rows: LampColumns | None
+    newest: object
     version: object
     docs: dict[ScopeKey, ScheduleDoc] | None
 
@@ -86,20 +87,20 @@ class LightingEngine:
 
     def fetch(self, conn: psycopg.Connection, *, states: bool = True) -> Changes:
         """What changed in `lamp_latest` (when `states`) and `schedules` since the last call. I/O only."""
-        rows = None
+        rows, newest = None, None
         if states:
             since = None if self._since is None else self._since - _POLL_OVERLAP  # type: ignore[operator]
-            rows = fetch_latest(conn, since=since)
+            rows, newest = fetch_latest(conn, self.index, since=since)
         version = schedules_version(conn)
         docs = load_schedules(conn) if version != self.schedules_version else None
-        return Changes(rows, version, docs)
+        return Changes(rows, newest, version, docs)
 
     def apply(self, changes: Changes) -> int:
         """Apply what `fetch` found (in the thread that reads the engine); returns lamps changed."""
         changed = 0
         if changes.rows is not None:
-            changed = changes.rows.apply_to(self.state)
-            newest = changes.rows.newest
+            changed = self.state.apply_columns(changes.rows)
+            newest = changes.newest
             if newest is not None and (self._since is None or newest > self._since):  # type: ignore[operator]
                 self._since = newest
         if changes.docs is not None:

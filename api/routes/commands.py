@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import msgspec
 import psycopg
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from api.deps import ClockDep, ConnDep, EngineDep, SyncPoolDep, in_thread
+from api.deps import ClockDep, ConnDep, EngineDep, SyncPoolDep, decode_body, in_thread
 from api.errors import ApiError
 from gateway.submit import CommandError, CommandRequest, submit
 
@@ -44,12 +43,7 @@ async def send_command(request: Request, pool: SyncPoolDep, engine: EngineDep, c
     {"district": code} | {"road_class": name} | {"all": true}, "op": "switch" | "dim" | "resume" | "schedule" |
     "report", "on"?, "level"?, "until"?, "reason"?}` → 202 `{"id", "lamps"}`. A reason is required beyond one
     cabinet. Sent at no more than the city-wide pace; follow it at `GET /api/v1/commands/{id}`."""
-    try:
-        req = msgspec.json.decode(await request.body(), type=CommandRequest)
-    except msgspec.ValidationError as exc:
-        raise ApiError(422, "invalid", str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise ApiError(422, "invalid", f"not a JSON object: {exc}") from None
+    req = await decode_body(request, CommandRequest)
     pace = float(getattr(request.app.state, "command_pace", 2000.0))
 
     def store(conn: psycopg.Connection) -> dict[str, Any]:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 import psycopg
 from fastapi import APIRouter, Request
 
 from alerts.crews import Crew, CrewError, list_crews, save_crew
-from api.deps import ClockDep, SyncPoolDep, in_thread
+from api.deps import ClockDep, SyncPoolDep, decode_body, in_thread
 from api.errors import ApiError
 
 router = APIRouter(prefix="/api/v1/crews", tags=["crews"])
@@ -26,12 +25,7 @@ async def crews(pool: SyncPoolDep, clock: ClockDep) -> dict[str, Any]:
 async def create_crew(request: Request, pool: SyncPoolDep, clock: ClockDep) -> dict[str, Any]:
     """Role: admin. Create or replace a crew: `{"id", "name", "districts", "supervisor", "webhook_url",
     "webhook_secret", "notify_urls" (Apprise URLs), "mqtt", "shifts": [{"starts_at", "ends_at"}]}`."""
-    try:
-        crew = msgspec.json.decode(await request.body(), type=Crew)
-    except msgspec.ValidationError as exc:
-        raise ApiError(422, "invalid", str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise ApiError(422, "invalid", f"not a JSON object: {exc}") from None
+    crew = await decode_body(request, Crew)
 
     def store(conn: psycopg.Connection) -> dict[str, Any]:
         save_crew(conn, crew)

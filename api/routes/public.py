@@ -12,7 +12,7 @@ import psycopg
 from fastapi import APIRouter, Request
 
 from alerts.citizens import file_report
-from api.deps import ClockDep, EngineDep, SyncPoolDep, in_thread
+from api.deps import ClockDep, EngineDep, SyncPoolDep, decode_body, in_thread
 from api.errors import ApiError
 from api.ratelimit import RateLimit
 
@@ -46,12 +46,7 @@ async def report_lamp(request: Request, pool: SyncPoolDep, engine: EngineDep, cl
     lamp, and a `description` (and an optional `contact`): attached to the lamp's open ticket, or a P3 ticket
     opens for a crew to verify."""
     client = _REPORTS.check(request)
-    try:
-        body = msgspec.json.decode(await request.body(), type=ReportBody)
-    except msgspec.ValidationError as exc:
-        raise ApiError(422, "invalid", str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise ApiError(422, "invalid", f"not a JSON object: {exc}") from None
+    body = await decode_body(request, ReportBody)
     description = body.description.strip()
     if not 3 <= len(description) <= 500:
         raise ApiError(422, "invalid", "description must be 3–500 characters", "description")

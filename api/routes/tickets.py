@@ -14,7 +14,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from alerts.tickets import TicketError, act, get_ticket
-from api.deps import ClockDep, ConnDep, PoolDep, SyncPoolDep, in_thread
+from api.deps import ClockDep, ConnDep, PoolDep, SyncPoolDep, decode_body, in_thread
 from api.errors import ApiError
 
 router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"])
@@ -149,12 +149,7 @@ class ActionBody(msgspec.Struct, forbid_unknown_fields=True):
 async def ticket_action(request: Request, pool: SyncPoolDep, clock: ClockDep, ticket_id: int) -> dict[str, Any]:
     """Role: operator or the ticket's crew. `{"action": "acknowledge" | "resolve" | "cancel" | "comment" |
     "reassign", "note", "parts", "crew" (reassign)}`; 409 when the ticket's state does not allow it."""
-    try:
-        body = msgspec.json.decode(await request.body(), type=ActionBody)
-    except msgspec.ValidationError as exc:
-        raise ApiError(422, "invalid", str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise ApiError(422, "invalid", f"not a JSON object: {exc}") from None
+    body = await decode_body(request, ActionBody)
 
     def run(conn: psycopg.Connection) -> dict[str, Any]:
         now = clock.now()
