@@ -2,6 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+WEB := api/web/static/vendor/uPlot.iife.min.js
 
 .PHONY: demo test check bench services clean
 
@@ -12,10 +13,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-demo: $(STAMP)
+# The pages' front-end libraries, from the npm registry (api/web/package-lock.json), served by the app itself.
+$(WEB): api/web/package-lock.json
+	@scripts/build-web
+
+demo: $(STAMP) $(WEB)
 	$(VENV)/bin/lamplighter demo
 
-test: $(STAMP)
+test: $(STAMP) $(WEB)
 	$(PY) -m pytest
 
 check: $(STAMP)

@@ -114,8 +114,10 @@ def ticket_json(conn: psycopg.Connection, ticket_id: int, now: dt.datetime | Non
     with conn.cursor(row_factory=dict_row) as cur:
         t = cur.execute(
             "SELECT id, priority, fault, asset_type, asset_id, district, crew_id AS crew, status, source, opened_at, "
-            "updated_at, first_seen, last_seen, occurrences, ack_deadline, deadline, escalated_at, detail "
-            "FROM tickets WHERE id = %s",
+            "updated_at, first_seen, last_seen, occurrences, ack_deadline, deadline, escalated_at, detail, "
+            "(SELECT name_zh FROM districts d WHERE d.code = t.district) AS district_zh, "
+            "(SELECT name_en FROM districts d WHERE d.code = t.district) AS district_en "
+            "FROM tickets t WHERE id = %s",
             (ticket_id,),
         ).fetchone()
         if t is None:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 import psycopg
 from fastapi import FastAPI
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -17,24 +18,48 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from api import errors
 from api.routes import (
     alerts,
+    auth,
     cabinets,
     commands,
     crews,
+    fleetmap,
     health,
     lamps,
     lighting,
+    overview,
+    pages,
     public,
     quarantine,
     reports,
     schedules,
     tickets,
+    users,
 )
 from telemetry.clock import Clock
 from telemetry.lighting import LightingEngine, follow_forever
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["create_app"]
+__all__ = ["ROUTERS", "create_app"]
+
+ROUTERS = (
+    auth.router,
+    users.router,
+    health.router,
+    lamps.router,
+    cabinets.router,
+    lighting.router,
+    overview.router,
+    fleetmap.router,
+    tickets.router,
+    commands.router,
+    crews.router,
+    public.router,
+    reports.router,
+    schedules.router,
+    alerts.router,
+    quarantine.router,
+)
 
 
 def _load_engine(database_url: str) -> LightingEngine:
@@ -50,6 +75,7 @@ def create_app(
     engine: LightingEngine | None = None,
     clock: Clock | None = None,
     command_pace: float = 2000.0,
+    timezone: str = "Asia/Shanghai",
 ) -> FastAPI:
     """Build the app. In the gateway's process pass its `engine` (fed by the gateway's batches), its `clock`
     and its `metrics` registry (served at /metrics). Alone, the app loads the engine from PostgreSQL and
@@ -85,22 +111,12 @@ def create_app(
     app.state.engine = engine
     app.state.clock = clock or Clock()
     app.state.command_pace = command_pace
+    app.state.timezone = timezone
+    app.add_middleware(GZipMiddleware, minimum_size=4096)
     errors.install(app)
-    for r in (
-        health.router,
-        lamps.router,
-        cabinets.router,
-        lighting.router,
-        tickets.router,
-        commands.router,
-        crews.router,
-        public.router,
-        reports.router,
-        schedules.router,
-        alerts.router,
-        quarantine.router,
-    ):
+    for r in ROUTERS:
         app.include_router(r)
+    pages.install(app)
     if metrics is not None:
 
         @app.get("/metrics", response_class=PlainTextResponse, tags=["metrics"])

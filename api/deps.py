@@ -9,14 +9,31 @@ from typing import Annotated, TypeVar
 import msgspec
 import psycopg
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from api.auth import User, user_for_token
 from api.errors import ApiError
 from telemetry.clock import Clock
 from telemetry.lighting import LightingEngine
 
-__all__ = ["ClockDep", "ConnDep", "EngineDep", "PoolDep", "SyncPoolDep", "decode_body", "in_thread"]
+__all__ = [
+    "Admin",
+    "ClockDep",
+    "ConnDep",
+    "EngineDep",
+    "Operator",
+    "OperatorOrCrew",
+    "PoolDep",
+    "Role",
+    "SignedIn",
+    "SyncPoolDep",
+    "Viewer",
+    "ViewerOrCrew",
+    "decode_body",
+    "in_thread",
+]
 
 T = TypeVar("T")
 
@@ -81,3 +98,53 @@ async def decode_body(request: Request, kind: type[T]) -> T:
         raise ApiError(422, "invalid", str(exc)) from None
     except msgspec.DecodeError as exc:
         raise ApiError(422, "invalid", f"not a JSON object: {exc}") from None
+
+
+TOKEN_COOKIE = "ll_token"
+# Declares the bearer scheme in the OpenAPI document, so /docs offers "Authorize"; the token is read below.
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
+
+
+def request_token(request: Request) -> str | None:
+    """The bearer token of the request: the Authorization header, or the login form's cookie (pages, SSE)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.cookies.get(TOKEN_COOKIE) or None
+
+
+class Role:
+    """A dependency that admits the users holding `need` (None: any signed-in user); with `crew`, crew users
+    too, whom the endpoint then limits to their own crew's tickets. `doc` is what the endpoint's docstring says."""
+
+    def __init__(self, need: str | None, *, crew: bool = False, doc: str) -> None:
+        self.need = need
+        self.crew = crew
+        self.doc = doc
+
+    async def __call__(self, request: Request, pool: PoolDep, _: BearerDep) -> User:
+        token = request_token(request)
+        if token is None:
+            raise ApiError(
+                401,
+                "unauthorized",
+                "sign in first: send 'Authorization: Bearer <token>' (a token from `lamplighter users add`) "
+                "or log in at /login",
+            )
+        async with pool.connection() as conn:
+            user = await user_for_token(conn, token)
+        if user is None:
+            raise ApiError(401, "unauthorized", "this token is unknown, expired or revoked; log in again")
+        if self.need is not None and not user.can(self.need) and not (self.crew and user.role == "crew"):
+            raise ApiError(403, "forbidden", f"this needs the {self.doc} role; {user.name} is {user.role}")
+        request.state.user = user
+        return user
+
+
+Viewer = Annotated[User, Depends(Role("viewer", doc="viewer"))]
+ViewerOrCrew = Annotated[User, Depends(Role("viewer", crew=True, doc="viewer (crew: its own)"))]
+Operator = Annotated[User, Depends(Role("operator", doc="operator"))]
+OperatorOrCrew = Annotated[User, Depends(Role("operator", crew=True, doc="operator or the ticket's crew"))]
+Admin = Annotated[User, Depends(Role("admin", doc="admin"))]
+SignedIn = Annotated[User, Depends(Role(None, doc="any signed-in user"))]

@@ -12,7 +12,7 @@ __all__ = ["ApiError", "install"]
 
 class ApiError(HTTPException):
     def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(status, message)
+        super().__init__(status, message, headers={"WWW-Authenticate": "Bearer"} if status == 401 else None)
         self.code = code
         self.field = field
 
@@ -27,7 +27,9 @@ def _body(code: str, message: str, field: str | None = None) -> dict[str, dict[s
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(_body(exc.code, str(exc.detail), exc.field), status_code=exc.status_code)
+        return JSONResponse(
+            _body(exc.code, str(exc.detail), exc.field), status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:

@@ -89,6 +89,7 @@ class CommandLink:
     def __init__(self, host: str, port: int, client_id: str) -> None:
         self.host, self.port, self.client_id = host, port, client_id
         self.acks: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self.received = 0  # acknowledgements received, all connections
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
 
@@ -112,6 +113,7 @@ class CommandLink:
                     async for message in client.messages:
                         payload = message.payload if isinstance(message.payload, bytes) else b""
                         self.acks.put_nowait((str(message.topic), payload))
+                        self.received += 1
             except aiomqtt.MqttError as exc:
                 self._client = None
                 self._connected.clear()

@@ -44,7 +44,6 @@ class CommandRequest(msgspec.Struct, forbid_unknown_fields=True):
     until: dt.datetime | None = None
     reason: str | None = None
     profile: dict[str, Any] | None = None
-    actor: str = "operator"  # until logins exist (the web-UI issue), the caller names itself
 
 
 @dataclass(frozen=True)
@@ -133,6 +132,7 @@ def submit(
     expected: Expected,
     req: CommandRequest,
     *,
+    actor: str,
     now: dt.datetime,
     pace: float,
     ack_window_s: float = 60.0,
@@ -165,7 +165,7 @@ def submit(
         conn.execute(
             "INSERT INTO commands (id, op, params, target, reason, actor, status, pace, total, created_at, expires_at) "
             "VALUES (%s, %s, %s, %s, %s, %s, 'queued', %s, %s, %s, %s)",
-            (cid, req.op, Jsonb(params), Jsonb(req.target), req.reason, req.actor, pace, len(slots), now, expires),
+            (cid, req.op, Jsonb(params), Jsonb(req.target), req.reason, actor, pace, len(slots), now, expires),
         )
         with conn.cursor().copy("COPY command_lamps (command_id, lamp_id, district, state) FROM STDIN") as cp:
             for i in slots.tolist():

@@ -60,10 +60,18 @@ async def _campaign(settings: Settings, ep: Any, lamps: int) -> dict[str, Any]:
         thread.start()
         await asyncio.sleep(1.0)
         rss_before = _rss_mb()
-        req = CommandRequest(target={"all": True}, op="dim", level=60, reason="campaign benchmark", actor="bench")
+        req = CommandRequest(target={"all": True}, op="dim", level=60, reason="campaign benchmark")
         started = time.monotonic()
         with psycopg.connect(ep.database_url, autocommit=True) as conn:
-            cid = submit(conn, gw.engine.index, gw.engine.expected, req, now=clock.now(), pace=settings.command_pace).id
+            cid = submit(
+                conn,
+                gw.engine.index,
+                gw.engine.expected,
+                req,
+                actor="bench",
+                now=clock.now(),
+                pace=settings.command_pace,
+            ).id
         rss_peak = rss_before
         acked_at = None
         counts: dict[str, int] = {}

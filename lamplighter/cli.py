@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="stop after this many real seconds")
     p.add_argument("--seed", type=int, default=1, help="random seed of values and failures")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--client-prefix", default="lamplighter-sim", help="MQTT client ids start with this")
+    p.add_argument("--no-commands", action="store_true", help="ignore commands (no command subscription)")
+    p.add_argument("--ack-latency", type=float, default=0.05, help="seconds a device takes to acknowledge")
+    p.add_argument("--unreachable", type=float, default=0.0, help="share of lamps that never answer a command")
+    p.add_argument("--failing", type=float, default=0.0, help="share of lamps that refuse every command")
     _add_clock(p)
 
     p = sub.add_parser(
@@ -75,6 +80,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--lease-s", type=float, default=30.0, help="a claimed notification is retried after this")
     p.add_argument("--batch", type=int, default=50, help="notifications claimed at once")
+
+    p = sub.add_parser("users", help="users, roles and their API tokens")
+    usub = p.add_subparsers(dest="users", required=True)
+    u = usub.add_parser("add", help="add a user and print its API token (shown once)")
+    u.add_argument("name")
+    u.add_argument("--role", required=True, choices=["viewer", "operator", "crew", "admin"])
+    u.add_argument("--crew", default=None, help="the crew id of a crew user")
+    u.add_argument("--password", action="store_true", help="also set a password for the login form (asked for)")
+    u.add_argument("--lang", choices=["zh", "en"], default="zh", help="language of the pages (default zh)")
+    u.add_argument("--replace", action="store_true", help="reset an existing user: new role, token and password")
+    usub.add_parser("list", help="list the users")
+    u = usub.add_parser("disable", help="disable a user and revoke its tokens")
+    u.add_argument("name")
 
     p = sub.add_parser("api", help="the HTTP API (follows the database; run beside `lamplighter gateway`)")
     _add_clock(p)
@@ -169,6 +187,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
         simulate_command(ep, args)
     elif cmd == "dispatch":
         _run_dispatcher(settings, ep, args)
+    elif cmd == "users":
+        return users_command(ep.database_url, args)
     elif cmd == "api":
         import uvicorn
 
@@ -180,10 +200,60 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
                 mqtt_address=(ep.mqtt_host, ep.mqtt_port),
                 clock=_clock(args),
                 command_pace=settings.command_pace,
+                timezone=settings.timezone,
             ),
             host=settings.api_host,
             port=settings.api_port,
         )
+    return 0
+
+
+def _ask_password() -> str:
+    import getpass
+
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise ValueError("the two passwords differ")
+    return first
+
+
+def users_command(database_url: str, args: argparse.Namespace) -> int:
+    from api.auth import AuthError, add_user
+    from telemetry.schema import migrate
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        migrate(conn)
+        if args.users == "list":
+            rows = conn.execute(
+                "SELECT name, role, coalesce(crew_id, ''), lang, password_hash IS NOT NULL, disabled_at IS NOT NULL "
+                "FROM users ORDER BY name"
+            ).fetchall()
+            print(f"{'name':<24} {'role':<9} {'crew':<16} lang login disabled")
+            for name, role, crew, lang, can_login, disabled in rows:
+                login, off = "yes" if can_login else "no", "yes" if disabled else ""
+                print(f"{name:<24} {role:<9} {crew:<16} {lang:<4} {login:<5} {off}")
+            return 0
+        if args.users == "disable":
+            row = conn.execute(
+                "UPDATE users SET disabled_at = coalesce(disabled_at, now()) WHERE name = %s RETURNING id", (args.name,)
+            ).fetchone()
+            if row is None:
+                raise ValueError(f"user {args.name!r} does not exist")
+            conn.execute("DELETE FROM user_tokens WHERE user_id = %s", (row[0],))
+            print(f"{args.name} disabled; its tokens are revoked")
+            return 0
+        password = _ask_password() if args.password else None
+        try:
+            user, token = add_user(
+                conn, args.name, args.role, crew=args.crew, password=password, lang=args.lang, replace=args.replace
+            )
+        except AuthError as exc:
+            raise ValueError(str(exc)) from None
+    crew = f" of crew {user.crew}" if user.crew else ""
+    print(f"user {user.name} ({user.role}{crew}) {'reset' if args.replace else 'added'}")
+    print(f"API token (shown once; send it as 'Authorization: Bearer <token>'):\n{token}")
     return 0
 
 
@@ -295,7 +365,7 @@ def simulate_command(ep: Any, args: argparse.Namespace) -> None:
             fleet,
             host=ep.mqtt_host,
             port=ep.mqtt_port,
-            client_id="lamplighter-sim-commands",
+            client_id=f"{args.client_prefix}-commands",
             ack_latency_s=args.ack_latency,
             unreachable=args.unreachable,
             failing=args.failing,
@@ -310,6 +380,7 @@ def simulate_command(ep: Any, args: argparse.Namespace) -> None:
         connections=args.connections,
         per_device=args.per_device,
         commands=commands,
+        client_prefix=args.client_prefix,
     )
     signal.signal(signal.SIGTERM, lambda *_: sim.stop())
     last = [time.monotonic(), 0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
 import subprocess
 import sys
@@ -40,6 +41,7 @@ def run_demo(settings: Settings, *, lamps: int, interval: float, clock: Clock, c
         else:
             print(f"inventory of {row[0]:,} lamps already loaded")
         _demo_crews(ep.database_url)
+        logins = _demo_logins(ep.database_url)
         gw = GatewayProcess(settings, ep, clock=clock)
         env = {
             "LAMPLIGHTER_DATABASE_URL": ep.database_url,
@@ -48,7 +50,7 @@ def run_demo(settings: Settings, *, lamps: int, interval: float, clock: Clock, c
         }
         sim = spawn(["simulate", "--quiet", "--interval", str(interval), *clock_args], env)
         try:
-            asyncio.run(_serve(settings, ep, gw, sim))
+            asyncio.run(_serve(settings, ep, gw, sim, logins))
         finally:
             if sim.poll() is None:
                 sim.send_signal(signal.SIGTERM)
@@ -81,7 +83,25 @@ def _demo_crews(database_url: str) -> None:
     )
 
 
-async def _serve(settings: Settings, ep: object, gw: GatewayProcess, sim: subprocess.Popen[bytes]) -> None:
+def _demo_logins(database_url: str) -> list[tuple[str, str, str]]:
+    """Fresh passwords for the demo's operator and for one district crew, on every run: (page, name, password)."""
+    from api.auth import add_user
+
+    logins = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        crew = conn.execute("SELECT id FROM crews WHERE NOT supervisor ORDER BY id LIMIT 1").fetchone()
+        for page, name, role, crew_id in (("/", "operator", "operator", None), ("/crew", "crew", "crew", crew)):
+            if role == "crew" and crew_id is None:
+                continue
+            password = secrets.token_urlsafe(9)
+            add_user(conn, name, role, crew=crew_id[0] if crew_id else None, password=password, replace=True)
+            logins.append((page, name, password))
+    return logins
+
+
+async def _serve(
+    settings: Settings, ep: object, gw: GatewayProcess, sim: subprocess.Popen[bytes], logins: list[tuple[str, str, str]]
+) -> None:
     app = create_app(
         database_url=gw.ep.database_url,
         mqtt_address=(gw.ep.mqtt_host, gw.ep.mqtt_port),
@@ -89,6 +109,7 @@ async def _serve(settings: Settings, ep: object, gw: GatewayProcess, sim: subpro
         engine=gw.engine,
         clock=gw.clock,
         command_pace=settings.command_pace,
+        timezone=settings.timezone,
     )
     server = uvicorn.Server(uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning"))
     stop = asyncio.Event()
@@ -96,10 +117,10 @@ async def _serve(settings: Settings, ep: object, gw: GatewayProcess, sim: subpro
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     base = f"http://{settings.api_host}:{settings.api_port}"
-    print(
-        f"API on {base}/api/v1/health (docs at {base}/docs, metrics at {base}/metrics); Ctrl-C stops everything",
-        flush=True,
-    )
+    print(f"API on {base}/api/v1/health (docs at {base}/docs, metrics at {base}/metrics)")
+    for page, name, password in logins:
+        print(f"log in at {base}{page} as {name} / {password}")
+    print("Ctrl-C stops everything", flush=True)
     async with asyncio.TaskGroup() as tg:
         gw_task = tg.create_task(gw.run(), name="gateway")
         api_task = tg.create_task(server.serve(), name="api")

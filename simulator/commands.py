@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -28,6 +29,15 @@ __all__ = ["DeviceCommands"]
 logger = logging.getLogger(__name__)
 
 _SEEN_MAX = 500_000  # command ids remembered for deduplication
+
+
+def outcome_masks(
+    n: int, *, unreachable: float, failing: float, seed: int
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Which of `n` lamps never answer and which refuse every command: the same for the same seed, so a test
+    or a benchmark in another process knows which lamps the simulator made unreachable."""
+    draw = np.random.default_rng(seed + 17).random(n)
+    return draw < unreachable, (draw >= unreachable) & (draw < unreachable + failing)
 
 
 class DeviceCommands:
@@ -45,10 +55,7 @@ class DeviceCommands:
     ) -> None:
         self.fleet = fleet
         self.ack_latency_s = ack_latency_s
-        rng = np.random.default_rng(seed + 17)
-        draw = rng.random(fleet.n)
-        self.unreachable = draw < unreachable
-        self.failing = (draw >= unreachable) & (draw < unreachable + failing)
+        self.unreachable, self.failing = outcome_masks(fleet.n, unreachable=unreachable, failing=failing, seed=seed)
         self.slot_of = {lamp: i for i, lamp in enumerate(fleet.spec.lamp_id)}
         self.inbox: collections.deque[tuple[str, bytes]] = collections.deque()
         self.acks: list[tuple[float, int, str, bytes]] = []  # heap of (due, tie, topic, payload)

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -68,6 +69,7 @@ class LightingEngine:
         self._since: object = None
         self._cache: tuple[int, Breakdown] | None = None
         self._expected_cache: tuple[int, ExpectedState] | None = None
+        self._conditions: tuple[tuple[int, int, int], npt.NDArray[np.int8]] | None = None
 
     # -- feeding -------------------------------------------------------------------------------------------
 
@@ -131,6 +133,14 @@ class LightingEngine:
         if self._cache is None or self._cache[0] != second:
             self._cache = (second, breakdown(self.index, self.state, self.expected_at(ts_ms)))
         return self._cache[1]
+
+    def conditions(self, ts_ms: int) -> npt.NDArray[np.int8]:
+        """Each lamp's condition at `ts_ms` (indices into `CONDITIONS`); reused within a second while nothing
+        changed. Read-only: callers must not write into it."""
+        key = (ts_ms // 1000, self.state.updates, id(self.expected))
+        if self._conditions is None or self._conditions[0] != key:
+            self._conditions = (key, conditions(self.index, self.state, self.expected_at(ts_ms)))
+        return self._conditions[1]
 
     def lamp(self, lamp_id: str, ts_ms: int) -> LampView | None:
         slot = self.index.slot_of_id.get(lamp_id)

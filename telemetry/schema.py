@@ -433,12 +433,41 @@ def _m005_commands(conn: psycopg.Connection, *, retention_days: int) -> None:
     conn.execute(_COMMANDS)
 
 
+_USERS = """
+CREATE TABLE users (
+    id             bigserial PRIMARY KEY,
+    name           text NOT NULL UNIQUE CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$'),
+    role           text NOT NULL CHECK (role IN ('viewer', 'operator', 'crew', 'admin')),
+    crew_id        text REFERENCES crews,
+    password_hash  text,                               -- scrypt; NULL: API tokens only, no login form
+    lang           text NOT NULL DEFAULT 'zh' CHECK (lang IN ('zh', 'en')),
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    disabled_at    timestamptz,
+    CHECK ((role = 'crew') = (crew_id IS NOT NULL))
+);
+CREATE TABLE user_tokens (
+    token_hash    bytea PRIMARY KEY,                   -- sha256 of the token; the token itself is never stored
+    user_id       bigint NOT NULL REFERENCES users ON DELETE CASCADE,
+    kind          text NOT NULL CHECK (kind IN ('api', 'session')),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    expires_at    timestamptz,                         -- NULL: until revoked
+    last_used_at  timestamptz
+);
+CREATE INDEX user_tokens_user_idx ON user_tokens (user_id);
+"""
+
+
+def _m006_users(conn: psycopg.Connection, *, retention_days: int) -> None:
+    conn.execute(_USERS)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (1, "inventory, latest state, device status, quarantine", _m001_inventory),
     (2, "telemetry time series", _m002_telemetry),
     (3, "schedules, lighting-rate samples, nightly reports, operator alerts", _m003_lighting),
     (4, "crews, tickets, ticket events, outbox, deliveries, citizens' reports", _m004_tickets),
     (5, "remote control: commands and their per-lamp outcomes", _m005_commands),
+    (6, "users, roles and their hashed tokens", _m006_users),
 ]
 
 

@@ -15,6 +15,7 @@ from lamplighter.runtime import Endpoints
 from seeds.generator import generate
 from seeds.loader import load
 from telemetry.store import TelemetryStore, load_registry
+from tests.auth import sign_in
 
 pytestmark = pytest.mark.services
 
@@ -25,6 +26,7 @@ def client(endpoints: Endpoints) -> Iterator[TestClient]:
         load(conn, generate(1000, seed=3), progress=False)
     app = create_app(database_url=endpoints.database_url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port))
     with TestClient(app) as c:
+        sign_in(c, endpoints.database_url, "viewer")
         yield c
 
 
@@ -75,6 +77,7 @@ async def test_lamp_state_telemetry_and_quarantine(endpoints: Endpoints) -> None
     await store.close()
     app = create_app(database_url=endpoints.database_url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port))
     with TestClient(app) as c:
+        sign_in(c, endpoints.database_url, "viewer")
         lamp = c.get("/api/v1/lamps/XN-CD-000001").json()
         assert lamp["district"] == "cd" and lamp["latest"]["seq"] == 9 and lamp["latest"]["dim"] == 60
         frm = (datetime.now(UTC) - timedelta(hours=1)).isoformat()

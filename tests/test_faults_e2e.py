@@ -26,6 +26,7 @@ from seeds.loader import load
 from simulator.fleet import Fleet, FleetSpec
 from simulator.runner import Simulator
 from telemetry.clock import Clock
+from tests.auth import sign_in
 from tests.webhook import Receiver
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -112,6 +113,7 @@ async def test_faults_become_the_right_tickets_for_the_right_crews(endpoints: En
         database_url=url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port), engine=gw.engine, clock=clock
     )
     api = stack.enter_context(TestClient(app))
+    sign_in(api, url, "operator")
     try:
         await asyncio.wait_for(gw.subscriber.connected.wait(), 10)
         sim_thread.start()
@@ -173,7 +175,7 @@ async def test_faults_become_the_right_tickets_for_the_right_crews(endpoints: En
             r = await asyncio.to_thread(
                 api.post,
                 f"/api/v1/tickets/{t['id']}/actions",
-                json={"action": "resolve", "note": "done", "actor": "crew"},
+                json={"action": "resolve", "note": "done"},
             )
             assert r.status_code == 200, r.text
         actions.append(lambda now: fleet.repair([failed[1]], now))

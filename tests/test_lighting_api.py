@@ -18,6 +18,7 @@ from seeds.generator import generate
 from seeds.loader import load
 from telemetry.clock import Clock
 from telemetry.store import TelemetryStore, load_registry
+from tests.auth import sign_in
 
 pytestmark = pytest.mark.services
 
@@ -63,7 +64,11 @@ def city(endpoints: Endpoints) -> list[tuple[str, str, str, int]]:
 def _client(ep: Endpoints, at: dt.datetime) -> TestClient:
     # A clock that reads `at` now and runs at an imperceptible speed: every request sees the same night.
     clock = Clock(start=at, speed=1e-6)
-    return TestClient(create_app(database_url=ep.database_url, mqtt_address=(ep.mqtt_host, ep.mqtt_port), clock=clock))
+    client = TestClient(
+        create_app(database_url=ep.database_url, mqtt_address=(ep.mqtt_host, ep.mqtt_port), clock=clock)
+    )
+    sign_in(client, ep.database_url, "operator")
+    return client
 
 
 def test_rate_counts_every_condition_exactly(endpoints: Endpoints, city: list[tuple[str, str, str, int]]) -> None:

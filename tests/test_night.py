@@ -32,6 +32,7 @@ from simulator.fleet import Fleet, FleetSpec
 from simulator.runner import Simulator
 from telemetry.clock import Clock
 from telemetry.lighting import LightingEngine
+from tests.auth import sign_in
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -99,6 +100,7 @@ async def test_a_compressed_night_gives_exact_figures(endpoints: Endpoints, clie
         await asyncio.wait_for(gw.subscriber.connected.wait(), 10)
         sim_thread.start()
         with TestClient(app) as api:
+            sign_in(api, url, "operator")
             day = await asyncio.to_thread(api.get, "/api/v1/lighting-rate")
             assert day.json()["city"]["rate"] is None  # 16:30: nothing due
 

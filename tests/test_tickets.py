@@ -24,6 +24,7 @@ from alerts.tickets import TicketError, act, clear_fault, escalate_overdue, get_
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
 from seeds.loader import load
+from tests.auth import sign_in
 from tests.webhook import Receiver
 
 pytestmark = pytest.mark.services
@@ -191,6 +192,7 @@ def _archive(endpoints: Endpoints, lamp: str) -> dict:  # type: ignore[type-arg]
 
     app = create_app(database_url=endpoints.database_url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port))
     with TestClient(app) as c:
+        sign_in(c, endpoints.database_url, "viewer")
         return c.get(f"/api/v1/lamps/{lamp}/archive").json()  # type: ignore[no-any-return]
 
 

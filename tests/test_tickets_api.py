@@ -25,6 +25,7 @@ from api.app import create_app
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
 from seeds.loader import load
+from tests.auth import make_user, sign_in
 from tests.webhook import Receiver
 
 pytestmark = pytest.mark.services
@@ -44,6 +45,7 @@ def seeded(endpoints: Endpoints) -> list[tuple[str, str, float, float]]:
 def client(endpoints: Endpoints, seeded: object) -> Iterator[TestClient]:
     app = create_app(database_url=endpoints.database_url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port))
     with TestClient(app) as c:
+        sign_in(c, endpoints.database_url, "admin")
         yield c
 
 
@@ -95,7 +97,7 @@ def test_queue_filters_actions_and_refusals(
     assert client.get("/api/v1/tickets", params={"limit": 1, "offset": 1}).json()["items"][0]["id"] == b
     assert client.get("/api/v1/tickets", params={"status": "sleeping"}).status_code == 422
 
-    r = client.post(f"/api/v1/tickets/{a}/actions", json={"action": "acknowledge", "actor": "li.wei"})
+    r = client.post(f"/api/v1/tickets/{a}/actions", json={"action": "acknowledge"})
     assert r.status_code == 200 and r.json()["status"] == "acknowledged"
     r = client.post(f"/api/v1/tickets/{a}/actions", json={"action": "acknowledge"})
     assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
@@ -188,8 +190,10 @@ def test_the_event_stream_carries_ticket_events_live_and_resumes(
             time.sleep(0.05)
         lamp = next(lamp for lamp, d, *_ in seeded if d == "cd")
         events: list[dict[str, object]] = []
+        _, token = make_user(endpoints.database_url, "crew", crew="cd-a")  # the crew's own stream
+        auth = {"Authorization": f"Bearer {token}"}
         with (
-            httpx2.Client(timeout=10) as http,
+            httpx2.Client(timeout=10, headers=auth) as http,
             http.stream("GET", f"http://127.0.0.1:{port}/api/v1/tickets/events", params={"crew": "cd-a"}) as r,
         ):
             assert r.headers["content-type"].startswith("text/event-stream")
@@ -210,7 +214,7 @@ def test_the_event_stream_carries_ticket_events_live_and_resumes(
 
             act(conn, tid, "acknowledge", actor="li.wei", now=NOW)
         with (
-            httpx2.Client(timeout=10) as http,
+            httpx2.Client(timeout=10, headers=auth) as http,
             http.stream(
                 "GET", f"http://127.0.0.1:{port}/api/v1/tickets/events", headers={"Last-Event-ID": str(last_id)}
             ) as r,

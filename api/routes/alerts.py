@@ -6,13 +6,14 @@ from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Query
 
-from api.deps import ConnDep
+from api.deps import ConnDep, Viewer
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
 
 @router.get("")
 async def list_alerts(
+    user: Viewer,
     conn: ConnDep,
     open_only: Annotated[bool, Query(alias="open")] = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

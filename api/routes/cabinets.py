@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from alerts.archive import archive
-from api.deps import ConnDep, SyncPoolDep, in_thread
+from api.deps import ConnDep, SyncPoolDep, Viewer, in_thread
 from api.errors import ApiError
 
 router = APIRouter(prefix="/api/v1/cabinets", tags=["cabinets"])
@@ -27,7 +27,7 @@ async def _cabinet(conn: ConnDep, cabinet_id: str) -> dict[str, Any]:
 
 
 @router.get("/{cabinet_id}")
-async def get_cabinet(conn: ConnDep, cabinet_id: str) -> dict[str, Any]:
+async def get_cabinet(user: Viewer, conn: ConnDep, cabinet_id: str) -> dict[str, Any]:
     """Role: viewer. One cabinet: inventory and its concentrator's latest report."""
     cab = await _cabinet(conn, cabinet_id)
     latest = await (
@@ -40,7 +40,7 @@ async def get_cabinet(conn: ConnDep, cabinet_id: str) -> dict[str, Any]:
 
 
 @router.get("/{cabinet_id}/archive")
-async def cabinet_archive(pool: SyncPoolDep, conn: ConnDep, cabinet_id: str) -> dict[str, Any]:
+async def cabinet_archive(user: Viewer, pool: SyncPoolDep, conn: ConnDep, cabinet_id: str) -> dict[str, Any]:
     """Role: viewer. The cabinet's maintenance archive: faults, tickets with their history, notes, parts."""
     await _cabinet(conn, cabinet_id)
     return await in_thread(pool, lambda c: archive(c, "cabinet", cabinet_id))

@@ -8,7 +8,7 @@ import psycopg
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from api.deps import ClockDep, ConnDep, EngineDep, SyncPoolDep, decode_body, in_thread
+from api.deps import ClockDep, ConnDep, EngineDep, Operator, SyncPoolDep, Viewer, decode_body, in_thread
 from api.errors import ApiError
 from gateway.submit import CommandError, CommandRequest, submit
 
@@ -38,7 +38,9 @@ async def _counts(conn: ConnDep, command_id: str) -> dict[str, Any]:
 
 
 @router.post("", status_code=202)
-async def send_command(request: Request, pool: SyncPoolDep, engine: EngineDep, clock: ClockDep) -> JSONResponse:
+async def send_command(
+    user: Operator, request: Request, pool: SyncPoolDep, engine: EngineDep, clock: ClockDep
+) -> JSONResponse:
     """Role: operator. `{"target": {"lamps": [...]} | {"cabinet": id, "circuit"?: n} | {"road": id} |
     {"district": code} | {"road_class": name} | {"all": true}, "op": "switch" | "dim" | "resume" | "schedule" |
     "report", "on"?, "level"?, "until"?, "reason"?}` → 202 `{"id", "lamps"}`. A reason is required beyond one
@@ -47,7 +49,7 @@ async def send_command(request: Request, pool: SyncPoolDep, engine: EngineDep, c
     pace = float(getattr(request.app.state, "command_pace", 2000.0))
 
     def store(conn: psycopg.Connection) -> dict[str, Any]:
-        s = submit(conn, engine.index, engine.expected, req, now=clock.now(), pace=pace)
+        s = submit(conn, engine.index, engine.expected, req, actor=user.name, now=clock.now(), pace=pace)
         if req.op in ("switch", "dim", "resume"):
             engine.apply(engine.fetch(conn, states=False))  # the override counts in the rate from now on
         return {"id": s.id, "lamps": s.lamps}
@@ -61,6 +63,7 @@ async def send_command(request: Request, pool: SyncPoolDep, engine: EngineDep, c
 
 @router.get("")
 async def list_commands(
+    user: Viewer,
     conn: ConnDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -78,13 +81,14 @@ async def list_commands(
 
 
 @router.get("/{command_id}")
-async def command_status(conn: ConnDep, command_id: str) -> dict[str, Any]:
+async def command_status(user: Viewer, conn: ConnDep, command_id: str) -> dict[str, Any]:
     """Role: viewer. Progress: status and how many lamps are queued, sent, acked, failed, expired (cancelled)."""
     return await _counts(conn, command_id)
 
 
 @router.get("/{command_id}/lamps")
 async def command_lamps(
+    user: Viewer,
     conn: ConnDep,
     command_id: str,
     state: Literal["queued", "sent", "acked", "failed", "expired", "cancelled"] | None = None,
@@ -109,7 +113,7 @@ async def command_lamps(
 
 
 @router.post("/{command_id}/cancel")
-async def cancel_command(conn: ConnDep, command_id: str) -> dict[str, Any]:
+async def cancel_command(user: Operator, conn: ConnDep, command_id: str) -> dict[str, Any]:
     """Role: operator. Nothing more is sent once this returns; lamps not yet sent to end `cancelled`."""
     async with conn.transaction():
         row = await (

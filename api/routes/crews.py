@@ -8,21 +8,21 @@ import psycopg
 from fastapi import APIRouter, Request
 
 from alerts.crews import Crew, CrewError, list_crews, save_crew
-from api.deps import ClockDep, SyncPoolDep, decode_body, in_thread
+from api.deps import Admin, ClockDep, SyncPoolDep, Viewer, decode_body, in_thread
 from api.errors import ApiError
 
 router = APIRouter(prefix="/api/v1/crews", tags=["crews"])
 
 
 @router.get("")
-async def crews(pool: SyncPoolDep, clock: ClockDep) -> dict[str, Any]:
+async def crews(user: Viewer, pool: SyncPoolDep, clock: ClockDep) -> dict[str, Any]:
     """Role: viewer. Every crew, its roster and whether it is on duty now. Secrets are never shown."""
     items = await in_thread(pool, lambda conn: list_crews(conn, clock.now()))
     return {"items": items, "total": len(items)}
 
 
 @router.post("", status_code=201)
-async def create_crew(request: Request, pool: SyncPoolDep, clock: ClockDep) -> dict[str, Any]:
+async def create_crew(user: Admin, request: Request, pool: SyncPoolDep, clock: ClockDep) -> dict[str, Any]:
     """Role: admin. Create or replace a crew: `{"id", "name", "districts", "supervisor", "webhook_url",
     "webhook_secret", "notify_urls" (Apprise URLs), "mqtt", "shifts": [{"starts_at", "ends_at"}]}`."""
     crew = await decode_body(request, Crew)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from alerts.archive import archive
-from api.deps import ClockDep, ConnDep, EngineDep, SyncPoolDep, in_thread
+from api.deps import ClockDep, ConnDep, EngineDep, SyncPoolDep, Viewer, in_thread
 from api.errors import ApiError
 
 router = APIRouter(prefix="/api/v1/lamps", tags=["lamps"])
@@ -30,6 +30,7 @@ async def _lamp_no(conn: ConnDep, lamp_id: str) -> int:
 
 @router.get("")
 async def list_lamps(
+    user: Viewer,
     conn: ConnDep,
     district: str | None = None,
     cabinet: str | None = None,
@@ -53,7 +54,7 @@ async def list_lamps(
 
 
 @router.get("/{lamp_id}")
-async def get_lamp(conn: ConnDep, engine: EngineDep, clock: ClockDep, lamp_id: str) -> dict[str, Any]:
+async def get_lamp(user: Viewer, conn: ConnDep, engine: EngineDep, clock: ClockDep, lamp_id: str) -> dict[str, Any]:
     """Role: viewer. One lamp: inventory, latest reported state, online status (when it has its own), and now:
     `due` (its schedule wants it on), `level` (percent) and `condition` (lit, dark, unknown, off, day_burning;
     `excluded` when out of service or inside a planned outage or maintenance window)."""
@@ -79,6 +80,7 @@ async def get_lamp(conn: ConnDep, engine: EngineDep, clock: ClockDep, lamp_id: s
 
 @router.get("/{lamp_id}/telemetry")
 async def lamp_telemetry(
+    user: Viewer,
     conn: ConnDep,
     lamp_id: str,
     from_: Annotated[datetime | None, Query(alias="from")] = None,
@@ -105,7 +107,7 @@ async def lamp_telemetry(
 
 
 @router.get("/{lamp_id}/archive")
-async def lamp_archive(pool: SyncPoolDep, conn: ConnDep, lamp_id: str) -> dict[str, Any]:
+async def lamp_archive(user: Viewer, pool: SyncPoolDep, conn: ConnDep, lamp_id: str) -> dict[str, Any]:
     """Role: viewer. The lamp's maintenance archive: faults, tickets with their history, crews' notes, parts
     replaced (commands join it with remote control)."""
     await _lamp_no(conn, lamp_id)

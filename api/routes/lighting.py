@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from api.deps import ClockDep, EngineDep, SyncPoolDep, in_thread
+from api.deps import ClockDep, EngineDep, SyncPoolDep, Viewer, in_thread
 from api.errors import ApiError
 from telemetry.rate import road_verdicts
 from telemetry.sampling import history
@@ -23,7 +23,9 @@ def _iso(ts_ms: int) -> str:
 
 
 @router.get("")
-async def lighting_rate(engine: EngineDep, clock: ClockDep, group_by: Grouping = "district") -> dict[str, Any]:
+async def lighting_rate(
+    user: Viewer, engine: EngineDep, clock: ClockDep, group_by: Grouping = "district"
+) -> dict[str, Any]:
     """Role: viewer. The rate now for the city and each group: due, lit, dark, unknown (stale), day-burning,
     rate (null when nothing is due), target and whether it is met; plus the facility integrity rate."""
     b = engine.breakdown(clock.now_ms())
@@ -39,6 +41,7 @@ async def lighting_rate(engine: EngineDep, clock: ClockDep, group_by: Grouping =
 
 @router.get("/roads")
 async def road_assessment(
+    user: Viewer,
     engine: EngineDep,
     clock: ClockDep,
     failing: bool = False,
@@ -65,6 +68,7 @@ _BUCKETS = {"1m": 60, "5m": 300, "10m": 600, "15m": 900, "30m": 1800, "1h": 3600
 
 @router.get("/history")
 async def rate_history(
+    user: Viewer,
     pool: SyncPoolDep,
     clock: ClockDep,
     from_: Annotated[dt.datetime | None, Query(alias="from")] = None,

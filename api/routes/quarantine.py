@@ -6,13 +6,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from api.deps import ConnDep
+from api.deps import ConnDep, Viewer
 
 router = APIRouter(prefix="/api/v1/quarantine", tags=["quarantine"])
 
 
 @router.get("")
 async def list_quarantine(
+    user: Viewer,
     conn: ConnDep,
     reason: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

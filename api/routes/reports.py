@@ -4,13 +4,13 @@ rate of one night, the per-road verdicts and the integrity rate; JSON or CSV."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from api.deps import EngineDep, SyncPoolDep, in_thread
+from api.deps import ConnDep, EngineDep, SyncPoolDep, Viewer, in_thread
 from api.errors import ApiError
 from telemetry.sampling import nightly_csv, nightly_report
 
@@ -19,6 +19,7 @@ router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 
 @router.get("/nightly", response_model=None)
 async def nightly(
+    user: Viewer,
     pool: SyncPoolDep,
     engine: EngineDep,
     date: dt.date,
@@ -52,3 +53,25 @@ async def nightly(
             headers={"Content-Disposition": f'attachment; filename="lighting-{date}.csv"'},
         )
     return JSONResponse(report)
+
+
+@router.get("/nights")
+async def nights(
+    user: Viewer,
+    conn: ConnDep,
+    limit: Annotated[int, Query(ge=1, le=366)] = 30,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Role: viewer. The stored nightly reports, newest night first, in brief: the city's mean, minimum and
+    inspection-time rate, and how many roads passed. The full report is at `/nightly?date=`."""
+    total = await (await conn.execute("SELECT count(*) AS n FROM nightly_reports")).fetchone()
+    rows = await (
+        await conn.execute(
+            """SELECT night, body->'city' AS city, (body->>'roads_assessed')::int AS roads_assessed,
+                      (body->>'roads_passing')::int AS roads_passing,
+                      (body->>'integrity_at_inspection')::float AS integrity_at_inspection
+               FROM nightly_reports ORDER BY night DESC LIMIT %s OFFSET %s""",
+            (limit, offset),
+        )
+    ).fetchall()
+    return {"items": rows, "total": total["n"] if total else 0, "limit": limit, "offset": offset}  # type: ignore[call-overload]

@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 from fastapi import APIRouter, Request, Response
 
-from api.deps import EngineDep, SyncPoolDep, in_thread
+from api.deps import EngineDep, Operator, SyncPoolDep, Viewer, in_thread
 from api.errors import ApiError
 from telemetry.lighting import delete_schedule, get_schedule, put_schedule
 from telemetry.schedules import ScheduleError, decode_doc
@@ -29,7 +29,7 @@ async def _call(pool: Any, fn: Any) -> Any:
 
 
 @router.get("/{scope}/{key}")
-async def read(pool: SyncPoolDep, scope: str, key: str) -> dict[str, Any]:
+async def read(user: Viewer, pool: SyncPoolDep, scope: str, key: str) -> dict[str, Any]:
     """Role: viewer. The schedule document stored at this scope (404 when the scope has none of its own)."""
     doc = await _call(pool, lambda conn: get_schedule(conn, scope, key))
     if doc is None:
@@ -38,7 +38,9 @@ async def read(pool: SyncPoolDep, scope: str, key: str) -> dict[str, Any]:
 
 
 @router.put("/{scope}/{key}")
-async def write(request: Request, pool: SyncPoolDep, engine: EngineDep, scope: str, key: str) -> dict[str, Any]:
+async def write(
+    user: Operator, request: Request, pool: SyncPoolDep, engine: EngineDep, scope: str, key: str
+) -> dict[str, Any]:
     """Role: operator. Replace the document at this scope: `profile` (astro / fixed / always, offsets, level,
     dimming steps, date exceptions, time zone), `windows` (planned outages, maintenance) and `override`."""
     try:
@@ -56,7 +58,7 @@ async def write(request: Request, pool: SyncPoolDep, engine: EngineDep, scope: s
 
 
 @router.delete("/{scope}/{key}", status_code=204)
-async def remove(pool: SyncPoolDep, engine: EngineDep, scope: str, key: str) -> Response:
+async def remove(user: Operator, pool: SyncPoolDep, engine: EngineDep, scope: str, key: str) -> Response:
     """Role: operator. Remove this scope's document; its lamps fall back to the next wider scope."""
 
     def drop(conn: psycopg.Connection) -> bool:

@@ -13,17 +13,36 @@ import psycopg
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from alerts.tickets import TicketError, act, get_ticket
-from api.deps import ClockDep, ConnDep, PoolDep, SyncPoolDep, decode_body, in_thread
+from alerts.tickets import TicketError, act, get_ticket, ticket_json
+from api.auth import User
+from api.deps import ClockDep, ConnDep, OperatorOrCrew, PoolDep, SyncPoolDep, ViewerOrCrew, decode_body, in_thread
 from api.errors import ApiError
 
 router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"])
+
+_CREW_ACTIONS = ("acknowledge", "comment", "resolve")
+
+
+def _scope(user: User, crew: str | None) -> str | None:
+    """The crew filter a request may use: a crew user sees its own crew's tickets only."""
+    if user.role != "crew":
+        return crew
+    if crew is not None and crew != user.crew:
+        raise ApiError(403, "forbidden", f"{user.name} belongs to crew {user.crew}, not {crew}", "crew")
+    return user.crew
+
+
+def _own(user: User, ticket: dict[str, Any], ticket_id: int) -> None:
+    if user.role == "crew" and ticket.get("crew") != user.crew:
+        raise ApiError(404, "not_found", f"ticket {ticket_id} is not assigned to crew {user.crew}", "ticket_id")
+
 
 Status = Literal["open", "dispatched", "acknowledged", "resolved", "verified", "cancelled", "transient", "reopened"]
 
 
 @router.get("")
 async def list_tickets(
+    user: ViewerOrCrew,
     conn: ConnDep,
     clock: ClockDep,
     status: Annotated[list[Status] | None, Query()] = None,
@@ -37,6 +56,7 @@ async def list_tickets(
 ) -> dict[str, Any]:
     """Role: viewer (crew: its own). Newest first. `status` and `priority` may repeat; `asset` is a lamp or
     cabinet id (a lamp also matches the cabinet tickets that list it)."""
+    crew = _scope(user, crew)
     where: list[str] = []
     args: list[object] = []
     if status:
@@ -74,6 +94,7 @@ async def list_tickets(
 
 @router.get("/events")
 async def ticket_events(
+    user: ViewerOrCrew,
     request: Request,
     pool: PoolDep,
     crew: str | None = None,
@@ -82,6 +103,7 @@ async def ticket_events(
 ) -> StreamingResponse:
     """Role: viewer (crew: its own). Ticket events as server-sent events (`id`, `event: ticket`, JSON data),
     live; a client that reconnects with `Last-Event-ID` (or `after`) gets what it missed first."""
+    crew = _scope(user, crew)
     start = after if after is not None else int(last_event_id) if last_event_id and last_event_id.isdigit() else None
 
     async def stream() -> AsyncIterator[bytes]:
@@ -129,12 +151,14 @@ async def ticket_events(
 
 
 @router.get("/{ticket_id}")
-async def read_ticket(pool: SyncPoolDep, clock: ClockDep, ticket_id: int) -> dict[str, Any]:
+async def read_ticket(user: ViewerOrCrew, pool: SyncPoolDep, clock: ClockDep, ticket_id: int) -> dict[str, Any]:
     """Role: viewer (crew: its own). One ticket with its lamps, location, history and deliveries."""
     try:
-        return await in_thread(pool, lambda conn: get_ticket(conn, ticket_id, clock.now()))
+        ticket = await in_thread(pool, lambda conn: get_ticket(conn, ticket_id, clock.now()))
     except TicketError as exc:
         raise ApiError(exc.status, "not_found", str(exc), exc.field) from None
+    _own(user, ticket, ticket_id)
+    return ticket
 
 
 class ActionBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -142,18 +166,25 @@ class ActionBody(msgspec.Struct, forbid_unknown_fields=True):
     note: str = ""
     parts: list[str] = msgspec.field(default_factory=list)
     crew: str | None = None
-    actor: str = "operator"  # until logins exist (the web-UI issue), the caller names itself
 
 
 @router.post("/{ticket_id}/actions")
-async def ticket_action(request: Request, pool: SyncPoolDep, clock: ClockDep, ticket_id: int) -> dict[str, Any]:
+async def ticket_action(
+    user: OperatorOrCrew, request: Request, pool: SyncPoolDep, clock: ClockDep, ticket_id: int
+) -> dict[str, Any]:
     """Role: operator or the ticket's crew. `{"action": "acknowledge" | "resolve" | "cancel" | "comment" |
     "reassign", "note", "parts", "crew" (reassign)}`; 409 when the ticket's state does not allow it."""
     body = await decode_body(request, ActionBody)
+    if user.role == "crew" and body.action not in _CREW_ACTIONS:
+        raise ApiError(
+            403, "forbidden", f"a crew may {', '.join(_CREW_ACTIONS)}; {body.action} needs an operator", "action"
+        )
 
     def run(conn: psycopg.Connection) -> dict[str, Any]:
         now = clock.now()
-        act(conn, ticket_id, body.action, actor=body.actor, now=now, note=body.note, parts=body.parts, crew=body.crew)
+        if user.role == "crew":
+            _own(user, ticket_json(conn, ticket_id, now), ticket_id)
+        act(conn, ticket_id, body.action, actor=user.name, now=now, note=body.note, parts=body.parts, crew=body.crew)
         return get_ticket(conn, ticket_id, now)
 
     try:

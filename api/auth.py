@@ -1,0 +1,190 @@
+"""Users, roles and bearer tokens.
+
+Four roles: `viewer` reads everything; `operator` also commands lamps and acts on tickets; `crew` sees and acts
+on its own crew's tickets only; `admin` also manages users, crews and schedules. A token is 32 random bytes,
+shown once and stored as its SHA-256 (enough for a secret with that much entropy); a password, for the login
+form, is stored as scrypt. API tokens last until revoked; a login's session token for `session_hours`.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+import psycopg
+
+__all__ = [
+    "ROLES",
+    "AuthError",
+    "User",
+    "add_user",
+    "forget",
+    "hash_password",
+    "issue_token",
+    "login",
+    "revoke",
+    "user_for_token",
+    "verify_password",
+]
+
+ROLES = ("viewer", "operator", "crew", "admin")
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+class AuthError(Exception):
+    def __init__(self, message: str, *, status: int = 422, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    name: str
+    role: str
+    crew: str | None
+    lang: str
+
+    def can(self, need: str) -> bool:
+        """Whether this user holds the role `need` (viewer < operator < admin; crew stands apart)."""
+        if self.role == "admin":
+            return True
+        if need == "viewer":
+            return self.role in ("viewer", "operator")
+        return self.role == need
+
+    def as_dict(self) -> dict[str, object]:
+        return {"id": self.id, "name": self.name, "role": self.role, "crew": self.crew, "lang": self.lang}
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    b64 = base64.b64encode
+    return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32)
+    return hmac.compare_digest(got, base64.b64decode(digest))
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def add_user(
+    conn: psycopg.Connection,
+    name: str,
+    role: str,
+    *,
+    crew: str | None = None,
+    password: str | None = None,
+    lang: str = "zh",
+    replace: bool = False,
+) -> tuple[User, str]:
+    """Create (or with `replace`, reset) a user; returns it and a new API token, the only time it is shown."""
+    if role not in ROLES:
+        raise AuthError(f"role must be one of {', '.join(ROLES)}, got {role!r}", field="role")
+    if (role == "crew") != (crew is not None):
+        raise AuthError("a crew user needs --crew, and only a crew user takes one", field="crew")
+    if crew is not None and conn.execute("SELECT 1 FROM crews WHERE id = %s", (crew,)).fetchone() is None:
+        raise AuthError(f"crew {crew!r} does not exist (add it first: POST /api/v1/crews)", field="crew")
+    if password is not None and len(password) < 8:
+        raise AuthError("a password needs at least 8 characters", field="password")
+    pw = hash_password(password) if password is not None else None
+    with conn.transaction():
+        exists = conn.execute("SELECT id FROM users WHERE name = %s", (name,)).fetchone()
+        if exists and not replace:
+            raise AuthError(f"user {name!r} already exists", status=409, field="name")
+        try:
+            row = conn.execute(
+                """INSERT INTO users (name, role, crew_id, password_hash, lang) VALUES (%s, %s, %s, %s, %s)
+                   ON CONFLICT (name) DO UPDATE SET role = EXCLUDED.role, crew_id = EXCLUDED.crew_id,
+                       password_hash = EXCLUDED.password_hash, disabled_at = NULL
+                   RETURNING id, lang""",
+                (name, role, crew, pw, lang),
+            ).fetchone()
+        except psycopg.errors.CheckViolation:
+            raise AuthError(
+                f"user name {name!r}: 2 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+                field="name",
+            ) from None
+        assert row is not None
+        if exists:
+            conn.execute("DELETE FROM user_tokens WHERE user_id = %s", (row[0],))
+        user = User(int(row[0]), name, role, crew, str(row[1]))
+        return user, issue_token(conn, user.id, kind="api")
+
+
+def issue_token(conn: psycopg.Connection, user_id: int, *, kind: str, ttl: dt.timedelta | None = None) -> str:
+    token = "ll_" + secrets.token_urlsafe(32)
+    conn.execute(
+        "INSERT INTO user_tokens (token_hash, user_id, kind, expires_at) VALUES (%s, %s, %s, now() + %s)",
+        (_digest(token), user_id, kind, ttl),
+    )
+    return token
+
+
+def login(conn: psycopg.Connection, name: str, password: str, *, ttl: dt.timedelta) -> tuple[User, str]:
+    """Check a name and password; returns the user and a session token. The same refusal for any mismatch."""
+    row = conn.execute(
+        "SELECT id, role, crew_id, lang, password_hash FROM users WHERE name = %s AND disabled_at IS NULL", (name,)
+    ).fetchone()
+    if row is None or row[4] is None or not verify_password(password, row[4]):
+        raise AuthError("wrong user name or password", status=401)
+    user = User(int(row[0]), name, row[1], row[2], row[3])
+    return user, issue_token(conn, user.id, kind="session", ttl=ttl)
+
+
+def revoke(conn: psycopg.Connection, token: str) -> None:
+    conn.execute("DELETE FROM user_tokens WHERE token_hash = %s", (_digest(token),))
+    _cache.pop(_digest(token), None)
+
+
+_cache: dict[bytes, tuple[float, User]] = {}
+_CACHE_S = 5.0  # a revoked token or a changed role takes effect within this many seconds
+
+
+async def user_for_token(conn: psycopg.AsyncConnection, token: str) -> User | None:
+    """The user a token belongs to, or None when it is unknown, expired or its user disabled."""
+    key = _digest(token)
+    hit = _cache.get(key)
+    now = time.monotonic()
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    row = await (
+        await conn.execute(
+            """UPDATE user_tokens t SET last_used_at = now() FROM users u
+               WHERE t.token_hash = %s AND u.id = t.user_id AND u.disabled_at IS NULL
+                 AND (t.expires_at IS NULL OR t.expires_at > now())
+               RETURNING u.id, u.name, u.role, u.crew_id, u.lang""",
+            (key,),
+        )
+    ).fetchone()
+    if row is None:
+        _cache.pop(key, None)
+        return None
+    r = tuple(row.values()) if isinstance(row, dict) else tuple(row)
+    user = User(int(r[0]), str(r[1]), str(r[2]), r[3], str(r[4]))
+    if len(_cache) > 10_000:
+        _cache.clear()
+    _cache[key] = (now + _CACHE_S, user)
+    return user
+
+
+def forget(token: str) -> None:
+    """Drop a token from this process's cache (after a revoke or a change of the user)."""
+    _cache.pop(_digest(token), None)

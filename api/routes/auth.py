@@ -1,0 +1,83 @@
+"""Signing in and out, and who the caller is: the login form's session tokens and the user's own settings."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+import msgspec
+import psycopg
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from api.auth import AuthError, forget, login, revoke
+from api.deps import TOKEN_COOKIE, SignedIn, SyncPoolDep, decode_body, in_thread, request_token
+from api.errors import ApiError
+from api.ratelimit import RateLimit
+
+router = APIRouter(prefix="/api/v1", tags=["auth"])
+
+_LOGINS = RateLimit(per_minute=10.0, burst=10)  # slows a password guesser to ten tries a minute per address
+
+
+class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    password: str
+
+
+@router.post("/login")
+async def log_in(request: Request, pool: SyncPoolDep) -> JSONResponse:
+    """Role: none (rate-limited per client). `{"name", "password"}` → `{"token", "user", "expires_at"}`; the
+    token also comes back as an HttpOnly cookie, which the pages use."""
+    _LOGINS.check(request)
+    body = await decode_body(request, LoginBody)
+    hours = float(getattr(request.app.state, "session_hours", 12.0))
+    ttl = dt.timedelta(hours=hours)
+
+    def run(conn: psycopg.Connection) -> tuple[dict[str, Any], str]:
+        user, token = login(conn, body.name, body.password, ttl=ttl)
+        return user.as_dict(), token
+
+    try:
+        user, token = await in_thread(pool, run)
+    except AuthError as exc:
+        raise ApiError(exc.status, "unauthorized", str(exc)) from None
+    expires = dt.datetime.now(dt.UTC) + ttl
+    response = JSONResponse({"token": token, "user": user, "expires_at": expires.isoformat()})
+    response.set_cookie(
+        TOKEN_COOKIE, token, max_age=int(ttl.total_seconds()), httponly=True, samesite="strict", path="/"
+    )
+    return response
+
+
+@router.post("/logout")
+async def log_out(user: SignedIn, request: Request, pool: SyncPoolDep) -> JSONResponse:
+    """Role: any signed-in user. Revokes the token this request carries (a login's session, or an API token)."""
+    token = request_token(request)
+    if token is not None:
+        await in_thread(pool, lambda conn: revoke(conn, token))
+    response = JSONResponse({"signed_out": user.name})
+    response.delete_cookie(TOKEN_COOKIE, path="/")
+    return response
+
+
+@router.get("/me")
+async def who_am_i(user: SignedIn, request: Request) -> dict[str, Any]:
+    """Role: any signed-in user. `{"id", "name", "role", "crew", "lang", "timezone"}`: who the caller is, the
+    language the pages show it, and the city's time zone the pages show times in."""
+    return {**user.as_dict(), "timezone": getattr(request.app.state, "timezone", "Asia/Shanghai")}
+
+
+class MeBody(msgspec.Struct, forbid_unknown_fields=True):
+    lang: Literal["zh", "en"]
+
+
+@router.patch("/me")
+async def update_me(user: SignedIn, request: Request, pool: SyncPoolDep) -> dict[str, Any]:
+    """Role: any signed-in user. `{"lang": "zh" | "en"}`: the language the pages show this user."""
+    body = await decode_body(request, MeBody)
+    await in_thread(pool, lambda conn: conn.execute("UPDATE users SET lang = %s WHERE id = %s", (body.lang, user.id)))
+    token = request_token(request)
+    if token is not None:
+        forget(token)
+    return {**user.as_dict(), "lang": body.lang}

@@ -1,0 +1,132 @@
+"""The control room's map: the fleet's layout once (positions, roads, district outlines), then every lamp's
+condition as one byte per lamp, cheap enough to fetch every few seconds for 110,000 lamps."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+import psycopg
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from api.deps import ClockDep, EngineDep, SyncPoolDep, Viewer, in_thread
+from telemetry.fleet import FleetIndex
+from telemetry.rate import CONDITIONS
+
+router = APIRouter(prefix="/api/v1/map", tags=["map"])
+
+IN_TICKET = len(CONDITIONS)  # the state byte of a lamp that a live ticket covers, whatever its condition
+_LIVE = ("open", "dispatched", "acknowledged", "reopened")
+_TICKETS_EVERY_S = 2.0
+
+
+def _b64(a: npt.NDArray[Any]) -> str:
+    return base64.b64encode(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes()).decode()
+
+
+def _hull(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64]) -> list[list[float]]:
+    """Convex hull (Andrew's monotone chain) of a district's lamps: its outline on the map."""
+    pts: npt.NDArray[np.float64] = np.unique(np.round(np.column_stack([lon, lat]), 5), axis=0).astype(np.float64)
+    if len(pts) < 3:
+        return pts.tolist()  # type: ignore[no-any-return]
+
+    def half(points: npt.NDArray[np.float64]) -> list[npt.NDArray[np.float64]]:
+        out: list[npt.NDArray[np.float64]] = []
+        for p in points:
+            while len(out) >= 2:
+                (ax, ay), (bx, by) = out[-2], out[-1]
+                if (bx - ax) * (p[1] - ay) - (by - ay) * (p[0] - ax) > 0:
+                    break
+                out.pop()
+            out.append(p)
+        return out
+
+    lower, upper = half(pts), half(pts[::-1])
+    return [[float(x), float(y)] for x, y in lower[:-1] + upper[:-1]]
+
+
+def _layout(conn: psycopg.Connection, ix: FleetIndex) -> bytes:
+    districts = conn.execute("SELECT code, name_zh, name_en FROM districts ORDER BY code").fetchall()
+    roads = conn.execute("SELECT id, name_zh, name_en, road_class, district FROM roads ORDER BY id").fetchall()
+    outlines = []
+    for code, zh, en in districts:
+        if code not in ix.districts:
+            continue
+        mine = ix.lamp_district == ix.districts.index(code)
+        outlines.append({"code": code, "name_zh": zh, "name_en": en, "outline": _hull(ix.lon[mine], ix.lat[mine])})
+    road_of = {int(r[0]): r for r in roads}
+    body = {
+        "lamps": ix.n,
+        "ids": ix.lamp_id,
+        "lon": _b64(ix.lon.astype(np.float32)),
+        "lat": _b64(ix.lat.astype(np.float32)),
+        "road": _b64(ix.lamp_road.astype(np.int32)),
+        "district": _b64(ix.lamp_district.astype(np.int16)),
+        "districts": outlines,
+        "district_codes": ix.districts,
+        "roads": [
+            {"id": int(r), "name_zh": road_of[int(r)][1], "name_en": road_of[int(r)][2], "class": road_of[int(r)][3]}
+            if int(r) in road_of
+            else {"id": int(r)}
+            for r in ix.road_ids.tolist()
+        ],
+        "conditions": [*CONDITIONS, "in_ticket"],
+        "bbox": [float(ix.lon.min()), float(ix.lat.min()), float(ix.lon.max()), float(ix.lat.max())] if ix.n else [],
+    }
+    return msgspec.json.encode(body)
+
+
+@router.get("/layout")
+async def layout(user: Viewer, request: Request, pool: SyncPoolDep, engine: EngineDep) -> Response:
+    """Role: viewer. `{"lamps", "ids", "lon", "lat", "road", "district"` (little-endian float32, int32 and int16
+    arrays in base64, one entry per lamp in the order of the state bytes), `"districts"` (outlines), `"roads"`,
+    `"conditions"` (the meaning of each state byte), `"bbox"}`. Changes only with the inventory."""
+    ix = engine.index
+    cached = getattr(request.app.state, "map_layout", None)
+    if cached is None or cached[0] is not ix:
+        cached = (ix, await in_thread(pool, lambda conn: _layout(conn, ix)))
+        request.app.state.map_layout = cached
+    return Response(cached[1], media_type="application/json", headers={"Cache-Control": "private, max-age=60"})
+
+
+async def _ticket_slots(request: Request, pool: SyncPoolDep, ix: FleetIndex) -> npt.NDArray[np.int32]:
+    cached = getattr(request.app.state, "map_tickets", None)
+    now = time.monotonic()
+    if cached is not None and cached[0] > now and cached[1] is ix:
+        return cached[2]  # type: ignore[no-any-return]
+
+    def load(conn: psycopg.Connection) -> list[str]:
+        rows = conn.execute(
+            """SELECT asset_id FROM tickets WHERE status = ANY(%s) AND asset_type = 'lamp'
+               UNION SELECT l.lamp_id FROM ticket_lamps l JOIN tickets t ON t.id = l.ticket_id
+               WHERE t.status = ANY(%s)""",
+            (list(_LIVE), list(_LIVE)),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    ids = await in_thread(pool, load)
+    slots = np.array([s for s in (ix.slot_of_id.get(i) for i in ids) if s is not None], dtype=np.int32)
+    request.app.state.map_tickets = (now + _TICKETS_EVERY_S, ix, slots)
+    return slots
+
+
+@router.get("/state")
+async def state(user: Viewer, request: Request, pool: SyncPoolDep, engine: EngineDep, clock: ClockDep) -> Response:
+    """Role: viewer. One byte per lamp, in the layout's order: its condition now (an index into the layout's
+    `conditions`; the last one, `in_ticket`, marks a lamp a live ticket covers). `X-State-Ts` is the instant."""
+    now = clock.now_ms()
+    cond = engine.conditions(now).astype(np.uint8)
+    slots = await _ticket_slots(request, pool, engine.index)
+    if len(slots):
+        cond = cond.copy()
+        cond[slots] = IN_TICKET
+    return Response(
+        cond.tobytes(),
+        media_type="application/octet-stream",
+        headers={"X-State-Ts": str(now), "Cache-Control": "no-store"},
+    )

@@ -1,0 +1,113 @@
+"""The control room's headline figures in one answer, and the same as a live stream (server-sent events)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import psycopg
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from api.deps import ClockDep, EngineDep, SyncPoolDep, Viewer, in_thread
+from telemetry.lighting import LightingEngine
+
+router = APIRouter(prefix="/api/v1/overview", tags=["overview"])
+
+_LIVE = ("open", "dispatched", "acknowledged", "reopened")
+_SLOW_EVERY_S = 10.0  # tickets and energy come from PostgreSQL; the rate from memory every time
+
+
+def _tonight_start(now: dt.datetime, timezone: str) -> dt.datetime:
+    """The local noon before `now`: a night's figures count from there."""
+    local = now.astimezone(ZoneInfo(timezone))
+    noon = local.replace(hour=12, minute=0, second=0, microsecond=0)
+    return noon if local >= noon else noon - dt.timedelta(days=1)
+
+
+def _slow(conn: psycopg.Connection, now: dt.datetime, since: dt.datetime) -> dict[str, Any]:
+    rows = conn.execute(
+        """SELECT priority, count(*),
+                  count(*) FILTER (WHERE (deadline IS NOT NULL AND deadline < %s)
+                                   OR (ack_deadline IS NOT NULL AND ack_deadline < %s AND status <> 'acknowledged'))
+           FROM tickets WHERE status = ANY(%s) GROUP BY priority""",
+        (now, now, list(_LIVE)),
+    ).fetchall()
+    energy = conn.execute(
+        """SELECT coalesce(sum(d), 0), count(*) FROM (
+               SELECT max(energy_wh) - min(energy_wh) AS d FROM cabinet_readings
+               WHERE ts >= %s AND energy_wh IS NOT NULL GROUP BY cabinet_no) x""",
+        (since,),
+    ).fetchone()
+    by_priority = {p: 0 for p in ("P1", "P2", "P3", "P4")}
+    overdue = 0
+    for priority, n, late in rows:
+        by_priority[priority] = int(n)
+        overdue += int(late)
+    wh, meters = energy if energy else (0, 0)
+    return {
+        "tickets": {"open": sum(by_priority.values()), "by_priority": by_priority, "overdue": overdue},
+        "energy": {"since": since.isoformat(), "kwh": round(float(wh) / 1000.0, 1), "cabinet_meters": int(meters)},
+    }
+
+
+def _power_kw(engine: LightingEngine, now_ms: int) -> float:
+    s = engine.state
+    live = s.on & (s.fresh_until > now_ms) & ~np.isnan(s.power_w)
+    return round(float(s.power_w[live].sum()) / 1000.0, 1)
+
+
+async def overview_now(request: Request, pool: SyncPoolDep, engine: LightingEngine, now_ms: int) -> dict[str, Any]:
+    now = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC)
+    timezone = str(getattr(request.app.state, "timezone", "Asia/Shanghai"))
+    cached = getattr(request.app.state, "overview_slow", None)
+    if cached is None or cached[0] < time.monotonic():
+        since = _tonight_start(now, timezone)
+        cached = (time.monotonic() + _SLOW_EVERY_S, await in_thread(pool, lambda conn: _slow(conn, now, since)))
+        request.app.state.overview_slow = cached
+    b = engine.breakdown(now_ms)
+    city = b.city.rows()[0]
+    return {
+        "ts": now.isoformat(),
+        "timezone": timezone,
+        "lamps": engine.index.n,
+        "city": {
+            k: city[k] for k in ("due", "lit", "dark", "unknown", "day_burning", "rate", "target", "meets_target")
+        },
+        "integrity": {"rate": b.integrity, "target": 95.0},
+        "power_kw": _power_kw(engine, now_ms),
+        **cached[1],
+    }
+
+
+@router.get("")
+async def overview(
+    user: Viewer, request: Request, pool: SyncPoolDep, engine: EngineDep, clock: ClockDep
+) -> dict[str, Any]:
+    """Role: viewer. The city's lighting rate against its target with due, lit, dark, unknown and day-burning
+    lamps; the integrity rate; open tickets by priority and how many are overdue; the power the lamps draw now
+    (kW, from their reports) and the energy since the local noon (kWh, from the cabinets' meters)."""
+    return await overview_now(request, pool, engine, clock.now_ms())
+
+
+@router.get("/stream")
+async def overview_stream(
+    user: Viewer, request: Request, pool: SyncPoolDep, engine: EngineDep, clock: ClockDep, every_s: float = 2.0
+) -> StreamingResponse:
+    """Role: viewer. The overview as server-sent events (`event: overview`), every `every_s` seconds (1 to 60)."""
+    period = min(max(every_s, 1.0), 60.0)
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield b": lamplighter overview\n\n"
+        while not await request.is_disconnected():
+            body = await overview_now(request, pool, engine, clock.now_ms())
+            yield f"event: overview\ndata: {json.dumps(body)}\n\n".encode()
+            await asyncio.sleep(period)
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})

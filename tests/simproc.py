@@ -1,0 +1,72 @@
+"""The simulator as a separate process, as in the field: the devices do not share the gateway's interpreter."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+from lamplighter.runtime import Endpoints
+from telemetry.clock import Clock
+
+_READY = "simulator: "  # the line the simulator logs once its connections are up
+
+
+@contextlib.contextmanager
+def simulator_process(
+    endpoints: Endpoints,
+    clock: Clock,
+    client_prefix: str,
+    *,
+    interval_s: float = 3600.0,
+    ack_latency_s: float = 0.02,
+    unreachable: float = 0.0,
+    failing: float = 0.0,
+    seed: int = 1,
+) -> Iterator[subprocess.Popen[str]]:
+    """`lamplighter simulate` on the test's database, broker and clock; yields once its devices are connected."""
+    assert clock.start is not None, "the simulator process shares the test's clock through its start and origin"
+    argv = [
+        sys.executable, "-m", "lamplighter", "simulate", "--quiet", "--interval", str(interval_s),
+        "--failure-rate", "0", "--seed", str(seed), "--ack-latency", str(ack_latency_s),
+        "--unreachable", str(unreachable), "--failing", str(failing), "--client-prefix", client_prefix,
+        "--clock-start", clock.start.isoformat(), "--clock-speed", str(clock.speed),
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "LAMPLIGHTER_DATABASE_URL": endpoints.database_url,
+        "LAMPLIGHTER_MQTT_URL": endpoints.mqtt_url,
+        "LAMPLIGHTER_CLOCK_ORIGIN": repr(clock.origin),
+    }
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def drain() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if _READY in line:
+                ready.set()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.wait(0.2):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("the simulator did not start:\n" + "".join(lines[-20:]))
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        reader.join(5)
+        if proc.stderr is not None:
+            proc.stderr.close()
