@@ -10,7 +10,7 @@ import msgspec
 import psycopg
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from api.auth import User, user_for_token
@@ -49,7 +49,10 @@ PoolDep = Annotated[AsyncConnectionPool, Depends(get_pool)]
 async def get_conn(pool: PoolDep) -> AsyncIterator[psycopg.AsyncConnection]:
     async with pool.connection() as conn:
         conn.row_factory = dict_row  # type: ignore[assignment]
-        yield conn
+        try:
+            yield conn
+        finally:
+            conn.row_factory = tuple_row  # back to the pool as it came
 
 
 ConnDep = Annotated[psycopg.AsyncConnection, Depends(get_conn)]

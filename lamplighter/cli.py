@@ -81,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lease-s", type=float, default=30.0, help="a claimed notification is retried after this")
     p.add_argument("--batch", type=int, default=50, help="notifications claimed at once")
 
+    p = sub.add_parser("inject", help="make simulated lamps fail, leak or be repaired, or cut a cable (demos)")
+    p.add_argument("action", choices=["fail", "repair", "leak", "cut", "restore"])
+    p.add_argument("what", nargs="+", help="lamp ids; for cut and restore: CABINET CIRCUIT")
+    p.add_argument("--code", default="lamp_failure", choices=["lamp_failure", "driver_failure", "relay_failure"])
+
     p = sub.add_parser("users", help="users, roles and their API tokens")
     usub = p.add_subparsers(dest="users", required=True)
     u = usub.add_parser("add", help="add a user and print its API token (shown once)")
@@ -189,6 +194,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
         _run_dispatcher(settings, ep, args)
     elif cmd == "users":
         return users_command(ep.database_url, args)
+    elif cmd == "inject":
+        inject_command(ep, args)
     elif cmd == "api":
         import uvicorn
 
@@ -206,6 +213,27 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
             port=settings.api_port,
         )
     return 0
+
+
+def inject_command(ep: Any, args: argparse.Namespace) -> None:
+    """Publish a fault injection to the running simulator (`lamplighter simulate` or the demo's)."""
+    import json
+
+    import paho.mqtt.publish as publish
+
+    from simulator.commands import FAULTS_TOPIC
+
+    order: dict[str, Any]
+    if args.action in ("cut", "restore"):
+        if len(args.what) != 2 or not args.what[1].isdigit():
+            raise ValueError(f"{args.action} takes a cabinet id and a circuit number, got {' '.join(args.what)}")
+        order = {args.action: {"cabinet": args.what[0], "circuit": int(args.what[1])}}
+    else:
+        order = {args.action: args.what}
+        if args.action == "fail":
+            order["code"] = args.code
+    publish.single(FAULTS_TOPIC, json.dumps(order), qos=1, hostname=ep.mqtt_host, port=ep.mqtt_port)
+    print(f"sent to the simulator: {order}")
 
 
 def _ask_password() -> str:

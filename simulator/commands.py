@@ -24,7 +24,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from simulator.fleet import Fleet
 
-__all__ = ["DeviceCommands"]
+__all__ = ["FAULTS_TOPIC", "DeviceCommands", "outcome_masks"]
+
+# The simulator's own fault-injection topic, for demos and tests; not part of the field protocol. Payloads:
+# {"fail": [lamp ids], "code"?: "lamp_failure" | "driver_failure" | "relay_failure"}, {"repair": [lamp ids]},
+# {"leak": [lamp ids]}, {"cut": {"cabinet": id, "circuit": n}}, {"restore": {"cabinet": id, "circuit": n}}.
+FAULTS_TOPIC = "lamplighter/sim/faults"
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +77,7 @@ class DeviceCommands:
         self.client.loop_start()
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        client.subscribe([("sl/+/lamp/+/cmd", 1)])
+        client.subscribe([("sl/+/lamp/+/cmd", 1), (FAULTS_TOPIC, 1)])
         self.ready.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
@@ -88,6 +93,9 @@ class DeviceCommands:
         acted: list[int] = []
         while self.inbox:
             topic, payload = self.inbox.popleft()
+            if topic == FAULTS_TOPIC:
+                self._inject(payload, now_ms)
+                continue
             self.received += 1
             slot = self._one(topic, payload, now_ms)
             if slot is not None:
@@ -99,6 +107,30 @@ class DeviceCommands:
             _, _, topic, body = heapq.heappop(self.acks)
             out.append((topic.encode(), body))
         return out
+
+    def _inject(self, payload: bytes, now_ms: int) -> None:
+        """A fault injected on purpose: the lamps (or a cable) fail, leak, are repaired or restored now."""
+        try:
+            order = json.loads(payload)
+            fleet = self.fleet
+            lamps = [self.slot_of[i] for k in ("fail", "repair", "leak") for i in order.get(k, ()) if i in self.slot_of]
+            if "fail" in order:
+                fleet.fail(lamps, str(order.get("code", "lamp_failure")), now_ms)
+            elif "repair" in order:
+                fleet.repair(lamps, now_ms)
+                fleet.leak(lamps, now_ms, on=False)
+            elif "leak" in order:
+                fleet.leak(lamps, now_ms)
+            elif "cut" in order or "restore" in order:
+                where = order.get("cut") or order["restore"]
+                cabinet = fleet.spec.cabinet_id.index(where["cabinet"])
+                if "cut" in order:
+                    fleet.cut_cable(cabinet, int(where["circuit"]), now_ms)
+                else:
+                    fleet.restore_cable(cabinet, int(where["circuit"]), now_ms)
+            logger.info("simulator: injected %s", order)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            logger.warning("simulator: fault injection %r ignored: %s", payload[:200], exc)
 
     def _one(self, topic: str, payload: bytes, now_ms: int) -> int | None:
         """Handle one command; returns the lamp when it acted."""

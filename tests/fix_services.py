@@ -6,6 +6,7 @@ other's rows. Each test gets its own MQTT topics' district-free client ids, so s
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,14 +43,23 @@ def services() -> Iterator[Services]:
         yield Services(ep, admin)
 
 
-@pytest.fixture
-def database_url(services: Services) -> Iterator[str]:
+@contextlib.contextmanager
+def fresh_database(services: Services) -> Iterator[str]:
+    """A new database cloned from the migrated template, dropped afterwards."""
     name = f"lltest_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(services.admin_url, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name} TEMPLATE {_TEMPLATE}")
-    yield services.url_for(name)
-    with psycopg.connect(services.admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    try:
+        yield services.url_for(name)
+    finally:
+        with psycopg.connect(services.admin_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def database_url(services: Services) -> Iterator[str]:
+    with fresh_database(services) as url:
+        yield url
 
 
 @pytest.fixture

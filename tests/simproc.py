@@ -23,6 +23,7 @@ def simulator_process(
     client_prefix: str,
     *,
     interval_s: float = 3600.0,
+    jitter: float = 1.0,
     ack_latency_s: float = 0.02,
     unreachable: float = 0.0,
     failing: float = 0.0,
@@ -31,7 +32,8 @@ def simulator_process(
     """`lamplighter simulate` on the test's database, broker and clock; yields once its devices are connected."""
     assert clock.start is not None, "the simulator process shares the test's clock through its start and origin"
     argv = [
-        sys.executable, "-m", "lamplighter", "simulate", "--quiet", "--interval", str(interval_s),
+        sys.executable, "-m", "lamplighter", "simulate", "--quiet",
+        "--interval", str(interval_s), "--jitter", str(jitter),
         "--failure-rate", "0", "--seed", str(seed), "--ack-latency", str(ack_latency_s),
         "--unreachable", str(unreachable), "--failing", str(failing), "--client-prefix", client_prefix,
         "--clock-start", clock.start.isoformat(), "--clock-speed", str(clock.speed),

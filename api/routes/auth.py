@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.auth import AuthError, forget, login, revoke
-from api.deps import TOKEN_COOKIE, SignedIn, SyncPoolDep, decode_body, in_thread, request_token
+from api.deps import TOKEN_COOKIE, ClockDep, SignedIn, SyncPoolDep, decode_body, in_thread, request_token
 from api.errors import ApiError
 from api.ratelimit import RateLimit
 
@@ -62,10 +62,12 @@ async def log_out(user: SignedIn, request: Request, pool: SyncPoolDep) -> JSONRe
 
 
 @router.get("/me")
-async def who_am_i(user: SignedIn, request: Request) -> dict[str, Any]:
-    """Role: any signed-in user. `{"id", "name", "role", "crew", "lang", "timezone"}`: who the caller is, the
-    language the pages show it, and the city's time zone the pages show times in."""
-    return {**user.as_dict(), "timezone": getattr(request.app.state, "timezone", "Asia/Shanghai")}
+async def who_am_i(user: SignedIn, request: Request, clock: ClockDep) -> dict[str, Any]:
+    """Role: any signed-in user. `{"id", "name", "role", "crew", "lang", "timezone", "now"}`: who the caller
+    is, the language the pages show it, the city's time zone the pages show times in, and the server's time
+    (a compressed demo clock may run far from the browser's)."""
+    timezone = getattr(request.app.state, "timezone", "Asia/Shanghai")
+    return {**user.as_dict(), "timezone": timezone, "now": clock.now().isoformat()}
 
 
 class MeBody(msgspec.Struct, forbid_unknown_fields=True):

@@ -21,7 +21,8 @@ from telemetry.lighting import LightingEngine
 router = APIRouter(prefix="/api/v1/overview", tags=["overview"])
 
 _LIVE = ("open", "dispatched", "acknowledged", "reopened")
-_SLOW_EVERY_S = 10.0  # tickets and energy come from PostgreSQL; the rate from memory every time
+_TICKETS_EVERY_S = 2.0  # tickets and energy come from PostgreSQL (cached for this long); the rate from memory
+_ENERGY_EVERY_S = 30.0
 
 
 def _tonight_start(now: dt.datetime, timezone: str) -> dt.datetime:
@@ -31,7 +32,7 @@ def _tonight_start(now: dt.datetime, timezone: str) -> dt.datetime:
     return noon if local >= noon else noon - dt.timedelta(days=1)
 
 
-def _slow(conn: psycopg.Connection, now: dt.datetime, since: dt.datetime) -> dict[str, Any]:
+def _tickets(conn: psycopg.Connection, now: dt.datetime) -> dict[str, Any]:
     rows = conn.execute(
         """SELECT priority, count(*),
                   count(*) FILTER (WHERE (deadline IS NOT NULL AND deadline < %s)
@@ -39,22 +40,34 @@ def _slow(conn: psycopg.Connection, now: dt.datetime, since: dt.datetime) -> dic
            FROM tickets WHERE status = ANY(%s) GROUP BY priority""",
         (now, now, list(_LIVE)),
     ).fetchall()
-    energy = conn.execute(
-        """SELECT coalesce(sum(d), 0), count(*) FROM (
-               SELECT max(energy_wh) - min(energy_wh) AS d FROM cabinet_readings
-               WHERE ts >= %s AND energy_wh IS NOT NULL GROUP BY cabinet_no) x""",
-        (since,),
-    ).fetchone()
     by_priority = {p: 0 for p in ("P1", "P2", "P3", "P4")}
     overdue = 0
     for priority, n, late in rows:
         by_priority[priority] = int(n)
         overdue += int(late)
-    wh, meters = energy if energy else (0, 0)
-    return {
-        "tickets": {"open": sum(by_priority.values()), "by_priority": by_priority, "overdue": overdue},
-        "energy": {"since": since.isoformat(), "kwh": round(float(wh) / 1000.0, 1), "cabinet_meters": int(meters)},
-    }
+    return {"open": sum(by_priority.values()), "by_priority": by_priority, "overdue": overdue}
+
+
+def _energy(conn: psycopg.Connection, since: dt.datetime) -> dict[str, Any]:
+    row = conn.execute(
+        """SELECT coalesce(sum(d), 0), count(*) FROM (
+               SELECT max(energy_wh) - min(energy_wh) AS d FROM cabinet_readings
+               WHERE ts >= %s AND energy_wh IS NOT NULL GROUP BY cabinet_no) x""",
+        (since,),
+    ).fetchone()
+    wh, meters = row if row else (0, 0)
+    return {"since": since.isoformat(), "kwh": round(float(wh) / 1000.0, 1), "cabinet_meters": int(meters)}
+
+
+async def _cached(request: Request, name: str, every_s: float, pool: SyncPoolDep, fn: Any) -> dict[str, Any]:
+    """`fn(conn)` at most once every `every_s` seconds per app."""
+    key = f"overview_{name}"
+    hit = getattr(request.app.state, key, None)
+    if hit is None or hit[0] < time.monotonic():
+        hit = (time.monotonic() + every_s, await in_thread(pool, fn))
+        setattr(request.app.state, key, hit)
+    value: dict[str, Any] = hit[1]
+    return value
 
 
 def _power_kw(engine: LightingEngine, now_ms: int) -> float:
@@ -66,11 +79,9 @@ def _power_kw(engine: LightingEngine, now_ms: int) -> float:
 async def overview_now(request: Request, pool: SyncPoolDep, engine: LightingEngine, now_ms: int) -> dict[str, Any]:
     now = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC)
     timezone = str(getattr(request.app.state, "timezone", "Asia/Shanghai"))
-    cached = getattr(request.app.state, "overview_slow", None)
-    if cached is None or cached[0] < time.monotonic():
-        since = _tonight_start(now, timezone)
-        cached = (time.monotonic() + _SLOW_EVERY_S, await in_thread(pool, lambda conn: _slow(conn, now, since)))
-        request.app.state.overview_slow = cached
+    since = _tonight_start(now, timezone)
+    tickets = await _cached(request, "tickets", _TICKETS_EVERY_S, pool, lambda conn: _tickets(conn, now))
+    energy = await _cached(request, "energy", _ENERGY_EVERY_S, pool, lambda conn: _energy(conn, since))
     b = engine.breakdown(now_ms)
     city = b.city.rows()[0]
     return {
@@ -82,7 +93,8 @@ async def overview_now(request: Request, pool: SyncPoolDep, engine: LightingEngi
         },
         "integrity": {"rate": b.integrity, "target": 95.0},
         "power_kw": _power_kw(engine, now_ms),
-        **cached[1],
+        "tickets": tickets,
+        "energy": energy,
     }
 
 

@@ -3,6 +3,11 @@
 
 const App = {
   me: null,
+  skew: 0, // server time − browser time, ms: deadlines count down on the server's clock
+
+  now() {
+    return Date.now() + this.skew;
+  },
 
   async api(path, options = {}) {
     const init = { credentials: "same-origin", headers: {}, ...options };
@@ -30,7 +35,9 @@ const App = {
 
   // Who is signed in; a page calls this first. Applies the user's language and the city's time zone.
   async start() {
+    const asked = Date.now();
     this.me = await this.api("/api/v1/me");
+    this.skew = Date.parse(this.me.now) - (asked + Date.now()) / 2;
     I18N.timezone = this.me.timezone;
     I18N.lang = this.me.lang;
     localStorage.setItem("ll.lang", I18N.lang);

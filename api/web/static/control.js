@@ -170,7 +170,8 @@ const Control = {
     const tz = I18N.timezone;
     this.charts[id] = new uPlot({
       width, height: opts.height || 180, tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), tz),
-      series: [{}, ...series], scales: { y: { range: opts.range || [80, 100] } },
+      series: [{}, ...series],
+      scales: { x: opts.x ? { time: true, range: opts.x } : { time: true }, y: { range: opts.range || [80, 100] } },
       axes: [{ stroke: "#94a3b8", grid: { stroke: "#1e293b" } }, { stroke: "#94a3b8", grid: { stroke: "#1e293b" } }],
       legend: { show: true },
     }, data, box);
@@ -184,9 +185,9 @@ const Control = {
     const pts = day.points.filter((p) => p.rate !== null);
     const xs = pts.map((p) => Date.parse(p.ts) / 1000);
     this.chart("trend-day", [xs, pts.map((p) => p.rate), pts.map(() => 98)], [
-      { label: I18N.t("trend.rate"), stroke: "#facc15", width: 2 },
+      { label: I18N.t("trend.rate"), stroke: "#facc15", width: 2, points: { show: pts.length < 3 } },
       { label: I18N.t("trend.target"), stroke: "#ef4444", dash: [6, 4] },
-    ]);
+    ], { x: [Date.parse(day.from) / 1000, Date.parse(day.to) / 1000] });
     const items = nights.items.filter((n) => n.city).reverse();
     const nx = items.map((n) => Date.parse(n.night + "T12:00:00Z") / 1000);
     this.chart("trend-nights", [nx, items.map((n) => n.city.mean), items.map((n) => n.city.min), items.map(() => 98)], [
@@ -382,10 +383,11 @@ const Control = {
     panel.hidden = false;
     panel.dataset.lamp = id;
     document.getElementById("lamp-title").textContent = I18N.t("lamp.title", { id });
-    const from = new Date(Date.now() - 24 * 3600 * 1000).toISOString();
+    const from = new Date(App.now() - 24 * 3600 * 1000).toISOString();
+    const to = new Date(App.now() + 5 * 60 * 1000).toISOString();
     const [lamp, tel, archive] = await Promise.all([
       App.api(`/api/v1/lamps/${encodeURIComponent(id)}`),
-      App.api(`/api/v1/lamps/${encodeURIComponent(id)}/telemetry?limit=2000&from=${encodeURIComponent(from)}`),
+      App.api(`/api/v1/lamps/${encodeURIComponent(id)}/telemetry?limit=2000&from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}`),
       App.api(`/api/v1/lamps/${encodeURIComponent(id)}/archive`),
     ]);
     if (this.inspected !== id) return;
@@ -425,7 +427,7 @@ const Control = {
     this.chart("lamp-chart", [xs, rows.map((r) => r.power_w), rows.map((r) => r.dim)], [
       { label: `${I18N.t("lamp.power")} (W)`, stroke: "#facc15", width: 2 },
       { label: `${I18N.t("lamp.level")} (%)`, stroke: "#38bdf8" },
-    ], { height: 140, range: [0, null] });
+    ], { height: 140, range: (u, mn, mx) => [0, Math.max(mx || 0, 100)], x: [Date.parse(from) / 1000, App.now() / 1000] });
     const entries = [
       ...(archive.tickets || []).map((t) => App.el("li", {},
         `#${t.id} ${t.priority} ${I18N.fault(t.fault)} — ${I18N.t("status." + t.status)} — ${I18N.dateTime(t.opened_at)}`)),

@@ -52,14 +52,14 @@ const Crew = {
     const keep = new Map([...cards.children].map((c) => [c.dataset.key, c]));
     const next = this.tickets.map((t) => {
       const d = this.details[t.id] || t;
-      const key = `${t.id}:${d.status}:${(d.history || []).length}:${I18N.lang}:${Math.floor(Date.now() / 60000)}`;
+      const key = `${t.id}:${d.status}:${(d.history || []).length}:${I18N.lang}:${Math.floor(App.now() / 60000)}`;
       return keep.get(key) || this.card(d, key);
     });
     cards.replaceChildren(...next);
   },
 
   card(t, key) {
-    const now = Date.now();
+    const now = App.now();
     const due = t.deadline ? Date.parse(t.deadline) - now : null;
     const dueText = due === null ? "" : due >= 0 ? I18N.t("crew.due_in", { t: I18N.duration(due) }) : I18N.t("crew.overdue", { t: I18N.duration(due) });
     const loc = t.location;
