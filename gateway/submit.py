@@ -3,7 +3,9 @@
 Targets: `{"lamps": [...]}`, `{"cabinet": id, "circuit"?: n}`, `{"road": id}`, `{"district": code}`,
 `{"road_class": name}`, `{"all": true}`. A `switch` or `dim` is also written as the override of the target's
 schedule scopes, so the lighting rate's notion of due follows it and the schedule resumes by itself at `until`
-(or at the lamps' next scheduled switching when `until` is null); `resume` removes those overrides.
+(or at the lamps' next scheduled switching when `until` is null); `resume` removes those overrides. A
+`schedule` sends its profile for the devices to run on their own and stores it in the same scopes, so the
+backend expects what the devices do.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from psycopg.types.json import Jsonb
 from telemetry.expected import Expected
 from telemetry.fleet import ROAD_CLASSES, FleetIndex
 from telemetry.lighting import get_schedule, put_schedule
-from telemetry.schedules import Override, ScheduleDoc
+from telemetry.schedules import Override, Profile, ScheduleDoc, ScheduleError, decode_doc
 
 __all__ = ["CommandError", "CommandRequest", "Submitted", "submit"]
 
@@ -122,6 +124,7 @@ def _params(req: CommandRequest) -> dict[str, Any]:
     if req.op == "schedule":
         if not req.profile:
             raise CommandError("a schedule command needs the profile to install", "profile")
+        _profile(req.profile)  # refused here, not by 110,000 devices one by one
         return {"profile": req.profile}
     return {}
 
@@ -181,7 +184,29 @@ def submit(
                 )
             for scope, key in scopes:
                 _set_override(conn, scope, key, override)
+        if req.op == "schedule":
+            assert req.profile is not None
+            for scope, key in scopes:
+                _set_profile(conn, scope, key, _profile(req.profile))
     return Submitted(cid, len(slots))
+
+
+def _profile(raw: dict[str, Any]) -> Profile:
+    """The profile of a `schedule` command, validated as the schedules API validates one."""
+    try:
+        profile = decode_doc(msgspec.json.encode({"profile": raw})).profile
+    except ScheduleError as exc:
+        raise CommandError(f"the profile is not usable: {exc}", exc.field or "profile") from None
+    assert profile is not None
+    return profile
+
+
+def _set_profile(conn: psycopg.Connection, scope: str, key: str, profile: Profile) -> None:
+    """The backend expects what the devices now run: the scope's document gets the installed profile."""
+    current = get_schedule(conn, scope, key) or {}
+    doc = msgspec.convert({k: v for k, v in current.items() if k in ("windows", "override")}, ScheduleDoc, strict=False)
+    doc.profile = profile
+    put_schedule(conn, scope, key, doc)
 
 
 def _set_override(conn: psycopg.Connection, scope: str, key: str, override: Override | None) -> None:

@@ -1,9 +1,10 @@
 """`lamplighter bench campaign`: a whole-city command at the default pace, through the broker to simulated devices.
 
-Private broker and PostgreSQL; the gateway (with its command engine) and the simulator (obeying and
-acknowledging) run in this process. Measures the time from submission until every lamp has acknowledged, the
-highest number of sends in any one second, and how much the process grew while tracking the campaign. Prints a
-table and, as its last line, one JSON object. Asserts nothing.
+Private broker and PostgreSQL; the gateway (with its command engine) runs in this process and the simulated
+devices (obeying and acknowledging) in a simulator process beside it, as in a city. Measures the time from
+submission until every lamp has acknowledged, the highest number of sends in any one second, and how much the
+gateway's process grew while tracking the campaign. Prints a table and, as its last line, one JSON object.
+Asserts nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import threading
 import time
 from typing import Any
 
@@ -22,9 +22,7 @@ import psycopg
 from gateway.submit import CommandRequest, submit
 from lamplighter.config import Settings
 from lamplighter.runtime import GatewayProcess, bench_city
-from simulator.commands import DeviceCommands
-from simulator.fleet import Fleet, FleetSpec
-from simulator.runner import Simulator
+from lamplighter.simproc import simulator_process
 from telemetry.clock import Clock
 
 __all__ = ["run_campaign_bench"]
@@ -43,21 +41,14 @@ def _rss_mb() -> float:
 async def _campaign(settings: Settings, ep: Any, lamps: int) -> dict[str, Any]:
     with psycopg.connect(ep.database_url, autocommit=True) as conn:
         conn.execute("UPDATE lamps SET report_interval_s = 3600")  # quiet devices: the commands are measured
-        spec = FleetSpec.from_db(conn)
     clock = Clock(start=_NIGHT, speed=1.0)
     gw = GatewayProcess(settings, ep, clock=clock)
     gw.commands.keep_send_times = True
-    fleet = Fleet(spec, interval_s=3600, failure_rate_per_day=0.0, start_ms=clock.now_ms())
-    devices = DeviceCommands(fleet, host=ep.mqtt_host, port=ep.mqtt_port, client_id="bench-devices")
-    devices.wait_ready()
-    sim = Simulator(
-        fleet, host=ep.mqtt_host, port=ep.mqtt_port, clock=clock, client_prefix="bench-sim", commands=devices
-    )
     task = asyncio.create_task(gw.run())
-    thread = threading.Thread(target=sim.run, daemon=True)
+    stack = contextlib.ExitStack()
     try:
         await asyncio.wait_for(gw.subscriber.connected.wait(), 10)
-        thread.start()
+        stack.enter_context(simulator_process(ep, clock, "bench-sim", interval_s=3600.0, ack_latency_s=0.05))
         await asyncio.sleep(1.0)
         rss_before = _rss_mb()
         req = CommandRequest(target={"all": True}, op="dim", level=60, reason="campaign benchmark")
@@ -94,9 +85,7 @@ async def _campaign(settings: Settings, ep: Any, lamps: int) -> dict[str, Any]:
         times = np.array(gw.commands.send_times)
         per_second = int((np.searchsorted(times, times + 1.0) - np.arange(len(times))).max()) if len(times) else 0
     finally:
-        sim.stop()
-        thread.join(10)
-        sim.close()
+        stack.close()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -115,6 +115,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--publishers", type=int, default=2, help="publisher processes")
     b = bsub.add_parser("alerts", help="fault rules over a generated city, and a district blackout into tickets")
     b.add_argument("--lamps", type=int, default=1_000_000)
+    b = bsub.add_parser("api", help="/lighting-rate and /tickets latency, idle and while the gateway ingests flat out")
+    b.add_argument("--lamps", type=int, default=110_000)
+    b.add_argument("--messages", type=int, default=1_000_000, help="lamp reports published during the timing")
+    b.add_argument("--publishers", type=int, default=2, help="publisher processes")
     b = bsub.add_parser("campaign", help="a whole-city command at the default pace to simulated devices")
     b.add_argument("--lamps", type=int, default=110_000)
     b = bsub.add_parser("rate", help="lighting-rate recompute and fleet-state updates over a generated city")
@@ -159,6 +163,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
         from lamplighter.bench_alerts import run_alerts_bench
 
         return run_alerts_bench(settings, lamps=args.lamps)
+    if cmd == "bench" and args.bench == "api":
+        from lamplighter.bench_api import run_api_bench
+
+        return run_api_bench(settings, lamps=args.lamps, messages=args.messages, publishers=args.publishers)
     if cmd == "bench" and args.bench == "campaign":
         from lamplighter.bench_campaign import run_campaign_bench
 

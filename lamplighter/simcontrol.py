@@ -1,14 +1,15 @@
-"""What the simulated devices switch by: the schedules stored in PostgreSQL, evaluated for the simulated lamps.
-
-Until devices receive their profiles through the `schedule` command, the simulator reads the same schedules the
-backend uses and follows them (the composition root wires this; the simulator itself knows only a callable).
+"""What the simulated devices switch by: a profile installed on the device by a `schedule` command, or else the
+schedules stored in PostgreSQL (standing in for what the devices were commissioned with), evaluated for the
+simulated lamps. The composition root wires this; the simulator itself knows only a callable with `install`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import psycopg
@@ -16,6 +17,7 @@ import psycopg
 from telemetry.expected import Expected
 from telemetry.fleet import load_index
 from telemetry.lighting import load_schedules, schedules_version
+from telemetry.schedules import ScheduleError, decode_doc
 
 __all__ = ["ScheduleControl"]
 
@@ -34,6 +36,25 @@ class ScheduleControl:
             self.expected = Expected(self.index, load_schedules(conn), strict=False)
         self.slots = np.array([self.index.slot_of_id[lamp] for lamp in lamp_ids], dtype=np.intp)
         self._checked = time.monotonic()
+        # Profiles installed on devices: one Expected per distinct profile, and each lamp's (−1: none).
+        self._installed: dict[bytes, int] = {}
+        self._programs: list[Expected] = []
+        self.program = np.full(len(lamp_ids), -1, dtype=np.int32)
+
+    def install(self, lamp: int, profile: dict[str, Any]) -> str | None:
+        """Store `profile` on the simulator's lamp `lamp`; an error text when a device would refuse it."""
+        key = msgspec.json.encode(profile, order="sorted")
+        program = self._installed.get(key)
+        if program is None:
+            try:
+                doc = decode_doc(msgspec.json.encode({"profile": profile}))
+            except ScheduleError as exc:
+                return f"profile refused: {exc}"
+            program = len(self._programs)
+            self._programs.append(Expected(self.index, {("city", "all"): doc}, strict=False))
+            self._installed[key] = program
+        self.program[lamp] = program
+        return None
 
     def _maybe_reload(self) -> None:
         now = time.monotonic()
@@ -54,4 +75,10 @@ class ScheduleControl:
         """Lamps in a planned outage or maintenance window are off, as if their circuit were isolated."""
         self._maybe_reload()
         e = self.expected.at(now_ms)
-        return e.due[self.slots], e.level[self.slots]
+        on, level = e.due[self.slots], e.level[self.slots]
+        for program in np.unique(self.program[self.program >= 0]).tolist():
+            mine = self.program == program
+            p = self._programs[program].at(now_ms)
+            on[mine] = p.due[self.slots[mine]]
+            level[mine] = p.level[self.slots[mine]]
+        return on, level

@@ -23,7 +23,7 @@ from lamplighter.config import Settings
 from lamplighter.runtime import bench_city
 from simulator.wire import RawPublisher, encode_varint
 
-__all__ = ["run_ingest_bench"]
+__all__ = ["run_ingest_bench", "run_publishers"]
 
 _TS_SLOT = b'"ts":0000000000000'  # patched with the send time, chunk by chunk, in one bytes.replace
 _CHUNK = 2000
@@ -72,7 +72,7 @@ def _publisher(host: str, port: int, name: str, lamps: list[tuple[str, str]], n:
     pub.close()
 
 
-def _run_publishers(
+def run_publishers(
     host: str, port: int, lamps: list[tuple[str, str]], messages: int, procs: int, tag: str
 ) -> tuple[int, float, float]:
     """Returns (published, seconds, start time); each process owns a disjoint set of lamps."""
@@ -132,7 +132,7 @@ def run_ingest_bench(settings: Settings, *, lamps: int, messages: int, publisher
             flush=True,
         )
         # 1. The load generator's own ceiling: the broker alone, no subscriber.
-        ceiling_n, ceiling_s, _ = _run_publishers(
+        ceiling_n, ceiling_s, _ = run_publishers(
             ep.mqtt_host, ep.mqtt_port, ids, min(messages, 400_000), publishers, "ceiling"
         )
         ceiling = ceiling_n / ceiling_s
@@ -163,7 +163,7 @@ def run_ingest_bench(settings: Settings, *, lamps: int, messages: int, publisher
             if not ready.wait(60):
                 raise RuntimeError("the gateway did not subscribe within 60 s")
             cpu0, _ = _proc_cpu_rss(gw.pid)
-            published, pub_s, start = _run_publishers(ep.mqtt_host, ep.mqtt_port, ids, messages, publishers, "run")
+            published, pub_s, start = run_publishers(ep.mqtt_host, ep.mqtt_port, ids, messages, publishers, "run")
             written = 0.0
             last_change, last = time.monotonic(), -1.0
             while written < published and time.monotonic() - last_change < 15:

@@ -255,9 +255,19 @@ class Fleet:
             self.ovr_until[lamp] = hold
         elif op == "resume":
             self.ovr_until[lamp], self.ovr_on[lamp], self.ovr_level[lamp] = 0, -1, -1
-        elif op in ("report", "schedule"):
-            pass  # a report follows below. A `schedule` is acknowledged, but the simulated devices keep following
-            # the schedules in the database (see lamplighter.simcontrol); running a received profile is not built yet.
+        elif op == "schedule":
+            # The device stores the profile and switches by it from now on, whether or not the network is up.
+            install = getattr(self.control, "install", None)
+            profile = cmd.get("profile")
+            if not isinstance(profile, dict):
+                return "a schedule command without a profile"
+            if install is None:
+                return "this simulated device keeps its built-in sunset/sunrise schedule"
+            error: str | None = install(lamp, profile)
+            if error:
+                return error
+        elif op == "report":
+            pass  # a report follows below
         else:
             return f"unsupported op {op!r}"
         if report:

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, GatewayProcess
+from lamplighter.simproc import simulator_process
 from seeds.generator import generate
 from seeds.loader import load
 from simulator.commands import DeviceCommands, outcome_masks
@@ -28,7 +29,6 @@ from simulator.fleet import Fleet, FleetSpec
 from simulator.wire import RawPublisher
 from telemetry.clock import Clock
 from tests.auth import sign_in
-from tests.simproc import simulator_process
 
 pytestmark = pytest.mark.services
 
@@ -241,6 +241,46 @@ async def test_an_override_holds_until_its_time_then_the_schedule_resumes(endpoi
         body = {"target": {"road": "x"}, "op": "dim", "level": 1}
         road = (await call(city.api.post, "/api/v1/commands", json=body)).json()
         assert road["error"]["field"] == "target.road"
+
+
+@pytest.mark.asyncio
+async def test_a_schedule_command_installs_a_profile_the_devices_then_run_on_their_own(
+    endpoints: Endpoints, client_id: str
+) -> None:
+    async with remote_city(endpoints, client_id, lamps=2000) as city:
+        cabinet = city.spec.cabinet_id[1]
+        lamps = [city.spec.lamp_id[i] for i in np.flatnonzero(city.spec.lamp_cabinet == 1).tolist()]
+        body: dict[str, Any] = {"target": {"cabinet": cabinet}, "op": "schedule"}
+        bad = await call(city.api.post, "/api/v1/commands", json={**body, "profile": {"mode": "fixed", "on_at": "x"}})
+        assert bad.status_code == 422 and bad.json()["error"]["field"].startswith("profile"), bad.text
+        # Lights from 18:00 to 20:00 only: at 21:00 the cabinet's lamps go dark by their own schedule.
+        profile = {"mode": "fixed", "on_at": "18:00", "off_at": "20:00"}
+        r = await call(city.api.post, "/api/v1/commands", json={**body, "profile": profile})
+        assert r.status_code == 202, r.text
+        cid = r.json()["id"]
+        status = await until(
+            lambda: (s := city.api.get(f"/api/v1/commands/{cid}").json())["status"] == "done" and s,
+            20,
+            "the schedule to be installed",
+        )
+        assert status["acked"] == len(lamps)
+        stored = (await call(city.api.get, f"/api/v1/schedules/cabinet/{cabinet}")).json()
+        assert stored["profile"]["mode"] == "fixed"  # the backend expects what the devices now run
+        in_cabinet = "SELECT count(*) FROM lamp_latest l JOIN lamps m ON m.no = l.lamp_no WHERE m.cabinet_id = %s "
+        await until(
+            lambda: _count(city.url, in_cabinet + "AND NOT l.is_on", cabinet) == len(lamps), 10, "the lamps off"
+        )
+        assert (await call(city.api.get, f"/api/v1/lamps/{lamps[0]}")).json()["condition"] == "off"
+        # The database's schedule changes back, but nobody tells the devices: they keep the profile they hold.
+        restore = {"profile": {"mode": "astro", "on_offset_min": 10, "off_offset_min": -10}}
+        assert (await call(city.api.put, f"/api/v1/schedules/cabinet/{cabinet}", json=restore)).status_code == 200
+        await asyncio.sleep(4.0)  # the simulator rereads the database's schedules every 2 s
+        r = await call(city.api.post, "/api/v1/commands", json={"target": {"cabinet": cabinet}, "op": "report"})
+        await until(
+            lambda: city.api.get(f"/api/v1/commands/{r.json()['id']}").json()["status"] == "done", 20, "reports"
+        )
+        assert _count(city.url, in_cabinet + "AND NOT l.is_on", cabinet) == len(lamps)
+        assert (await call(city.api.get, f"/api/v1/lamps/{lamps[0]}")).json()["condition"] == "dark"
 
 
 def test_a_repeated_command_id_is_acted_on_once_and_acknowledged_again(endpoints: Endpoints, client_id: str) -> None:

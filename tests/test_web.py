@@ -33,12 +33,12 @@ from api.app import create_app
 from api.auth import add_user
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, GatewayProcess
+from lamplighter.simproc import simulator_process
 from seeds.generator import DISTRICTS, generate
 from seeds.loader import load
 from simulator.commands import FAULTS_TOPIC
 from telemetry.clock import Clock
 from tests.fix_services import Services, fresh_database
-from tests.simproc import simulator_process
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 

@@ -50,8 +50,8 @@ async def send_command(
 
     def store(conn: psycopg.Connection) -> dict[str, Any]:
         s = submit(conn, engine.index, engine.expected, req, actor=user.name, now=clock.now(), pace=pace)
-        if req.op in ("switch", "dim", "resume"):
-            engine.apply(engine.fetch(conn, states=False))  # the override counts in the rate from now on
+        if req.op in ("switch", "dim", "resume", "schedule"):
+            engine.apply(engine.fetch(conn, states=False))  # the override or profile counts in the rate from now
         return {"id": s.id, "lamps": s.lamps}
 
     try:

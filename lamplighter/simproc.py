@@ -1,4 +1,7 @@
-"""The simulator as a separate process, as in the field: the devices do not share the gateway's interpreter."""
+"""The simulator as a separate process, as in the field: the devices do not share the gateway's interpreter.
+
+Used by the tests and the benchmarks that run a gateway in their own process: in the same interpreter, a
+simulator answering thousands of commands a second starves the gateway of the GIL."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from collections.abc import Iterator
 
 from lamplighter.runtime import Endpoints
 from telemetry.clock import Clock
+
+__all__ = ["simulator_process"]
 
 _READY = "simulator: "  # the line the simulator logs once its connections are up
 

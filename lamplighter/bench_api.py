@@ -1,0 +1,157 @@
+"""`lamplighter bench api`: the control room's two busiest calls, `/lighting-rate` and `/tickets`, timed while the
+gateway ingests at full speed.
+
+Private broker and PostgreSQL with a generated city and a few hundred open tickets; `lamplighter gateway` and
+`lamplighter api` as separate processes, the way a city runs them; publisher processes blasting lamp reports
+through the broker. The same requests are timed first with nothing else running and then during the blast,
+so the two sets of figures come from one run on one machine. Prints a table and, as its last line, one JSON
+object. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import httpx2
+import numpy as np
+import psycopg
+
+from alerts.crews import Crew, save_crew
+from alerts.tickets import open_ticket
+from api.auth import add_user
+from lamplighter.config import Settings
+from lamplighter.runtime import bench_city
+from seeds.generator import DISTRICTS
+from simulator.bench import run_publishers
+
+__all__ = ["run_api_bench"]
+
+_API_PORT = 18081
+_PATHS = ("/api/v1/lighting-rate?group_by=district", "/api/v1/tickets?limit=100")
+
+
+def _spawn(argv: list[str], env: dict[str, str], ready: bytes) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", "lamplighter", *argv], env=env, stderr=subprocess.PIPE)
+    up = threading.Event()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if ready in line:
+                up.set()
+            if b"ERROR" in line or b"Traceback" in line:
+                sys.stderr.write(line.decode(errors="replace"))
+
+    threading.Thread(target=read, daemon=True).start()
+    if not up.wait(90):
+        proc.kill()
+        raise RuntimeError(f"`lamplighter {' '.join(argv)}` did not start within 90 s")
+    return proc
+
+
+def _tickets(url: str, n: int) -> None:
+    now = dt.datetime.now(dt.UTC)
+    with psycopg.connect(url, autocommit=True) as conn:
+        for d in DISTRICTS:
+            save_crew(conn, Crew(id=f"{d.code}-crew", name=f"{d.name_en} crew", districts=[d.code], mqtt=False))
+        lamps = conn.execute("SELECT id, district FROM lamps ORDER BY no LIMIT %s", (n,)).fetchall()
+        for i, (lamp, district) in enumerate(lamps):
+            open_ticket(
+                conn,
+                priority=("P1", "P2", "P3", "P4")[i % 4],
+                fault="lamp_failure",
+                asset_type="lamp",
+                asset_id=lamp,
+                district=district,
+                source="backend",
+                first_seen=now,
+                now=now,
+            )
+
+
+def _time(client: httpx2.Client, stop: threading.Event | None, rounds: int) -> dict[str, list[float]]:
+    """Each path in turn until `stop` is set (or `rounds` rounds): milliseconds per request."""
+    out: dict[str, list[float]] = {p: [] for p in _PATHS}
+    i = 0
+    while (stop is None and i < rounds) or (stop is not None and not stop.is_set()):
+        for path in _PATHS:
+            t0 = time.perf_counter()
+            r = client.get(path)
+            out[path].append((time.perf_counter() - t0) * 1000)
+            if r.status_code != 200:
+                raise RuntimeError(f"GET {path}: {r.status_code} {r.text[:200]}")
+        i += 1
+    return out
+
+
+def _pct(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 1) if values else float("nan")
+
+
+def run_api_bench(settings: Settings, *, lamps: int, messages: int, publishers: int) -> int:
+    with bench_city(settings, lamps) as ep:
+        _tickets(ep.database_url, 500)
+        with psycopg.connect(ep.database_url, autocommit=True) as conn:
+            _, token = add_user(conn, "bench-viewer", "viewer")
+            ids = [(r[0], r[1]) for r in conn.execute("SELECT id, district FROM lamps ORDER BY no")]
+        env = {
+            **os.environ,
+            "LAMPLIGHTER_DATABASE_URL": ep.database_url,
+            "LAMPLIGHTER_MQTT_URL": ep.mqtt_url,
+            "LAMPLIGHTER_GATEWAY_CLIENT_ID": "bench-api-gateway",
+            "LAMPLIGHTER_METRICS_PORT": "9120",
+            "LAMPLIGHTER_API_PORT": str(_API_PORT),
+        }
+        print(f"bench api: {lamps:,} lamps, 500 open tickets; `lamplighter gateway` and `lamplighter api` running")
+        gw = _spawn(["gateway"], env, b"subscribed to")
+        api = _spawn(["api"], env, b"Application startup complete")
+        try:
+            with httpx2.Client(
+                base_url=f"http://127.0.0.1:{_API_PORT}", headers={"Authorization": f"Bearer {token}"}, timeout=30
+            ) as client:
+                _time(client, None, 20)  # warm-up: the engine's first breakdown, connections in the pools
+                idle = _time(client, None, 300)
+                print("idle: done; now the publishers blast lamp reports through the gateway", flush=True)
+                stop = threading.Event()
+                loaded: dict[str, list[float]] = {}
+
+                def measure() -> None:
+                    loaded.update(_time(client, stop, 0))
+
+                t = threading.Thread(target=measure)
+                t.start()
+                published, seconds, _ = run_publishers(ep.mqtt_host, ep.mqtt_port, ids, messages, publishers, "api")
+                stop.set()
+                t.join(60)
+        finally:
+            for proc in (api, gw):
+                proc.terminate()
+                proc.wait(30)
+                if proc.stderr:
+                    proc.stderr.close()
+    result: dict[str, Any] = {"lamps": lamps, "published": published, "publish_per_s": round(published / seconds)}
+    print(f"{'published during the timing':44} {published:>10,} ({published / seconds:,.0f} msg/s)")
+    print(f"{'':44} {'idle p50':>9} {'idle p99':>9} {'load p50':>9} {'load p99':>9} {'n load':>7}")
+    for path in _PATHS:
+        name = path.split("?")[0].rsplit("/", 1)[-1]
+        row = {
+            "idle_p50_ms": _pct(idle[path], 50),
+            "idle_p99_ms": _pct(idle[path], 99),
+            "load_p50_ms": _pct(loaded.get(path, []), 50),
+            "load_p99_ms": _pct(loaded.get(path, []), 99),
+            "load_requests": len(loaded.get(path, [])),
+        }
+        result[name] = row
+        print(
+            f"{'GET ' + path:44} {row['idle_p50_ms']:>9} {row['idle_p99_ms']:>9} {row['load_p50_ms']:>9} "
+            f"{row['load_p99_ms']:>9} {row['load_requests']:>7}"
+        )
+    print(json.dumps(result))
+    return 0
