@@ -33,7 +33,8 @@ FAULTS_TOPIC = "lamplighter/sim/faults"
 
 logger = logging.getLogger(__name__)
 
-_SEEN_MAX = 500_000  # command ids remembered for deduplication
+_SEEN_MAX = 500_000
+_GATHER_MS = 1000  # command ids remembered for deduplication
 
 
 def outcome_masks(
@@ -100,7 +101,8 @@ class DeviceCommands:
             slot = self._one(topic, payload, now_ms)
             if slot is not None:
                 acted.append(slot)
-        self.fleet.report_now(acted, now_ms)  # one pass for every lamp that acted, not one per command
+        # One pass for every lamp that acted, not one per command; a concentrator gathers its lamps for 1 s.
+        self.fleet.report_now(acted, now_ms, gather_ms=_GATHER_MS)
         out: list[tuple[bytes, bytes]] = []
         now = time.monotonic()
         while self.acks and self.acks[0][0] <= now:

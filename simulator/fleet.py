@@ -180,12 +180,12 @@ class Fleet:
         self.gasped[lamps] = False
         self._report_now(lamps, now_ms)
 
-    def _report_now(self, lamp_idx: npt.NDArray[np.int64], now_ms: int) -> None:
+    def _report_now(self, lamp_idx: npt.NDArray[np.int64], now_ms: int, *, gather_ms: int = 0) -> None:
         single_pos = np.flatnonzero(np.isin(self.single, lamp_idx))
         self.next_single[single_pos] = now_ms
         cabs = np.unique(self.spec.lamp_cabinet[lamp_idx])
         cab_pos = np.flatnonzero(np.isin(self.conc_cabinets, cabs))
-        self.next_cab[cab_pos] = now_ms
+        self.next_cab[cab_pos] = np.minimum(self.next_cab[cab_pos], now_ms + gather_ms)
 
     def _advance(self, now_ms: int) -> None:
         dt_ms = max(0, now_ms - self.last_ms)
@@ -274,11 +274,13 @@ class Fleet:
             self._report_now(np.array([lamp]), now_ms)
         return None
 
-    def report_now(self, lamps: npt.ArrayLike, now_ms: int) -> None:
-        """These lamps (their devices) report at the next step."""
+    def report_now(self, lamps: npt.ArrayLike, now_ms: int, *, gather_ms: int = 0) -> None:
+        """These lamps (their devices) report at the next step. With `gather_ms`, a concentrator waits that long
+        for more of its lamps to change and then sends one report for them all, as a real one batches its
+        lamps' answers, rather than one report of its whole cabinet per changed lamp."""
         idx = np.asarray(lamps, dtype=np.int64)
         if len(idx):
-            self._report_now(idx, now_ms)
+            self._report_now(idx, now_ms, gather_ms=gather_ms)
 
     def _power(self) -> npt.NDArray[np.float64]:
         rated = self.spec.lamp_rated_w.astype(np.float64)
