@@ -167,3 +167,26 @@ def test_every_endpoint_enforces_the_role_its_documentation_states() -> None:
             assert doc.removeprefix("Role: ").startswith(roles[0].doc), (route.path, roles[0].doc, doc[:60])
         seen += 1
     assert seen >= 35
+
+
+# GET endpoints that answer one thing, a stream or a time range rather than a list to page through.
+_NOT_LISTS = {
+    "/api/v1/health", "/api/v1/me", "/api/v1/overview", "/api/v1/overview/stream", "/api/v1/tickets/events",
+    "/api/v1/map/layout", "/api/v1/map/state", "/api/v1/reports/nightly", "/api/v1/lighting-rate/history",
+}  # fmt: skip
+
+
+def test_every_list_pages_with_limit_and_offset() -> None:
+    lists = [
+        r
+        for router in ROUTERS
+        for r in router.routes
+        if isinstance(r, APIRoute)
+        and "GET" in r.methods
+        and r.path not in _NOT_LISTS
+        and not r.path.endswith(("}", "/archive"))
+    ]
+    assert len(lists) >= 12
+    for route in lists:
+        params = {p.name for p in route.dependant.query_params}
+        assert {"limit", "offset"} <= params, f"{route.path} has no limit/offset"

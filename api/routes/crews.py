@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from alerts.crews import Crew, CrewError, list_crews, save_crew
 from api.deps import Admin, ClockDep, SyncPoolDep, Viewer, decode_body, in_thread
@@ -15,10 +15,16 @@ router = APIRouter(prefix="/api/v1/crews", tags=["crews"])
 
 
 @router.get("")
-async def crews(user: Viewer, pool: SyncPoolDep, clock: ClockDep) -> dict[str, Any]:
+async def crews(
+    user: Viewer,
+    pool: SyncPoolDep,
+    clock: ClockDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
     """Role: viewer. Every crew, its roster and whether it is on duty now. Secrets are never shown."""
     items = await in_thread(pool, lambda conn: list_crews(conn, clock.now()))
-    return {"items": items, "total": len(items)}
+    return {"items": items[offset : offset + limit], "total": len(items), "limit": limit, "offset": offset}
 
 
 @router.post("", status_code=201)

@@ -86,6 +86,7 @@ async def lamp_telemetry(
     from_: Annotated[datetime | None, Query(alias="from")] = None,
     to: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     """Role: viewer. Stored readings of one lamp in [from, to), oldest first; default the last 24 hours."""
     no = await _lamp_no(conn, lamp_id)
@@ -99,11 +100,11 @@ async def lamp_telemetry(
         await conn.execute(
             "SELECT ts, seq, is_on AS on, dim, power_w, voltage_v, current_a, power_factor, energy_wh, temp_c, lux, "
             "rssi_dbm, mode, faults, received_at FROM lamp_readings WHERE lamp_no = %s AND ts >= %s AND ts < %s "
-            "ORDER BY ts LIMIT %s",
-            (no, from_, to, limit),
+            "ORDER BY ts LIMIT %s OFFSET %s",
+            (no, from_, to, limit, offset),
         )
     ).fetchall()
-    return {"lamp": lamp_id, "from": from_, "to": to, "items": rows}
+    return {"lamp": lamp_id, "from": from_, "to": to, "items": rows, "limit": limit, "offset": offset}
 
 
 @router.get("/{lamp_id}/archive")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
 import psycopg
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from alerts.citizens import file_report
 from api.deps import ClockDep, EngineDep, SyncPoolDep, decode_body, in_thread
@@ -74,7 +74,13 @@ async def report_lamp(request: Request, pool: SyncPoolDep, engine: EngineDep, cl
 
 
 @router.get("/notices")
-async def notices(request: Request, pool: SyncPoolDep, clock: ClockDep) -> dict[str, Any]:
+async def notices(
+    request: Request,
+    pool: SyncPoolDep,
+    clock: ClockDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
     """Role: none (rate-limited). Planned outages longer than 24 hours that have not ended."""
     _NOTICES.check(request)
     now = clock.now()
@@ -101,4 +107,4 @@ async def notices(request: Request, pool: SyncPoolDep, clock: ClockDep) -> dict[
         ]
 
     items = await in_thread(pool, load)
-    return {"items": items, "total": len(items)}
+    return {"items": items[offset : offset + limit], "total": len(items), "limit": limit, "offset": offset}
