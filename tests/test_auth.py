@@ -104,6 +104,8 @@ def test_each_role_gets_what_it_may_and_a_clear_refusal_otherwise(endpoints: End
     assert client.get("/api/v1/lamps").status_code == 401
     assert client.get("/api/v1/health").status_code == 200  # public
     assert client.get("/api/v1/public/notices").status_code == 200
+    codes = [client.get("/api/v1/health").status_code for _ in range(40)]  # public, so rate-limited per client
+    assert 429 in codes and codes[0] == 200, codes
 
     sign_in(client, url, "viewer")
     assert client.get("/api/v1/lamps").status_code == 200

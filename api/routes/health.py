@@ -8,14 +8,20 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from api.deps import PoolDep
+from api.ratelimit import RateLimit
 from gateway.mqtt import MqttError, broker_ping
 
 router = APIRouter(prefix="/api/v1", tags=["health"])
 
+# A monitor checks every few seconds; each check opens a broker connection, so a flood is refused early.
+_CHECKS = RateLimit(per_minute=120.0, burst=30)
+
 
 @router.get("/health")
 async def health(request: Request, response: Response, pool: PoolDep) -> dict[str, Any]:
-    """Role: none. 200 when database and broker are up, 503 otherwise, with what failed."""
+    """Role: none (rate-limited per client). 200 when database and broker are up, 503 otherwise, with what
+    failed."""
+    _CHECKS.check(request)
     out: dict[str, Any] = {}
     t = time.perf_counter()
     try:
