@@ -140,6 +140,14 @@ class MqttSubscriber:
         token = AckToken(self.generation, p.packet_id) if qos and p.packet_id is not None else None
         self._on_message(p.topic, p.payload, qos, token)
 
+    def write(self, data: bytes) -> bool:
+        """Send packets already encoded (for example QoS 1 PUBLISHes); False when not connected."""
+        proto = self._proto
+        if proto is None or proto.transport is None or proto.transport.is_closing() or not self.connected.is_set():
+            return False
+        proto.transport.write(data)
+        return True
+
     def ack(self, tokens: Sequence[AckToken]) -> int:
         """Send PUBACKs for messages of the current connection; returns how many were sent."""
         proto = self._proto
