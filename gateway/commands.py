@@ -41,7 +41,7 @@ _TICK_S = 0.05
 _FLUSH_S = 0.25
 _ACK_TOPICS = ("sl/+/lamp/+/ack", "sl/+/cabinet/+/ack")
 _QOS1 = mqtt5.QoS.AT_LEAST_ONCE
-_POLL_S = 0.5
+_POLL_S = 0.1  # new campaigns and cancels are looked for this often (one indexed query)
 
 
 class Ack(msgspec.Struct):

@@ -461,6 +461,13 @@ def _m006_users(conn: psycopg.Connection, *, retention_days: int) -> None:
     conn.execute(_USERS)
 
 
+def _m007_command_lamps_lean(conn: psycopg.Connection, *, retention_days: int) -> None:
+    # A campaign's rows are counted by state through the primary key (command_id first) just as fast, and
+    # without an index on `state` the engine's state updates are HOT and a city-wide campaign's 110,000 rows
+    # are stored in less time.
+    conn.execute("DROP INDEX IF EXISTS command_lamps_state_idx")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (1, "inventory, latest state, device status, quarantine", _m001_inventory),
     (2, "telemetry time series", _m002_telemetry),
@@ -468,6 +475,7 @@ MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (4, "crews, tickets, ticket events, outbox, deliveries, citizens' reports", _m004_tickets),
     (5, "remote control: commands and their per-lamp outcomes", _m005_commands),
     (6, "users, roles and their hashed tokens", _m006_users),
+    (7, "command_lamps without the state index", _m007_command_lamps_lean),
 ]
 
 
