@@ -21,6 +21,7 @@ demo: $(STAMP) $(WEB)
 	$(VENV)/bin/lamplighter demo
 
 test: $(STAMP) $(WEB)
+	@scripts/ensure-system-packages --browser
 	$(PY) -m pytest
 
 check: $(STAMP)
