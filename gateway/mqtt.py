@@ -4,7 +4,8 @@ Why not paho-mqtt or aiomqtt here: paho reads each packet with several one-byte 
 bookkeeping per message; on this project's reference machine its receive loop alone topped out near 36,000
 messages/s with an empty handler, which leaves too little of a core for decoding and COPY at the 25,000 msg/s
 ingest goal. Parsing whole socket reads with `mqtt5` (Rust) reached over 75,000 msg/s in the same run, bounded by
-the publisher. paho-mqtt (through aiomqtt) stays the client for everything that is not the ingest hot path.
+the publisher. The command link (gateway.commands) rides on the same protocol; paho-mqtt (through aiomqtt)
+stays the client for the rest: retained rates, crews' ticket notifications.
 
 QoS 1 messages are not acknowledged on receipt: the caller acks them (`ack`) once their batch is committed. The
 session is persistent (clean start off, session expiry), so after a crash or a lost connection the broker
