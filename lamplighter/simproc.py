@@ -6,6 +6,7 @@ simulator answering thousands of commands a second starves the gateway of the GI
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from lamplighter.runtime import Endpoints
 from telemetry.clock import Clock
 
 __all__ = ["simulator_process"]
+
+logger = logging.getLogger(__name__)
 
 _READY = "simulator: "  # the line the simulator logs once its connections are up
 
@@ -71,9 +74,12 @@ def simulator_process(
     finally:
         proc.terminate()
         try:
-            proc.wait(15)
+            proc.wait(30)
         except subprocess.TimeoutExpired:
+            logger.warning("the simulator did not stop within 30 s of SIGTERM; killed. Its last lines:\n%s",
+                           "".join(lines[-10:]))  # fmt: skip
             proc.kill()
+            proc.wait(10)
         reader.join(5)
         if proc.stderr is not None:
             proc.stderr.close()
