@@ -115,9 +115,8 @@ def ticket_json(conn: psycopg.Connection, ticket_id: int, now: dt.datetime | Non
         t = cur.execute(
             "SELECT id, priority, fault, asset_type, asset_id, district, crew_id AS crew, status, source, opened_at, "
             "updated_at, first_seen, last_seen, occurrences, ack_deadline, deadline, escalated_at, detail, "
-            "(SELECT name_zh FROM districts d WHERE d.code = t.district) AS district_zh, "
-            "(SELECT name_en FROM districts d WHERE d.code = t.district) AS district_en "
-            "FROM tickets t WHERE id = %s",
+            "d.name_zh AS district_zh, d.name_en AS district_en "
+            "FROM tickets t LEFT JOIN districts d ON d.code = t.district WHERE t.id = %s",
             (ticket_id,),
         ).fetchone()
         if t is None:

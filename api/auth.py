@@ -151,7 +151,7 @@ def login(conn: psycopg.Connection, name: str, password: str, *, ttl: dt.timedel
 
 def revoke(conn: psycopg.Connection, token: str) -> None:
     conn.execute("DELETE FROM user_tokens WHERE token_hash = %s", (_digest(token),))
-    _cache.pop(_digest(token), None)
+    forget(token)
 
 
 _cache: dict[bytes, tuple[float, User]] = {}
@@ -177,8 +177,7 @@ async def user_for_token(conn: psycopg.AsyncConnection, token: str) -> User | No
     if row is None:
         _cache.pop(key, None)
         return None
-    r = tuple(row.values()) if isinstance(row, dict) else tuple(row)
-    user = User(int(r[0]), str(r[1]), str(r[2]), r[3], str(r[4]))
+    user = User(int(row[0]), str(row[1]), str(row[2]), row[3], str(row[4]))
     if len(_cache) > 10_000:
         _cache.clear()
     _cache[key] = (now + _CACHE_S, user)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import psycopg
@@ -33,6 +33,7 @@ __all__ = [
     "ViewerOrCrew",
     "decode_body",
     "in_thread",
+    "page",
 ]
 
 T = TypeVar("T")
@@ -91,6 +92,11 @@ async def in_thread(pool: ConnectionPool, fn: Callable[[psycopg.Connection], T])
             return fn(conn)
 
     return await asyncio.to_thread(run)
+
+
+def page(items: list[T], limit: int, offset: int) -> dict[str, Any]:
+    """One page of a list held in memory, in the shape every list endpoint answers."""
+    return {"items": items[offset : offset + limit], "total": len(items), "limit": limit, "offset": offset}
 
 
 async def decode_body(request: Request, kind: type[T]) -> T:

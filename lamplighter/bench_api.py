@@ -13,8 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -28,6 +26,7 @@ from alerts.tickets import open_ticket
 from api.auth import add_user
 from lamplighter.config import Settings
 from lamplighter.runtime import bench_city
+from lamplighter.simproc import lamplighter_process
 from seeds.generator import DISTRICTS
 from simulator.bench import run_publishers
 
@@ -36,27 +35,6 @@ __all__ = ["run_api_bench"]
 _API_PORT = 18081
 _METRICS_PORT = 9120
 _PATHS = ("/api/v1/lighting-rate?group_by=district", "/api/v1/tickets?limit=100")
-
-
-def _spawn(argv: list[str], env: dict[str, str], ready: bytes) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lamplighter", *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    up = threading.Event()
-
-    def read() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if ready in line:
-                up.set()
-            if b"ERROR" in line or b"Traceback" in line:
-                sys.stderr.write(line.decode(errors="replace"))
-
-    threading.Thread(target=read, daemon=True).start()
-    if not up.wait(90):
-        proc.kill()
-        raise RuntimeError(f"`lamplighter {' '.join(argv)}` did not start within 90 s")
-    return proc
 
 
 def _tickets(url: str, n: int) -> None:
@@ -122,39 +100,34 @@ def run_api_bench(settings: Settings, *, lamps: int, messages: int, publishers: 
             "LAMPLIGHTER_API_PORT": str(_API_PORT),
         }
         print(f"bench api: {lamps:,} lamps, 500 open tickets; `lamplighter gateway` and `lamplighter api` running")
-        gw = _spawn(["gateway"], env, b"subscribed to")
-        api = _spawn(["api"], env, b"Application startup complete")
-        try:
-            with httpx2.Client(
+        with (
+            lamplighter_process(["gateway"], env, ready="subscribed to"),
+            lamplighter_process(["api"], env, ready="Application startup complete"),
+            httpx2.Client(
                 base_url=f"http://127.0.0.1:{_API_PORT}", headers={"Authorization": f"Bearer {token}"}, timeout=30
-            ) as client:
-                _time(client, None, 20)  # warm-up: the engine's first breakdown, connections in the pools
-                idle = _time(client, None, 300)
-                print("idle: done; now the publishers blast lamp reports through the gateway", flush=True)
-                stop = threading.Event()
-                loaded: dict[str, list[float]] = {}
+            ) as client,
+        ):
+            _time(client, None, 20)  # warm-up: the engine's first breakdown, connections in the pools
+            idle = _time(client, None, 300)
+            print("idle: done; now the publishers blast lamp reports through the gateway", flush=True)
+            stop = threading.Event()
+            loaded: dict[str, list[float]] = {}
 
-                def measure() -> None:
-                    loaded.update(_time(client, stop, 0))
+            def measure() -> None:
+                loaded.update(_time(client, stop, 0))
 
-                t = threading.Thread(target=measure)
-                written0, t0 = _written(), time.monotonic()
-                t.start()
-                published, seconds, _ = run_publishers(ep.mqtt_host, ep.mqtt_port, ids, messages, publishers, "api")
-                # The broker holds what the gateway has not taken yet: keep timing until it is all committed.
-                deadline = time.monotonic() + 300
-                while _written() - written0 < published and time.monotonic() < deadline:
-                    time.sleep(0.5)
-                stop.set()
-                drained = time.monotonic() - t0
-                committed = (_written() - written0) / drained
-                t.join(60)
-        finally:
-            for proc in (api, gw):
-                proc.terminate()
-                proc.wait(30)
-                if proc.stderr:
-                    proc.stderr.close()
+            t = threading.Thread(target=measure)
+            written0, t0 = _written(), time.monotonic()
+            t.start()
+            published, seconds, _ = run_publishers(ep.mqtt_host, ep.mqtt_port, ids, messages, publishers, "api")
+            # The broker holds what the gateway has not taken yet: keep timing until it is all committed.
+            deadline = time.monotonic() + 300
+            while _written() - written0 < published and time.monotonic() < deadline:
+                time.sleep(0.5)
+            stop.set()
+            drained = time.monotonic() - t0
+            committed = (_written() - written0) / drained
+            t.join(60)
     result: dict[str, Any] = {
         "lamps": lamps,
         "published": published,

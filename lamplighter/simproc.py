@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from lamplighter.runtime import Endpoints
 from telemetry.clock import Clock
 
-__all__ = ["simulator_process"]
+__all__ = ["lamplighter_process", "simulator_process"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def simulator_process(
     """`lamplighter simulate` on the test's database, broker and clock; yields once its devices are connected."""
     assert clock.start is not None, "the simulator process shares the test's clock through its start and origin"
     argv = [
-        sys.executable, "-m", "lamplighter", "simulate", "--quiet",
+        "simulate", "--quiet",
         "--interval", str(interval_s), "--jitter", str(jitter),
         "--failure-rate", "0", "--seed", str(seed), "--ack-latency", str(ack_latency_s),
         "--unreachable", str(unreachable), "--failing", str(failing), "--client-prefix", client_prefix,
@@ -52,32 +52,49 @@ def simulator_process(
         "LAMPLIGHTER_MQTT_URL": endpoints.mqtt_url,
         "LAMPLIGHTER_CLOCK_ORIGIN": repr(clock.origin),
     }
-    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    with lamplighter_process(argv, env, ready=_READY) as proc:
+        yield proc
+
+
+@contextlib.contextmanager
+def lamplighter_process(
+    args: list[str], env: dict[str, str], *, ready: str, timeout_s: float = 60.0
+) -> Iterator[subprocess.Popen[str]]:
+    """`lamplighter ARGS` as a child process; yields once it has logged a line containing `ready`, and stops it
+    (SIGTERM, then a kill after 30 s) on the way out. Its stderr is kept for the error messages."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lamplighter", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    name = f"`lamplighter {args[0]}`"
     lines: list[str] = []
-    ready = threading.Event()
+    up = threading.Event()
 
     def drain() -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
             lines.append(line)
-            if _READY in line:
-                ready.set()
+            if ready in line:
+                up.set()
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
     try:
-        deadline = time.monotonic() + 60
-        while not ready.wait(0.2):
+        deadline = time.monotonic() + timeout_s
+        while not up.wait(0.2):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("the simulator did not start:\n" + "".join(lines[-20:]))
+                raise AssertionError(f"{name} did not start:\n" + "".join(lines[-20:]))
         yield proc
     finally:
         proc.terminate()
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
-            logger.warning("the simulator did not stop within 30 s of SIGTERM; killed. Its last lines:\n%s",
-                           "".join(lines[-10:]))  # fmt: skip
+            logger.warning("%s did not stop within 30 s of SIGTERM; killed. Its last lines:\n%s",
+                           name, "".join(lines[-10:]))  # fmt: skip
             proc.kill()
             proc.wait(10)
         reader.join(5)

@@ -8,7 +8,7 @@ import psycopg
 from fastapi import APIRouter, Query, Request
 
 from alerts.crews import Crew, CrewError, list_crews, save_crew
-from api.deps import Admin, ClockDep, SyncPoolDep, Viewer, decode_body, in_thread
+from api.deps import Admin, ClockDep, SyncPoolDep, Viewer, decode_body, in_thread, page
 from api.errors import ApiError
 
 router = APIRouter(prefix="/api/v1/crews", tags=["crews"])
@@ -24,7 +24,7 @@ async def crews(
 ) -> dict[str, Any]:
     """Role: viewer. Every crew, its roster and whether it is on duty now. Secrets are never shown."""
     items = await in_thread(pool, lambda conn: list_crews(conn, clock.now()))
-    return {"items": items[offset : offset + limit], "total": len(items), "limit": limit, "offset": offset}
+    return page(items, limit, offset)
 
 
 @router.post("", status_code=201)

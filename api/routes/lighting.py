@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from api.deps import ClockDep, EngineDep, SyncPoolDep, Viewer, in_thread
+from api.deps import ClockDep, EngineDep, SyncPoolDep, Viewer, in_thread, page
 from api.errors import ApiError
 from telemetry.rate import road_verdicts
 from telemetry.sampling import history
@@ -64,13 +64,7 @@ async def road_assessment(
     rows = road_verdicts(engine.index, b.road).rows()
     if failing:
         rows = [r for r in rows if r["passes"] is False]
-    return {
-        "ts": _iso(b.ts_ms),
-        "items": rows[offset : offset + limit],
-        "total": len(rows),
-        "limit": limit,
-        "offset": offset,
-    }
+    return {"ts": _iso(b.ts_ms), **page(rows, limit, offset)}
 
 
 _BUCKETS = {"1m": 60, "5m": 300, "10m": 600, "15m": 900, "30m": 1800, "1h": 3600, "1d": 86400}

@@ -12,7 +12,7 @@ import psycopg
 from fastapi import APIRouter, Query, Request
 
 from alerts.citizens import file_report
-from api.deps import ClockDep, EngineDep, SyncPoolDep, decode_body, in_thread
+from api.deps import ClockDep, EngineDep, SyncPoolDep, decode_body, in_thread, page
 from api.errors import ApiError
 from api.ratelimit import RateLimit
 
@@ -107,4 +107,4 @@ async def notices(
         ]
 
     items = await in_thread(pool, load)
-    return {"items": items[offset : offset + limit], "total": len(items), "limit": limit, "offset": offset}
+    return page(items, limit, offset)
