@@ -143,7 +143,7 @@ class CommandEngine:
         self.campaigns: dict[str, Campaign] = {}
         self._by_device: dict[str, tuple[Campaign, int]] = {}
         self.sent = 0
-        self._window: collections.deque[tuple[float, int]] = collections.deque()  # (tick time, sends) of 1 s
+        self._window: collections.deque[tuple[float, int]] = collections.deque()  # (time, sends) of the last 1 s
         self._window_sum = 0
         self.send_times: list[float] = []  # monotonic times of sends (kept for the benchmark's pace check)
         self.keep_send_times = False
@@ -161,25 +161,17 @@ class CommandEngine:
                 if now - last_poll >= _POLL_S:
                     await self._load(conn)
                     last_poll = now
-                tokens = min(tokens + (now - last) * self.pace, max(self.pace * _TICK_S * 2, 1.0))
+                # The bucket holds a few ticks' worth, so a tick held back by the one-second ceiling in `_send` is
+                # made up by the next ones and a long campaign reaches the pace itself.
+                tokens = min(tokens + (now - last) * self.pace, max(self.pace * _TICK_S * 4, 1.0))
                 last = now
-                # And never more than `pace` in any one second, whatever the bucket holds.
-                while self._window and self._window[0][0] <= now - 1.0:
-                    self._window_sum -= self._window.popleft()[1]
-                tokens = min(tokens, self.pace - self._window_sum)
                 self._take_acks()
                 self._expire(now)
-                before = tokens
                 tokens = await self._send(conn, tokens, now)
-                sent_now = round(before - tokens) if before >= 1 else 0
-                if sent_now > 0:
-                    self._window.append((time.monotonic(), sent_now))  # when they went, as a receiver would count
-                    self._window_sum += sent_now
                 if now - last_flush >= _FLUSH_S:
                     await self._flush(conn)
                     last_flush = now
-                # A tick every 50 ms whatever the work took: the bucket holds one tick's worth, so the pace is
-                # both the ceiling in any second and what a long campaign actually reaches.
+                # A tick every 50 ms whatever the work took.
                 await asyncio.sleep(max(0.0, now + _TICK_S - time.monotonic()))
         finally:
             with contextlib.suppress(Exception):
@@ -300,7 +292,9 @@ class CommandEngine:
                 if c.id not in live:
                     self._cancel(c.id)
             running = [c for c in running if c.id in live]
-            budget = int(tokens)
+            budget = min(int(tokens), self._room(time.monotonic()))
+            if budget < 1:
+                return tokens
             per = max(1, budget // max(len(running), 1))
             sends: list[tuple[Campaign, int]] = []
             for c in running:
@@ -317,10 +311,19 @@ class CommandEngine:
             self.link.publish(
                 [(f"sl/{c.districts[i]}/lamp/{c.lamp_ids[i]}/cmd", c.command(i, now_ms)) for c, i in sends]
             )
+            sent_at = time.monotonic()  # when they went, as a receiver would count them
+            self._window.append((sent_at, len(sends)))
+            self._window_sum += len(sends)
             self.sent += len(sends)
             if self.keep_send_times:
-                self.send_times.extend([time.monotonic()] * len(sends))
+                self.send_times.extend([sent_at] * len(sends))
         return tokens - len(sends)
+
+    def _room(self, t: float) -> int:
+        """How many more may go at `t` with never more than `pace` sent in any one second."""
+        while self._window and self._window[0][0] <= t - 1.0:
+            self._window_sum -= self._window.popleft()[1]
+        return int(self.pace) - self._window_sum
 
     async def _flush(self, conn: psycopg.AsyncConnection) -> None:
         """Lamp states that changed since the last flush; finished campaigns get their outcome."""
