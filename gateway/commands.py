@@ -2,7 +2,8 @@
 
 A campaign is stored by the API (`commands` and `command_lamps`, every lamp `queued`). The gateway's
 `CommandEngine` picks it up, sends one device command per lamp at no more than `pace` commands per second
-city-wide (a token bucket shared by every running campaign), waits `ack_timeout_s` for each acknowledgement,
+city-wide (a token bucket shared equally by the running campaigns, and never more than `pace` sent in any one
+second), waits `ack_timeout_s` for each acknowledgement,
 retries with the same id up to `retries` times, and marks each lamp `acked`, `failed` (the device refused) or
 `expired` (no answer, or the campaign's expiry passed). States reach PostgreSQL in batches a few times a second.
 Sending holds a share lock on the campaign row, so a cancel committed by the API stops it at once.
@@ -161,9 +162,10 @@ class CommandEngine:
                 if now - last_poll >= _POLL_S:
                     await self._load(conn)
                     last_poll = now
-                # The bucket holds a few ticks' worth, so a tick held back by the one-second ceiling in `_send` is
-                # made up by the next ones and a long campaign reaches the pace itself.
-                tokens = min(tokens + (now - last) * self.pace, max(self.pace * _TICK_S * 4, 1.0))
+                # What a tick held back by the one-second ceiling in `_send` could not send is made up by the
+                # next ones, so a long campaign runs at the pace itself; with nothing to send the bucket keeps
+                # one tick's worth, so a new campaign starts smoothly rather than with a burst.
+                tokens = min(tokens + (now - last) * self.pace, self.pace)
                 last = now
                 self._take_acks()
                 self._expire(now)
@@ -277,8 +279,9 @@ class CommandEngine:
 
     async def _send(self, conn: psycopg.AsyncConnection, tokens: float, now: float) -> float:
         running = [c for c in self.campaigns.values() if not c.cancelled]
+        tick = max(self.pace * _TICK_S, 1.0)
         if not running or tokens < 1:
-            return tokens
+            return min(tokens, tick)
         async with conn.transaction():
             # A share lock on the campaigns being sent: an API cancel waits for this batch, then nothing more.
             rows = await (
@@ -295,17 +298,17 @@ class CommandEngine:
             budget = min(int(tokens), self._room(time.monotonic()))
             if budget < 1:
                 return tokens
-            per = max(1, budget // max(len(running), 1))
+            # An equal share for every running campaign, then what is left to those with more to send.
             sends: list[tuple[Campaign, int]] = []
-            for c in running:
-                for i in self._due(c, now, min(per, budget - len(sends))):
-                    sends.append((c, i))
+            for share in (max(1, budget // max(len(running), 1)), budget):
+                for c in running:
+                    picked = self._due(c, now, min(share, budget - len(sends)))
+                    c.state[picked] = SENT
+                    c.attempts[picked] += 1
+                    c.sent_at[picked] = now
+                    c.dirty.update(picked)
+                    sends += [(c, i) for i in picked]
             now_ms = self.now_ms()
-            for c, i in sends:
-                c.state[i] = SENT
-                c.attempts[i] += 1
-                c.sent_at[i] = now
-                c.dirty.add(i)
             # Written to the socket before the campaigns' lock goes: once a cancel returns, nothing more leaves.
             # Not connected: nothing goes, and these lamps are sent again after the acknowledgement timeout.
             self.link.publish(
@@ -317,7 +320,7 @@ class CommandEngine:
             self.sent += len(sends)
             if self.keep_send_times:
                 self.send_times.extend([sent_at] * len(sends))
-        return tokens - len(sends)
+        return tokens - len(sends) if len(sends) == budget else min(tokens - len(sends), tick)
 
     def _room(self, t: float) -> int:
         """How many more may go at `t` with never more than `pace` sent in any one second."""

@@ -63,6 +63,7 @@ async def _campaign(settings: Settings, ep: Any, lamps: int) -> dict[str, Any]:
                 now=clock.now(),
                 pace=settings.command_pace,
             ).id
+        stored = time.monotonic() - started
         rss_peak = rss_before
         acked_at = None
         counts: dict[str, int] = {}
@@ -115,6 +116,9 @@ async def _campaign(settings: Settings, ep: Any, lamps: int) -> dict[str, Any]:
         "expired": counts.get("expired", 0),
         "failed": counts.get("failed", 0),
         "seconds_to_all_acked": None if acked_at is None else round(acked_at, 2),
+        "seconds_to_store": round(stored, 2),
+        "seconds_to_first_send": round(times[0] - started, 2) if len(times) else None,
+        "seconds_to_last_send": round(times[-1] - started, 2) if len(times) else None,
         "pace_bound_s": round(lamps / settings.command_pace, 2),
         "tracker_rss_mb": round(rss_peak - rss_before, 1),
     }
@@ -133,6 +137,9 @@ def run_campaign_bench(settings: Settings, *, lamps: int) -> int:
         r = asyncio.run(_campaign(run_settings, ep, lamps))
     print(f"{'lamps acked / expired / failed':44} {r['acked']:>10,} / {r['expired']:,} / {r['failed']:,}")
     print(f"{'seconds until every lamp acked':44} {r['seconds_to_all_acked']!s:>10} (pace-bound {r['pace_bound_s']} s)")
+    print(f"{'  of which storing the campaign':44} {r['seconds_to_store']!s:>10}")
+    print(f"{'  first command sent':44} {r['seconds_to_first_send']!s:>10}")
+    print(f"{'  last command sent':44} {r['seconds_to_last_send']!s:>10}")
     print(f"{'most commands sent in any one second':44} {r['max_sends_in_any_second']:>10,}")
     print(f"{'process growth while tracking (RSS)':44} {r['tracker_rss_mb']:>10} MB")
     print(json.dumps(r))

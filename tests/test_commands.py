@@ -194,6 +194,33 @@ async def test_unreachable_lamps_expire_after_their_retries_and_nothing_else_doe
 
 
 @pytest.mark.asyncio
+async def test_campaigns_running_together_share_the_city_wide_pace(endpoints: Endpoints, client_id: str) -> None:
+    async with remote_city(endpoints, client_id, lamps=6000, pace=400.0) as city:
+        ids = []
+        for district in ("cd", "cx"):
+            body = {"target": {"district": district}, "op": "dim", "level": 70, "reason": "trial"}
+            r = await call(city.api.post, "/api/v1/commands", json=body)
+            assert r.status_code == 202, r.text
+            ids.append(r.json()["id"])
+        # Both move at once: the second does not wait for the first to finish.
+        await until(lambda: city.gw.commands.sent >= 800, 10, "two seconds' worth of commands")
+        progress = [(await call(city.api.get, f"/api/v1/commands/{cid}")).json() for cid in ids]
+        assert all(p["status"] == "running" and p["sent"] + p["acked"] >= 200 for p in progress), progress
+        done = [
+            await until(
+                lambda cid=cid: (s := city.api.get(f"/api/v1/commands/{cid}").json())["status"] == "done" and s,
+                30,
+                "both campaigns to finish",
+            )
+            for cid in ids
+        ]
+        assert [d["acked"] for d in done] == [d["total"] for d in done]
+        times = np.array(city.gw.commands.send_times)
+        per_window = np.searchsorted(times, times + 1.0) - np.arange(len(times))
+        assert len(times) == sum(d["total"] for d in done) and per_window.max() <= 400, per_window.max()
+
+
+@pytest.mark.asyncio
 async def test_a_cancelled_campaign_sends_nothing_more(endpoints: Endpoints, client_id: str) -> None:
     async with remote_city(endpoints, client_id, lamps=3000, pace=300.0) as city:
         body = {"target": {"all": True}, "op": "report", "reason": "survey"}
