@@ -45,6 +45,7 @@ class City:
     clock: Clock
     operator: str
     unreachable: npt.NDArray[np.bool_]  # the lamps the simulator never lets answer
+    failing: npt.NDArray[np.bool_]  # the lamps whose devices refuse every command
 
 
 @contextlib.asynccontextmanager
@@ -55,6 +56,7 @@ async def remote_city(
     lamps: int,
     pace: float = 2000.0,
     unreachable: float = 0.0,
+    failing: float = 0.0,
     ack_timeout_s: float = 2.0,
 ) -> AsyncIterator[City]:
     """The gateway with its command engine and the API in this process; the devices in a simulator process."""
@@ -84,15 +86,15 @@ async def remote_city(
         clock=clock,
         command_pace=pace,
     )
-    silent, _ = outcome_masks(len(spec.lamp_id), unreachable=unreachable, failing=0.0, seed=1)
+    silent, refusing = outcome_masks(len(spec.lamp_id), unreachable=unreachable, failing=failing, seed=1)
     try:
         await asyncio.wait_for(gw.subscriber.connected.wait(), 10)
         with (
-            simulator_process(endpoints, clock, client_id + "-sim", unreachable=unreachable, seed=1),
+            simulator_process(endpoints, clock, client_id + "-sim", unreachable=unreachable, failing=failing, seed=1),
             TestClient(app) as api,
         ):
             operator = sign_in(api, url, "operator")
-            yield City(url, api, gw, spec, clock, operator, silent)
+            yield City(url, api, gw, spec, clock, operator, silent, refusing)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -170,10 +172,10 @@ async def test_dimming_a_district_of_10000_lamps_is_paced_and_acked(endpoints: E
 
 @pytest.mark.asyncio
 @pytest.mark.slow
-async def test_unreachable_lamps_expire_after_their_retries_and_nothing_else_does(
+async def test_unreachable_lamps_expire_after_their_retries_refusing_ones_fail_and_nothing_else_does(
     endpoints: Endpoints, client_id: str
 ) -> None:
-    async with remote_city(endpoints, client_id, lamps=3000, unreachable=0.05, ack_timeout_s=1.0) as city:
+    async with remote_city(endpoints, client_id, lamps=3000, unreachable=0.05, failing=0.03, ack_timeout_s=1.0) as city:
         r = await call(
             city.api.post,
             "/api/v1/commands",
@@ -186,11 +188,18 @@ async def test_unreachable_lamps_expire_after_their_retries_and_nothing_else_doe
             "the campaign to finish",
         )
         silent = {city.spec.lamp_id[i] for i in np.flatnonzero(city.unreachable).tolist()}
+        refusing = {city.spec.lamp_id[i] for i in np.flatnonzero(city.failing).tolist()}
         params = {"state": "expired", "limit": 10000}
         expired = (await call(city.api.get, f"/api/v1/commands/{cid}/lamps", params=params)).json()
         assert {x["lamp_id"] for x in expired["items"]} == silent and len(silent) > 100
         assert {x["attempts"] for x in expired["items"]} == {3}  # the first send and two retries, same id
-        assert status["acked"] == 3000 - len(silent) and status["failed"] == 0
+        params = {"state": "failed", "limit": 10000}
+        failed = (await call(city.api.get, f"/api/v1/commands/{cid}/lamps", params=params)).json()
+        assert {x["lamp_id"] for x in failed["items"]} == refusing and len(refusing) > 50
+        # A refusal is an answer: not sent again, and the device's reason is kept.
+        assert {(x["attempts"], x["error"]) for x in failed["items"]} == {(1, "the lamp driver does not respond")}
+        assert status["acked"] == 3000 - len(silent) - len(refusing)
+        assert status["failed"] == len(refusing) and status["expired"] == len(silent)
 
 
 @pytest.mark.asyncio
