@@ -1,8 +1,10 @@
 """The simulated fleet: vectorised lamp state and the PROTOCOL.md payloads it produces.
 
 Single-lamp controllers report on their own topics; concentrators report all their lamps in one cabinet report.
-State is held in numpy arrays indexed by lamp, so one process drives a whole city: switching, failures and
-values are computed for all lamps at once, and only the reports that are due are encoded.
+State is held in numpy arrays indexed by lamp, so one process drives a whole city. A step costs little more than
+the reports it sends: the schedule is looked at once per clock second (and at once after a command), overrides
+when they change or end, energy is integrated per lamp only when its draw changes or it reports, and readings
+are drawn only for the lamps that report.
 """
 
 from __future__ import annotations
@@ -112,7 +114,10 @@ class Fleet:
         self.lamp_circuit = (
             spec.lamp_circuit.astype(np.int16) if spec.lamp_circuit is not None else np.ones(n, dtype=np.int16)
         )
+        # Energy meters: the reading at energy_ms, then the present draw (W) until the lamp's state next changes.
         self.energy_wh = self.rng.uniform(0, 2_000_000, n)
+        self.energy_ms = np.full(n, start_ms, dtype=np.int64)
+        self.draw = np.zeros(n)
         self.lamp_seq = np.zeros(n, dtype=np.int64)
         self.rssi = self.rng.integers(-110, -65, n).astype(np.int16)
         self.pf = np.where(spec.lamp_led, self.rng.uniform(0.95, 0.99, n), self.rng.uniform(0.85, 0.9, n))
@@ -140,6 +145,12 @@ class Fleet:
         self.ovr_on = np.full(n, -1, dtype=np.int8)
         self.ovr_level = np.full(n, -1, dtype=np.int16)
         self._base_on = np.zeros(n, dtype=np.bool_)
+        self._schedule: tuple[npt.NDArray[np.bool_], npt.NDArray[np.int16]] | None = None
+        self._schedule_s = -1  # the clock second the schedule was last looked at
+        self._overrides_changed = True
+        self._next_override_end = 0  # epoch ms at which an override with a time ends (0: look now)
+        # Readings of the lamps that report this step (the rest of each buffer is stale).
+        self._buf = {k: np.zeros(n) for k in ("power", "voltage", "current", "temp", "energy")}
         self.topics_single = [f"sl/{spec.lamp_district[i]}/lamp/{spec.lamp_id[i]}/state".encode() for i in self.single]
         self.topics_cab = [
             f"sl/{spec.cabinet_district[c]}/cabinet/{spec.cabinet_id[c]}/state".encode() for c in self.conc_cabinets
@@ -150,12 +161,16 @@ class Fleet:
     def fail(self, lamps: npt.ArrayLike, code: str, now_ms: int) -> None:
         """Inject a fault on the given lamp indices; they report at once."""
         idx = np.asarray(lamps, dtype=np.int64)
+        self._settle(idx, now_ms)
         self.fault[idx] = FAULT_CODES.index(code) + 1
+        self._redraw(idx)
         self._report_now(idx, now_ms)
 
     def repair(self, lamps: npt.ArrayLike, now_ms: int) -> None:
         idx = np.asarray(lamps, dtype=np.int64)
+        self._settle(idx, now_ms)
         self.fault[idx] = 0
+        self._redraw(idx)
         self._report_now(idx, now_ms)
 
     def leak(self, lamps: npt.ArrayLike, now_ms: int, *, on: bool = True) -> None:
@@ -169,15 +184,19 @@ class Fleet:
         (`supply_loss`) and fall silent, its concentrator reports `circuit_open` and no longer hears those lamps.
         Returns the lamps cut off."""
         lamps = np.flatnonzero((self.spec.lamp_cabinet == cabinet) & (self.lamp_circuit == circuit))
+        self._settle(lamps, now_ms)
         self.cut[lamps] = True
         self.gasped[lamps] = False
+        self._redraw(lamps)
         self._report_now(lamps, now_ms)
         return lamps
 
     def restore_cable(self, cabinet: int, circuit: int, now_ms: int) -> None:
         lamps = np.flatnonzero((self.spec.lamp_cabinet == cabinet) & (self.lamp_circuit == circuit))
+        self._settle(lamps, now_ms)
         self.cut[lamps] = False
         self.gasped[lamps] = False
+        self._redraw(lamps)
         self._report_now(lamps, now_ms)
 
     def _report_now(self, lamp_idx: npt.NDArray[np.int64], now_ms: int, *, gather_ms: int = 0) -> None:
@@ -189,28 +208,50 @@ class Fleet:
 
     def _advance(self, now_ms: int) -> None:
         dt_ms = max(0, now_ms - self.last_ms)
-        # Energy since the last step, at each lamp's present draw.
-        self.energy_wh += self._power() * dt_ms / 3_600_000
         if self.failure_rate_per_day > 0 and dt_ms:
             p = self.failure_rate_per_day * dt_ms / 86_400_000
-            new = np.flatnonzero((self.rng.random(self.n) < p) & (self.fault == 0))
+            drawn = np.unique(self.rng.integers(0, self.n, self.rng.binomial(self.n, min(p, 1.0))))
+            new = drawn[self.fault[drawn] == 0]
             if len(new):
                 codes = self.rng.choice(len(FAULT_CODES), size=len(new), p=_FAULT_P) + 1
+                self._settle(new, now_ms)
                 self.fault[new] = codes
+                self._redraw(new)
                 self._report_now(new, now_ms)
-        base_on, base_level = self._scheduled(now_ms)
-        on, level = self._overridden(now_ms, base_on, base_level)
-        dim = np.where(on, level, 0).astype(np.int16)
-        changed = np.flatnonzero((on != self.on) | (dim != self.dim))
-        if len(changed):
-            self.on[:] = on
-            self.dim[:] = dim
-            if self._started:
-                # A switching or dimming step: the lamps that changed report it at once (PROTOCOL.md).
-                self.switches += 1
-                self._report_now(changed, now_ms)
+        second = now_ms // 1000
+        if second != self._schedule_s or self._schedule is None:
+            self._schedule = self._scheduled(now_ms)
+            self._schedule_s = second
+            self._overrides_changed = True
+        if self._overrides_changed or 0 < self._next_override_end <= now_ms or self._next_override_end == 0:
+            self._overrides_changed = False
+            on, level = self._overridden(now_ms, *self._schedule)
+            ends = self.ovr_until[self.ovr_until > 0]
+            self._next_override_end = int(ends.min()) if len(ends) else -1
+            dim = np.where(on, level, 0).astype(np.int16)
+            changed = np.flatnonzero((on != self.on) | (dim != self.dim))
+            if len(changed):
+                self._settle(changed, now_ms)
+                self.on[changed] = on[changed]
+                self.dim[changed] = dim[changed]
+                self._redraw(changed)
+                if self._started:
+                    # A switching or dimming step: the lamps that changed report it at once (PROTOCOL.md).
+                    self.switches += 1
+                    self._report_now(changed, now_ms)
         self._started = True
         self.last_ms = now_ms
+
+    def _settle(self, idx: npt.NDArray[np.int64], now_ms: int) -> None:
+        """Bring these lamps' energy meters up to `now_ms` at their present draw (before the draw changes)."""
+        self.energy_wh[idx] = self._energy(idx, now_ms)
+        self.energy_ms[idx] = now_ms
+
+    def _energy(self, idx: npt.NDArray[np.int64], now_ms: int) -> npt.NDArray[np.float64]:
+        return self.energy_wh[idx] + self.draw[idx] * np.maximum(now_ms - self.energy_ms[idx], 0) / 3_600_000
+
+    def _redraw(self, idx: npt.NDArray[np.int64]) -> None:
+        self.draw[idx] = self._power(idx)
 
     def _scheduled(self, now_ms: int) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int16]]:
         """What the devices' schedule says: the given control, or Xining's sunset and sunrise at full level."""
@@ -270,6 +311,9 @@ class Fleet:
             pass  # a report follows below
         else:
             return f"unsupported op {op!r}"
+        self._overrides_changed = True
+        if op == "schedule":
+            self._schedule = None  # the devices switch by the new profile from this step on
         if report:
             self._report_now(np.array([lamp]), now_ms)
         return None
@@ -282,12 +326,14 @@ class Fleet:
         if len(idx):
             self._report_now(idx, now_ms, gather_ms=gather_ms)
 
-    def _power(self) -> npt.NDArray[np.float64]:
-        rated = self.spec.lamp_rated_w.astype(np.float64)
-        p = rated * self.dim / 100.0 * self.on
-        p = np.where(self.fault == 1, 2.0 * self.on, p)  # lamp failed: driver idles
-        p = np.where(self.fault >= 2, 0.0, p)  # driver or relay failed: nothing drawn
-        return np.where(self.cut, 0.0, p)
+    def _power(self, idx: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        """What these lamps draw now (W)."""
+        on = self.on[idx]
+        p = self.spec.lamp_rated_w[idx].astype(np.float64) * self.dim[idx] / 100.0 * on
+        fault = self.fault[idx]
+        p = np.where(fault == 1, 2.0 * on, p)  # lamp failed: driver idles
+        p = np.where(fault >= 2, 0.0, p)  # driver or relay failed: nothing drawn
+        return np.where(self.cut[idx], 0.0, p)
 
     # -- reports ---------------------------------------------------------------------------------------------
 
@@ -299,7 +345,8 @@ class Fleet:
         due_c = np.flatnonzero(self.next_cab <= now_ms)
         if len(due_s) == 0 and len(due_c) == 0:
             return out
-        values = self._values(now_ms)
+        parts = [self.single[due_s]] + [self.cabinet_lamps[int(c)] for c in self.conc_cabinets[due_c].tolist()]
+        values = self._values(now_ms, np.concatenate(parts).astype(np.int64))
         for pos in due_s.tolist():
             lamp = int(self.single[pos])
             if self.cut[lamp]:
@@ -318,18 +365,23 @@ class Fleet:
         # Next report one interval on, ±2 % so devices drift apart rather than marching in lock-step.
         return now_ms + (self.interval_ms * self.rng.uniform(0.98, 1.02, n)).astype(np.int64)
 
-    def _values(self, now_ms: int) -> dict[str, npt.NDArray[Any]]:
-        n = self.n
+    def _values(self, now_ms: int, idx: npt.NDArray[np.int64]) -> dict[str, npt.NDArray[Any]]:
+        """Readings of the lamps `idx` at `now_ms`, in buffers indexed by lamp (other lamps' entries are stale)."""
+        n = len(idx)
         t = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
         doy = t.timetuple().tm_yday
         # Xining: nights near -14 °C in January, near +10 °C in July.
         ambient = -2.0 - 12.0 * math.cos(2 * math.pi * (doy - 15) / 365)
         grid = 220.0 + 4.0 * math.sin(now_ms / 3_600_000 * 2 * math.pi / 24)
-        power = self._power() * (1 + self.rng.normal(0, 0.02, n))
+        power = np.maximum(self.draw[idx] * (1 + self.rng.normal(0, 0.02, n)), 0.0)
         voltage = grid + self.rng.normal(0, 2.0, n)
-        current = np.where(power > 0, power / (voltage * self.pf), 0.0)
-        temp = ambient + np.where(self.on, 12.0, 2.0) + self.rng.normal(0, 1.0, n)
-        return {"power": np.maximum(power, 0.0), "voltage": voltage, "current": current, "temp": temp}
+        b = self._buf
+        b["power"][idx] = power
+        b["voltage"][idx] = voltage
+        b["current"][idx] = np.where(power > 0, power / (voltage * self.pf[idx]), 0.0)
+        b["temp"][idx] = ambient + np.where(self.on[idx], 12.0, 2.0) + self.rng.normal(0, 1.0, n)
+        b["energy"][idx] = self._energy(idx, now_ms)
+        return b
 
     def _lamp_obj(self, lamp: int, now_ms: int, v: dict[str, npt.NDArray[Any]], *, radio: bool) -> dict[str, Any]:
         seq = int(self.lamp_seq[lamp])
@@ -346,7 +398,7 @@ class Fleet:
             "voltage_v": round(float(v["voltage"][lamp]), 1),
             "current_a": round(float(v["current"][lamp]), 3),
             "power_factor": round(float(self.pf[lamp]), 2),
-            "energy_wh": int(self.energy_wh[lamp]),
+            "energy_wh": int(v["energy"][lamp]),
             "temp_c": round(float(v["temp"][lamp]), 1),
             "mode": "manual" if self.ovr_until[lamp] != 0 else "auto",
             "faults": [FAULT_CODES[fault - 1]] if fault else [],
@@ -384,7 +436,7 @@ class Fleet:
             "phase_voltage_v": [round(float(x), 1) for x in 220 + self.rng.normal(0, 1.5, 3)],
             "circuit_current_a": currents,
             "leakage_ma": round(float(self.rng.uniform(2, 8)), 1),
-            "energy_wh": int(self.cab_energy[cab] + self.energy_wh[lamps].sum()),
+            "energy_wh": int(self.cab_energy[cab] + v["energy"][lamps].sum()),
             "faults": ["circuit_open"] if cut_circuits and on else [],
             "lamps": lamp_objs,
         }

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
+import numpy as np
 
 from simulator.commands import DeviceCommands
 from simulator.fleet import Fleet, Report
@@ -117,7 +118,7 @@ class Simulator:
         started = last_ping = time.monotonic()
         while not self._stop.is_set():
             self.step()
-            self.stats.failed_lamps = int((self.fleet.fault > 0).sum())
+            self.stats.failed_lamps = int(np.count_nonzero(self.fleet.fault))
             if on_tick:
                 on_tick(self.stats)
             now = time.monotonic()
