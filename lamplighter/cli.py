@@ -103,7 +103,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_clock(p)
 
     p = sub.add_parser("demo", help="everything: services, schema, seed, gateway, simulator, API")
-    p.add_argument("--lamps", type=int, default=110_000)
+    p.add_argument("--lamps", type=int, help="city size (default: the loaded inventory, or 110,000 on a first run)")
+    p.add_argument(
+        "--replace", action="store_true", help="with --lamps: replace a different loaded inventory and its data"
+    )
     p.add_argument("--interval", type=float, default=300.0)
     _add_clock(p)
 
@@ -156,8 +159,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
                 "private services running; Ctrl-C stops them",
                 flush=True,
             )
-            with contextlib.suppress(KeyboardInterrupt):
-                signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            # Held until one arrives (not acted on by default: SIGTERM would end the process and leave the
+            # services running), then the services stop on the way out.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
         return 0
     if cmd == "bench" and args.bench == "alerts":
         from lamplighter.bench_alerts import run_alerts_bench
@@ -183,7 +188,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
         from lamplighter.demo import run_demo
 
         return run_demo(
-            settings, lamps=args.lamps, interval=args.interval, clock=_clock(args), clock_args=_clock_argv(args)
+            settings,
+            lamps=args.lamps,
+            replace=args.replace,
+            interval=args.interval,
+            clock=_clock(args),
+            clock_args=_clock_argv(args),
         )
     ep = runtime.endpoints(settings)
     if cmd == "migrate":
@@ -339,15 +349,15 @@ def seed_command(database_url: str, settings: Settings, *, lamps: int, seed: int
         rows = summary(conn)
     verb = "loaded" if loaded else "already loaded (nothing to do)"
     print(f"inventory {verb}: {inv.lamps:,} lamps, seed {seed}, in {time.perf_counter() - t:.1f} s")
-    print(f"{'district':<22}{'roads':>7}{'cabinets':>10}{'lamps':>9}{'via cabinet':>13}{'LED':>7}{'rated kW':>10}")
+    print(f"{'district':<22}{'roads':>7}{'cabinets':>10}{'lamps':>11}{'via cabinet':>13}{'LED':>7}{'rated kW':>10}")
     for r in rows:
         print(
-            f"{r.code + ' ' + r.name_zh + ' ' + r.name_en:<22}{r.roads:>7,}{r.cabinets:>10,}{r.lamps:>9,}"
+            f"{r.code + ' ' + r.name_zh + ' ' + r.name_en:<22}{r.roads:>7,}{r.cabinets:>10,}{r.lamps:>11,}"
             f"{r.concentrator_share:>12.0%}{r.led_share:>7.0%}{r.rated_kw:>10,.0f}"
         )
     print(
         f"{'total':<22}{sum(r.roads for r in rows):>7,}{sum(r.cabinets for r in rows):>10,}"
-        f"{sum(r.lamps for r in rows):>9,}"
+        f"{sum(r.lamps for r in rows):>11,}"
     )
 
 

@@ -27,17 +27,33 @@ __all__ = ["run_demo"]
 logger = logging.getLogger(__name__)
 
 _CONSOLE_EVERY_S = 2.0
+_DEFAULT_LAMPS = 110_000
 
 
-def run_demo(settings: Settings, *, lamps: int, interval: float, clock: Clock, clock_args: list[str]) -> int:
+def run_demo(
+    settings: Settings,
+    *,
+    lamps: int | None,
+    replace: bool = False,
+    interval: float,
+    clock: Clock,
+    clock_args: list[str],
+) -> int:
     with private_services(settings, "dev") as ep:
         with psycopg.connect(ep.database_url, autocommit=True) as conn:
             from telemetry.schema import migrate
 
             migrate(conn, retention_days=settings.retention_days)
             row = conn.execute("SELECT lamps FROM seed_info").fetchone()
-        if row is None:
-            seed_command(ep.database_url, settings, lamps=lamps, seed=1)
+        if row is None or (lamps is not None and lamps != row[0] and replace):
+            seed_command(ep.database_url, settings, lamps=lamps or _DEFAULT_LAMPS, seed=1, replace=replace)
+        elif lamps is not None and lamps != row[0]:
+            print(
+                f"the demo's database holds a city of {row[0]:,} lamps, not {lamps:,}: add --replace to load "
+                f"{lamps:,} lamps in its place (its readings, tickets and commands go too)",
+                file=sys.stderr,
+            )
+            return 2
         else:
             print(f"inventory of {row[0]:,} lamps already loaded")
         _demo_crews(ep.database_url)
@@ -52,12 +68,7 @@ def run_demo(settings: Settings, *, lamps: int, interval: float, clock: Clock, c
         try:
             asyncio.run(_serve(settings, ep, gw, sim, logins))
         finally:
-            if sim.poll() is None:
-                sim.send_signal(signal.SIGTERM)
-                try:
-                    sim.wait(15)
-                except subprocess.TimeoutExpired:
-                    sim.kill()
+            _stop_simulator(sim)
         print(
             f"\ndemo stopped: {gw.gateway.stats.lamps_written:,} lamp readings written, "
             f"{gw.gateway.stats.rejected:,} rejected"
@@ -127,9 +138,33 @@ async def _serve(
         console = tg.create_task(_console(gw, sim), name="console")
         await stop.wait()
         console.cancel()
+        print(flush=True)  # below the status line
+        # The devices stop first and the gateway takes in what they sent, so the demo ends with nothing in flight.
+        await asyncio.to_thread(_stop_simulator, sim)
+        await _drained(gw)
         server.should_exit = True
         await api_task
         gw_task.cancel()
+
+
+def _stop_simulator(sim: subprocess.Popen[bytes]) -> None:
+    if sim.poll() is None:
+        sim.send_signal(signal.SIGTERM)
+        try:
+            sim.wait(15)
+        except subprocess.TimeoutExpired:
+            logger.warning("the simulator did not stop within 15 s of SIGTERM; killed")
+            sim.kill()
+            sim.wait()
+
+
+async def _drained(gw: GatewayProcess, *, quiet_s: float = 0.5, limit_s: float = 10.0) -> None:
+    """Until nothing more has reached the gateway for `quiet_s` (at most `limit_s`)."""
+    deadline = time.monotonic() + limit_s
+    seen = -1
+    while gw.subscriber.received != seen and time.monotonic() < deadline:
+        seen = gw.subscriber.received
+        await asyncio.sleep(quiet_s)
 
 
 async def _console(gw: GatewayProcess, sim: subprocess.Popen[bytes]) -> None:
