@@ -14,6 +14,8 @@ from gateway.codec import Message, decode_batch
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
 from seeds.loader import load
+from telemetry.clock import Clock
+from telemetry.schema import maintain_partitions
 from telemetry.store import TelemetryStore, load_registry
 from tests.auth import sign_in
 
@@ -85,3 +87,29 @@ async def test_lamp_state_telemetry_and_quarantine(endpoints: Endpoints) -> None
         assert [i["seq"] for i in tel["items"]] == [7, 8, 9]
         q = c.get("/api/v1/quarantine").json()
         assert q["total"] == 1 and q["items"][0]["reason"] == "not_json" and q["items"][0]["payload"] == "garbage"
+
+
+@pytest.mark.asyncio
+async def test_telemetry_defaults_to_the_last_day_of_the_city_clock(endpoints: Endpoints) -> None:
+    """A demo on a night two days ahead (`--clock-start`): a lamp's readings show without from/to."""
+    clock = Clock(start=datetime.now(UTC) + timedelta(days=2), speed=1.0)
+    with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
+        load(conn, generate(1000, seed=3), progress=False)
+        maintain_partitions(conn, today=clock.now().date(), drop=False)
+        registry = load_registry(conn)
+    now = clock.now_ms()
+    body = b'{"ts": %d, "seq": 1, "on": true, "dim": 100, "faults": []}' % now
+    store = TelemetryStore(endpoints.database_url)
+    await store.write(
+        decode_batch(
+            [Message("sl/cd/lamp/XN-CD-000001/state", body, now)], registry, now_ms=now, retention_ms=86_400_000
+        )
+    )
+    await store.close()
+    app = create_app(
+        database_url=endpoints.database_url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port), clock=clock
+    )
+    with TestClient(app) as c:
+        sign_in(c, endpoints.database_url, "viewer")
+        tel = c.get("/api/v1/lamps/XN-CD-000001/telemetry").json()
+        assert [i["seq"] for i in tel["items"]] == [1], tel

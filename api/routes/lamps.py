@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -82,15 +82,17 @@ async def get_lamp(user: Viewer, conn: ConnDep, engine: EngineDep, clock: ClockD
 async def lamp_telemetry(
     user: Viewer,
     conn: ConnDep,
+    clock: ClockDep,
     lamp_id: str,
     from_: Annotated[datetime | None, Query(alias="from")] = None,
     to: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
-    """Role: viewer. Stored readings of one lamp in [from, to), oldest first; default the last 24 hours."""
+    """Role: viewer. Stored readings of one lamp in [from, to), oldest first; default the last 24 hours (of the
+    city's clock, which a demo or test may run ahead)."""
     no = await _lamp_no(conn, lamp_id)
-    to = to or datetime.now(UTC) + timedelta(minutes=5)
+    to = to or clock.now() + timedelta(minutes=5)
     from_ = from_ or to - timedelta(days=1)
     if from_.tzinfo is None or to.tzinfo is None:
         raise ApiError(422, "invalid", "from and to need a time zone (for example 2026-11-28T18:00:00+08:00)", "from")
