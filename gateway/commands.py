@@ -43,6 +43,7 @@ _FLUSH_S = 0.25
 _ACK_TOPICS = ("sl/+/lamp/+/ack", "sl/+/cabinet/+/ack")
 _QOS1 = mqtt5.QoS.AT_LEAST_ONCE
 _POLL_S = 0.1  # new campaigns and cancels are looked for this often (one indexed query)
+_RETRY_MIN_S, _RETRY_MAX_S = 0.5, 10.0  # reconnecting to the database: doubling between these
 
 
 class Ack(msgspec.Struct):
@@ -152,33 +153,50 @@ class CommandEngine:
     # -- the loop ---------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        conn = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True)
+        """Until cancelled. A lost database stops the sending (a cancel could not be honoured without it) but not
+        the engine: it reconnects with backoff and goes on where it was, answers that came meanwhile included."""
+        delay = _RETRY_MIN_S
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True)
+            except psycopg.Error as exc:
+                logger.warning("command engine: database unavailable (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+                continue
+            delay = _RETRY_MIN_S
+            try:
+                await self._run(conn)
+            except psycopg.Error as exc:
+                logger.warning("command engine: database connection lost (%s); reconnecting in %.1f s", exc, delay)
+            finally:
+                with contextlib.suppress(Exception):
+                    await self._flush(conn)
+                await conn.close()
+            await asyncio.sleep(delay)
+
+    async def _run(self, conn: psycopg.AsyncConnection) -> None:
         tokens, last = 0.0, time.monotonic()
         last_flush = last_poll = 0.0
-        try:
-            await self._load(conn)
-            while True:
-                now = time.monotonic()
-                if now - last_poll >= _POLL_S:
-                    await self._load(conn)
-                    last_poll = now
-                # What a tick held back by the one-second ceiling in `_send` could not send is made up by the
-                # next ones, so a long campaign runs at the pace itself; with nothing to send the bucket keeps
-                # one tick's worth, so a new campaign starts smoothly rather than with a burst.
-                tokens = min(tokens + (now - last) * self.pace, self.pace)
-                last = now
-                self._take_acks()
-                self._expire(now)
-                tokens = await self._send(conn, tokens, now)
-                if now - last_flush >= _FLUSH_S:
-                    await self._flush(conn)
-                    last_flush = now
-                # A tick every 50 ms whatever the work took.
-                await asyncio.sleep(max(0.0, now + _TICK_S - time.monotonic()))
-        finally:
-            with contextlib.suppress(Exception):
+        await self._load(conn)
+        while True:
+            now = time.monotonic()
+            if now - last_poll >= _POLL_S:
+                await self._load(conn)
+                last_poll = now
+            # What a tick held back by the one-second ceiling in `_send` could not send is made up by the
+            # next ones, so a long campaign runs at the pace itself; with nothing to send the bucket keeps
+            # one tick's worth, so a new campaign starts smoothly rather than with a burst.
+            tokens = min(tokens + (now - last) * self.pace, self.pace)
+            last = now
+            self._take_acks()
+            self._expire(now)
+            tokens = await self._send(conn, tokens, now)
+            if now - last_flush >= _FLUSH_S:
                 await self._flush(conn)
-            await conn.close()
+                last_flush = now
+            # A tick every 50 ms whatever the work took.
+            await asyncio.sleep(max(0.0, now + _TICK_S - time.monotonic()))
 
     async def _load(self, conn: psycopg.AsyncConnection) -> None:
         """New campaigns from the database; cancelled ones stop."""
@@ -332,8 +350,7 @@ class CommandEngine:
         """Lamp states that changed since the last flush; finished campaigns get their outcome."""
         for c in list(self.campaigns.values()):
             if c.dirty:
-                idx = sorted(c.dirty)
-                c.dirty.clear()
+                idx = sorted(c.dirty)  # left marked until the update went through
                 async with conn.cursor() as cur:
                     await cur.execute(
                         """UPDATE command_lamps l SET state = u.state, attempts = u.attempts, error = u.error,
@@ -350,6 +367,7 @@ class CommandEngine:
                             c.id,
                         ),
                     )
+                c.dirty.difference_update(idx)
             counts = c.counts()
             if c.cancelled and counts["sent"] == 0:
                 self._drop_done(c)

@@ -25,6 +25,7 @@ from simulator.fleet import Fleet, FleetSpec
 from simulator.runner import Simulator
 from simulator.wire import RawPublisher
 from telemetry.clock import Clock
+from tests.fix_services import Services
 
 pytestmark = pytest.mark.services
 
@@ -217,59 +218,107 @@ async def test_gateway_killed_mid_stream_loses_and_duplicates_nothing(endpoints:
     seed(endpoints.database_url, 1000)
     ids = _lamp_ids(endpoints.database_url, 1000)
     url = endpoints.database_url
-    env = {
-        **os.environ,
-        "LAMPLIGHTER_DATABASE_URL": url,
-        "LAMPLIGHTER_MQTT_URL": endpoints.mqtt_url,
-        "LAMPLIGHTER_GATEWAY_CLIENT_ID": client_id,
-        "LAMPLIGHTER_METRICS_PORT": "0",
-    }
-
-    subscribed = threading.Event()
-
-    def start() -> subprocess.Popen[bytes]:
-        subscribed.clear()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lamplighter", "gateway"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-
-        def read_log() -> None:
-            assert proc.stderr is not None
-            for line in proc.stderr:
-                if b"subscribed to" in line:
-                    subscribed.set()
-
-        threading.Thread(target=read_log, daemon=True).start()
-        return proc
-
-    gw = start()
+    gw = _GatewayChild(endpoints, client_id)
     try:
         # The persistent session must exist before publishing, or the broker has nobody to queue for.
-        await wait_for(subscribed.is_set, 30, "gateway to subscribe")
+        await wait_for(gw.subscribed.is_set, 30, "gateway to subscribe")
         n = 60_000
         publisher = asyncio.create_task(asyncio.to_thread(_publish_readings, endpoints, ids, n, client_id + "-pub"))
         await wait_for(lambda: count(url, "SELECT count(*) FROM lamp_readings") > 5_000, 60, "ingest to start")
-        gw.send_signal(signal.SIGKILL)
-        gw.wait(10)
-        assert gw.stderr is not None
-        gw.stderr.close()
+        gw.kill()
         landed_at_kill = count(url, "SELECT count(*) FROM lamp_readings")
         await publisher
         assert landed_at_kill < n, "the kill came too late to test anything"
-        gw = start()
+        gw = _GatewayChild(endpoints, client_id)
         await wait_for(lambda: count(url, "SELECT count(*) FROM lamp_readings") >= n, 90, f"{n} readings")
         await asyncio.sleep(1.0)
     finally:
-        gw.send_signal(signal.SIGTERM)
-        try:
-            gw.wait(15)
-        except subprocess.TimeoutExpired:
-            gw.kill()
-        if gw.stderr:
-            gw.stderr.close()
+        gw.stop()
     assert count(url, "SELECT count(*) FROM lamp_readings") == n
     assert count(url, "SELECT count(DISTINCT (lamp_no, ts, seq)) FROM lamp_readings") == n
     assert count(url, "SELECT count(*) FROM quarantine") == 0
+
+
+@pytest.mark.asyncio
+async def test_a_database_outage_mid_stream_loses_and_duplicates_nothing(
+    services: Services, endpoints: Endpoints, client_id: str
+) -> None:
+    """PostgreSQL drops every connection and refuses new ones for a few seconds (a restart, a failover)."""
+    seed(endpoints.database_url, 1000)
+    ids = _lamp_ids(endpoints.database_url, 1000)
+    url = endpoints.database_url
+    name = url.rsplit("/", 1)[1]
+    gw = _GatewayChild(endpoints, client_id)
+    try:
+        await wait_for(gw.subscribed.is_set, 30, "gateway to subscribe")
+        n = 60_000
+        publisher = asyncio.create_task(asyncio.to_thread(_publish_readings, endpoints, ids, n, client_id + "-pub"))
+        await wait_for(lambda: count(url, "SELECT count(*) FROM lamp_readings") > 5_000, 60, "ingest to start")
+        with psycopg.connect(services.admin_url, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            await asyncio.sleep(4.0)
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        landed_after_outage = count(url, "SELECT count(*) FROM lamp_readings")
+        await publisher
+        try:
+            await wait_for(lambda: count(url, "SELECT count(*) FROM lamp_readings") >= n, 90, f"{n} readings")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the gateway's log:\n{''.join(gw.log[-30:])}") from None
+        await asyncio.sleep(1.0)
+        assert gw.proc.poll() is None, "the gateway exited during the outage"
+    finally:
+        gw.stop()
+    assert landed_after_outage < n, "the outage came too late to test anything"
+    assert count(url, "SELECT count(*) FROM lamp_readings") == n
+    assert count(url, "SELECT count(DISTINCT (lamp_no, ts, seq)) FROM lamp_readings") == n
+    assert count(url, "SELECT count(*) FROM quarantine") == 0
+    assert any("retrying" in line for line in gw.log), "the gateway said nothing of the outage"
+
+
+class _GatewayChild:
+    """`lamplighter gateway` as its own process, as in production; its log kept."""
+
+    def __init__(self, ep: Endpoints, client_id: str) -> None:
+        env = {
+            **os.environ,
+            "LAMPLIGHTER_DATABASE_URL": ep.database_url,
+            "LAMPLIGHTER_MQTT_URL": ep.mqtt_url,
+            "LAMPLIGHTER_GATEWAY_CLIENT_ID": client_id,
+            "LAMPLIGHTER_METRICS_PORT": "0",
+        }
+        self.subscribed = threading.Event()
+        self.log: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lamplighter", "gateway"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+
+    def _read_log(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log.append(line.decode(errors="replace"))
+            if b"subscribed to" in line:
+                self.subscribed.set()
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self._reap()
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self._reap()
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self._reap()
+
+    def _reap(self) -> None:
+        self.proc.wait(15)
+        self._reader.join(5)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
 
 
 @pytest.mark.asyncio
