@@ -84,11 +84,22 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         kwargs = {"application_name": "lamplighter-api"}
+        # Each connection is checked as it is handed out (one round trip), so after a database restart or a
+        # failover the next call gets a fresh connection rather than a dead one and a 500.
         async with (
-            AsyncConnectionPool(database_url, min_size=1, max_size=10, open=False, kwargs=kwargs) as pool,
+            AsyncConnectionPool(
+                database_url,
+                min_size=1,
+                max_size=10,
+                open=False,
+                kwargs=kwargs,
+                check=AsyncConnectionPool.check_connection,
+            ) as pool,
             contextlib.AsyncExitStack() as stack,
         ):
-            sync_pool = ConnectionPool(database_url, min_size=1, max_size=4, open=True, kwargs=kwargs)
+            sync_pool = ConnectionPool(
+                database_url, min_size=1, max_size=4, open=True, kwargs=kwargs, check=ConnectionPool.check_connection
+            )
             stack.callback(sync_pool.close)
             app.state.pool = pool
             app.state.sync_pool = sync_pool

@@ -18,6 +18,7 @@ from telemetry.clock import Clock
 from telemetry.schema import maintain_partitions
 from telemetry.store import TelemetryStore, load_registry
 from tests.auth import sign_in
+from tests.fix_services import Services
 
 pytestmark = pytest.mark.services
 
@@ -113,3 +114,16 @@ async def test_telemetry_defaults_to_the_last_day_of_the_city_clock(endpoints: E
         sign_in(c, endpoints.database_url, "viewer")
         tel = c.get("/api/v1/lamps/XN-CD-000001/telemetry").json()
         assert [i["seq"] for i in tel["items"]] == [1], tel
+
+
+def test_the_api_answers_at_once_after_the_database_dropped_its_connections(
+    services: Services, client: TestClient, endpoints: Endpoints
+) -> None:
+    """A PostgreSQL restart or failover: the pools' idle connections are dead; the next calls still answer."""
+    assert client.get("/api/v1/lamps", params={"limit": 1}).status_code == 200
+    name = endpoints.database_url.rsplit("/", 1)[1]
+    with psycopg.connect(services.admin_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+    for path in ("/api/v1/lamps", "/api/v1/lamps/XN-CD-000001", "/api/v1/lighting-rate", "/api/v1/tickets"):
+        r = client.get(path, params={"limit": 1} if path.endswith("s") else None)
+        assert r.status_code == 200, (path, r.status_code, r.text)
