@@ -1,7 +1,13 @@
-"""Drive a simulated fleet against a broker: the `lamplighter simulate` loop."""
+"""Drive a simulated fleet against a broker: the `lamplighter simulate` loop.
+
+When the broker goes away the devices behave as field controllers do: they keep what they could not send (up to
+`held_max` reports per connection, the oldest dropped first and counted), reconnect with backoff, send again
+what the broker never acknowledged, then what they kept, in order.
+"""
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -13,7 +19,7 @@ import numpy as np
 
 from simulator.commands import DeviceCommands
 from simulator.fleet import Fleet, Report
-from simulator.wire import RawPublisher, Will
+from simulator.wire import PublishError, RawPublisher, Will
 from telemetry.clock import Clock
 
 __all__ = ["SimStats", "Simulator"]
@@ -24,6 +30,7 @@ logger = logging.getLogger(__name__)
 _TICK_S = 0.05
 # Keep idle connections alive well inside the 60 s keepalive we announce.
 _PING_EVERY_S = 20.0
+_RECONNECT_MIN_S, _RECONNECT_MAX_S = 0.5, 30.0
 
 
 @dataclass
@@ -32,6 +39,9 @@ class SimStats:
     lamp_readings: int = 0
     devices: int = 0
     failed_lamps: int = 0
+    reconnects: int = 0
+    held: int = 0  # reports kept now because their connection is down
+    dropped: int = 0  # reports dropped because a connection was down too long (its buffer full)
 
 
 class Simulator:
@@ -48,6 +58,7 @@ class Simulator:
         per_device: bool = False,
         client_prefix: str = "lamplighter-sim",
         commands: DeviceCommands | None = None,
+        held_max: int = 1_000_000,
     ) -> None:
         if connections < 1:
             raise ValueError(f"connections must be at least 1, got {connections}")
@@ -60,6 +71,9 @@ class Simulator:
         self._stop = threading.Event()
         self._pubs: list[RawPublisher] = []
         self._by_topic: dict[bytes, RawPublisher] = {}
+        self.held_max = held_max
+        self._down: dict[int, tuple[RawPublisher, float, float]] = {}  # id → (connection, retry at, backoff)
+        self._held: dict[int, collections.deque[tuple[bytes, bytes]]] = {}
         if per_device:
             self._open_per_device(client_prefix)
         else:
@@ -98,7 +112,7 @@ class Simulator:
         if self.commands is not None:
             acks = self.commands.process(now_ms)
             if acks:
-                self._pubs[0].publish_batch(acks)
+                self._send(self._pubs[0], acks)
                 sent += len(acks)
         reports = self.fleet.due_reports(now_ms)
         if not reports:
@@ -109,7 +123,7 @@ class Simulator:
             groups.setdefault(id(pub), (pub, []))[1].append((r.topic, r.payload))
             self.stats.lamp_readings += r.lamps
         for pub, msgs in groups.values():
-            pub.publish_batch(msgs)
+            self._send(pub, msgs)
         self.stats.messages += len(reports)
         return sent + len(reports)
 
@@ -124,20 +138,99 @@ class Simulator:
             now = time.monotonic()
             if duration_s is not None and now - started >= duration_s:
                 break
+            if self._down:
+                self._revive(now)
             if now - last_ping > _PING_EVERY_S:
                 for p in self._pubs:
-                    p.ping()
+                    if id(p) not in self._down:
+                        try:
+                            p.ping()
+                        except OSError as exc:
+                            self._lost(p, exc, [])
                 last_ping = now
             self._stop.wait(_TICK_S)
 
     def stop(self) -> None:
         self._stop.set()
 
+    # -- a broker that goes away ---------------------------------------------------------------------------
+
+    def _send(self, pub: RawPublisher, msgs: list[tuple[bytes, bytes]]) -> None:
+        if id(pub) in self._down:
+            self._hold(pub, msgs)
+            return
+        try:
+            pub.publish_batch(msgs)
+        except OSError as exc:
+            unsent = exc.unsent if isinstance(exc, PublishError) else len(msgs)
+            self._lost(pub, exc, msgs[len(msgs) - unsent :] if unsent else [])
+
+    def _lost(self, pub: RawPublisher, exc: OSError, unsent: list[tuple[bytes, bytes]]) -> None:
+        self._down[id(pub)] = (pub, time.monotonic() + _RECONNECT_MIN_S, _RECONNECT_MIN_S)
+        self._hold(pub, unsent)
+        logger.warning(
+            "simulator: lost the broker %s:%d (%s); %d reports unacknowledged and %d kept, reconnecting",
+            self.host,
+            self.port,
+            exc,
+            pub.sent - pub.acked,
+            len(self._held.get(id(pub), ())),
+        )
+
+    def _hold(self, pub: RawPublisher, msgs: list[tuple[bytes, bytes]]) -> None:
+        held = self._held.setdefault(id(pub), collections.deque())
+        held.extend(msgs)
+        over = len(held) - self.held_max
+        for _ in range(max(over, 0)):
+            held.popleft()
+        self.stats.dropped += max(over, 0)
+        self.stats.held = sum(len(q) for q in self._held.values())
+
+    def _revive(self, now: float) -> None:
+        for key, (pub, retry_at, delay) in list(self._down.items()):
+            if now < retry_at:
+                continue
+            try:
+                again = pub.reconnect()
+            except OSError as exc:
+                delay = min(delay * 2, _RECONNECT_MAX_S)
+                self._down[key] = (pub, now + delay, delay)
+                logger.info(
+                    "simulator: broker %s:%d still away (%s); next try in %.1f s", self.host, self.port, exc, delay
+                )
+                continue
+            del self._down[key]
+            held = list(self._held.pop(key, ()))
+            self.stats.reconnects += 1
+            self.stats.held = sum(len(q) for q in self._held.values())
+            logger.warning(
+                "simulator: back on the broker %s:%d; %d unacknowledged reports sent again, %d kept ones follow",
+                self.host,
+                self.port,
+                again,
+                len(held),
+            )
+            if held:
+                self._send(pub, held)
+
     def close(self, *, clean: bool = True) -> None:
         """Wait for every ack, then disconnect; per-device connections first say they go offline."""
         if self.commands is not None:
             self.commands.close()
+        if self._down:
+            self._revive(float("inf"))  # one last try for what the devices kept
+        if self._down:
+            logger.warning(
+                "simulator: the broker %s:%d is away; %d kept and %d unacknowledged reports are lost",
+                self.host,
+                self.port,
+                self.stats.held,
+                sum(p.sent - p.acked for p, _, _ in self._down.values()),
+            )
         for pub in self._pubs:
+            if id(pub) in self._down:
+                pub.abort()
+                continue
             try:
                 if self.per_device and clean:
                     topic = next(t for t, p in self._by_topic.items() if p is pub)

@@ -2,12 +2,14 @@
 
 General clients spend most of their time per message in Python (building each packet, a lock, a callback).
 A simulator that must outrun the gateway cannot: here whole batches of pre-encoded PUBLISH packets go out in one
-`sendall`, and PUBACKs are counted in bulk. It keeps the number of unacknowledged messages under a window well
-below MQTT's 65,535 packet ids, so no id is ever reused while still in flight.
+`sendall`, and PUBACKs are read in bulk. It keeps the number of unacknowledged messages under a window well
+below MQTT's 65,535 packet ids, so no id is ever reused while still in flight, and keeps those messages until
+their PUBACK, so after a lost connection `reconnect()` sends them again (QoS 1: at least once).
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import time
@@ -22,7 +24,14 @@ DEFAULT_WINDOW = 8192
 
 
 class PublishError(ConnectionError):
-    """The broker refused the connection or closed it while messages were unacknowledged."""
+    """The broker refused the connection or closed it while messages were unacknowledged.
+
+    From `publish_batch`, `unsent` is how many of the batch's last messages never reached the socket; the
+    others are held as unacknowledged and go again with `reconnect()`."""
+
+    def __init__(self, message: str, *, unsent: int = 0) -> None:
+        super().__init__(message)
+        self.unsent = unsent
 
 
 def encode_varint(n: int) -> bytes:
@@ -85,14 +94,43 @@ class RawPublisher:
         self.window = window
         self.sent = 0
         self.acked = 0
+        self.resent = 0  # messages sent again after a reconnect
         self._next_id = 1
         self._buf = b""
-        self._sock = socket.create_connection((host, port), timeout=timeout)
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock.sendall(encode_connect(client_id, keepalive=keepalive, will=will))
-        ack = self._recv_exact(4)
+        self._inflight: dict[int, bytes] = {}  # packet id → PUBLISH, until its PUBACK (publish_batch only)
+        self._address = (host, port)
+        self._connect = encode_connect(client_id, keepalive=keepalive, will=will)
+        self._client_id, self._timeout = client_id, timeout
+        self._sock = self._open()
+
+    def _open(self) -> socket.socket:
+        sock = socket.create_connection(self._address, timeout=self._timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(self._connect)
+            self._sock, self._buf = sock, b""
+            ack = self._recv_exact(4)
+        except BaseException:
+            sock.close()
+            raise
         if ack[0] != 0x20 or ack[3] != 0:
-            raise PublishError(f"broker {host}:{port} refused client {client_id!r}: CONNACK return code {ack[3]}")
+            sock.close()
+            host, port = self._address
+            raise PublishError(f"broker {host}:{port} refused client {self._client_id!r}: CONNACK return code {ack[3]}")
+        return sock
+
+    def reconnect(self) -> int:
+        """A new connection under the same client id (and last will); every message still unacknowledged goes
+        again, flagged as a duplicate. Returns how many. Raises OSError or PublishError if the broker is away."""
+        with contextlib.suppress(OSError):
+            self._sock.close()
+        self._sock = self._open()
+        again = [bytes([packet[0] | 0x08]) + packet[1:] for packet in self._inflight.values()]  # DUP
+        self.acked = self.sent - len(again)  # what was counted in flight and never acknowledged
+        if again:
+            self._sock.sendall(b"".join(again))
+            self.resent += len(again)
+        return len(again)
 
     def _recv_exact(self, n: int) -> bytes:
         while len(self._buf) < n:
@@ -118,43 +156,58 @@ class RawPublisher:
             raise PublishError(f"broker closed the connection with {self.sent - self.acked} messages unacknowledged")
         buf = self._buf + chunk
         i, n = 0, len(buf)
+        inflight = self._inflight
         while n - i >= 2:
             length = buf[i + 1]
             if n - i < 2 + length:
                 break
             if buf[i] == 0x40:
                 self.acked += 1
+                if inflight:
+                    inflight.pop((buf[i + 2] << 8) | buf[i + 3], None)
             i += 2 + length
         self._buf = buf[i:]
 
     def publish_batch(self, messages: Sequence[tuple[bytes, bytes]], *, retain: bool = False) -> None:
-        """Publish (topic, payload) pairs at QoS 1; returns once all are handed to the socket (not yet acked)."""
+        """Publish (topic, payload) pairs at QoS 1; returns once all are handed to the socket (not yet acked).
+
+        Raises PublishError (with `unsent`) when the connection is lost on the way."""
         head = 0x32 | (1 if retain else 0)
+        inflight = self._inflight
         i = 0
-        while i < len(messages):
-            room = self.window - (self.sent - self.acked)
-            if room <= 0:
-                self._read_acks(block=True)
-                continue
-            chunk = messages[i : i + room]
-            parts: list[bytes] = []
-            pid = self._next_id
-            for topic, payload in chunk:
-                body_len = 2 + len(topic) + 2 + len(payload)
-                parts.append(
-                    bytes([head])
-                    + encode_varint(body_len)
-                    + struct.pack("!H", len(topic))
-                    + topic
-                    + struct.pack("!H", pid)
-                    + payload
-                )
-                pid = pid + 1 if pid < 65535 else 1
-            self._next_id = pid
-            self._sock.sendall(b"".join(parts))
-            self.sent += len(chunk)
-            i += len(chunk)
-            self._read_acks(block=False)
+        try:
+            while i < len(messages):
+                room = self.window - (self.sent - self.acked)
+                if room <= 0:
+                    self._read_acks(block=True)
+                    continue
+                chunk = messages[i : i + room]
+                parts: list[bytes] = []
+                pid = self._next_id
+                for topic, payload in chunk:
+                    body_len = 2 + len(topic) + 2 + len(payload)
+                    packet = (
+                        bytes([head])
+                        + encode_varint(body_len)
+                        + struct.pack("!H", len(topic))
+                        + topic
+                        + struct.pack("!H", pid)
+                        + payload
+                    )
+                    parts.append(packet)
+                    inflight[pid] = packet
+                    pid = pid + 1 if pid < 65535 else 1
+                self._next_id = pid
+                self.sent += len(chunk)
+                i += len(chunk)  # from here on in flight: kept until acknowledged, sent again on reconnect
+                self._sock.sendall(b"".join(parts))
+                self._read_acks(block=False)
+        except OSError as exc:
+            unsent = len(messages) - i
+            if isinstance(exc, PublishError):
+                exc.unsent = unsent
+                raise
+            raise PublishError(f"connection to the broker lost: {exc}", unsent=unsent) from exc
 
     def send_prebuilt(self, packets: bytes, count: int) -> None:
         """Send `count` PUBLISH packets encoded beforehand with packet ids continuing from `next_id`."""

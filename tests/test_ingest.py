@@ -6,17 +6,21 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import psycopg
 import pytest
 
+import lamplighter
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, GatewayProcess
 from seeds.generator import generate
@@ -319,6 +323,77 @@ class _GatewayChild:
         self._reader.join(5)
         assert self.proc.stderr is not None
         self.proc.stderr.close()
+
+
+class _Broker:
+    """A Mosquitto of the test's own, with the project's settings and sessions kept on disk across a restart
+    (as a production broker is set up), so it can be restarted without disturbing the other tests."""
+
+    def __init__(self, root: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        base = (Path(lamplighter.__file__).parent / "mosquitto.conf").read_text().replace("persistence false", "")
+        self.conf = root / "mosquitto.conf"
+        lines = [f"listener {self.port} 127.0.0.1", "persistence true", f"persistence_location {root}/"]
+        if os.geteuid() == 0:
+            lines.append("user root")
+        self.conf.write_text(base + "\n" + "\n".join(lines) + "\n")
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        proc = subprocess.Popen([binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s, contextlib.suppress(OSError):
+                s.connect(("127.0.0.1", self.port))
+                return proc
+            time.sleep(0.05)
+        proc.kill()
+        raise AssertionError("the test's broker did not start")
+
+    def restart(self, away_s: float) -> None:
+        self.stop()
+        time.sleep(away_s)
+        self.proc = self._start()
+
+    def stop(self) -> None:
+        self.proc.terminate()  # Mosquitto saves its sessions on SIGTERM
+        self.proc.wait(10)
+
+    def endpoints(self, ep: Endpoints) -> Endpoints:
+        return Endpoints(ep.database_url, f"mqtt://127.0.0.1:{self.port}", "127.0.0.1", self.port)
+
+
+@pytest.mark.asyncio
+async def test_a_broker_restart_mid_stream_loses_nothing(endpoints: Endpoints, client_id: str, tmp_path: Path) -> None:
+    """The simulated devices keep what they cannot send and send again what was not acknowledged; the gateway
+    reconnects to its session. Every reading lands once."""
+    broker = _Broker(tmp_path)
+    ep = broker.endpoints(endpoints)
+    url = ep.database_url
+    spec = seeded_spec(url, 2000)
+    clock = Clock()
+    fleet = Fleet(spec, interval_s=2, failure_rate_per_day=0.0, start_ms=clock.now_ms())
+    try:
+        async with gateway(ep, client_id) as gw:
+            sim = Simulator(fleet, host=ep.mqtt_host, port=ep.mqtt_port, clock=clock, client_prefix=client_id)
+            run = asyncio.create_task(asyncio.to_thread(sim.run, duration_s=10))
+            await wait_for(lambda: count(url, "SELECT count(*) FROM lamp_readings") > 2000, 20, "ingest to start")
+            await asyncio.to_thread(broker.restart, 2.0)
+            await run
+            await asyncio.to_thread(sim.close)
+            sent = sim.stats.lamp_readings
+            await wait_for(lambda: count(url, "SELECT count(*) FROM lamp_readings") >= sent, 60, f"{sent} readings")
+            await asyncio.sleep(0.5)
+            assert gw.gateway.stats.rejected == 0
+    finally:
+        broker.stop()
+    assert sim.stats.reconnects == 2 and sim.stats.dropped == 0  # both of its connections came back
+    assert sent > 2000 * 3
+    assert count(url, "SELECT count(*) FROM lamp_readings") == sent
+    assert count(url, "SELECT count(DISTINCT (lamp_no, seq)) FROM lamp_readings") == sent
 
 
 @pytest.mark.asyncio
