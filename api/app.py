@@ -39,6 +39,8 @@ from telemetry.clock import Clock
 from telemetry.lighting import LightingEngine, follow_forever
 
 logger = logging.getLogger(__name__)
+# How long a call waits for a database connection before it answers 503 (database unavailable).
+_POOL_WAIT_S = 5.0
 
 __all__ = ["ROUTERS", "create_app"]
 
@@ -94,11 +96,18 @@ def create_app(
                 open=False,
                 kwargs=kwargs,
                 check=AsyncConnectionPool.check_connection,
+                timeout=_POOL_WAIT_S,
             ) as pool,
             contextlib.AsyncExitStack() as stack,
         ):
             sync_pool = ConnectionPool(
-                database_url, min_size=1, max_size=4, open=True, kwargs=kwargs, check=ConnectionPool.check_connection
+                database_url,
+                min_size=1,
+                max_size=4,
+                open=True,
+                kwargs=kwargs,
+                check=ConnectionPool.check_connection,
+                timeout=_POOL_WAIT_S,
             )
             stack.callback(sync_pool.close)
             app.state.pool = pool

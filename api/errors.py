@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException
 
 __all__ = ["ApiError", "install"]
+
+logger = logging.getLogger(__name__)
 
 
 class ApiError(HTTPException):
@@ -43,3 +49,11 @@ def install(app: FastAPI) -> None:
         field = ".".join(loc) or None
         msg = f"{field}: {first.get('msg', 'invalid')}" if field else str(first.get("msg", "invalid request"))
         return JSONResponse(_body("invalid", msg, field), status_code=422)
+
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def database_down(request: Request, exc: Exception) -> JSONResponse:
+        # A restart, a failover, a network cut: say so at once rather than a bare 500; the pool reconnects.
+        logger.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
+        message = "the database is unavailable; try again in a moment"
+        return JSONResponse(_body("database_unavailable", message), status_code=503, headers={"Retry-After": "5"})
