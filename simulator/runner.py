@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,11 @@ _TICK_S = 0.05
 # Keep idle connections alive well inside the 60 s keepalive we announce.
 _PING_EVERY_S = 20.0
 _RECONNECT_MIN_S, _RECONNECT_MAX_S = 0.5, 30.0
+
+
+def _jittered(delay: float) -> float:
+    """±50 %: thousands of per-device connections do not all come back in the same instant."""
+    return delay * random.uniform(0.5, 1.5)
 
 
 @dataclass
@@ -166,7 +172,7 @@ class Simulator:
             self._lost(pub, exc, msgs[len(msgs) - unsent :] if unsent else [])
 
     def _lost(self, pub: RawPublisher, exc: OSError, unsent: list[tuple[bytes, bytes]]) -> None:
-        self._down[id(pub)] = (pub, time.monotonic() + _RECONNECT_MIN_S, _RECONNECT_MIN_S)
+        self._down[id(pub)] = (pub, time.monotonic() + _jittered(_RECONNECT_MIN_S), _RECONNECT_MIN_S)
         self._hold(pub, unsent)
         logger.warning(
             "simulator: lost the broker %s:%d (%s); %d reports unacknowledged and %d kept, reconnecting",
@@ -194,7 +200,7 @@ class Simulator:
                 again = pub.reconnect()
             except OSError as exc:
                 delay = min(delay * 2, _RECONNECT_MAX_S)
-                self._down[key] = (pub, now + delay, delay)
+                self._down[key] = (pub, now + _jittered(delay), delay)
                 logger.info(
                     "simulator: broker %s:%d still away (%s); next try in %.1f s", self.host, self.port, exc, delay
                 )
