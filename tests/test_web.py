@@ -1,7 +1,7 @@
 """The pages in a real browser (Debian's Chromium driven by Playwright) against the real gateway, API, broker,
 database and a simulator process: the default city of 110,000 lamps on the map, a fault turning its lamp and
 opening a ticket live, a district dimmed from the command panel, a crew working a ticket on a phone, both
-pages in Chinese, and a viewer kept from commanding. Screenshots and the measured render time go to
+pages in Chinese, a viewer kept from commanding, and the trends charting stored samples and nightly reports. Screenshots and the measured render time go to
 `artifacts/`."""
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from seeds.generator import DISTRICTS, generate
 from seeds.loader import load
 from simulator.commands import FAULTS_TOPIC
 from telemetry.clock import Clock
+from telemetry.lighting import LightingEngine
+from telemetry.sampling import nightly_report, store_nightly
 from tests.fix_services import Services, fresh_database
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -340,4 +342,48 @@ def test_a_viewer_sees_no_command_panel_and_the_api_refuses_its_commands(browser
     )
     assert answer[0] == 403 and answer[1]["error"]["code"] == "forbidden"
     assert _db(site, "SELECT count(*) FROM commands WHERE actor = %s", site.users["viewer"])[0][0] == 0
+    page.close()
+
+
+def _sample(conn: psycopg.Connection, at: dt.datetime, rate: float) -> None:
+    due = LAMPS
+    lit = round(due * rate / 100)
+    conn.execute(
+        "INSERT INTO lighting_rate_samples (ts, grouping, key, due, lit, dark, unknown, day_burning, rate, target) "
+        "VALUES (%s, 'city', 'all', %s, %s, %s, 0, 0, %s, 98) ON CONFLICT DO NOTHING",
+        (at, due, lit, due - lit, rate),
+    )
+
+
+def test_the_trends_chart_the_evening_and_the_past_nights(browser: Browser, site: Site) -> None:
+    """Samples of this evening and five stored nightly reports (made from samples by the sampler's own code)."""
+    evening = [dt.datetime.combine(NIGHT.date(), dt.time(18, 0, 30), NIGHT.tzinfo) + dt.timedelta(minutes=10 * i)
+               for i in range(14)]  # fmt: skip
+    rates = [99.1 - 0.1 * (i % 4) for i in range(len(evening))]
+    nights = [NIGHT.date() - dt.timedelta(days=k) for k in range(5, 0, -1)]
+    with psycopg.connect(site.url, autocommit=True) as conn:
+        for at, rate in zip(evening, rates, strict=True):
+            _sample(conn, at, rate)
+        index = LightingEngine.load(conn).index
+        means = []
+        for k, night in enumerate(nights):
+            start = dt.datetime.combine(night, dt.time(18, 0), NIGHT.tzinfo)
+            for i in range(13 * 6):  # 18:00 to 07:00, every 10 minutes, a dip to 96 % on one night
+                _sample(conn, start + dt.timedelta(minutes=10 * i), 96.0 if k == 2 and i < 6 else 98.5 + 0.2 * k)
+            report = nightly_report(conn, night, index=index, step_s=600)
+            assert report is not None
+            store_nightly(conn, night, report)
+            means.append(report["city"]["mean"])
+    page = _log_in(browser, site, "operator")
+    page.wait_for_selector("#trend-day .uplot")
+    page.wait_for_selector("#trend-nights .uplot")
+    day = page.evaluate("window.lamplighter.charts['trend-day'].data")
+    shown = dict(zip(day[0], day[1], strict=True))
+    for at, rate in zip(evening, rates, strict=True):
+        assert shown[int(at.timestamp()) // 600 * 600] == pytest.approx(rate), at
+    night_chart = page.evaluate("window.lamplighter.charts['trend-nights'].data")
+    assert night_chart[1] == pytest.approx(means) and min(night_chart[2]) == 96.0
+    page.locator("#trend-day").scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "control-room-trends.png", full_page=True)
+    assert page.errors == []  # type: ignore[attr-defined]
     page.close()

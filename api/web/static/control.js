@@ -172,7 +172,12 @@ const Control = {
       width, height: opts.height || 180, tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), tz),
       series: [{}, ...series],
       scales: { x: opts.x ? { time: true, range: opts.x } : { time: true }, y: { range: opts.range || [80, 100] } },
-      axes: [{ stroke: "#94a3b8", grid: { stroke: "#1e293b" } }, { stroke: "#94a3b8", grid: { stroke: "#1e293b" } }],
+      axes: [
+        opts.days
+          ? { stroke: "#94a3b8", grid: { stroke: "#1e293b" }, incrs: [86400, 2 * 86400, 7 * 86400], values: (u, splits) => splits.map((ts) => this.day(ts)) }
+          : { stroke: "#94a3b8", grid: { stroke: "#1e293b" } },
+        { stroke: "#94a3b8", grid: { stroke: "#1e293b" } },
+      ],
       legend: { show: true },
     }, data, box);
   },
@@ -182,10 +187,16 @@ const Control = {
       App.api("/api/v1/lighting-rate/history?group_by=city&bucket=10m"),
       App.api("/api/v1/reports/nights?limit=30"),
     ]);
-    const pts = day.points.filter((p) => p.rate !== null);
-    const xs = pts.map((p) => Date.parse(p.ts) / 1000);
-    this.chart("trend-day", [xs, pts.map((p) => p.rate), pts.map(() => 98)], [
-      { label: I18N.t("trend.rate"), stroke: "#facc15", width: 2, points: { show: pts.length < 3 } },
+    // Daytime has no rate: a gap longer than two buckets breaks the line rather than joining dusk to dusk.
+    const xs = [], rates = [];
+    for (const p of day.points.filter((q) => q.rate !== null)) {
+      const t = Date.parse(p.ts) / 1000;
+      if (xs.length && t - xs[xs.length - 1] > 2 * 600) { xs.push(xs[xs.length - 1] + 600); rates.push(null); }
+      xs.push(t);
+      rates.push(p.rate);
+    }
+    this.chart("trend-day", [xs, rates, xs.map(() => 98)], [
+      { label: I18N.t("trend.rate"), stroke: "#facc15", width: 2, points: { show: xs.length < 3 } },
       { label: I18N.t("trend.target"), stroke: "#ef4444", dash: [6, 4] },
     ], { x: [Date.parse(day.from) / 1000, Date.parse(day.to) / 1000] });
     const items = nights.items.filter((n) => n.city).reverse();
@@ -194,7 +205,12 @@ const Control = {
       { label: I18N.t("trend.mean"), stroke: "#facc15", width: 2 },
       { label: I18N.t("trend.min"), stroke: "#38bdf8" },
       { label: I18N.t("trend.target"), stroke: "#ef4444", dash: [6, 4] },
-    ]);
+    ], { days: true });
+  },
+
+  day(ts) {
+    // A night is labelled by the date it begins on, in the city's time zone.
+    return new Intl.DateTimeFormat(I18N.locale(), { timeZone: I18N.timezone, month: "2-digit", day: "2-digit" }).format(new Date(ts * 1e3));
   },
 
   // -- tickets -------------------------------------------------------------------------------------------
