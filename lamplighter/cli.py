@@ -435,9 +435,14 @@ def simulate_command(ep: Any, args: argparse.Namespace) -> None:
         now = time.monotonic()
         if not args.quiet and now - last[0] >= 5:
             rate = (stats.messages - last[1]) / (now - last[0])
+            broker = ""
+            if stats.held or stats.reconnects or stats.dropped:
+                broker = (
+                    f", broker: {stats.held:,} reports kept, {stats.reconnects} reconnects, {stats.dropped:,} dropped"
+                )
             print(
                 f"simulator {clock.now().isoformat(timespec='seconds')}: {stats.messages:,} messages "
-                f"({rate:,.0f}/s), {stats.lamp_readings:,} lamp readings, {stats.failed_lamps:,} failed lamps",
+                f"({rate:,.0f}/s), {stats.lamp_readings:,} lamp readings, {stats.failed_lamps:,} failed lamps{broker}",
                 flush=True,
             )
             last[:] = [now, stats.messages]
