@@ -46,6 +46,8 @@ class City:
     operator: str
     unreachable: npt.NDArray[np.bool_]  # the lamps the simulator never lets answer
     failing: npt.NDArray[np.bool_]  # the lamps whose devices refuse every command
+    settings: Settings
+    task: asyncio.Task[None]  # the gateway's
 
 
 @contextlib.asynccontextmanager
@@ -94,7 +96,7 @@ async def remote_city(
             TestClient(app) as api,
         ):
             operator = sign_in(api, url, "operator")
-            yield City(url, api, gw, spec, clock, operator, silent, refusing)
+            yield City(url, api, gw, spec, clock, operator, silent, refusing, settings, task)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -227,6 +229,40 @@ async def test_campaigns_running_together_share_the_city_wide_pace(endpoints: En
         times = np.array(city.gw.commands.send_times)
         per_window = np.searchsorted(times, times + 1.0) - np.arange(len(times))
         assert len(times) == sum(d["total"] for d in done) and per_window.max() <= 400, per_window.max()
+
+
+@pytest.mark.asyncio
+async def test_a_campaign_goes_on_after_the_gateway_restarts(endpoints: Endpoints, client_id: str) -> None:
+    async with remote_city(endpoints, client_id, lamps=3000, pace=500.0) as city:
+        body = {"target": {"all": True}, "op": "dim", "level": 40, "reason": "restart drill"}
+        r = await call(city.api.post, "/api/v1/commands", json=body)
+        cid, total = r.json()["id"], r.json()["lamps"]
+        await until(lambda: city.gw.commands.sent >= 1000, 10, "a third of the campaign to go out")
+        city.task.cancel()  # the gateway stops mid-campaign
+        with contextlib.suppress(asyncio.CancelledError):
+            await city.task
+        before = (await call(city.api.get, f"/api/v1/commands/{cid}")).json()
+        assert before["status"] == "running" and before["queued"] > 0, before
+        gw = GatewayProcess(city.settings, endpoints, clock=city.clock)
+        task = asyncio.create_task(gw.run())
+        try:
+            status = await until(
+                lambda: (s := city.api.get(f"/api/v1/commands/{cid}").json())["status"] == "done" and s,
+                30,
+                "the campaign to finish after the restart",
+            )
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert (status["acked"], status["failed"], status["expired"]) == (total, 0, 0)
+        # The new gateway sent only what had not been answered before it stopped.
+        assert gw.commands.sent <= total - before["acked"]
+        await until(
+            lambda: _count(city.url, "SELECT count(*) FROM lamp_latest WHERE dim = 40 AND is_on") == total,
+            30,
+            "every lamp to report level 40",
+        )
 
 
 @pytest.mark.asyncio

@@ -1,8 +1,8 @@
 """The pages in a real browser (Debian's Chromium driven by Playwright) against the real gateway, API, broker,
 database and a simulator process: the default city of 110,000 lamps on the map, a fault turning its lamp and
 opening a ticket live, a district dimmed from the command panel, a crew working a ticket on a phone, both
-pages in Chinese, a viewer kept from commanding, and the trends charting stored samples and nightly reports. Screenshots and the measured render time go to
-`artifacts/`."""
+pages in Chinese, a viewer kept from commanding, and the trends charting stored samples and nightly reports.
+Screenshots and the measured render time go to `artifacts/`."""
 
 from __future__ import annotations
 
