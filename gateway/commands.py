@@ -56,6 +56,8 @@ class Ack(msgspec.Struct):
 class Link(Protocol):
     def publish(self, messages: Sequence[tuple[str, bytes]]) -> int: ...
 
+    def ready(self) -> bool: ...
+
 
 @dataclass
 class Campaign:
@@ -113,6 +115,9 @@ class CommandLink:
     async def run(self) -> None:
         logger.info("command link connecting to %s:%d", self.host, self.port)
         await self._sub.run()
+
+    def ready(self) -> bool:
+        return self._sub.connected.is_set()
 
     def publish(self, messages: Sequence[tuple[str, bytes]]) -> int:
         """Write these commands to the broker at once; returns how many went (0 when not connected)."""
@@ -298,7 +303,8 @@ class CommandEngine:
     async def _send(self, conn: psycopg.AsyncConnection, tokens: float, now: float) -> float:
         running = [c for c in self.campaigns.values() if not c.cancelled]
         tick = max(self.pace * _TICK_S, 1.0)
-        if not running or tokens < 1:
+        if not running or tokens < 1 or not self.link.ready():
+            # Without the broker nothing is sent (nor counted as an attempt): campaigns wait for it to return.
             return min(tokens, tick)
         async with conn.transaction():
             # A share lock on the campaigns being sent: an API cancel waits for this batch, then nothing more.

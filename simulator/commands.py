@@ -74,6 +74,8 @@ class DeviceCommands:
         )
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        # Field controllers retry every few seconds rather than backing off to minutes: back soon after the broker.
+        self.client.reconnect_delay_set(min_delay=1, max_delay=5)
         self.client.connect(host, port, keepalive=30)
         self.client.loop_start()
 

@@ -7,13 +7,20 @@ other's rows. Each test gets its own MQTT topics' district-free client ids, so s
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
 
+import lamplighter
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, private_services
 from telemetry.schema import migrate
@@ -72,3 +79,44 @@ def endpoints(services: Services, database_url: str) -> Endpoints:
 def client_id() -> str:
     """A broker client id no other test uses (persistent sessions are keyed by it)."""
     return f"lltest-{uuid.uuid4().hex[:10]}"
+
+
+class PrivateBroker:
+    """A Mosquitto of the test's own, with the project's settings and sessions kept on disk across a restart
+    (as a production broker is set up), so it can be restarted without disturbing the other tests."""
+
+    def __init__(self, root: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        base = (Path(lamplighter.__file__).parent / "mosquitto.conf").read_text().replace("persistence false", "")
+        self.conf = root / "mosquitto.conf"
+        lines = [f"listener {self.port} 127.0.0.1", "persistence true", f"persistence_location {root}/"]
+        if os.geteuid() == 0:
+            lines.append("user root")
+        self.conf.write_text(base + "\n" + "\n".join(lines) + "\n")
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        proc = subprocess.Popen([binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s, contextlib.suppress(OSError):
+                s.connect(("127.0.0.1", self.port))
+                return proc
+            time.sleep(0.05)
+        proc.kill()
+        raise AssertionError("the test's broker did not start")
+
+    def restart(self, away_s: float) -> None:
+        self.stop()
+        time.sleep(away_s)
+        self.proc = self._start()
+
+    def stop(self) -> None:
+        self.proc.terminate()  # Mosquitto saves its sessions on SIGTERM
+        self.proc.wait(10)
+
+    def endpoints(self, ep: Endpoints) -> Endpoints:
+        return Endpoints(ep.database_url, f"mqtt://127.0.0.1:{self.port}", "127.0.0.1", self.port)

@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from simulator.fleet import Fleet, FleetSpec
 from simulator.wire import RawPublisher
 from telemetry.clock import Clock
 from tests.auth import sign_in
+from tests.fix_services import PrivateBroker
 
 pytestmark = pytest.mark.services
 
@@ -263,6 +265,28 @@ async def test_a_campaign_goes_on_after_the_gateway_restarts(endpoints: Endpoint
             30,
             "every lamp to report level 40",
         )
+
+
+@pytest.mark.asyncio
+async def test_a_campaign_waits_out_a_broker_outage(endpoints: Endpoints, client_id: str, tmp_path: Path) -> None:
+    """Away for longer than three acknowledgement timeouts: nothing is sent into the void, nothing expires."""
+    broker = PrivateBroker(tmp_path)
+    ep = broker.endpoints(endpoints)
+    try:
+        async with remote_city(ep, client_id, lamps=3000, pace=300.0, ack_timeout_s=3.0) as city:
+            body = {"target": {"all": True}, "op": "dim", "level": 30, "reason": "outage drill"}
+            r = await call(city.api.post, "/api/v1/commands", json=body)
+            cid, total = r.json()["id"], r.json()["lamps"]
+            await until(lambda: city.gw.commands.sent >= 600, 10, "some commands to go out")
+            await asyncio.to_thread(broker.restart, 10.0)
+            status = await until(
+                lambda: (s := city.api.get(f"/api/v1/commands/{cid}").json())["status"] == "done" and s,
+                90,
+                "the campaign to finish after the outage",
+            )
+            assert (status["acked"], status["failed"], status["expired"]) == (total, 0, 0), status
+    finally:
+        broker.stop()
 
 
 @pytest.mark.asyncio

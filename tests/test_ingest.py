@@ -6,9 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +18,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-import lamplighter
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, GatewayProcess
 from seeds.generator import generate
@@ -29,7 +26,7 @@ from simulator.fleet import Fleet, FleetSpec
 from simulator.runner import Simulator
 from simulator.wire import RawPublisher
 from telemetry.clock import Clock
-from tests.fix_services import Services
+from tests.fix_services import PrivateBroker, Services
 
 pytestmark = pytest.mark.services
 
@@ -325,52 +322,11 @@ class _GatewayChild:
         self.proc.stderr.close()
 
 
-class _Broker:
-    """A Mosquitto of the test's own, with the project's settings and sessions kept on disk across a restart
-    (as a production broker is set up), so it can be restarted without disturbing the other tests."""
-
-    def __init__(self, root: Path) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        base = (Path(lamplighter.__file__).parent / "mosquitto.conf").read_text().replace("persistence false", "")
-        self.conf = root / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "persistence true", f"persistence_location {root}/"]
-        if os.geteuid() == 0:
-            lines.append("user root")
-        self.conf.write_text(base + "\n" + "\n".join(lines) + "\n")
-        self.proc = self._start()
-
-    def _start(self) -> subprocess.Popen[bytes]:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        proc = subprocess.Popen([binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s, contextlib.suppress(OSError):
-                s.connect(("127.0.0.1", self.port))
-                return proc
-            time.sleep(0.05)
-        proc.kill()
-        raise AssertionError("the test's broker did not start")
-
-    def restart(self, away_s: float) -> None:
-        self.stop()
-        time.sleep(away_s)
-        self.proc = self._start()
-
-    def stop(self) -> None:
-        self.proc.terminate()  # Mosquitto saves its sessions on SIGTERM
-        self.proc.wait(10)
-
-    def endpoints(self, ep: Endpoints) -> Endpoints:
-        return Endpoints(ep.database_url, f"mqtt://127.0.0.1:{self.port}", "127.0.0.1", self.port)
-
-
 @pytest.mark.asyncio
 async def test_a_broker_restart_mid_stream_loses_nothing(endpoints: Endpoints, client_id: str, tmp_path: Path) -> None:
     """The simulated devices keep what they cannot send and send again what was not acknowledged; the gateway
     reconnects to its session. Every reading lands once."""
-    broker = _Broker(tmp_path)
+    broker = PrivateBroker(tmp_path)
     ep = broker.endpoints(endpoints)
     url = ep.database_url
     spec = seeded_spec(url, 2000)
