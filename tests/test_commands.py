@@ -30,7 +30,7 @@ from simulator.fleet import Fleet, FleetSpec
 from simulator.wire import RawPublisher
 from telemetry.clock import Clock
 from tests.auth import sign_in
-from tests.fix_services import PrivateBroker
+from tests.fix_services import PrivateBroker, Services
 
 pytestmark = pytest.mark.services
 
@@ -287,6 +287,33 @@ async def test_a_campaign_waits_out_a_broker_outage(endpoints: Endpoints, client
             assert (status["acked"], status["failed"], status["expired"]) == (total, 0, 0), status
     finally:
         broker.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_campaign_goes_on_across_a_database_outage(
+    services: Services, endpoints: Endpoints, client_id: str
+) -> None:
+    async with remote_city(endpoints, client_id, lamps=3000, pace=300.0) as city:
+        body = {"target": {"all": True}, "op": "dim", "level": 20, "reason": "database drill"}
+        r = await call(city.api.post, "/api/v1/commands", json=body)
+        cid, total = r.json()["id"], r.json()["lamps"]
+        await until(lambda: city.gw.commands.sent >= 600, 10, "some commands to go out")
+        name = city.url.rsplit("/", 1)[1]
+        with psycopg.connect(services.admin_url, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            await asyncio.sleep(0.5)
+            sent = city.gw.commands.sent
+            await asyncio.sleep(4.0)
+            # Nothing goes while a cancel could not be honoured.
+            assert city.gw.commands.sent == sent
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        status = await until(
+            lambda: (s := city.api.get(f"/api/v1/commands/{cid}").json()).get("status") == "done" and s,
+            60,
+            "the campaign to finish after the outage",
+        )
+        assert (status["acked"], status["failed"], status["expired"]) == (total, 0, 0), status
 
 
 @pytest.mark.asyncio
