@@ -71,6 +71,15 @@ class ScheduleControl:
         except psycopg.Error as exc:  # devices keep their last schedule, as real ones do
             logger.warning("simulator: cannot read schedules (keeping the last ones): %s", exc)
 
+    def next_change(self, now_ms: int) -> int | None:
+        """The first instant after `now_ms` at which one of the simulator's lamps switches on or off (None:
+        none within a day), so the devices switch on the millisecond however seldom the schedule is evaluated."""
+        found = [self.expected.next_event(now_ms, self.slots)]
+        for program in np.unique(self.program[self.program >= 0]).tolist():
+            found.append(self._programs[program].next_event(now_ms, self.slots[self.program == program]))
+        times = [t for t in found if t is not None]
+        return min(times) if times else None
+
     def __call__(self, now_ms: int) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int16]]:
         """Lamps in a planned outage or maintenance window are off, as if their circuit were isolated."""
         self._maybe_reload()

@@ -2,7 +2,8 @@
 
 Single-lamp controllers report on their own topics; concentrators report all their lamps in one cabinet report.
 State is held in numpy arrays indexed by lamp, so one process drives a whole city. A step costs little more than
-the reports it sends: the schedule is looked at once per clock second (and at once after a command), overrides
+the reports it sends: the schedule is looked at once per clock second, at each lamp's switching instant (when
+the control can tell it) and at once after a schedule command, overrides
 when they change or end, energy is integrated per lamp only when its draw changes or it reports, and readings
 are drawn only for the lamps that report.
 """
@@ -147,6 +148,7 @@ class Fleet:
         self._base_on = np.zeros(n, dtype=np.bool_)
         self._schedule: tuple[npt.NDArray[np.bool_], npt.NDArray[np.int16]] | None = None
         self._schedule_s = -1  # the clock second the schedule was last looked at
+        self._next_switch: int | None = None  # epoch ms of the next switching the control announced
         self._overrides_changed = True
         self._next_override_end = 0  # epoch ms at which an override with a time ends (0: look now)
         # Readings of the lamps that report this step (the rest of each buffer is stale).
@@ -219,7 +221,11 @@ class Fleet:
                 self._redraw(new)
                 self._report_now(new, now_ms)
         second = now_ms // 1000
-        if second != self._schedule_s or self._schedule is None:
+        switching = self._next_switch is not None and now_ms >= self._next_switch
+        if second != self._schedule_s or self._schedule is None or switching:
+            if self._schedule is None or switching or self._next_switch is None:
+                next_change = getattr(self.control, "next_change", None)
+                self._next_switch = next_change(now_ms) if next_change is not None else None
             self._schedule = self._scheduled(now_ms)
             self._schedule_s = second
             self._overrides_changed = True

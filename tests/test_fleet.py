@@ -101,3 +101,29 @@ def test_a_command_acts_at_the_next_step_not_the_next_second() -> None:
     assert not fleet.on[0]
     reports = fleet.due_reports(T0 + 500)
     assert fleet.on[0] and json.loads(reports[0].payload)["mode"] == "auto"
+
+
+class Sunset(Switch):
+    """On from `at` (epoch ms, not on a second), announcing that instant as a control does."""
+
+    def __init__(self, n: int, at: int) -> None:
+        super().__init__(n)
+        self.at = at
+
+    def __call__(self, now_ms: int) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int16]]:
+        self.on = now_ms >= self.at
+        return super().__call__(now_ms)
+
+    def next_change(self, now_ms: int) -> int | None:
+        return self.at if now_ms < self.at else None
+
+
+def test_lamps_switch_on_the_instant_their_control_announces() -> None:
+    control = Sunset(4, T0 + 1_530)
+    fleet = _fleet(control)
+    fleet.due_reports(T0)
+    switched_at = None
+    for ms in range(50, 2050, 50):
+        if fleet.due_reports(T0 + ms) and switched_at is None:
+            switched_at = ms
+    assert switched_at == 1_550 and fleet.on.all()  # the first step after 1,530 ms, not the next clock second
