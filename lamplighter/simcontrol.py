@@ -40,6 +40,7 @@ class ScheduleControl:
         self._installed: dict[bytes, int] = {}
         self._programs: list[Expected] = []
         self.program = np.full(len(lamp_ids), -1, dtype=np.int32)
+        self._switches: npt.NDArray[np.int64] | None = None  # upcoming switching instants, sorted
 
     def install(self, lamp: int, profile: dict[str, Any]) -> str | None:
         """Store `profile` on the simulator's lamp `lamp`; an error text when a device would refuse it."""
@@ -54,6 +55,7 @@ class ScheduleControl:
             self._programs.append(Expected(self.index, {("city", "all"): doc}, strict=False))
             self._installed[key] = program
         self.program[lamp] = program
+        self._switches = None
         return None
 
     def _maybe_reload(self) -> None:
@@ -67,18 +69,22 @@ class ScheduleControl:
                 if version != self.version:
                     self.expected = Expected(self.index, load_schedules(conn), strict=False)
                     self.version = version
+                    self._switches = None
                     logger.info("simulator: schedules changed, devices follow the new ones")
         except psycopg.Error as exc:  # devices keep their last schedule, as real ones do
             logger.warning("simulator: cannot read schedules (keeping the last ones): %s", exc)
 
     def next_change(self, now_ms: int) -> int | None:
-        """The first instant after `now_ms` at which one of the simulator's lamps switches on or off (None:
-        none within a day), so the devices switch on the millisecond however seldom the schedule is evaluated."""
-        found = [self.expected.next_event(now_ms, self.slots)]
-        for program in np.unique(self.program[self.program >= 0]).tolist():
-            found.append(self._programs[program].next_event(now_ms, self.slots[self.program == program]))
-        times = [t for t in found if t is not None]
-        return min(times) if times else None
+        """The first instant after `now_ms` at which one of the simulator's lamps switches on or off (None: none
+        through the next day), so the devices switch on the millisecond however seldom the schedule is evaluated.
+        The instants are worked out once and kept until they run out or the schedules change."""
+        if self._switches is None or (len(self._switches) and self._switches[-1] <= now_ms):
+            parts = [self.expected.switch_times(now_ms, self.slots)]
+            for program in np.unique(self.program[self.program >= 0]).tolist():
+                parts.append(self._programs[program].switch_times(now_ms, self.slots[self.program == program]))
+            self._switches = np.unique(np.concatenate(parts))
+        i = int(np.searchsorted(self._switches, now_ms, side="right"))
+        return int(self._switches[i]) if i < len(self._switches) else None
 
     def __call__(self, now_ms: int) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int16]]:
         """Lamps in a planned outage or maintenance window are off, as if their circuit were isolated."""

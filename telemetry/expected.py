@@ -206,6 +206,18 @@ class Expected:
                     candidates.append(int(v.min()))
         return min(candidates) if candidates else None
 
+    def switch_times(self, ts_ms: int, slots: npt.NDArray[np.intp]) -> npt.NDArray[np.int64]:
+        """Every distinct instant after `ts_ms`, through the next day, at which one of these lamps' profiles
+        switches on or off, in order: one computation to answer `next_event` for many instants."""
+        t = dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC)
+        parts = []
+        for day in (t, t + dt.timedelta(days=1)):
+            for arr in self._windows(day):
+                v = arr[slots]
+                parts.append(v[np.isfinite(v) & (v > ts_ms)])
+        # Rounded up: at the announced millisecond the switching has happened.
+        return np.unique(np.ceil(np.concatenate(parts)).astype(np.int64)) if parts else np.zeros(0, dtype=np.int64)
+
     def at(self, ts_ms: int) -> ExpectedState:
         """Due, level and excluded for every lamp at `ts_ms` (epoch ms)."""
         ix = self.index

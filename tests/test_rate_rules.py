@@ -175,6 +175,22 @@ def test_astro_offsets_follow_the_sun() -> None:
     assert not e.at(ms(dt.datetime(2026, 12, 2, 8, 0, tzinfo=CST))).due[0]
 
 
+def test_switch_times_are_the_instants_lamps_change_at() -> None:
+    """What the simulated devices are told to wake for: each instant, and the lamps' state flips right there."""
+    ix = fleet([("arterial", 3)])
+    e = Expected(ix, {("city", "all"): ScheduleDoc(profile=Profile(mode="astro", on_offset_min=10))})
+    start = ms(dt.datetime(2026, 12, 1, 12, 0, tzinfo=CST))
+    slots = np.arange(3)
+    times = e.switch_times(start, slots)
+    assert len(times) >= 2 and np.all(np.diff(times) > 0) and times[0] > start
+    first = e.next_event(start, slots)
+    assert first is not None and 0 <= times[0] - first <= 1  # next_event's instant, rounded up to the millisecond
+    on = times[0]
+    assert not e.at(on - 1).due.any() and e.at(on).due.all()  # on at the announced instant, not a moment later
+    off = times[times > on][0]
+    assert e.at(off - 1).due.all() and not e.at(off).due.any()
+
+
 def test_override_holds_until_its_time_then_the_schedule_resumes() -> None:
     ix = fleet([("arterial", 2)])
     until = NOON + dt.timedelta(hours=1)
