@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import psycopg
 from fastapi import FastAPI
@@ -85,29 +86,21 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        kwargs = {"application_name": "lamplighter-api"}
         # Each connection is checked as it is handed out (one round trip), so after a database restart or a
         # failover the next call gets a fresh connection rather than a dead one and a 500.
+        common: dict[str, Any] = {
+            "min_size": 1,
+            "kwargs": {"application_name": "lamplighter-api"},
+            "timeout": _POOL_WAIT_S,
+        }
         async with (
             AsyncConnectionPool(
-                database_url,
-                min_size=1,
-                max_size=10,
-                open=False,
-                kwargs=kwargs,
-                check=AsyncConnectionPool.check_connection,
-                timeout=_POOL_WAIT_S,
+                database_url, max_size=10, open=False, check=AsyncConnectionPool.check_connection, **common
             ) as pool,
             contextlib.AsyncExitStack() as stack,
         ):
             sync_pool = ConnectionPool(
-                database_url,
-                min_size=1,
-                max_size=4,
-                open=True,
-                kwargs=kwargs,
-                check=ConnectionPool.check_connection,
-                timeout=_POOL_WAIT_S,
+                database_url, max_size=4, open=True, check=ConnectionPool.check_connection, **common
             )
             stack.callback(sync_pool.close)
             app.state.pool = pool

@@ -20,6 +20,7 @@ from api.app import create_app
 from lamplighter.cli import seed_command, spawn
 from lamplighter.config import Settings
 from lamplighter.runtime import GatewayProcess, private_services
+from lamplighter.simproc import stop_process
 from telemetry.clock import Clock
 
 __all__ = ["run_demo"]
@@ -148,14 +149,7 @@ async def _serve(
 
 
 def _stop_simulator(sim: subprocess.Popen[bytes]) -> None:
-    if sim.poll() is None:
-        sim.send_signal(signal.SIGTERM)
-        try:
-            sim.wait(15)
-        except subprocess.TimeoutExpired:
-            logger.warning("the simulator did not stop within 15 s of SIGTERM; killed")
-            sim.kill()
-            sim.wait()
+    stop_process(sim, "the simulator", grace_s=15.0)
 
 
 async def _drained(gw: GatewayProcess, *, quiet_s: float = 0.5, limit_s: float = 10.0) -> None:

@@ -80,8 +80,7 @@ class ScheduleControl:
         The instants are worked out once and kept until they run out or the schedules change."""
         if self._switches is None or (len(self._switches) and self._switches[-1] <= now_ms):
             parts = [self.expected.switch_times(now_ms, self.slots)]
-            for program in np.unique(self.program[self.program >= 0]).tolist():
-                parts.append(self._programs[program].switch_times(now_ms, self.slots[self.program == program]))
+            parts += [program.switch_times(now_ms, self.slots[mine]) for program, mine in self._installed_groups()]
             self._switches = np.unique(np.concatenate(parts))
         i = int(np.searchsorted(self._switches, now_ms, side="right"))
         return int(self._switches[i]) if i < len(self._switches) else None
@@ -91,9 +90,12 @@ class ScheduleControl:
         self._maybe_reload()
         e = self.expected.at(now_ms)
         on, level = e.due[self.slots], e.level[self.slots]
-        for program in np.unique(self.program[self.program >= 0]).tolist():
-            mine = self.program == program
-            p = self._programs[program].at(now_ms)
+        for program, mine in self._installed_groups():
+            p = program.at(now_ms)
             on[mine] = p.due[self.slots[mine]]
             level[mine] = p.level[self.slots[mine]]
         return on, level
+
+    def _installed_groups(self) -> list[tuple[Expected, npt.NDArray[np.bool_]]]:
+        """Each installed profile in use, with the mask of the lamps running it."""
+        return [(self._programs[p], self.program == p) for p in np.unique(self.program[self.program >= 0]).tolist()]

@@ -12,12 +12,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from lamplighter.runtime import Endpoints
 from telemetry.clock import Clock
 
-__all__ = ["lamplighter_process", "simulator_process"]
+__all__ = ["lamplighter_process", "simulator_process", "stop_process"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,14 +90,25 @@ def lamplighter_process(
                 raise AssertionError(f"{name} did not start:\n" + "".join(lines[-20:]))
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            logger.warning("%s did not stop within 30 s of SIGTERM; killed. Its last lines:\n%s",
-                           name, "".join(lines[-10:]))  # fmt: skip
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc, name, grace_s=30.0, last_lines=lines[-10:])
         reader.join(5)
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def stop_process(proc: subprocess.Popen[Any], name: str, *, grace_s: float, last_lines: Sequence[str] = ()) -> None:
+    """SIGTERM, and a kill (said in the log, with its last lines) if it has not stopped within `grace_s`."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        logger.warning(
+            "%s did not stop within %.0f s of SIGTERM; killed.%s",
+            name,
+            grace_s,
+            " Its last lines:\n" + "".join(last_lines) if last_lines else "",
+        )
+        proc.kill()
+        proc.wait(10)

@@ -3,9 +3,8 @@
 Single-lamp controllers report on their own topics; concentrators report all their lamps in one cabinet report.
 State is held in numpy arrays indexed by lamp, so one process drives a whole city. A step costs little more than
 the reports it sends: the schedule is looked at once per clock second, at each lamp's switching instant (when
-the control can tell it) and at once after a schedule command, overrides
-when they change or end, energy is integrated per lamp only when its draw changes or it reports, and readings
-are drawn only for the lamps that report.
+the control can tell it) and at once after a schedule command; overrides when they change or end; energy is
+integrated per lamp only when its draw changes or it reports; readings are drawn only for the lamps that report.
 """
 
 from __future__ import annotations
@@ -150,7 +149,7 @@ class Fleet:
         self._schedule_s = -1  # the clock second the schedule was last looked at
         self._next_switch: int | None = None  # epoch ms of the next switching the control announced
         self._overrides_changed = True
-        self._next_override_end = 0  # epoch ms at which an override with a time ends (0: look now)
+        self._next_override_end = -1  # epoch ms at which the first override with a time ends (−1: none)
         # Readings of the lamps that report this step (the rest of each buffer is stale).
         self._buf = {k: np.zeros(n) for k in ("power", "voltage", "current", "temp", "energy")}
         self.topics_single = [f"sl/{spec.lamp_district[i]}/lamp/{spec.lamp_id[i]}/state".encode() for i in self.single]
@@ -229,7 +228,7 @@ class Fleet:
             self._schedule = self._scheduled(now_ms)
             self._schedule_s = second
             self._overrides_changed = True
-        if self._overrides_changed or 0 < self._next_override_end <= now_ms or self._next_override_end == 0:
+        if self._overrides_changed or 0 < self._next_override_end <= now_ms:
             self._overrides_changed = False
             on, level = self._overridden(now_ms, *self._schedule)
             ends = self.ovr_until[self.ovr_until > 0]

@@ -196,27 +196,21 @@ class Expected:
 
     def next_event(self, ts_ms: int, slots: npt.NDArray[np.intp]) -> int | None:
         """The first instant after `ts_ms` at which one of these lamps' profiles switches (None: never, `always`)."""
-        t = dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC)
-        candidates = []
-        for day in (t, t + dt.timedelta(days=1)):
-            for arr in self._windows(day):
-                v = arr[slots]
-                v = v[np.isfinite(v) & (v > ts_ms)]
-                if len(v):
-                    candidates.append(int(v.min()))
-        return min(candidates) if candidates else None
+        v = self._switchings(ts_ms, slots)
+        return int(v.min()) if len(v) else None
 
     def switch_times(self, ts_ms: int, slots: npt.NDArray[np.intp]) -> npt.NDArray[np.int64]:
         """Every distinct instant after `ts_ms`, through the next day, at which one of these lamps' profiles
         switches on or off, in order: one computation to answer `next_event` for many instants."""
-        t = dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC)
-        parts = []
-        for day in (t, t + dt.timedelta(days=1)):
-            for arr in self._windows(day):
-                v = arr[slots]
-                parts.append(v[np.isfinite(v) & (v > ts_ms)])
         # Rounded up: at the announced millisecond the switching has happened.
-        return np.unique(np.ceil(np.concatenate(parts)).astype(np.int64)) if parts else np.zeros(0, dtype=np.int64)
+        return np.unique(np.ceil(self._switchings(ts_ms, slots)).astype(np.int64))
+
+    def _switchings(self, ts_ms: int, slots: npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
+        """The on and off instants (epoch ms) of these lamps after `ts_ms`, today's and the next day's windows."""
+        t = dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC)
+        parts = [arr[slots] for day in (t, t + dt.timedelta(days=1)) for arr in self._windows(day)]
+        v = np.concatenate(parts)
+        return v[np.isfinite(v) & (v > ts_ms)]
 
     def at(self, ts_ms: int) -> ExpectedState:
         """Due, level and excluded for every lamp at `ts_ms` (epoch ms)."""

@@ -36,6 +36,26 @@ class Services:
     def url_for(self, database: str) -> str:
         return self.admin_url.rsplit("/", 1)[0] + "/" + database
 
+    def drop_connections(self, database_url: str) -> None:
+        """Every connection to that database ends, as in a PostgreSQL restart or failover."""
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (database_url.rsplit("/", 1)[1],),
+            )
+
+    @contextlib.contextmanager
+    def database_away(self, database_url: str) -> Iterator[None]:
+        """Inside: that database has dropped every connection and refuses new ones."""
+        name = database_url.rsplit("/", 1)[1]
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            try:
+                self.drop_connections(database_url)
+                yield
+            finally:
+                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
 
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:

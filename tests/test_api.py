@@ -121,9 +121,7 @@ def test_the_api_answers_at_once_after_the_database_dropped_its_connections(
 ) -> None:
     """A PostgreSQL restart or failover: the pools' idle connections are dead; the next calls still answer."""
     assert client.get("/api/v1/lamps", params={"limit": 1}).status_code == 200
-    name = endpoints.database_url.rsplit("/", 1)[1]
-    with psycopg.connect(services.admin_url, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+    services.drop_connections(endpoints.database_url)
     for path in ("/api/v1/lamps", "/api/v1/lamps/XN-CD-000001", "/api/v1/lighting-rate", "/api/v1/tickets"):
         r = client.get(path, params={"limit": 1} if path.endswith("s") else None)
         assert r.status_code == 200, (path, r.status_code, r.text)
@@ -132,14 +130,8 @@ def test_the_api_answers_at_once_after_the_database_dropped_its_connections(
 def test_with_the_database_away_calls_answer_503_and_recover(
     services: Services, client: TestClient, endpoints: Endpoints
 ) -> None:
-    name = endpoints.database_url.rsplit("/", 1)[1]
-    with psycopg.connect(services.admin_url, autocommit=True) as admin:
-        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-        try:
-            r = client.get("/api/v1/lamps", params={"limit": 1})
-            assert r.status_code == 503 and r.json()["error"]["code"] == "database_unavailable", r.text
-            assert r.headers["retry-after"] == "5"
-        finally:
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    with services.database_away(endpoints.database_url):
+        r = client.get("/api/v1/lamps", params={"limit": 1})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "database_unavailable", r.text
+        assert r.headers["retry-after"] == "5"
     assert client.get("/api/v1/lamps", params={"limit": 1}).status_code == 200

@@ -298,16 +298,12 @@ async def test_a_campaign_goes_on_across_a_database_outage(
         r = await call(city.api.post, "/api/v1/commands", json=body)
         cid, total = r.json()["id"], r.json()["lamps"]
         await until(lambda: city.gw.commands.sent >= 600, 10, "some commands to go out")
-        name = city.url.rsplit("/", 1)[1]
-        with psycopg.connect(services.admin_url, autocommit=True) as admin:
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        with services.database_away(city.url):
             await asyncio.sleep(0.5)
             sent = city.gw.commands.sent
             await asyncio.sleep(4.0)
             # Nothing goes while a cancel could not be honoured.
             assert city.gw.commands.sent == sent
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         status = await until(
             lambda: (s := city.api.get(f"/api/v1/commands/{cid}").json()).get("status") == "done" and s,
             60,

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ import pytest
 
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, GatewayProcess
+from lamplighter.simproc import stop_process
 from seeds.generator import generate
 from seeds.loader import load
 from simulator.fleet import Fleet, FleetSpec
@@ -248,18 +248,14 @@ async def test_a_database_outage_mid_stream_loses_and_duplicates_nothing(
     seed(endpoints.database_url, 1000)
     ids = _lamp_ids(endpoints.database_url, 1000)
     url = endpoints.database_url
-    name = url.rsplit("/", 1)[1]
     gw = _GatewayChild(endpoints, client_id)
     try:
         await wait_for(gw.subscribed.is_set, 30, "gateway to subscribe")
         n = 60_000
         publisher = asyncio.create_task(asyncio.to_thread(_publish_readings, endpoints, ids, n, client_id + "-pub"))
         await wait_for(lambda: count(url, "SELECT count(*) FROM lamp_readings") > 5_000, 60, "ingest to start")
-        with psycopg.connect(services.admin_url, autocommit=True) as admin:
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        with services.database_away(url):
             await asyncio.sleep(4.0)
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         landed_after_outage = count(url, "SELECT count(*) FROM lamp_readings")
         await publisher
         try:
@@ -304,19 +300,15 @@ class _GatewayChild:
                 self.subscribed.set()
 
     def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self._reap()
+        self.proc.kill()
+        self.proc.wait(15)
+        self._close_log()
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self._reap()
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self._reap()
+        stop_process(self.proc, "the gateway", grace_s=15.0, last_lines=self.log[-10:])
+        self._close_log()
 
-    def _reap(self) -> None:
-        self.proc.wait(15)
+    def _close_log(self) -> None:
         self._reader.join(5)
         assert self.proc.stderr is not None
         self.proc.stderr.close()
