@@ -22,14 +22,16 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import mqtt5
 import msgspec
 import numpy as np
 import numpy.typing as npt
 import psycopg
+from msgspec import Meta
 
+from gateway.codec import BIGINT_MAX, FUTURE_TOLERANCE_MS, MAX_DEPTH, clean_text, nesting_depth
 from gateway.mqtt import AckToken, MqttSubscriber
 
 __all__ = ["Campaign", "CommandEngine", "CommandLink", "Link"]
@@ -47,10 +49,31 @@ _RETRY_MIN_S, _RETRY_MAX_S = 0.5, 10.0  # reconnecting to the database: doubling
 
 
 class Ack(msgspec.Struct):
-    id: str
+    id: Annotated[str, Meta(max_length=64)]
     ok: bool
-    ts: int
+    ts: Annotated[int, Meta(ge=0, le=BIGINT_MAX)]
     error: str | None = None
+
+
+_ACK_MAX_BYTES = 8192  # an ack may carry a lamp state report (at most 4 KiB) besides its own fields
+_ERROR_CHARS = 200
+
+
+def decode_ack(payload: bytes, now_ms: int) -> Ack:
+    """An acknowledgement, checked as the codec checks a report; raises ValueError naming what is wrong."""
+    if len(payload) > _ACK_MAX_BYTES:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds the {_ACK_MAX_BYTES}-byte limit")
+    if (depth := nesting_depth(payload)) > MAX_DEPTH:
+        raise ValueError(f"arrays and objects nest {depth} deep; at most {MAX_DEPTH} are accepted")
+    try:
+        ack = msgspec.json.decode(payload, type=Ack)
+    except (msgspec.MsgspecError, RecursionError) as exc:
+        raise ValueError(str(exc)) from None
+    if ack.ts > now_ms + FUTURE_TOLERANCE_MS:
+        raise ValueError(f"ts {ack.ts} is {(ack.ts - now_ms) / 1000:.0f} s ahead of the gateway clock")
+    if ack.error is not None:
+        ack.error = clean_text(ack.error, _ERROR_CHARS)  # stored with the lamp's outcome
+    return ack
 
 
 class Link(Protocol):
@@ -97,9 +120,12 @@ class CommandLink:
     is what counts and a command that never arrives is sent again after the acknowledgement timeout.
     """
 
-    def __init__(self, host: str, port: int, client_id: str) -> None:
+    def __init__(self, host: str, port: int, client_id: str, *, max_acks: int = 200_000) -> None:
         self.host, self.port, self.client_id = host, port, client_id
-        self.acks: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        # Answers wait here for the engine's next tick; past `max_acks` the oldest go (counted), so a flood of
+        # answers costs bounded memory and never blocks the connection. A lost answer is covered by the retry.
+        self.acks: collections.deque[tuple[str, bytes]] = collections.deque(maxlen=max_acks)
+        self.acks_dropped = 0
         self.received = 0  # acknowledgements received, all connections
         self._packet_id = 0
         self._sub = MqttSubscriber(
@@ -107,7 +133,9 @@ class CommandLink:
         )
 
     def _on_ack(self, topic: str, payload: bytes, qos: int, token: AckToken | None) -> None:
-        self.acks.put_nowait((topic, payload))
+        if len(self.acks) == self.acks.maxlen:
+            self.acks_dropped += 1
+        self.acks.append((topic, payload))
         self.received += 1
         if token is not None:  # taken in memory at once; a lost answer is covered by the retry
             self._sub.ack([token])
@@ -144,6 +172,7 @@ class CommandEngine:
         self.database_url = database_url
         self.link = link
         self.now_ms = now_ms  # the clock: device commands carry its time and expiry
+        self.bad_acks = 0  # acknowledgements refused as unreadable
         self.pace = pace
         self.ack_timeout_s = ack_timeout_s
         self.retries = retries
@@ -257,13 +286,14 @@ class CommandEngine:
         logger.info("campaign %s cancelled: %s", cid, c.counts())
 
     def _take_acks(self) -> None:
-        queue = getattr(self.link, "acks", None)
-        while queue is not None and not queue.empty():
-            topic, payload = queue.get_nowait()
+        queue: collections.deque[tuple[str, bytes]] | None = getattr(self.link, "acks", None)
+        while queue:
+            topic, payload = queue.popleft()
             try:
-                ack = msgspec.json.decode(payload, type=Ack)
-            except msgspec.MsgspecError as exc:
-                logger.warning("unreadable acknowledgement on %s: %s", topic, exc)
+                ack = decode_ack(payload, self.now_ms())
+            except ValueError as exc:
+                self.bad_acks += 1
+                logger.warning("acknowledgement refused on %s: %s", clean_text(topic, 256), exc)
                 continue
             found = self._by_device.get(ack.id)
             if found is None:
