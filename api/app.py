@@ -79,6 +79,7 @@ def create_app(
     clock: Clock | None = None,
     command_pace: float = 2000.0,
     timezone: str = "Asia/Shanghai",
+    ingest_stall_s: float = 15.0,
 ) -> FastAPI:
     """Build the app. In the gateway's process pass its `engine` (fed by the gateway's batches), its `clock`
     and its `metrics` registry (served at /metrics). Alone, the app loads the engine from PostgreSQL and
@@ -125,6 +126,7 @@ def create_app(
     app.state.clock = clock or Clock()
     app.state.command_pace = command_pace
     app.state.timezone = timezone
+    app.state.ingest_stall_s = ingest_stall_s
     app.add_middleware(GZipMiddleware, minimum_size=4096)
     errors.install(app)
     for r in ROUTERS:

@@ -6,16 +6,22 @@ messages into columnar readings for the COPY writer plus the rejects for the qua
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Final, Literal
 
 import msgspec
+import numpy as np
 from msgspec import UNSET, Meta, UnsetType
 
 from telemetry.models import Batch, CabinetRow, Registry, Reject, StatusRow
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
+    "INTERNAL_REASONS",
     "MAX_PAYLOAD",
     "REASONS",
     "Batch",
@@ -26,8 +32,11 @@ __all__ = [
     "Reject",
     "Status",
     "Topic",
+    "clean_text",
     "decode_batch",
+    "nesting_depth",
     "parse_topic",
+    "reject",
 ]
 
 MAX_PAYLOAD: Final = 4096  # PROTOCOL.md: a lamp state report is at most 4 KiB
@@ -36,6 +45,11 @@ MAX_CABINET_PAYLOAD: Final = 256 * 1024
 FUTURE_TOLERANCE_MS: Final = 5 * 60 * 1000
 QUARANTINE_BYTES: Final = 1024
 SEQ_MAX: Final = 2**31 - 1
+# Nesting bound, checked before parsing: a report is 2 deep, a cabinet report 4; unknown fields get room to spare.
+MAX_DEPTH: Final = 32
+MAX_FAULTS: Final = 32
+QUARANTINE_TOPIC_CHARS: Final = 256
+QUARANTINE_DETAIL_CHARS: Final = 1000
 
 REASONS: Final = (
     "bad_topic",
@@ -50,11 +64,24 @@ REASONS: Final = (
     "ts_in_future",
     "ts_too_old",
 )
+# Last lines of defence, never expected: the decoder itself failed, or the database refused what it accepted.
+INTERNAL_REASONS: Final = ("decode_error", "db_refused")
 
-NonNeg = Annotated[float, Meta(ge=0)]
-FaultCode = Annotated[str, Meta(min_length=1, max_length=64)]
+# Every number is checked against PROTOCOL.md and against its column (`real` is float4, `bigint` 64 bits), so the
+# database never sees a value it refuses or stores as Infinity; the limits are physical, with room to spare.
+BIGINT_MAX: Final = 2**63 - 1
+Ts = Annotated[int, Meta(ge=0, le=BIGINT_MAX)]
 Seq = Annotated[int, Meta(ge=0, le=SEQ_MAX)]
-Ts = Annotated[int, Meta(ge=0)]
+Watts = Annotated[float, Meta(ge=0, le=1e6)]
+Volts = Annotated[float, Meta(ge=0, le=1e6)]
+Amps = Annotated[float, Meta(ge=0, le=1e6)]
+Lux = Annotated[float, Meta(ge=0, le=1e7)]
+Celsius = Annotated[float, Meta(ge=-273.15, le=1e4)]
+Milliamps = Annotated[float, Meta(ge=0, le=1e9)]
+Meter = Annotated[int, Meta(ge=0, le=BIGINT_MAX)]
+# PostgreSQL's text holds any Unicode but U+0000.
+FaultCode = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[^\x00]+$")]
+Faults = Annotated[list[FaultCode], Meta(max_length=MAX_FAULTS)]
 
 
 class LampState(msgspec.Struct, forbid_unknown_fields=False):
@@ -64,14 +91,14 @@ class LampState(msgspec.Struct, forbid_unknown_fields=False):
     seq: Seq
     on: bool
     dim: Annotated[int, Meta(ge=0, le=100)]
-    faults: list[FaultCode]
-    power_w: NonNeg | UnsetType = UNSET
-    voltage_v: NonNeg | UnsetType = UNSET
-    current_a: NonNeg | UnsetType = UNSET
+    faults: Faults
+    power_w: Watts | UnsetType = UNSET
+    voltage_v: Volts | UnsetType = UNSET
+    current_a: Amps | UnsetType = UNSET
     power_factor: Annotated[float, Meta(ge=0, le=1)] | UnsetType = UNSET
-    energy_wh: Annotated[int, Meta(ge=0)] | UnsetType = UNSET
-    temp_c: float | UnsetType = UNSET
-    lux: NonNeg | UnsetType = UNSET
+    energy_wh: Meter | UnsetType = UNSET
+    temp_c: Celsius | UnsetType = UNSET
+    lux: Lux | UnsetType = UNSET
     rssi_dbm: Annotated[int, Meta(ge=-32768, le=32767)] | UnsetType = UNSET
     mode: Literal["auto", "manual"] | UnsetType = UNSET
 
@@ -85,13 +112,13 @@ class CabinetState(msgspec.Struct):
     seq: Seq
     door_open: bool
     contactors: Annotated[list[bool], Meta(min_length=1, max_length=6)]
-    faults: list[FaultCode]
-    phase_voltage_v: Annotated[list[NonNeg], Meta(min_length=3, max_length=3)] | UnsetType = UNSET
-    circuit_current_a: Annotated[list[NonNeg], Meta(max_length=6)] | UnsetType = UNSET
-    leakage_ma: NonNeg | UnsetType = UNSET
-    energy_wh: Annotated[int, Meta(ge=0)] | UnsetType = UNSET
+    faults: Faults
+    phase_voltage_v: Annotated[list[Volts], Meta(min_length=3, max_length=3)] | UnsetType = UNSET
+    circuit_current_a: Annotated[list[Amps], Meta(max_length=6)] | UnsetType = UNSET
+    leakage_ma: Milliamps | UnsetType = UNSET
+    energy_wh: Meter | UnsetType = UNSET
     # Decoded one by one, so one bad lamp does not cost the other 249 their readings.
-    lamps: list[msgspec.Raw] | UnsetType = UNSET
+    lamps: Annotated[list[msgspec.Raw], Meta(max_length=1000)] | UnsetType = UNSET
 
 
 class Status(msgspec.Struct):
@@ -132,6 +159,7 @@ class Message:
     payload: bytes
     received_ms: int
     token: object = None
+    received_mono: float = 0.0  # time.monotonic() at arrival, for the age of what waits
 
 
 class _Rejected(Exception):
@@ -155,6 +183,45 @@ def _classify(exc: msgspec.DecodeError) -> _Rejected:
     return _Rejected("out_of_range", msg)
 
 
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_OPENERS = frozenset(b"[{")
+
+
+def nesting_depth(payload: bytes) -> int:
+    """How deep arrays and objects nest in a JSON text (brackets inside strings do not count); at C speed, so it
+    runs on every message before the parser, whose recursion a hostile payload could otherwise exhaust."""
+    if payload.count(b"[") + payload.count(b"{") <= MAX_DEPTH:
+        return 0  # cannot be deeper than the bound: the common case, two scans of the bytes
+    brackets = np.frombuffer(_STRING.sub(b"", payload).translate(None, _NOT_BRACKET), dtype=np.uint8)
+    steps = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1)
+    return int(np.cumsum(steps, dtype=np.int64).max(initial=0))
+
+
+def clean_text(text: str, limit: int) -> str:
+    """Text as PostgreSQL takes it: no U+0000, no lone surrogates, at most `limit` characters."""
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    if "\x00" in text:
+        text = text.replace("\x00", "\\u0000")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode(errors="backslashreplace").decode()
+    return text
+
+
+def reject(m: Message, reason: str, detail: str, payload: bytes | None = None) -> Reject:
+    """A quarantine record: topic and detail made storable and capped, the payload's first 1 KiB."""
+    return Reject(
+        clean_text(m.topic, QUARANTINE_TOPIC_CHARS),
+        (m.payload if payload is None else payload)[:QUARANTINE_BYTES],
+        reason,
+        clean_text(detail, QUARANTINE_DETAIL_CHARS),
+        m.received_ms,
+    )
+
+
 def _check_ts(ts: int, now_ms: int, oldest_ms: int) -> None:
     if ts > now_ms + FUTURE_TOLERANCE_MS:
         raise _Rejected("ts_in_future", f"ts {ts} is {(ts - now_ms) / 1000:.0f} s ahead of the gateway clock")
@@ -167,11 +234,27 @@ def decode_batch(messages: Sequence[Message], registry: Registry, *, now_ms: int
     out = Batch()
     oldest = now_ms - retention_ms
     for m in messages:
+        mark = _mark(out)
         try:
             _decode_one(m, registry, now_ms, oldest, out)
         except _Rejected as r:
-            out.rejects.append(Reject(m.topic, m.payload[:QUARANTINE_BYTES], r.reason, r.detail, m.received_ms))
+            _rollback(out, mark)
+            out.rejects.append(reject(m, r.reason, r.detail))
+        except Exception as exc:  # a bug of ours or the parser's: this message is quarantined, ingest goes on
+            _rollback(out, mark)
+            logger.exception("decoding a message on %r failed unexpectedly", m.topic[:QUARANTINE_TOPIC_CHARS])
+            out.rejects.append(reject(m, "decode_error", f"{type(exc).__name__}: {exc}"))
     return out
+
+
+def _mark(b: Batch) -> tuple[int, int, int, int]:
+    return len(b.lamps), len(b.cabinets), len(b.statuses), len(b.rejects)
+
+
+def _rollback(b: Batch, mark: tuple[int, int, int, int]) -> None:
+    """Take back what a message half-decoded before failing (a cabinet's lamps, say): all of it or nothing."""
+    b.lamps.truncate(mark[0])
+    del b.cabinets[mark[1] :], b.statuses[mark[2] :], b.rejects[mark[3] :]
 
 
 def _decode_one(m: Message, reg: Registry, now_ms: int, oldest: int, out: Batch) -> None:
@@ -183,6 +266,9 @@ def _decode_one(m: Message, reg: Registry, now_ms: int, oldest: int, out: Batch)
     limit = MAX_CABINET_PAYLOAD if (t.kind == "cabinet" and t.channel == "state") else MAX_PAYLOAD
     if len(m.payload) > limit:
         raise _Rejected("too_large", f"payload of {len(m.payload)} bytes exceeds the {limit}-byte limit")
+    depth = nesting_depth(m.payload)
+    if depth > MAX_DEPTH:
+        raise _Rejected("too_large", f"arrays and objects nest {depth} deep; at most {MAX_DEPTH} are accepted")
     known = (reg.lamps if t.kind == "lamp" else reg.cabinets).get(t.device)
     if known is None:
         raise _Rejected("unknown_device", f"{t.kind} {t.device!r} is not in the registry")
@@ -194,6 +280,9 @@ def _decode_one(m: Message, reg: Registry, now_ms: int, oldest: int, out: Batch)
     try:
         if t.channel == "status":
             st = _status_decoder.decode(m.payload)
+            # Ahead of the clock is refused as for readings; an old ts is not: a last will carries the time
+            # the device connected, which may be months before it goes.
+            _check_ts(st.ts, now_ms, 0)
             out.statuses.append(StatusRow(t.kind, t.device, st.online, st.ts))
             return
         if t.kind == "lamp":
@@ -245,4 +334,4 @@ def _decode_cabinet_lamp(
         _check_ts(lamp.ts, now_ms, oldest)
         out.lamps.append(known[0], lamp, m.received_ms)
     except _Rejected as r:
-        out.rejects.append(Reject(m.topic, raw[:QUARANTINE_BYTES], r.reason, r.detail, m.received_ms))
+        out.rejects.append(reject(m, r.reason, r.detail, raw))

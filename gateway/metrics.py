@@ -65,6 +65,26 @@ class GatewayMetrics:
             "Age of the newest reading of the last committed batch at commit",
             registry=r,
         )
+        self.db_refused = Counter(
+            "lamplighter_gateway_db_refused",
+            "Messages the database refused for their data, found by splitting their batch and quarantined",
+            registry=r,
+        )
+        self.dropped = Counter(
+            "lamplighter_gateway_dropped",
+            "Messages whose quarantine record the database refused too, acknowledged so nothing waits behind them",
+            registry=r,
+        )
+        self.oldest_uncommitted = Gauge(
+            "lamplighter_gateway_oldest_uncommitted_seconds",
+            "Age of the oldest message received and not yet committed: grows while ingest is stalled",
+            registry=r,
+        )
+        self.failing_batches = Gauge(
+            "lamplighter_gateway_failing_batches",
+            "Batch writes failed in a row (0 while ingest is healthy)",
+            registry=r,
+        )
         self.pending = Gauge("lamplighter_gateway_pending_messages", "Received, not yet committed", registry=r)
         self._lat = np.zeros(_LATENCY_RING, dtype=np.float32)
         self._lat_n = 0

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import psycopg
 
-from gateway.codec import Message, decode_batch
+from gateway.codec import Message, decode_batch, reject
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import AckToken
 from telemetry.clock import Clock
@@ -39,6 +39,22 @@ logger = logging.getLogger(__name__)
 # short enough that ingest resumes within seconds of it coming back.
 _RETRY_MIN_S = 0.5
 _RETRY_MAX_S = 10.0
+
+
+_Part = tuple[Batch, WriteResult, int, float]  # a committed batch, its result, its messages, its commit time
+
+
+def _transient(exc: BaseException) -> bool:
+    """The database is away or the connection was lost: the same batch is retried. Anything else is about the
+    batch's data (a value refused, a Python-side conversion error) and retrying it would never end."""
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | OSError)
+
+
+def _words(exc: BaseException) -> str:
+    """The error on one line, with the column it names when the database names one."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    column = getattr(getattr(exc, "diag", None), "column_name", None)
+    return f"{text} (column {column})" if column and column not in text else text
 
 
 @dataclass
@@ -83,6 +99,11 @@ class Gateway:
         self.stats = GatewayStats()
         self._pending: list[Message] = []
         self._first_at = 0.0
+        self._inflight_since: float | None = None
+        self._inflight_ms: int | None = None
+        self.failing_batches = 0  # write attempts failed in a row: 0 while ingest is healthy
+        self.metrics.oldest_uncommitted.set_function(self.oldest_uncommitted_s)
+        self.metrics.failing_batches.set_function(lambda: self.failing_batches)
         self._wake = asyncio.Event()
 
     def on_message(self, topic: str, payload: bytes, qos: int, token: AckToken | None) -> None:
@@ -90,7 +111,7 @@ class Gateway:
         if not self._pending:
             self._first_at = time.monotonic()
             self._wake.set()
-        self._pending.append(Message(topic, payload, self.clock.now_ms(), token))
+        self._pending.append(Message(topic, payload, self.clock.now_ms(), token, time.monotonic()))
         if len(self._pending) >= self.max_batch:
             self._wake.set()
 
@@ -122,20 +143,41 @@ class Gateway:
         """Commit the messages pending now (at most `max_batch`), then acknowledge them."""
         messages = self._pending[: self.max_batch]
         self._pending = self._pending[self.max_batch :]
+        self._inflight_since = messages[0].received_mono if messages else None
+        self._inflight_ms = messages[0].received_ms if messages else None
         if self._pending:
             self._first_at = time.monotonic()
         m = self.metrics
         m.received.inc(len(messages))
         self.stats.received += len(messages)
-        batch = decode_batch(messages, self.registry, now_ms=self.clock.now_ms(), retention_ms=self.retention_ms)
+        try:
+            parts = await self._commit(messages, self.clock.now_ms(), retry)
+        finally:
+            self._inflight_since = self._inflight_ms = None
+        self._ack([msg.token for msg in messages if isinstance(msg.token, AckToken)])
+        for batch, result, n, elapsed in parts:
+            self._account(batch, result, n, elapsed)
+            if self.on_committed is not None:
+                try:
+                    self.on_committed(batch)
+                except Exception:  # a consumer's bug must not stop ingest; what is stored is stored
+                    logger.exception("a consumer of committed batches failed")
+
+    async def _commit(self, messages: list[Message], now_ms: int, retry: bool) -> list[_Part]:
+        """Decode and write `messages`, retrying while the database is away. A batch it refuses for what is in
+        it is halved until the messages at fault are alone; each is then quarantined with the database's words,
+        and everything else is committed."""
+        batch = decode_batch(messages, self.registry, now_ms=now_ms, retention_ms=self.retention_ms)
         delay = _RETRY_MIN_S
         while True:
             started = time.perf_counter()
             try:
                 result = await self._write(batch)
-                break
-            except psycopg.Error as exc:
-                m.commit_errors.inc()
+            except Exception as exc:
+                self.metrics.commit_errors.inc()
+                self.failing_batches += 1
+                if not _transient(exc):
+                    return await self._isolate(messages, now_ms, retry, exc)
                 if not retry:
                     self._pending[:0] = messages
                     raise
@@ -144,14 +186,48 @@ class Gateway:
                 )
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, _RETRY_MAX_S)
-        elapsed = time.perf_counter() - started
-        self._ack([msg.token for msg in messages if isinstance(msg.token, AckToken)])
-        self._account(batch, result, len(messages), elapsed)
-        if self.on_committed is not None:
-            try:
-                self.on_committed(batch)
-            except Exception:  # a consumer's bug must not stop ingest; what is stored is stored
-                logger.exception("a consumer of committed batches failed")
+                continue
+            self.failing_batches = 0
+            return [(batch, result, len(messages), time.perf_counter() - started)]
+
+    async def _isolate(self, messages: list[Message], now_ms: int, retry: bool, exc: Exception) -> list[_Part]:
+        if len(messages) > 1:
+            half = len(messages) // 2
+            logger.warning(
+                "database refused a batch of %d messages for its data (%s); splitting it", len(messages), _words(exc)
+            )
+            return await self._commit(messages[:half], now_ms, retry) + await self._commit(
+                messages[half:], now_ms, retry
+            )
+        msg = messages[0]
+        logger.error("database refused the message on %r: %s; quarantined", msg.topic[:256], _words(exc))
+        self.metrics.db_refused.inc()
+        batch = Batch(rejects=[reject(msg, "db_refused", f"the database refused it: {_words(exc)}")])
+        started = time.perf_counter()
+        try:
+            result = await self._write(batch)
+        except Exception as again:
+            if _transient(again):
+                if not retry:
+                    self._pending[:0] = messages
+                    raise
+                return await self._commit(messages, now_ms, retry)
+            # Not even its quarantine record is storable: acknowledged and counted, so nothing waits behind it.
+            logger.error("quarantine refused the message on %r too (%s); dropped", msg.topic[:256], _words(again))
+            self.metrics.dropped.inc()
+            return []
+        self.failing_batches = 0
+        return [(batch, result, 1, time.perf_counter() - started)]
+
+    def ingested_through_ms(self) -> int:
+        """Clock time up to which every message received is committed and handed on (`on_committed`)."""
+        oldest = [t for t in (self._inflight_ms, self._pending[0].received_ms if self._pending else None) if t]
+        return min(oldest) - 1 if oldest else self.clock.now_ms()
+
+    def oldest_uncommitted_s(self) -> float:
+        """Age of the oldest message received and not yet committed (0 when nothing waits)."""
+        since = [t for t in (self._inflight_since, self._first_at if self._pending else None) if t is not None]
+        return max(0.0, time.monotonic() - min(since)) if since else 0.0
 
     def _account(self, batch: Batch, result: WriteResult, n_messages: int, elapsed: float) -> None:
         m, s = self.metrics, self.stats

@@ -226,6 +226,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
                 clock=_clock(args),
                 command_pace=settings.command_pace,
                 timezone=settings.timezone,
+                ingest_stall_s=settings.ingest_stall_s,
             ),
             host=settings.api_host,
             port=settings.api_port,

@@ -33,6 +33,8 @@ class Settings:
     batch_max: int = 10_000
     flush_interval_s: float = 0.25
     receive_maximum: int = 65_535
+    # Health says ingest is stalled when a received message has waited this long without being committed.
+    ingest_stall_s: float = 15.0
     timezone: str = "Asia/Shanghai"  # the city's: nights, inspection time and reports are local
     inspection_time: str = "22:00"  # the nightly report's inspection instant (local HH:MM)
     fine_sample_every_min: int = 10  # roads and cabinets are sampled this often; city and districts every minute

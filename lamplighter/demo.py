@@ -122,6 +122,7 @@ async def _serve(
         clock=gw.clock,
         command_pace=settings.command_pace,
         timezone=settings.timezone,
+        ingest_stall_s=settings.ingest_stall_s,
     )
     server = uvicorn.Server(uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning"))
     stop = asyncio.Event()

@@ -16,6 +16,7 @@ from alerts.dispatch import Dispatcher, MqttTransport, NotifyTransport, WebhookT
 from alerts.engine import AlertEngine
 from alerts.service import AlertService
 from gateway.commands import CommandEngine, CommandLink
+from gateway.heartbeat import Heartbeat, beat_forever
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import MqttSubscriber
 from gateway.service import Gateway
@@ -186,6 +187,7 @@ class GatewayProcess:
             fine_every_min=settings.fine_sample_every_min,
             timezone=settings.timezone,
             inspection=settings.inspection_at,
+            ingested_through=self.gateway.ingested_through_ms,
         )
         logger.info(
             "gateway ready: %d lamps and %d cabinets in the registry", len(registry.lamps), len(registry.cabinets)
@@ -202,6 +204,7 @@ class GatewayProcess:
                 tg.create_task(self.gateway.run(), name="batch-writer")
                 tg.create_task(self._partitions(), name="partition-upkeep")
                 tg.create_task(self._inventory_watch(), name="inventory-watch")
+                tg.create_task(self._heartbeat(), name="ingest-heartbeat")
                 tg.create_task(follow_forever(self.engine, self.ep.database_url, states=False), name="schedules")
                 tg.create_task(self.sampler.run(), name="lighting-rate-sampler")
                 tg.create_task(self.publisher.run(), name="ops-publisher")
@@ -212,6 +215,20 @@ class GatewayProcess:
                     tg.create_task(self.dispatcher.run(), name="dispatcher")
         finally:
             await self.store.close()
+
+    async def _heartbeat(self) -> None:
+        await beat_forever(self.ep.database_url, self._heartbeat_row)
+
+    def _heartbeat_row(self) -> Heartbeat:
+        g, s = self.gateway, self.gateway.stats
+        return Heartbeat(
+            self.settings.gateway_client_id,
+            round(g.oldest_uncommitted_s(), 3),
+            g.failing_batches,
+            s.received,
+            s.lamps_written + s.cabinets_written,
+            s.rejected,
+        )
 
     async def _partitions(self) -> None:
         # An hour of the gateway's clock, so a compressed night still crosses midnight with partitions ready.

@@ -7,6 +7,8 @@ import asyncio
 import datetime as dt
 import logging
 import random
+import time
+from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 import aiomqtt
@@ -33,6 +35,11 @@ logger = logging.getLogger(__name__)
 
 OPS_TOPIC = "sl/ops/lighting-rate"
 _MAX_CATCH_UP_MS = 30 * 60_000
+_MAX_CATCH_UP_REAL_S = 5.0
+# A minute is judged once what devices reported up to it is ingested: their publish, the broker's hop and the
+# gateway's next batch take this long in real time at most (on a fast clock, many clock minutes).
+_TRANSIT_REAL_S = 0.1
+_INGEST_WAIT_REAL_S = 5.0  # ingest stalled: the minute is sampled anyway (and the health says why)
 
 
 class RetainedPublisher:
@@ -82,8 +89,12 @@ class Sampler:
         fine_every_min: int = 10,
         timezone: str = "Asia/Shanghai",
         inspection: dt.time = dt.time(22, 0),
+        ingested_through: Callable[[], int] | None = None,
     ) -> None:
         self.engine = engine
+        # Clock time up to which the gateway has committed what it received; without it, samples are taken on
+        # the minute (the engine then fed by other means, as in tests of the sampler alone).
+        self.ingested_through = ingested_through
         self.database_url = database_url
         self.clock = clock
         self.publisher = publisher
@@ -108,11 +119,12 @@ class Sampler:
                 tick = last + 60_000
                 if tick > now:
                     await asyncio.sleep((tick - now) / 1000 / self.clock.speed)
-                elif now - tick > _MAX_CATCH_UP_MS:
+                elif now - tick > max(_MAX_CATCH_UP_MS, _MAX_CATCH_UP_REAL_S * 1000 * self.clock.speed):
                     tick = now // 60_000 * 60_000  # far behind (a suspended machine): skip to the present
                 # On a fast clock a sample can take longer than a clock minute: the minutes missed meanwhile
                 # are sampled right after (from the state as it is then), so no minute goes missing.
                 last = tick
+                await self._wait_for_ingest(tick)
                 try:
                     await self.sample(tick)
                 except psycopg.Error as exc:
@@ -120,6 +132,16 @@ class Sampler:
         finally:
             if self._conn is not None:
                 self._conn.close()
+
+    async def _wait_for_ingest(self, tick_ms: int) -> None:
+        """Until the reports devices sent up to `tick_ms` are in the engine. Without this, on a fast clock every
+        lamp that switched on at dusk looked dark for minutes, because its report was still on its way."""
+        if self.ingested_through is None:
+            return
+        target = tick_ms + int(_TRANSIT_REAL_S * 1000 * self.clock.speed)
+        deadline = time.monotonic() + _INGEST_WAIT_REAL_S
+        while self.ingested_through() < target and time.monotonic() < deadline:  # noqa: ASYNC110 (a watermark)
+            await asyncio.sleep(0.02)
 
     async def sample(self, tick_ms: int) -> Breakdown:
         """One minute's work at `tick_ms` (clock time)."""

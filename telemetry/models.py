@@ -43,6 +43,11 @@ class LampRows:
     def __len__(self) -> int:
         return len(self.ts)
 
+    def truncate(self, n: int) -> None:
+        """Keep the first `n` readings."""
+        for column in self.__dict__.values():
+            del column[n:]
+
     def append(self, lamp_no: int, s: Any, received_ms: int) -> None:
         """Append one decoded lamp report (any object with the report's attributes; unset ones are UNSET)."""
         self.ts.append(s.ts)

@@ -468,6 +468,25 @@ def _m007_command_lamps_lean(conn: psycopg.Connection, *, retention_days: int) -
     conn.execute("DROP INDEX IF EXISTS command_lamps_state_idx")
 
 
+def _m008_ingest_heartbeat(conn: psycopg.Connection, *, retention_days: int) -> None:
+    # One row per gateway (its MQTT client id), rewritten every few seconds: how the API's health, on any
+    # machine, knows whether ingest is running and keeping up.
+    conn.execute("""
+CREATE TABLE ingest_heartbeat (
+    gateway               text PRIMARY KEY,
+    host                  text NOT NULL,
+    pid                   integer NOT NULL,
+    started_at            timestamptz NOT NULL,
+    updated_at            timestamptz NOT NULL,
+    stopped_at            timestamptz,
+    oldest_uncommitted_s  real NOT NULL,
+    failing_batches       integer NOT NULL,
+    received              bigint NOT NULL,
+    written               bigint NOT NULL,
+    quarantined           bigint NOT NULL
+)""")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (1, "inventory, latest state, device status, quarantine", _m001_inventory),
     (2, "telemetry time series", _m002_telemetry),
@@ -476,6 +495,7 @@ MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (5, "remote control: commands and their per-lamp outcomes", _m005_commands),
     (6, "users, roles and their hashed tokens", _m006_users),
     (7, "command_lamps without the state index", _m007_command_lamps_lean),
+    (8, "ingest heartbeat per gateway", _m008_ingest_heartbeat),
 ]
 
 

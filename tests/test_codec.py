@@ -100,7 +100,9 @@ def test_a_bad_lamp_inside_a_cabinet_report_costs_only_itself() -> None:
 
 def test_status_message() -> None:
     b = decode("sl/cd/lamp/XN-CD-000001/status", b'{"online": false, "ts": 5}')
-    assert [(s.device, s.online, s.ts) for s in b.statuses] == [("XN-CD-000001", False, 5)]
+    assert [(s.device, s.online, s.ts) for s in b.statuses] == [("XN-CD-000001", False, 5)]  # a will: connect time
+    ahead = decode("sl/cd/lamp/XN-CD-000001/status", b'{"online": true, "ts": 10000000000000000}')
+    assert ahead.statuses == [] and [r.reason for r in ahead.rejects] == ["ts_in_future"]
 
 
 def test_simulator_payloads_match_the_protocol_schemas() -> None:

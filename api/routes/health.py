@@ -1,4 +1,5 @@
-"""GET /api/v1/health: is the database reachable, is the broker accepting connections. No login needed."""
+"""GET /api/v1/health: is the database reachable, is the broker accepting connections, is ingest keeping up.
+No login needed."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 
 from api.deps import PoolDep
 from api.ratelimit import RateLimit
+from gateway.heartbeat import HEARTBEAT_S
 from gateway.mqtt import MqttError, broker_ping
 
 router = APIRouter(prefix="/api/v1", tags=["health"])
@@ -27,9 +29,12 @@ async def health(request: Request, response: Response, pool: PoolDep) -> dict[st
     try:
         async with pool.connection(timeout=2) as conn:
             await conn.execute("SELECT 1")
-        out["database"] = {"ok": True, "latency_ms": round((time.perf_counter() - t) * 1000, 1)}
+            out["database"] = {"ok": True, "latency_ms": round((time.perf_counter() - t) * 1000, 1)}
+            beats = await (await conn.execute(_BEATS)).fetchall()
+        out["ingest"] = ingest_health(beats, request.app.state.ingest_stall_s)
     except Exception as exc:
-        out["database"] = {"ok": False, "error": str(exc)}
+        out.setdefault("database", {"ok": False, "error": str(exc)})
+        out.setdefault("ingest", {"ok": False, "error": "unknown while the database is unreachable"})
     host, port = request.app.state.mqtt_address
     t = time.perf_counter()
     try:
@@ -37,7 +42,51 @@ async def health(request: Request, response: Response, pool: PoolDep) -> dict[st
         out["broker"] = {"ok": True, "latency_ms": round((time.perf_counter() - t) * 1000, 1)}
     except MqttError as exc:
         out["broker"] = {"ok": False, "error": str(exc)}
-    out["status"] = "ok" if out["database"]["ok"] and out["broker"]["ok"] else "degraded"
+    out["status"] = "ok" if all(out[k]["ok"] is not False for k in ("database", "broker", "ingest")) else "degraded"
     if out["status"] != "ok":
         response.status_code = 503
+    return out
+
+
+_BEATS = """SELECT gateway, host, pid, extract(epoch FROM now() - updated_at)::float8, stopped_at IS NOT NULL,
+                  oldest_uncommitted_s, failing_batches, received, written, quarantined
+           FROM ingest_heartbeat ORDER BY updated_at DESC LIMIT 20"""
+# A gateway writes its heartbeat every HEARTBEAT_S; three missed in a row and it counts as gone.
+_SILENT_S = 3 * HEARTBEAT_S + 1
+
+
+def ingest_health(beats: list[tuple[Any, ...]], stall_s: float) -> dict[str, Any]:
+    """`ok` is None when no gateway has ever run on this database (an API on its own), False when none is
+    running, one has gone silent, or one holds a message uncommitted for longer than `stall_s`."""
+    gateways, problems = [], []
+    for name, host, pid, age_s, stopped, oldest_s, failing, received, written, quarantined in beats:
+        g = {
+            "gateway": name,
+            "host": host,
+            "pid": pid,
+            "heartbeat_age_s": round(age_s, 1),
+            "running": not stopped and age_s <= _SILENT_S,
+            "oldest_uncommitted_s": round(oldest_s, 1),
+            "failing_batches": failing,
+            "received": received,
+            "written": written,
+            "quarantined": quarantined,
+        }
+        gateways.append(g)
+        if stopped:
+            continue
+        if age_s > _SILENT_S:
+            problems.append(f"gateway {name} on {host} has not reported for {age_s:.0f} s")
+        elif oldest_s > stall_s:
+            problems.append(
+                f"gateway {name} is stalled: a message has waited {oldest_s:.0f} s uncommitted"
+                + (f", {failing} batch writes failed in a row" if failing else "")
+            )
+    if not gateways:
+        return {"ok": None, "gateways": [], "detail": "no gateway has run on this database"}
+    if not any(g["running"] for g in gateways) and not problems:
+        problems.append("no gateway is running")
+    out: dict[str, Any] = {"ok": not problems, "gateways": gateways}
+    if problems:
+        out["error"] = "; ".join(problems)
     return out

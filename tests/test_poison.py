@@ -1,0 +1,181 @@
+"""Poison end to end: `lamplighter gateway` as its own process takes every kind of bad message a broken device
+or an attacker can send, and ingest goes on: each bad one quarantined with its reason, every good one stored."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from lamplighter.runtime import Endpoints
+from simulator.wire import RawPublisher
+from tests.test_ingest import _GatewayChild, _lamp_ids, count, seed
+
+pytestmark = pytest.mark.services
+
+
+def _poison(now: int, lamp: str, district: str, cabinet: str, cab_lamp: str) -> list[tuple[str, str, bytes]]:
+    """(expected reason, topic, payload): one message of each class that once stopped or stalled ingest, then
+    one per reject reason of PROTOCOL.md, then a few more."""
+    state = f"sl/{district}/lamp/{lamp}/state"
+    status = f"sl/{district}/lamp/{lamp}/status"
+
+    def report(**kw: object) -> bytes:
+        body: dict[str, object] = {"ts": now, "seq": 1, "on": True, "dim": 100, "faults": []}
+        body.update(kw)
+        return json.dumps(body).encode()
+
+    deep = b'{"ts":%d,"seq":1,"on":true,"dim":1,"faults":[],"x":' % now + b"[" * 1900 + b"]" * 1900 + b"}"
+    assert len(deep) <= 4096
+    cab = {"ts": now, "seq": 1, "door_open": False, "contactors": [True], "faults": []}
+    return [
+        # The classes of the issue: a crash, a COPY overflow, PostgreSQL refusing a batch, Infinity stored.
+        ("too_large", state, deep),
+        ("out_of_range", state, report(energy_wh=2**63)),
+        ("out_of_range", state, report(faults=["lamp\u0000failure"])),
+        ("ts_in_future", status, json.dumps({"online": True, "ts": 10**16}).encode()),
+        ("out_of_range", state, report(power_w=1e39)),
+        # One per reject reason.
+        ("bad_topic", f"sl//lamp/{lamp}/state", report()),  # the gateway subscribes to sl/+/lamp/+/state
+        ("not_json", state, b'{"ts": 1,'),
+        ("not_object", state, b"[1, 2]"),
+        ("missing_field", state, report(seq=None).replace(b'"seq": null, ', b"")),
+        ("wrong_type", state, report(on="yes")),
+        ("out_of_range", state, report(dim=101)),
+        ("too_large", state, report(note="x" * 5000)),
+        ("unknown_device", f"sl/{district}/lamp/XN-ZZ-999999/state", report()),
+        ("district_mismatch", f"sl/zz/lamp/{lamp}/state", report()),
+        ("ts_in_future", state, report(ts=now + 3_600_000)),
+        ("ts_too_old", state, report(ts=now - 91 * 86_400_000)),
+        # More: number spellings json.dumps never writes, bad Unicode, a huge topic, deep status and cabinet.
+        ("out_of_range", state, report(power_w=0).replace(b'"power_w": 0', b'"power_w": 1e400')),
+        ("out_of_range", state, report(ts=2**64)),
+        ("out_of_range", state, report(temp_c=-1e308)),
+        ("not_json", state, report(faults=["x"]).replace(b'"x"', b'"\\ud800"')),
+        ("not_json", state, b"\xff\xfe\xfd"),
+        ("unknown_device", f"sl/{district}/lamp/{'X' * 60_000}/state", report()),
+        ("too_large", status, b'{"online":true,"ts":1,"x":' + b"{" * 600 + b"}" * 600 + b"}"),
+        ("out_of_range", f"sl/{district}/cabinet/{cabinet}/state", json.dumps({**cab, "leakage_ma": 1e39}).encode()),
+        (
+            "out_of_range",  # one bad lamp in a cabinet report: the cabinet lands, that lamp does not
+            f"sl/{district}/cabinet/{cabinet}/state",
+            json.dumps({**cab, "seq": 2, "lamps": [{"id": cab_lamp, **json.loads(report(energy_wh=-1))}]}).encode(),
+        ),
+        # Accepted by the codec, refused by a constraint of the database's own (the last line of defence).
+        ("db_refused", state, report(seq=3, power_w=4321.0)),
+    ]
+
+
+@pytest.fixture
+def api(endpoints: Endpoints) -> Iterator[TestClient]:
+    app = create_app(
+        database_url=endpoints.database_url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port), ingest_stall_s=3
+    )
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.mark.slow
+def test_poison_messages_are_quarantined_and_1000_good_ones_land(
+    endpoints: Endpoints, client_id: str, api: TestClient
+) -> None:
+    url = endpoints.database_url
+    seed(url, 500)
+    ids = _lamp_ids(url, 500)
+    with psycopg.connect(url, autocommit=True) as conn:
+        cabinet, cab_lamp = conn.execute(
+            "SELECT c.id, l.id FROM cabinets c JOIN lamps l ON l.cabinet_id = c.id ORDER BY l.no LIMIT 1"
+        ).fetchone() or ("", "")
+        # A rule of the city's DBA that the codec knows nothing of: the database refuses, the gateway must cope.
+        conn.execute("ALTER TABLE lamp_readings ADD CONSTRAINT plausible_power CHECK (power_w < 4000)")
+    assert api.get("/api/v1/health").json()["ingest"]["ok"] is None  # no gateway has run yet
+    gw = _GatewayChild(endpoints, client_id)
+    pub = RawPublisher(endpoints.mqtt_host, endpoints.mqtt_port, client_id + "-pub")
+    try:
+        assert gw.subscribed.wait(30), "gateway did not subscribe"
+        now = int(time.time() * 1000)
+        lamp, district = ids[0]
+        poison = _poison(now, lamp, district, cabinet, cab_lamp)
+        for _, topic, payload in poison:
+            pub.publish(topic, payload)
+        good = []
+        for i in range(1000):
+            lamp_id, d = ids[i % len(ids)]
+            body = {"ts": now + i, "seq": 100 + i, "on": True, "dim": 100, "power_w": 100.0, "faults": []}
+            good.append((f"sl/{d}/lamp/{lamp_id}/state".encode(), json.dumps(body).encode()))
+        pub.publish_batch(good)
+        published = time.monotonic()
+        while count(url, "SELECT count(*) FROM lamp_readings WHERE seq >= 100") < 1000:
+            assert time.monotonic() - published < 5, "the 1000 good reports were not all stored within 5 s"
+            time.sleep(0.1)
+        stored_in = time.monotonic() - published
+        assert gw.proc.poll() is None, "the gateway exited:\n" + "".join(gw.log[-20:])
+        time.sleep(1)
+        with psycopg.connect(url) as conn:
+            got = Counter(r[0] for r in conn.execute("SELECT reason FROM quarantine"))
+            longest_topic = conn.execute("SELECT max(length(topic)) FROM quarantine").fetchone()
+            refused = conn.execute("SELECT detail FROM quarantine WHERE reason = 'db_refused'").fetchone()
+            cabinets = count(url, "SELECT count(*) FROM cabinet_readings")
+        assert got == Counter(reason for reason, _, _ in poison), f"stored in {stored_in:.1f} s"
+        assert longest_topic is not None and longest_topic[0] <= 256
+        assert refused is not None and "plausible_power" in refused[0]
+        assert cabinets == 1  # the cabinet whose lamp was bad
+        assert count(url, "SELECT count(*) FROM lamp_readings") == 1000
+        deadline = time.monotonic() + 5  # the next heartbeats carry the counts
+        while True:
+            health = api.get("/api/v1/health")
+            assert health.status_code == 200 and health.json()["status"] == "ok", health.json()
+            (beat,) = health.json()["ingest"]["gateways"]
+            assert beat["running"] and beat["gateway"] == client_id and beat["oldest_uncommitted_s"] < 3
+            if beat["written"] == 1001 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert beat["written"] == 1001 and beat["quarantined"] == len(poison), beat
+    finally:
+        pub.close()
+        gw.stop()
+    # Stopped cleanly: the health says nobody is ingesting any more.
+    ingest = api.get("/api/v1/health").json()["ingest"]
+    assert ingest["ok"] is False and "no gateway is running" in ingest["error"]
+
+
+def test_health_says_when_ingest_is_stalled(endpoints: Endpoints, client_id: str, api: TestClient) -> None:
+    """A lock held on the readings (a long migration, say) stalls every batch: the health says so, then
+    recovers by itself."""
+    url = endpoints.database_url
+    seed(url, 50)
+    ids = _lamp_ids(url, 50)
+    gw = _GatewayChild(endpoints, client_id)
+    pub = RawPublisher(endpoints.mqtt_host, endpoints.mqtt_port, client_id + "-pub")
+    try:
+        assert gw.subscribed.wait(30), "gateway did not subscribe"
+        deadline = time.monotonic() + 10
+        while (r := api.get("/api/v1/health")).status_code != 200:
+            assert time.monotonic() < deadline, r.json()
+            time.sleep(0.5)
+        with psycopg.connect(url) as locker:
+            locker.execute("LOCK TABLE lamp_readings IN ACCESS EXCLUSIVE MODE")
+            lamp, district = ids[0]
+            body = {"ts": int(time.time() * 1000), "seq": 1, "on": True, "dim": 100, "faults": []}
+            pub.publish(f"sl/{district}/lamp/{lamp}/state", json.dumps(body).encode())
+            deadline = time.monotonic() + 15
+            while (r := api.get("/api/v1/health")).status_code == 200:
+                assert time.monotonic() < deadline, "a stall of 15 s went unreported"
+                time.sleep(0.5)
+            assert r.status_code == 503 and r.json()["status"] == "degraded"
+            assert "stalled" in r.json()["ingest"]["error"], r.json()
+            locker.rollback()
+        deadline = time.monotonic() + 10
+        while (r := api.get("/api/v1/health")).status_code != 200:
+            assert time.monotonic() < deadline, r.json()
+            time.sleep(0.5)
+        assert count(url, "SELECT count(*) FROM lamp_readings") == 1
+    finally:
+        pub.close()
+        gw.stop()
