@@ -17,6 +17,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from api import errors
+from api.jsonsafe import FiniteJSONResponse
+from api.limits import RequestLimits
+from api.live import TicketFeed
 from api.routes import (
     alerts,
     auth,
@@ -65,6 +68,12 @@ ROUTERS = (
 )
 
 
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def _load_engine(database_url: str) -> LightingEngine:
     with psycopg.connect(database_url, autocommit=True) as conn:
         return LightingEngine.load(conn)
@@ -80,6 +89,7 @@ def create_app(
     command_pace: float = 2000.0,
     timezone: str = "Asia/Shanghai",
     ingest_stall_s: float = 15.0,
+    max_stream_clients: int = 1000,
 ) -> FastAPI:
     """Build the app. In the gateway's process pass its `engine` (fed by the gateway's batches), its `clock`
     and its `metrics` registry (served at /metrics). Alone, the app loads the engine from PostgreSQL and
@@ -104,8 +114,19 @@ def create_app(
                 database_url, max_size=4, open=True, check=ConnectionPool.check_connection, **common
             )
             stack.callback(sync_pool.close)
+            # Token checks have their own few connections, so a busy pool never keeps anyone from signing in.
+            auth_pool = AsyncConnectionPool(
+                database_url, max_size=3, open=False, check=AsyncConnectionPool.check_connection, **common
+            )
+            await auth_pool.open()
+            stack.push_async_callback(auth_pool.close)
             app.state.pool = pool
+            app.state.auth_pool = auth_pool
             app.state.sync_pool = sync_pool
+            feed = TicketFeed(database_url, max_clients=max_stream_clients)
+            app.state.ticket_feed = feed
+            feed_task = asyncio.create_task(feed.run(), name="ticket-event-feed")
+            stack.push_async_callback(_cancel, feed_task)
             follower = None
             if app.state.engine is None:
                 app.state.engine = await asyncio.to_thread(_load_engine, database_url)
@@ -119,7 +140,11 @@ def create_app(
                         await follower
 
     app = FastAPI(
-        title="lamplighter", version="0.1.0", lifespan=lifespan, description="Smart streetlight monitoring backend"
+        title="lamplighter",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Smart streetlight monitoring backend",
+        default_response_class=FiniteJSONResponse,
     )
     app.state.mqtt_address = mqtt_address
     app.state.engine = engine
@@ -128,6 +153,7 @@ def create_app(
     app.state.timezone = timezone
     app.state.ingest_stall_s = ingest_stall_s
     app.add_middleware(GZipMiddleware, minimum_size=4096)
+    app.add_middleware(RequestLimits)
     errors.install(app)
     for r in ROUTERS:
         app.include_router(r)

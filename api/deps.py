@@ -8,13 +8,14 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 import psycopg
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from api.auth import User, user_for_token
+from api.auth import User, cached_user, user_for_token
 from api.errors import ApiError
+from api.limits import nul_path
 from telemetry.clock import Clock
 from telemetry.lighting import LightingEngine
 
@@ -23,6 +24,7 @@ __all__ = [
     "ClockDep",
     "ConnDep",
     "EngineDep",
+    "Offset",
     "Operator",
     "OperatorOrCrew",
     "PoolDep",
@@ -31,6 +33,7 @@ __all__ = [
     "SyncPoolDep",
     "Viewer",
     "ViewerOrCrew",
+    "authenticate",
     "decode_body",
     "in_thread",
     "page",
@@ -100,13 +103,22 @@ def page(items: list[T], limit: int, offset: int) -> dict[str, Any]:
 
 
 async def decode_body(request: Request, kind: type[T]) -> T:
-    """The request's JSON body as `kind`; a 422 naming what is wrong otherwise."""
+    """The request's JSON body as `kind`; a 422 naming what is wrong otherwise (text PostgreSQL cannot store
+    included)."""
     try:
-        return msgspec.json.decode(await request.body(), type=kind)
+        body = msgspec.json.decode(await request.body(), type=kind)
     except msgspec.ValidationError as exc:
         raise ApiError(422, "invalid", str(exc)) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise ApiError(422, "invalid", f"not a JSON object: {exc}") from None
+    if where := nul_path(msgspec.to_builtins(body)):
+        raise ApiError(422, "invalid", f"{where}: holds a NUL character (U+0000)", where)
+    return body
+
+
+# Offsets past any list's length are empty pages; past this, PostgreSQL's bigint would refuse them.
+MAX_OFFSET = 1_000_000_000
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
 
 
 TOKEN_COOKIE = "ll_token"
@@ -123,6 +135,16 @@ def request_token(request: Request) -> str | None:
     return request.cookies.get(TOKEN_COOKIE) or None
 
 
+async def authenticate(request: Request, token: str) -> User | None:
+    """The token's user: from the last few seconds' checks, or from the database through the API's own small
+    pool for token checks, so sign-ins and calls are never queued behind busy queries or streams."""
+    user = cached_user(token)
+    if user is None:
+        async with request.app.state.auth_pool.connection() as conn:
+            user = await user_for_token(conn, token)
+    return user
+
+
 class Role:
     """A dependency that admits the users holding `need` (None: any signed-in user); with `crew`, crew users
     too, whom the endpoint then limits to their own crew's tickets. `doc` is what the endpoint's docstring says."""
@@ -132,7 +154,7 @@ class Role:
         self.crew = crew
         self.doc = doc
 
-    async def __call__(self, request: Request, pool: PoolDep, _: BearerDep) -> User:
+    async def __call__(self, request: Request, _: BearerDep) -> User:
         token = request_token(request)
         if token is None:
             raise ApiError(
@@ -141,8 +163,7 @@ class Role:
                 "sign in first: send 'Authorization: Bearer <token>' (a token from `lamplighter users add`) "
                 "or log in at /login",
             )
-        async with pool.connection() as conn:
-            user = await user_for_token(conn, token)
+        user = await authenticate(request, token)
         if user is None:
             raise ApiError(401, "unauthorized", "this token is unknown, expired or revoked; log in again")
         if self.need is not None and not user.can(self.need) and not (self.crew and user.role == "crew"):

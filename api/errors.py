@@ -7,9 +7,10 @@ import logging
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException
+
+from api.jsonsafe import FiniteJSONResponse
 
 __all__ = ["ApiError", "install"]
 
@@ -32,28 +33,28 @@ def _body(code: str, message: str, field: str | None = None) -> dict[str, dict[s
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(
+    async def api_error(_: Request, exc: ApiError) -> FiniteJSONResponse:
+        return FiniteJSONResponse(
             _body(exc.code, str(exc.detail), exc.field), status_code=exc.status_code, headers=exc.headers
         )
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(_: Request, exc: HTTPException) -> FiniteJSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(_body(code, str(exc.detail)), status_code=exc.status_code)
+        return FiniteJSONResponse(_body(code, str(exc.detail)), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(_: Request, exc: RequestValidationError) -> FiniteJSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body")]
         field = ".".join(loc) or None
         msg = f"{field}: {first.get('msg', 'invalid')}" if field else str(first.get("msg", "invalid request"))
-        return JSONResponse(_body("invalid", msg, field), status_code=422)
+        return FiniteJSONResponse(_body("invalid", msg, field), status_code=422)
 
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(PoolTimeout)
-    async def database_down(request: Request, exc: Exception) -> JSONResponse:
+    async def database_down(request: Request, exc: Exception) -> FiniteJSONResponse:
         # A restart, a failover, a network cut: say so at once rather than a bare 500; the pool reconnects.
         logger.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
         message = "the database is unavailable; try again in a moment"
-        return JSONResponse(_body("database_unavailable", message), status_code=503, headers={"Retry-After": "5"})
+        return FiniteJSONResponse(_body("database_unavailable", message), status_code=503, headers={"Retry-After": "5"})

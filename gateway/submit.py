@@ -89,7 +89,9 @@ def _resolve(index: FleetIndex, target: dict[str, Any]) -> tuple[npt.NDArray[np.
             return np.sort(slots), [("lamp", ix.lamp_id[i]) for i in np.sort(slots).tolist()]
         return np.sort(slots), [("cabinet", ix.cabinet_ids[cab])]
     if "road" in target:
-        road = ix.road_of.get(int(target["road"])) if str(target["road"]).isdigit() else None
+        raw = target["road"]
+        number = str(raw) if isinstance(raw, int | str) and not isinstance(raw, bool) else ""
+        road = ix.road_of.get(int(number)) if number.isascii() and number.isdigit() else None
         if road is None:
             raise CommandError(f"unknown road {target['road']!r}", "target.road")
         return np.flatnonzero(ix.lamp_road == road), [("road", str(int(ix.road_ids[road])))]

@@ -6,7 +6,7 @@ from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Query
 
-from api.deps import ConnDep, Viewer
+from api.deps import ConnDep, Offset, Viewer
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
@@ -17,7 +17,7 @@ async def list_alerts(
     conn: ConnDep,
     open_only: Annotated[bool, Query(alias="open")] = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. Newest first; `open=true` for those not cleared yet."""
     where = " WHERE cleared_at IS NULL" if open_only else ""

@@ -8,11 +8,11 @@ from typing import Any, Literal
 import msgspec
 import psycopg
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
 from api.auth import AuthError, forget, login, revoke
 from api.deps import TOKEN_COOKIE, ClockDep, SignedIn, SyncPoolDep, decode_body, in_thread, request_token
 from api.errors import ApiError
+from api.jsonsafe import FiniteJSONResponse
 from api.ratelimit import RateLimit
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
@@ -26,7 +26,7 @@ class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @router.post("/login")
-async def log_in(request: Request, pool: SyncPoolDep) -> JSONResponse:
+async def log_in(request: Request, pool: SyncPoolDep) -> FiniteJSONResponse:
     """Role: none (rate-limited per client). `{"name", "password"}` → `{"token", "user", "expires_at"}`; the
     token also comes back as an HttpOnly cookie, which the pages use."""
     _LOGINS.check(request)
@@ -43,7 +43,7 @@ async def log_in(request: Request, pool: SyncPoolDep) -> JSONResponse:
     except AuthError as exc:
         raise ApiError(exc.status, "unauthorized", str(exc)) from None
     expires = dt.datetime.now(dt.UTC) + ttl
-    response = JSONResponse({"token": token, "user": user, "expires_at": expires.isoformat()})
+    response = FiniteJSONResponse({"token": token, "user": user, "expires_at": expires.isoformat()})
     response.set_cookie(
         TOKEN_COOKIE, token, max_age=int(ttl.total_seconds()), httponly=True, samesite="strict", path="/"
     )
@@ -51,12 +51,12 @@ async def log_in(request: Request, pool: SyncPoolDep) -> JSONResponse:
 
 
 @router.post("/logout")
-async def log_out(user: SignedIn, request: Request, pool: SyncPoolDep) -> JSONResponse:
+async def log_out(user: SignedIn, request: Request, pool: SyncPoolDep) -> FiniteJSONResponse:
     """Role: any signed-in user. Revokes the token this request carries (a login's session, or an API token)."""
     token = request_token(request)
     if token is not None:
         await in_thread(pool, lambda conn: revoke(conn, token))
-    response = JSONResponse({"signed_out": user.name})
+    response = FiniteJSONResponse({"signed_out": user.name})
     response.delete_cookie(TOKEN_COOKIE, path="/")
     return response
 

@@ -6,10 +6,10 @@ from typing import Annotated, Any, Literal
 
 import psycopg
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
 
-from api.deps import ClockDep, ConnDep, EngineDep, Operator, SyncPoolDep, Viewer, decode_body, in_thread
+from api.deps import ClockDep, ConnDep, EngineDep, Offset, Operator, SyncPoolDep, Viewer, decode_body, in_thread
 from api.errors import ApiError
+from api.jsonsafe import FiniteJSONResponse
 from gateway.submit import CommandError, CommandRequest, submit
 
 router = APIRouter(prefix="/api/v1/commands", tags=["commands"])
@@ -40,7 +40,7 @@ async def _counts(conn: ConnDep, command_id: str) -> dict[str, Any]:
 @router.post("", status_code=202)
 async def send_command(
     user: Operator, request: Request, pool: SyncPoolDep, engine: EngineDep, clock: ClockDep
-) -> JSONResponse:
+) -> FiniteJSONResponse:
     """Role: operator. `{"target": {"lamps": [...]} | {"cabinet": id, "circuit"?: n} | {"road": id} |
     {"district": code} | {"road_class": name} | {"all": true}, "op": "switch" | "dim" | "resume" | "schedule" |
     "report", "on"?, "level"?, "until"?, "reason"?}` → 202 `{"id", "lamps"}`. A reason is required beyond one
@@ -58,7 +58,7 @@ async def send_command(
         body = await in_thread(pool, store)
     except CommandError as exc:
         raise ApiError(exc.status, "invalid", str(exc), exc.field) from None
-    return JSONResponse(body, status_code=202)
+    return FiniteJSONResponse(body, status_code=202)
 
 
 @router.get("")
@@ -66,7 +66,7 @@ async def list_commands(
     user: Viewer,
     conn: ConnDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. The audit trail, newest first: who, when, why, target, op, status and outcome."""
     total = await (await conn.execute("SELECT count(*) AS n FROM commands")).fetchone()
@@ -93,7 +93,7 @@ async def command_lamps(
     command_id: str,
     state: Literal["queued", "sent", "acked", "failed", "expired", "cancelled"] | None = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. Each lamp's outcome: state, attempts, when sent and answered, the device's error."""
     await _counts(conn, command_id)

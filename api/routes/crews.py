@@ -8,7 +8,7 @@ import psycopg
 from fastapi import APIRouter, Query, Request
 
 from alerts.crews import Crew, CrewError, list_crews, save_crew
-from api.deps import Admin, ClockDep, SyncPoolDep, Viewer, decode_body, in_thread, page
+from api.deps import Admin, ClockDep, Offset, SyncPoolDep, Viewer, decode_body, in_thread, page
 from api.errors import ApiError
 
 router = APIRouter(prefix="/api/v1/crews", tags=["crews"])
@@ -20,7 +20,7 @@ async def crews(
     pool: SyncPoolDep,
     clock: ClockDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. Every crew, its roster and whether it is on duty now. Secrets are never shown."""
     items = await in_thread(pool, lambda conn: list_crews(conn, clock.now()))

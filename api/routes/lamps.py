@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from alerts.archive import archive
-from api.deps import ClockDep, ConnDep, EngineDep, SyncPoolDep, Viewer, in_thread
+from api.deps import ClockDep, ConnDep, EngineDep, Offset, SyncPoolDep, Viewer, in_thread
 from api.errors import ApiError
 
 router = APIRouter(prefix="/api/v1/lamps", tags=["lamps"])
@@ -35,7 +35,7 @@ async def list_lamps(
     district: str | None = None,
     cabinet: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. Lamps of the inventory, filtered by district and cabinet, in lamp order."""
     where, args = [], []
@@ -87,7 +87,7 @@ async def lamp_telemetry(
     from_: Annotated[datetime | None, Query(alias="from")] = None,
     to: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. Stored readings of one lamp in [from, to), oldest first; default the last 24 hours (of the
     city's clock, which a demo or test may run ahead)."""

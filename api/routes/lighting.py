@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from api.deps import ClockDep, EngineDep, SyncPoolDep, Viewer, in_thread, page
+from api.deps import ClockDep, EngineDep, Offset, SyncPoolDep, Viewer, in_thread, page
 from api.errors import ApiError
 from telemetry.rate import road_verdicts
 from telemetry.sampling import history
@@ -29,7 +29,7 @@ async def lighting_rate(
     clock: ClockDep,
     group_by: Grouping = "district",
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. The rate now for the city and each group: due, lit, dark, unknown (stale), day-burning,
     rate (null when nothing is due), target and whether it is met; plus the facility integrity rate. The
@@ -56,7 +56,7 @@ async def road_assessment(
     clock: ClockDep,
     failing: bool = False,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. The inspectors' per-road verdicts now (200+ lamps by rate; shorter roads by a cap on dark
     lamps). `failing=true` lists only roads that fail."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from api.deps import ClockDep, EngineDep, SyncPoolDep, Viewer, in_thread
+from api.jsonsafe import dumps
 from telemetry.lighting import LightingEngine
 
 router = APIRouter(prefix="/api/v1/overview", tags=["overview"])
@@ -64,10 +64,18 @@ async def _cached(request: Request, name: str, every_s: float, pool: SyncPoolDep
     key = f"overview_{name}"
     hit = getattr(request.app.state, key, None)
     if hit is None or hit[0] < time.monotonic():
-        hit = (time.monotonic() + every_s, await in_thread(pool, fn))
-        setattr(request.app.state, key, hit)
+        # One query for all the streams that find it stale at once, not one each.
+        lock = _locks.setdefault((id(request.app), name), asyncio.Lock())
+        async with lock:
+            hit = getattr(request.app.state, key, None)
+            if hit is None or hit[0] < time.monotonic():
+                hit = (time.monotonic() + every_s, await in_thread(pool, fn))
+                setattr(request.app.state, key, hit)
     value: dict[str, Any] = hit[1]
     return value
+
+
+_locks: dict[tuple[int, str], asyncio.Lock] = {}
 
 
 def _power_kw(engine: LightingEngine, now_ms: int) -> float:
@@ -119,7 +127,7 @@ async def overview_stream(
         yield b": lamplighter overview\n\n"
         while not await request.is_disconnected():
             body = await overview_now(request, pool, engine, clock.now_ms())
-            yield f"event: overview\ndata: {json.dumps(body)}\n\n".encode()
+            yield f"event: overview\ndata: {dumps(body)}\n\n".encode()
             await asyncio.sleep(period)
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})

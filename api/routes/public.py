@@ -12,7 +12,7 @@ import psycopg
 from fastapi import APIRouter, Query, Request
 
 from alerts.citizens import file_report
-from api.deps import ClockDep, EngineDep, SyncPoolDep, decode_body, in_thread, page
+from api.deps import ClockDep, EngineDep, Offset, SyncPoolDep, decode_body, in_thread, page
 from api.errors import ApiError
 from api.ratelimit import RateLimit
 
@@ -79,7 +79,7 @@ async def notices(
     pool: SyncPoolDep,
     clock: ClockDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: none (rate-limited). Planned outages longer than 24 hours that have not ended."""
     _NOTICES.check(request)

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from api.deps import ConnDep, Viewer
+from api.deps import ConnDep, Offset, Viewer
 
 router = APIRouter(prefix="/api/v1/quarantine", tags=["quarantine"])
 
@@ -17,7 +17,7 @@ async def list_quarantine(
     conn: ConnDep,
     reason: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. Newest first; `payload` is the first KiB, decoded as UTF-8 with bad bytes replaced."""
     where, args = ("WHERE reason = %s", [reason]) if reason else ("", [])

@@ -8,10 +8,11 @@ from typing import Annotated, Any, Literal
 
 import psycopg
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 
-from api.deps import ConnDep, EngineDep, SyncPoolDep, Viewer, in_thread
+from api.deps import ConnDep, EngineDep, Offset, SyncPoolDep, Viewer, in_thread
 from api.errors import ApiError
+from api.jsonsafe import FiniteJSONResponse
 from telemetry.sampling import nightly_csv, nightly_report
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
@@ -28,6 +29,8 @@ async def nightly(
 ) -> Response | dict[str, Any]:
     """Role: viewer. The night that begins on `date` (local). Stored after dawn; computed from the samples when
     asked before then or with another inspection time (HH:MM)."""
+    if not dt.date(1970, 1, 2) <= date <= dt.date(9999, 12, 30):
+        raise ApiError(422, "invalid", f"date must be a night between 1970-01-02 and 9999-12-30, got {date}", "date")
     try:
         at = dt.time.fromisoformat(inspection)
     except ValueError:
@@ -52,7 +55,7 @@ async def nightly(
             media_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="lighting-{date}.csv"'},
         )
-    return JSONResponse(report)
+    return FiniteJSONResponse(report)
 
 
 @router.get("/nights")
@@ -60,7 +63,7 @@ async def nights(
     user: Viewer,
     conn: ConnDep,
     limit: Annotated[int, Query(ge=1, le=366)] = 30,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. The stored nightly reports, newest night first, in brief: the city's mean, minimum and
     inspection-time rate, and how many roads passed. The full report is at `/nightly?date=`."""

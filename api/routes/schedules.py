@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import psycopg
 from fastapi import APIRouter, Request, Response
 
 from api.deps import EngineDep, Operator, SyncPoolDep, Viewer, in_thread
 from api.errors import ApiError
+from api.limits import nul_path
 from telemetry.lighting import delete_schedule, get_schedule, put_schedule
 from telemetry.schedules import ScheduleError, decode_doc
 
@@ -47,6 +49,10 @@ async def write(
         doc = decode_doc(await request.body())
     except ScheduleError as exc:
         raise ApiError(422, "invalid", str(exc), exc.field) from None
+    except RecursionError:
+        raise ApiError(422, "invalid", "the document nests too deep") from None
+    if where := nul_path(msgspec.to_builtins(doc)):
+        raise ApiError(422, "invalid", f"{where}: holds a NUL character (U+0000)", where)
 
     def store(conn: psycopg.Connection) -> dict[str, Any] | None:
         put_schedule(conn, scope, key, doc)

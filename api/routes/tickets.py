@@ -3,9 +3,6 @@ live stream of ticket events (server-sent events) for the crew page."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -15,8 +12,21 @@ from fastapi.responses import StreamingResponse
 
 from alerts.tickets import TicketError, act, get_ticket, ticket_json
 from api.auth import User
-from api.deps import ClockDep, ConnDep, OperatorOrCrew, PoolDep, SyncPoolDep, ViewerOrCrew, decode_body, in_thread
+from api.deps import (
+    ClockDep,
+    ConnDep,
+    Offset,
+    OperatorOrCrew,
+    PoolDep,
+    SyncPoolDep,
+    ViewerOrCrew,
+    authenticate,
+    decode_body,
+    in_thread,
+    request_token,
+)
 from api.errors import ApiError
+from api.live import TicketFeed
 
 router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"])
 
@@ -52,7 +62,7 @@ async def list_tickets(
     asset: str | None = None,
     crew: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer (crew: its own). Newest first. `status` and `priority` may repeat; `asset` is a lamp or
     cabinet id (a lamp also matches the cabinet tickets that list it)."""
@@ -106,48 +116,16 @@ async def ticket_events(
     crew = _scope(user, crew)
     start = after if after is not None else int(last_event_id) if last_event_id and last_event_id.isdigit() else None
 
-    async def stream() -> AsyncIterator[bytes]:
-        last = start
-        async with pool.connection() as conn:
-            if last is None:
-                row = await (await conn.execute("SELECT coalesce(max(id), 0) FROM ticket_events")).fetchone()
-                last = int(row[0]) if row else 0
-            yield b": lamplighter ticket events\n\n"
-            while not await request.is_disconnected():
-                rows = await (
-                    await conn.execute(
-                        """SELECT e.id, e.ticket_id, e.ts, e.actor, e.action, e.from_status, e.to_status, e.note,
-                                  t.priority, t.fault, t.asset_type, t.asset_id, t.district, t.crew_id, t.status
-                           FROM ticket_events e JOIN tickets t ON t.id = e.ticket_id
-                           WHERE e.id > %s AND (%s::text IS NULL OR t.crew_id = %s) ORDER BY e.id LIMIT 500""",
-                        (last, crew, crew),
-                    )
-                ).fetchall()
-                for r in rows:
-                    keys = (
-                        "id",
-                        "ticket_id",
-                        "ts",
-                        "actor",
-                        "action",
-                        "from_status",
-                        "to_status",
-                        "note",
-                        "priority",
-                        "fault",
-                        "asset_type",
-                        "asset_id",
-                        "district",
-                        "crew",
-                        "status",
-                    )
-                    body = dict(zip(keys, r, strict=True))
-                    last = int(r[0])
-                    yield f"id: {last}\nevent: ticket\ndata: {json.dumps(body, default=str)}\n\n".encode()
-                if not rows:
-                    await asyncio.sleep(0.5)
+    feed: TicketFeed = request.app.state.ticket_feed
+    if feed.clients >= feed.max_clients:
+        raise ApiError(503, "busy", f"{feed.clients} live streams are open, the most this API serves; try again later")
+    token = request_token(request) or ""
 
-    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+    async def allowed() -> bool:
+        return await authenticate(request, token) is not None
+
+    stream = feed.stream(pool, start, crew, disconnected=request.is_disconnected, allowed=allowed)
+    return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/{ticket_id}")

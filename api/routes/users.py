@@ -9,7 +9,7 @@ import psycopg
 from fastapi import APIRouter, Query, Request
 
 from api.auth import AuthError, add_user
-from api.deps import Admin, ConnDep, SyncPoolDep, decode_body, in_thread
+from api.deps import Admin, ConnDep, Offset, SyncPoolDep, decode_body, in_thread
 from api.errors import ApiError
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
@@ -20,7 +20,7 @@ async def list_users(
     user: Admin,
     conn: ConnDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: admin. Users by name with role, crew, language, whether they can use the login form, and when
     their tokens were last used. Tokens and password hashes are never shown."""

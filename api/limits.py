@@ -1,0 +1,100 @@
+"""Limits every request meets before a route sees it: the body's size (413, read as it streams, never whole)
+and text PostgreSQL cannot store (U+0000 in the path or a query value: 422 naming the parameter)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["MAX_BODY", "MAX_SMALL_BODY", "SMALL_BODY_PATHS", "RequestLimits", "nul_path"]
+
+MAX_BODY = 1024 * 1024
+MAX_SMALL_BODY = 16 * 1024
+# Open to anyone: a login or a citizen's report is a few hundred bytes.
+SMALL_BODY_PATHS = ("/api/v1/login", "/login", "/api/v1/public/reports")
+
+
+def nul_path(value: Any, path: str = "") -> str | None:
+    """Where in a decoded JSON value a string holds U+0000 (`a.b[2]`), or None."""
+    if isinstance(value, str):
+        return (path or "body") if "\x00" in value else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = (
+                nul_path(k, path)
+                if isinstance(k, str) and "\x00" in k
+                else nul_path(v, f"{path}.{k}" if path else str(k))
+            )
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            if found := nul_path(v, f"{path}[{i}]"):
+                return found
+    return None
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class RequestLimits:
+    """Pure ASGI, so a large body is refused as it arrives rather than after it was read into memory."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int = MAX_BODY, max_small_body: int = MAX_SMALL_BODY) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.max_small_body = max_small_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        if "\x00" in path:
+            await _reply(send, 422, "invalid", "the path holds a NUL character (U+0000)", "path")
+            return
+        for key, value in parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True):
+            if "\x00" in key or "\x00" in value:
+                name = key.replace("\x00", "")
+                await _reply(send, 422, "invalid", f"{name}: holds a NUL character (U+0000)", name or "query")
+                return
+        limit = self.max_small_body if path.rstrip("/") in SMALL_BODY_PATHS else self.max_body
+        declared = next((v for k, v in scope.get("headers", []) if k == b"content-length"), None)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await _reply(send, 413, "too_large", f"the request body exceeds {limit:,} bytes", None)
+            return
+        seen = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge
+            return message
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _TooLarge:
+            if not started:
+                await _reply(send, 413, "too_large", f"the request body exceeds {limit:,} bytes", None)
+
+
+async def _reply(send: Send, status: int, code: str, message: str, field: str | None) -> None:
+    err = {"code": code, "message": message} | ({"field": field} if field else {})
+    body = json.dumps({"error": err}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,149 @@
+"""Live ticket events for every stream client from one LISTEN connection.
+
+The alerts service notifies `lamplighter_ticket_events` with each event it commits. One task per API process
+listens, reads the new events once (and every second anyway, should a notification be missed) and keeps the
+most recent ones in memory; each `/api/v1/tickets/events` client is served from there and holds no database
+connection. A client resuming from further back than memory reaches reads the gap from the pool, briefly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from api.jsonsafe import dumps
+
+__all__ = ["EVENT_FIELDS", "TicketFeed"]
+
+logger = logging.getLogger(__name__)
+
+EVENT_FIELDS = (
+    "id", "ticket_id", "ts", "actor", "action", "from_status", "to_status", "note", "priority", "fault",
+    "asset_type", "asset_id", "district", "crew", "status",
+)  # fmt: skip
+_EVENTS = """SELECT e.id, e.ticket_id, e.ts, e.actor, e.action, e.from_status, e.to_status, e.note,
+                    t.priority, t.fault, t.asset_type, t.asset_id, t.district, t.crew_id, t.status
+             FROM ticket_events e JOIN tickets t ON t.id = e.ticket_id
+             WHERE e.id > %s AND (%s::text IS NULL OR t.crew_id = %s) ORDER BY e.id LIMIT %s"""
+_POLL_S = 1.0
+_RECHECK_S = 5.0  # a stream checks its user is still allowed this often (a disabled user's streams end)
+
+
+class TicketFeed:
+    def __init__(self, database_url: str, *, keep: int = 10_000, max_clients: int = 1000) -> None:
+        self.database_url = database_url
+        self.events: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(maxlen=keep)
+        self.max_clients = max_clients
+        self.clients = 0
+        self.last_id: int | None = None  # newest event read; None until the listener first connected
+        self._floor: int | None = None  # memory holds every event after this id
+        self._new = asyncio.Event()
+
+    async def run(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.database_url, autocommit=True, application_name="lamplighter-api-events"
+                ) as conn:
+                    await conn.execute("LISTEN lamplighter_ticket_events")
+                    if self.last_id is None:
+                        row = await (await conn.execute("SELECT coalesce(max(id), 0) FROM ticket_events")).fetchone()
+                        self.last_id = self._floor = int(row[0]) if row else 0
+                    delay = 0.5
+                    while True:
+                        await self._read(conn)
+                        async for _ in conn.notifies(timeout=_POLL_S, stop_after=1):
+                            pass
+            except psycopg.Error as exc:
+                logger.warning("ticket event feed: %s (reconnecting in %.1f s)", exc, delay)
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, 10.0)
+
+    async def _read(self, conn: psycopg.AsyncConnection) -> None:
+        assert self.last_id is not None
+        while True:
+            rows = await (await conn.execute(_EVENTS, (self.last_id, None, None, 1000))).fetchall()
+            for r in rows:
+                if len(self.events) == self.events.maxlen:
+                    self._floor = self.events[0][0]  # memory now starts after this one
+                self.events.append((int(r[0]), dict(zip(EVENT_FIELDS, r, strict=True))))
+                self.last_id = int(r[0])
+            if rows:
+                woken, self._new = self._new, asyncio.Event()
+                woken.set()
+            if len(rows) < 1000:
+                return
+
+    def _since(self, last: int) -> list[tuple[int, dict[str, Any]]] | None:
+        """Events after `last` from memory, oldest first; None when memory does not reach back that far."""
+        if self._floor is None or last < self._floor:
+            return None
+        out = []
+        for event in reversed(self.events):
+            if event[0] <= last:
+                break
+            out.append(event)
+        out.reverse()
+        return out
+
+    async def stream(
+        self,
+        pool: AsyncConnectionPool,
+        start: int | None,
+        crew: str | None,
+        *,
+        disconnected: Callable[[], Awaitable[bool]],
+        allowed: Callable[[], Awaitable[bool]],
+    ) -> AsyncIterator[bytes]:
+        """One client's events as server-sent events: what it missed since `start`, then live."""
+        self.clients += 1
+        try:
+            if start is None:
+                start = self.last_id if self.last_id is not None else await _newest(pool)
+            last = start
+            yield b": lamplighter ticket events\n\n"
+            loop = asyncio.get_running_loop()
+            recheck = loop.time() + _RECHECK_S
+            while not await disconnected():
+                waiting = self._new
+                batch = self._since(last)
+                from_db = batch is None
+                if batch is None:  # further back than memory (or the listener not up yet): briefly, the pool
+                    read_up_to = self.last_id  # the query sees at least what the listener had read
+                    async with pool.connection() as conn:
+                        rows = await (await conn.execute(_EVENTS, (last, crew, crew, 500))).fetchall()
+                    batch = [(int(r[0]), dict(zip(EVENT_FIELDS, r, strict=True))) for r in rows]
+                    if len(rows) < 500 and read_up_to is not None:
+                        last = max(last, read_up_to)  # caught up: memory serves from here
+                for event_id, body in batch:
+                    last = max(last, event_id)
+                    if crew is None or body["crew"] == crew:
+                        yield _sse(event_id, body)
+                if loop.time() > recheck:
+                    if not await allowed():
+                        return
+                    recheck = loop.time() + _RECHECK_S
+                if not batch:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(waiting.wait(), 0.5 if from_db else _RECHECK_S / 2)
+        finally:
+            self.clients -= 1
+
+
+def _sse(event_id: int, body: dict[str, Any]) -> bytes:
+    return f"id: {event_id}\nevent: ticket\ndata: {dumps(body, default=str)}\n\n".encode()
+
+
+async def _newest(pool: AsyncConnectionPool) -> int:
+    async with pool.connection() as conn:
+        row = await (await conn.execute("SELECT coalesce(max(id), 0) FROM ticket_events")).fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,72 @@
+"""What a careless or hostile caller sends the API gets a clear 4xx naming what was wrong, never a 500, and
+a body too large is refused before it is read into memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.limits import MAX_BODY, MAX_SMALL_BODY
+from lamplighter.runtime import Endpoints
+from seeds.generator import generate
+from seeds.loader import load
+from tests.auth import sign_in
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture
+def client(endpoints: Endpoints) -> Iterator[TestClient]:
+    with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
+        load(conn, generate(300, seed=3), progress=False)
+    app = create_app(database_url=endpoints.database_url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        sign_in(c, endpoints.database_url, "admin")
+        yield c
+
+
+def _error(r: object, status: int) -> dict[str, str]:
+    assert r.status_code == status, (r.status_code, r.text)  # type: ignore[attr-defined]
+    body: dict[str, str] = r.json()["error"]  # type: ignore[attr-defined]
+    assert body["message"]
+    return body
+
+
+def test_bodies_over_the_limits_are_refused_with_413(client: TestClient) -> None:
+    assert _error(client.post("/api/v1/login", content=b"x" * (MAX_SMALL_BODY + 1)), 413)["code"] == "too_large"
+    _error(client.post("/api/v1/public/reports", content=b"{" + b" " * MAX_SMALL_BODY + b"}"), 413)
+    _error(client.put("/api/v1/schedules/city/all", content=b" " * (MAX_BODY + 1)), 413)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+        for _ in range(64):
+            yield b" " * 65536
+
+    _error(client.post("/api/v1/crews", content=chunks()), 413)
+    # Within the limits the route answers as before.
+    assert client.post("/api/v1/login", json={"name": "nobody", "password": "wrong"}).status_code == 401
+
+
+def test_nul_characters_are_a_422_naming_the_field(client: TestClient) -> None:
+    assert _error(client.get("/api/v1/lamps", params={"district": "c\x00d"}), 422)["field"] == "district"
+    assert _error(client.get("/api/v1/lamps/XN-CD-%00001"), 422)["field"] == "path"
+    assert _error(client.get("/api/v1/quarantine", params={"reason": "\x00"}), 422)["field"] == "reason"
+    assert _error(client.post("/api/v1/login", json={"name": "a\x00", "password": "b"}), 422)["field"] == "name"
+    report = {"description": "dark\x00lamp", "lamp_id": "XN-CD-000001"}
+    assert _error(client.post("/api/v1/public/reports", json=report), 422)["field"] == "description"
+    crew = {"id": "cd-day", "name": "Chengdong", "districts": ["cd\x00"]}
+    assert _error(client.post("/api/v1/crews", json=crew), 422)["field"] == "districts[0]"
+    window = {"kind": "maintenance", "start": "2026-12-01T01:00:00+08:00", "end": "2026-12-01T05:00:00+08:00"}
+    doc = {"windows": [{**window, "note": "cable\x00repair"}]}
+    assert _error(client.put("/api/v1/schedules/city/all", json=doc), 422)["field"] == "windows[0].note"
+
+
+def test_numbers_out_of_range_are_a_422(client: TestClient) -> None:
+    for path in ("/api/v1/lamps", "/api/v1/tickets", "/api/v1/quarantine", "/api/v1/commands", "/api/v1/alerts"):
+        assert _error(client.get(path, params={"offset": 2**63}), 422)["field"] == "offset", path
+    assert _error(client.get("/api/v1/reports/nightly", params={"date": "9999-12-31"}), 422)["field"] == "date"
+    command = {"target": {"road": "²"}, "op": "switch", "on": True, "reason": "test"}
+    assert _error(client.post("/api/v1/commands", json=command), 422)["field"] == "target.road"
