@@ -142,10 +142,10 @@ class PrivateServices:
             )
         base = (Path(__file__).resolve().parent / "mosquitto.conf").read_text()
         conf = d / "mosquitto.conf"
-        extra = [f"listener {self.mqtt_port} 127.0.0.1", "log_dest stderr"]
+        extra = [f"listener {self.mqtt_port} 127.0.0.1", "log_dest stderr", f"persistence_location {d}/"]
         if os.geteuid() == 0:
-            # As root Mosquitto would switch to the `mosquitto` user; it writes nothing to disk here, so it
-            # may as well stay who it is.
+            # As root Mosquitto would switch to the `mosquitto` user, who may not write to the project's
+            # directory; it stays who it is.
             extra.append("user root")
         conf.write_text(base + "\n" + "\n".join(extra) + "\n")
         log = (d / "mosquitto.log").open("ab")

@@ -1,0 +1,139 @@
+"""Many viewers at once: live streams hold no database connection each, so with 200 of them open the API
+still answers, signs people in and carries each ticket event to every stream; a disabled user's streams end."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import httpx2
+import psycopg
+import pytest
+import uvicorn
+
+from alerts.tickets import open_ticket
+from api.app import create_app
+from lamplighter.runtime import Endpoints
+from seeds.generator import generate
+from seeds.loader import load
+from tests.auth import make_user
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+STREAMS = 200
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def api(endpoints: Endpoints) -> Iterator[str]:
+    with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
+        load(conn, generate(300, seed=3), progress=False)
+    port = _free_port()
+    app = create_app(database_url=endpoints.database_url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+@contextlib.asynccontextmanager
+async def _streams(base: str, token: str, n: int) -> AsyncIterator[list[asyncio.Queue[dict[str, object] | None]]]:
+    """n open event streams, each feeding what it receives into its queue (None when the stream ends)."""
+    limits = httpx2.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
+    async with httpx2.AsyncClient(timeout=30, limits=limits, headers={"Authorization": f"Bearer {token}"}) as http:
+        queues: list[asyncio.Queue[dict[str, object] | None]] = [asyncio.Queue() for _ in range(n)]
+        opened = [asyncio.Event() for _ in range(n)]
+
+        async def follow(i: int) -> None:
+            try:
+                async with http.stream("GET", f"{base}/api/v1/tickets/events") as r:
+                    assert r.status_code == 200, await r.aread()
+                    async for line in r.aiter_lines():
+                        if line.startswith(":"):
+                            opened[i].set()
+                        elif line.startswith("data: "):
+                            await queues[i].put(json.loads(line[6:]))
+            finally:
+                opened[i].set()
+                await queues[i].put(None)
+
+        tasks = [asyncio.create_task(follow(i)) for i in range(n)]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in opened)), 60)
+            yield queues
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest.mark.asyncio
+async def test_200_viewers_streaming_and_the_api_still_answers(endpoints: Endpoints, api: str) -> None:
+    url = endpoints.database_url
+    viewer, token = make_user(url, "viewer")
+    _, operator = make_user(url, "operator", password="a-long-password-1")
+    async with _streams(api, token, STREAMS) as queues:
+        async with httpx2.AsyncClient(timeout=10, headers={"Authorization": f"Bearer {operator}"}) as http:
+            started = time.monotonic()
+            for path in ("/api/v1/lighting-rate", "/api/v1/tickets", "/api/v1/health"):
+                r = await http.get(api + path)
+                assert r.status_code == 200, (path, r.text)
+            name = await _name_of(http, api)
+            r = await http.post(api + "/api/v1/login", json={"name": name, "password": "a-long-password-1"})
+            assert r.status_code == 200, r.text
+            answered_in = time.monotonic() - started
+        ticket = await asyncio.to_thread(_open, url)
+        events = await asyncio.wait_for(asyncio.gather(*(q.get() for q in queues)), 30)
+        assert all(e is not None and e["ticket_id"] == ticket for e in events), f"answered in {answered_in:.1f} s"
+        with psycopg.connect(url) as conn:
+            held = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name LIKE 'lamplighter-api%%'"
+            ).fetchone()
+        assert held is not None
+        assert held[0] <= 20, f"{held[0]} connections for {STREAMS} streams"
+        # The viewer is disabled: every one of its streams ends within 10 s.
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE users SET disabled_at = now() WHERE name = %s", (viewer,))
+        disabled = time.monotonic()
+        ends = await asyncio.wait_for(asyncio.gather(*(q.get() for q in queues)), 15)
+        assert ends == [None] * STREAMS and time.monotonic() - disabled < 10.5
+
+
+async def _name_of(http: httpx2.AsyncClient, api: str) -> str:
+    return str((await http.get(api + "/api/v1/me")).json()["name"])
+
+
+def _open(url: str) -> int:
+    now = dt.datetime.now(dt.UTC)
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT id, district FROM lamps ORDER BY no LIMIT 1").fetchone()
+        assert row is not None
+        return open_ticket(
+            conn,
+            priority="P3",
+            fault="lamp_failure",
+            asset_type="lamp",
+            asset_id=row[0],
+            district=row[1],
+            source="device",
+            first_seen=now,
+            now=now,
+        ).ticket_id

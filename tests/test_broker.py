@@ -1,0 +1,57 @@
+"""The private broker, run as `lamplighter services` runs it, keeps what it acknowledged across a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from lamplighter.runtime import Endpoints
+from lamplighter.services import PrivateServices
+from simulator.wire import RawPublisher
+from tests.test_ingest import _lamp_ids, count, gateway, seed, wait_for
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.asyncio
+async def test_a_broker_restart_keeps_what_it_queued_for_a_stopped_gateway(
+    endpoints: Endpoints, client_id: str, tmp_path: Path
+) -> None:
+    svc = PrivateServices(tmp_path / "run", mqtt_port=_free_port())
+    svc.start_mosquitto()
+    try:
+        ep = Endpoints(endpoints.database_url, svc.mqtt_url, "127.0.0.1", svc.mqtt_port)
+        url = ep.database_url
+        seed(url, 1000)
+        ids = _lamp_ids(url, 1000)
+        async with gateway(ep, client_id):
+            pass  # its persistent session now exists; the gateway stops
+        n, now = 20_000, int(time.time() * 1000)
+        messages = []
+        for i in range(n):
+            lamp, district = ids[i % len(ids)]
+            body = {"ts": now + i // len(ids), "seq": i // len(ids), "on": True, "dim": 100, "faults": []}
+            messages.append((f"sl/{district}/lamp/{lamp}/state".encode(), json.dumps(body).encode()))
+        pub = RawPublisher(ep.mqtt_host, ep.mqtt_port, client_id + "-pub")
+        pub.publish_batch(messages)  # each acknowledged by the broker before this returns
+        pub.close()
+        svc._stop_mosquitto()
+        svc.start_mosquitto()
+        async with gateway(ep, client_id):
+            await wait_for(lambda: count(url, "SELECT count(*) FROM lamp_readings") >= n, 60, f"{n} readings")
+            await asyncio.sleep(1.0)
+        assert count(url, "SELECT count(*) FROM lamp_readings") == n
+        assert count(url, "SELECT count(DISTINCT (lamp_no, seq)) FROM lamp_readings") == n
+    finally:
+        svc._stop_mosquitto()
