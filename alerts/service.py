@@ -46,6 +46,7 @@ class AlertService:
         self._queue: deque[Opening] = deque()
         self._wake = asyncio.Event()
         self._conn: psycopg.Connection | None = None
+        self._closed = False
         self._seen: dict[int, tuple[str, Any]] = {}  # ticket id → (status, updated_at) already acted on
         self._watermark: dt.datetime | None = None
         self.tickets_opened = 0
@@ -119,6 +120,7 @@ class AlertService:
                 tg.create_task(self._sweeper(), name="fault-sweep")
                 tg.create_task(self._escalator(), name="escalation")
         finally:
+            self._closed = True  # a worker thread still running closes what it opened
             if self._conn is not None:
                 self._conn.close()
 
@@ -164,11 +166,15 @@ class AlertService:
     def _with_conn(self, fn: Any) -> Any:
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self.database_url, autocommit=True)
+        conn = self._conn
         try:
-            return fn(self._conn)
+            return fn(conn)
         except psycopg.OperationalError:
-            self._conn.close()
+            conn.close()
             raise
+        finally:
+            if self._closed:  # the service stopped while this thread worked (its await was cancelled)
+                conn.close()
 
     def _write(self, conn: psycopg.Connection, openings: list[Opening]) -> None:
         for o in openings:

@@ -57,9 +57,7 @@ async def beat_forever(database_url: str, now: Callable[[], Heartbeat], period_s
         while True:
             try:
                 if conn is None or conn.closed or conn.broken:
-                    conn = await psycopg.AsyncConnection.connect(
-                        database_url, autocommit=True, application_name="lamplighter-heartbeat", connect_timeout=5
-                    )
+                    conn = await _connect(database_url)
                 await conn.execute(_UPSERT, row(now(), False))
             except psycopg.Error as exc:
                 logger.debug("ingest heartbeat not written: %s", exc)
@@ -69,3 +67,18 @@ async def beat_forever(database_url: str, now: Callable[[], Heartbeat], period_s
             with contextlib.suppress(psycopg.Error):
                 await asyncio.wait_for(conn.execute(_UPSERT, row(now(), True)), 2)
             await conn.close()
+
+
+async def _connect(database_url: str) -> psycopg.AsyncConnection:
+    """Connect; a cancel that comes meanwhile still closes the connection it was making."""
+    making = asyncio.ensure_future(
+        psycopg.AsyncConnection.connect(
+            database_url, autocommit=True, application_name="lamplighter-heartbeat", connect_timeout=5
+        )
+    )
+    try:
+        return await asyncio.shield(making)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await (await making).close()
+        raise

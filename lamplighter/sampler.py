@@ -106,6 +106,7 @@ class Sampler:
         self.last: Breakdown | None = None
         self._night_open: dt.date | None = None  # the local night being sampled, reported once it ends
         self._conn: psycopg.Connection | None = None  # used from one worker thread at a time
+        self._closed = False
 
     def _night_of(self, ts: dt.datetime) -> dt.date:
         local = ts.astimezone(self.tz)
@@ -130,6 +131,7 @@ class Sampler:
                 except psycopg.Error as exc:
                     logger.warning("lighting-rate sample at %s not stored: %s", tick, exc)
         finally:
+            self._closed = True  # a worker thread still storing closes what it opened
             if self._conn is not None:
                 self._conn.close()
 
@@ -178,6 +180,9 @@ class Sampler:
         except psycopg.Error:
             conn.close()
             raise
+        finally:
+            if self._closed:
+                conn.close()
 
     def _write(
         self, conn: psycopg.Connection, rows: list[SampleRow], events: list[AlertEvent], night_done: dt.date | None

@@ -36,7 +36,7 @@ async def test_a_broker_restart_keeps_what_it_queued_for_a_stopped_gateway(
         seed(url, 1000)
         ids = _lamp_ids(url, 1000)
         async with gateway(ep, client_id):
-            pass  # its persistent session now exists; the gateway stops
+            await asyncio.sleep(1.0)  # its persistent session now exists; the gateway stops
         n, now = 20_000, int(time.time() * 1000)
         messages = []
         for i in range(n):
