@@ -21,6 +21,7 @@ from alerts.rules import (
     RuleParams,
     cabinet_device_masks,
     cabinet_masks,
+    discount_outage,
     lamp_masks,
     outage_lamps,
 )
@@ -65,8 +66,11 @@ class AlertEngine:
         debounce_ms = self.debounce_ms
         ix = self.lighting.index
         cabinets = len(ix.cabinet_ids)
+        history: LampHistory | None = getattr(self, "lamp_history", None)
+        paused = history.paused_at if history is not None else None
         self.lamp_history = LampHistory(ix.n, start_ms)
         self.cabinet_history = CabinetHistory(cabinets, start_ms)
+        self.lamp_history.paused_at = self.cabinet_history.paused_at = paused
         self.cabinets = CabinetState(ix)
         self.lamp_tracker = Tracker("lamp", LAMP_FAULTS, ix.n, debounce_ms=debounce_ms)
         self.cabinet_tracker = Tracker("cabinet", CABINET_FAULTS, cabinets, debounce_ms=debounce_ms)
@@ -80,6 +84,25 @@ class AlertEngine:
     @property
     def index(self) -> FleetIndex:
         return self.lighting.index
+
+    # -- ingest outages ---------------------------------------------------------------------------------------
+
+    def pause(self, at_ms: int) -> None:
+        """Ingest stopped hearing devices at `at_ms` (broker away, batches not committing, gateway down): from
+        here on nobody's silence grows, so no device is blamed for an outage of ours."""
+        if self.lamp_history.paused_at is None:
+            self.lamp_history.paused_at = self.cabinet_history.paused_at = at_ms
+
+    def resume(self, at_ms: int) -> int | None:
+        """Ingest hears devices again: the outage is taken out of every device's silence. Returns its length."""
+        start = self.lamp_history.paused_at
+        if start is None:
+            return None
+        end = max(at_ms, start)
+        discount_outage(self.lighting.state.ts_ms, self.lamp_history.watch_since, start, end)
+        discount_outage(self.cabinets.ts_ms, self.cabinet_history.watch_since, start, end)
+        self.lamp_history.paused_at = self.cabinet_history.paused_at = None
+        return end - start
 
     # -- inputs -----------------------------------------------------------------------------------------------
 

@@ -54,6 +54,7 @@ class LampHistory:
         self.switches = np.zeros((n, _RING), dtype=np.int64)  # epoch seconds of the last switchings, oldest first
         self.offline = np.zeros(n, dtype=np.bool_)  # its last will (or a clean disconnect) said offline
         self.watch_since = np.full(n, start_ms, dtype=np.int64)  # silence counts from here for never-seen lamps
+        self.paused_at: int | None = None  # ingest stopped here: silence does not grow until it resumes
 
     def observe(
         self,
@@ -89,6 +90,24 @@ class CabinetHistory:
     def __init__(self, n: int, start_ms: int) -> None:
         self.offline = np.zeros(n, dtype=np.bool_)
         self.watch_since = np.full(n, start_ms, dtype=np.int64)
+        self.paused_at: int | None = None
+
+
+def heard_until(now_ms: int, paused_at: int | None) -> int:
+    """The instant up to which silence is judged: now, or when ingest stopped if it has not resumed since. A
+    device is silent only for what the gateway would have heard."""
+    return now_ms if paused_at is None else min(now_ms, paused_at)
+
+
+def discount_outage(
+    ts_ms: npt.NDArray[np.int64], watch_since: npt.NDArray[np.int64], start_ms: int, end_ms: int
+) -> None:
+    """Ingest was down from `start_ms` to `end_ms`: that time does not count as anybody's silence. Moves
+    `watch_since` so that `max(ts, watch_since)`, where silence is counted from, skips the outage."""
+    silent_since = np.maximum(ts_ms, watch_since)
+    gap = end_ms - start_ms
+    moved = np.where(silent_since < start_ms, silent_since + gap, np.where(silent_since < end_ms, end_ms, 0))
+    np.maximum(watch_since, moved, out=watch_since)
 
 
 def lamp_masks(
@@ -117,7 +136,8 @@ def lamp_masks(
     day_burning = burning_now & (now_ms - since >= params.day_burning_after_ms)
     silent_since = np.maximum(state.ts_ms[sl], history.watch_since[sl])
     interval_ms = index.interval_s[sl].astype(np.int64) * 1000
-    comm_loss = (now_ms - silent_since > params.comm_loss_intervals * interval_ms) | history.offline[sl]
+    heard = heard_until(now_ms, history.paused_at)
+    comm_loss = (heard - silent_since > params.comm_loss_intervals * interval_ms) | history.offline[sl]
     power_anomaly = (history.anomaly_streak[sl] >= params.anomaly_reports) & fresh
     cycling = history.switches[sl, 0] >= now_ms // 1000 - params.cycling_window_s
 
@@ -180,7 +200,8 @@ def cabinet_masks(
     device_mask, device_outage = cabinet_device_masks(cabinets, open_work)
     assert index.cabinet_concentrator is not None and index.lamp_circuit is not None
     silent_since = np.maximum(cabinets.ts_ms, history.watch_since)
-    silent_for = now_ms - silent_since
+    heard = heard_until(now_ms, history.paused_at)
+    silent_for = heard - silent_since
     comm_loss = index.cabinet_concentrator & (
         (silent_for > params.comm_loss_intervals * index.cabinet_interval_ms) | history.offline
     )
@@ -189,7 +210,7 @@ def cabinet_masks(
     silent = conditions == UNKNOWN
     if lamp_ts_ms is not None and lamp_watch_since is not None:
         stale_ms = index.stale_ms
-        silent &= now_ms - np.maximum(lamp_ts_ms, lamp_watch_since) > stale_ms
+        silent &= heard - np.maximum(lamp_ts_ms, lamp_watch_since) > stale_ms
     out = due & ((conditions == DARK) | silent)
     due_cab = np.bincount(index.lamp_cabinet, weights=due, minlength=n)
     out_cab = np.bincount(index.lamp_cabinet, weights=out, minlength=n)

@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 PRIVATE_PORTS = {"dev": (55432, 18830), "test": (55442, 18840), "bench": (55452, 18850)}
 _PARTITION_CHECK_S = 3600.0
 _INVENTORY_CHECK_S = 30.0
+_HEARING_CHECK_S = 0.2
+_HEARING_STALL_S = 2.0  # a message uncommitted this long: ingest is not hearing devices
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,13 @@ class GatewayProcess:
             self.fault_engine = AlertEngine(self.engine, self.clock.now_ms())
             self.alerts = AlertService(self.fault_engine, ep.database_url, self.clock, deadlines=settings.deadlines)
             self.alerts.load(conn)
+            # Until this gateway hears devices, nobody is silent: not since the last message a gateway received.
+            row = conn.execute(
+                "SELECT greatest((SELECT max(received_at) FROM lamp_latest), "
+                "(SELECT max(received_at) FROM cabinet_latest))"
+            ).fetchone()
+            last_heard = row[0] if row else None
+            self.fault_engine.pause(int(last_heard.timestamp() * 1000) if last_heard else self.clock.now_ms())
         if not registry.lamps:
             logger.warning(
                 "the inventory is empty: every device message will be quarantined as unknown_device; "
@@ -205,6 +214,7 @@ class GatewayProcess:
                 tg.create_task(self._partitions(), name="partition-upkeep")
                 tg.create_task(self._inventory_watch(), name="inventory-watch")
                 tg.create_task(self._heartbeat(), name="ingest-heartbeat")
+                tg.create_task(self._ingest_watch(), name="ingest-watch")
                 tg.create_task(follow_forever(self.engine, self.ep.database_url, states=False), name="schedules")
                 tg.create_task(self.sampler.run(), name="lighting-rate-sampler")
                 tg.create_task(self.publisher.run(), name="ops-publisher")
@@ -215,6 +225,22 @@ class GatewayProcess:
                     tg.create_task(self.dispatcher.run(), name="dispatcher")
         finally:
             await self.store.close()
+
+    async def _ingest_watch(self) -> None:
+        """Tell the fault engine when ingest stops hearing devices and when it hears them again, so that an
+        outage of ours (broker away, database away, a stall, this gateway down) is nobody's silence."""
+        while True:
+            g = self.gateway
+            hearing = (
+                self.subscriber.connected.is_set()
+                and g.failing_batches == 0
+                and g.oldest_uncommitted_s() < _HEARING_STALL_S
+            )
+            if not hearing:
+                self.fault_engine.pause(min(self.clock.now_ms(), g.ingested_through_ms()))
+            elif (gap := self.fault_engine.resume(self.clock.now_ms())) is not None and gap > 0:
+                logger.info("ingest hears devices again: %.0f s of outage not counted as silence", gap / 1000)
+            await asyncio.sleep(_HEARING_CHECK_S)
 
     async def _heartbeat(self) -> None:
         await beat_forever(self.ep.database_url, self._heartbeat_row)
