@@ -142,3 +142,19 @@ def test_simulator_payloads_match_the_protocol_schemas() -> None:
         [Message(r.topic.decode(), r.payload, NOW) for r in reports], reg, now_ms=NOW + 61_000, retention_ms=DAY
     )
     assert b.rejects == [] and len(b.lamps) == 60
+
+
+def test_acknowledgements_are_checked_like_reports() -> None:
+    from gateway.commands import decode_ack
+
+    ack = decode_ack(b'{"id": "c1-XN-CD-000001", "ok": false, "ts": 5, "error": "relay\\u0000stuck"}', NOW)
+    assert not ack.ok and ack.error == "relay\\u0000stuck"  # storable text, the NUL spelled out
+    for bad, why in [
+        (b'{"id": "x", "ok": true, "ts": 1, "state": ' + b"[" * 2000 + b"]" * 2000 + b"}", "nest"),
+        (b'{"id": "x", "ok": true, "ts": %d}' % (NOW + 3_600_000), "ahead"),
+        (b'{"id": "x", "ok": true, "ts": 18446744073709551616}', "<="),
+        (b" " * 9000, "exceeds"),
+        (b"\xff", "malformed"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            decode_ack(bad, NOW)
