@@ -65,6 +65,7 @@ class OutboxItem:
     idempotency_key: str
     payload: dict[str, Any]
     attempts: int
+    created_at: dt.datetime
     webhook_url: str | None
     webhook_secret: str | None
     notify_urls: list[str]
@@ -181,6 +182,8 @@ class Dispatcher:
         backoff_max_s: float = 30.0,
         batch: int = 50,
         lease: dt.timedelta = _LEASE,
+        max_attempts: int = 50,
+        max_age: dt.timedelta = dt.timedelta(hours=24),
     ) -> None:
         self.database_url = database_url
         self.transports = dict(transports)
@@ -188,8 +191,13 @@ class Dispatcher:
         self.backoff_max_s = backoff_max_s
         self.batch = batch
         self.lease = lease
+        # A delivery still failing after this many attempts, or this long after its event, is dead-lettered:
+        # kept with its log on the ticket (`dead_at`), counted, and no longer retried.
+        self.max_attempts = max_attempts
+        self.max_age = max_age
         self.delivered = 0
         self.failed_attempts = 0
+        self.dead_lettered = 0
 
     async def run(self) -> None:
         conn: psycopg.AsyncConnection | None = None
@@ -239,12 +247,13 @@ class Dispatcher:
         async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
                 """WITH due AS (
-                       SELECT id FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= now()
+                       SELECT id FROM outbox
+                       WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= now()
                        ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED)
                    UPDATE outbox o SET attempts = o.attempts + 1, next_attempt_at = now() + %s
                    FROM due WHERE o.id = due.id
                    RETURNING o.id, o.ticket_id, o.event_id, o.channel, o.crew_id, o.idempotency_key, o.payload,
-                             o.attempts,
+                             o.attempts, o.created_at,
                              (SELECT webhook_url FROM crews c WHERE c.id = o.crew_id) AS webhook_url,
                              (SELECT webhook_secret FROM crews c WHERE c.id = o.crew_id) AS webhook_secret,
                              coalesce((SELECT notify_urls FROM crews c WHERE c.id = o.crew_id), '{}') AS notify_urls""",
@@ -276,6 +285,18 @@ class Dispatcher:
                 item.ticket_id,
                 item.channel,
                 item.crew_id,
+            )
+        elif item.attempts >= self.max_attempts or dt.datetime.now(dt.UTC) - item.created_at >= self.max_age:
+            self.failed_attempts += 1
+            self.dead_lettered += 1
+            await conn.execute("UPDATE outbox SET dead_at = now(), last_error = %s WHERE id = %s", (note, item.id))
+            logger.error(
+                "dispatcher: %s to crew %s for ticket %d dead-lettered after %d attempts: %s",
+                item.channel,
+                item.crew_id,
+                item.ticket_id,
+                item.attempts,
+                note,
             )
         else:
             self.failed_attempts += 1

@@ -523,7 +523,7 @@ def get_ticket(conn: psycopg.Connection, ticket_id: int, now: dt.datetime | None
         ).fetchall()
         t["deliveries"] = cur.execute(
             """SELECT o.id AS outbox_id, o.event_id, o.channel, o.crew_id AS crew, o.idempotency_key, o.attempts,
-                      o.delivered_at, o.next_attempt_at, o.last_error
+                      o.delivered_at, o.next_attempt_at, o.last_error, o.dead_at
                FROM outbox o WHERE o.ticket_id = %s ORDER BY o.id""",
             (ticket_id,),
         ).fetchall()

@@ -85,6 +85,16 @@ class GatewayMetrics:
             "Batch writes failed in a row (0 while ingest is healthy)",
             registry=r,
         )
+        self.acks_dropped = Gauge(
+            "lamplighter_gateway_command_acks_dropped",
+            "Command acknowledgements dropped from a full queue (the oldest first; retries cover them)",
+            registry=r,
+        )
+        self.dead_letters = Gauge(
+            "lamplighter_dispatch_dead_letters",
+            "Ticket notifications set aside after their delivery limits (shown on the ticket)",
+            registry=r,
+        )
         self.pending = Gauge("lamplighter_gateway_pending_messages", "Received, not yet committed", registry=r)
         self._lat = np.zeros(_LATENCY_RING, dtype=np.float32)
         self._lat_n = 0

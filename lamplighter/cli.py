@@ -315,7 +315,14 @@ def _run_dispatcher(settings: Settings, ep: Any, args: argparse.Namespace) -> No
             "notify": NotifyTransport(),
             "mqtt": MqttTransport(ep.mqtt_host, ep.mqtt_port, f"{settings.gateway_client_id}-dispatch-{os.getpid()}"),
         }
-        dispatcher = Dispatcher(ep.database_url, transports, batch=args.batch, lease=dt.timedelta(seconds=args.lease_s))
+        dispatcher = Dispatcher(
+            ep.database_url,
+            transports,
+            batch=args.batch,
+            lease=dt.timedelta(seconds=args.lease_s),
+            max_attempts=settings.delivery_max_attempts,
+            max_age=dt.timedelta(hours=settings.delivery_max_age_h),
+        )
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None

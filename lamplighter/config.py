@@ -48,6 +48,11 @@ class Settings:
     command_pace: float = 2000.0  # device commands per second, city-wide, over every running campaign
     command_ack_timeout_s: float = 10.0  # a command not acknowledged in this time is sent again (same id) …
     command_retries: int = 2  # … this many times, then the lamp is `expired`
+    delivery_max_attempts: int = 50  # a notification still failing after this many attempts is dead-lettered …
+    delivery_max_age_h: float = 24.0  # … or this long after its event
+    quarantine_days: int = 30  # rejected messages kept this long …
+    quarantine_rows: int = 1_000_000  # … and at most this many (the newest)
+    ack_queue_max: int = 200_000  # command acknowledgements waiting for the engine; past it the oldest go
     dispatch: bool = True  # deliver ticket notifications from the gateway's process (or run `lamplighter dispatch`)
 
     @property

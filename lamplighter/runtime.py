@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import sys
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from telemetry.clock import Clock
 from telemetry.lighting import LightingEngine, follow_forever
 from telemetry.models import Registry
 from telemetry.schema import maintain_partitions, migrate
-from telemetry.store import TelemetryStore, inventory_version, load_registry
+from telemetry.store import TelemetryStore, inventory_version, load_registry, prune_quarantine
 
 __all__ = ["Endpoints", "GatewayProcess", "bench_city", "endpoints", "private_services"]
 
@@ -38,6 +39,7 @@ PRIVATE_PORTS = {"dev": (55432, 18830), "test": (55442, 18840), "bench": (55452,
 _PARTITION_CHECK_S = 3600.0
 _INVENTORY_CHECK_S = 30.0
 _HEARING_CHECK_S = 0.2
+_QUARANTINE_CHECK_S = 60.0
 _HEARING_STALL_S = 2.0  # a message uncommitted this long: ingest is not hearing devices
 
 
@@ -174,11 +176,20 @@ class GatewayProcess:
                     "notify": NotifyTransport(),
                     "mqtt": MqttTransport(ep.mqtt_host, ep.mqtt_port, f"{settings.gateway_client_id}-dispatch"),
                 },
+                max_attempts=settings.delivery_max_attempts,
+                max_age=dt.timedelta(hours=settings.delivery_max_age_h),
             )
             if settings.dispatch
             else None
         )
-        self.command_link = CommandLink(ep.mqtt_host, ep.mqtt_port, f"{settings.gateway_client_id}-commands")
+        self.command_link = CommandLink(
+            ep.mqtt_host, ep.mqtt_port, f"{settings.gateway_client_id}-commands", max_acks=settings.ack_queue_max
+        )
+        m = self.metrics
+        m.acks_dropped.set_function(lambda: self.command_link.acks_dropped)
+        if self.dispatcher is not None:
+            dispatcher = self.dispatcher
+            m.dead_letters.set_function(lambda: dispatcher.dead_lettered)
         self.commands = CommandEngine(
             ep.database_url,
             self.command_link,
@@ -215,6 +226,7 @@ class GatewayProcess:
                 tg.create_task(self._inventory_watch(), name="inventory-watch")
                 tg.create_task(self._heartbeat(), name="ingest-heartbeat")
                 tg.create_task(self._ingest_watch(), name="ingest-watch")
+                tg.create_task(self._quarantine_upkeep(), name="quarantine-upkeep")
                 tg.create_task(follow_forever(self.engine, self.ep.database_url, states=False), name="schedules")
                 tg.create_task(self.sampler.run(), name="lighting-rate-sampler")
                 tg.create_task(self.publisher.run(), name="ops-publisher")
@@ -292,6 +304,20 @@ class GatewayProcess:
             self.engine.reindex(conn)
             self.alerts.reindex(conn)
             return load_registry(conn)
+
+    async def _quarantine_upkeep(self) -> None:
+        while True:
+            try:
+                removed = await asyncio.to_thread(self._prune_quarantine)
+                if removed:
+                    logger.info("quarantine: %d old records removed", removed)
+            except psycopg.Error as exc:
+                logger.warning("quarantine upkeep failed (retrying): %s", exc)
+            await asyncio.sleep(_QUARANTINE_CHECK_S)
+
+    def _prune_quarantine(self) -> int:
+        with psycopg.connect(self.ep.database_url, autocommit=True) as conn:
+            return prune_quarantine(conn, days=self.settings.quarantine_days, rows=self.settings.quarantine_rows)
 
     def _maintain(self) -> None:
         with psycopg.connect(self.ep.database_url, autocommit=True) as conn:

@@ -487,6 +487,15 @@ CREATE TABLE ingest_heartbeat (
 )""")
 
 
+def _m009_outbox_dead_letters(conn: psycopg.Connection, *, retention_days: int) -> None:
+    # A delivery that kept failing past its limits is set aside (dead-lettered) instead of retried forever.
+    conn.execute("ALTER TABLE outbox ADD COLUMN dead_at timestamptz")
+    conn.execute("DROP INDEX IF EXISTS outbox_pending_idx")
+    conn.execute(
+        "CREATE INDEX outbox_pending_idx ON outbox (next_attempt_at) WHERE delivered_at IS NULL AND dead_at IS NULL"
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (1, "inventory, latest state, device status, quarantine", _m001_inventory),
     (2, "telemetry time series", _m002_telemetry),
@@ -496,6 +505,7 @@ MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (6, "users, roles and their hashed tokens", _m006_users),
     (7, "command_lamps without the state index", _m007_command_lamps_lean),
     (8, "ingest heartbeat per gateway", _m008_ingest_heartbeat),
+    (9, "outbox rows dead-lettered after their delivery limits", _m009_outbox_dead_letters),
 ]
 
 

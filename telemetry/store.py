@@ -17,7 +17,7 @@ import psycopg
 
 from telemetry.models import Batch, Registry
 
-__all__ = ["TelemetryStore", "WriteResult", "load_registry"]
+__all__ = ["TelemetryStore", "WriteResult", "load_registry", "prune_quarantine"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,9 @@ _CABINET_TYPES = [
 
 # Exact millisecond arithmetic (to_timestamp() goes through a double).
 _TS = "timestamptz 'epoch' + {} * interval '1 millisecond'"
+# A latest state held from later than the gateway's clock (a device clock that ran ahead and was corrected, a
+# demo restarted on an earlier clock) gives way to the new report, or the device would look frozen.
+_NOW = "coalesce(timestamptz 'epoch' + %(now)s::bigint * interval '1 millisecond', 'infinity')"
 
 _MOVE_LAMPS = f"""
 INSERT INTO lamp_readings (ts, lamp_no, seq, is_on, dim, power_w, voltage_v, current_a, power_factor, energy_wh,
@@ -86,7 +89,7 @@ ON CONFLICT (lamp_no) DO UPDATE SET
     ts = EXCLUDED.ts, seq = EXCLUDED.seq, is_on = EXCLUDED.is_on, dim = EXCLUDED.dim, power_w = EXCLUDED.power_w,
     voltage_v = EXCLUDED.voltage_v, current_a = EXCLUDED.current_a, energy_wh = EXCLUDED.energy_wh,
     temp_c = EXCLUDED.temp_c, faults = EXCLUDED.faults, received_at = EXCLUDED.received_at, stored_at = now()
-WHERE (l.ts, l.seq) < (EXCLUDED.ts, EXCLUDED.seq)
+WHERE (l.ts, l.seq) < (EXCLUDED.ts, EXCLUDED.seq) OR l.ts > {_NOW}
 """
 _MOVE_CABINETS = f"""
 INSERT INTO cabinet_readings (ts, cabinet_no, seq, door_open, contactors, phase_voltage_v, circuit_current_a,
@@ -103,14 +106,14 @@ FROM stage_cabinet ORDER BY cabinet_no, ts_ms DESC, seq DESC
 ON CONFLICT (cabinet_no) DO UPDATE SET
     ts = EXCLUDED.ts, seq = EXCLUDED.seq, door_open = EXCLUDED.door_open, contactors = EXCLUDED.contactors,
     faults = EXCLUDED.faults, received_at = EXCLUDED.received_at
-WHERE (c.ts, c.seq) < (EXCLUDED.ts, EXCLUDED.seq)
+WHERE (c.ts, c.seq) < (EXCLUDED.ts, EXCLUDED.seq) OR c.ts > {_NOW}
 """
 _STATUS = f"""
 INSERT INTO device_status AS s (device_type, device_id, online, ts, updated_at)
-VALUES (%s, %s, %s, {_TS.format("%s")}, now())
+VALUES (%(kind)s, %(device)s, %(online)s, {_TS.format("%(ts)s")}, now())
 ON CONFLICT (device_type, device_id) DO UPDATE SET online = EXCLUDED.online, ts = EXCLUDED.ts,
     updated_at = EXCLUDED.updated_at
-WHERE s.ts <= EXCLUDED.ts
+WHERE s.ts <= EXCLUDED.ts OR s.ts > {_NOW}
 """
 
 
@@ -180,7 +183,7 @@ class TelemetryStore:
                         await cp.write_row(row)
                 await cur.execute(_MOVE_LAMPS)
                 lamps_written = cur.rowcount
-                await cur.execute(_LATEST_LAMPS)
+                await cur.execute(_LATEST_LAMPS, {"now": batch.now_ms})
             if batch.cabinets:
                 async with cur.copy("COPY stage_cabinet FROM STDIN (FORMAT BINARY)") as cp:
                     cp.set_types(_CABINET_TYPES)
@@ -203,13 +206,19 @@ class TelemetryStore:
                         )
                 await cur.execute(_MOVE_CABINETS)
                 cabinets_written = cur.rowcount
-                await cur.execute(_LATEST_CABINETS)
+                await cur.execute(_LATEST_CABINETS, {"now": batch.now_ms})
             if batch.rejects:
                 async with cur.copy("COPY quarantine (received_at, topic, payload, reason, detail) FROM STDIN") as cp:
                     for r in batch.rejects:
                         await cp.write_row((_ms_to_dt(r.received_ms), r.topic, r.payload, r.reason, r.detail))
             if batch.statuses:
-                await cur.executemany(_STATUS, [(s.kind, s.device, s.online, s.ts) for s in batch.statuses])
+                await cur.executemany(
+                    _STATUS,
+                    [
+                        {"kind": s.kind, "device": s.device, "online": s.online, "ts": s.ts, "now": batch.now_ms}
+                        for s in batch.statuses
+                    ],
+                )
         return WriteResult(
             lamps_written,
             len(lamps) - lamps_written,
@@ -218,6 +227,16 @@ class TelemetryStore:
             len(batch.rejects),
             len(batch.statuses),
         )
+
+
+def prune_quarantine(conn: psycopg.Connection, *, days: int, rows: int) -> int:
+    """Keep the quarantine to its last `days` and its newest `rows`; returns how many records went."""
+    gone = conn.execute("DELETE FROM quarantine WHERE received_at < now() - make_interval(days => %s)", (days,))
+    removed = gone.rowcount
+    cut = conn.execute("SELECT id FROM quarantine ORDER BY id DESC OFFSET %s LIMIT 1", (rows,)).fetchone()
+    if cut is not None:
+        removed += conn.execute("DELETE FROM quarantine WHERE id <= %s", (cut[0],)).rowcount
+    return removed
 
 
 def inventory_version(conn: psycopg.Connection) -> tuple[object, ...]:

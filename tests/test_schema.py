@@ -33,7 +33,7 @@ def test_migrations_apply_once(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         assert migrate(conn) == []  # the test database is cloned from an already-migrated template
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
-        assert versions == [1, 2, 3, 4, 5, 6, 7, 8]
+        assert versions == [1, 2, 3, 4, 5, 6, 7, 8, 9]
 
 
 def test_partitions_roll_forward_and_retention_drops_old_days(database_url: str) -> None:
@@ -84,3 +84,16 @@ def test_partitions_roll_forward_and_retention_drops_old_days(database_url: str)
         # And the unique key still holds on the moved day: a redelivered reading is refused.
         with pytest.raises(psycopg.errors.UniqueViolation):
             _insert_reading(conn, far)
+
+
+def test_the_quarantine_keeps_its_last_days_and_newest_rows(database_url: str) -> None:
+    from telemetry.store import prune_quarantine
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        with conn.cursor().copy("COPY quarantine (received_at, topic, payload, reason, detail) FROM STDIN") as cp:
+            for age_days in [40, 35, *range(19, -1, -1)]:  # oldest first: two too old, twenty within the month
+                when = datetime.now(UTC) - timedelta(days=age_days)
+                cp.write_row((when, "sl/cd/lamp/X/state", b"{}", "not_json", f"{age_days} days old"))
+        assert prune_quarantine(conn, days=30, rows=15) == 7
+        kept = [r[0] for r in conn.execute("SELECT detail FROM quarantine ORDER BY received_at DESC")]
+    assert kept == [f"{d} days old" for d in range(15)]

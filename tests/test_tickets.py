@@ -307,3 +307,32 @@ def test_deadlines_follow_the_settings(endpoints: Endpoints, city: list[tuple[st
         t3, t1 = get_ticket(conn, p3.ticket_id, NOW), get_ticket(conn, p1.ticket_id, NOW)
     assert t3["deadline"] == NOW + dt.timedelta(hours=72) and t3["ack_deadline"] is None
     assert t1["ack_deadline"] == NOW + dt.timedelta(minutes=5) and t1["deadline"] == NOW + dt.timedelta(hours=1)
+
+
+@pytest.mark.asyncio
+async def test_a_delivery_failing_past_its_limit_is_dead_lettered(
+    endpoints: Endpoints, city: list[tuple[str, str]], receiver: Receiver
+) -> None:
+    url = endpoints.database_url
+    _crews(url, receiver, mqtt=False)
+    receiver.stop()
+    lamp = next(lamp for lamp, d in city if d == "cd")
+    d = Dispatcher(url, {"webhook": WebhookTransport()}, backoff_min_s=0.05, backoff_max_s=0.1, max_attempts=3)
+    task = asyncio.create_task(d.run())
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            tid = _open(conn, lamp).ticket_id
+        deadline = time.monotonic() + 20
+        while d.dead_lettered < 1:
+            assert time.monotonic() < deadline, f"not dead-lettered after {d.failed_attempts} failed attempts"
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # no more attempts once it is set aside
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    with psycopg.connect(url) as conn:
+        ticket = get_ticket(conn, tid, NOW)
+    (delivery,) = ticket["deliveries"]
+    assert delivery["dead_at"] is not None and delivery["attempts"] == 3 and delivery["last_error"]
+    assert [a["attempt"] for a in delivery["log"]] == [1, 2, 3] and not any(a["ok"] for a in delivery["log"])
