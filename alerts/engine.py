@@ -127,7 +127,7 @@ class AlertEngine:
             ix.rated_w[slots],
             self.params,
         )
-        changed_cabinets = self.cabinets.apply_rows(cabinet_rows)
+        changed_cabinets = self.cabinets.apply_rows(cabinet_rows, now_ms)
         self.cabinet_history.offline[changed_cabinets] = False
         touched = list(slots.tolist())
         for st in statuses:

@@ -231,7 +231,7 @@ def _check_ts(ts: int, now_ms: int, oldest_ms: int) -> None:
 
 def decode_batch(messages: Sequence[Message], registry: Registry, *, now_ms: int, retention_ms: int) -> Batch:
     """Decode and validate every message; nothing raises, every problem becomes a Reject."""
-    out = Batch()
+    out = Batch(now_ms=now_ms)
     oldest = now_ms - retention_ms
     for m in messages:
         mark = _mark(out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import secrets
 import signal
@@ -46,6 +47,15 @@ def run_demo(
 
             migrate(conn, retention_days=settings.retention_days)
             row = conn.execute("SELECT lamps FROM seed_info").fetchone()
+            latest = conn.execute("SELECT max(ts) FROM lamp_latest").fetchone()
+        if latest is not None and latest[0] is not None and latest[0] > clock.now() + dt.timedelta(minutes=5):
+            print(
+                f"note: the demo's database holds readings up to {latest[0]:%Y-%m-%d %H:%M %Z}, later than this "
+                f"run's clock ({clock.now():%Y-%m-%d %H:%M %Z}). Lamps follow what they report now, so the map is "
+                f"right within a report interval; the history and tickets of that later run stay. Add --replace to "
+                f"start from a fresh city.",
+                file=sys.stderr,
+            )
         if row is None or (lamps is not None and lamps != row[0] and replace):
             seed_command(ep.database_url, settings, lamps=lamps or _DEFAULT_LAMPS, seed=1, replace=replace)
         elif lamps is not None and lamps != row[0]:

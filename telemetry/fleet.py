@@ -193,8 +193,13 @@ class FleetState:
         dim: npt.NDArray[np.int16],
         power_w: npt.NDArray[np.float32],
         faults: npt.NDArray[np.uint16],
+        *,
+        now_ms: int | None = None,
+        replace: bool = False,
     ) -> int:
-        """Take the newest reading per lamp from these columns where it is newer than what is held.
+        """Take the newest reading per lamp from these columns where it is newer than what is held, or where
+        what is held lies after `now_ms` (a clock that ran ahead); with `replace`, whatever is held (the columns
+        are the database's latest state, followed).
 
         Returns how many lamps changed. Slots of −1 (lamps not in the index) are skipped.
         """
@@ -202,7 +207,10 @@ class FleetState:
         if len(pick) == 0:
             return 0
         s = slots[pick]
-        newer = ts_ms[pick] > self.ts_ms[s]
+        held = self.ts_ms[s]
+        newer = (ts_ms[pick] > held) | replace
+        if now_ms is not None:
+            newer |= held > now_ms
         pick, s = pick[newer], s[newer]
         self.ts_ms[s] = ts_ms[pick]
         self.on[s] = on[pick]
@@ -217,12 +225,12 @@ class FleetState:
         self.updates += len(s)
         return len(s)
 
-    def apply_rows(self, rows: LampRows) -> int:
+    def apply_rows(self, rows: LampRows, now_ms: int | None = None) -> int:
         """Feed one batch of the gateway's decoded lamp readings."""
-        return self.apply_columns(LampColumns.of(rows, self.index))
+        return self.apply_columns(LampColumns.of(rows, self.index), now_ms=now_ms)
 
-    def apply_columns(self, c: LampColumns) -> int:
-        return self.apply(c.slots, c.ts_ms, c.on, c.dim, c.power_w, c.faults)
+    def apply_columns(self, c: LampColumns, *, now_ms: int | None = None, replace: bool = False) -> int:
+        return self.apply(c.slots, c.ts_ms, c.on, c.dim, c.power_w, c.faults, now_ms=now_ms, replace=replace)
 
 
 @dataclass(frozen=True)
@@ -355,12 +363,16 @@ class CabinetState:
         # Circuits (bit c-1 for circuit c) whose contactor is closed but which carry no current: cut or blown.
         self.dead_circuits = np.zeros(n, dtype=np.uint8)
 
-    def apply_rows(self, rows: Sequence[CabinetRow]) -> list[int]:
-        """Take the cabinets' reports (newer than held); returns the slots that changed."""
+    def apply_rows(self, rows: Sequence[CabinetRow], now_ms: int | None = None) -> list[int]:
+        """Take the cabinets' reports (newer than held, or held from after `now_ms`); returns the slots that
+        changed."""
         changed = []
         for r in rows:
             slot = self.index.cabinet_slot_of_no.get(r.cabinet_no)
-            if slot is None or r.ts <= self.ts_ms[slot]:
+            if slot is None:
+                continue
+            held = int(self.ts_ms[slot])
+            if r.ts <= held and not (now_ms is not None and held > now_ms):
                 continue
             bits = 0
             for code in r.faults:

@@ -76,7 +76,7 @@ class LightingEngine:
     def on_batch(self, batch: Batch) -> LampColumns:
         """The gateway's hook: a committed batch updates the fleet state. Returns the batch's lamp columns."""
         columns = LampColumns.of(batch.lamps, self.index)
-        if self.state.apply_columns(columns):
+        if self.state.apply_columns(columns, now_ms=batch.now_ms):
             self._cache = None
         return columns
 
@@ -101,7 +101,7 @@ class LightingEngine:
         """Apply what `fetch` found (in the thread that reads the engine); returns lamps changed."""
         changed = 0
         if changes.rows is not None:
-            changed = self.state.apply_columns(changes.rows)
+            changed = self.state.apply_columns(changes.rows, replace=True)  # lamp_latest is what counts
             newest = changes.newest
             if newest is not None and (self._since is None or newest > self._since):  # type: ignore[operator]
                 self._since = newest

@@ -100,6 +100,9 @@ class Batch:
     cabinets: list[CabinetRow] = field(default_factory=list)
     statuses: list[StatusRow] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+    # The gateway's clock when the batch was decoded. A device's latest state held from later than this (its
+    # clock ran ahead, or a demo ran on a later clock) gives way to what it reports now.
+    now_ms: int | None = None
 
 
 class Registry:
