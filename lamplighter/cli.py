@@ -124,6 +124,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--publishers", type=int, default=2, help="publisher processes")
     b = bsub.add_parser("campaign", help="a whole-city command at the default pace to simulated devices")
     b.add_argument("--lamps", type=int, default=110_000)
+    b = bsub.add_parser("faults", help="poison, SIGKILLs, a broker restart and many viewers, counted")
+    b.add_argument("--lamps", type=int, default=110_000)
+    b.add_argument("--messages", type=int, default=300_000, help="lamp reports streamed during the SIGKILLs")
+    b.add_argument("--kills", type=int, default=10, help="SIGKILLs of the gateway at random points")
+    b.add_argument("--streams", type=int, default=200, help="live ticket streams held open on the API")
     b = bsub.add_parser("rate", help="lighting-rate recompute and fleet-state updates over a generated city")
     b.add_argument("--lamps", type=int, default=1_000_000)
     b.add_argument("--repeats", type=int, default=30, help="recomputes to take the median of")
@@ -176,6 +181,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
         from lamplighter.bench_campaign import run_campaign_bench
 
         return run_campaign_bench(settings, lamps=args.lamps)
+    if cmd == "bench" and args.bench == "faults":
+        from lamplighter.bench_faults import run_faults_bench
+
+        return run_faults_bench(
+            settings, lamps=args.lamps, messages=args.messages, kills=args.kills, streams=args.streams
+        )
     if cmd == "bench" and args.bench == "rate":
         from lamplighter.bench_rate import run_rate_bench
 

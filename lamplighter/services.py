@@ -166,6 +166,13 @@ class PrivateServices:
         self._started.append("mosquitto")
         logger.info("private mosquitto %s listening on 127.0.0.1:%d", binary, self.mqtt_port)
 
+    def restart_mosquitto(self) -> None:
+        """Stop the broker (it saves its sessions and queues on the way) and start it again."""
+        self._stop_mosquitto()
+        if "mosquitto" in self._started:
+            self._started.remove("mosquitto")
+        self.start_mosquitto()
+
     def _stop_mosquitto(self) -> None:
         proc, self._mqtt_proc = self._mqtt_proc, None
         if proc is not None:

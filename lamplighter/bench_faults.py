@@ -1,0 +1,307 @@
+"""`lamplighter bench faults`: the failures ingest must survive, run against private services, counted.
+
+1. Poison: every kind of bad message (simulator.poison) and then healthy reports, to `lamplighter gateway` as a
+   process: each bad one quarantined with its reason, every good one stored, the gateway still running.
+2. SIGKILL: the gateway killed at random points while publisher processes stream lamp reports, started again
+   each time: every reading stored once.
+3. Broker restart: the gateway stopped, readings published, the broker restarted, the gateway started: all
+   stored once.
+4. Viewers: `lamplighter api` with many live ticket streams open, the busiest calls answered meanwhile.
+
+Prints a table and, last, one JSON line. Asserts nothing: the figures are what it measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import psycopg
+
+from api.auth import add_user
+from lamplighter.config import Settings
+from lamplighter.runtime import PRIVATE_PORTS, Endpoints, bench_city
+from lamplighter.services import PrivateServices
+from lamplighter.simproc import lamplighter_process
+from simulator.bench import run_publishers
+from simulator.poison import DB_CONSTRAINT, poison_messages
+from simulator.wire import RawPublisher
+
+__all__ = ["run_faults_bench"]
+
+_API_PORT = 18082
+_CLIENT = "bench-faults-gateway"
+
+
+class _Gateway:
+    """`lamplighter gateway` as a child process, started again after each kill."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.exits: list[int] = []  # exit codes it ended with by itself (not killed by us)
+        self.proc: subprocess.Popen[str] | None = None
+        self.start()
+
+    def start(self) -> None:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lamplighter", "gateway"],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        up = threading.Event()
+
+        def drain() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if "subscribed to" in line:
+                    up.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not up.wait(60):
+            proc.kill()
+            raise RuntimeError("`lamplighter gateway` did not subscribe within 60 s")
+        self.proc = proc
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def check(self) -> None:
+        """Count an exit of its own (the thing that must never happen) and start it again."""
+        if self.proc is not None and self.proc.poll() is not None:
+            self.exits.append(self.proc.returncode)
+            self.start()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(30)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+        self.proc = None
+
+
+def _count(url: str, sql: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _wait(url: str, sql: str, n: int, timeout_s: float, gw: _Gateway) -> int:
+    deadline = time.monotonic() + timeout_s
+    got = _count(url, sql)
+    while got < n and time.monotonic() < deadline:
+        gw.check()
+        time.sleep(0.2)
+        got = _count(url, sql)
+    return got
+
+
+def _poison_phase(url: str, ep: Endpoints, gw: _Gateway, good_n: int) -> dict[str, Any]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        cabinet, cab_lamp = conn.execute(
+            "SELECT c.id, l.id FROM cabinets c JOIN lamps l ON l.cabinet_id = c.id ORDER BY l.no LIMIT 1"
+        ).fetchone() or ("", "")
+        lamps = conn.execute("SELECT id, district FROM lamps ORDER BY no LIMIT %s", (good_n,)).fetchall()
+        conn.execute(f"ALTER TABLE lamp_readings ADD CONSTRAINT {DB_CONSTRAINT} CHECK (power_w < 4000)")
+    now = int(time.time() * 1000)
+    poison = poison_messages(now, lamps[0][0], lamps[0][1], cabinet, cab_lamp)
+    pub = RawPublisher(ep.mqtt_host, ep.mqtt_port, "bench-faults-poison")
+    for _, topic, payload in poison:
+        pub.publish(topic, payload)
+    good = [
+        (
+            f"sl/{d}/lamp/{lamp}/state".encode(),
+            json.dumps({"ts": now + i, "seq": 1_000 + i, "on": True, "dim": 100, "faults": []}).encode(),
+        )
+        for i, (lamp, d) in enumerate(lamps)
+    ]
+    pub.publish_batch(good)
+    pub.close()
+    t0 = time.monotonic()
+    stored = _wait(url, "SELECT count(*) FROM lamp_readings WHERE seq >= 1000", len(good), 30, gw)
+    stored_in = time.monotonic() - t0
+    time.sleep(1.0)
+    with psycopg.connect(url, autocommit=True) as conn:
+        got = Counter(r[0] for r in conn.execute("SELECT reason FROM quarantine"))
+        conn.execute(f"ALTER TABLE lamp_readings DROP CONSTRAINT {DB_CONSTRAINT}")
+        conn.execute("TRUNCATE lamp_readings, cabinet_readings, quarantine")
+    want = Counter(reason for reason, _, _ in poison)
+    return {
+        "poison_classes": len(poison),
+        "poison_quarantined_as_expected": sum((got & want).values()),
+        "good_published": len(good),
+        "good_stored": stored,
+        "good_stored_in_s": round(stored_in, 2),
+        "gateway_alive_after_poison": gw.alive(),
+    }
+
+
+def _sigkill_phase(url: str, ep: Endpoints, gw: _Gateway, messages: int, kills: int) -> dict[str, Any]:
+    with psycopg.connect(url) as conn:
+        ids = [(r[0], r[1]) for r in conn.execute("SELECT id, district FROM lamps ORDER BY no")]
+    result: dict[str, Any] = {}
+
+    def publish() -> None:
+        published, seconds, _ = run_publishers(ep.mqtt_host, ep.mqtt_port, ids, messages, 2, "faults")
+        result.update(published=published, publish_s=seconds)
+
+    rng = random.Random(7)
+    marks = sorted(rng.uniform(0.03, 0.9) * messages for _ in range(kills))
+    sender = threading.Thread(target=publish)
+    sender.start()
+    done = 0
+    for mark in marks:
+        while _count(url, "SELECT count(*) FROM lamp_readings") < mark and sender.is_alive():
+            gw.check()
+            time.sleep(0.05)
+        gw.kill()
+        done += 1
+        print(f"  SIGKILL {done} of {kills} at {int(mark):,} readings stored; starting the gateway again", flush=True)
+        gw.start()
+    sender.join()
+    published = int(result.get("published", 0))
+    _wait(url, "SELECT count(*) FROM lamp_readings", published, 300, gw)
+    time.sleep(1.0)
+    rows = _count(url, "SELECT count(*) FROM lamp_readings")
+    distinct = _count(url, "SELECT count(DISTINCT (lamp_no, ts, seq)) FROM lamp_readings")
+    return {
+        "sigkill_runs": done,
+        "sigkill_published": published,
+        "sigkill_lost": published - distinct,
+        "sigkill_duplicated": rows - distinct,
+    }
+
+
+def _broker_phase(url: str, ep: Endpoints, gw: _Gateway, settings: Settings, n: int) -> dict[str, Any]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE lamp_readings")
+        ids = [(r[0], r[1]) for r in conn.execute("SELECT id, district FROM lamps ORDER BY no LIMIT 1000")]
+    gw.stop()
+    now = int(time.time() * 1000)
+    msgs = [
+        (
+            f"sl/{ids[i % len(ids)][1]}/lamp/{ids[i % len(ids)][0]}/state".encode(),
+            json.dumps(
+                {"ts": now + i // len(ids), "seq": 5_000_000 + i, "on": True, "dim": 100, "faults": []}
+            ).encode(),
+        )
+        for i in range(n)
+    ]
+    pub = RawPublisher(ep.mqtt_host, ep.mqtt_port, "bench-faults-broker")
+    pub.publish_batch(msgs)
+    pub.close()
+    pg_port, mqtt_port = PRIVATE_PORTS["bench"]
+    PrivateServices(Path(settings.run_dir) / "bench", pg_port=pg_port, mqtt_port=mqtt_port).restart_mosquitto()
+    gw.start()
+    mine = "FROM lamp_readings WHERE seq >= 5000000"  # late redeliveries of the SIGKILL stream may land too
+    stored = _wait(url, f"SELECT count(*) {mine}", n, 60, gw)
+    time.sleep(1.0)
+    distinct = _count(url, f"SELECT count(DISTINCT (lamp_no, ts, seq)) {mine}")
+    return {"broker_restart_published": n, "broker_restart_lost": n - distinct, "broker_restart_stored": stored}
+
+
+async def _viewers(base: str, token: str, streams: int) -> dict[str, Any]:
+    statuses: Counter[int] = Counter()
+    limits = httpx2.Limits(max_connections=streams + 20, max_keepalive_connections=streams + 20)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx2.AsyncClient(base_url=base, timeout=30, limits=limits, headers=headers) as http:
+        opened = 0
+        ready = asyncio.Event()
+
+        async def follow() -> None:
+            nonlocal opened
+            async with http.stream("GET", "/api/v1/tickets/events") as r:
+                statuses[r.status_code] += 1
+                if r.status_code != 200:
+                    return
+                async for _ in r.aiter_lines():
+                    opened += 1
+                    if opened >= streams:
+                        ready.set()
+                    await asyncio.sleep(3600)
+
+        tasks = [asyncio.create_task(follow()) for _ in range(streams)]
+        try:
+            await asyncio.wait_for(ready.wait(), 60)
+            latencies = []
+            for _ in range(20):
+                for path in ("/api/v1/lighting-rate", "/api/v1/tickets", "/api/v1/health"):
+                    t0 = time.perf_counter()
+                    r = await http.get(path)
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                    statuses[r.status_code] += 1
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    return {
+        "stream_clients": opened,
+        "api_errors_5xx": sum(n for code, n in statuses.items() if code >= 500),
+        "api_calls_max_ms_with_streams": round(max(latencies), 1),
+    }
+
+
+def run_faults_bench(settings: Settings, *, lamps: int, messages: int, kills: int, streams: int) -> int:
+    out: dict[str, Any] = {"lamps": lamps}
+    with bench_city(settings, lamps) as ep:
+        url = ep.database_url
+        env = {
+            **os.environ,
+            "LAMPLIGHTER_DATABASE_URL": url,
+            "LAMPLIGHTER_MQTT_URL": ep.mqtt_url,
+            "LAMPLIGHTER_GATEWAY_CLIENT_ID": _CLIENT,
+            "LAMPLIGHTER_METRICS_PORT": "0",
+            "LAMPLIGHTER_API_PORT": str(_API_PORT),
+        }
+        print(f"bench faults: {lamps:,} lamps; `lamplighter gateway` as a process", flush=True)
+        gw = _Gateway(env)
+        try:
+            print("1. poison messages, then healthy reports", flush=True)
+            out.update(_poison_phase(url, ep, gw, 1000))
+            print(f"2. {kills} SIGKILLs of the gateway during a {messages:,}-message stream", flush=True)
+            out.update(_sigkill_phase(url, ep, gw, messages, kills))
+            print("3. the broker restarted with 20,000 readings queued for a stopped gateway", flush=True)
+            out.update(_broker_phase(url, ep, gw, settings, 20_000))
+            print(f"4. {streams} live streams open on `lamplighter api`", flush=True)
+            with psycopg.connect(url, autocommit=True) as conn:
+                _, token = add_user(conn, "bench-faults-viewer", "viewer")
+            with lamplighter_process(["api"], env, ready="Application startup complete"):
+                out.update(asyncio.run(_viewers(f"http://127.0.0.1:{_API_PORT}", token, streams)))
+            gw.check()
+        finally:
+            gw.stop()
+        out["gateway_exits"] = len(gw.exits)
+    rows = [
+        (
+            "poison classes sent / quarantined with the expected reason",
+            "poison_classes",
+            "poison_quarantined_as_expected",
+        ),
+        ("good reports published / stored after the poison", "good_published", "good_stored"),
+        ("gateway exits of its own", "gateway_exits", None),
+        ("SIGKILLs / readings published", "sigkill_runs", "sigkill_published"),
+        ("readings lost / duplicated across the kills", "sigkill_lost", "sigkill_duplicated"),
+        ("readings lost across the broker restart", "broker_restart_lost", None),
+        ("live streams open / API answers 5xx meanwhile", "stream_clients", "api_errors_5xx"),
+    ]
+    for label, a, b in rows:
+        value = f"{out.get(a)}" + (f" / {out.get(b)}" if b else "")
+        print(f"{label:64} {value:>20}")
+    print(json.dumps(out))
+    return 0
