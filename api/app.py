@@ -12,11 +12,13 @@ from typing import Any
 import psycopg
 from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from api import errors
+from api.deps import BODY_SCHEMAS
 from api.jsonsafe import FiniteJSONResponse
 from api.limits import RequestLimits
 from api.live import TicketFeed
@@ -156,7 +158,16 @@ def create_app(
     app.add_middleware(RequestLimits)
     errors.install(app)
     for r in ROUTERS:
-        app.include_router(r)
+        app.include_router(r, responses=errors.RESPONSES)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            doc.setdefault("components", {}).setdefault("schemas", {}).update(BODY_SCHEMAS)
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     pages.install(app)
     if metrics is not None:
 

@@ -36,6 +36,7 @@ __all__ = [
     "authenticate",
     "decode_body",
     "in_thread",
+    "json_body",
     "page",
 ]
 
@@ -100,6 +101,18 @@ async def in_thread(pool: ConnectionPool, fn: Callable[[psycopg.Connection], T])
 def page(items: list[T], limit: int, offset: int) -> dict[str, Any]:
     """One page of a list held in memory, in the shape every list endpoint answers."""
     return {"items": items[offset : offset + limit], "total": len(items), "limit": limit, "offset": offset}
+
+
+# Request bodies are decoded by msgspec (decode_body), so FastAPI cannot see them: each such route declares its
+# body with `openapi_extra=json_body(Kind)`, whose schemas join the document's components (api.app).
+BODY_SCHEMAS: dict[str, Any] = {}
+
+
+def json_body(kind: Any) -> dict[str, Any]:
+    """The OpenAPI `requestBody` of a route whose JSON body is decoded as `kind`."""
+    (schema,), components = msgspec.json.schema_components([kind], ref_template="#/components/schemas/{name}")
+    BODY_SCHEMAS.update(components)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 async def decode_body(request: Request, kind: type[T]) -> T:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from psycopg_pool import PoolTimeout
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from api.jsonsafe import FiniteJSONResponse
 
-__all__ = ["ApiError", "install"]
+__all__ = ["RESPONSES", "ApiError", "ErrorBody", "install"]
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +24,30 @@ class ApiError(HTTPException):
         super().__init__(status, message, headers={"WWW-Authenticate": "Bearer"} if status == 401 else None)
         self.code = code
         self.field = field
+
+
+class _Error(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error's shape."""
+
+    error: _Error
+
+
+# What any route may answer besides its success, declared for every route so clients and fuzzers know.
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "not signed in, or the token is unknown, expired or revoked"},
+    403: {"model": ErrorBody, "description": "the signed-in user's role does not allow this"},
+    404: {"model": ErrorBody, "description": "no such thing"},
+    413: {"model": ErrorBody, "description": "the request body is over its limit"},
+    422: {"model": ErrorBody, "description": "a parameter or the body is wrong; `field` names it"},
+    429: {"model": ErrorBody, "description": "too many requests from this client; try again later"},
+    503: {"model": ErrorBody, "description": "the database is unavailable, or the API is starting or busy"},
+}
 
 
 def _body(code: str, message: str, field: str | None = None) -> dict[str, dict[str, str]]:

@@ -83,6 +83,8 @@ def bench_city(settings: Settings, lamps: int) -> Iterator[Endpoints]:
     from seeds.generator import generate
     from seeds.loader import load
 
+    # A fresh broker state as well as a fresh database: sessions an earlier run left queued must not land here.
+    (Path(settings.run_dir) / "bench" / "mosquitto" / "mosquitto.db").unlink(missing_ok=True)
     with private_services(Settings(run_dir=settings.run_dir), "bench") as ep:
         admin = ep.database_url.rsplit("/", 1)[0] + "/postgres"
         with psycopg.connect(admin, autocommit=True) as conn:

@@ -60,6 +60,8 @@ class Services:
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:
     settings = Settings.load()
+    # Every test database is new, and so is the broker's state: sessions of earlier runs are not kept.
+    (Path(settings.run_dir) / "test" / "mosquitto" / "mosquitto.db").unlink(missing_ok=True)
     with private_services(settings, "test") as ep:
         admin = ep.database_url.rsplit("/", 1)[0] + "/postgres"
         with psycopg.connect(admin, autocommit=True) as conn:

@@ -10,7 +10,7 @@ import psycopg
 from fastapi import APIRouter, Request
 
 from api.auth import AuthError, forget, login, revoke
-from api.deps import TOKEN_COOKIE, ClockDep, SignedIn, SyncPoolDep, decode_body, in_thread, request_token
+from api.deps import TOKEN_COOKIE, ClockDep, SignedIn, SyncPoolDep, decode_body, in_thread, json_body, request_token
 from api.errors import ApiError
 from api.jsonsafe import FiniteJSONResponse
 from api.ratelimit import RateLimit
@@ -25,7 +25,7 @@ class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
     password: str
 
 
-@router.post("/login")
+@router.post("/login", openapi_extra=json_body(LoginBody))
 async def log_in(request: Request, pool: SyncPoolDep) -> FiniteJSONResponse:
     """Role: none (rate-limited per client). `{"name", "password"}` → `{"token", "user", "expires_at"}`; the
     token also comes back as an HttpOnly cookie, which the pages use."""
@@ -74,7 +74,7 @@ class MeBody(msgspec.Struct, forbid_unknown_fields=True):
     lang: Literal["zh", "en"]
 
 
-@router.patch("/me")
+@router.patch("/me", openapi_extra=json_body(MeBody))
 async def update_me(user: SignedIn, request: Request, pool: SyncPoolDep) -> dict[str, Any]:
     """Role: any signed-in user. `{"lang": "zh" | "en"}`: the language the pages show this user."""
     body = await decode_body(request, MeBody)

@@ -7,7 +7,18 @@ from typing import Annotated, Any, Literal
 import psycopg
 from fastapi import APIRouter, Query, Request
 
-from api.deps import ClockDep, ConnDep, EngineDep, Offset, Operator, SyncPoolDep, Viewer, decode_body, in_thread
+from api.deps import (
+    ClockDep,
+    ConnDep,
+    EngineDep,
+    Offset,
+    Operator,
+    SyncPoolDep,
+    Viewer,
+    decode_body,
+    in_thread,
+    json_body,
+)
 from api.errors import ApiError
 from api.jsonsafe import FiniteJSONResponse
 from gateway.submit import CommandError, CommandRequest, submit
@@ -37,7 +48,7 @@ async def _counts(conn: ConnDep, command_id: str) -> dict[str, Any]:
     return {**head, **counts}  # type: ignore[dict-item]
 
 
-@router.post("", status_code=202)
+@router.post("", status_code=202, openapi_extra=json_body(CommandRequest))
 async def send_command(
     user: Operator, request: Request, pool: SyncPoolDep, engine: EngineDep, clock: ClockDep
 ) -> FiniteJSONResponse:

@@ -8,7 +8,7 @@ import psycopg
 from fastapi import APIRouter, Query, Request
 
 from alerts.crews import Crew, CrewError, list_crews, save_crew
-from api.deps import Admin, ClockDep, Offset, SyncPoolDep, Viewer, decode_body, in_thread, page
+from api.deps import Admin, ClockDep, Offset, SyncPoolDep, Viewer, decode_body, in_thread, json_body, page
 from api.errors import ApiError
 
 router = APIRouter(prefix="/api/v1/crews", tags=["crews"])
@@ -27,7 +27,7 @@ async def crews(
     return page(items, limit, offset)
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, openapi_extra=json_body(Crew))
 async def create_crew(user: Admin, request: Request, pool: SyncPoolDep, clock: ClockDep) -> dict[str, Any]:
     """Role: admin. Create or replace a crew: `{"id", "name", "districts", "supervisor", "webhook_url",
     "webhook_secret", "notify_urls" (Apprise URLs), "mqtt", "shifts": [{"starts_at", "ends_at"}]}`."""

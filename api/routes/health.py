@@ -19,7 +19,15 @@ router = APIRouter(prefix="/api/v1", tags=["health"])
 _CHECKS = RateLimit(per_minute=120.0, burst=30)
 
 
-@router.get("/health")
+@router.get(
+    "/health",
+    responses={
+        503: {
+            "description": "the database, the broker or ingest is not ok; the body says which",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
 async def health(request: Request, response: Response, pool: PoolDep) -> dict[str, Any]:
     """Role: none (rate-limited per client). 200 when database and broker are up, 503 otherwise, with what
     failed."""

@@ -12,7 +12,7 @@ import psycopg
 from fastapi import APIRouter, Query, Request
 
 from alerts.citizens import file_report
-from api.deps import ClockDep, EngineDep, Offset, SyncPoolDep, decode_body, in_thread, page
+from api.deps import ClockDep, EngineDep, Offset, SyncPoolDep, decode_body, in_thread, json_body, page
 from api.errors import ApiError
 from api.ratelimit import RateLimit
 
@@ -40,7 +40,7 @@ def _nearest(engine: Any, lat: float, lon: float) -> tuple[str, float] | None:
     return (ix.lamp_id[i], dist) if dist <= _NEAR_M else None
 
 
-@router.post("/reports", status_code=201)
+@router.post("/reports", status_code=201, openapi_extra=json_body(ReportBody))
 async def report_lamp(request: Request, pool: SyncPoolDep, engine: EngineDep, clock: ClockDep) -> dict[str, Any]:
     """Role: none (rate-limited per client). `{"lamp_id"}` from the pole's label, or `{"lat", "lon"}` of the
     lamp, and a `description` (and an optional `contact`): attached to the lamp's open ticket, or a P3 ticket

@@ -8,11 +8,11 @@ import msgspec
 import psycopg
 from fastapi import APIRouter, Request, Response
 
-from api.deps import EngineDep, Operator, SyncPoolDep, Viewer, in_thread
+from api.deps import EngineDep, Operator, SyncPoolDep, Viewer, in_thread, json_body
 from api.errors import ApiError
 from api.limits import nul_path
 from telemetry.lighting import delete_schedule, get_schedule, put_schedule
-from telemetry.schedules import ScheduleError, decode_doc
+from telemetry.schedules import ScheduleDoc, ScheduleError, decode_doc
 
 router = APIRouter(prefix="/api/v1/schedules", tags=["schedules"])
 
@@ -39,7 +39,7 @@ async def read(user: Viewer, pool: SyncPoolDep, scope: str, key: str) -> dict[st
     return doc  # type: ignore[no-any-return]
 
 
-@router.put("/{scope}/{key}")
+@router.put("/{scope}/{key}", openapi_extra=json_body(ScheduleDoc))
 async def write(
     user: Operator, request: Request, pool: SyncPoolDep, engine: EngineDep, scope: str, key: str
 ) -> dict[str, Any]:

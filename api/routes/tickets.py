@@ -23,6 +23,7 @@ from api.deps import (
     authenticate,
     decode_body,
     in_thread,
+    json_body,
     request_token,
 )
 from api.errors import ApiError
@@ -146,7 +147,7 @@ class ActionBody(msgspec.Struct, forbid_unknown_fields=True):
     crew: str | None = None
 
 
-@router.post("/{ticket_id}/actions")
+@router.post("/{ticket_id}/actions", openapi_extra=json_body(ActionBody))
 async def ticket_action(
     user: OperatorOrCrew, request: Request, pool: SyncPoolDep, clock: ClockDep, ticket_id: int
 ) -> dict[str, Any]:

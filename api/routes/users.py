@@ -9,7 +9,7 @@ import psycopg
 from fastapi import APIRouter, Query, Request
 
 from api.auth import AuthError, add_user
-from api.deps import Admin, ConnDep, Offset, SyncPoolDep, decode_body, in_thread
+from api.deps import Admin, ConnDep, Offset, SyncPoolDep, decode_body, in_thread, json_body
 from api.errors import ApiError
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
@@ -45,7 +45,7 @@ class UserBody(msgspec.Struct, forbid_unknown_fields=True):
     lang: str = "zh"
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, openapi_extra=json_body(UserBody))
 async def create_user(user: Admin, request: Request, pool: SyncPoolDep) -> dict[str, Any]:
     """Role: admin. `{"name", "role": "viewer" | "operator" | "crew" | "admin", "crew"?, "password"?, "lang"?}`
     → the user and its API token, shown this once."""
