@@ -85,6 +85,11 @@ class GatewayMetrics:
             "Batch writes failed in a row (0 while ingest is healthy)",
             registry=r,
         )
+        self.qos0_dropped = Counter(
+            "lamplighter_gateway_qos0_dropped",
+            "QoS 0 messages dropped from a full queue while ingest could not keep up (the oldest first)",
+            registry=r,
+        )
         self.acks_dropped = Gauge(
             "lamplighter_gateway_command_acks_dropped",
             "Command acknowledgements dropped from a full queue (the oldest first; retries cover them)",

@@ -14,6 +14,7 @@ broker simply stops sending: back-pressure, nothing dropped.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -85,6 +86,7 @@ class Gateway:
         flush_interval_s: float = 0.25,
         retention_days: int = 90,
         on_committed: Callable[[Batch], None] | None = None,
+        qos0_max: int = 100_000,
     ) -> None:
         self.registry = registry
         # Called with each batch once it is committed (the in-memory fleet state follows the database).
@@ -98,6 +100,10 @@ class Gateway:
         self.retention_ms = retention_days * 86_400_000
         self.stats = GatewayStats()
         self._pending: list[Message] = []
+        # QoS 0 messages have no flow control: while the database is away they would pile up without end, so
+        # they wait in a bounded queue of their own, the oldest dropped (and counted) when it is full.
+        self._qos0: collections.deque[Message] = collections.deque(maxlen=qos0_max)
+        self.qos0_dropped = 0
         self._first_at = 0.0
         self._inflight_since: float | None = None
         self._inflight_ms: int | None = None
@@ -108,11 +114,18 @@ class Gateway:
 
     def on_message(self, topic: str, payload: bytes, qos: int, token: AckToken | None) -> None:
         """Called by the subscriber for every message, in arrival order."""
-        if not self._pending:
+        if not self._pending and not self._qos0:
             self._first_at = time.monotonic()
             self._wake.set()
-        self._pending.append(Message(topic, payload, self.clock.now_ms(), token, time.monotonic()))
-        if len(self._pending) >= self.max_batch:
+        message = Message(topic, payload, self.clock.now_ms(), token, time.monotonic())
+        if qos == 0:
+            if len(self._qos0) == self._qos0.maxlen:
+                self.qos0_dropped += 1
+                self.metrics.qos0_dropped.inc()
+            self._qos0.append(message)
+        else:
+            self._pending.append(message)
+        if len(self._pending) + len(self._qos0) >= self.max_batch:
             self._wake.set()
 
     async def run(self) -> None:
@@ -121,18 +134,18 @@ class Gateway:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                if not self._pending:
+                if not self._pending and not self._qos0:
                     continue
                 wait = self._first_at + self.flush_interval_s - time.monotonic()
-                if len(self._pending) < self.max_batch and wait > 0:
+                if len(self._pending) + len(self._qos0) < self.max_batch and wait > 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), wait)
                     self._wake.clear()
                 await self.flush()
-                if self._pending:
+                if self._pending or self._qos0:
                     self._wake.set()
         except asyncio.CancelledError:
-            if self._pending:
+            if self._pending or self._qos0:
                 try:
                     await asyncio.wait_for(self.flush(retry=False), 5)
                 except Exception as exc:  # the broker redelivers whatever this did not commit
@@ -143,9 +156,11 @@ class Gateway:
         """Commit the messages pending now (at most `max_batch`), then acknowledge them."""
         messages = self._pending[: self.max_batch]
         self._pending = self._pending[self.max_batch :]
+        while self._qos0 and len(messages) < self.max_batch:
+            messages.append(self._qos0.popleft())
         self._inflight_since = messages[0].received_mono if messages else None
         self._inflight_ms = messages[0].received_ms if messages else None
-        if self._pending:
+        if self._pending or self._qos0:
             self._first_at = time.monotonic()
         m = self.metrics
         m.received.inc(len(messages))
@@ -221,12 +236,13 @@ class Gateway:
 
     def ingested_through_ms(self) -> int:
         """Clock time up to which every message received is committed and handed on (`on_committed`)."""
-        oldest = [t for t in (self._inflight_ms, self._pending[0].received_ms if self._pending else None) if t]
+        waiting = (self._pending[0] if self._pending else None, self._qos0[0] if self._qos0 else None)
+        oldest = [t for t in (self._inflight_ms, *(m.received_ms for m in waiting if m)) if t]
         return min(oldest) - 1 if oldest else self.clock.now_ms()
 
     def oldest_uncommitted_s(self) -> float:
         """Age of the oldest message received and not yet committed (0 when nothing waits)."""
-        since = [t for t in (self._inflight_since, self._first_at if self._pending else None) if t is not None]
+        since = [t for t in (self._inflight_since, self._first_at if self._pending or self._qos0 else None) if t]
         return max(0.0, time.monotonic() - min(since)) if since else 0.0
 
     def _account(self, batch: Batch, result: WriteResult, n_messages: int, elapsed: float) -> None:

@@ -52,6 +52,7 @@ class Settings:
     delivery_max_age_h: float = 24.0  # … or this long after its event
     quarantine_days: int = 30  # rejected messages kept this long …
     quarantine_rows: int = 1_000_000  # … and at most this many (the newest)
+    qos0_queue_max: int = 100_000  # QoS 0 messages waiting while ingest is held up; past it the oldest go
     ack_queue_max: int = 200_000  # command acknowledgements waiting for the engine; past it the oldest go
     dispatch: bool = True  # deliver ticket notifications from the gateway's process (or run `lamplighter dispatch`)
 

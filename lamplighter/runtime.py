@@ -169,6 +169,7 @@ class GatewayProcess:
             flush_interval_s=settings.flush_interval_s,
             retention_days=settings.retention_days,
             on_committed=self.alerts.on_batch,
+            qos0_max=settings.qos0_queue_max,
         )
         self.dispatcher = (
             Dispatcher(
