@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from api import errors
 from api.deps import BODY_SCHEMAS
 from api.jsonsafe import FiniteJSONResponse
-from api.limits import RequestLimits
+from api.limits import MAX_BODY, MAX_SMALL_BODY, RequestLimits
 from api.live import TicketFeed
 from api.routes import (
     alerts,
@@ -92,6 +92,8 @@ def create_app(
     timezone: str = "Asia/Shanghai",
     ingest_stall_s: float = 15.0,
     max_stream_clients: int = 1000,
+    max_body: int = MAX_BODY,
+    max_small_body: int = MAX_SMALL_BODY,
 ) -> FastAPI:
     """Build the app. In the gateway's process pass its `engine` (fed by the gateway's batches), its `clock`
     and its `metrics` registry (served at /metrics). Alone, the app loads the engine from PostgreSQL and
@@ -155,7 +157,7 @@ def create_app(
     app.state.timezone = timezone
     app.state.ingest_stall_s = ingest_stall_s
     app.add_middleware(GZipMiddleware, minimum_size=4096)
-    app.add_middleware(RequestLimits)
+    app.add_middleware(RequestLimits, max_body=max_body, max_small_body=max_small_body)
     errors.install(app)
     for r in ROUTERS:
         app.include_router(r, responses=errors.RESPONSES)

@@ -54,6 +54,9 @@ class Settings:
     quarantine_rows: int = 1_000_000  # … and at most this many (the newest)
     qos0_queue_max: int = 100_000  # QoS 0 messages waiting while ingest is held up; past it the oldest go
     ack_queue_max: int = 200_000  # command acknowledgements waiting for the engine; past it the oldest go
+    api_max_body_bytes: int = 1024 * 1024  # a larger request body is refused with 413 …
+    api_max_small_body_bytes: int = 16 * 1024  # … and for the login and citizens' reports, this
+    api_max_streams: int = 1000  # live ticket streams one API process serves; more are refused with 503
     dispatch: bool = True  # deliver ticket notifications from the gateway's process (or run `lamplighter dispatch`)
 
     @property

@@ -133,6 +133,9 @@ async def _serve(
         command_pace=settings.command_pace,
         timezone=settings.timezone,
         ingest_stall_s=settings.ingest_stall_s,
+        max_stream_clients=settings.api_max_streams,
+        max_body=settings.api_max_body_bytes,
+        max_small_body=settings.api_max_small_body_bytes,
     )
     server = uvicorn.Server(uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning"))
     stop = asyncio.Event()
