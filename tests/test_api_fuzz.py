@@ -5,32 +5,22 @@ with a 5xx but the documented 503."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-import uvicorn
 
 from alerts.crews import Crew, save_crew
 from api.app import create_app
 from seeds.generator import generate
 from seeds.loader import load
 from tests.auth import make_user
-from tests.fix_services import Services, fresh_database
+from tests.fix_services import Services, fresh_database, serve
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -41,18 +31,9 @@ def server(services: Services) -> Iterator[tuple[str, dict[str, str]]]:
             save_crew(conn, Crew(id="cd-a", name="Chengdong A", districts=["cd"], mqtt=False))
         tokens = {"admin": make_user(url, "admin")[1], "crew": make_user(url, "crew", crew="cd-a")[1], "none": ""}
         ep = services.endpoints
-        port = _free_port()
         app = create_app(database_url=url, mqtt_address=(ep.mqtt_host, ep.mqtt_port))
-        srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=srv.run, daemon=True)
-        thread.start()
-        while not srv.started:
-            time.sleep(0.05)
-        try:
-            yield f"http://127.0.0.1:{port}", tokens
-        finally:
-            srv.should_exit = True
-            thread.join(15)
+        with serve(app) as base:
+            yield base, tokens
 
 
 @pytest.mark.parametrize("who", ["admin", "crew", "none"])

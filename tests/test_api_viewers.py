@@ -7,15 +7,12 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 
 import httpx2
 import psycopg
 import pytest
-import uvicorn
 
 from alerts.tickets import open_ticket
 from api.app import create_app
@@ -23,34 +20,20 @@ from lamplighter.runtime import Endpoints
 from seeds.generator import generate
 from seeds.loader import load
 from tests.auth import make_user
+from tests.fix_services import serve
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 STREAMS = 200
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def api(endpoints: Endpoints) -> Iterator[str]:
     with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
         load(conn, generate(300, seed=3), progress=False)
-    port = _free_port()
     app = create_app(database_url=endpoints.database_url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
+    with serve(app) as base:
+        yield base
 
 
 @contextlib.asynccontextmanager

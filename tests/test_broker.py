@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -13,22 +12,17 @@ import pytest
 from lamplighter.runtime import Endpoints
 from lamplighter.services import PrivateServices
 from simulator.wire import RawPublisher
+from tests.fix_services import free_port
 from tests.test_ingest import _lamp_ids, count, gateway, seed, wait_for
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.asyncio
 async def test_a_broker_restart_keeps_what_it_queued_for_a_stopped_gateway(
     endpoints: Endpoints, client_id: str, tmp_path: Path
 ) -> None:
-    svc = PrivateServices(tmp_path / "run", mqtt_port=_free_port())
+    svc = PrivateServices(tmp_path / "run", mqtt_port=free_port())
     svc.start_mosquitto()
     try:
         ep = Endpoints(endpoints.database_url, svc.mqtt_url, "127.0.0.1", svc.mqtt_port)

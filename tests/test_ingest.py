@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -57,7 +58,7 @@ async def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def gateway(ep: Endpoints, client_id: str, **kwargs: float) -> AsyncIterator[GatewayProcess]:
+async def gateway(ep: Endpoints, client_id: str, **kwargs: Any) -> AsyncIterator[GatewayProcess]:
     settings = Settings(
         database_url=ep.database_url, mqtt_url=ep.mqtt_url, gateway_client_id=client_id, flush_interval_s=0.1
     )

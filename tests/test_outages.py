@@ -5,23 +5,21 @@ while a controller that really went silent still gets its ticket. On a compresse
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from lamplighter.config import Settings
-from lamplighter.runtime import Endpoints, GatewayProcess
+from lamplighter.runtime import Endpoints
 from seeds.generator import generate
 from seeds.loader import load
 from simulator.fleet import Fleet, FleetSpec
 from simulator.runner import Simulator
 from telemetry.clock import Clock
 from tests.fix_services import PrivateBroker, Services
+from tests.test_ingest import gateway
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -33,22 +31,6 @@ OUTAGE_S = 10.0  # real seconds: ten intervals, and longer than silence plus the
 def _comm_loss(url: str) -> set[str]:
     with psycopg.connect(url) as conn:
         return {r[0] for r in conn.execute("SELECT asset_id FROM tickets WHERE fault = 'comm_loss'")}
-
-
-@contextlib.asynccontextmanager
-async def _gateway(ep: Endpoints, client_id: str, clock: Clock) -> AsyncIterator[GatewayProcess]:
-    settings = Settings(
-        database_url=ep.database_url, mqtt_url=ep.mqtt_url, gateway_client_id=client_id, flush_interval_s=0.1
-    )
-    gw = GatewayProcess(settings, ep, clock=clock)
-    task = asyncio.create_task(gw.run())
-    await asyncio.wait_for(gw.subscriber.connected.wait(), 10)
-    try:
-        yield gw
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 @pytest.mark.asyncio
@@ -75,7 +57,7 @@ async def test_no_comm_loss_from_our_own_outages(
     sim_thread.start()
     seen: dict[str, set[str]] = {}
     try:
-        async with _gateway(ep, client_id, clock):
+        async with gateway(ep, client_id, clock=clock):
             await asyncio.sleep(12)  # three intervals, the debounce, a sweep: the silent ones are ticketed
             seen["before"] = _comm_loss(url)
             with services.database_away(url):
@@ -86,7 +68,7 @@ async def test_no_comm_loss_from_our_own_outages(
             await asyncio.sleep(8)
             seen["broker"] = _comm_loss(url)
         await asyncio.sleep(OUTAGE_S)  # the gateway is down, and its queue on the broker is lost below
-        async with _gateway(ep, client_id + "-new", clock):
+        async with gateway(ep, client_id + "-new", clock=clock):
             await asyncio.sleep(8)
             seen["gateway"] = _comm_loss(url)
     finally:
