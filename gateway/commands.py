@@ -1,16 +1,17 @@
 """Remote control on the wire: campaigns paced out to devices, acknowledgements tracked per lamp.
 
 A campaign is stored by the API (`commands` and `command_lamps`, every lamp `queued`). The gateway's
-`CommandEngine` picks it up, sends one device command per lamp at no more than `pace` commands per second
-city-wide (a token bucket shared equally by the running campaigns, and never more than `pace` sent in any one
-second), waits `ack_timeout_s` for each acknowledgement,
-retries with the same id up to `retries` times, and marks each lamp `acked`, `failed` (the device refused) or
-`expired` (no answer, or the campaign's expiry passed). States reach PostgreSQL in batches a few times a second.
-Sending holds a share lock on the campaign row, so a cancel committed by the API stops it at once.
+`CommandEngine` picks it up, sends one device command per lamp at no more than `pace` commands per second city-wide
+(a token bucket shared equally by the running campaigns, and never more than `pace` sent in any one second), waits
+`ack_timeout_s` for each acknowledgement, retries with the same id up to `retries` times, and marks each lamp
+`acked`, `failed` (the device refused) or `expired` (no answer, or the campaign's expiry passed). After the broker
+comes back from an outage its devices need time to reconnect too (each with its own backoff): for
+`reconnect_grace_s` after the command link is back, an unanswered command is sent again without using up one of the
+lamp's retries. States reach PostgreSQL in batches a few times a second. Sending holds a share lock on the campaign
+row, so a cancel committed by the API stops it at once.
 
 `CommandLink` is the MQTT side (the `mqtt5` codec, as for ingest): QoS 1 publishes on
-`sl/{district}/lamp/{lamp}/cmd` and a subscription to every `…/ack`.
-"""
+`sl/{district}/lamp/{lamp}/cmd` and a subscription to every `…/ack`."""
 
 from __future__ import annotations
 
@@ -81,6 +82,10 @@ class Link(Protocol):
 
     def ready(self) -> bool: ...
 
+    def connections(self) -> int:
+        """How many times the link has connected to the broker."""
+        ...
+
 
 @dataclass
 class Campaign:
@@ -147,6 +152,9 @@ class CommandLink:
     def ready(self) -> bool:
         return self._sub.connected.is_set()
 
+    def connections(self) -> int:
+        return self._sub.generation
+
     def publish(self, messages: Sequence[tuple[str, bytes]]) -> int:
         """Write these commands to the broker at once; returns how many went (0 when not connected)."""
         if not messages or not self._sub.connected.is_set():
@@ -168,6 +176,7 @@ class CommandEngine:
         pace: float = 2000.0,
         ack_timeout_s: float = 10.0,
         retries: int = 2,
+        reconnect_grace_s: float = 30.0,
     ) -> None:
         self.database_url = database_url
         self.link = link
@@ -176,6 +185,9 @@ class CommandEngine:
         self.pace = pace
         self.ack_timeout_s = ack_timeout_s
         self.retries = retries
+        self.reconnect_grace_s = reconnect_grace_s
+        self._connections = 0  # the link's connections when last looked at
+        self._grace_until = 0.0  # monotonic: sends before this do not count as attempts
         self.campaigns: dict[str, Campaign] = {}
         self._by_device: dict[str, tuple[Campaign, int]] = {}
         self.sent = 0
@@ -333,6 +345,13 @@ class CommandEngine:
     async def _send(self, conn: psycopg.AsyncConnection, tokens: float, now: float) -> float:
         running = [c for c in self.campaigns.values() if not c.cancelled]
         tick = max(self.pace * _TICK_S, 1.0)
+        if (n := self.link.connections()) != self._connections:
+            if self._connections:  # connected again: the broker (or the way to it) was away
+                self._grace_until = now + self.reconnect_grace_s
+                logger.info(
+                    "command engine: the broker is back; %.0f s for devices to reconnect", self.reconnect_grace_s
+                )
+            self._connections = n
         if not running or tokens < 1 or not self.link.ready():
             # Without the broker nothing is sent (nor counted as an attempt): campaigns wait for it to return.
             return min(tokens, tick)
@@ -358,7 +377,8 @@ class CommandEngine:
                 for c in running:
                     picked = self._due(c, now, min(share, budget - len(sends)))
                     c.state[picked] = SENT
-                    c.attempts[picked] += 1
+                    if now >= self._grace_until:  # in the grace, a device may still be reconnecting
+                        c.attempts[picked] += 1
                     c.sent_at[picked] = now
                     c.dirty.update(picked)
                     sends += [(c, i) for i in picked]

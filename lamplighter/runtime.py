@@ -200,6 +200,7 @@ class GatewayProcess:
             pace=settings.command_pace,
             ack_timeout_s=settings.command_ack_timeout_s,
             retries=settings.command_retries,
+            reconnect_grace_s=settings.command_reconnect_grace_s,
         )
         self.publisher = RetainedPublisher(ep.mqtt_host, ep.mqtt_port, OPS_TOPIC, f"{settings.gateway_client_id}-ops")
         self.sampler = Sampler(

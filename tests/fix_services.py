@@ -160,6 +160,9 @@ class PrivateBroker:
     def restart(self, away_s: float) -> None:
         self.stop()
         time.sleep(away_s)
+        self.start()
+
+    def start(self) -> None:
         self.proc = self._start()
 
     def stop(self) -> None:
