@@ -280,9 +280,9 @@ def _decode_one(m: Message, reg: Registry, now_ms: int, oldest: int, out: Batch)
     try:
         if t.channel == "status":
             st = _status_decoder.decode(m.payload)
-            # Ahead of the clock is refused as for readings; an old ts is not: a last will carries the time
-            # the device connected, which may be months before it goes.
-            _check_ts(st.ts, now_ms, 0)
+            # The window of readings; but a last will (`online: false`) carries the time the device connected,
+            # which may be months before it goes, so for it only the future bound holds (PROTOCOL.md).
+            _check_ts(st.ts, now_ms, 0 if not st.online else oldest)
             out.statuses.append(StatusRow(t.kind, t.device, st.online, st.ts))
             return
         if t.kind == "lamp":

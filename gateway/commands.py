@@ -60,8 +60,9 @@ _ACK_MAX_BYTES = 8192  # an ack may carry a lamp state report (at most 4 KiB) be
 _ERROR_CHARS = 200
 
 
-def decode_ack(payload: bytes, now_ms: int) -> Ack:
-    """An acknowledgement, checked as the codec checks a report; raises ValueError naming what is wrong."""
+def decode_ack(payload: bytes, now_ms: int, retention_ms: int = 90 * 86_400_000) -> Ack:
+    """An acknowledgement, checked as the codec checks a report (its `ts` in the same window: at most 5 minutes
+    ahead of the clock, not older than the retention); raises ValueError naming what is wrong."""
     if len(payload) > _ACK_MAX_BYTES:
         raise ValueError(f"payload of {len(payload)} bytes exceeds the {_ACK_MAX_BYTES}-byte limit")
     if (depth := nesting_depth(payload)) > MAX_DEPTH:
@@ -72,6 +73,8 @@ def decode_ack(payload: bytes, now_ms: int) -> Ack:
         raise ValueError(str(exc)) from None
     if ack.ts > now_ms + FUTURE_TOLERANCE_MS:
         raise ValueError(f"ts {ack.ts} is {(ack.ts - now_ms) / 1000:.0f} s ahead of the gateway clock")
+    if ack.ts < now_ms - retention_ms:
+        raise ValueError(f"ts {ack.ts} is older than the retention window (oldest accepted {now_ms - retention_ms})")
     if ack.error is not None:
         ack.error = clean_text(ack.error, _ERROR_CHARS)  # stored with the lamp's outcome
     return ack
@@ -177,6 +180,7 @@ class CommandEngine:
         ack_timeout_s: float = 10.0,
         retries: int = 2,
         reconnect_grace_s: float = 30.0,
+        retention_days: int = 90,
     ) -> None:
         self.database_url = database_url
         self.link = link
@@ -186,6 +190,7 @@ class CommandEngine:
         self.ack_timeout_s = ack_timeout_s
         self.retries = retries
         self.reconnect_grace_s = reconnect_grace_s
+        self.retention_ms = retention_days * 86_400_000
         self._connections = 0  # the link's connections when last looked at
         self._grace_until = 0.0  # monotonic: sends before this do not count as attempts
         self.campaigns: dict[str, Campaign] = {}
@@ -302,7 +307,7 @@ class CommandEngine:
         while queue:
             topic, payload = queue.popleft()
             try:
-                ack = decode_ack(payload, self.now_ms())
+                ack = decode_ack(payload, self.now_ms(), self.retention_ms)
             except ValueError as exc:
                 self.bad_acks += 1
                 logger.warning("acknowledgement refused on %s: %s", clean_text(topic, 256), exc)

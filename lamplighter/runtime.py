@@ -201,6 +201,7 @@ class GatewayProcess:
             ack_timeout_s=settings.command_ack_timeout_s,
             retries=settings.command_retries,
             reconnect_grace_s=settings.command_reconnect_grace_s,
+            retention_days=settings.retention_days,
         )
         self.publisher = RetainedPublisher(ep.mqtt_host, ep.mqtt_port, OPS_TOPIC, f"{settings.gateway_client_id}-ops")
         self.sampler = Sampler(

@@ -102,7 +102,7 @@ class Simulator:
             will = Will(status_topic, msgspec.json.encode({"online": False, "ts": now}))
             device = status_topic.split("/")[3]
             pub = RawPublisher(self.host, self.port, f"{prefix}-{device}", will=will, window=64)
-            pub.publish(status_topic, msgspec.json.encode({"online": True, "ts": now}), retain=True)
+            pub.publish(status_topic, msgspec.json.encode({"online": True, "ts": self.clock.now_ms()}), retain=True)
             self._pubs.append(pub)
             self._by_topic[state_topic] = pub
 

@@ -108,12 +108,13 @@ ON CONFLICT (cabinet_no) DO UPDATE SET
     faults = EXCLUDED.faults, received_at = EXCLUDED.received_at
 WHERE (c.ts, c.seq) < (EXCLUDED.ts, EXCLUDED.seq) OR c.ts > {_NOW}
 """
+# Statuses are applied in the order they arrive (the broker keeps a topic's order), not by `ts`: a last will
+# carries the time its connection began, earlier than the `online: true` that connection published.
 _STATUS = f"""
 INSERT INTO device_status AS s (device_type, device_id, online, ts, updated_at)
 VALUES (%(kind)s, %(device)s, %(online)s, {_TS.format("%(ts)s")}, now())
 ON CONFLICT (device_type, device_id) DO UPDATE SET online = EXCLUDED.online, ts = EXCLUDED.ts,
     updated_at = EXCLUDED.updated_at
-WHERE s.ts <= EXCLUDED.ts OR s.ts > {_NOW}
 """
 
 
@@ -214,10 +215,7 @@ class TelemetryStore:
             if batch.statuses:
                 await cur.executemany(
                     _STATUS,
-                    [
-                        {"kind": s.kind, "device": s.device, "online": s.online, "ts": s.ts, "now": batch.now_ms}
-                        for s in batch.statuses
-                    ],
+                    [{"kind": s.kind, "device": s.device, "online": s.online, "ts": s.ts} for s in batch.statuses],
                 )
         return WriteResult(
             lamps_written,

@@ -99,10 +99,19 @@ def test_a_bad_lamp_inside_a_cabinet_report_costs_only_itself() -> None:
 
 
 def test_status_message() -> None:
-    b = decode("sl/cd/lamp/XN-CD-000001/status", b'{"online": false, "ts": 5}')
-    assert [(s.device, s.online, s.ts) for s in b.statuses] == [("XN-CD-000001", False, 5)]  # a will: connect time
-    ahead = decode("sl/cd/lamp/XN-CD-000001/status", b'{"online": true, "ts": 10000000000000000}')
-    assert ahead.statuses == [] and [r.reason for r in ahead.rejects] == ["ts_in_future"]
+    """The readings' window, except that a last will may be old: it carries the time its connection began."""
+    online = decode("sl/cd/lamp/XN-CD-000001/status", b'{"online": true, "ts": %d}' % NOW)
+    assert [(s.device, s.online, s.ts) for s in online.statuses] == [("XN-CD-000001", True, NOW)]
+    will = decode("sl/cd/lamp/XN-CD-000001/status", b'{"online": false, "ts": %d}' % (NOW - 200 * DAY))
+    assert [(s.online, s.ts) for s in will.statuses] == [(False, NOW - 200 * DAY)]
+    for payload, reason in [
+        (b'{"online": true, "ts": 10000000000000000}', "ts_in_future"),
+        (b'{"online": false, "ts": %d}' % (NOW + 3_600_000), "ts_in_future"),
+        (b'{"online": true, "ts": %d}' % (NOW - 91 * DAY), "ts_too_old"),
+        (b'{"online": false, "ts": -1}', "out_of_range"),
+    ]:
+        b = decode("sl/cd/lamp/XN-CD-000001/status", payload)
+        assert b.statuses == [] and [r.reason for r in b.rejects] == [reason], payload
 
 
 def test_simulator_payloads_match_the_protocol_schemas() -> None:
@@ -147,11 +156,12 @@ def test_simulator_payloads_match_the_protocol_schemas() -> None:
 def test_acknowledgements_are_checked_like_reports() -> None:
     from gateway.commands import decode_ack
 
-    ack = decode_ack(b'{"id": "c1-XN-CD-000001", "ok": false, "ts": 5, "error": "relay\\u0000stuck"}', NOW)
+    ack = decode_ack(b'{"id": "c1-XN-CD-000001", "ok": false, "ts": %d, "error": "relay\\u0000stuck"}' % NOW, NOW)
     assert not ack.ok and ack.error == "relay\\u0000stuck"  # storable text, the NUL spelled out
     for bad, why in [
         (b'{"id": "x", "ok": true, "ts": 1, "state": ' + b"[" * 2000 + b"]" * 2000 + b"}", "nest"),
         (b'{"id": "x", "ok": true, "ts": %d}' % (NOW + 3_600_000), "ahead"),
+        (b'{"id": "x", "ok": true, "ts": 5}', "older than the retention"),
         (b'{"id": "x", "ok": true, "ts": 18446744073709551616}', "<="),
         (b" " * 9000, "exceeds"),
         (b"\xff", "malformed"),

@@ -376,6 +376,34 @@ async def test_last_will_marks_a_device_offline(endpoints: Endpoints, client_id:
 
 
 @pytest.mark.asyncio
+async def test_a_last_will_wins_over_the_online_status_its_connection_sent(
+    endpoints: Endpoints, client_id: str, no_errors: None
+) -> None:
+    """PROTOCOL.md: the will carries the connection's start, earlier than the `online: true` sent after it.
+    Statuses follow the order they arrive in, so the device is offline; a will months old is still taken."""
+    spec = seeded_spec(endpoints.database_url, 60)
+    url = endpoints.database_url
+    lamp, district = spec.lamp_id[0], spec.lamp_district[0]
+    topic = f"sl/{district}/lamp/{lamp}/status"
+    mine = f"SELECT count(*) FROM device_status WHERE device_type = 'lamp' AND device_id = '{lamp}' AND "
+    online, offline = mine + "online", mine + "NOT online"
+    now = Clock().now_ms()
+    pub = RawPublisher(endpoints.mqtt_host, endpoints.mqtt_port, client_id + "-will")
+    try:
+        async with gateway(endpoints, client_id):
+            pub.publish(topic, json.dumps({"online": True, "ts": now}).encode())
+            await wait_for(lambda: count(url, online) == 1, 10, "the device online")
+            pub.publish(topic, json.dumps({"online": False, "ts": now - 60_000}).encode())
+            await wait_for(lambda: count(url, offline) == 1, 10, "the will taken")
+            pub.publish(topic, json.dumps({"online": True, "ts": now + 1}).encode())
+            await wait_for(lambda: count(url, online) == 1, 10, "the device online again")
+            pub.publish(topic, json.dumps({"online": False, "ts": now - 200 * 86_400_000}).encode())
+            await wait_for(lambda: count(url, offline) == 1, 10, "the old will taken")
+    finally:
+        pub.close()
+
+
+@pytest.mark.asyncio
 async def test_devices_seeded_while_the_gateway_runs_are_accepted(
     endpoints: Endpoints, client_id: str, no_errors: None
 ) -> None:
