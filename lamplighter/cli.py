@@ -8,7 +8,6 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from datetime import datetime
@@ -17,6 +16,7 @@ from typing import Any
 import psycopg
 
 from lamplighter.config import ConfigError, Settings
+from lamplighter.seeding import seed_command
 from lamplighter.services import ServiceError
 from seeds.loader import SeedError
 from telemetry.clock import Clock
@@ -170,29 +170,29 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
         return 0
     if cmd == "bench" and args.bench == "alerts":
-        from lamplighter.bench_alerts import run_alerts_bench
+        from bench.alerts import run_alerts_bench
 
         return run_alerts_bench(settings, lamps=args.lamps)
     if cmd == "bench" and args.bench == "api":
-        from lamplighter.bench_api import run_api_bench
+        from bench.api import run_api_bench
 
         return run_api_bench(settings, lamps=args.lamps, messages=args.messages, publishers=args.publishers)
     if cmd == "bench" and args.bench == "campaign":
-        from lamplighter.bench_campaign import run_campaign_bench
+        from bench.campaign import run_campaign_bench
 
         return run_campaign_bench(settings, lamps=args.lamps)
     if cmd == "bench" and args.bench == "faults":
-        from lamplighter.bench_faults import run_faults_bench
+        from bench.faults import run_faults_bench
 
         return run_faults_bench(
             settings, lamps=args.lamps, messages=args.messages, kills=args.kills, streams=args.streams
         )
     if cmd == "bench" and args.bench == "rate":
-        from lamplighter.bench_rate import run_rate_bench
+        from bench.rate import run_rate_bench
 
         return run_rate_bench(lamps=args.lamps, repeats=args.repeats)
     if cmd == "bench":
-        from simulator.bench import run_ingest_bench
+        from bench.ingest import run_ingest_bench
 
         return run_ingest_bench(settings, lamps=args.lamps, messages=args.messages, publishers=args.publishers)
     if cmd == "demo":
@@ -358,31 +358,6 @@ def _clock_argv(args: argparse.Namespace) -> list[str]:
     return ["--clock-start", args.clock_start, "--clock-speed", str(args.clock_speed)]
 
 
-def seed_command(database_url: str, settings: Settings, *, lamps: int, seed: int, replace: bool = False) -> None:
-    from seeds.generator import generate
-    from seeds.loader import load, summary
-    from telemetry.schema import migrate
-
-    t = time.perf_counter()
-    inv = generate(lamps, seed)
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        migrate(conn, retention_days=settings.retention_days)
-        loaded = load(conn, inv, replace=replace, progress=sys.stderr.isatty())
-        rows = summary(conn)
-    verb = "loaded" if loaded else "already loaded (nothing to do)"
-    print(f"inventory {verb}: {inv.lamps:,} lamps, seed {seed}, in {time.perf_counter() - t:.1f} s")
-    print(f"{'district':<22}{'roads':>7}{'cabinets':>10}{'lamps':>11}{'via cabinet':>13}{'LED':>7}{'rated kW':>10}")
-    for r in rows:
-        print(
-            f"{r.code + ' ' + r.name_zh + ' ' + r.name_en:<22}{r.roads:>7,}{r.cabinets:>10,}{r.lamps:>11,}"
-            f"{r.concentrator_share:>12.0%}{r.led_share:>7.0%}{r.rated_kw:>10,.0f}"
-        )
-    print(
-        f"{'total':<22}{sum(r.roads for r in rows):>7,}{sum(r.cabinets for r in rows):>10,}"
-        f"{sum(r.lamps for r in rows):>11,}"
-    )
-
-
 def _run_gateway(settings: Settings, ep: Any, clock: Clock) -> None:
     from prometheus_client import start_http_server
 
@@ -476,8 +451,3 @@ def simulate_command(ep: Any, args: argparse.Namespace) -> None:
     finally:
         sim.close()
     print(f"simulator stopped: {sim.stats.messages:,} messages, {sim.stats.lamp_readings:,} lamp readings")
-
-
-def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Start `lamplighter ...` as a child process with the given extra environment."""
-    return subprocess.Popen([sys.executable, "-m", "lamplighter", *argv], env={**os.environ, **env})

@@ -18,10 +18,10 @@ import psycopg
 import uvicorn
 
 from api.app import create_app
-from lamplighter.cli import seed_command, spawn
 from lamplighter.config import Settings
 from lamplighter.runtime import GatewayProcess, private_services
-from lamplighter.simproc import stop_process
+from lamplighter.seeding import seed_command
+from lamplighter.simproc import spawn, stop_process
 from telemetry.clock import Clock
 
 __all__ = ["run_demo"]

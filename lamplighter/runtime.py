@@ -20,13 +20,15 @@ from gateway.commands import CommandEngine, CommandLink
 from gateway.heartbeat import Heartbeat, beat_forever
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import MqttSubscriber
+from gateway.retained import RetainedPublisher
 from gateway.service import Gateway
 from lamplighter.config import Settings
-from lamplighter.sampler import OPS_TOPIC, RetainedPublisher, Sampler
 from lamplighter.services import PrivateServices, ServiceError
 from telemetry.clock import Clock
 from telemetry.lighting import LightingEngine, follow_forever
 from telemetry.models import Registry
+from telemetry.sampler import Sampler
+from telemetry.sampling import OPS_TOPIC
 from telemetry.schema import maintain_partitions, migrate
 from telemetry.store import TelemetryStore, inventory_version, load_registry, prune_quarantine
 
@@ -208,7 +210,7 @@ class GatewayProcess:
             self.engine,
             ep.database_url,
             self.clock,
-            publisher=self.publisher,
+            publish=self.publisher.set,
             fine_every_min=settings.fine_sample_every_min,
             timezone=settings.timezone,
             inspection=settings.inspection_at,

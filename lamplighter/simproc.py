@@ -112,3 +112,8 @@ def stop_process(proc: subprocess.Popen[Any], name: str, *, grace_s: float, last
         )
         proc.kill()
         proc.wait(10)
+
+
+def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start `lamplighter ...` as a child process with the given extra environment."""
+    return subprocess.Popen([sys.executable, "-m", "lamplighter", *argv], env={**os.environ, **env})

@@ -26,6 +26,7 @@ from telemetry.rate import DARK, DAY_BURNING, LIT, UNKNOWN, Breakdown, Counts, c
 
 __all__ = [
     "GROUPINGS",
+    "OPS_TOPIC",
     "BelowTarget",
     "SampleRow",
     "history",
@@ -167,6 +168,8 @@ def write_alert_events(conn: psycopg.Connection, events: Iterable[AlertEvent]) -
 
 
 # -- the retained ops message ----------------------------------------------------------------------------
+
+OPS_TOPIC = "sl/ops/lighting-rate"  # the city's rate, retained, for wall displays
 
 
 def ops_message(b: Breakdown) -> bytes:

@@ -24,7 +24,6 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, GatewayProcess
-from lamplighter.sampler import OPS_TOPIC
 from lamplighter.simcontrol import ScheduleControl
 from seeds.generator import generate
 from seeds.loader import load
@@ -32,6 +31,7 @@ from simulator.fleet import Fleet, FleetSpec
 from simulator.runner import Simulator
 from telemetry.clock import Clock
 from telemetry.lighting import LightingEngine
+from telemetry.sampling import OPS_TOPIC
 from tests.auth import sign_in
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]

@@ -27,7 +27,7 @@ import psycopg
 from alerts.crews import Crew, save_crew
 from alerts.engine import AlertEngine
 from alerts.service import AlertService
-from lamplighter.bench_rate import _batches, fleet_index_of
+from bench.rate import _batches, fleet_index_of
 from lamplighter.config import Settings
 from lamplighter.runtime import bench_city
 from seeds.generator import generate

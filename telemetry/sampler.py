@@ -1,17 +1,15 @@
 """Every minute of the (possibly compressed) clock: sample the rate, watch targets, publish, and after dawn
-write the nightly report. Runs in the gateway's process, beside the engine that the gateway feeds."""
+write the nightly report. Runs in the gateway's process, beside the lighting engine that the gateway feeds."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import logging
-import random
 import time
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
-import aiomqtt
 import psycopg
 
 from telemetry.clock import Clock
@@ -29,53 +27,16 @@ from telemetry.sampling import (
     write_samples,
 )
 
-__all__ = ["OPS_TOPIC", "RetainedPublisher", "Sampler"]
+__all__ = ["Sampler"]
 
 logger = logging.getLogger(__name__)
 
-OPS_TOPIC = "sl/ops/lighting-rate"
 _MAX_CATCH_UP_MS = 30 * 60_000
 _MAX_CATCH_UP_REAL_S = 5.0
 # A minute is judged once what devices reported up to it is ingested: their publish, the broker's hop and the
 # gateway's next batch take this long in real time at most (on a fast clock, many clock minutes).
 _TRANSIT_REAL_S = 0.1
 _INGEST_WAIT_REAL_S = 5.0  # ingest stalled: the minute is sampled anyway (and the health says why)
-
-
-class RetainedPublisher:
-    """Publishes the latest value of one topic, retained, QoS 1, through aiomqtt; reconnects on its own.
-
-    Only the newest value matters to a display, so values set while disconnected collapse into one.
-    """
-
-    def __init__(self, host: str, port: int, topic: str, client_id: str) -> None:
-        self.host, self.port, self.topic, self.client_id = host, port, topic, client_id
-        self._latest: bytes | None = None
-        self._ready = asyncio.Event()
-        self.published = 0
-
-    def set(self, payload: bytes) -> None:
-        self._latest = payload
-        self._ready.set()
-
-    async def run(self) -> None:
-        delay = 0.5
-        while True:
-            await self._ready.wait()  # connect only once there is something to say
-            try:
-                async with aiomqtt.Client(self.host, self.port, identifier=self.client_id) as client:
-                    delay = 0.5
-                    while True:
-                        await self._ready.wait()
-                        self._ready.clear()
-                        if self._latest is not None:
-                            await client.publish(self.topic, self._latest, qos=1, retain=True)
-                            self.published += 1
-            except aiomqtt.MqttError as exc:
-                logger.warning("ops publisher: %s (reconnecting in %.1f s)", exc, delay)
-                self._ready.set()  # publish the newest value once back
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, 30.0)
 
 
 class Sampler:
@@ -85,7 +46,7 @@ class Sampler:
         database_url: str,
         clock: Clock,
         *,
-        publisher: RetainedPublisher | None = None,
+        publish: Callable[[bytes], None] | None = None,
         fine_every_min: int = 10,
         timezone: str = "Asia/Shanghai",
         inspection: dt.time = dt.time(22, 0),
@@ -97,7 +58,7 @@ class Sampler:
         self.ingested_through = ingested_through
         self.database_url = database_url
         self.clock = clock
-        self.publisher = publisher
+        self.publish = publish  # the retained ops message (the city's rate) goes out through this
         self.fine_every_min = fine_every_min
         self.tz = ZoneInfo(timezone)
         self.inspection = inspection
@@ -167,8 +128,8 @@ class Sampler:
         if rows or events or night_done:
             await asyncio.to_thread(self._store, rows, events, night_done)
             self.samples += bool(rows)
-        if self.publisher is not None:
-            self.publisher.set(ops_message(b))
+        if self.publish is not None:
+            self.publish(ops_message(b))
         return b
 
     def _store(self, rows: list[SampleRow], events: list[AlertEvent], night_done: dt.date | None) -> None:

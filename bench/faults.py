@@ -29,11 +29,11 @@ import httpx2
 import psycopg
 
 from api.auth import add_user
+from bench.ingest import run_publishers
 from lamplighter.config import Settings
 from lamplighter.runtime import PRIVATE_PORTS, Endpoints, bench_city
 from lamplighter.services import PrivateServices
 from lamplighter.simproc import lamplighter_process
-from simulator.bench import run_publishers
 from simulator.poison import DB_CONSTRAINT, poison_messages
 from simulator.wire import RawPublisher
 

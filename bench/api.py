@@ -24,11 +24,11 @@ import psycopg
 from alerts.crews import Crew, save_crew
 from alerts.tickets import open_ticket
 from api.auth import add_user
+from bench.ingest import run_publishers
 from lamplighter.config import Settings
 from lamplighter.runtime import bench_city
 from lamplighter.simproc import lamplighter_process
 from seeds.generator import DISTRICTS
-from simulator.bench import run_publishers
 
 __all__ = ["run_api_bench"]
 
