@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from alerts.errors import AlertsError
 from alerts.tickets import SYSTEM, open_ticket, record_event
 
 __all__ = ["CitizenReport", "file_report"]
@@ -27,7 +28,7 @@ def file_report(
     without one, open a P3 `citizen_report` ticket for the district's crew to verify."""
     row = conn.execute("SELECT district FROM lamps WHERE id = %s", (lamp_id,)).fetchone()
     if row is None:
-        raise LookupError(f"no lamp {lamp_id!r}")
+        raise AlertsError(f"no lamp {lamp_id!r}", "lamp_id", kind="not_found")
     district = str(row[0])
     note = f"citizen report: {description}"
     with conn.transaction():

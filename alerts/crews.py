@@ -11,15 +11,15 @@ import msgspec
 import psycopg
 from psycopg.rows import dict_row
 
+from alerts.errors import AlertsError
+
 __all__ = ["Crew", "CrewError", "Shift", "list_crews", "save_crew"]
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,31}$")
 
 
-class CrewError(ValueError):
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
+class CrewError(AlertsError):
+    """A crew that cannot be saved as given; `field` names what is wrong."""
 
 
 class Shift(msgspec.Struct, forbid_unknown_fields=True):

@@ -33,6 +33,8 @@ import httpx2
 import psycopg
 from psycopg.rows import dict_row
 
+from alerts.errors import AlertsError
+
 __all__ = [
     "DeliveryError",
     "Dispatcher",
@@ -51,8 +53,10 @@ _LEASE = dt.timedelta(seconds=30)  # a claimed row is retried after this if its 
 _POLL_S = 0.2  # how often an idle dispatcher looks for due rows: P1 tickets must reach crews within 2 s
 
 
-class DeliveryError(Exception):
+class DeliveryError(AlertsError):
     """A channel refused or could not take a notification; the dispatcher retries it."""
+
+    kind = "unavailable"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from alerts.engine import AlertEngine, Opening
 from alerts.faults import CABINET_FAULTS, LAMP_FAULTS, FaultKind
 from alerts.tickets import Deadlines, add_lamps, clear_fault, escalate_overdue, open_ticket, reopen
 from telemetry.clock import Clock
+from telemetry.fleet import LampColumns
 from telemetry.models import Batch, CabinetRow
 
 __all__ = ["AlertService"]
@@ -101,9 +102,9 @@ class AlertService:
 
     # -- inputs -----------------------------------------------------------------------------------------------
 
-    def on_batch(self, batch: Batch) -> None:
-        """The gateway's hook, after the lighting engine took the batch."""
-        columns = self.engine.lighting.on_batch(batch)
+    def on_batch(self, batch: Batch, columns: LampColumns) -> None:
+        """A committed batch, after the lighting engine took it (`columns`: its readings as the engine holds
+        them): evaluate the fault rules for what it touched and queue the tickets they open."""
         self._enqueue(self.engine.on_batch(columns, batch.cabinets, batch.statuses, self.clock.now_ms()))
 
     def _enqueue(self, openings: list[Opening]) -> None:

@@ -20,6 +20,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from alerts.errors import AlertsError
+
 __all__ = [
     "ACTIONS",
     "LIVE",
@@ -45,13 +47,10 @@ ACTIONS = ("acknowledge", "resolve", "cancel", "comment", "reassign")
 SYSTEM = "system"
 
 
-class TicketError(Exception):
-    """A ticket action that cannot be done; `status` is the HTTP status the API answers with."""
+class TicketError(AlertsError):
+    """A ticket action that cannot be done: by default the ticket's state does not allow it (`conflict`)."""
 
-    def __init__(self, message: str, *, status: int = 409, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.field = field
+    kind = "conflict"
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,7 @@ def ticket_json(conn: psycopg.Connection, ticket_id: int, now: dt.datetime | Non
             (ticket_id,),
         ).fetchone()
         if t is None:
-            raise TicketError(f"ticket {ticket_id} does not exist", status=404, field="id")
+            raise TicketError(f"ticket {ticket_id} does not exist", kind="not_found", field="id")
         lamps = [
             r["lamp_id"]
             for r in cur.execute("SELECT lamp_id FROM ticket_lamps WHERE ticket_id = %s ORDER BY lamp_id", (ticket_id,))
@@ -215,7 +214,7 @@ def _plain(value: Any) -> Any:
 def _lock(conn: psycopg.Connection, ticket_id: int) -> tuple[str, str | None]:
     row = conn.execute("SELECT status, crew_id FROM tickets WHERE id = %s FOR UPDATE", (ticket_id,)).fetchone()
     if row is None:
-        raise TicketError(f"ticket {ticket_id} does not exist", status=404, field="id")
+        raise TicketError(f"ticket {ticket_id} does not exist", kind="not_found", field="id")
     return str(row[0]), row[1]
 
 
@@ -457,11 +456,11 @@ def act(
 ) -> Change:
     """A person's action on a ticket; refused (409) when the ticket's state does not allow it."""
     if action not in ACTIONS:
-        raise TicketError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}", status=422, field="action")
+        raise TicketError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}", kind="invalid", field="action")
     if action == "reassign" and not crew:
-        raise TicketError("reassign needs the crew to send the ticket to", status=422, field="crew")
+        raise TicketError("reassign needs the crew to send the ticket to", kind="invalid", field="crew")
     if action == "comment" and not note.strip():
-        raise TicketError("a comment needs a note", status=422, field="note")
+        raise TicketError("a comment needs a note", kind="invalid", field="note")
     with conn.transaction():
         status, current_crew = _lock(conn, ticket_id)
         if status not in _FROM[action]:
@@ -473,7 +472,7 @@ def act(
         notify = [current_crew] if current_crew else []
         if action == "reassign":
             if conn.execute("SELECT 1 FROM crews WHERE id = %s", (crew,)).fetchone() is None:
-                raise TicketError(f"crew {crew!r} does not exist", status=422, field="crew")
+                raise TicketError(f"crew {crew!r} does not exist", kind="invalid", field="crew")
             conn.execute("UPDATE tickets SET crew_id = %s WHERE id = %s", (crew, ticket_id))
             notify = [c for c in (current_crew, crew) if c]
             note = note or f"reassigned to crew {crew}"

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from api.jsonsafe import FiniteJSONResponse
+from telemetry.errors import Problem
 
 __all__ = ["RESPONSES", "ApiError", "ErrorBody", "install"]
 
@@ -50,6 +51,9 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+STATUS_OF: dict[str, int] = {"invalid": 422, "not_found": 404, "conflict": 409, "unavailable": 503}
+
+
 def _body(code: str, message: str, field: str | None = None) -> dict[str, dict[str, str]]:
     err = {"code": code, "message": message}
     if field:
@@ -62,6 +66,14 @@ def install(app: FastAPI) -> None:
     async def api_error(_: Request, exc: ApiError) -> FiniteJSONResponse:
         return FiniteJSONResponse(
             _body(exc.code, str(exc.detail), exc.field), status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(Problem)
+    async def problem(_: Request, exc: Problem) -> FiniteJSONResponse:
+        # Every package's own errors: the HTTP status is chosen here, from what kind of problem it is.
+        headers = {"Retry-After": "5"} if exc.kind == "unavailable" else None
+        return FiniteJSONResponse(
+            _body(exc.kind, exc.message, exc.field), status_code=STATUS_OF[exc.kind], headers=headers
         )
 
     @app.exception_handler(HTTPException)

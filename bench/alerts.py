@@ -184,14 +184,14 @@ async def _blackout(database_url: str) -> dict[str, Any]:
     try:
         clock.ms = t0 + 60_000
         for b in _blackout_batches(lighting, chosen, clock.ms, gasp=True):
-            service.on_batch(b)
+            service.on_batch(b, lighting.on_batch(b))
         service._enqueue(engine.sweep(clock.ms))
         await asyncio.sleep(1.0)
         # The second cabinet reports, five minutes on: every debounce is satisfied now.
         clock.ms = t0 + 60_000 + 300_000
         started = time.perf_counter()
         for b in _blackout_batches(lighting, chosen, clock.ms, gasp=False):
-            service.on_batch(b)
+            service.on_batch(b, lighting.on_batch(b))
         service._enqueue(engine.sweep(clock.ms))
         with psycopg.connect(database_url, autocommit=True) as conn:
             deadline = time.monotonic() + 120

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from gateway.submit import CommandRequest, submit
+from commands.model import CommandRequest
+from commands.submit import submit
 from lamplighter.config import Settings
 from lamplighter.runtime import GatewayProcess, bench_city
 from lamplighter.simproc import simulator_process

@@ -4,7 +4,7 @@ Why not paho-mqtt or aiomqtt here: paho reads each packet with several one-byte 
 bookkeeping per message; on this project's reference machine its receive loop alone topped out near 36,000
 messages/s with an empty handler, which leaves too little of a core for decoding and COPY at the 25,000 msg/s
 ingest goal. Parsing whole socket reads with `mqtt5` (Rust) reached over 75,000 msg/s in the same run, bounded by
-the publisher. The command link (gateway.commands) rides on the same protocol; paho-mqtt (through aiomqtt)
+the publisher. The command link (gateway.command_link) rides on the same protocol; paho-mqtt (through aiomqtt)
 stays the client for the rest: retained rates, crews' ticket notifications.
 
 QoS 1 messages are not acknowledged on receipt: the caller acks them (`ack`) once their batch is committed. The
@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import mqtt5
 
+from telemetry.errors import Problem
+
 __all__ = ["DEVICE_TOPICS", "AckToken", "MqttError", "MqttSubscriber"]
 
 logger = logging.getLogger(__name__)
@@ -42,8 +44,14 @@ _BACKOFF_MIN_S = 0.5
 _BACKOFF_MAX_S = 30.0
 
 
-class MqttError(ConnectionError):
+class GatewayError(Problem):
+    """The base of the gateway's errors."""
+
+
+class MqttError(GatewayError, ConnectionError):
     """The broker refused us or the connection broke; `MqttSubscriber.run` retries by itself."""
+
+    kind = "unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +130,7 @@ class MqttSubscriber:
         keepalive_s: int = 30,
     ) -> None:
         if not 1 <= receive_maximum <= 65535:
-            raise ValueError(f"receive_maximum must be 1..65535, got {receive_maximum}")
+            raise GatewayError(f"receive_maximum must be 1..65535, got {receive_maximum}")
         self.host, self.port, self.client_id = host, port, client_id
         self.address = f"{host}:{port}"
         self.topics = tuple(topics)

@@ -15,11 +15,11 @@ from typing import Any
 
 import psycopg
 
-from lamplighter.config import ConfigError, Settings
+from lamplighter.config import ConfigError, LamplighterError, Settings
 from lamplighter.seeding import seed_command
 from lamplighter.services import ServiceError
-from seeds.loader import SeedError
 from telemetry.clock import Clock
+from telemetry.errors import Problem
 
 __all__ = ["main"]
 
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.load()
         return int(_dispatch(args, settings) or 0)
-    except (ConfigError, ServiceError, SeedError, ValueError) as exc:
+    except Problem as exc:  # any package's own error: a message for the user, no traceback
         print(f"lamplighter: {exc}", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:
@@ -259,7 +259,7 @@ def inject_command(ep: Any, args: argparse.Namespace) -> None:
     order: dict[str, Any]
     if args.action in ("cut", "restore"):
         if len(args.what) != 2 or not args.what[1].isdigit():
-            raise ValueError(f"{args.action} takes a cabinet id and a circuit number, got {' '.join(args.what)}")
+            raise LamplighterError(f"{args.action} takes a cabinet id and a circuit number, got {' '.join(args.what)}")
         order = {args.action: {"cabinet": args.what[0], "circuit": int(args.what[1])}}
     else:
         order = {args.action: args.what}
@@ -276,7 +276,7 @@ def _ask_password() -> str:
         return sys.stdin.readline().rstrip("\n")
     first = getpass.getpass("password: ")
     if getpass.getpass("again: ") != first:
-        raise ValueError("the two passwords differ")
+        raise LamplighterError("the two passwords differ", "password")
     return first
 
 
@@ -301,7 +301,7 @@ def users_command(database_url: str, args: argparse.Namespace) -> int:
                 "UPDATE users SET disabled_at = coalesce(disabled_at, now()) WHERE name = %s RETURNING id", (args.name,)
             ).fetchone()
             if row is None:
-                raise ValueError(f"user {args.name!r} does not exist")
+                raise LamplighterError(f"user {args.name!r} does not exist", "name", kind="not_found")
             conn.execute("DELETE FROM user_tokens WHERE user_id = %s", (row[0],))
             print(f"{args.name} disabled; its tokens are revoked")
             return 0
@@ -311,7 +311,7 @@ def users_command(database_url: str, args: argparse.Namespace) -> int:
                 conn, args.name, args.role, crew=args.crew, password=password, lang=args.lang, replace=args.replace
             )
         except AuthError as exc:
-            raise ValueError(str(exc)) from None
+            raise LamplighterError(str(exc), exc.field) from None
     crew = f" of crew {user.crew}" if user.crew else ""
     print(f"user {user.name} ({user.role}{crew}) {'reset' if args.replace else 'added'}")
     print(f"API token (shown once; send it as 'Authorization: Bearer <token>'):\n{token}")

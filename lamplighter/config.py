@@ -11,11 +11,16 @@ from typing import Any
 from urllib.parse import urlparse
 
 from alerts.tickets import Deadlines
+from telemetry.errors import Problem
 
-__all__ = ["ConfigError", "Settings"]
+__all__ = ["ConfigError", "LamplighterError", "Settings"]
 
 
-class ConfigError(ValueError):
+class LamplighterError(Problem):
+    """The base of the composition root's errors: settings, private services, the command line's own input."""
+
+
+class ConfigError(LamplighterError):
     """A setting has a value lamplighter cannot use; the message names the setting and the value."""
 
 

@@ -16,7 +16,8 @@ import psycopg
 from alerts.dispatch import Dispatcher, MqttTransport, NotifyTransport, WebhookTransport
 from alerts.engine import AlertEngine
 from alerts.service import AlertService
-from gateway.commands import CommandEngine, CommandLink
+from commands.engine import CommandEngine
+from gateway.command_link import CommandLink
 from gateway.heartbeat import Heartbeat, beat_forever
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import MqttSubscriber
@@ -26,7 +27,7 @@ from lamplighter.config import Settings
 from lamplighter.services import PrivateServices, ServiceError
 from telemetry.clock import Clock
 from telemetry.lighting import LightingEngine, follow_forever
-from telemetry.models import Registry
+from telemetry.models import Batch, Registry
 from telemetry.sampler import Sampler
 from telemetry.sampling import OPS_TOPIC
 from telemetry.schema import maintain_partitions, migrate
@@ -170,7 +171,7 @@ class GatewayProcess:
             max_batch=settings.batch_max,
             flush_interval_s=settings.flush_interval_s,
             retention_days=settings.retention_days,
-            on_committed=self.alerts.on_batch,
+            on_committed=self._committed,
             qos0_max=settings.qos0_queue_max,
         )
         self.dispatcher = (
@@ -219,6 +220,13 @@ class GatewayProcess:
         logger.info(
             "gateway ready: %d lamps and %d cabinets in the registry", len(registry.lamps), len(registry.cabinets)
         )
+
+    def _committed(self, batch: Batch) -> None:
+        """What follows a commit, in order, on this event loop: the fleet state (the lighting engine) takes the
+        batch, then the fault rules judge what it touched. The sampler reads the engine and waits for
+        `Gateway.ingested_through_ms` to pass each minute it judges."""
+        columns = self.engine.on_batch(batch)
+        self.alerts.on_batch(batch, columns)
 
     def _on_message(self, topic: str, payload: bytes, qos: int, token: object) -> None:
         self.gateway.on_message(topic, payload, qos, token)  # type: ignore[arg-type]

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lamplighter.config import LamplighterError
+
 __all__ = ["PrivateServices", "ServiceError", "find_postgres_bin"]
 
 logger = logging.getLogger(__name__)
@@ -31,8 +33,10 @@ _PG_START_TIMEOUT_S = 60.0
 _MQTT_START_TIMEOUT_S = 10.0
 
 
-class ServiceError(RuntimeError):
+class ServiceError(LamplighterError):
     """A private service could not be started or stopped; the message says what to do."""
+
+    kind = "unavailable"
 
 
 def _install_hint(binary: str, package: str) -> str:

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from seeds.errors import SeedError
+
 __all__ = ["DISTRICTS", "ROAD_CLASSES", "District", "Inventory", "generate"]
 
 DEFAULT_LAMPS = 110_000
@@ -153,7 +155,7 @@ def _split_sizes(rng: np.random.Generator, total: int, lo: int, hi: int) -> list
 def generate(lamps: int = DEFAULT_LAMPS, seed: int = 1) -> Inventory:
     """Lay out `lamps` lamps over Xining's districts; deterministic in (lamps, seed)."""
     if lamps < 50:
-        raise ValueError(f"lamps must be at least 50 (one cabinet), got {lamps}")
+        raise SeedError(f"lamps must be at least 50 (one cabinet), got {lamps}")
     rng = np.random.default_rng(seed)
     weights = np.array([d.weight for d in DISTRICTS])
     per_district = np.floor(weights / weights.sum() * lamps).astype(int)

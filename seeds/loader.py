@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import psycopg
 from tqdm import tqdm
 
+from seeds.errors import SeedError
 from seeds.generator import Inventory, installed_date
 
 __all__ = ["DistrictSummary", "SeedError", "load", "summary"]
@@ -16,10 +17,6 @@ logger = logging.getLogger(__name__)
 
 # Lamps per COPY chunk: large enough to keep COPY at full speed, small enough for a smooth progress bar.
 _CHUNK = 20_000
-
-
-class SeedError(RuntimeError):
-    """The database already holds a different inventory, or the load failed."""
 
 
 @dataclass(frozen=True)

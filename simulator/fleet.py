@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from simulator.sun import is_night
+from simulator.wire import SimulatorError
 
 __all__ = ["FAULT_CODES", "Fleet", "FleetSpec", "Report"]
 
@@ -94,9 +95,9 @@ class Fleet:
         """`control(now_ms)` → (on, level) per lamp is the schedule the devices follow; without it they switch at
         Xining's sunset and sunrise at full level."""
         if interval_s <= 0:
-            raise ValueError(f"reporting interval must be positive, got {interval_s}")
+            raise SimulatorError(f"reporting interval must be positive, got {interval_s}")
         if not 0 <= jitter <= 1:
-            raise ValueError(f"jitter is a fraction of the interval, 0..1, got {jitter}")
+            raise SimulatorError(f"jitter is a fraction of the interval, 0..1, got {jitter}")
         self.spec = spec
         self.interval_ms = int(interval_s * 1000)
         self.jitter = jitter

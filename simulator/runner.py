@@ -20,7 +20,7 @@ import numpy as np
 
 from simulator.commands import DeviceCommands
 from simulator.fleet import Fleet, Report
-from simulator.wire import PublishError, RawPublisher, Will
+from simulator.wire import PublishError, RawPublisher, SimulatorError, Will
 from telemetry.clock import Clock
 
 __all__ = ["SimStats", "Simulator"]
@@ -67,7 +67,7 @@ class Simulator:
         held_max: int = 1_000_000,
     ) -> None:
         if connections < 1:
-            raise ValueError(f"connections must be at least 1, got {connections}")
+            raise SimulatorError(f"connections must be at least 1, got {connections}")
         self.fleet = fleet
         self.clock = clock
         self.commands = commands

@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from telemetry.errors import Problem
+
 __all__ = ["PublishError", "RawPublisher", "Will", "encode_connect", "encode_publish", "encode_varint"]
 
 # 8,192 unacknowledged messages keep a loopback pipe full at 100,000 msg/s with ~80 ms of broker latency and stay
@@ -23,14 +25,18 @@ __all__ = ["PublishError", "RawPublisher", "Will", "encode_connect", "encode_pub
 DEFAULT_WINDOW = 8192
 
 
-class PublishError(ConnectionError):
+class SimulatorError(Problem):
+    """The base of the simulator's errors: settings it cannot run with, a broker it cannot publish to."""
+
+
+class PublishError(SimulatorError, ConnectionError):
     """The broker refused the connection or closed it while messages were unacknowledged.
 
     From `publish_batch`, `unsent` is how many of the batch's last messages never reached the socket; the
     others are held as unacknowledged and go again with `reconnect()`."""
 
     def __init__(self, message: str, *, unsent: int = 0) -> None:
-        super().__init__(message)
+        super().__init__(message, kind="unavailable")
         self.unsent = unsent
 
 
@@ -90,7 +96,7 @@ class RawPublisher:
         timeout: float = 30.0,
     ) -> None:
         if not 0 < window < 65535:
-            raise ValueError(f"window must be between 1 and 65,534 unacknowledged messages, got {window}")
+            raise SimulatorError(f"window must be between 1 and 65,534 unacknowledged messages, got {window}")
         self.window = window
         self.sent = 0
         self.acked = 0
@@ -212,7 +218,7 @@ class RawPublisher:
     def send_prebuilt(self, packets: bytes, count: int) -> None:
         """Send `count` PUBLISH packets encoded beforehand with packet ids continuing from `next_id`."""
         if count > self.window:
-            raise ValueError(f"a prebuilt chunk of {count} messages exceeds the window of {self.window}")
+            raise SimulatorError(f"a prebuilt chunk of {count} messages exceeds the window of {self.window}")
         while self.window - (self.sent - self.acked) < count:
             self._read_acks(block=True)
         self._sock.sendall(packets)

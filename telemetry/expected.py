@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
+from telemetry.errors import TelemetryError
 from telemetry.fleet import FleetIndex
 from telemetry.schedules import DEFAULT_CITY_PROFILE, Profile, ScheduleDoc, minutes_of
 from telemetry.solar import SUNRISE_DEG, sun_events
@@ -26,8 +27,10 @@ ScopeKey = tuple[str, str]  # (scope, key): ("city", "all"), ("district", "cd"),
 _DAY_MS = 86_400_000
 
 
-class UnknownScope(KeyError):
+class UnknownScope(TelemetryError):
     """A schedule names a district, road, cabinet or lamp that is not in the inventory."""
+
+    kind = "not_found"
 
 
 @dataclass(frozen=True)

@@ -196,7 +196,7 @@ def _check_scope(conn: psycopg.Connection, scope: str, key: str) -> None:
         "lamp": ("lamps", "id"),
     }[scope]
     if conn.execute(f"SELECT 1 FROM {table} WHERE {column} = %s", (key,)).fetchone() is None:
-        raise LookupError(f"no {scope} {key!r} in the inventory")
+        raise ScheduleError(f"no {scope} {key!r} in the inventory", "key", kind="not_found")
 
 
 def get_schedule(conn: psycopg.Connection, scope: str, key: str) -> dict[str, Any] | None:

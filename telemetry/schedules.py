@@ -21,6 +21,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from telemetry.errors import TelemetryError
+
 __all__ = [
     "DEFAULT_CITY_PROFILE",
     "SCOPES",
@@ -40,12 +42,9 @@ SCOPES = ("city", "district", "road", "cabinet", "lamp")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
-class ScheduleError(ValueError):
-    """A schedule document that cannot be used; `field` names the offending part."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
+class ScheduleError(TelemetryError):
+    """A schedule document that cannot be used, or a scope that does not exist (`kind="not_found"`); `field`
+    names the offending part."""
 
 
 def minutes_of(hhmm: str, field: str) -> int:

@@ -7,9 +7,8 @@ from typing import Annotated, Any
 import psycopg
 from fastapi import APIRouter, Query, Request
 
-from alerts.crews import Crew, CrewError, list_crews, save_crew
+from alerts.crews import Crew, list_crews, save_crew
 from api.deps import Admin, ClockDep, Offset, SyncPoolDep, Viewer, decode_body, in_thread, json_body, page
-from api.errors import ApiError
 
 router = APIRouter(prefix="/api/v1/crews", tags=["crews"])
 
@@ -37,7 +36,4 @@ async def create_crew(user: Admin, request: Request, pool: SyncPoolDep, clock: C
         save_crew(conn, crew)
         return next(c for c in list_crews(conn, clock.now()) if c["id"] == crew.id)
 
-    try:
-        return await in_thread(pool, store)
-    except CrewError as exc:
-        raise ApiError(422, "invalid", str(exc), exc.field) from None
+    return await in_thread(pool, store)

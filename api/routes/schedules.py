@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgspec
 import psycopg
@@ -11,23 +12,28 @@ from fastapi import APIRouter, Request, Response
 from api.deps import EngineDep, Operator, SyncPoolDep, Viewer, in_thread, json_body
 from api.errors import ApiError
 from api.limits import nul_path
-from telemetry.lighting import delete_schedule, get_schedule, put_schedule
-from telemetry.schedules import ScheduleDoc, ScheduleError, decode_doc
+from telemetry.lighting import Changes, LightingEngine, delete_schedule, get_schedule, put_schedule
+from telemetry.schedules import ScheduleDoc, decode_doc
 
 router = APIRouter(prefix="/api/v1/schedules", tags=["schedules"])
-
-
-def _refresh(engine: Any, conn: psycopg.Connection) -> None:
-    engine.apply(engine.fetch(conn, states=False))
+T = TypeVar("T")
 
 
 async def _call(pool: Any, fn: Any) -> Any:
-    try:
-        return await in_thread(pool, fn)
-    except ScheduleError as exc:
-        raise ApiError(422, "invalid", str(exc), exc.field) from None
-    except LookupError as exc:
-        raise ApiError(404, "not_found", str(exc).strip("'\""), "key") from None
+    return await in_thread(pool, fn)  # a ScheduleError becomes its 422 or 404 in api.errors
+
+
+async def _changed(pool: Any, engine: LightingEngine, fn: Callable[[psycopg.Connection], T]) -> T:
+    """Run `fn` (which commits a change of schedules) in a worker, read what changed there, and apply it to
+    the lighting engine here, on the event loop that owns it."""
+
+    def run(conn: psycopg.Connection) -> tuple[T, Changes]:
+        out = fn(conn)
+        return out, engine.fetch(conn, states=False)
+
+    result: tuple[T, Changes] = await _call(pool, run)
+    engine.apply(result[1])
+    return result[0]
 
 
 @router.get("/{scope}/{key}")
@@ -47,20 +53,19 @@ async def write(
     dimming steps, date exceptions, time zone), `windows` (planned outages, maintenance) and `override`."""
     try:
         doc = decode_doc(await request.body())
-    except ScheduleError as exc:
-        raise ApiError(422, "invalid", str(exc), exc.field) from None
     except RecursionError:
         raise ApiError(422, "invalid", "the document nests too deep") from None
     if where := nul_path(msgspec.to_builtins(doc)):
         raise ApiError(422, "invalid", f"{where}: holds a NUL character (U+0000)", where)
 
-    def store(conn: psycopg.Connection) -> dict[str, Any] | None:
+    def store(conn: psycopg.Connection) -> dict[str, Any]:
         put_schedule(conn, scope, key, doc)
         conn.commit()
-        _refresh(engine, conn)
-        return get_schedule(conn, scope, key)
+        stored = get_schedule(conn, scope, key)
+        assert stored is not None  # just written
+        return stored
 
-    return await _call(pool, store)  # type: ignore[no-any-return]
+    return await _changed(pool, engine, store)
 
 
 @router.delete("/{scope}/{key}", status_code=204)
@@ -70,9 +75,8 @@ async def remove(user: Operator, pool: SyncPoolDep, engine: EngineDep, scope: st
     def drop(conn: psycopg.Connection) -> bool:
         found = delete_schedule(conn, scope, key)
         conn.commit()
-        _refresh(engine, conn)
         return found
 
-    if not await _call(pool, drop):
+    if not await _changed(pool, engine, drop):
         raise ApiError(404, "not_found", f"{scope} {key!r} has no schedule of its own", "key")
     return Response(status_code=204)

@@ -10,7 +10,7 @@ import psycopg
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from alerts.tickets import TicketError, act, get_ticket, ticket_json
+from alerts.tickets import act, get_ticket, ticket_json
 from api.auth import User
 from api.deps import (
     ClockDep,
@@ -132,10 +132,7 @@ async def ticket_events(
 @router.get("/{ticket_id}")
 async def read_ticket(user: ViewerOrCrew, pool: SyncPoolDep, clock: ClockDep, ticket_id: int) -> dict[str, Any]:
     """Role: viewer (crew: its own). One ticket with its lamps, location, history and deliveries."""
-    try:
-        ticket = await in_thread(pool, lambda conn: get_ticket(conn, ticket_id, clock.now()))
-    except TicketError as exc:
-        raise ApiError(exc.status, "not_found", str(exc), exc.field) from None
+    ticket = await in_thread(pool, lambda conn: get_ticket(conn, ticket_id, clock.now()))
     _own(user, ticket, ticket_id)
     return ticket
 
@@ -166,8 +163,4 @@ async def ticket_action(
         act(conn, ticket_id, body.action, actor=user.name, now=now, note=body.note, parts=body.parts, crew=body.crew)
         return get_ticket(conn, ticket_id, now)
 
-    try:
-        return await in_thread(pool, run)
-    except TicketError as exc:
-        code = {404: "not_found", 409: "conflict"}.get(exc.status, "invalid")
-        raise ApiError(exc.status, code, str(exc), exc.field) from None
+    return await in_thread(pool, run)

@@ -10,8 +10,9 @@ comes back from an outage its devices need time to reconnect too (each with its 
 lamp's retries. States reach PostgreSQL in batches a few times a second. Sending holds a share lock on the campaign
 row, so a cancel committed by the API stops it at once.
 
-`CommandLink` is the MQTT side (the `mqtt5` codec, as for ingest): QoS 1 publishes on
-`sl/{district}/lamp/{lamp}/cmd` and a subscription to every `…/ack`."""
+New campaigns and cancels wake the engine through LISTEN/NOTIFY on `commands.model.CHANNEL` (a dedicated
+connection); it also looks every few seconds in case a notification was missed while it reconnected. The MQTT side
+is `gateway.command_link.CommandLink`."""
 
 from __future__ import annotations
 
@@ -22,62 +23,33 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Protocol
+from typing import Any, Protocol
 
-import mqtt5
-import msgspec
 import numpy as np
-import numpy.typing as npt
 import psycopg
-from msgspec import Meta
 
-from gateway.codec import BIGINT_MAX, FUTURE_TOLERANCE_MS, MAX_DEPTH, clean_text, nesting_depth
-from gateway.mqtt import AckToken, MqttSubscriber
+from commands.model import (
+    ACKED,
+    CANCELLED,
+    CHANNEL,
+    EXPIRED,
+    FAILED,
+    QUEUED,
+    SENT,
+    STATES,
+    Campaign,
+)
+from gateway.codec import clean_text
+from gateway.command_link import decode_ack
 
-__all__ = ["Campaign", "CommandEngine", "CommandLink", "Link"]
+__all__ = ["CommandEngine", "Link"]
 
 logger = logging.getLogger(__name__)
 
-QUEUED, SENT, ACKED, FAILED, EXPIRED, CANCELLED = range(6)
-STATES = ("queued", "sent", "acked", "failed", "expired", "cancelled")
 _TICK_S = 0.05
 _FLUSH_S = 0.25
-_ACK_TOPICS = ("sl/+/lamp/+/ack", "sl/+/cabinet/+/ack")
-_QOS1 = mqtt5.QoS.AT_LEAST_ONCE
-_POLL_S = 0.1  # new campaigns and cancels are looked for this often (one indexed query)
+_POLL_S = 5.0  # besides being woken by NOTIFY, new campaigns and cancels are looked for this often
 _RETRY_MIN_S, _RETRY_MAX_S = 0.5, 10.0  # reconnecting to the database: doubling between these
-
-
-class Ack(msgspec.Struct):
-    id: Annotated[str, Meta(max_length=64)]
-    ok: bool
-    ts: Annotated[int, Meta(ge=0, le=BIGINT_MAX)]
-    error: str | None = None
-
-
-_ACK_MAX_BYTES = 8192  # an ack may carry a lamp state report (at most 4 KiB) besides its own fields
-_ERROR_CHARS = 200
-
-
-def decode_ack(payload: bytes, now_ms: int, retention_ms: int = 90 * 86_400_000) -> Ack:
-    """An acknowledgement, checked as the codec checks a report (its `ts` in the same window: at most 5 minutes
-    ahead of the clock, not older than the retention); raises ValueError naming what is wrong."""
-    if len(payload) > _ACK_MAX_BYTES:
-        raise ValueError(f"payload of {len(payload)} bytes exceeds the {_ACK_MAX_BYTES}-byte limit")
-    if (depth := nesting_depth(payload)) > MAX_DEPTH:
-        raise ValueError(f"arrays and objects nest {depth} deep; at most {MAX_DEPTH} are accepted")
-    try:
-        ack = msgspec.json.decode(payload, type=Ack)
-    except (msgspec.MsgspecError, RecursionError) as exc:
-        raise ValueError(str(exc)) from None
-    if ack.ts > now_ms + FUTURE_TOLERANCE_MS:
-        raise ValueError(f"ts {ack.ts} is {(ack.ts - now_ms) / 1000:.0f} s ahead of the gateway clock")
-    if ack.ts < now_ms - retention_ms:
-        raise ValueError(f"ts {ack.ts} is older than the retention window (oldest accepted {now_ms - retention_ms})")
-    if ack.error is not None:
-        ack.error = clean_text(ack.error, _ERROR_CHARS)  # stored with the lamp's outcome
-    return ack
 
 
 class Link(Protocol):
@@ -88,85 +60,6 @@ class Link(Protocol):
     def connections(self) -> int:
         """How many times the link has connected to the broker."""
         ...
-
-
-@dataclass
-class Campaign:
-    id: str
-    op: str
-    params: dict[str, Any]
-    expires_ms: int
-    lamp_ids: list[str]
-    districts: list[str]
-    state: npt.NDArray[np.int8]
-    attempts: npt.NDArray[np.int16]
-    sent_at: npt.NDArray[np.float64]  # monotonic seconds of the last send
-    dirty: set[int] = field(default_factory=set)
-    cancelled: bool = False  # no more sends; answers to what was sent are still recorded
-    errors: dict[int, str] = field(default_factory=dict)
-    next_queued: int = 0
-
-    def command(self, i: int, now_ms: int) -> bytes:
-        body = {"id": self.device_id(i), "op": self.op, "ts": now_ms, "expires": self.expires_ms, **self.params}
-        return json.dumps(body, separators=(",", ":")).encode()
-
-    def device_id(self, i: int) -> str:
-        return f"{self.id}-{i}"
-
-    def counts(self) -> dict[str, int]:
-        c = np.bincount(self.state, minlength=len(STATES))
-        return {name: int(c[k]) for k, name in enumerate(STATES)}
-
-
-class CommandLink:
-    """Publishes commands and collects acknowledgements over one MQTT 5 connection, reconnecting on its own.
-
-    Built on the same `mqtt5` codec and asyncio protocol as the ingest (gateway.mqtt), not on aiomqtt: profiled
-    during a whole-city campaign, paho's per-message bookkeeping for publishing, PUBACKs and received
-    acknowledgements took about 60 % of the gateway's event loop. Commands go out as QoS 1 PUBLISHes written
-    straight to the socket; the broker's PUBACKs are not waited for, because the device's own acknowledgement
-    is what counts and a command that never arrives is sent again after the acknowledgement timeout.
-    """
-
-    def __init__(self, host: str, port: int, client_id: str, *, max_acks: int = 200_000) -> None:
-        self.host, self.port, self.client_id = host, port, client_id
-        # Answers wait here for the engine's next tick; past `max_acks` the oldest go (counted), so a flood of
-        # answers costs bounded memory and never blocks the connection. A lost answer is covered by the retry.
-        self.acks: collections.deque[tuple[str, bytes]] = collections.deque(maxlen=max_acks)
-        self.acks_dropped = 0
-        self.received = 0  # acknowledgements received, all connections
-        self._packet_id = 0
-        self._sub = MqttSubscriber(
-            host=host, port=port, client_id=client_id, on_message=self._on_ack, topics=_ACK_TOPICS
-        )
-
-    def _on_ack(self, topic: str, payload: bytes, qos: int, token: AckToken | None) -> None:
-        if len(self.acks) == self.acks.maxlen:
-            self.acks_dropped += 1
-        self.acks.append((topic, payload))
-        self.received += 1
-        if token is not None:  # taken in memory at once; a lost answer is covered by the retry
-            self._sub.ack([token])
-
-    async def run(self) -> None:
-        logger.info("command link connecting to %s:%d", self.host, self.port)
-        await self._sub.run()
-
-    def ready(self) -> bool:
-        return self._sub.connected.is_set()
-
-    def connections(self) -> int:
-        return self._sub.generation
-
-    def publish(self, messages: Sequence[tuple[str, bytes]]) -> int:
-        """Write these commands to the broker at once; returns how many went (0 when not connected)."""
-        if not messages or not self._sub.connected.is_set():
-            return 0
-        out = []
-        for topic, payload in messages:
-            self._packet_id = self._packet_id % 65535 + 1
-            out.append(mqtt5.PublishPacket(topic, payload, qos=_QOS1, packet_id=self._packet_id).write())
-        return len(messages) if self._sub.write(b"".join(out)) else 0
 
 
 class CommandEngine:
@@ -192,6 +85,7 @@ class CommandEngine:
         self.reconnect_grace_s = reconnect_grace_s
         self.retention_ms = retention_days * 86_400_000
         self._connections = 0  # the link's connections when last looked at
+        self._wake = asyncio.Event()  # set by NOTIFY: look for new campaigns and cancels now
         self._grace_until = 0.0  # monotonic: sends before this do not count as attempts
         self.campaigns: dict[str, Campaign] = {}
         self._by_device: dict[str, tuple[Campaign, int]] = {}
@@ -216,23 +110,43 @@ class CommandEngine:
                 delay = min(delay * 2, _RETRY_MAX_S)
                 continue
             delay = _RETRY_MIN_S
+            listener: asyncio.Task[None] | None = None
             try:
-                await self._run(conn)
+                listener = asyncio.create_task(self._listen(), name="command-engine-listen")
+                await self._run(conn, listener)
             except psycopg.Error as exc:
                 logger.warning("command engine: database connection lost (%s); reconnecting in %.1f s", exc, delay)
             finally:
+                if listener is not None:
+                    listener.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
+                        await listener
                 with contextlib.suppress(Exception):
                     await self._flush(conn)
                 await conn.close()
             await asyncio.sleep(delay)
 
-    async def _run(self, conn: psycopg.AsyncConnection) -> None:
+    async def _listen(self) -> None:
+        """Wake the loop when a campaign is submitted or cancelled (a dedicated connection: LISTEN holds it)."""
+        async with await psycopg.AsyncConnection.connect(
+            self.database_url, autocommit=True, application_name="lamplighter-commands-listen"
+        ) as conn:
+            await conn.execute(f"LISTEN {CHANNEL}")
+            self._wake.set()  # what was submitted before the LISTEN began is looked for once now
+            async for _ in conn.notifies():
+                self._wake.set()
+
+    async def _run(self, conn: psycopg.AsyncConnection, listener: asyncio.Task[None]) -> None:
         tokens, last = 0.0, time.monotonic()
         last_flush = last_poll = 0.0
         await self._load(conn)
         while True:
+            if listener.done():
+                listener.result()  # its connection went: raise that, so both reconnect
+                raise psycopg.OperationalError("the command engine's LISTEN connection closed")
             now = time.monotonic()
-            if now - last_poll >= _POLL_S:
+            if self._wake.is_set() or now - last_poll >= _POLL_S:
+                self._wake.clear()
                 await self._load(conn)
                 last_poll = now
             # What a tick held back by the one-second ceiling in `_send` could not send is made up by the
