@@ -7,6 +7,8 @@ import asyncio
 import datetime as dt
 import logging
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -18,7 +20,7 @@ from telemetry.clock import Clock
 from telemetry.fleet import LampColumns
 from telemetry.models import Batch, CabinetRow
 
-__all__ = ["AlertService"]
+__all__ = ["AlertService", "SavedState"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +28,15 @@ logger = logging.getLogger(__name__)
 _TICKET_FAULT = {"lamps_out": "cabinet_outage"}
 _CAUSE = {"cabinet_outage": "the cabinet reports loss of supply", "lamps_out": "most due lamps dark or silent"}
 _ESCALATE_EVERY_S = 30.0
+
+
+@dataclass(frozen=True)
+class SavedState:
+    """The fault engine's memory as PostgreSQL holds it: live tickets, cabinets' latest reports, statuses."""
+
+    tickets: list[Any]
+    cabinets: list[Any]
+    statuses: list[Any]
 
 
 class AlertService:
@@ -37,8 +48,12 @@ class AlertService:
         *,
         deadlines: Deadlines | None = None,
         sweep_every_s: float = 1.0,
+        judges: Callable[[str], bool] | None = None,
     ) -> None:
         self.engine = engine
+        # Which districts' decisions become tickets here: those whose ingest this process holds (another
+        # gateway judges the others). None: every district.
+        self.judges = judges
         self.database_url = database_url
         self.clock = clock
         self.deadlines = deadlines or Deadlines()
@@ -56,12 +71,25 @@ class AlertService:
 
     def load(self, conn: psycopg.Connection) -> None:
         """Live tickets and the cabinets' latest reports and statuses, so a restart picks up where it was."""
-        ix = self.engine.index
-        rows = conn.execute(
+        self.apply_state(self.read_state(conn))
+
+    def read_state(self, conn: psycopg.Connection) -> SavedState:
+        """What `apply_state` needs, read from PostgreSQL (I/O only: any thread)."""
+        tickets = conn.execute(
             "SELECT id, asset_type, asset_id, fault, status, updated_at, first_seen, detail FROM tickets "
             "WHERE status IN ('open', 'dispatched', 'acknowledged', 'resolved', 'reopened')"
         ).fetchall()
-        for tid, asset_type, asset_id, fault, status, updated_at, first_seen, detail in rows:
+        cabinets = conn.execute(
+            "SELECT c.no, (extract(epoch FROM l.ts) * 1000)::bigint, l.seq, l.door_open, l.contactors, l.faults "
+            "FROM cabinet_latest l JOIN cabinets c ON c.no = l.cabinet_no"
+        ).fetchall()
+        statuses = conn.execute("SELECT device_type, device_id, online FROM device_status").fetchall()
+        return SavedState(tickets, cabinets, statuses)
+
+    def apply_state(self, saved: SavedState) -> None:
+        """Take what `read_state` read into the fault engine (on the loop that owns it)."""
+        ix = self.engine.index
+        for tid, asset_type, asset_id, fault, status, updated_at, first_seen, detail in saved.tickets:
             self._seen[tid] = (status, updated_at)
             first_ms = int(first_seen.timestamp() * 1000)
             try:
@@ -77,28 +105,25 @@ class AlertService:
                     tracker.resolved(slot, name, self.clock.now_ms())
             except KeyError:  # a ticket for a fault this version no longer knows: leave it to people
                 continue
-        cabinets = conn.execute(
-            "SELECT c.no, (extract(epoch FROM l.ts) * 1000)::bigint, l.seq, l.door_open, l.contactors, l.faults "
-            "FROM cabinet_latest l JOIN cabinets c ON c.no = l.cabinet_no"
-        ).fetchall()
         self.engine.cabinets.apply_rows(
             [
                 CabinetRow(ts, no, seq, door, list(cont), None, None, None, None, list(f), 0, ts)
-                for no, ts, seq, door, cont, f in cabinets
+                for no, ts, seq, door, cont, f in saved.cabinets
             ]
         )
-        for kind, device, online in conn.execute("SELECT device_type, device_id, online FROM device_status"):
+        for kind, device, online in saved.statuses:
             if kind == "lamp" and (slot := ix.slot_of_id.get(device)) is not None:
                 self.engine.lamp_history.offline[slot] = not online
             elif kind == "cabinet" and (cab := ix.cabinet_of.get(device)) is not None:
                 self.engine.cabinet_history.offline[cab] = not online
-        logger.info("fault engine: %d live tickets, %d cabinet states loaded", len(rows), len(cabinets))
+        logger.info("fault engine: %d live tickets, %d cabinet states loaded", len(saved.tickets), len(saved.cabinets))
 
-    def reindex(self, conn: psycopg.Connection) -> None:
-        """The inventory changed and the lighting engine was rebuilt: rebuild the fault engine to match."""
+    def restart(self, saved: SavedState) -> None:
+        """Start judging afresh from what `read_state` read: after the inventory changed and the lighting engine
+        was rebuilt, or after this process took districts over (on the loop that owns the engine)."""
         self.engine.reset(self.clock.now_ms())
         self._seen.clear()
-        self.load(conn)
+        self.apply_state(saved)
 
     # -- inputs -----------------------------------------------------------------------------------------------
 
@@ -108,6 +133,9 @@ class AlertService:
         self._enqueue(self.engine.on_batch(columns, batch.cabinets, batch.statuses, self.clock.now_ms()))
 
     def _enqueue(self, openings: list[Opening]) -> None:
+        if self.judges is not None:
+            judges = self.judges
+            openings = [o for o in openings if judges(o.district)]
         if openings:
             self._queue.extend(openings)
             self._wake.set()
@@ -119,7 +147,6 @@ class AlertService:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._writer(), name="ticket-writer")
                 tg.create_task(self._sweeper(), name="fault-sweep")
-                tg.create_task(self._escalator(), name="escalation")
         finally:
             self._closed = True  # a worker thread still running closes what it opened
             if self._conn is not None:
@@ -135,7 +162,8 @@ class AlertService:
                 logger.warning("fault engine: cannot read ticket changes (retrying): %s", exc)
             self._enqueue(self.engine.sweep(self.clock.now_ms()))
 
-    async def _escalator(self) -> None:
+    async def escalate_forever(self) -> None:
+        """Overdue tickets escalate: run once city-wide (by the gateway that leads)."""
         while True:
             await asyncio.sleep(min(_ESCALATE_EVERY_S, 3600.0 / self.clock.speed))
             try:

@@ -119,8 +119,10 @@ def _poison_phase(url: str, ep: Endpoints, gw: _Gateway, good_n: int) -> dict[st
         ).fetchone() or ("", "")
         lamps = conn.execute("SELECT id, district FROM lamps ORDER BY no LIMIT %s", (good_n,)).fetchall()
         conn.execute(f"ALTER TABLE lamp_readings ADD CONSTRAINT {DB_CONSTRAINT} CHECK (power_w < 4000)")
+        row = conn.execute("SELECT code FROM districts WHERE code <> %s LIMIT 1", (lamps[0][1],)).fetchone()
+    other = str(row[0]) if row else lamps[0][1]
     now = int(time.time() * 1000)
-    poison = poison_messages(now, lamps[0][0], lamps[0][1], cabinet, cab_lamp)
+    poison = poison_messages(now, lamps[0][0], lamps[0][1], cabinet, cab_lamp, other)
     pub = RawPublisher(ep.mqtt_host, ep.mqtt_port, "bench-faults-poison")
     for _, topic, payload in poison:
         pub.publish(topic, payload)

@@ -97,9 +97,14 @@ class CommandEngine:
 
     # -- the loop ---------------------------------------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(self, *, fresh: bool = False) -> None:
         """Until cancelled. A lost database stops the sending (a cancel could not be honoured without it) but not
-        the engine: it reconnects with backoff and goes on where it was, answers that came meanwhile included."""
+        the engine: it reconnects with backoff and goes on where it was, answers that came meanwhile included.
+        `fresh`: forget the campaigns in memory first (this process takes the engine over: another one may have
+        sent since it last ran here)."""
+        if fresh:
+            self.campaigns.clear()
+            self._by_device.clear()
         delay = _RETRY_MIN_S
         while True:
             try:

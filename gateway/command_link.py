@@ -90,6 +90,10 @@ class CommandLink:
     def ready(self) -> bool:
         return self._sub.connected.is_set()
 
+    async def close(self) -> None:
+        """Disconnect (the session stays on the broker for whoever runs the command engine next)."""
+        await self._sub.close()
+
     def connections(self) -> int:
         return self._sub.generation
 

@@ -23,35 +23,38 @@ HEARTBEAT_S = 2.0
 
 _UPSERT = """
 INSERT INTO ingest_heartbeat AS h (gateway, host, pid, started_at, updated_at, stopped_at, oldest_uncommitted_s,
-                                   failing_batches, received, written, quarantined)
-VALUES (%s, %s, %s, %s, now(), CASE WHEN %s THEN now() END, %s, %s, %s, %s, %s)
+                                   failing_batches, received, written, quarantined, districts)
+VALUES (%s, %s, %s, %s, now(), CASE WHEN %s THEN now() END, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (gateway) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, started_at = EXCLUDED.started_at,
     updated_at = now(), stopped_at = EXCLUDED.stopped_at, oldest_uncommitted_s = EXCLUDED.oldest_uncommitted_s,
     failing_batches = EXCLUDED.failing_batches, received = EXCLUDED.received, written = EXCLUDED.written,
-    quarantined = EXCLUDED.quarantined
+    quarantined = EXCLUDED.quarantined, districts = EXCLUDED.districts
 """
 
 
 @dataclass(frozen=True)
 class Heartbeat:
-    gateway: str  # its MQTT client id
+    gateway: str  # the process's instance name
     oldest_uncommitted_s: float
     failing_batches: int
     received: int
     written: int
     quarantined: int
+    districts: list[str]  # whose ingest it holds now
 
 
-async def beat_forever(database_url: str, now: Callable[[], Heartbeat], period_s: float = HEARTBEAT_S) -> None:
-    """Write `now()` every `period_s` until cancelled, then mark the gateway stopped. A database that is away
-    only skips beats (its absence is what the health then reports)."""
+async def beat_forever(
+    database_url: str, now: Callable[[], Heartbeat], period_s: float = HEARTBEAT_S, wake: asyncio.Event | None = None
+) -> None:
+    """Write `now()` every `period_s` (and at once when `wake` is set) until cancelled, then mark the gateway
+    stopped. A database that is away only skips beats (its absence is what the health then reports)."""
     started = dt.datetime.now(dt.UTC)
     host, pid = socket.gethostname(), os.getpid()
     conn: psycopg.AsyncConnection | None = None
 
     def row(beat: Heartbeat, stopped: bool) -> tuple[object, ...]:
         return (beat.gateway, host, pid, started, stopped, beat.oldest_uncommitted_s, beat.failing_batches,
-                beat.received, beat.written, beat.quarantined)  # fmt: skip
+                beat.received, beat.written, beat.quarantined, [] if stopped else beat.districts)  # fmt: skip
 
     try:
         while True:
@@ -61,7 +64,12 @@ async def beat_forever(database_url: str, now: Callable[[], Heartbeat], period_s
                 await conn.execute(_UPSERT, row(now(), False))
             except psycopg.Error as exc:
                 logger.debug("ingest heartbeat not written: %s", exc)
-            await asyncio.sleep(period_s)
+            if wake is None:
+                await asyncio.sleep(period_s)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), period_s)
+                wake.clear()
     finally:
         if conn is not None and not conn.closed:
             with contextlib.suppress(psycopg.Error):

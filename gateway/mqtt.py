@@ -60,6 +60,7 @@ class AckToken:
 
     generation: int
     packet_id: int
+    source: MqttSubscriber | None = None  # which connection, when a process has several (one per district)
 
 
 OnMessage = Callable[[str, bytes, int, "AckToken | None"], None]
@@ -146,7 +147,7 @@ class MqttSubscriber:
     def _deliver(self, p: mqtt5.PublishPacket) -> None:
         self.received += 1
         qos = int(p.qos.value) if hasattr(p.qos, "value") else int(p.qos)
-        token = AckToken(self.generation, p.packet_id) if qos and p.packet_id is not None else None
+        token = AckToken(self.generation, p.packet_id, self) if qos and p.packet_id is not None else None
         self._on_message(p.topic, p.payload, qos, token)
 
     def write(self, data: bytes) -> bool:
@@ -201,7 +202,7 @@ class MqttSubscriber:
         if bad:
             raise MqttError(f"broker {self.address} refused subscriptions {self.topics}: {bad}")
         logger.info(
-            "connected to broker %s as %r (session present: %s), subscribed to %d topics",
+            "connected to broker %s as %r (session present: %s) with %d topic filters",
             self.address,
             self.client_id,
             connack.session_present,

@@ -34,7 +34,10 @@ class Settings:
     api_port: int = 8080
     metrics_port: int = 9108
     retention_days: int = 90
+    # The deployment's MQTT client-id prefix, shared by its gateways: sessions that outlive a process are named
+    # by their role under it (`…-ingest-{district}`, `…-commands`, `…-ops`) and leased to one process at a time.
     gateway_client_id: str = "lamplighter-gateway"
+    gateway_instance: str = ""  # this process's own name (heartbeat, its own clients); "": prefix-host-pid
     batch_max: int = 10_000
     flush_interval_s: float = 0.25
     receive_maximum: int = 65_535

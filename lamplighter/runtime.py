@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
+import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,17 +17,18 @@ import psycopg
 
 from alerts.dispatch import Dispatcher, MqttTransport, NotifyTransport, WebhookTransport
 from alerts.engine import AlertEngine
-from alerts.service import AlertService
+from alerts.service import AlertService, SavedState
 from commands.engine import CommandEngine
 from gateway.command_link import CommandLink
 from gateway.heartbeat import Heartbeat, beat_forever
 from gateway.metrics import GatewayMetrics
-from gateway.mqtt import MqttSubscriber
 from gateway.retained import RetainedPublisher
 from gateway.service import Gateway
+from gateway.sessions import IngestSessions
 from lamplighter.config import Settings
 from lamplighter.services import PrivateServices, ServiceError
 from telemetry.clock import Clock
+from telemetry.leases import Leases
 from telemetry.lighting import LightingEngine, follow_forever
 from telemetry.models import Batch, Registry
 from telemetry.sampler import Sampler
@@ -44,6 +47,11 @@ _INVENTORY_CHECK_S = 30.0
 _HEARING_CHECK_S = 0.2
 _QUARANTINE_CHECK_S = 60.0
 _HEARING_STALL_S = 2.0  # a message uncommitted this long: ingest is not hearing devices
+_LEAD_TRY_S = 2.0  # a gateway not leading tries to take the lead this often (a dead leader's goes at once)
+
+
+def _districts(conn: psycopg.Connection) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT code FROM districts ORDER BY code").fetchall()]
 
 
 @dataclass(frozen=True)
@@ -118,7 +126,10 @@ def endpoints(settings: Settings) -> Endpoints:
 
 
 class GatewayProcess:
-    """The gateway's pieces for one process: store, subscriber, batching loop, partition upkeep."""
+    """One gateway process. Every gateway ingests the districts it leases (gateway.sessions) and judges their
+    faults; the one holding the `leader` lease also runs what must run once city-wide: the command engine,
+    the lighting-rate sampler and its retained message, ticket escalation, partition and quarantine upkeep.
+    Alone, a gateway holds every district and the lead."""
 
     def __init__(
         self,
@@ -134,13 +145,20 @@ class GatewayProcess:
         self.clock = clock or Clock()
         self.metrics = metrics or GatewayMetrics()
         self.inventory_check_s = inventory_check_s
+        prefix = settings.gateway_client_id
+        # Unique per process by default: its heartbeat, its own MQTT clients. Sessions that must outlive a
+        # process (a district's ingest, the command link) are named by their role and leased.
+        self.instance = settings.gateway_instance or f"{prefix}-{socket.gethostname()}-{os.getpid()}"
         with psycopg.connect(ep.database_url, autocommit=True) as conn:
             migrate(conn, retention_days=settings.retention_days)
             registry = load_registry(conn)
+            districts = _districts(conn)
             self._inventory = inventory_version(conn)
             self.engine = LightingEngine.load(conn)
             self.fault_engine = AlertEngine(self.engine, self.clock.now_ms())
-            self.alerts = AlertService(self.fault_engine, ep.database_url, self.clock, deadlines=settings.deadlines)
+            self.alerts = AlertService(
+                self.fault_engine, ep.database_url, self.clock, deadlines=settings.deadlines, judges=self._judges
+            )
             self.alerts.load(conn)
             # Until this gateway hears devices, nobody is silent: not since the last message a gateway received.
             row = conn.execute(
@@ -155,17 +173,28 @@ class GatewayProcess:
                 "run `lamplighter seed` first"
             )
         self.store = TelemetryStore(ep.database_url)
-        self.subscriber = MqttSubscriber(
+        self.leases = Leases(ep.database_url, prefix, on_lost=self._leases_lost)
+        self._judged: set[str] = set()  # districts whose faults this process judges (their ingest is ours)
+        self._takeover = asyncio.Event()  # districts were taken over: refresh the engines' view of them
+        self._first_take = True
+        self._lead_lost = asyncio.Event()  # set when the leader lease went with its connection
+        self._beat_now = asyncio.Event()  # the districts held changed: say so in the heartbeat at once
+        self.sessions = IngestSessions(
             host=ep.mqtt_host,
             port=ep.mqtt_port,
-            client_id=settings.gateway_client_id,
+            prefix=prefix,
+            districts=districts,
+            leases=self.leases,
             on_message=self._on_message,
+            gateways=self.leases.members,
+            on_change=self._districts_changed,
             receive_maximum=settings.receive_maximum,
         )
+        self.subscriber = self.sessions  # `connected` and `received`, as with one session
         self.gateway = Gateway(
             registry=registry,
             write=self.store.write,
-            ack=self.subscriber.ack,
+            ack=self.sessions.ack,
             metrics=self.metrics,
             clock=self.clock,
             max_batch=settings.batch_max,
@@ -180,7 +209,7 @@ class GatewayProcess:
                 {
                     "webhook": WebhookTransport(),
                     "notify": NotifyTransport(),
-                    "mqtt": MqttTransport(ep.mqtt_host, ep.mqtt_port, f"{settings.gateway_client_id}-dispatch"),
+                    "mqtt": MqttTransport(ep.mqtt_host, ep.mqtt_port, f"{self.instance}-dispatch"),
                 },
                 max_attempts=settings.delivery_max_attempts,
                 max_age=dt.timedelta(hours=settings.delivery_max_age_h),
@@ -189,7 +218,7 @@ class GatewayProcess:
             else None
         )
         self.command_link = CommandLink(
-            ep.mqtt_host, ep.mqtt_port, f"{settings.gateway_client_id}-commands", max_acks=settings.ack_queue_max
+            ep.mqtt_host, ep.mqtt_port, f"{prefix}-commands", max_acks=settings.ack_queue_max
         )
         m = self.metrics
         m.acks_dropped.set_function(lambda: self.command_link.acks_dropped)
@@ -206,7 +235,7 @@ class GatewayProcess:
             reconnect_grace_s=settings.command_reconnect_grace_s,
             retention_days=settings.retention_days,
         )
-        self.publisher = RetainedPublisher(ep.mqtt_host, ep.mqtt_port, OPS_TOPIC, f"{settings.gateway_client_id}-ops")
+        self.publisher = RetainedPublisher(ep.mqtt_host, ep.mqtt_port, OPS_TOPIC, f"{prefix}-ops")
         self.sampler = Sampler(
             self.engine,
             ep.database_url,
@@ -217,9 +246,16 @@ class GatewayProcess:
             inspection=settings.inspection_at,
             ingested_through=self.gateway.ingested_through_ms,
         )
+        self.leading = False
         logger.info(
-            "gateway ready: %d lamps and %d cabinets in the registry", len(registry.lamps), len(registry.cabinets)
+            "gateway %s ready: %d lamps and %d cabinets in the registry, %d districts",
+            self.instance,
+            len(registry.lamps),
+            len(registry.cabinets),
+            len(districts),
         )
+
+    # -- after a commit --------------------------------------------------------------------------------------
 
     def _committed(self, batch: Batch) -> None:
         """What follows a commit, in order, on this event loop: the fleet state (the lighting engine) takes the
@@ -231,27 +267,100 @@ class GatewayProcess:
     def _on_message(self, topic: str, payload: bytes, qos: int, token: object) -> None:
         self.gateway.on_message(topic, payload, qos, token)  # type: ignore[arg-type]
 
+    # -- districts -------------------------------------------------------------------------------------------
+
+    def _judges(self, district: str) -> bool:
+        return district in self._judged
+
+    def _districts_changed(self, gained: set[str], lost: set[str]) -> None:
+        self._beat_now.set()
+        self._judged -= lost
+        if gained and self._first_take:  # the engines were loaded from PostgreSQL a moment ago
+            self._first_take = False
+            self._judged |= gained
+        elif gained:
+            self._takeover.set()
+
+    async def _takeovers(self) -> None:
+        """Districts taken over from another gateway: their lamps' states and tickets as PostgreSQL has them,
+        then they are judged here. Read in a worker thread, swapped in on this loop."""
+        while True:
+            await self._takeover.wait()
+            self._takeover.clear()
+            try:
+                fresh, saved = await asyncio.to_thread(self._read_engines)
+            except psycopg.Error as exc:
+                logger.warning("taking districts over: cannot read their state (retrying): %s", exc)
+                self._takeover.set()
+                await asyncio.sleep(1.0)
+                continue
+            self.engine.adopt(fresh)
+            self.alerts.restart(saved)
+            self._judged = set(self.sessions.held())
+            logger.info("fault engine: judging districts %s", ", ".join(sorted(self._judged)))
+
+    def _read_engines(self) -> tuple[LightingEngine, SavedState]:
+        with psycopg.connect(self.ep.database_url, autocommit=True) as conn:
+            return LightingEngine.load(conn), self.alerts.read_state(conn)
+
+    def _leases_lost(self, names: set[str]) -> None:
+        self.sessions.lost(names)
+        if "leader" in names:
+            self._lead_lost.set()
+
+    # -- the process -----------------------------------------------------------------------------------------
+
     async def run(self) -> None:
-        """Run until cancelled: the writer commits what is pending before the subscriber goes."""
+        """Run until cancelled: the writer commits what is pending before the sessions go."""
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.subscriber.run(), name="mqtt-subscriber")
+                tg.create_task(self.leases.keep(), name="leases")
+                tg.create_task(self.sessions.run(), name="ingest-sessions")
                 tg.create_task(self.gateway.run(), name="batch-writer")
-                tg.create_task(self._partitions(), name="partition-upkeep")
                 tg.create_task(self._inventory_watch(), name="inventory-watch")
                 tg.create_task(self._heartbeat(), name="ingest-heartbeat")
                 tg.create_task(self._ingest_watch(), name="ingest-watch")
-                tg.create_task(self._quarantine_upkeep(), name="quarantine-upkeep")
+                tg.create_task(self._takeovers(), name="takeovers")
                 tg.create_task(follow_forever(self.engine, self.ep.database_url, states=False), name="schedules")
-                tg.create_task(self.sampler.run(), name="lighting-rate-sampler")
-                tg.create_task(self.publisher.run(), name="ops-publisher")
                 tg.create_task(self.alerts.run(), name="fault-engine")
-                tg.create_task(self.command_link.run(), name="command-link")
-                tg.create_task(self.commands.run(), name="command-engine")
+                tg.create_task(self._lead(), name="lead")
                 if self.dispatcher is not None:
                     tg.create_task(self.dispatcher.run(), name="dispatcher")
         finally:
             await self.store.close()
+
+    async def _lead(self) -> None:
+        """Hold the `leader` lease when nobody else does, and while held run what runs once city-wide."""
+        while True:
+            if not await self.leases.try_take("leader"):
+                await asyncio.sleep(_LEAD_TRY_S)
+                continue
+            self._lead_lost.clear()
+            self.leading = True
+            logger.info("gateway %s leads: command engine, sampler, escalation, upkeep", self.instance)
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    work = [
+                        tg.create_task(self.command_link.run(), name="command-link"),
+                        tg.create_task(self.commands.run(fresh=True), name="command-engine"),
+                        tg.create_task(self.sampler.run(), name="lighting-rate-sampler"),
+                        tg.create_task(self.publisher.run(), name="ops-publisher"),
+                        tg.create_task(self.alerts.escalate_forever(), name="escalation"),
+                        tg.create_task(self._partitions(), name="partition-upkeep"),
+                        tg.create_task(self._quarantine_upkeep(), name="quarantine-upkeep"),
+                        tg.create_task(
+                            follow_forever(self.engine, self.ep.database_url, states=True, skip=self._judges),
+                            name="city-follower",
+                        ),
+                    ]
+                    await self._lead_lost.wait()
+                    logger.error("gateway %s lost the lead with its database connection; stopping that work",
+                                 self.instance)  # fmt: skip
+                    for task in work:
+                        task.cancel()
+            finally:
+                self.leading = False
+                await self.command_link.close()
 
     async def _ingest_watch(self) -> None:
         """Tell the fault engine when ingest stops hearing devices and when it hears them again, so that an
@@ -259,7 +368,7 @@ class GatewayProcess:
         while True:
             g = self.gateway
             hearing = (
-                self.subscriber.connected.is_set()
+                self.sessions.connected.is_set()
                 and g.failing_batches == 0
                 and g.oldest_uncommitted_s() < _HEARING_STALL_S
             )
@@ -270,17 +379,18 @@ class GatewayProcess:
             await asyncio.sleep(_HEARING_CHECK_S)
 
     async def _heartbeat(self) -> None:
-        await beat_forever(self.ep.database_url, self._heartbeat_row)
+        await beat_forever(self.ep.database_url, self._heartbeat_row, wake=self._beat_now)
 
     def _heartbeat_row(self) -> Heartbeat:
         g, s = self.gateway, self.gateway.stats
         return Heartbeat(
-            self.settings.gateway_client_id,
+            self.instance,
             round(g.oldest_uncommitted_s(), 3),
             g.failing_batches,
             s.received,
             s.lamps_written + s.cabinets_written,
             s.rejected,
+            self.sessions.held(),
         )
 
     async def _partitions(self) -> None:
@@ -294,31 +404,34 @@ class GatewayProcess:
             await asyncio.sleep(period)
 
     async def _inventory_watch(self) -> None:
-        """Reload the device registry when the inventory changes, so newly seeded devices are not quarantined."""
+        """Reload the device registry when the inventory changes, so newly seeded devices are not quarantined;
+        the engines are rebuilt to match (read in a worker thread, swapped in on this loop)."""
         while True:
             await asyncio.sleep(self.inventory_check_s)
             try:
-                registry = await asyncio.to_thread(self._reload_registry)
+                found = await asyncio.to_thread(self._reload_registry)
             except psycopg.Error as exc:
                 logger.warning("inventory check failed (retrying in %.0f s): %s", self.inventory_check_s, exc)
                 continue
-            if registry is not None:
+            if found is not None:
+                registry, districts, fresh, saved = found
+                self.engine.adopt(fresh)
+                self.alerts.restart(saved)
                 self.gateway.registry = registry
+                self.sessions.set_districts(districts)
                 logger.info(
                     "inventory changed: registry now %d lamps and %d cabinets",
                     len(registry.lamps),
                     len(registry.cabinets),
                 )
 
-    def _reload_registry(self) -> Registry | None:
+    def _reload_registry(self) -> tuple[Registry, list[str], LightingEngine, SavedState] | None:
         with psycopg.connect(self.ep.database_url, autocommit=True) as conn:
             version = inventory_version(conn)
             if version == self._inventory:
                 return None
             self._inventory = version
-            self.engine.reindex(conn)
-            self.alerts.reindex(conn)
-            return load_registry(conn)
+            return load_registry(conn), _districts(conn), LightingEngine.load(conn), self.alerts.read_state(conn)
 
     async def _quarantine_upkeep(self) -> None:
         while True:

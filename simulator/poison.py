@@ -13,9 +13,11 @@ __all__ = ["DB_CONSTRAINT", "poison_messages"]
 DB_CONSTRAINT = "plausible_power"
 
 
-def poison_messages(now: int, lamp: str, district: str, cabinet: str, cab_lamp: str) -> list[tuple[str, str, bytes]]:
+def poison_messages(
+    now: int, lamp: str, district: str, cabinet: str, cab_lamp: str, other: str
+) -> list[tuple[str, str, bytes]]:
     """(expected reason, topic, payload): one message of each class that once stopped or stalled ingest, then
-    one per reject reason of PROTOCOL.md, then a few more."""
+    one per reject reason of PROTOCOL.md, then a few more. `other`: a district of the inventory not the lamp's."""
     state = f"sl/{district}/lamp/{lamp}/state"
     status = f"sl/{district}/lamp/{lamp}/status"
 
@@ -35,7 +37,8 @@ def poison_messages(now: int, lamp: str, district: str, cabinet: str, cab_lamp: 
         ("ts_in_future", status, json.dumps({"online": True, "ts": 10**16}).encode()),
         ("out_of_range", state, report(power_w=1e39)),
         # One per reject reason.
-        ("bad_topic", f"sl//lamp/{lamp}/state", report()),  # the gateway subscribes to sl/+/lamp/+/state
+        # The gateway subscribes to its districts' topics (sl/{district}/lamp/+/state): within them.
+        ("bad_topic", f"sl/{district}/lamp//state", report()),
         ("not_json", state, b'{"ts": 1,'),
         ("not_object", state, b"[1, 2]"),
         ("missing_field", state, report(seq=None).replace(b'"seq": null, ', b"")),
@@ -43,7 +46,7 @@ def poison_messages(now: int, lamp: str, district: str, cabinet: str, cab_lamp: 
         ("out_of_range", state, report(dim=101)),
         ("too_large", state, report(note="x" * 5000)),
         ("unknown_device", f"sl/{district}/lamp/XN-ZZ-999999/state", report()),
-        ("district_mismatch", f"sl/zz/lamp/{lamp}/state", report()),
+        ("district_mismatch", f"sl/{other}/lamp/{lamp}/state", report()),
         ("ts_in_future", state, report(ts=now + 3_600_000)),
         ("ts_too_old", state, report(ts=now - 91 * 86_400_000)),
         # More: number spellings json.dumps never writes, bad Unicode, a huge topic, deep status and cabinet.

@@ -269,6 +269,12 @@ class LampColumns:
     def of(cls, rows: LampRows, index: FleetIndex) -> LampColumns:
         return cls.build(index, rows.lamp_no, rows.ts, rows.on, rows.dim, rows.power_w, rows.faults)
 
+    def take(self, keep: npt.NDArray[np.bool_]) -> LampColumns:
+        """The rows where `keep` is true."""
+        return LampColumns(
+            self.slots[keep], self.ts_ms[keep], self.on[keep], self.dim[keep], self.power_w[keep], self.faults[keep]
+        )
+
     def newest(self) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.intp]]:
         """(slots, row positions) of each lamp's newest reading in the batch, lamps not in the index left out."""
         pick = newest_per_lamp(self.slots, self.ts_ms)

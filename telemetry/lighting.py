@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,11 +98,20 @@ class LightingEngine:
         docs = load_schedules(conn) if version != self.schedules_version else None
         return Changes(rows, newest, version, docs)
 
-    def apply(self, changes: Changes) -> int:
-        """Apply what `fetch` found (in the thread that reads the engine); returns lamps changed."""
+    def apply(self, changes: Changes, *, skip: Callable[[str], bool] | None = None) -> int:
+        """Apply what `fetch` found (in the thread that reads the engine); returns lamps changed. `skip`: the
+        districts whose lamps this engine is fed directly (a gateway's own), left as they are."""
         changed = 0
         if changes.rows is not None:
-            changed = self.state.apply_columns(changes.rows, replace=True)  # lamp_latest is what counts
+            rows = changes.rows
+            if skip is not None:
+                ix = self.index
+                skipped = np.array([skip(d) for d in ix.districts], dtype=np.bool_)
+                inside = rows.slots >= 0
+                mine = np.zeros(len(rows.slots), dtype=np.bool_)
+                mine[inside] = skipped[ix.lamp_district[rows.slots[inside]]]
+                rows = rows.take(~mine) if mine.any() else rows
+            changed = self.state.apply_columns(rows, replace=True)  # lamp_latest is what counts
             newest = changes.newest
             if newest is not None and (self._since is None or newest > self._since):  # type: ignore[operator]
                 self._since = newest
@@ -113,9 +123,9 @@ class LightingEngine:
             self._cache = None
         return changed
 
-    def reindex(self, conn: psycopg.Connection) -> None:
-        """The inventory changed (reseeded): rebuild the index and the state from PostgreSQL, then swap them in."""
-        fresh = LightingEngine.load(conn)
+    def adopt(self, fresh: LightingEngine) -> None:
+        """Swap in an engine loaded afresh (`LightingEngine.load` in a worker thread) — after the inventory
+        changed, or to take over districts another process read until now; on the loop that owns this one."""
         self.index, self.state, self.expected = fresh.index, fresh.state, fresh.expected
         self.schedules_version, self._since = fresh.schedules_version, fresh._since
         self._cache = self._expected_cache = None
@@ -227,8 +237,16 @@ def delete_schedule(conn: psycopg.Connection, scope: str, key: str) -> bool:
     return cur.rowcount > 0
 
 
-async def follow_forever(engine: LightingEngine, database_url: str, *, states: bool, period_s: float = 2.0) -> None:
-    """Keep `engine` current: schedules always, lamp states too when no gateway feeds it in this process."""
+async def follow_forever(
+    engine: LightingEngine,
+    database_url: str,
+    *,
+    states: bool,
+    period_s: float = 2.0,
+    skip: Callable[[str], bool] | None = None,
+) -> None:
+    """Keep `engine` current: schedules always, lamp states too when no gateway feeds it in this process (or,
+    with `skip`, for the districts this process's gateway does not read)."""
     import asyncio
     import functools
 
@@ -241,7 +259,7 @@ async def follow_forever(engine: LightingEngine, database_url: str, *, states: b
                     live = conn = await asyncio.to_thread(psycopg.connect, database_url, autocommit=True)
                 assert live is not None
                 changes = await asyncio.to_thread(functools.partial(engine.fetch, live, states=states))
-                engine.apply(changes)
+                engine.apply(changes, skip=skip)
             except psycopg.Error as exc:
                 logger.warning("lighting engine could not refresh from the database (retrying): %s", exc)
                 if conn is not None:

@@ -496,6 +496,11 @@ def _m009_outbox_dead_letters(conn: psycopg.Connection, *, retention_days: int) 
     )
 
 
+def _m010_heartbeat_districts(conn: psycopg.Connection, *, retention_days: int) -> None:
+    # Several gateways share ingest, each holding some districts: the health says which are held by nobody.
+    conn.execute("ALTER TABLE ingest_heartbeat ADD COLUMN districts text[] NOT NULL DEFAULT '{}'")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (1, "inventory, latest state, device status, quarantine", _m001_inventory),
     (2, "telemetry time series", _m002_telemetry),
@@ -506,6 +511,7 @@ MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (7, "command_lamps without the state index", _m007_command_lamps_lean),
     (8, "ingest heartbeat per gateway", _m008_ingest_heartbeat),
     (9, "outbox rows dead-lettered after their delivery limits", _m009_outbox_dead_letters),
+    (10, "the districts each gateway holds", _m010_heartbeat_districts),
 ]
 
 

@@ -290,7 +290,7 @@ async def test_a_campaign_waits_out_a_broker_outage(endpoints: Endpoints, client
             os.kill(city.sim.pid, signal.SIGSTOP)  # the devices cannot reconnect until it goes on
             try:
                 await asyncio.to_thread(broker.start)
-                await until(city.gw.commands.link.ready, 10, "the command link to be back")
+                await until(city.gw.commands.link.ready, 40, "the command link to be back (its backoff)")
                 sent = city.gw.commands.sent
                 await asyncio.sleep(10.0)
                 assert city.gw.commands.sent > sent  # commands went again while the devices were away

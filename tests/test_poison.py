@@ -50,7 +50,9 @@ def test_poison_messages_are_quarantined_and_1000_good_ones_land(
         assert gw.subscribed.wait(30), "gateway did not subscribe"
         now = int(time.time() * 1000)
         lamp, district = ids[0]
-        poison = poison_messages(now, lamp, district, cabinet, cab_lamp)
+        other = _other_district(url, district)
+        every_district = _districts(url)
+        poison = poison_messages(now, lamp, district, cabinet, cab_lamp, other)
         for _, topic, payload in poison:
             pub.publish(topic, payload)
         good = []
@@ -81,7 +83,8 @@ def test_poison_messages_are_quarantined_and_1000_good_ones_land(
             health = api.get("/api/v1/health")
             assert health.status_code == 200 and health.json()["status"] == "ok", health.json()
             (beat,) = health.json()["ingest"]["gateways"]
-            assert beat["running"] and beat["gateway"] == client_id and beat["oldest_uncommitted_s"] < 3
+            assert beat["running"] and beat["gateway"].startswith(client_id + "-") and beat["oldest_uncommitted_s"] < 3
+            assert beat["districts"] == every_district  # alone, it reads them all
             if beat["written"] == 1001 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
@@ -92,6 +95,18 @@ def test_poison_messages_are_quarantined_and_1000_good_ones_land(
     # Stopped cleanly: the health says nobody is ingesting any more.
     ingest = api.get("/api/v1/health").json()["ingest"]
     assert ingest["ok"] is False and "no gateway is running" in ingest["error"]
+
+
+def _districts(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        return [r[0] for r in conn.execute("SELECT code FROM districts ORDER BY code").fetchall()]
+
+
+def _other_district(url: str, district: str) -> str:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT code FROM districts WHERE code <> %s ORDER BY code LIMIT 1", (district,)).fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 def test_health_says_when_ingest_is_stalled(endpoints: Endpoints, client_id: str, api: TestClient) -> None:

@@ -1,0 +1,220 @@
+"""Several gateways against the same broker and database: the districts are shared out, each is read by one
+of them, a dead gateway's districts are taken over with their sessions, and the work that must run once
+city-wide (the command engine) runs once, moving to a survivor when its holder dies."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from lamplighter.config import Settings
+from lamplighter.runtime import Endpoints, GatewayProcess
+from lamplighter.simproc import simulator_process
+from telemetry.clock import Clock
+from telemetry.leases import Leases
+from tests.auth import sign_in
+from tests.test_commands import NIGHT, call, until
+from tests.test_ingest import _GatewayChild, _lamp_ids, _publish_readings, count, seed, wait_for
+
+pytestmark = pytest.mark.services
+
+
+@pytest.mark.asyncio
+async def test_a_lease_is_held_by_one_process_and_goes_with_its_connection(database_url: str) -> None:
+    a, b = Leases(database_url, "t"), Leases(database_url, "t")
+    try:
+        assert await a.try_take("leader") and not await b.try_take("leader")
+        assert await a.members() == 1  # a joins when it first counts; b has not yet
+        assert await b.members() == 2 == await a.members()
+        assert a._conn is not None
+        with psycopg.connect(database_url, autocommit=True) as admin:  # a dies as a SIGKILLed process would
+            admin.execute("SELECT pg_terminate_backend(%s)", (a._conn.info.backend_pid,))
+        await asyncio.sleep(0.2)
+        assert await b.try_take("leader")
+        assert await b.members() == 1
+        await b.release("leader")
+        assert await a.try_take("leader")  # a reconnects, and the lease is free again
+    finally:
+        await a.close()
+        await b.close()
+
+
+def _holders(url: str) -> dict[str, list[str]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT gateway, districts FROM ingest_heartbeat WHERE stopped_at IS NULL "
+            "AND updated_at > now() - interval '6 seconds'"
+        ).fetchall()
+    return {r[0]: sorted(r[1]) for r in rows}
+
+
+def _districts(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        return [r[0] for r in conn.execute("SELECT code FROM districts ORDER BY code")]
+
+
+def _shared_out(url: str, gateways: int) -> bool:
+    held = _holders(url)
+    every = [d for ds in held.values() for d in ds]
+    return len(held) == gateways and all(held.values()) and sorted(every) == _districts(url)
+
+
+@pytest.mark.asyncio
+@pytest.mark.slow
+async def test_two_gateways_share_ingest_and_one_killed_loses_nothing(endpoints: Endpoints, client_id: str) -> None:
+    url = endpoints.database_url
+    seed(url, 2000)
+    ids = _lamp_ids(url, 2000)
+    first = _GatewayChild(endpoints, client_id)
+    second: _GatewayChild | None = None
+    try:
+        await wait_for(first.subscribed.is_set, 30, "the first gateway to subscribe")
+        second = _GatewayChild(endpoints, client_id)
+        await wait_for(lambda: _shared_out(url, 2), 40, "the districts shared out between two gateways")
+        n = 100_000
+        publisher = asyncio.create_task(asyncio.to_thread(_publish_readings, endpoints, ids, n, client_id + "-pub"))
+        await wait_for(lambda: count(url, "SELECT count(*) FROM lamp_readings") > 20_000, 60, "ingest to start")
+        second.kill()
+        killed_at = time.monotonic()
+        landed_at_kill = count(url, "SELECT count(*) FROM lamp_readings")
+        await publisher
+        assert landed_at_kill < n, "the kill came too late to test anything"
+        # The survivor takes the dead one's districts over, and their sessions with what was unacknowledged.
+        await wait_for(lambda: _shared_out(url, 1), 20, "the survivor to hold every district")
+        took_over_s = time.monotonic() - killed_at
+        await wait_for(lambda: count(url, "SELECT count(*) FROM lamp_readings") >= n, 90, f"{n} readings")
+        await asyncio.sleep(1.0)
+    finally:
+        first.stop()
+        if second is not None and second.proc.poll() is None:
+            second.stop()
+    assert took_over_s <= 15.0 + 2.0  # the lease goes with the dead connection; a heartbeat says so
+    assert count(url, "SELECT count(*) FROM lamp_readings") == n
+    assert count(url, "SELECT count(DISTINCT (lamp_no, ts, seq)) FROM lamp_readings") == n
+    assert count(url, "SELECT count(*) FROM quarantine") == 0
+
+
+class _CommandCounter:
+    """Every device command the broker carries, counted per lamp (as the field would receive them)."""
+
+    def __init__(self, ep: Endpoints, client_id: str) -> None:
+        self.per_lamp: collections.Counter[str] = collections.Counter()
+        self.times: list[float] = []
+        self.ready = threading.Event()
+        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client.on_connect = lambda c, *_: (c.subscribe("sl/+/lamp/+/cmd", qos=1), None)[1]
+        self.client.on_subscribe = lambda *_: self.ready.set()
+        self.client.on_message = self._on_message
+        self.client.connect(ep.mqtt_host, ep.mqtt_port)
+        self.client.loop_start()
+
+    def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self.per_lamp[message.topic.split("/")[3]] += 1
+        self.times.append(time.monotonic())
+
+    def busiest_second(self) -> int:
+        """The most commands received in any one second."""
+        times, most, lo = sorted(self.times), 0, 0
+        for hi, t in enumerate(times):
+            while times[lo] <= t - 1.0:
+                lo += 1
+            most = max(most, hi - lo + 1)
+        return most
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@contextlib.asynccontextmanager
+async def _gateway(settings: Settings, ep: Endpoints, clock: Clock) -> AsyncIterator[tuple[GatewayProcess, Any]]:
+    gw = GatewayProcess(settings, ep, clock=clock)
+    task = asyncio.create_task(gw.run())
+    try:
+        yield gw, task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.mark.asyncio
+@pytest.mark.slow
+async def test_a_campaign_runs_once_with_two_gateways_and_survives_its_leader(
+    endpoints: Endpoints, client_id: str
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    url = endpoints.database_url
+    seed(url, 10_000)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE lamps SET report_interval_s = 3600")  # quiet reporting: commands are what is tested
+    clock = Clock(start=NIGHT, speed=1.0)
+    pace = 2000.0
+    settings = Settings(
+        database_url=url,
+        mqtt_url=endpoints.mqtt_url,
+        gateway_client_id=client_id,
+        flush_interval_s=0.1,
+        command_pace=pace,
+        command_ack_timeout_s=3.0,
+        command_retries=2,
+        dispatch=False,
+    )
+    counter = _CommandCounter(endpoints, client_id + "-count")
+    assert counter.ready.wait(10)
+    try:
+        async with (
+            _gateway(dataclasses.replace(settings, gateway_instance="a"), endpoints, clock) as (a, a_task),
+            _gateway(dataclasses.replace(settings, gateway_instance="b"), endpoints, clock) as (b, b_task),
+        ):
+            await until(lambda: a.leading != b.leading, 20, "one of the two gateways to lead")
+            await wait_for(lambda: _shared_out(url, 2), 40, "the districts shared out between two gateways")
+            leader_task, survivor = (a_task, b) if a.leading else (b_task, a)
+            app = create_app(
+                database_url=url,
+                mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port),
+                engine=survivor.engine,
+                clock=clock,
+                command_pace=pace,
+            )
+            with (
+                simulator_process(endpoints, clock, client_id + "-sim", seed=1),
+                TestClient(app) as api,
+            ):
+                sign_in(api, url, "operator")
+                body = {"target": {"all": True}, "op": "dim", "level": 40, "reason": "two gateways"}
+                r = await call(api.post, "/api/v1/commands", json=body)
+                assert r.status_code == 202, r.text
+                cid, total = r.json()["id"], r.json()["lamps"]
+                await until(lambda: sum(counter.per_lamp.values()) >= 3000, 20, "a third of the commands out")
+                leader_task.cancel()  # the leader dies mid-campaign: its connections close, as a killed one's do
+                with contextlib.suppress(asyncio.CancelledError):
+                    await leader_task
+                await until(lambda: survivor.leading, 15, "the survivor to take the lead")
+                status = await until(
+                    lambda: (s := api.get(f"/api/v1/commands/{cid}").json())["status"] == "done" and s,
+                    120,
+                    "the campaign to finish under the survivor",
+                )
+        assert (status["acked"], status["failed"], status["expired"]) == (total, 0, 0), status
+        assert len(counter.per_lamp) == total
+        most = max(counter.per_lamp.values())
+        assert most <= 1 + settings.command_retries, counter.per_lamp.most_common(3)
+        # One engine sends at a time: never more than the city-wide pace in any second (two would double it).
+        assert counter.busiest_second() <= pace * 1.05 + 50, counter.busiest_second()
+    finally:
+        counter.close()
