@@ -53,9 +53,17 @@ _RETRY_MIN_S, _RETRY_MAX_S = 0.5, 10.0  # reconnecting to the database: doubling
 
 
 class Link(Protocol):
-    def publish(self, messages: Sequence[tuple[str, bytes]]) -> int: ...
+    def publish(self, messages: Sequence[tuple[str, bytes]], campaign: str = "") -> int: ...
 
     def ready(self) -> bool: ...
+
+    def room(self) -> int:
+        """How many more commands `publish` takes now (the broker's in-flight window and a short backlog)."""
+        ...
+
+    def drop(self, campaign: str) -> int:
+        """Commands of a cancelled campaign still waiting to go: they never leave."""
+        ...
 
     def connections(self) -> int:
         """How many times the link has connected to the broker."""
@@ -105,6 +113,9 @@ class CommandEngine:
         if fresh:
             self.campaigns.clear()
             self._by_device.clear()
+            # The previous holder may have sent at the full pace within the last second: wait it out, so the
+            # pace holds city-wide across the handover too.
+            await asyncio.sleep(1.0)
         delay = _RETRY_MIN_S
         while True:
             try:
@@ -218,6 +229,7 @@ class CommandEngine:
         if c is None or c.cancelled:
             return
         c.cancelled = True
+        self.link.drop(cid)
         c.state[c.state == QUEUED] = CANCELLED  # the API has marked them in the database
         logger.info("campaign %s cancelled: %s", cid, c.counts())
 
@@ -292,7 +304,7 @@ class CommandEngine:
                 if c.id not in live:
                     self._cancel(c.id)
             running = [c for c in running if c.id in live]
-            budget = min(int(tokens), self._room(time.monotonic()))
+            budget = min(int(tokens), self._room(time.monotonic()), self.link.room())
             if budget < 1:
                 return tokens
             # An equal share for every running campaign, then what is left to those with more to send.
@@ -309,9 +321,15 @@ class CommandEngine:
             now_ms = self.now_ms()
             # Written to the socket before the campaigns' lock goes: once a cancel returns, nothing more leaves.
             # Not connected: nothing goes, and these lamps are sent again after the acknowledgement timeout.
-            self.link.publish(
-                [(f"sl/{c.districts[i]}/lamp/{c.lamp_ids[i]}/cmd", c.command(i, now_ms)) for c, i in sends]
-            )
+            for c in {c.id: c for c, _ in sends}.values():
+                self.link.publish(
+                    [
+                        (f"sl/{c.districts[i]}/lamp/{c.lamp_ids[i]}/cmd", c.command(i, now_ms))
+                        for cc, i in sends
+                        if cc is c
+                    ],
+                    campaign=c.id,
+                )
             sent_at = time.monotonic()  # when they went, as a receiver would count them
             self._window.append((sent_at, len(sends)))
             self._window_sum += len(sends)

@@ -59,20 +59,33 @@ class CommandLink:
     Built on the same `mqtt5` codec and asyncio protocol as the ingest (gateway.mqtt), not on aiomqtt: profiled
     during a whole-city campaign, paho's per-message bookkeeping for publishing, PUBACKs and received
     acknowledgements took about 60 % of the gateway's event loop. Commands go out as QoS 1 PUBLISHes written
-    straight to the socket; the broker's PUBACKs are not waited for, because the device's own acknowledgement
-    is what counts and a command that never arrives is sent again after the acknowledgement timeout.
+    straight to the socket, never more unacknowledged by the broker than the Receive Maximum its CONNACK
+    announced (Mosquitto's `max_inflight_messages`; 65,535 when it says nothing) and never reusing a packet id
+    still in flight: what the window has no room for waits in a short backlog (`room()` says how much more it
+    takes) and goes as the broker's PUBACKs come. The device's own acknowledgement is what counts; a command lost
+    with a connection is sent again after the acknowledgement timeout.
     """
 
-    def __init__(self, host: str, port: int, client_id: str, *, max_acks: int = 200_000) -> None:
+    def __init__(self, host: str, port: int, client_id: str, *, max_acks: int = 200_000, backlog: int = 200) -> None:
         self.host, self.port, self.client_id = host, port, client_id
         # Answers wait here for the engine's next tick; past `max_acks` the oldest go (counted), so a flood of
         # answers costs bounded memory and never blocks the connection. A lost answer is covered by the retry.
         self.acks: collections.deque[tuple[str, bytes]] = collections.deque(maxlen=max_acks)
         self.acks_dropped = 0
         self.received = 0  # acknowledgements received, all connections
+        self.backlog_max = backlog
+        self.most_in_flight = 0  # the most PUBLISHes the broker had unacknowledged at once (for tests)
         self._packet_id = 0
+        self._in_flight: set[int] = set()
+        self._backlog: collections.deque[tuple[str, str, bytes]] = collections.deque()  # (campaign, topic, body)
+        self._generation = 0
         self._sub = MqttSubscriber(
-            host=host, port=port, client_id=client_id, on_message=self._on_ack, topics=_ACK_TOPICS
+            host=host,
+            port=port,
+            client_id=client_id,
+            on_message=self._on_ack,
+            topics=_ACK_TOPICS,
+            on_puback=self._on_puback,
         )
 
     def _on_ack(self, topic: str, payload: bytes, qos: int, token: AckToken | None) -> None:
@@ -82,6 +95,11 @@ class CommandLink:
         self.received += 1
         if token is not None:  # taken in memory at once; a lost answer is covered by the retry
             self._sub.ack([token])
+
+    def _on_puback(self, packet_id: int) -> None:
+        self._in_flight.discard(packet_id)
+        if self._backlog:
+            self._flush()
 
     async def run(self) -> None:
         logger.info("command link connecting to %s:%d", self.host, self.port)
@@ -97,12 +115,46 @@ class CommandLink:
     def connections(self) -> int:
         return self._sub.generation
 
-    def publish(self, messages: Sequence[tuple[str, bytes]]) -> int:
-        """Write these commands to the broker at once; returns how many went (0 when not connected)."""
+    def room(self) -> int:
+        """How many more commands `publish` takes now: the broker's free window and the backlog's room."""
+        self._check_connection()
+        free = max(0, self._sub.broker_receive_max - len(self._in_flight))
+        return free + max(0, self.backlog_max - len(self._backlog))
+
+    def publish(self, messages: Sequence[tuple[str, bytes]], campaign: str = "") -> int:
+        """Send these commands, or keep them in the backlog until the window has room; returns how many were
+        taken (0 when not connected)."""
         if not messages or not self._sub.connected.is_set():
             return 0
+        self._check_connection()
+        self._backlog.extend((campaign, topic, payload) for topic, payload in messages)
+        self._flush()
+        return len(messages)
+
+    def drop(self, campaign: str) -> int:
+        """A cancelled campaign: what of it still waits in the backlog never leaves."""
+        before = len(self._backlog)
+        self._backlog = collections.deque(m for m in self._backlog if m[0] != campaign)
+        return before - len(self._backlog)
+
+    def _check_connection(self) -> None:
+        if self._sub.generation != self._generation:  # a new connection: nothing of ours is in flight on it
+            self._generation = self._sub.generation
+            self._in_flight.clear()
+
+    def _flush(self) -> None:
+        window = self._sub.broker_receive_max
         out = []
-        for topic, payload in messages:
-            self._packet_id = self._packet_id % 65535 + 1
-            out.append(mqtt5.PublishPacket(topic, payload, qos=_QOS1, packet_id=self._packet_id).write())
-        return len(messages) if self._sub.write(b"".join(out)) else 0
+        while self._backlog and len(self._in_flight) < window:
+            _, topic, payload = self._backlog.popleft()
+            pid = self._packet_id
+            while True:  # the next packet id not still in flight
+                pid = pid % 65535 + 1
+                if pid not in self._in_flight:
+                    break
+            self._packet_id = pid
+            self._in_flight.add(pid)
+            out.append(mqtt5.PublishPacket(topic, payload, qos=_QOS1, packet_id=pid).write())
+        if out and not self._sub.write(b"".join(out)):
+            self._backlog.clear()  # the connection went: these are sent again after the acknowledgement timeout
+        self.most_in_flight = max(self.most_in_flight, len(self._in_flight))

@@ -95,6 +95,9 @@ class _Protocol(asyncio.Protocol):
                     owner._deliver(packet)
                 elif isinstance(packet, mqtt5.ConnAckPacket):
                     self.connack.set_result(packet)
+                elif isinstance(packet, mqtt5.PubAckPacket):
+                    if owner.on_puback is not None:
+                        owner.on_puback(packet.packet_id)
                 elif isinstance(packet, mqtt5.SubAckPacket):
                     self.suback.set_result(packet)
                 elif isinstance(packet, mqtt5.DisconnectPacket):
@@ -129,6 +132,7 @@ class MqttSubscriber:
         receive_maximum: int = 65535,
         session_expiry_s: int = 7 * 24 * 3600,
         keepalive_s: int = 30,
+        on_puback: Callable[[int], None] | None = None,
     ) -> None:
         if not 1 <= receive_maximum <= 65535:
             raise GatewayError(f"receive_maximum must be 1..65535, got {receive_maximum}")
@@ -141,6 +145,8 @@ class MqttSubscriber:
         self._on_message = on_message
         self._proto: _Protocol | None = None
         self.generation = 0
+        self.on_puback = on_puback  # the broker acknowledged a QoS 1 PUBLISH of ours (its packet id)
+        self.broker_receive_max = 65535  # QoS 1 PUBLISHes of ours the broker takes unacknowledged (CONNACK)
         self.connected = asyncio.Event()
         self.received = 0
 
@@ -190,6 +196,7 @@ class MqttSubscriber:
         if connack.reason_code != mqtt5.ConnAckReasonCode.SUCCESS:
             proto.transport.close()
             raise MqttError(f"broker {self.address} refused client {self.client_id!r}: {connack.reason_code}")
+        self.broker_receive_max = connack.receive_max or 65535
         self.generation += 1
         self._proto = proto
         proto.transport.write(

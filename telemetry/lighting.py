@@ -237,6 +237,25 @@ def delete_schedule(conn: psycopg.Connection, scope: str, key: str) -> bool:
     return cur.rowcount > 0
 
 
+async def _connect_in_thread(database_url: str) -> psycopg.Connection:
+    """A sync connection made in a worker thread; cancelled meanwhile, the connection is closed once made."""
+    import asyncio
+
+    def connect() -> psycopg.Connection:
+        return psycopg.connect(database_url, autocommit=True)
+
+    def close_late(f: asyncio.Future[psycopg.Connection]) -> None:
+        if not f.cancelled() and f.exception() is None:
+            f.result().close()
+
+    making: asyncio.Future[psycopg.Connection] = asyncio.ensure_future(asyncio.to_thread(connect))
+    try:
+        return await asyncio.shield(making)
+    except asyncio.CancelledError:
+        making.add_done_callback(close_late)
+        raise
+
+
 async def follow_forever(
     engine: LightingEngine,
     database_url: str,
@@ -256,7 +275,7 @@ async def follow_forever(
             try:
                 live = conn if conn is not None and not conn.closed else None
                 if live is None:
-                    live = conn = await asyncio.to_thread(psycopg.connect, database_url, autocommit=True)
+                    live = conn = await _connect_in_thread(database_url)
                 assert live is not None
                 changes = await asyncio.to_thread(functools.partial(engine.fetch, live, states=states))
                 engine.apply(changes, skip=skip)

@@ -133,11 +133,12 @@ class PrivateBroker:
     """A Mosquitto of the test's own, with the project's settings and sessions kept on disk across a restart
     (as a production broker is set up), so it can be restarted without disturbing the other tests."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, max_inflight: int = 0) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         base = (Path(lamplighter.__file__).parent / "mosquitto.conf").read_text().replace("persistence false", "")
+        base = base.replace("max_inflight_messages 0", f"max_inflight_messages {max_inflight}")
         self.conf = root / "mosquitto.conf"
         lines = [f"listener {self.port} 127.0.0.1", "persistence true", f"persistence_location {root}/"]
         if os.geteuid() == 0:

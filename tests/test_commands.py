@@ -307,6 +307,32 @@ async def test_a_campaign_waits_out_a_broker_outage(endpoints: Endpoints, client
 
 
 @pytest.mark.asyncio
+async def test_a_broker_with_a_small_in_flight_window_gets_no_more_than_it_allows(
+    endpoints: Endpoints, client_id: str, tmp_path: Path
+) -> None:
+    """A broker that takes at most 20 unacknowledged PUBLISHes from a client (and disconnects one that sends
+    more): the campaign goes at the pace all the same, without a disconnect."""
+    broker = PrivateBroker(tmp_path, max_inflight=20)
+    ep = broker.endpoints(endpoints)
+    try:
+        async with remote_city(ep, client_id, lamps=3000, pace=2000.0) as city:
+            body = {"target": {"all": True}, "op": "dim", "level": 60, "reason": "small window"}
+            r = await call(city.api.post, "/api/v1/commands", json=body)
+            cid, total = r.json()["id"], r.json()["lamps"]
+            status = await until(
+                lambda: (s := city.api.get(f"/api/v1/commands/{cid}").json())["status"] == "done" and s,
+                60,
+                "the campaign to finish",
+            )
+            link = city.gw.command_link
+            assert (status["acked"], status["failed"], status["expired"]) == (total, 0, 0), status
+            assert link.connections() == 1  # never disconnected for exceeding the window
+            assert 1 < link.most_in_flight <= 20
+    finally:
+        broker.stop()
+
+
+@pytest.mark.asyncio
 async def test_a_campaign_goes_on_across_a_database_outage(
     services: Services, endpoints: Endpoints, client_id: str
 ) -> None:
