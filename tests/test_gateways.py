@@ -210,6 +210,8 @@ async def test_a_campaign_runs_once_with_two_gateways_and_survives_its_leader(
         times = np.sort(np.array(a.commands.send_times + b.commands.send_times))
         per_window = np.searchsorted(times, times + 1.0) - np.arange(len(times))
         assert per_window.max() <= pace, per_window.max()
-        assert sum(counter.per_lamp.values()) == len(times)  # the counter saw every command sent
+        # Nobody else sent commands: the broker carried no more than the engines wrote (a few the dying leader
+        # wrote may never have left its socket; the survivor sent those lamps again).
+        assert sum(counter.per_lamp.values()) <= len(times)
     finally:
         counter.close()
