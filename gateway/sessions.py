@@ -104,8 +104,10 @@ class IngestSessions:
                 self._update_connected()
                 await asyncio.sleep(self.balance_s if self._settled() else 0.2)
         finally:
+            # The leases go with their connection when the process stops; releasing them here would race the
+            # closing of that connection.
             for district in list(self.subs):
-                await self._stop(district)
+                await self._stop(district, release=False)
 
     def set_districts(self, districts: Sequence[str]) -> None:
         """The inventory changed: districts that went are handed on at the next pass."""

@@ -137,10 +137,17 @@ class Leases:
                 self.on_lost(lost)
 
     async def close(self) -> None:
-        """Give every lease back (closing the connection does it)."""
+        """Give every lease back (closing the connection does it), once no statement is running on it: a
+        connection closed under a waiting statement would leave that statement waiting for ever."""
         self.held.clear()
         self._slot = None
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
-            self._conn = None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._lock.acquire(), 5.0)
+        try:
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    await self._conn.close()
+                self._conn = None
+        finally:
+            if self._lock.locked():
+                self._lock.release()
