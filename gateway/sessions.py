@@ -71,7 +71,6 @@ class IngestSessions:
         self.subs: dict[str, MqttSubscriber] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.connected = asyncio.Event()  # every district held is subscribed (and at least one is held)
-        self.handovers = 0
         self._ready_logged = False
 
     # -- what the gateway uses ------------------------------------------------------------------------------
@@ -144,7 +143,6 @@ class IngestSessions:
             logger.info("ingest: %d gateways, handing district %s on (holding %d of %d)", gateways, district,
                         len(self.subs), len(self.districts))  # fmt: skip
             await self._stop(district)
-            self.handovers += 1
             if self._on_change:
                 self._on_change(set(), {district})
             return
