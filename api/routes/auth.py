@@ -17,7 +17,7 @@ from api.ratelimit import RateLimit
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
 
-_LOGINS = RateLimit(per_minute=10.0, burst=10)  # slows a password guesser to ten tries a minute per address
+_LOGINS = RateLimit("logins", per_minute=10.0, burst=10)  # slows a password guesser to ten tries a minute per address
 
 
 class LoginBody(msgspec.Struct, forbid_unknown_fields=True):

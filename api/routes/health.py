@@ -16,7 +16,7 @@ from gateway.mqtt import MqttError, broker_ping
 router = APIRouter(prefix="/api/v1", tags=["health"])
 
 # A monitor checks every few seconds; each check opens a broker connection, so a flood is refused early.
-_CHECKS = RateLimit(per_minute=120.0, burst=30)
+_CHECKS = RateLimit("checks", per_minute=120.0, burst=30)
 
 
 @router.get(

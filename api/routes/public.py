@@ -18,8 +18,8 @@ from api.ratelimit import RateLimit
 
 router = APIRouter(prefix="/api/v1/public", tags=["public"])
 
-_REPORTS = RateLimit(per_minute=2.0, burst=5)  # a citizen reports a lamp or two, not hundreds
-_NOTICES = RateLimit(per_minute=60.0, burst=30)
+_REPORTS = RateLimit("reports", per_minute=2.0, burst=5)  # a citizen reports a lamp or two, not hundreds
+_NOTICES = RateLimit("notices", per_minute=60.0, burst=30)
 _NEAR_M = 50.0  # a position names the nearest lamp within this distance
 
 
