@@ -21,19 +21,19 @@ import hashlib
 import hmac
 import json
 import logging
-import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiomqtt
 import apprise
 import httpx2
 import psycopg
 from psycopg.rows import dict_row
 
 from alerts.errors import AlertsError
+from telemetry.backoff import Backoff, backoff_delay
+from telemetry.database import Database
 
 __all__ = [
     "DeliveryError",
@@ -91,7 +91,8 @@ def sign(secret: str, body: bytes) -> str:
 
 class WebhookTransport:
     def __init__(self, *, timeout_s: float = 5.0) -> None:
-        self.client = httpx2.AsyncClient(timeout=timeout_s)
+        self.timeout_s = timeout_s
+        self._client: httpx2.AsyncClient | None = None  # made when first needed, again after `close`
 
     async def send(self, item: OutboxItem) -> str:
         if not item.webhook_url or not item.webhook_secret:
@@ -104,7 +105,9 @@ class WebhookTransport:
             "X-Lamplighter-Event": str(item.event_id),
         }
         try:
-            r = await self.client.post(item.webhook_url, content=body, headers=headers)
+            if self._client is None:
+                self._client = httpx2.AsyncClient(timeout=self.timeout_s)
+            r = await self._client.post(item.webhook_url, content=body, headers=headers)
         except httpx2.HTTPError as exc:
             raise DeliveryError(f"webhook {item.webhook_url}: {exc.__class__.__name__}: {exc}") from exc
         if not 200 <= r.status_code < 300:
@@ -112,7 +115,9 @@ class WebhookTransport:
         return f"HTTP {r.status_code}"
 
     async def close(self) -> None:
-        await self.client.aclose()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
 
 class NotifyTransport:
@@ -144,34 +149,26 @@ class NotifyTransport:
         return f"{len(item.notify_urls)} notification URL(s)"
 
 
-class MqttTransport:
-    """QoS 1 publishes on `sl/crews/{crew}/tickets` over one aiomqtt connection, reopened when it breaks."""
+Publish = Callable[[str, bytes], Awaitable[None]]
 
-    def __init__(self, host: str, port: int, client_id: str) -> None:
-        self.host, self.port, self.client_id = host, port, client_id
-        self._client: aiomqtt.Client | None = None
-        self._stack = contextlib.AsyncExitStack()
-        self._lock = asyncio.Lock()
+
+class MqttTransport:
+    """QoS 1 publishes on `sl/crews/{crew}/tickets` through `publish(topic, body)`, which completes when the
+    broker acknowledged it (the gateway's outbound link: `CommandLink.send`)."""
+
+    def __init__(self, publish: Publish, *, timeout_s: float = 5.0) -> None:
+        self.publish = publish
+        self.timeout_s = timeout_s
 
     async def send(self, item: OutboxItem) -> str:
         topic = f"sl/crews/{item.crew_id}/tickets"
-        async with self._lock:
-            try:
-                if self._client is None:
-                    self._client = await self._stack.enter_async_context(
-                        aiomqtt.Client(self.host, self.port, identifier=self.client_id)
-                    )
-                await self._client.publish(topic, item.body, qos=1, timeout=5)
-            except aiomqtt.MqttError as exc:
-                await self.close()
-                raise DeliveryError(f"broker {self.host}:{self.port}: {exc}") from exc
+        try:
+            await asyncio.wait_for(self.publish(topic, item.body), self.timeout_s)
+        except TimeoutError:
+            raise DeliveryError(f"the broker did not acknowledge {topic} within {self.timeout_s:.0f} s") from None
+        except ConnectionError as exc:  # the link's MqttError
+            raise DeliveryError(f"broker: {exc}") from exc
         return topic
-
-    async def close(self) -> None:
-        self._client = None
-        stack, self._stack = self._stack, contextlib.AsyncExitStack()
-        with contextlib.suppress(Exception):
-            await stack.aclose()
 
 
 class Dispatcher:
@@ -179,7 +176,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        database_url: str,
+        db: Database,
         transports: Mapping[str, Transport],
         *,
         backoff_min_s: float = 1.0,
@@ -189,7 +186,7 @@ class Dispatcher:
         max_attempts: int = 50,
         max_age: dt.timedelta = dt.timedelta(hours=24),
     ) -> None:
-        self.database_url = database_url
+        self.db = db
         self.transports = dict(transports)
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = backoff_max_s
@@ -204,32 +201,20 @@ class Dispatcher:
         self.dead_lettered = 0
 
     async def run(self) -> None:
-        conn: psycopg.AsyncConnection | None = None
-        delay = 0.5
+        backoff = Backoff()
         try:
             while True:
                 try:
-                    if conn is None or conn.closed:
-                        conn = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True)
-                    done = await self.deliver_due(conn)
-                    delay = 0.5
+                    async with self.db.connection() as conn:
+                        done = await self.deliver_due(conn)
+                    backoff.ok()
                     if done == 0:
                         await asyncio.sleep(_POLL_S)
                 except psycopg.Error as exc:
-                    logger.warning(
-                        "dispatcher: database %s unavailable (retrying in %.1f s): %s",
-                        self.database_url.rsplit("@", 1)[-1],
-                        delay,
-                        exc,
-                    )
-                    if conn is not None:
-                        await conn.close()
-                    conn = None
-                    await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                    delay = min(delay * 2, 30.0)
+                    delay = backoff.fail()
+                    logger.warning("dispatcher: database unavailable (retrying in %.1f s): %s", delay, exc)
+                    await asyncio.sleep(delay)
         finally:
-            if conn is not None:
-                await conn.close()
             await self.close()
 
     async def close(self) -> None:
@@ -304,7 +289,7 @@ class Dispatcher:
             )
         else:
             self.failed_attempts += 1
-            backoff = min(self.backoff_min_s * 2 ** (item.attempts - 1), self.backoff_max_s) * random.uniform(0.8, 1.2)
+            backoff = backoff_delay(item.attempts, self.backoff_min_s, self.backoff_max_s)
             await conn.execute(
                 "UPDATE outbox SET next_attempt_at = now() + make_interval(secs => %s), last_error = %s WHERE id = %s",
                 (backoff, note, item.id),

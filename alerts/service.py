@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -16,7 +17,9 @@ import psycopg
 from alerts.engine import AlertEngine, Opening
 from alerts.faults import CABINET_FAULTS, LAMP_FAULTS, FaultKind
 from alerts.tickets import Deadlines, add_lamps, clear_fault, escalate_overdue, open_ticket, reopen
+from telemetry.backoff import Backoff
 from telemetry.clock import Clock
+from telemetry.database import Database
 from telemetry.fleet import LampColumns
 from telemetry.models import Batch, CabinetRow
 
@@ -43,7 +46,7 @@ class AlertService:
     def __init__(
         self,
         engine: AlertEngine,
-        database_url: str,
+        db: Database,
         clock: Clock,
         *,
         deadlines: Deadlines | None = None,
@@ -54,15 +57,13 @@ class AlertService:
         # Which districts' decisions become tickets here: those whose ingest this process holds (another
         # gateway judges the others). None: every district.
         self.judges = judges
-        self.database_url = database_url
+        self.db = db
         self.clock = clock
         self.deadlines = deadlines or Deadlines()
         # A sweep each second, or each clock minute when the clock runs faster than 60×.
         self.sweep_every_s = min(sweep_every_s, 60.0 / clock.speed)
         self._queue: deque[Opening] = deque()
         self._wake = asyncio.Event()
-        self._conn: psycopg.Connection | None = None
-        self._closed = False
         self._seen: dict[int, tuple[str, Any]] = {}  # ticket id → (status, updated_at) already acted on
         self._watermark: dt.datetime | None = None
         self.tickets_opened = 0
@@ -143,20 +144,15 @@ class AlertService:
     # -- loops ------------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._writer(), name="ticket-writer")
-                tg.create_task(self._sweeper(), name="fault-sweep")
-        finally:
-            self._closed = True  # a worker thread still running closes what it opened
-            if self._conn is not None:
-                self._conn.close()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._writer(), name="ticket-writer")
+            tg.create_task(self._sweeper(), name="fault-sweep")
 
     async def _sweeper(self) -> None:
         while True:
             await asyncio.sleep(self.sweep_every_s)
             try:
-                changes, work = await asyncio.to_thread(self._changed_tickets)
+                changes, work = await self._changed_tickets()
                 self._apply_people(changes, work)
             except psycopg.Error as exc:
                 logger.warning("fault engine: cannot read ticket changes (retrying): %s", exc)
@@ -167,43 +163,30 @@ class AlertService:
         while True:
             await asyncio.sleep(min(_ESCALATE_EVERY_S, 3600.0 / self.clock.speed))
             try:
-                await asyncio.to_thread(self._with_conn, lambda c: escalate_overdue(c, self.clock.now()))
+                await self.db.run(lambda c: escalate_overdue(c, self.clock.now()))
             except psycopg.Error as exc:
                 logger.warning("fault engine: escalation check failed (retrying): %s", exc)
 
     async def _writer(self) -> None:
-        delay = 0.5
+        backoff = Backoff()
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
                 batch = list(self._queue)
                 try:
-                    await asyncio.to_thread(self._with_conn, lambda c, b=batch: self._write(c, b))
+                    await self.db.run(functools.partial(self._write, openings=batch))
                     for _ in batch:
                         self._queue.popleft()
-                    delay = 0.5
+                    backoff.ok()
                 except psycopg.Error as exc:
+                    delay = backoff.fail()
                     logger.error(
                         "fault engine: %d ticket decisions not stored (retrying in %.1f s): %s", len(batch), delay, exc
                     )
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
 
-    # -- database work (worker thread) ------------------------------------------------------------------------
-
-    def _with_conn(self, fn: Any) -> Any:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.database_url, autocommit=True)
-        conn = self._conn
-        try:
-            return fn(conn)
-        except psycopg.OperationalError:
-            conn.close()
-            raise
-        finally:
-            if self._closed:  # the service stopped while this thread worked (its await was cancelled)
-                conn.close()
+    # -- database work (worker threads) -----------------------------------------------------------------------
 
     def _write(self, conn: psycopg.Connection, openings: list[Opening]) -> None:
         for o in openings:
@@ -259,7 +242,7 @@ class AlertService:
             elif d.action == "reopen":
                 reopen(conn, asset_type=d.asset_type, asset_id=o.asset_id, fault=fault, now=now)
 
-    def _changed_tickets(self) -> tuple[list[Any], set[str]]:
+    async def _changed_tickets(self) -> tuple[list[Any], set[str]]:
         """Tickets changed since the last look (by anyone), and the cabinets with live work."""
 
         def query(conn: psycopg.Connection) -> tuple[list[Any], set[str]]:
@@ -278,7 +261,7 @@ class AlertService:
             ).fetchall()
             return rows, {r[0] for r in work}
 
-        rows, work = self._with_conn(query)
+        rows, work = await self.db.run(query)
         if rows:
             newest = max(r[5] for r in rows)
             self._watermark = max(self._watermark, newest) if self._watermark else newest

@@ -15,7 +15,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import AsyncConnectionPool
 
 from api import errors
 from api.deps import BODY_SCHEMAS
@@ -42,6 +42,7 @@ from api.routes import (
     users,
 )
 from telemetry.clock import Clock
+from telemetry.database import Database
 from telemetry.lighting import LightingEngine, follow_forever
 
 logger = logging.getLogger(__name__)
@@ -101,40 +102,31 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Each connection is checked as it is handed out (one round trip), so after a database restart or a
-        # failover the next call gets a fresh connection rather than a dead one and a 500.
-        common: dict[str, Any] = {
-            "min_size": 1,
-            "kwargs": {"application_name": "lamplighter-api"},
-            "timeout": _POOL_WAIT_S,
-        }
-        async with (
-            AsyncConnectionPool(
-                database_url, max_size=10, open=False, check=AsyncConnectionPool.check_connection, **common
-            ) as pool,
-            contextlib.AsyncExitStack() as stack,
-        ):
-            sync_pool = ConnectionPool(
-                database_url, max_size=4, open=True, check=ConnectionPool.check_connection, **common
-            )
-            stack.callback(sync_pool.close)
+        # One pool for the routes (its loop face and its worker-thread face), checked as each connection is
+        # handed out: after a database restart or a failover the next call gets a fresh connection, not a 500.
+        db = Database(
+            database_url, name="lamplighter-api", size=10, thread_size=4, autocommit=False, wait_s=_POOL_WAIT_S
+        )
+        async with db, contextlib.AsyncExitStack() as stack:
+            pool, sync_pool = db.pool, db.threads
             # Token checks have their own few connections, so a busy pool never keeps anyone from signing in.
             auth_pool = AsyncConnectionPool(
-                database_url, max_size=3, open=False, check=AsyncConnectionPool.check_connection, **common
-            )
+                database_url, min_size=1, max_size=3, open=False, check=AsyncConnectionPool.check_connection,
+                kwargs={"application_name": "lamplighter-api-auth"}, timeout=_POOL_WAIT_S,
+            )  # fmt: skip
             await auth_pool.open()
             stack.push_async_callback(auth_pool.close)
             app.state.pool = pool
             app.state.auth_pool = auth_pool
             app.state.sync_pool = sync_pool
-            feed = TicketFeed(database_url, max_clients=max_stream_clients)
+            feed = TicketFeed(db, max_clients=max_stream_clients)
             app.state.ticket_feed = feed
             feed_task = asyncio.create_task(feed.run(), name="ticket-event-feed")
             stack.push_async_callback(_cancel, feed_task)
             follower = None
             if app.state.engine is None:
                 app.state.engine = await asyncio.to_thread(_load_engine, database_url)
-                follower = asyncio.create_task(follow_forever(app.state.engine, database_url, states=True))
+                follower = asyncio.create_task(follow_forever(app.state.engine, db, states=True))
             try:
                 yield
             finally:

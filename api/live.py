@@ -12,7 +12,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -20,6 +19,8 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from api.jsonsafe import dumps
+from telemetry.backoff import Backoff
+from telemetry.database import Database
 
 __all__ = ["EVENT_FIELDS", "TicketFeed"]
 
@@ -38,8 +39,8 @@ _RECHECK_S = 5.0  # a stream checks its user is still allowed this often (a disa
 
 
 class TicketFeed:
-    def __init__(self, database_url: str, *, keep: int = 10_000, max_clients: int = 1000) -> None:
-        self.database_url = database_url
+    def __init__(self, db: Database, *, keep: int = 10_000, max_clients: int = 1000) -> None:
+        self.db = db
         self.events: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(maxlen=keep)
         self.max_clients = max_clients
         self.clients = 0
@@ -48,25 +49,23 @@ class TicketFeed:
         self._new = asyncio.Event()
 
     async def run(self) -> None:
-        delay = 0.5
+        backoff = Backoff(max_s=10.0)
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.database_url, autocommit=True, application_name="lamplighter-api-events"
-                ) as conn:
+                async with await self.db.dedicated("events") as conn:
                     await conn.execute("LISTEN lamplighter_ticket_events")
                     if self.last_id is None:
                         row = await (await conn.execute("SELECT coalesce(max(id), 0) FROM ticket_events")).fetchone()
                         self.last_id = self._floor = int(row[0]) if row else 0
-                    delay = 0.5
+                    backoff.ok()
                     while True:
                         await self._read(conn)
                         async for _ in conn.notifies(timeout=_POLL_S, stop_after=1):
                             pass
             except psycopg.Error as exc:
+                delay = backoff.fail()
                 logger.warning("ticket event feed: %s (reconnecting in %.1f s)", exc, delay)
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, 10.0)
+                await asyncio.sleep(delay)
 
     async def _read(self, conn: psycopg.AsyncConnection) -> None:
         assert self.last_id is not None

@@ -31,6 +31,7 @@ from bench.rate import _batches, fleet_index_of
 from lamplighter.config import Settings
 from lamplighter.runtime import bench_city
 from seeds.generator import generate
+from telemetry.database import Database
 from telemetry.lighting import LightingEngine
 from telemetry.models import Batch, CabinetRow, LampRows
 
@@ -166,7 +167,9 @@ async def _blackout(database_url: str) -> dict[str, Any]:
     clock = _ManualClock(t0)
     _settle(lighting, t0)
     engine = AlertEngine(lighting, t0 - 3_600_000)
-    service = AlertService(engine, database_url, clock, sweep_every_s=0.5)  # type: ignore[arg-type]
+    db = Database(database_url, name="lamplighter-bench")
+    await db.open()
+    service = AlertService(engine, db, clock, sweep_every_s=0.5)  # type: ignore[arg-type]
     _cabinets_report(engine, t0)
     engine.sweep(t0)
     # The district with most lamps; whole cabinets of it until 50,000 lamps are in the dark.
@@ -215,6 +218,7 @@ async def _blackout(database_url: str) -> dict[str, Any]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await db.close()
     return {
         "blackout_lamps": total,
         "blackout_cabinets": len(chosen),

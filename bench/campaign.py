@@ -3,21 +3,27 @@
 Private broker and PostgreSQL; the gateway (with its command engine) runs in this process and the simulated
 devices (obeying and acknowledging) in a simulator process beside it, as in a city. Measures the time from
 submission until every lamp has acknowledged, the highest number of sends in any one second, and how much the
-gateway's process grew while tracking the campaign. Prints a table and, as its last line, one JSON object.
-Asserts nothing.
+gateway's process grew while tracking the campaign. With `--gateways N` they all run (in this process, each with
+its own connections and leases), one leads and sends; the commands the engines wrote and those the broker carried
+(counted by a subscriber on every lamp's command topic) say whether anything was sent twice. Prints a table and,
+as its last line, one JSON object. Asserts nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
+import threading
 import time
 from typing import Any
 
 import numpy as np
+import paho.mqtt.client as mqtt
 import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
 
 from commands.model import CommandRequest
 from commands.submit import submit
@@ -39,16 +45,52 @@ def _rss_mb() -> float:
     return 0.0
 
 
-async def _campaign(settings: Settings, ep: Any, lamps: int) -> dict[str, Any]:
+class _CommandCounter:
+    """Every device command the broker carries (as the field receives them)."""
+
+    def __init__(self, ep: Any) -> None:
+        self.carried = 0
+        self.ready = threading.Event()
+        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="bench-cmd-counter")
+        self.client.on_connect = lambda c, *_: (c.subscribe("sl/+/lamp/+/cmd", qos=1), None)[1]
+        self.client.on_subscribe = lambda *_: self.ready.set()
+        self.client.on_message = self._on_message
+        self.client.connect(ep.mqtt_host, ep.mqtt_port)
+        self.client.loop_start()
+
+    def _on_message(self, *_: Any) -> None:
+        self.carried += 1
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+async def _campaign(settings: Settings, ep: Any, lamps: int, gateways: int) -> dict[str, Any]:
     with psycopg.connect(ep.database_url, autocommit=True) as conn:
         conn.execute("UPDATE lamps SET report_interval_s = 3600")  # quiet devices: the commands are measured
     clock = Clock(start=_NIGHT, speed=1.0)
-    gw = GatewayProcess(settings, ep, clock=clock)
-    gw.commands.keep_send_times = True
-    task = asyncio.create_task(gw.run())
+    gws = [
+        GatewayProcess(dataclasses.replace(settings, gateway_instance=f"bench-gateway-{i}"), ep, clock=clock)
+        for i in range(gateways)
+    ]
+    for g in gws:
+        g.commands.keep_send_times = True
+    tasks = [asyncio.create_task(g.run()) for g in gws]
     stack = contextlib.ExitStack()
+    counter = _CommandCounter(ep)
+    stack.callback(counter.close)
     try:
-        await asyncio.wait_for(gw.subscriber.connected.wait(), 10)
+        for g in gws:
+            await asyncio.wait_for(g.subscriber.connected.wait(), 30)
+        deadline = time.monotonic() + 30
+        while sum(g.leading for g in gws) != 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError("no gateway took the lead within 30 s")
+            await asyncio.sleep(0.1)
+        gw = next(g for g in gws if g.leading)
+        if not counter.ready.wait(10):
+            raise RuntimeError("the command counter did not subscribe within 10 s")
         stack.enter_context(simulator_process(ep, clock, "bench-sim", interval_s=3600.0, ack_latency_s=0.05))
         await asyncio.sleep(1.0)
         rss_before = _rss_mb()
@@ -102,15 +144,22 @@ async def _campaign(settings: Settings, ep: Any, lamps: int) -> dict[str, Any]:
             )
         if acked_at is None and counts.get("acked", 0) == lamps:
             acked_at = finished  # the last answers came within the last poll (0.25 s)
-        times = np.array(gw.commands.send_times)
+        await asyncio.sleep(1.0)  # the counter's last deliveries
+        times = np.sort(np.array([t for g in gws for t in g.commands.send_times]))
+        published = sum(g.commands.sent for g in gws)
         per_second = int((np.searchsorted(times, times + 1.0) - np.arange(len(times))).max()) if len(times) else 0
     finally:
         stack.close()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     return {
         "lamps": lamps,
+        "gateways": gateways,
+        "commands_published": published,
+        "commands_carried": counter.carried,
         "pace_per_s": settings.command_pace,
         "max_sends_in_any_second": per_second,
         "acked": counts.get("acked", 0),
@@ -125,7 +174,7 @@ async def _campaign(settings: Settings, ep: Any, lamps: int) -> dict[str, Any]:
     }
 
 
-def run_campaign_bench(settings: Settings, *, lamps: int) -> int:
+def run_campaign_bench(settings: Settings, *, lamps: int, gateways: int = 1) -> int:
     with bench_city(settings, lamps) as ep:
         run_settings = Settings(
             database_url=ep.database_url,
@@ -134,14 +183,21 @@ def run_campaign_bench(settings: Settings, *, lamps: int) -> int:
             command_pace=settings.command_pace,
             gateway_client_id="bench-gateway",
         )
-        print(f"bench campaign: dim all {lamps:,} lamps at {settings.command_pace:,.0f} commands/s", flush=True)
-        r = asyncio.run(_campaign(run_settings, ep, lamps))
+        print(
+            f"bench campaign: dim all {lamps:,} lamps at {settings.command_pace:,.0f} commands/s, "
+            f"{gateways} gateway{'s' if gateways > 1 else ''}",
+            flush=True,
+        )
+        r = asyncio.run(_campaign(run_settings, ep, lamps, gateways))
     print(f"{'lamps acked / expired / failed':44} {r['acked']:>10,} / {r['expired']:,} / {r['failed']:,}")
     print(f"{'seconds until every lamp acked':44} {r['seconds_to_all_acked']!s:>10} (pace-bound {r['pace_bound_s']} s)")
     print(f"{'  of which storing the campaign':44} {r['seconds_to_store']!s:>10}")
     print(f"{'  first command sent':44} {r['seconds_to_first_send']!s:>10}")
     print(f"{'  last command sent':44} {r['seconds_to_last_send']!s:>10}")
     print(f"{'most commands sent in any one second':44} {r['max_sends_in_any_second']:>10,}")
+    print(
+        f"{'commands written by the engines / carried':44} {r['commands_published']:>10,} / {r['commands_carried']:,}"
+    )
     print(f"{'process growth while tracking (RSS)':44} {r['tracker_rss_mb']:>10} MB")
     print(json.dumps(r))
     return 0

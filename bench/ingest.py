@@ -100,8 +100,9 @@ def run_publishers(
     return sent, elapsed, start
 
 
-def _scrape() -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{_METRICS_PORT}/metrics", timeout=5).read().decode()
+def _scrape(i: int = 0) -> dict[str, float]:
+    """Gateway number `i`'s Prometheus metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{_METRICS_PORT + i}/metrics", timeout=5).read().decode()
     out: dict[str, float] = {}
     for line in text.splitlines():
         m = re.match(r"^(lamplighter_gateway_\w+)(\{[^}]*\})? ([0-9.eE+-]+)$", line)
@@ -122,35 +123,25 @@ def _proc_cpu_rss(pid: int) -> tuple[float, float]:
     return cpu, hwm
 
 
-def run_ingest_bench(settings: Settings, *, lamps: int, messages: int, publishers: int) -> int:
-    # Always private services: the bench recreates its database.
-    with bench_city(settings, lamps) as ep:
-        with psycopg.connect(ep.database_url) as conn:
-            ids = [(r[0], r[1]) for r in conn.execute("SELECT id, district FROM lamps ORDER BY no")]
-        print(
-            f"bench ingest: {messages:,} lamp messages over {lamps:,} lamps, {publishers} publisher processes",
-            flush=True,
-        )
-        # 1. The load generator's own ceiling: the broker alone, no subscriber.
-        ceiling_n, ceiling_s, _ = run_publishers(
-            ep.mqtt_host, ep.mqtt_port, ids, min(messages, 400_000), publishers, "ceiling"
-        )
-        ceiling = ceiling_n / ceiling_s
-        print(f"publisher ceiling (broker alone): {ceiling:,.0f} msg/s", flush=True)
-        # 2. Through the gateway.
+def _start_gateways(ep: Any, n: int) -> list[tuple[subprocess.Popen[bytes], threading.Event]]:
+    """`n` gateway processes, each with its own metrics port and name; the same role-named sessions, so they
+    share the districts between them."""
+    out = []
+    for i in range(n):
         env = {
             **os.environ,
             "LAMPLIGHTER_DATABASE_URL": ep.database_url,
             "LAMPLIGHTER_MQTT_URL": ep.mqtt_url,
-            "LAMPLIGHTER_METRICS_PORT": str(_METRICS_PORT),
+            "LAMPLIGHTER_METRICS_PORT": str(_METRICS_PORT + i),
             "LAMPLIGHTER_GATEWAY_CLIENT_ID": "bench-gateway",
+            "LAMPLIGHTER_GATEWAY_INSTANCE": f"bench-gateway-{i}",
         }
         gw = subprocess.Popen(
             [sys.executable, "-m", "lamplighter", "gateway"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         ready = threading.Event()
 
-        def read_log() -> None:
+        def read_log(gw: subprocess.Popen[bytes] = gw, ready: threading.Event = ready) -> None:
             assert gw.stderr is not None
             for line in gw.stderr:
                 if b"subscribed to" in line:
@@ -159,26 +150,81 @@ def run_ingest_bench(settings: Settings, *, lamps: int, messages: int, publisher
                     sys.stderr.write(line.decode(errors="replace"))
 
         threading.Thread(target=read_log, daemon=True).start()
+        out.append((gw, ready))
+    return out
+
+
+def _wait_balanced(database_url: str, n: int, timeout_s: float = 120.0) -> list[list[str]]:
+    """Until the `n` gateways hold every district between them, each its fair share; returns their districts."""
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        every = {r[0] for r in conn.execute("SELECT code FROM districts")}
+        share = -(-len(every) // n)
+        while True:
+            held = [
+                list(r[0])
+                for r in conn.execute(
+                    "SELECT districts FROM ingest_heartbeat WHERE gateway LIKE 'bench-gateway-%%' "
+                    "AND stopped_at IS NULL AND updated_at > now() - interval '10 seconds' ORDER BY gateway"
+                )
+            ]
+            union = {d for h in held for d in h}
+            if len(held) == n and union == every and all(len(h) <= share for h in held):
+                return held
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the {n} gateways did not share the districts within {timeout_s:.0f} s: {held}")
+            time.sleep(0.5)
+
+
+def _written(n: int) -> float:
+    return sum(_scrape(i).get('lamplighter_gateway_readings_written_total{kind="lamp"}', 0.0) for i in range(n))
+
+
+def run_ingest_bench(settings: Settings, *, lamps: int, messages: int, publishers: int, gateways: int = 1) -> int:
+    # Always private services: the bench recreates its database.
+    with bench_city(settings, lamps) as ep:
+        with psycopg.connect(ep.database_url) as conn:
+            ids = [(r[0], r[1]) for r in conn.execute("SELECT id, district FROM lamps ORDER BY no")]
+        print(
+            f"bench ingest: {messages:,} lamp messages over {lamps:,} lamps, {publishers} publisher processes, "
+            f"{gateways} gateway process{'es' if gateways > 1 else ''}",
+            flush=True,
+        )
+        # 1. The load generator's own ceiling: the broker alone, no subscriber.
+        ceiling_n, ceiling_s, _ = run_publishers(
+            ep.mqtt_host, ep.mqtt_port, ids, min(messages, 400_000), publishers, "ceiling"
+        )
+        ceiling = ceiling_n / ceiling_s
+        print(f"publisher ceiling (broker alone): {ceiling:,.0f} msg/s", flush=True)
+        # 2. Through the gateways.
+        gws = _start_gateways(ep, gateways)
         try:
-            if not ready.wait(60):
-                raise RuntimeError("the gateway did not subscribe within 60 s")
-            cpu0, _ = _proc_cpu_rss(gw.pid)
+            for gw, ready in gws:
+                if not ready.wait(60):
+                    raise RuntimeError(f"gateway {gw.pid} did not subscribe within 60 s")
+            shares = _wait_balanced(ep.database_url, gateways)
+            if gateways > 1:
+                print(f"districts per gateway: {' | '.join(','.join(h) for h in shares)}", flush=True)
+            cpu0 = sum(_proc_cpu_rss(gw.pid)[0] for gw, _ in gws)
             published, pub_s, start = run_publishers(ep.mqtt_host, ep.mqtt_port, ids, messages, publishers, "run")
             written = 0.0
             last_change, last = time.monotonic(), -1.0
             while written < published and time.monotonic() - last_change < 15:
                 time.sleep(0.1)
-                written = _scrape().get('lamplighter_gateway_readings_written_total{kind="lamp"}', 0.0)
+                written = _written(gateways)
                 if written != last:
                     last, last_change = written, time.monotonic()
             done = time.time() if written >= published else time.time() - 15
-            cpu1, rss = _proc_cpu_rss(gw.pid)
-            metrics = _scrape()
+            usage = [_proc_cpu_rss(gw.pid) for gw, _ in gws]
+            cpu1, rss = sum(u[0] for u in usage), max(u[1] for u in usage)
+            metrics = _scrape(0)
         finally:
-            gw.terminate()
-            gw.wait(30)
-            if gw.stderr:
-                gw.stderr.close()
+            for gw, _ in gws:
+                gw.terminate()
+            for gw, _ in gws:
+                gw.wait(30)
+                if gw.stderr:
+                    gw.stderr.close()
         with psycopg.connect(ep.database_url) as conn:
             row = conn.execute("SELECT count(*), count(DISTINCT (lamp_no, ts, seq)) FROM lamp_readings").fetchone()
         rows, distinct = (int(row[0]), int(row[1])) if row else (0, 0)
@@ -197,6 +243,7 @@ def run_ingest_bench(settings: Settings, *, lamps: int, messages: int, publisher
             "publisher_ceiling_per_s": round(ceiling, 1),
             "lamps": lamps,
             "publishers": publishers,
+            "gateways": gateways,
             "cpus": os.cpu_count(),
         }
         print(f"{'published':<28}{published:>14,}")
@@ -205,8 +252,8 @@ def run_ingest_bench(settings: Settings, *, lamps: int, messages: int, publisher
         print(f"{'publish rate (with gateway)':<28}{result['publish_per_s']:>14,.0f}")
         print(f"{'publisher ceiling':<28}{ceiling:>14,.0f}")
         print(f"{'latency p50 / p99 (ms)':<28}{result['latency_p50_ms']:>7} / {result['latency_p99_ms']}")
-        print(f"{'gateway CPU (s)':<28}{result['gateway_cpu_s']:>14}")
-        print(f"{'gateway peak RSS (MB)':<28}{result['gateway_peak_rss_mb']:>14}")
+        print(f"{'gateway CPU, all (s)':<28}{result['gateway_cpu_s']:>14}")
+        print(f"{'gateway peak RSS, most (MB)':<28}{result['gateway_peak_rss_mb']:>14}")
         print(f"{'lost / duplicated':<28}{result['lost']:>7} / {result['duplicated']}")
         print(json.dumps(result), flush=True)
     return 0

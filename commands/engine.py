@@ -41,6 +41,8 @@ from commands.model import (
 )
 from gateway.codec import clean_text
 from gateway.command_link import decode_ack
+from telemetry.backoff import Backoff
+from telemetry.database import Database
 
 __all__ = ["CommandEngine", "Link"]
 
@@ -49,7 +51,6 @@ logger = logging.getLogger(__name__)
 _TICK_S = 0.05
 _FLUSH_S = 0.25
 _POLL_S = 5.0  # besides being woken by NOTIFY, new campaigns and cancels are looked for this often
-_RETRY_MIN_S, _RETRY_MAX_S = 0.5, 10.0  # reconnecting to the database: doubling between these
 
 
 class Link(Protocol):
@@ -73,7 +74,7 @@ class Link(Protocol):
 class CommandEngine:
     def __init__(
         self,
-        database_url: str,
+        db: Database,
         link: Link,
         now_ms: Any,
         *,
@@ -83,7 +84,7 @@ class CommandEngine:
         reconnect_grace_s: float = 30.0,
         retention_days: int = 90,
     ) -> None:
-        self.database_url = database_url
+        self.db = db
         self.link = link
         self.now_ms = now_ms  # the clock: device commands carry its time and expiry
         self.bad_acks = 0  # acknowledgements refused as unreadable
@@ -116,37 +117,30 @@ class CommandEngine:
             # The previous holder may have sent at the full pace within the last second: wait it out, so the
             # pace holds city-wide across the handover too.
             await asyncio.sleep(1.0)
-        delay = _RETRY_MIN_S
+        backoff = Backoff(max_s=10.0)
         while True:
-            try:
-                conn = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True)
-            except psycopg.Error as exc:
-                logger.warning("command engine: database unavailable (%s); retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)
-                continue
-            delay = _RETRY_MIN_S
             listener: asyncio.Task[None] | None = None
             try:
-                listener = asyncio.create_task(self._listen(), name="command-engine-listen")
-                await self._run(conn, listener)
+                async with self.db.connection() as conn:
+                    backoff.ok()
+                    try:
+                        listener = asyncio.create_task(self._listen(), name="command-engine-listen")
+                        await self._run(conn, listener)
+                    finally:
+                        if listener is not None:
+                            listener.cancel()
+                            with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
+                                await listener
+                        with contextlib.suppress(Exception):
+                            await self._flush(conn)
             except psycopg.Error as exc:
-                logger.warning("command engine: database connection lost (%s); reconnecting in %.1f s", exc, delay)
-            finally:
-                if listener is not None:
-                    listener.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
-                        await listener
-                with contextlib.suppress(Exception):
-                    await self._flush(conn)
-                await conn.close()
-            await asyncio.sleep(delay)
+                delay = backoff.fail()
+                logger.warning("command engine: database unavailable (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
 
     async def _listen(self) -> None:
         """Wake the loop when a campaign is submitted or cancelled (a dedicated connection: LISTEN holds it)."""
-        async with await psycopg.AsyncConnection.connect(
-            self.database_url, autocommit=True, application_name="lamplighter-commands-listen"
-        ) as conn:
+        async with await self.db.dedicated("commands-listen") as conn:
             await conn.execute(f"LISTEN {CHANNEL}")
             self._wake.set()  # what was submitted before the LISTEN began is looked for once now
             async for _ in conn.notifies():

@@ -1,7 +1,10 @@
-"""The MQTT side of remote control: device commands out, acknowledgements in, over one MQTT 5 connection."""
+"""The gateway's outbound MQTT link: device commands out and their acknowledgements in, and on the same
+connection every other message the backend publishes (the city's retained lighting rate, crews' ticket
+notifications). One MQTT 5 connection, one in-flight window."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 from collections.abc import Sequence
@@ -12,7 +15,7 @@ import msgspec
 from msgspec import Meta
 
 from gateway.codec import BIGINT_MAX, FUTURE_TOLERANCE_MS, MAX_DEPTH, clean_text, nesting_depth
-from gateway.mqtt import AckToken, MqttSubscriber
+from gateway.mqtt import AckToken, MqttError, MqttSubscriber
 
 __all__ = ["Ack", "CommandLink", "decode_ack"]
 
@@ -53,6 +56,9 @@ def decode_ack(payload: bytes, now_ms: int, retention_ms: int = 90 * 86_400_000)
     return ack
 
 
+_Out = tuple[str, str, bytes, bool, "asyncio.Future[None] | None"]
+
+
 class CommandLink:
     """Publishes commands and collects acknowledgements over one MQTT 5 connection, reconnecting on its own.
 
@@ -66,7 +72,16 @@ class CommandLink:
     with a connection is sent again after the acknowledgement timeout.
     """
 
-    def __init__(self, host: str, port: int, client_id: str, *, max_acks: int = 200_000, backlog: int = 200) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        client_id: str,
+        *,
+        max_acks: int = 200_000,
+        backlog: int = 200,
+        acks: bool = True,
+    ) -> None:
         self.host, self.port, self.client_id = host, port, client_id
         # Answers wait here for the engine's next tick; past `max_acks` the oldest go (counted), so a flood of
         # answers costs bounded memory and never blocks the connection. A lost answer is covered by the retry.
@@ -77,14 +92,17 @@ class CommandLink:
         self.most_in_flight = 0  # the most PUBLISHes the broker had unacknowledged at once (for tests)
         self._packet_id = 0
         self._in_flight: set[int] = set()
-        self._backlog: collections.deque[tuple[str, str, bytes]] = collections.deque()  # (campaign, topic, body)
+        # (campaign, topic, body, retain, the future of a `send`)
+        self._backlog: collections.deque[_Out] = collections.deque()
+        self._waiting: dict[int, asyncio.Future[None]] = {}  # packet id → a `send` waiting for its PUBACK
         self._generation = 0
         self._sub = MqttSubscriber(
             host=host,
             port=port,
             client_id=client_id,
             on_message=self._on_ack,
-            topics=_ACK_TOPICS,
+            topics=_ACK_TOPICS if acks else (),
+            session_expiry_s=7 * 24 * 3600 if acks else 0,  # only the acks need a session that outlives us
             on_puback=self._on_puback,
         )
 
@@ -98,6 +116,8 @@ class CommandLink:
 
     def _on_puback(self, packet_id: int) -> None:
         self._in_flight.discard(packet_id)
+        if (fut := self._waiting.pop(packet_id, None)) is not None and not fut.done():
+            fut.set_result(None)
         if self._backlog:
             self._flush()
 
@@ -107,6 +127,9 @@ class CommandLink:
 
     def ready(self) -> bool:
         return self._sub.connected.is_set()
+
+    async def wait_ready(self) -> None:
+        await self._sub.connected.wait()
 
     async def close(self) -> None:
         """Disconnect (the session stays on the broker for whoever runs the command engine next)."""
@@ -127,9 +150,21 @@ class CommandLink:
         if not messages or not self._sub.connected.is_set():
             return 0
         self._check_connection()
-        self._backlog.extend((campaign, topic, payload) for topic, payload in messages)
+        self._backlog.extend((campaign, topic, payload, False, None) for topic, payload in messages)
         self._flush()
         return len(messages)
+
+    def send(self, topic: str, payload: bytes, *, retain: bool = False) -> asyncio.Future[None]:
+        """One QoS 1 PUBLISH beside the commands, in the same window: done when the broker acknowledges it,
+        failed with MqttError when the link is down or its connection goes first (the caller retries)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self._sub.connected.is_set():
+            fut.set_exception(MqttError(f"not connected to the broker {self._sub.address}"))
+            return fut
+        self._check_connection()
+        self._backlog.append(("", topic, payload, retain, fut))
+        self._flush()
+        return fut
 
     def drop(self, campaign: str) -> int:
         """A cancelled campaign: what of it still waits in the backlog never leaves."""
@@ -141,12 +176,19 @@ class CommandLink:
         if self._sub.generation != self._generation:  # a new connection: nothing of ours is in flight on it
             self._generation = self._sub.generation
             self._in_flight.clear()
+            self._fail_waiting("the connection to the broker was lost before it acknowledged")
+
+    def _fail_waiting(self, why: str) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for fut in waiting.values():
+            if not fut.done():
+                fut.set_exception(MqttError(why))
 
     def _flush(self) -> None:
         window = self._sub.broker_receive_max
         out = []
         while self._backlog and len(self._in_flight) < window:
-            _, topic, payload = self._backlog.popleft()
+            _, topic, payload, retain, fut = self._backlog.popleft()
             pid = self._packet_id
             while True:  # the next packet id not still in flight
                 pid = pid % 65535 + 1
@@ -154,7 +196,14 @@ class CommandLink:
                     break
             self._packet_id = pid
             self._in_flight.add(pid)
-            out.append(mqtt5.PublishPacket(topic, payload, qos=_QOS1, packet_id=pid).write())
+            if fut is not None:
+                self._waiting[pid] = fut
+            out.append(mqtt5.PublishPacket(topic, payload, qos=_QOS1, retain=retain, packet_id=pid).write())
         if out and not self._sub.write(b"".join(out)):
-            self._backlog.clear()  # the connection went: these are sent again after the acknowledgement timeout
+            # The connection went: commands are sent again after the acknowledgement timeout, `send`s fail.
+            for *_, fut in self._backlog:
+                if fut is not None and not fut.done():
+                    fut.set_exception(MqttError("the connection to the broker was lost"))
+            self._backlog.clear()
+            self._fail_waiting("the connection to the broker was lost")
         self.most_in_flight = max(self.most_in_flight, len(self._in_flight))

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import psycopg
 
+from telemetry.database import Database
+
 __all__ = ["HEARTBEAT_S", "Heartbeat", "beat_forever"]
 
 logger = logging.getLogger(__name__)
@@ -44,24 +46,25 @@ class Heartbeat:
 
 
 async def beat_forever(
-    database_url: str, now: Callable[[], Heartbeat], period_s: float = HEARTBEAT_S, wake: asyncio.Event | None = None
+    db: Database, now: Callable[[], Heartbeat], period_s: float = HEARTBEAT_S, wake: asyncio.Event | None = None
 ) -> None:
     """Write `now()` every `period_s` (and at once when `wake` is set) until cancelled, then mark the gateway
     stopped. A database that is away only skips beats (its absence is what the health then reports)."""
     started = dt.datetime.now(dt.UTC)
     host, pid = socket.gethostname(), os.getpid()
-    conn: psycopg.AsyncConnection | None = None
 
     def row(beat: Heartbeat, stopped: bool) -> tuple[object, ...]:
         return (beat.gateway, host, pid, started, stopped, beat.oldest_uncommitted_s, beat.failing_batches,
                 beat.received, beat.written, beat.quarantined, [] if stopped else beat.districts)  # fmt: skip
 
+    async def write(stopped: bool) -> None:
+        async with db.connection() as conn:
+            await conn.execute(_UPSERT, row(now(), stopped))
+
     try:
         while True:
             try:
-                if conn is None or conn.closed or conn.broken:
-                    conn = await _connect(database_url)
-                await conn.execute(_UPSERT, row(now(), False))
+                await write(False)
             except psycopg.Error as exc:
                 logger.debug("ingest heartbeat not written: %s", exc)
             if wake is None:
@@ -71,22 +74,5 @@ async def beat_forever(
                     await asyncio.wait_for(wake.wait(), period_s)
                 wake.clear()
     finally:
-        if conn is not None and not conn.closed:
-            with contextlib.suppress(psycopg.Error):
-                await asyncio.wait_for(conn.execute(_UPSERT, row(now(), True)), 2)
-            await conn.close()
-
-
-async def _connect(database_url: str) -> psycopg.AsyncConnection:
-    """Connect; a cancel that comes meanwhile still closes the connection it was making."""
-    making = asyncio.ensure_future(
-        psycopg.AsyncConnection.connect(
-            database_url, autocommit=True, application_name="lamplighter-heartbeat", connect_timeout=5
-        )
-    )
-    try:
-        return await asyncio.shield(making)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await (await making).close()
-        raise
+        with contextlib.suppress(psycopg.Error, TimeoutError):
+            await asyncio.wait_for(write(True), 2)

@@ -4,8 +4,8 @@ Why not paho-mqtt or aiomqtt here: paho reads each packet with several one-byte 
 bookkeeping per message; on this project's reference machine its receive loop alone topped out near 36,000
 messages/s with an empty handler, which leaves too little of a core for decoding and COPY at the 25,000 msg/s
 ingest goal. Parsing whole socket reads with `mqtt5` (Rust) reached over 75,000 msg/s in the same run, bounded by
-the publisher. The command link (gateway.command_link) rides on the same protocol; paho-mqtt (through aiomqtt)
-stays the client for the rest: retained rates, crews' ticket notifications.
+the publisher. The outbound link (gateway.command_link: commands and their acks, the retained rate, crews'
+ticket notifications) rides on the same protocol, so the gateway process has one MQTT stack.
 
 QoS 1 messages are not acknowledged on receipt: the caller acks them (`ack`) once their batch is committed. The
 session is persistent (clean start off, session expiry), so after a crash or a lost connection the broker
@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import struct
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import mqtt5
 
+from telemetry.backoff import Backoff
 from telemetry.errors import Problem
 
 __all__ = ["DEVICE_TOPICS", "AckToken", "MqttError", "MqttSubscriber"]
@@ -37,11 +36,6 @@ DEVICE_TOPICS = (
     "sl/+/lamp/+/status",
     "sl/+/cabinet/+/status",
 )
-
-# Reconnect backoff: first retry after ~0.5 s, doubling to at most 30 s, each with ±50 % jitter so a fleet of
-# gateways restarting together does not hammer the broker in step.
-_BACKOFF_MIN_S = 0.5
-_BACKOFF_MAX_S = 30.0
 
 
 class GatewayError(Problem):
@@ -199,15 +193,16 @@ class MqttSubscriber:
         self.broker_receive_max = connack.receive_max or 65535
         self.generation += 1
         self._proto = proto
-        proto.transport.write(
-            mqtt5.SubscribePacket(
-                1, [mqtt5.TopicFilter(t, max_qos=mqtt5.QoS.AT_LEAST_ONCE) for t in self.topics]
-            ).write()
-        )
-        suback = await asyncio.wait_for(proto.suback, 10)
-        bad = [c for c in suback.reason_codes if int(c.value) >= 0x80]
-        if bad:
-            raise MqttError(f"broker {self.address} refused subscriptions {self.topics}: {bad}")
+        if self.topics:  # a publish-only link subscribes to nothing
+            proto.transport.write(
+                mqtt5.SubscribePacket(
+                    1, [mqtt5.TopicFilter(t, max_qos=mqtt5.QoS.AT_LEAST_ONCE) for t in self.topics]
+                ).write()
+            )
+            suback = await asyncio.wait_for(proto.suback, 10)
+            bad = [c for c in suback.reason_codes if int(c.value) >= 0x80]
+            if bad:
+                raise MqttError(f"broker {self.address} refused subscriptions {self.topics}: {bad}")
         logger.info(
             "connected to broker %s as %r (session present: %s) with %d topic filters",
             self.address,
@@ -218,12 +213,14 @@ class MqttSubscriber:
         return proto
 
     async def run(self) -> None:
-        """Stay connected until cancelled, reconnecting with jittered exponential backoff."""
-        delay = _BACKOFF_MIN_S
+        """Stay connected until cancelled, reconnecting with backoff: from about 0.5 s doubling to 30 s, ±50 % so
+        a fleet of gateways restarting together does not hammer the broker in step, and starting over once a
+        connection stayed up a minute."""
+        backoff = Backoff(0.5, 30.0, jitter=0.5)
         while True:
-            started = time.monotonic()
             try:
                 proto = await self._connect_once()
+                backoff.up()
                 self.connected.set()
                 pinger = asyncio.create_task(self._ping(proto), name="mqtt-ping")
                 try:
@@ -233,14 +230,11 @@ class MqttSubscriber:
                     self.connected.clear()
                 logger.warning("connection to broker %s lost (%s); reconnecting", self.address, exc or "closed")
             except (MqttError, TimeoutError) as exc:
-                logger.warning("broker %s: %s; retrying in %.1f s", self.address, exc, delay)
+                logger.warning("broker %s: %s; retrying", self.address, exc)
             except asyncio.CancelledError:
                 await self.close()
                 raise
-            if time.monotonic() - started > 60:
-                delay = _BACKOFF_MIN_S
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, _BACKOFF_MAX_S)
+            await backoff.sleep()
 
     async def _ping(self, proto: _Protocol) -> None:
         while True:

@@ -1,26 +1,30 @@
-"""The retained messages the backend publishes: one topic's latest value, QoS 1, through aiomqtt."""
+"""The retained messages the backend publishes: one topic's latest value, QoS 1, over the outbound link."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 
-import aiomqtt
+from gateway.command_link import CommandLink
+from gateway.mqtt import MqttError
+from telemetry.backoff import Backoff
 
 __all__ = ["RetainedPublisher"]
 
 logger = logging.getLogger(__name__)
 
+_PUBACK_WAIT_S = 10.0
+
 
 class RetainedPublisher:
-    """Publishes the latest value of one topic, retained, QoS 1, through aiomqtt; reconnects on its own.
+    """Publishes the latest value of one topic, retained, QoS 1, on the gateway's outbound link.
 
-    Only the newest value matters to a display, so values set while disconnected collapse into one.
+    Only the newest value matters to a display, so values set while the link is down collapse into one, sent
+    once it is back.
     """
 
-    def __init__(self, host: str, port: int, topic: str, client_id: str) -> None:
-        self.host, self.port, self.topic, self.client_id = host, port, topic, client_id
+    def __init__(self, link: CommandLink, topic: str) -> None:
+        self.link, self.topic = link, topic
         self._latest: bytes | None = None
         self._ready = asyncio.Event()
         self.published = 0
@@ -30,20 +34,22 @@ class RetainedPublisher:
         self._ready.set()
 
     async def run(self) -> None:
-        delay = 0.5
+        backoff = Backoff()
         while True:
-            await self._ready.wait()  # connect only once there is something to say
+            await self._ready.wait()
+            self._ready.clear()
+            payload = self._latest
+            if payload is None:
+                continue
+            await self.link.wait_ready()
             try:
-                async with aiomqtt.Client(self.host, self.port, identifier=self.client_id) as client:
-                    delay = 0.5
-                    while True:
-                        await self._ready.wait()
-                        self._ready.clear()
-                        if self._latest is not None:
-                            await client.publish(self.topic, self._latest, qos=1, retain=True)
-                            self.published += 1
-            except aiomqtt.MqttError as exc:
-                logger.warning("ops publisher: %s (reconnecting in %.1f s)", exc, delay)
-                self._ready.set()  # publish the newest value once back
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, 30.0)
+                await asyncio.wait_for(self.link.send(self.topic, payload, retain=True), _PUBACK_WAIT_S)
+            except (MqttError, TimeoutError) as exc:
+                delay = backoff.fail()
+                logger.warning("ops publisher: %s (trying again in %.1f s)", exc or "no PUBACK", delay)
+                if not self._ready.is_set():
+                    self._ready.set()  # the newest value goes once back (a newer one may replace it meanwhile)
+                await asyncio.sleep(delay)
+                continue
+            backoff.ok()
+            self.published += 1

@@ -17,7 +17,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import psycopg
 from gateway.codec import Message, decode_batch, reject
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import AckToken
+from telemetry.backoff import Backoff
 from telemetry.clock import Clock
 from telemetry.models import Batch, Registry
 from telemetry.store import WriteResult
@@ -183,7 +183,7 @@ class Gateway:
         it is halved until the messages at fault are alone; each is then quarantined with the database's words,
         and everything else is committed."""
         batch = decode_batch(messages, self.registry, now_ms=now_ms, retention_ms=self.retention_ms)
-        delay = _RETRY_MIN_S
+        backoff = Backoff(_RETRY_MIN_S, _RETRY_MAX_S)
         while True:
             started = time.perf_counter()
             try:
@@ -196,11 +196,11 @@ class Gateway:
                 if not retry:
                     self._pending[:0] = messages
                     raise
+                delay = backoff.fail()
                 logger.error(
                     "database refused a batch of %d messages (%s); retrying in %.1f s", len(messages), exc, delay
                 )
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, _RETRY_MAX_S)
+                await asyncio.sleep(delay)
                 continue
             self.failing_batches = 0
             return [(batch, result, len(messages), time.perf_counter() - started)]

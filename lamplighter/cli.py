@@ -116,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--lamps", type=int, default=110_000)
     b.add_argument("--messages", type=int, default=500_000)
     b.add_argument("--publishers", type=int, default=2, help="publisher processes")
+    b.add_argument("--gateways", type=int, default=1, help="gateway processes sharing the districts")
     b = bsub.add_parser("alerts", help="fault rules over a generated city, and a district blackout into tickets")
     b.add_argument("--lamps", type=int, default=1_000_000)
     b = bsub.add_parser("api", help="/lighting-rate and /tickets latency, idle and while the gateway ingests flat out")
@@ -124,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--publishers", type=int, default=2, help="publisher processes")
     b = bsub.add_parser("campaign", help="a whole-city command at the default pace to simulated devices")
     b.add_argument("--lamps", type=int, default=110_000)
+    b.add_argument("--gateways", type=int, default=1, help="gateways (one leads and sends the commands)")
     b = bsub.add_parser("faults", help="poison, SIGKILLs, a broker restart and many viewers, counted")
     b.add_argument("--lamps", type=int, default=110_000)
     b.add_argument("--messages", type=int, default=300_000, help="lamp reports streamed during the SIGKILLs")
@@ -180,7 +182,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
     if cmd == "bench" and args.bench == "campaign":
         from bench.campaign import run_campaign_bench
 
-        return run_campaign_bench(settings, lamps=args.lamps)
+        return run_campaign_bench(settings, lamps=args.lamps, gateways=args.gateways)
     if cmd == "bench" and args.bench == "faults":
         from bench.faults import run_faults_bench
 
@@ -194,7 +196,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
     if cmd == "bench":
         from bench.ingest import run_ingest_bench
 
-        return run_ingest_bench(settings, lamps=args.lamps, messages=args.messages, publishers=args.publishers)
+        return run_ingest_bench(
+            settings, lamps=args.lamps, messages=args.messages, publishers=args.publishers, gateways=args.gateways
+        )
     if cmd == "demo":
         from lamplighter.demo import run_demo
 
@@ -322,15 +326,21 @@ def _run_dispatcher(settings: Settings, ep: Any, args: argparse.Namespace) -> No
     import datetime as dt
 
     from alerts.dispatch import Dispatcher, MqttTransport, NotifyTransport, Transport, WebhookTransport
+    from gateway.command_link import CommandLink
+    from telemetry.database import Database
 
     async def run() -> None:
+        link = CommandLink(
+            ep.mqtt_host, ep.mqtt_port, f"{settings.gateway_client_id}-dispatch-{os.getpid()}", acks=False
+        )
         transports: dict[str, Transport] = {
             "webhook": WebhookTransport(),
             "notify": NotifyTransport(),
-            "mqtt": MqttTransport(ep.mqtt_host, ep.mqtt_port, f"{settings.gateway_client_id}-dispatch-{os.getpid()}"),
+            "mqtt": MqttTransport(link.send),
         }
+        db = Database(ep.database_url, name="lamplighter-dispatch")
         dispatcher = Dispatcher(
-            ep.database_url,
+            db,
             transports,
             batch=args.batch,
             lease=dt.timedelta(seconds=args.lease_s),
@@ -343,8 +353,15 @@ def _run_dispatcher(settings: Settings, ep: Any, args: argparse.Namespace) -> No
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
         logger.info("dispatcher delivering the outbox of %s", ep.database_url.rsplit("@", 1)[-1])
-        with contextlib.suppress(asyncio.CancelledError):
-            await dispatcher.run()
+        link_task = asyncio.create_task(link.run(), name="outbound-link")
+        try:
+            async with db:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await dispatcher.run()
+        finally:
+            link_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await link_task
         logger.info(
             "dispatcher stopped: %d delivered, %d failed attempts", dispatcher.delivered, dispatcher.failed_attempts
         )

@@ -28,6 +28,7 @@ from gateway.sessions import IngestSessions
 from lamplighter.config import Settings
 from lamplighter.services import PrivateServices, ServiceError
 from telemetry.clock import Clock
+from telemetry.database import Database
 from telemetry.leases import Leases
 from telemetry.lighting import LightingEngine, follow_forever
 from telemetry.models import Batch, Registry
@@ -149,7 +150,9 @@ class GatewayProcess:
         # Unique per process by default: its heartbeat, its own MQTT clients. Sessions that must outlive a
         # process (a district's ingest, the command link) are named by their role and leased.
         self.instance = settings.gateway_instance or f"{prefix}-{socket.gethostname()}-{os.getpid()}"
-        with psycopg.connect(ep.database_url, autocommit=True) as conn:
+        # The one pool every service of this process draws from (opened when the process runs).
+        self.db = Database(ep.database_url, name="lamplighter-gateway")
+        with psycopg.connect(ep.database_url, autocommit=True) as conn:  # start-up: once, before the loop
             migrate(conn, retention_days=settings.retention_days)
             registry = load_registry(conn)
             districts = _districts(conn)
@@ -157,7 +160,7 @@ class GatewayProcess:
             self.engine = LightingEngine.load(conn)
             self.fault_engine = AlertEngine(self.engine, self.clock.now_ms())
             self.alerts = AlertService(
-                self.fault_engine, ep.database_url, self.clock, deadlines=settings.deadlines, judges=self._judges
+                self.fault_engine, self.db, self.clock, deadlines=settings.deadlines, judges=self._judges
             )
             self.alerts.load(conn)
             # Until this gateway hears devices, nobody is silent: not since the last message a gateway received.
@@ -172,8 +175,8 @@ class GatewayProcess:
                 "the inventory is empty: every device message will be quarantined as unknown_device; "
                 "run `lamplighter seed` first"
             )
-        self.store = TelemetryStore(ep.database_url)
-        self.leases = Leases(ep.database_url, prefix, on_lost=self._leases_lost)
+        self.store = TelemetryStore(self.db)
+        self.leases = Leases(self.db, prefix, on_lost=self._leases_lost)
         self._judged: set[str] = set()  # districts whose faults this process judges (their ingest is ours)
         self._takeover = asyncio.Event()  # districts were taken over: refresh the engines' view of them
         self._first_take = True
@@ -203,13 +206,17 @@ class GatewayProcess:
             on_committed=self._committed,
             qos0_max=settings.qos0_queue_max,
         )
+        # The one outbound MQTT link (the leader's): commands and their acks, the retained rate, crews' tickets.
+        self.command_link = CommandLink(
+            ep.mqtt_host, ep.mqtt_port, f"{prefix}-commands", max_acks=settings.ack_queue_max
+        )
         self.dispatcher = (
             Dispatcher(
-                ep.database_url,
+                self.db,
                 {
                     "webhook": WebhookTransport(),
                     "notify": NotifyTransport(),
-                    "mqtt": MqttTransport(ep.mqtt_host, ep.mqtt_port, f"{self.instance}-dispatch"),
+                    "mqtt": MqttTransport(self.command_link.send),
                 },
                 max_attempts=settings.delivery_max_attempts,
                 max_age=dt.timedelta(hours=settings.delivery_max_age_h),
@@ -217,16 +224,13 @@ class GatewayProcess:
             if settings.dispatch
             else None
         )
-        self.command_link = CommandLink(
-            ep.mqtt_host, ep.mqtt_port, f"{prefix}-commands", max_acks=settings.ack_queue_max
-        )
         m = self.metrics
         m.acks_dropped.set_function(lambda: self.command_link.acks_dropped)
         if self.dispatcher is not None:
             dispatcher = self.dispatcher
             m.dead_letters.set_function(lambda: dispatcher.dead_lettered)
         self.commands = CommandEngine(
-            ep.database_url,
+            self.db,
             self.command_link,
             self.clock.now_ms,
             pace=settings.command_pace,
@@ -235,10 +239,10 @@ class GatewayProcess:
             reconnect_grace_s=settings.command_reconnect_grace_s,
             retention_days=settings.retention_days,
         )
-        self.publisher = RetainedPublisher(ep.mqtt_host, ep.mqtt_port, OPS_TOPIC, f"{prefix}-ops")
+        self.publisher = RetainedPublisher(self.command_link, OPS_TOPIC)
         self.sampler = Sampler(
             self.engine,
-            ep.database_url,
+            self.db,
             self.clock,
             publish=self.publisher.set,
             fine_every_min=settings.fine_sample_every_min,
@@ -288,7 +292,7 @@ class GatewayProcess:
             await self._takeover.wait()
             self._takeover.clear()
             try:
-                fresh, saved = await asyncio.to_thread(self._read_engines)
+                fresh, saved = await self.db.run(self._read_engines)
             except psycopg.Error as exc:
                 logger.warning("taking districts over: cannot read their state (retrying): %s", exc)
                 self._takeover.set()
@@ -299,9 +303,8 @@ class GatewayProcess:
             self._judged = set(self.sessions.held())
             logger.info("fault engine: judging districts %s", ", ".join(sorted(self._judged)))
 
-    def _read_engines(self) -> tuple[LightingEngine, SavedState]:
-        with psycopg.connect(self.ep.database_url, autocommit=True) as conn:
-            return LightingEngine.load(conn), self.alerts.read_state(conn)
+    def _read_engines(self, conn: psycopg.Connection) -> tuple[LightingEngine, SavedState]:
+        return LightingEngine.load(conn), self.alerts.read_state(conn)
 
     def _leases_lost(self, names: set[str]) -> None:
         self.sessions.lost(names)
@@ -312,6 +315,7 @@ class GatewayProcess:
 
     async def run(self) -> None:
         """Run until cancelled: the writer commits what is pending before the sessions go."""
+        await self.db.open()
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.leases.keep(), name="leases")
@@ -321,13 +325,12 @@ class GatewayProcess:
                 tg.create_task(self._heartbeat(), name="ingest-heartbeat")
                 tg.create_task(self._ingest_watch(), name="ingest-watch")
                 tg.create_task(self._takeovers(), name="takeovers")
-                tg.create_task(follow_forever(self.engine, self.ep.database_url, states=False), name="schedules")
+                tg.create_task(follow_forever(self.engine, self.db, states=False), name="schedules")
                 tg.create_task(self.alerts.run(), name="fault-engine")
                 tg.create_task(self._lead(), name="lead")
-                if self.dispatcher is not None:
-                    tg.create_task(self.dispatcher.run(), name="dispatcher")
         finally:
             await self.store.close()
+            await self.db.close()
 
     async def _lead(self) -> None:
         """Hold the `leader` lease when nobody else does, and while held run what runs once city-wide."""
@@ -348,8 +351,9 @@ class GatewayProcess:
                         tg.create_task(self.alerts.escalate_forever(), name="escalation"),
                         tg.create_task(self._partitions(), name="partition-upkeep"),
                         tg.create_task(self._quarantine_upkeep(), name="quarantine-upkeep"),
+                        *([tg.create_task(self.dispatcher.run(), name="dispatcher")] if self.dispatcher else []),
                         tg.create_task(
-                            follow_forever(self.engine, self.ep.database_url, states=True, skip=self._judges),
+                            follow_forever(self.engine, self.db, states=True, skip=self._judges),
                             name="city-follower",
                         ),
                     ]
@@ -379,7 +383,7 @@ class GatewayProcess:
             await asyncio.sleep(_HEARING_CHECK_S)
 
     async def _heartbeat(self) -> None:
-        await beat_forever(self.ep.database_url, self._heartbeat_row, wake=self._beat_now)
+        await beat_forever(self.db, self._heartbeat_row, wake=self._beat_now)
 
     def _heartbeat_row(self) -> Heartbeat:
         g, s = self.gateway, self.gateway.stats
@@ -398,7 +402,7 @@ class GatewayProcess:
         period = max(_PARTITION_CHECK_S / self.clock.speed, 10.0)
         while True:
             try:
-                await asyncio.to_thread(self._maintain)
+                await self.db.run(self._maintain)
             except psycopg.Error as exc:
                 logger.warning("partition upkeep failed (retrying in %.0f s): %s", period, exc)
             await asyncio.sleep(period)
@@ -409,7 +413,7 @@ class GatewayProcess:
         while True:
             await asyncio.sleep(self.inventory_check_s)
             try:
-                found = await asyncio.to_thread(self._reload_registry)
+                found = await self.db.run(self._reload_registry)
             except psycopg.Error as exc:
                 logger.warning("inventory check failed (retrying in %.0f s): %s", self.inventory_check_s, exc)
                 continue
@@ -425,30 +429,30 @@ class GatewayProcess:
                     len(registry.cabinets),
                 )
 
-    def _reload_registry(self) -> tuple[Registry, list[str], LightingEngine, SavedState] | None:
-        with psycopg.connect(self.ep.database_url, autocommit=True) as conn:
-            version = inventory_version(conn)
-            if version == self._inventory:
-                return None
-            self._inventory = version
-            return load_registry(conn), _districts(conn), LightingEngine.load(conn), self.alerts.read_state(conn)
+    def _reload_registry(
+        self, conn: psycopg.Connection
+    ) -> tuple[Registry, list[str], LightingEngine, SavedState] | None:
+        version = inventory_version(conn)
+        if version == self._inventory:
+            return None
+        self._inventory = version
+        return load_registry(conn), _districts(conn), LightingEngine.load(conn), self.alerts.read_state(conn)
 
     async def _quarantine_upkeep(self) -> None:
         while True:
             try:
-                removed = await asyncio.to_thread(self._prune_quarantine)
+                removed = await self.db.run(
+                    lambda c: prune_quarantine(
+                        c, days=self.settings.quarantine_days, rows=self.settings.quarantine_rows
+                    )
+                )
                 if removed:
                     logger.info("quarantine: %d old records removed", removed)
             except psycopg.Error as exc:
                 logger.warning("quarantine upkeep failed (retrying): %s", exc)
             await asyncio.sleep(_QUARANTINE_CHECK_S)
 
-    def _prune_quarantine(self) -> int:
-        with psycopg.connect(self.ep.database_url, autocommit=True) as conn:
-            return prune_quarantine(conn, days=self.settings.quarantine_days, rows=self.settings.quarantine_rows)
-
-    def _maintain(self) -> None:
-        with psycopg.connect(self.ep.database_url, autocommit=True) as conn:
-            maintain_partitions(conn)
-            if self.clock.compressed:
-                maintain_partitions(conn, today=self.clock.now().date(), drop=False)
+    def _maintain(self, conn: psycopg.Connection) -> None:
+        maintain_partitions(conn)
+        if self.clock.compressed:
+            maintain_partitions(conn, today=self.clock.now().date(), drop=False)

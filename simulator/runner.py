@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import numpy as np
 from simulator.commands import DeviceCommands
 from simulator.fleet import Fleet, Report
 from simulator.wire import PublishError, RawPublisher, SimulatorError, Will
+from telemetry.backoff import backoff_delay
 from telemetry.clock import Clock
 
 __all__ = ["SimStats", "Simulator"]
@@ -32,11 +32,11 @@ _TICK_S = 0.05
 # Keep idle connections alive well inside the 60 s keepalive we announce.
 _PING_EVERY_S = 20.0
 _RECONNECT_MIN_S, _RECONNECT_MAX_S = 0.5, 30.0
+_RECONNECT_JITTER = 0.5  # ±50 %: thousands of per-device connections do not all come back in the same instant
 
 
-def _jittered(delay: float) -> float:
-    """±50 %: thousands of per-device connections do not all come back in the same instant."""
-    return delay * random.uniform(0.5, 1.5)
+def _retry_in(failures: int) -> float:
+    return backoff_delay(failures, _RECONNECT_MIN_S, _RECONNECT_MAX_S, _RECONNECT_JITTER)
 
 
 @dataclass
@@ -78,7 +78,7 @@ class Simulator:
         self._pubs: list[RawPublisher] = []
         self._by_topic: dict[bytes, RawPublisher] = {}
         self.held_max = held_max
-        self._down: dict[int, tuple[RawPublisher, float, float]] = {}  # id → (connection, retry at, backoff)
+        self._down: dict[int, tuple[RawPublisher, float, int]] = {}  # id → (connection, retry at, failures)
         self._held: dict[int, collections.deque[tuple[bytes, bytes]]] = {}
         if per_device:
             self._open_per_device(client_prefix)
@@ -172,7 +172,7 @@ class Simulator:
             self._lost(pub, exc, msgs[len(msgs) - unsent :] if unsent else [])
 
     def _lost(self, pub: RawPublisher, exc: OSError, unsent: list[tuple[bytes, bytes]]) -> None:
-        self._down[id(pub)] = (pub, time.monotonic() + _jittered(_RECONNECT_MIN_S), _RECONNECT_MIN_S)
+        self._down[id(pub)] = (pub, time.monotonic() + _retry_in(1), 1)
         self._hold(pub, unsent)
         logger.warning(
             "simulator: lost the broker %s:%d (%s); %d reports unacknowledged and %d kept, reconnecting",
@@ -193,14 +193,14 @@ class Simulator:
         self.stats.held = sum(len(q) for q in self._held.values())
 
     def _revive(self, now: float) -> None:
-        for key, (pub, retry_at, delay) in list(self._down.items()):
+        for key, (pub, retry_at, failures) in list(self._down.items()):
             if now < retry_at:
                 continue
             try:
                 again = pub.reconnect()
             except OSError as exc:
-                delay = min(delay * 2, _RECONNECT_MAX_S)
-                self._down[key] = (pub, now + _jittered(delay), delay)
+                delay = _retry_in(failures + 1)
+                self._down[key] = (pub, now + delay, failures + 1)
                 logger.info(
                     "simulator: broker %s:%d still away (%s); next try in %.1f s", self.host, self.port, exc, delay
                 )

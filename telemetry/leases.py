@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 import psycopg
 
+from telemetry.database import Database
+
 __all__ = ["Leases"]
 
 logger = logging.getLogger(__name__)
@@ -29,9 +31,9 @@ _MAX_MEMBERS = 1024
 
 class Leases:
     def __init__(
-        self, database_url: str, scope: str, *, on_lost: Callable[[set[str]], None] | None = None, check_s: float = 1.0
+        self, db: Database, scope: str, *, on_lost: Callable[[set[str]], None] | None = None, check_s: float = 1.0
     ) -> None:
-        self.database_url = database_url
+        self.db = db
         self.scope = scope
         self.on_lost = on_lost
         self.check_s = check_s
@@ -47,9 +49,7 @@ class Leases:
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = await psycopg.AsyncConnection.connect(
-                self.database_url, autocommit=True, application_name="lamplighter-leases", connect_timeout=5
-            )
+            self._conn = await self.db.dedicated("leases")
         return self._conn
 
     async def try_take(self, name: str) -> bool:

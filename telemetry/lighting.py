@@ -21,6 +21,7 @@ import numpy.typing as npt
 import psycopg
 from psycopg.types.json import Jsonb
 
+from telemetry.database import Database
 from telemetry.expected import Expected, ExpectedState, ScopeKey
 from telemetry.fleet import FleetIndex, FleetState, LampColumns, fetch_latest, load_index
 from telemetry.models import Batch
@@ -237,54 +238,23 @@ def delete_schedule(conn: psycopg.Connection, scope: str, key: str) -> bool:
     return cur.rowcount > 0
 
 
-async def _connect_in_thread(database_url: str) -> psycopg.Connection:
-    """A sync connection made in a worker thread; cancelled meanwhile, the connection is closed once made."""
-    import asyncio
-
-    def connect() -> psycopg.Connection:
-        return psycopg.connect(database_url, autocommit=True)
-
-    def close_late(f: asyncio.Future[psycopg.Connection]) -> None:
-        if not f.cancelled() and f.exception() is None:
-            f.result().close()
-
-    making: asyncio.Future[psycopg.Connection] = asyncio.ensure_future(asyncio.to_thread(connect))
-    try:
-        return await asyncio.shield(making)
-    except asyncio.CancelledError:
-        making.add_done_callback(close_late)
-        raise
-
-
 async def follow_forever(
     engine: LightingEngine,
-    database_url: str,
+    db: Database,
     *,
     states: bool,
     period_s: float = 2.0,
     skip: Callable[[str], bool] | None = None,
 ) -> None:
     """Keep `engine` current: schedules always, lamp states too when no gateway feeds it in this process (or,
-    with `skip`, for the districts this process's gateway does not read)."""
+    with `skip`, for the districts this process's gateway does not read). Read in a worker thread, applied on
+    the loop that owns the engine."""
     import asyncio
-    import functools
 
-    conn: psycopg.Connection | None = None
-    try:
-        while True:
-            try:
-                live = conn if conn is not None and not conn.closed else None
-                if live is None:
-                    live = conn = await _connect_in_thread(database_url)
-                assert live is not None
-                changes = await asyncio.to_thread(functools.partial(engine.fetch, live, states=states))
-                engine.apply(changes, skip=skip)
-            except psycopg.Error as exc:
-                logger.warning("lighting engine could not refresh from the database (retrying): %s", exc)
-                if conn is not None:
-                    conn.close()
-                conn = None
-            await asyncio.sleep(period_s)
-    finally:
-        if conn is not None:
-            conn.close()
+    while True:
+        try:
+            changes = await db.run(lambda conn: engine.fetch(conn, states=states))
+            engine.apply(changes, skip=skip)
+        except psycopg.Error as exc:
+            logger.warning("lighting engine could not refresh from the database (retrying): %s", exc)
+        await asyncio.sleep(period_s)

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from telemetry.clock import Clock
+from telemetry.database import Database
 from telemetry.lighting import LightingEngine
 from telemetry.rate import Breakdown
 from telemetry.sampling import (
@@ -43,7 +44,7 @@ class Sampler:
     def __init__(
         self,
         engine: LightingEngine,
-        database_url: str,
+        db: Database,
         clock: Clock,
         *,
         publish: Callable[[bytes], None] | None = None,
@@ -56,7 +57,7 @@ class Sampler:
         # Clock time up to which the gateway has committed what it received; without it, samples are taken on
         # the minute (the engine then fed by other means, as in tests of the sampler alone).
         self.ingested_through = ingested_through
-        self.database_url = database_url
+        self.db = db
         self.clock = clock
         self.publish = publish  # the retained ops message (the city's rate) goes out through this
         self.fine_every_min = fine_every_min
@@ -66,8 +67,6 @@ class Sampler:
         self.samples = 0
         self.last: Breakdown | None = None
         self._night_open: dt.date | None = None  # the local night being sampled, reported once it ends
-        self._conn: psycopg.Connection | None = None  # used from one worker thread at a time
-        self._closed = False
 
     def _night_of(self, ts: dt.datetime) -> dt.date:
         local = ts.astimezone(self.tz)
@@ -75,26 +74,21 @@ class Sampler:
 
     async def run(self) -> None:
         last = self.clock.now_ms() // 60_000 * 60_000
-        try:
-            while True:
-                now = self.clock.now_ms()
-                tick = last + 60_000
-                if tick > now:
-                    await asyncio.sleep((tick - now) / 1000 / self.clock.speed)
-                elif now - tick > max(_MAX_CATCH_UP_MS, _MAX_CATCH_UP_REAL_S * 1000 * self.clock.speed):
-                    tick = now // 60_000 * 60_000  # far behind (a suspended machine): skip to the present
-                # On a fast clock a sample can take longer than a clock minute: the minutes missed meanwhile
-                # are sampled right after (from the state as it is then), so no minute goes missing.
-                last = tick
-                await self._wait_for_ingest(tick)
-                try:
-                    await self.sample(tick)
-                except psycopg.Error as exc:
-                    logger.warning("lighting-rate sample at %s not stored: %s", tick, exc)
-        finally:
-            self._closed = True  # a worker thread still storing closes what it opened
-            if self._conn is not None:
-                self._conn.close()
+        while True:
+            now = self.clock.now_ms()
+            tick = last + 60_000
+            if tick > now:
+                await asyncio.sleep((tick - now) / 1000 / self.clock.speed)
+            elif now - tick > max(_MAX_CATCH_UP_MS, _MAX_CATCH_UP_REAL_S * 1000 * self.clock.speed):
+                tick = now // 60_000 * 60_000  # far behind (a suspended machine): skip to the present
+            # On a fast clock a sample can take longer than a clock minute: the minutes missed meanwhile
+            # are sampled right after (from the state as it is then), so no minute goes missing.
+            last = tick
+            await self._wait_for_ingest(tick)
+            try:
+                await self.sample(tick)
+            except psycopg.Error as exc:
+                logger.warning("lighting-rate sample at %s not stored: %s", tick, exc)
 
     async def _wait_for_ingest(self, tick_ms: int) -> None:
         """Until the reports devices sent up to `tick_ms` are in the engine. Without this, on a fast clock every
@@ -126,24 +120,11 @@ class Sampler:
         if due == 0 and self._night_open is not None:  # dawn: the night's report (redone if it was early)
             night_done, self._night_open = self._night_open, None
         if rows or events or night_done:
-            await asyncio.to_thread(self._store, rows, events, night_done)
+            await self.db.run(lambda conn: self._write(conn, rows, events, night_done))
             self.samples += bool(rows)
         if self.publish is not None:
             self.publish(ops_message(b))
         return b
-
-    def _store(self, rows: list[SampleRow], events: list[AlertEvent], night_done: dt.date | None) -> None:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.database_url, autocommit=True)
-        conn = self._conn
-        try:
-            self._write(conn, rows, events, night_done)
-        except psycopg.Error:
-            conn.close()
-            raise
-        finally:
-            if self._closed:
-                conn.close()
 
     def _write(
         self, conn: psycopg.Connection, rows: list[SampleRow], events: list[AlertEvent], night_done: dt.date | None

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
+from telemetry.database import Database
 from telemetry.models import Batch, Registry
 
 __all__ = ["TelemetryStore", "WriteResult", "load_registry", "prune_quarantine"]
@@ -135,17 +136,21 @@ def _ms_to_dt(ms: int) -> datetime:
 class TelemetryStore:
     """Writes decoded batches on one dedicated async connection (the connection owns the staging tables)."""
 
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
+    def __init__(self, db: Database) -> None:
+        self.db = db
         self._conn: psycopg.AsyncConnection | None = None
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed or self._conn.broken:
             if self._conn is not None:
                 logger.warning("telemetry store: database connection lost; reconnecting")
-            conn = await psycopg.AsyncConnection.connect(self.dsn, application_name="lamplighter-gateway")
-            async with conn.transaction():
-                await conn.execute(_STAGING)
+            conn = await self.db.dedicated("ingest")
+            try:
+                async with conn.transaction():
+                    await conn.execute(_STAGING)
+            except BaseException:
+                await conn.close()
+                raise
             self._conn = conn
         return self._conn
 

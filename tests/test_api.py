@@ -15,6 +15,7 @@ from lamplighter.runtime import Endpoints
 from seeds.generator import generate
 from seeds.loader import load
 from telemetry.clock import Clock
+from telemetry.database import Database
 from telemetry.schema import maintain_partitions
 from telemetry.store import TelemetryStore, load_registry
 from tests.auth import sign_in
@@ -75,7 +76,7 @@ async def test_lamp_state_telemetry_and_quarantine(endpoints: Endpoints) -> None
         for i in range(3)
     ]
     msgs.append(Message("sl/cd/lamp/XN-CD-000001/state", b"garbage", now))
-    store = TelemetryStore(endpoints.database_url)
+    store = TelemetryStore(Database(endpoints.database_url))
     await store.write(decode_batch(msgs, registry, now_ms=now, retention_ms=86_400_000))
     await store.close()
     app = create_app(database_url=endpoints.database_url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port))
@@ -100,7 +101,7 @@ async def test_telemetry_defaults_to_the_last_day_of_the_city_clock(endpoints: E
         registry = load_registry(conn)
     now = clock.now_ms()
     body = b'{"ts": %d, "seq": 1, "on": true, "dim": 100, "faults": []}' % now
-    store = TelemetryStore(endpoints.database_url)
+    store = TelemetryStore(Database(endpoints.database_url))
     await store.write(
         decode_batch(
             [Message("sl/cd/lamp/XN-CD-000001/state", body, now)], registry, now_ms=now, retention_ms=86_400_000

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.codec import MAX_DEPTH, Message, Registry, decode_batch, nesting_depth
+from telemetry.database import Database
 from telemetry.models import Batch
 from telemetry.store import TelemetryStore
 
@@ -157,7 +158,7 @@ def test_nesting_is_measured_outside_strings() -> None:
 @pytest.fixture
 def store(database_url: str) -> Iterator[tuple[TelemetryStore, asyncio.AbstractEventLoop]]:
     loop = asyncio.new_event_loop()
-    s = TelemetryStore(database_url)
+    s = TelemetryStore(Database(database_url))
     yield s, loop
     loop.run_until_complete(s.close())
     loop.close()

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from gateway.service import Gateway
+from telemetry.database import Database
 from telemetry.store import TelemetryStore, load_registry
 from tests.test_ingest import count, seed, wait_for
 
@@ -25,7 +26,7 @@ async def test_qos0_waits_in_a_bounded_queue_while_ingest_is_held_up(database_ur
     with psycopg.connect(database_url) as conn:
         registry = load_registry(conn)
         lamp, district = conn.execute("SELECT id, district FROM lamps ORDER BY no LIMIT 1").fetchone() or ("", "")
-    store = TelemetryStore(database_url)
+    store = TelemetryStore(Database(database_url))
     gw = Gateway(
         registry=registry, write=store.write, ack=lambda tokens: len(tokens), qos0_max=100, flush_interval_s=0.05
     )

@@ -23,6 +23,7 @@ from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, GatewayProcess
 from lamplighter.simproc import simulator_process
 from telemetry.clock import Clock
+from telemetry.database import Database
 from telemetry.leases import Leases
 from tests.auth import sign_in
 from tests.test_commands import NIGHT, call, until
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.services
 
 @pytest.mark.asyncio
 async def test_a_lease_is_held_by_one_process_and_goes_with_its_connection(database_url: str) -> None:
-    a, b = Leases(database_url, "t"), Leases(database_url, "t")
+    a, b = Leases(Database(database_url), "t"), Leases(Database(database_url), "t")
     try:
         assert await a.try_take("leader") and not await b.try_take("leader")
         assert await a.members() == 1  # a joins when it first counts; b has not yet

@@ -17,6 +17,7 @@ from lamplighter.runtime import Endpoints
 from seeds.generator import generate
 from seeds.loader import load
 from telemetry.clock import Clock
+from telemetry.database import Database
 from telemetry.store import TelemetryStore, load_registry
 from tests.auth import sign_in
 
@@ -35,7 +36,7 @@ def _store_reports(url: str, reports: list[tuple[str, str, bytes]], now_ms: int)
     assert not batch.rejects, batch.rejects[:3]
 
     async def write() -> None:
-        store = TelemetryStore(url)
+        store = TelemetryStore(Database(url))
         try:
             await store.write(batch)
         finally:

@@ -21,9 +21,11 @@ import pytest
 from alerts.crews import Crew, save_crew
 from alerts.dispatch import Dispatcher, MqttTransport, WebhookTransport
 from alerts.tickets import TicketError, act, clear_fault, escalate_overdue, get_ticket, open_ticket, reopen
+from gateway.command_link import CommandLink
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
 from seeds.loader import load
+from telemetry.database import Database
 from tests.auth import sign_in
 from tests.webhook import Receiver
 
@@ -90,17 +92,18 @@ def _open(conn: psycopg.Connection, lamp: str, fault: str = "lamp_failure", prio
 
 async def _dispatch_until(url: str, done, timeout: float, **kw: object) -> Dispatcher:  # type: ignore[no-untyped-def]
     transports = kw.pop("transports", {"webhook": WebhookTransport()})
-    d = Dispatcher(url, transports, **kw)  # type: ignore[arg-type]
-    task = asyncio.create_task(d.run())
-    try:
-        deadline = time.monotonic() + timeout
-        while not done():
-            assert time.monotonic() < deadline, "dispatch did not finish in time"
-            await asyncio.sleep(0.05)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async with Database(url) as db:
+        d = Dispatcher(db, transports, **kw)  # type: ignore[arg-type]
+        task = asyncio.create_task(d.run())
+        try:
+            deadline = time.monotonic() + timeout
+            while not done():
+                assert time.monotonic() < deadline, "dispatch did not finish in time"
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     return d
 
 
@@ -122,13 +125,19 @@ async def test_lifecycle_outbox_and_signed_deliveries(
             assert (t["crew"], t["occurrences"], t["deadline"]) == ("cd-a", 2, NOW + dt.timedelta(hours=48))
             assert sorted(d["channel"] for d in t["deliveries"]) == ["mqtt", "webhook"]  # the repeat notifies no one
 
-        transports = {
-            "webhook": WebhookTransport(),
-            "mqtt": MqttTransport(endpoints.mqtt_host, endpoints.mqtt_port, client_id + "-dispatch"),
-        }
-        await _dispatch_until(url, lambda: len(receiver.keys()) == 1, 10, transports=transports)
-        async with asyncio.timeout(5):
-            message = await anext(aiter(crew_app.messages))
+        # The crews' MQTT notifications go out on an outbound link, as the gateway's do.
+        link = CommandLink(endpoints.mqtt_host, endpoints.mqtt_port, client_id + "-dispatch", acks=False)
+        link_task = asyncio.create_task(link.run())
+        try:
+            await asyncio.wait_for(link.wait_ready(), 10)
+            transports = {"webhook": WebhookTransport(), "mqtt": MqttTransport(link.send)}
+            await _dispatch_until(url, lambda: len(receiver.keys()) == 1, 10, transports=transports)
+            async with asyncio.timeout(5):
+                message = await anext(aiter(crew_app.messages))
+        finally:
+            link_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await link_task
     on_mqtt = json.loads(bytes(message.payload))  # type: ignore[arg-type]
     got = receiver.received[0]
     assert receiver.bad_signatures == 0
@@ -222,7 +231,9 @@ async def test_receiver_down_for_a_minute_gets_every_event_once_back(
     _crews(url, receiver, mqtt=False)
     receiver.stop()
     lamps = [lamp for lamp, d in city if d == "cd"][:20]
-    d = Dispatcher(url, {"webhook": WebhookTransport()}, backoff_min_s=1.0, backoff_max_s=10.0)
+    db = Database(url)
+    await db.open()
+    d = Dispatcher(db, {"webhook": WebhookTransport()}, backoff_min_s=1.0, backoff_max_s=10.0)
     task = asyncio.create_task(d.run())
     try:
         with psycopg.connect(url, autocommit=True) as conn:
@@ -239,6 +250,7 @@ async def test_receiver_down_for_a_minute_gets_every_event_once_back(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await db.close()
     keys = receiver.keys()
     assert len(keys) == len(set(keys)) == 20
     assert sorted(r["body"]["ticket"]["id"] for r in receiver.received) == sorted(ids)
@@ -317,7 +329,9 @@ async def test_a_delivery_failing_past_its_limit_is_dead_lettered(
     _crews(url, receiver, mqtt=False)
     receiver.stop()
     lamp = next(lamp for lamp, d in city if d == "cd")
-    d = Dispatcher(url, {"webhook": WebhookTransport()}, backoff_min_s=0.05, backoff_max_s=0.1, max_attempts=3)
+    db = Database(url)
+    await db.open()
+    d = Dispatcher(db, {"webhook": WebhookTransport()}, backoff_min_s=0.05, backoff_max_s=0.1, max_attempts=3)
     task = asyncio.create_task(d.run())
     try:
         with psycopg.connect(url, autocommit=True) as conn:
@@ -331,6 +345,7 @@ async def test_a_delivery_failing_past_its_limit_is_dead_lettered(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await db.close()
     with psycopg.connect(url) as conn:
         ticket = get_ticket(conn, tid, NOW)
     (delivery,) = ticket["deliveries"]

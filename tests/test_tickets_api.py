@@ -25,6 +25,7 @@ from api.app import create_app
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
 from seeds.loader import load
+from telemetry.database import Database
 from tests.auth import make_user, sign_in
 from tests.webhook import Receiver
 
@@ -245,17 +246,18 @@ async def test_chat_and_email_channels_go_through_apprise(
             )
         lamp = next(lamp for lamp, d, *_ in seeded if d == "cx")
         tid = _open(endpoints.database_url, lamp, district="cx")
-        d = Dispatcher(endpoints.database_url, {"notify": NotifyTransport()})
-        task = asyncio.create_task(d.run())
-        try:
-            deadline = time.monotonic() + 10
-            while not robot.received:
-                assert time.monotonic() < deadline, "no notification reached the robot"
-                await asyncio.sleep(0.1)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        async with Database(endpoints.database_url) as db:
+            d = Dispatcher(db, {"notify": NotifyTransport()})
+            task = asyncio.create_task(d.run())
+            try:
+                deadline = time.monotonic() + 10
+                while not robot.received:
+                    assert time.monotonic() < deadline, "no notification reached the robot"
+                    await asyncio.sleep(0.1)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         body = robot.received[0]["body"]
         assert (
             f"ticket #{tid}" in body["title"] and "lamp_failure" in body["title"] and "district cx" in body["message"]

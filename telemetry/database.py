@@ -1,0 +1,108 @@
+"""A process's PostgreSQL, opened once at start-up and handed to every service that needs it.
+
+One pool serves every short piece of work. psycopg's connections are either async (for the event loop) or sync
+(for worker threads, where the lighting engine's and the fault engine's heavier reads and writes run so the loop
+stays free), so the pool has both faces, `pool` and `threads`, drawn from one budget. Each connection is checked
+as it is handed out (one round trip): after a database restart or a failover the next piece of work gets a fresh
+connection, not a dead one, and nobody writes a reconnect loop of their own.
+
+A protocol that holds a connection gets one of its own (`dedicated`): the ingest writer's COPY staging tables,
+LISTEN, and the session-level advisory locks the leases are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+__all__ = ["Database"]
+
+T = TypeVar("T")
+
+_WAIT_S = 5.0  # a piece of work waits this long for a connection before it fails (and its loop backs off)
+_CONNECT_S = 5
+
+
+class Database:
+    """`size` connections at most for the loop, `thread_size` for worker threads, plus the dedicated ones.
+    `autocommit`: for the pooled connections (a pooled connection without it commits when handed back)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str = "lamplighter",
+        size: int = 4,
+        thread_size: int = 3,
+        autocommit: bool = True,
+        wait_s: float = _WAIT_S,
+    ) -> None:
+        self.url = url
+        self.name = name
+        kwargs = {"autocommit": autocommit, "application_name": name, "connect_timeout": _CONNECT_S}
+        self.pool = AsyncConnectionPool(
+            url, min_size=1, max_size=size, kwargs=kwargs, timeout=wait_s, open=False,
+            check=AsyncConnectionPool.check_connection, name=f"{name}-loop",
+        )  # fmt: skip
+        self.threads = ConnectionPool(
+            url, min_size=1, max_size=thread_size, kwargs=kwargs, timeout=wait_s, open=False,
+            check=ConnectionPool.check_connection, name=f"{name}-threads",
+        )  # fmt: skip
+        self._open = False
+
+    async def open(self) -> None:
+        """Start filling the pools (in the background: a database that is away now does not stop start-up)."""
+        if self._open:
+            return
+        await self.pool.open(wait=False)
+        await asyncio.to_thread(self.threads.open, wait=False)
+        self._open = True
+
+    async def close(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        await self.pool.close()
+        await asyncio.to_thread(self.threads.close)
+
+    async def __aenter__(self) -> Database:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled async connection (autocommit) for a short piece of work on the loop."""
+        async with self.pool.connection() as conn:
+            yield conn
+
+    async def run(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """`fn(connection)` in a worker thread, with a pooled sync connection (autocommit)."""
+
+        def work() -> T:
+            with self.threads.connection() as conn:
+                return fn(conn)
+
+        return await asyncio.to_thread(work)
+
+    async def dedicated(self, purpose: str) -> psycopg.AsyncConnection[Any]:
+        """A connection of its own (autocommit), for a protocol that holds one; the caller closes it. A cancel
+        that comes while it is being made still closes it once made."""
+        making = asyncio.ensure_future(
+            psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, application_name=f"{self.name}-{purpose}", connect_timeout=_CONNECT_S
+            )
+        )
+        try:
+            return await asyncio.shield(making)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await (await making).close()
+            raise
