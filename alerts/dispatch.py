@@ -163,7 +163,8 @@ class MqttTransport:
     async def send(self, item: OutboxItem) -> str:
         topic = f"sl/crews/{item.crew_id}/tickets"
         try:
-            await asyncio.wait_for(self.publish(topic, item.body), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):  # not wait_for: it can lose a cancel (Python 3.11)
+                await self.publish(topic, item.body)
         except TimeoutError:
             raise DeliveryError(f"the broker did not acknowledge {topic} within {self.timeout_s:.0f} s") from None
         except ConnectionError as exc:  # the link's MqttError

@@ -133,7 +133,8 @@ class TicketFeed:
                     recheck = loop.time() + _RECHECK_S
                 if not batch:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(waiting.wait(), 0.5 if from_db else _RECHECK_S / 2)
+                        async with asyncio.timeout(0.5 if from_db else _RECHECK_S / 2):  # not wait_for (3.11)
+                            await waiting.wait()
         finally:
             self.clients -= 1
 

@@ -71,7 +71,8 @@ async def beat_forever(
                 await asyncio.sleep(period_s)
             else:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), period_s)
+                    async with asyncio.timeout(period_s):  # not wait_for, which can lose a cancel (3.11)
+                        await wake.wait()
                 wake.clear()
     finally:
         with contextlib.suppress(psycopg.Error, TimeoutError):

@@ -186,7 +186,10 @@ class MqttSubscriber:
                 receive_max=self.receive_maximum,
             ).write()
         )
-        connack = await asyncio.wait_for(proto.connack, 10)
+        # asyncio.timeout rather than wait_for, here and below: on Python 3.11 wait_for can swallow a cancel that
+        # arrives as its future completes, and `run` would then go on for ever.
+        async with asyncio.timeout(10):
+            connack = await proto.connack
         if connack.reason_code != mqtt5.ConnAckReasonCode.SUCCESS:
             proto.transport.close()
             raise MqttError(f"broker {self.address} refused client {self.client_id!r}: {connack.reason_code}")
@@ -199,7 +202,8 @@ class MqttSubscriber:
                     1, [mqtt5.TopicFilter(t, max_qos=mqtt5.QoS.AT_LEAST_ONCE) for t in self.topics]
                 ).write()
             )
-            suback = await asyncio.wait_for(proto.suback, 10)
+            async with asyncio.timeout(10):
+                suback = await proto.suback
             bad = [c for c in suback.reason_codes if int(c.value) >= 0x80]
             if bad:
                 raise MqttError(f"broker {self.address} refused subscriptions {self.topics}: {bad}")

@@ -43,7 +43,10 @@ class RetainedPublisher:
                 continue
             await self.link.wait_ready()
             try:
-                await asyncio.wait_for(self.link.send(self.topic, payload, retain=True), _PUBACK_WAIT_S)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that comes just as the PUBACK
+                # does, and this task then outlived its task group (a gateway that never stopped).
+                async with asyncio.timeout(_PUBACK_WAIT_S):
+                    await self.link.send(self.topic, payload, retain=True)
             except (MqttError, TimeoutError) as exc:
                 delay = backoff.fail()
                 logger.warning("ops publisher: %s (trying again in %.1f s)", exc or "no PUBACK", delay)

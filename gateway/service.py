@@ -139,7 +139,8 @@ class Gateway:
                 wait = self._first_at + self.flush_interval_s - time.monotonic()
                 if len(self._pending) + len(self._qos0) < self.max_batch and wait > 0:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), wait)
+                        async with asyncio.timeout(wait):  # not wait_for, which can lose a cancel (3.11)
+                            await self._wake.wait()
                     self._wake.clear()
                 await self.flush()
                 if self._pending or self._qos0:

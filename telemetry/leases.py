@@ -118,7 +118,8 @@ class Leases:
                 async with self._lock:
                     try:
                         conn = await self._connection()
-                        await asyncio.wait_for(conn.execute("SELECT 1"), max(self.check_s * 3, 3.0))
+                        async with asyncio.timeout(max(self.check_s * 3, 3.0)):  # not wait_for: see gateway.mqtt
+                            await conn.execute("SELECT 1")
                     except (psycopg.Error, TimeoutError) as exc:
                         self._lost(exc)
         finally:
