@@ -175,7 +175,11 @@ class AlertService:
             while self._queue:
                 batch = list(self._queue)
                 try:
-                    await self.db.run(functools.partial(self._write, openings=batch))
+                    opened, work = await self.db.run(functools.partial(self._write, openings=batch))
+                    # The engine's state changes here, on its loop, not in the worker thread that wrote.
+                    self.tickets_opened += opened
+                    for asset_type, slot in work:
+                        self._mark_work(asset_type, slot, True)
                     for _ in batch:
                         self._queue.popleft()
                     backoff.ok()
@@ -188,7 +192,10 @@ class AlertService:
 
     # -- database work (worker threads) -----------------------------------------------------------------------
 
-    def _write(self, conn: psycopg.Connection, openings: list[Opening]) -> None:
+    def _write(self, conn: psycopg.Connection, openings: list[Opening]) -> tuple[int, list[tuple[str, int]]]:
+        """Store the decisions; returns how many tickets were created and the assets now with open work."""
+        created = 0
+        work: list[tuple[str, int]] = []
         for o in openings:
             d = o.decision
             fault = _TICKET_FAULT.get(d.fault, d.fault)
@@ -213,7 +220,7 @@ class AlertService:
                     deadlines=self.deadlines,
                 )
                 if change.created:
-                    self.tickets_opened += 1
+                    created += 1
                     logger.info(
                         "ticket %d opened: %s %s on %s %s (%s)%s",
                         change.ticket_id,
@@ -225,7 +232,7 @@ class AlertService:
                         f", {len(o.lamps)} lamps" if o.lamps else "",
                     )
                 if d.fault != "door_open":  # the alarm itself is no work that explains an open door
-                    self._mark_work(d.asset_type, d.slot, True)
+                    work.append((d.asset_type, d.slot))
             elif d.action == "clear":
                 change2 = clear_fault(conn, asset_type=d.asset_type, asset_id=o.asset_id, fault=fault, now=now)
                 if change2 is not None:
@@ -241,6 +248,7 @@ class AlertService:
                 add_lamps(conn, asset_id=o.asset_id, fault=fault, lamps=o.lamps, now=now)
             elif d.action == "reopen":
                 reopen(conn, asset_type=d.asset_type, asset_id=o.asset_id, fault=fault, now=now)
+        return created, work
 
     async def _changed_tickets(self) -> tuple[list[Any], set[str]]:
         """Tickets changed since the last look (by anyone), and the cabinets with live work."""

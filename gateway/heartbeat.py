@@ -17,7 +17,7 @@ import psycopg
 
 from telemetry.database import Database
 
-__all__ = ["HEARTBEAT_S", "Heartbeat", "beat_forever"]
+__all__ = ["HEARTBEAT_S", "Heartbeat", "PeerWatermarks", "beat_forever"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,12 +25,13 @@ HEARTBEAT_S = 2.0
 
 _UPSERT = """
 INSERT INTO ingest_heartbeat AS h (gateway, host, pid, started_at, updated_at, stopped_at, oldest_uncommitted_s,
-                                   failing_batches, received, written, quarantined, districts)
-VALUES (%s, %s, %s, %s, now(), CASE WHEN %s THEN now() END, %s, %s, %s, %s, %s, %s)
+                                   failing_batches, received, written, quarantined, districts, ingested_through_ms)
+VALUES (%s, %s, %s, %s, now(), CASE WHEN %s THEN now() END, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (gateway) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, started_at = EXCLUDED.started_at,
     updated_at = now(), stopped_at = EXCLUDED.stopped_at, oldest_uncommitted_s = EXCLUDED.oldest_uncommitted_s,
     failing_batches = EXCLUDED.failing_batches, received = EXCLUDED.received, written = EXCLUDED.written,
-    quarantined = EXCLUDED.quarantined, districts = EXCLUDED.districts
+    quarantined = EXCLUDED.quarantined, districts = EXCLUDED.districts,
+    ingested_through_ms = EXCLUDED.ingested_through_ms
 """
 
 
@@ -43,6 +44,7 @@ class Heartbeat:
     written: int
     quarantined: int
     districts: list[str]  # whose ingest it holds now
+    ingested_through_ms: int | None = None  # clock time up to which what it received is committed
 
 
 async def beat_forever(
@@ -55,7 +57,8 @@ async def beat_forever(
 
     def row(beat: Heartbeat, stopped: bool) -> tuple[object, ...]:
         return (beat.gateway, host, pid, started, stopped, beat.oldest_uncommitted_s, beat.failing_batches,
-                beat.received, beat.written, beat.quarantined, [] if stopped else beat.districts)  # fmt: skip
+                beat.received, beat.written, beat.quarantined, [] if stopped else beat.districts,
+                beat.ingested_through_ms)  # fmt: skip
 
     async def write(stopped: bool) -> None:
         async with db.connection() as conn:
@@ -77,3 +80,62 @@ async def beat_forever(
     finally:
         with contextlib.suppress(psycopg.Error, TimeoutError):
             await asyncio.wait_for(write(True), 2)
+
+
+_PEERS = """
+SELECT gateway, updated_at, ingested_through_ms FROM ingest_heartbeat
+WHERE gateway <> %s AND stopped_at IS NULL AND updated_at > now() - make_interval(secs => %s)
+  AND cardinality(districts) > 0 AND ingested_through_ms IS NOT NULL
+"""
+
+
+class PeerWatermarks:
+    """How far the other gateways' ingest has reached this process's lighting engine, for the sampler.
+
+    A peer says in each heartbeat (written at `updated_at`, database time) up to which clock time it has
+    committed what it received. The leader's engine has those readings once its follower began a fetch after
+    that heartbeat was written (`fetched`): so a peer counts with the newest watermark whose heartbeat came
+    before the follower's last fetch. A peer whose heartbeats stopped is no peer (its districts go to another)."""
+
+    def __init__(self, me: str, *, stale_s: float = 3 * HEARTBEAT_S, keep: int = 16) -> None:
+        self.me, self.stale_s, self.keep = me, stale_s, keep
+        self._beats: dict[str, list[tuple[dt.datetime, int]]] = {}
+        self._fetched_at: dt.datetime | None = None
+
+    def fetched(self, at: dt.datetime) -> None:
+        self._fetched_at = at
+
+    def update(self, rows: list[tuple[str, dt.datetime, int]]) -> None:
+        seen = set()
+        for gateway, at, through in rows:
+            seen.add(gateway)
+            beats = self._beats.setdefault(gateway, [])
+            if not beats or beats[-1][0] < at:
+                beats.append((at, through))
+                del beats[: -self.keep]
+        for gone in set(self._beats) - seen:
+            del self._beats[gone]
+
+    def through_ms(self) -> int | None:
+        """The lowest peer watermark the engine has caught up with; None with no peers; -1 when a peer's
+        newest readings have not been fetched yet at all."""
+        if not self._beats:
+            return None
+        at = self._fetched_at
+        lowest: int | None = None
+        for beats in self._beats.values():
+            seen = [through for written, through in beats if at is not None and written <= at]
+            peer = max(seen) if seen else -1
+            lowest = peer if lowest is None else min(lowest, peer)
+        return lowest
+
+    async def watch(self, db: Database, period_s: float = 0.5) -> None:
+        """Read the peers' heartbeats until cancelled."""
+        while True:
+            try:
+                async with db.connection() as conn:
+                    rows = await (await conn.execute(_PEERS, (self.me, self.stale_s))).fetchall()
+                self.update([(r[0], r[1], int(r[2])) for r in rows])
+            except psycopg.Error as exc:
+                logger.debug("peer heartbeats not read: %s", exc)
+            await asyncio.sleep(period_s)

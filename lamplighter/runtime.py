@@ -20,13 +20,14 @@ from alerts.engine import AlertEngine
 from alerts.service import AlertService, SavedState
 from commands.engine import CommandEngine
 from gateway.command_link import CommandLink
-from gateway.heartbeat import Heartbeat, beat_forever
+from gateway.heartbeat import Heartbeat, PeerWatermarks, beat_forever
 from gateway.metrics import GatewayMetrics
 from gateway.retained import RetainedPublisher
 from gateway.service import Gateway
 from gateway.sessions import IngestSessions
 from lamplighter.config import Settings
 from lamplighter.services import PrivateServices, ServiceError
+from telemetry.backoff import Backoff
 from telemetry.clock import Clock
 from telemetry.database import Database
 from telemetry.leases import Leases
@@ -248,8 +249,9 @@ class GatewayProcess:
             fine_every_min=settings.fine_sample_every_min,
             timezone=settings.timezone,
             inspection=settings.inspection_at,
-            ingested_through=self.gateway.ingested_through_ms,
+            ingested_through=self._ingested_through_ms,
         )
+        self.peers = PeerWatermarks(self.instance)
         self.leading = False
         logger.info(
             "gateway %s ready: %d lamps and %d cabinets in the registry, %d districts",
@@ -267,6 +269,12 @@ class GatewayProcess:
         `Gateway.ingested_through_ms` to pass each minute it judges."""
         columns = self.engine.on_batch(batch)
         self.alerts.on_batch(batch, columns)
+
+    def _ingested_through_ms(self) -> int:
+        """For the sampler: clock time up to which every gateway's ingest is in this process's engine."""
+        own = self.gateway.ingested_through_ms()
+        peers = self.peers.through_ms()
+        return own if peers is None else min(own, peers)
 
     def _on_message(self, topic: str, payload: bytes, qos: int, token: object) -> None:
         self.gateway.on_message(topic, payload, qos, token)  # type: ignore[arg-type]
@@ -288,16 +296,19 @@ class GatewayProcess:
     async def _takeovers(self) -> None:
         """Districts taken over from another gateway: their lamps' states and tickets as PostgreSQL has them,
         then they are judged here. Read in a worker thread, swapped in on this loop."""
+        backoff = Backoff(0.5, 10.0)
         while True:
             await self._takeover.wait()
             self._takeover.clear()
             try:
                 fresh, saved = await self.db.run(self._read_engines)
             except psycopg.Error as exc:
-                logger.warning("taking districts over: cannot read their state (retrying): %s", exc)
+                delay = backoff.fail()
+                logger.warning("taking districts over: cannot read their state (retrying in %.1f s): %s", delay, exc)
                 self._takeover.set()
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(delay)
                 continue
+            backoff.ok()
             self.engine.adopt(fresh)
             self.alerts.restart(saved)
             self._judged = set(self.sessions.held())
@@ -340,7 +351,10 @@ class GatewayProcess:
                 continue
             self._lead_lost.clear()
             self.leading = True
-            logger.info("gateway %s leads: command engine, sampler, escalation, upkeep", self.instance)
+            logger.info(
+                "gateway %s leads: outbound link, command engine, sampler, dispatcher, escalation, upkeep",
+                self.instance,
+            )
             try:
                 async with asyncio.TaskGroup() as tg:
                     work = [
@@ -353,13 +367,17 @@ class GatewayProcess:
                         tg.create_task(self._quarantine_upkeep(), name="quarantine-upkeep"),
                         *([tg.create_task(self.dispatcher.run(), name="dispatcher")] if self.dispatcher else []),
                         tg.create_task(
-                            follow_forever(self.engine, self.db, states=True, skip=self._judges),
+                            follow_forever(
+                                self.engine, self.db, states=True, skip=self._judges, fetched=self.peers.fetched
+                            ),
                             name="city-follower",
                         ),
+                        tg.create_task(self.peers.watch(self.db), name="peer-watermarks"),
                     ]
                     await self._lead_lost.wait()
-                    logger.error("gateway %s lost the lead with its database connection; stopping that work",
-                                 self.instance)  # fmt: skip
+                    logger.error(
+                        "gateway %s lost the lead with its database connection; stopping that work", self.instance
+                    )
                     for task in work:
                         task.cancel()
             finally:
@@ -395,6 +413,7 @@ class GatewayProcess:
             s.lamps_written + s.cabinets_written,
             s.rejected,
             self.sessions.held(),
+            g.ingested_through_ms(),
         )
 
     async def _partitions(self) -> None:

@@ -245,16 +245,25 @@ async def follow_forever(
     states: bool,
     period_s: float = 2.0,
     skip: Callable[[str], bool] | None = None,
+    fetched: Callable[[dt.datetime], None] | None = None,
 ) -> None:
     """Keep `engine` current: schedules always, lamp states too when no gateway feeds it in this process (or,
     with `skip`, for the districts this process's gateway does not read). Read in a worker thread, applied on
-    the loop that owns the engine."""
+    the loop that owns the engine. `fetched(at)`: after each fetch applied, the database time it began (what
+    was committed before then is in the engine now)."""
     import asyncio
+
+    def fetch(conn: psycopg.Connection) -> tuple[dt.datetime, Changes]:
+        row = conn.execute("SELECT statement_timestamp()").fetchone()
+        assert row is not None
+        return row[0], engine.fetch(conn, states=states)
 
     while True:
         try:
-            changes = await db.run(lambda conn: engine.fetch(conn, states=states))
+            at, changes = await db.run(fetch)
             engine.apply(changes, skip=skip)
+            if fetched is not None:
+                fetched(at)
         except psycopg.Error as exc:
             logger.warning("lighting engine could not refresh from the database (retrying): %s", exc)
         await asyncio.sleep(period_s)

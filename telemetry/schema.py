@@ -501,6 +501,12 @@ def _m010_heartbeat_districts(conn: psycopg.Connection, *, retention_days: int) 
     conn.execute("ALTER TABLE ingest_heartbeat ADD COLUMN districts text[] NOT NULL DEFAULT '{}'")
 
 
+def _m011_heartbeat_watermark(conn: psycopg.Connection, *, retention_days: int) -> None:
+    # Clock time (ms) up to which a gateway has committed what it received: the leader samples a minute once
+    # every gateway's ingest has passed it.
+    conn.execute("ALTER TABLE ingest_heartbeat ADD COLUMN ingested_through_ms bigint")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (1, "inventory, latest state, device status, quarantine", _m001_inventory),
     (2, "telemetry time series", _m002_telemetry),
@@ -512,6 +518,7 @@ MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (8, "ingest heartbeat per gateway", _m008_ingest_heartbeat),
     (9, "outbox rows dead-lettered after their delivery limits", _m009_outbox_dead_letters),
     (10, "the districts each gateway holds", _m010_heartbeat_districts),
+    (11, "each gateway's ingest watermark", _m011_heartbeat_watermark),
 ]
 
 

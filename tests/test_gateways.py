@@ -8,6 +8,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import datetime as dt
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -75,12 +76,23 @@ def _shared_out(url: str, gateways: int) -> bool:
 @pytest.mark.asyncio
 @pytest.mark.slow
 async def test_two_gateways_share_ingest_and_one_killed_loses_nothing(endpoints: Endpoints, client_id: str) -> None:
+    """Two gateway processes and an API against the same broker and database: 100,000 readings, one gateway
+    SIGKILLed mid-stream, every reading stored once, and the API's fleet whole whichever gateway read a lamp."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
     url = endpoints.database_url
     seed(url, 2000)
     ids = _lamp_ids(url, 2000)
     first = _GatewayChild(endpoints, client_id)
     second: _GatewayChild | None = None
+    stack = contextlib.ExitStack()
     try:
+        # The API as its own app (no gateway in its process): it follows the fleet from PostgreSQL.
+        app = create_app(database_url=url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port))
+        api = stack.enter_context(TestClient(app))
+        sign_in(api, url, "viewer")
         await wait_for(first.subscribed.is_set, 30, "the first gateway to subscribe")
         second = _GatewayChild(endpoints, client_id)
         await wait_for(lambda: _shared_out(url, 2), 40, "the districts shared out between two gateways")
@@ -97,7 +109,15 @@ async def test_two_gateways_share_ingest_and_one_killed_loses_nothing(endpoints:
         took_over_s = time.monotonic() - killed_at
         await wait_for(lambda: count(url, "SELECT count(*) FROM lamp_readings") >= n, 90, f"{n} readings")
         await asyncio.sleep(1.0)
+
+        # Every lamp reported `on` last, whichever gateway read it: lit where due, burning by day elsewhere.
+        def whole() -> bool:
+            city = api.get("/api/v1/lighting-rate").json()["city"]
+            return bool(city["lit"] + city["day_burning"] == len(ids) and city["unknown"] == 0)
+
+        await wait_for(whole, 15, "the API to show every lamp's last report")
     finally:
+        stack.close()
         first.stop()
         if second is not None and second.proc.poll() is None:
             second.stop()
@@ -141,6 +161,21 @@ async def _gateway(settings: Settings, ep: Endpoints, clock: Clock) -> AsyncIter
             await task
 
 
+@contextlib.asynccontextmanager
+async def _two_gateways(
+    settings: Settings, ep: Endpoints, clock: Clock
+) -> AsyncIterator[tuple[tuple[GatewayProcess, Any], tuple[GatewayProcess, Any]]]:
+    """Gateways `a` and `b` in this process, yielded (leader, follower) once one leads and they share the
+    districts; each as (gateway, its task)."""
+    async with (
+        _gateway(dataclasses.replace(settings, gateway_instance="a"), ep, clock) as a,
+        _gateway(dataclasses.replace(settings, gateway_instance="b"), ep, clock) as b,
+    ):
+        await until(lambda: a[0].leading != b[0].leading, 20, "one of the two gateways to lead")
+        await wait_for(lambda: _shared_out(ep.database_url, 2), 40, "the districts shared out between two gateways")
+        yield (a, b) if a[0].leading else (b, a)
+
+
 @pytest.mark.asyncio
 @pytest.mark.slow
 async def test_a_campaign_runs_once_with_two_gateways_and_survives_its_leader(
@@ -169,13 +204,7 @@ async def test_a_campaign_runs_once_with_two_gateways_and_survives_its_leader(
     counter = _CommandCounter(endpoints, client_id + "-count")
     assert counter.ready.wait(10)
     try:
-        async with (
-            _gateway(dataclasses.replace(settings, gateway_instance="a"), endpoints, clock) as (a, a_task),
-            _gateway(dataclasses.replace(settings, gateway_instance="b"), endpoints, clock) as (b, b_task),
-        ):
-            await until(lambda: a.leading != b.leading, 20, "one of the two gateways to lead")
-            await wait_for(lambda: _shared_out(url, 2), 40, "the districts shared out between two gateways")
-            leader_task, survivor = (a_task, b) if a.leading else (b_task, a)
+        async with _two_gateways(settings, endpoints, clock) as ((leader, leader_task), (survivor, _)):
             app = create_app(
                 database_url=url,
                 mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port),
@@ -208,7 +237,7 @@ async def test_a_campaign_runs_once_with_two_gateways_and_survives_its_leader(
         assert most <= 1 + settings.command_retries, counter.per_lamp.most_common(3)
         # One engine sends at a time: never more than the city-wide pace in any second (two would double it),
         # counted when the engines wrote them (the broker's delivery to the counter bunches them a little).
-        times = np.sort(np.array(a.commands.send_times + b.commands.send_times))
+        times = np.sort(np.array(leader.commands.send_times + survivor.commands.send_times))
         per_window = np.searchsorted(times, times + 1.0) - np.arange(len(times))
         assert per_window.max() <= pace, per_window.max()
         # Nobody else sent commands: the broker carried no more than the engines wrote (a few the dying leader
@@ -216,3 +245,179 @@ async def test_a_campaign_runs_once_with_two_gateways_and_survives_its_leader(
         assert sum(counter.per_lamp.values()) <= len(times)
     finally:
         counter.close()
+
+
+def _tickets(url: str) -> list[tuple[str, str, str, list[str]]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT asset_type, asset_id, fault, "
+            "coalesce((SELECT array_agg(lamp_id ORDER BY lamp_id) FROM ticket_lamps l WHERE l.ticket_id = t.id), "
+            "'{}') FROM tickets t ORDER BY id"
+        ).fetchall()
+    return [(r[0], r[1], r[2], list(r[3])) for r in rows]
+
+
+@pytest.mark.asyncio
+@pytest.mark.slow
+async def test_a_district_blackout_under_two_gateways_gives_each_ticket_once(
+    endpoints: Endpoints, client_id: str
+) -> None:
+    """Every cabinet of one gateway's district loses its feeder while lamps fail in a district the other reads:
+    the tickets one gateway would open (one per cabinet listing its lamps, one per failed lamp), none twice."""
+    from lamplighter.simcontrol import ScheduleControl
+    from seeds.generator import generate
+    from seeds.loader import load
+    from simulator.fleet import Fleet, FleetSpec
+    from simulator.runner import Simulator
+
+    url = endpoints.database_url
+    speed, interval_s = 60.0, 60  # a clock minute a second; every device reports each clock minute
+    with psycopg.connect(url, autocommit=True) as conn:
+        load(conn, generate(3000, seed=7), progress=False)
+        conn.execute("UPDATE lamps SET report_interval_s = %s", (interval_s,))
+        spec = FleetSpec.from_db(conn)
+    clock = Clock(start=NIGHT, speed=speed)
+    settings = Settings(
+        database_url=url,
+        mqtt_url=endpoints.mqtt_url,
+        gateway_client_id=client_id,
+        flush_interval_s=0.1,
+        dispatch=False,
+    )
+    fleet = Fleet(
+        spec,
+        interval_s=interval_s,
+        failure_rate_per_day=0.0,
+        start_ms=clock.now_ms(),
+        seed=2,
+        control=ScheduleControl(url, spec.lamp_id),
+    )
+    sim = Simulator(fleet, host=endpoints.mqtt_host, port=endpoints.mqtt_port, clock=clock, client_prefix=client_id)
+    actions: list[Any] = []
+
+    def step(_: Any) -> None:  # in the simulator's thread, between steps
+        while actions:
+            actions.pop(0)(clock.now_ms())
+
+    sim_thread = threading.Thread(target=sim.run, kwargs={"on_tick": step}, daemon=True)
+    try:
+        async with _two_gateways(settings, endpoints, clock) as ((leader, _), (follower, _)):
+            # The blackout in a district the follower reads, the failures in one the leader reads.
+            dark = sorted(follower.sessions.held())[0]
+            failing = sorted(leader.sessions.held())[0]
+            sim_thread.start()
+            await asyncio.sleep(2 * 60 / speed + 1)  # every device has reported: lit, nothing wrong
+            assert _tickets(url) == []
+            cut = [c for c, d in enumerate(spec.cabinet_district) if d == dark]
+            failed = [i for i, d in enumerate(spec.lamp_district) if d == failing][::17][:10]
+
+            def inject(now: int) -> None:
+                for cab in cut:
+                    for circuit in range(1, int(spec.cabinet_circuits[cab]) + 1):
+                        fleet.cut_cable(cab, circuit, now)
+                fleet.fail(failed, "lamp_failure", now)
+
+            actions.append(inject)
+            expected_cabinets = {
+                spec.cabinet_id[c]: sorted(spec.lamp_id[i] for i in np.flatnonzero(spec.lamp_cabinet == c)) for c in cut
+            }
+            expected_lamps = {spec.lamp_id[i] for i in failed}
+
+            def opened() -> bool:
+                kinds = [(t[0], t[1]) for t in _tickets(url)]
+                return len(kinds) >= len(expected_cabinets) + len(expected_lamps)
+
+            await wait_for(opened, 40, "the blackout's and the failures' tickets")
+            await asyncio.sleep(5 * 60 / speed)  # five clock minutes more: anything doubled or late shows now
+            tickets = _tickets(url)
+    finally:
+        sim.stop()
+        if sim_thread.is_alive():
+            sim_thread.join(10)
+        sim.close()
+    keys = [(t[0], t[1], t[2]) for t in tickets]
+    assert len(keys) == len(set(keys)), f"a ticket opened twice: {keys}"
+    cabinets = {t[1]: t[3] for t in tickets if t[0] == "cabinet"}
+    assert {t[2] for t in tickets if t[0] == "cabinet"} == {"cabinet_outage"}
+    assert cabinets == expected_cabinets
+    assert {t[1] for t in tickets if t[0] == "lamp"} == expected_lamps
+
+
+def test_the_leader_counts_a_peers_ingest_only_once_its_follower_fetched_after_it() -> None:
+    from gateway.heartbeat import PeerWatermarks
+
+    t0 = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+    s = dt.timedelta(seconds=1)
+    w = PeerWatermarks("me")
+    assert w.through_ms() is None  # alone: only its own ingest counts
+    w.update([("b", t0, 1_000), ("c", t0, 5_000)])
+    assert w.through_ms() == -1  # nothing fetched since those heartbeats: wait
+    w.fetched(t0 + s)
+    assert w.through_ms() == 1_000
+    w.update([("b", t0 + 2 * s, 9_000), ("c", t0 + 2 * s, 9_500)])
+    assert w.through_ms() == 1_000  # b's newer watermark is not in the engine before the next fetch
+    w.fetched(t0 + 3 * s)
+    assert w.through_ms() == 9_000
+    w.update([("c", t0 + 4 * s, 12_000)])  # b's heartbeats stopped: it is no peer any more
+    assert w.through_ms() == 9_500
+
+
+@pytest.mark.asyncio
+@pytest.mark.slow
+async def test_a_campaign_finishes_under_the_survivor_when_its_leader_is_sigkilled(
+    endpoints: Endpoints, client_id: str
+) -> None:
+    """Two `lamplighter gateway` processes; the one sending a whole-city campaign is SIGKILLed: the other takes
+    the lead, and with it the campaign, and finishes it; no lamp's command went out more than `1 + retries`."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    url = endpoints.database_url
+    seed(url, 10_000)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE lamps SET report_interval_s = 3600")  # quiet reporting: commands are what is tested
+    clock = Clock(start=NIGHT, speed=1.0)
+    retries = 2
+    args = ["--clock-start", NIGHT.isoformat(), "--clock-speed", "1"]
+    env = {
+        "LAMPLIGHTER_CLOCK_ORIGIN": repr(clock.origin),
+        "LAMPLIGHTER_DISPATCH": "false",
+        "LAMPLIGHTER_COMMAND_ACK_TIMEOUT_S": "3",
+        "LAMPLIGHTER_COMMAND_RETRIES": str(retries),
+    }
+    leads = "leads: "
+    counter = _CommandCounter(endpoints, client_id + "-count")
+    assert counter.ready.wait(10)
+    gateways = [_GatewayChild(endpoints, client_id, args=args, env=env)]
+    stack = contextlib.ExitStack()
+    try:
+        await wait_for(lambda: any(leads in line for line in gateways[0].log), 30, "the first gateway to lead")
+        gateways.append(_GatewayChild(endpoints, client_id, args=args, env=env))
+        await wait_for(lambda: _shared_out(url, 2), 40, "the districts shared out between two gateways")
+        leader, survivor = gateways
+        app = create_app(database_url=url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port), clock=clock)
+        api = stack.enter_context(TestClient(app))
+        stack.enter_context(simulator_process(endpoints, clock, client_id + "-sim", seed=1))
+        sign_in(api, url, "operator")
+        body = {"target": {"all": True}, "op": "dim", "level": 40, "reason": "the leader dies"}
+        r = await call(api.post, "/api/v1/commands", json=body)
+        assert r.status_code == 202, r.text
+        cid, total = r.json()["id"], r.json()["lamps"]
+        await until(lambda: sum(counter.per_lamp.values()) >= 3000, 30, "a third of the commands out")
+        leader.kill()
+        await wait_for(lambda: any(leads in line for line in survivor.log), 20, "the survivor to take the lead")
+        status = await until(
+            lambda: (s := api.get(f"/api/v1/commands/{cid}").json())["status"] == "done" and s,
+            120,
+            "the campaign to finish under the survivor",
+        )
+    finally:
+        stack.close()
+        for g in gateways:
+            if g.proc.poll() is None:
+                g.stop()
+        counter.close()
+    assert (status["acked"], status["failed"], status["expired"]) == (total, 0, 0), status
+    assert len(counter.per_lamp) == total
+    assert max(counter.per_lamp.values()) <= 1 + retries, counter.per_lamp.most_common(3)

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -277,18 +277,24 @@ async def test_a_database_outage_mid_stream_loses_and_duplicates_nothing(
 class _GatewayChild:
     """`lamplighter gateway` as its own process, as in production; its log kept."""
 
-    def __init__(self, ep: Endpoints, client_id: str) -> None:
-        env = {
+    def __init__(
+        self, ep: Endpoints, client_id: str, *, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+    ) -> None:
+        full_env = {
             **os.environ,
             "LAMPLIGHTER_DATABASE_URL": ep.database_url,
             "LAMPLIGHTER_MQTT_URL": ep.mqtt_url,
             "LAMPLIGHTER_GATEWAY_CLIENT_ID": client_id,
             "LAMPLIGHTER_METRICS_PORT": "0",
+            **(env or {}),
         }
         self.subscribed = threading.Event()
         self.log: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lamplighter", "gateway"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [sys.executable, "-m", "lamplighter", "gateway", *args],
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         self._reader = threading.Thread(target=self._read_log, daemon=True)
         self._reader.start()
