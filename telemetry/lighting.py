@@ -69,6 +69,9 @@ class LightingEngine:
         self.expected = Expected(index, docs, strict=False)
         self.schedules_version: object = None
         self._since: object = None
+        # Device time up to which reports have reached this engine: each batch's newest reading, taken no later
+        # than the batch arrived (a device whose clock runs ahead cannot move it past the present).
+        self.heard_ms = 0
         self._cache: tuple[int, Breakdown] | None = None
         self._expected_cache: tuple[int, ExpectedState] | None = None
         self._conditions: tuple[tuple[int, int, int], npt.NDArray[np.int8]] | None = None
@@ -80,7 +83,13 @@ class LightingEngine:
         columns = LampColumns.of(batch.lamps, self.index)
         if self.state.apply_columns(columns, now_ms=batch.now_ms):
             self._cache = None
+        self._heard(columns.ts_ms, batch.now_ms)
         return columns
+
+    def _heard(self, ts_ms: npt.NDArray[np.int64], arrived_ms: int | None) -> None:
+        if len(ts_ms):
+            newest = int(ts_ms.max())
+            self.heard_ms = max(self.heard_ms, newest if arrived_ms is None else min(newest, arrived_ms))
 
     def set_schedules(self, docs: dict[ScopeKey, ScheduleDoc]) -> None:
         expected = Expected(self.index, docs, strict=False)
@@ -114,6 +123,7 @@ class LightingEngine:
                 rows = rows.take(~mine) if mine.any() else rows
             changed = self.state.apply_columns(rows, replace=True)  # lamp_latest is what counts
             newest = changes.newest
+            self._heard(rows.ts_ms, None)  # stored rows: their arrival is in database time, not the clock's
             if newest is not None and (self._since is None or newest > self._since):  # type: ignore[operator]
                 self._since = newest
         if changes.docs is not None:
@@ -129,6 +139,7 @@ class LightingEngine:
         changed, or to take over districts another process read until now; on the loop that owns this one."""
         self.index, self.state, self.expected = fresh.index, fresh.state, fresh.expected
         self.schedules_version, self._since = fresh.schedules_version, fresh._since
+        self.heard_ms = max(self.heard_ms, fresh.heard_ms)
         self._cache = self._expected_cache = None
 
     # -- reading -------------------------------------------------------------------------------------------
