@@ -41,6 +41,7 @@ from api.routes import (
     tickets,
     users,
 )
+from fieldnet.broker import Broker
 from telemetry.clock import Clock
 from telemetry.database import Database
 from telemetry.lighting import LightingEngine, follow_forever
@@ -85,7 +86,7 @@ def _load_engine(database_url: str) -> LightingEngine:
 def create_app(
     *,
     database_url: str,
-    mqtt_address: tuple[str, int],
+    broker: Broker,
     metrics: CollectorRegistry | None = None,
     engine: LightingEngine | None = None,
     clock: Clock | None = None,
@@ -142,7 +143,7 @@ def create_app(
         description="Smart streetlight monitoring backend",
         default_response_class=FiniteJSONResponse,
     )
-    app.state.mqtt_address = mqtt_address
+    app.state.broker = broker  # logged in as the API's own account: the health check connects
     app.state.engine = engine
     app.state.clock = clock or Clock()
     app.state.command_pace = command_pace

@@ -93,8 +93,7 @@ def run_api_bench(settings: Settings, *, lamps: int, messages: int, publishers: 
             ids = [(r[0], r[1]) for r in conn.execute("SELECT id, district FROM lamps ORDER BY no")]
         env = {
             **os.environ,
-            "LAMPLIGHTER_DATABASE_URL": ep.database_url,
-            "LAMPLIGHTER_MQTT_URL": ep.mqtt_url,
+            **ep.env(),
             "LAMPLIGHTER_GATEWAY_CLIENT_ID": "bench-api-gateway",
             "LAMPLIGHTER_METRICS_PORT": str(_METRICS_PORT),
             "LAMPLIGHTER_API_PORT": str(_API_PORT),
@@ -119,7 +118,7 @@ def run_api_bench(settings: Settings, *, lamps: int, messages: int, publishers: 
             t = threading.Thread(target=measure)
             written0, t0 = _written(), time.monotonic()
             t.start()
-            published, seconds, _ = run_publishers(ep.mqtt_host, ep.mqtt_port, ids, messages, publishers, "api")
+            published, seconds, _ = run_publishers(ep.as_("lamplighter-headend"), ids, messages, publishers, "api")
             # The broker holds what the gateway has not taken yet: keep timing until it is all committed.
             deadline = time.monotonic() + 300
             while _written() - written0 < published and time.monotonic() < deadline:

@@ -55,6 +55,7 @@ class _CommandCounter:
         self.client.on_connect = lambda c, *_: (c.subscribe("sl/+/lamp/+/cmd", qos=1), None)[1]
         self.client.on_subscribe = lambda *_: self.ready.set()
         self.client.on_message = self._on_message
+        ep.as_("lamplighter-headend").setup_paho(self.client)
         self.client.connect(ep.mqtt_host, ep.mqtt_port)
         self.client.loop_start()
 
@@ -179,6 +180,7 @@ def run_campaign_bench(settings: Settings, *, lamps: int, gateways: int = 1) -> 
         run_settings = Settings(
             database_url=ep.database_url,
             mqtt_url=ep.mqtt_url,
+            mqtt_accounts=ep.accounts,
             dispatch=False,
             command_pace=settings.command_pace,
             gateway_client_id="bench-gateway",

@@ -123,7 +123,7 @@ def _poison_phase(url: str, ep: Endpoints, gw: _Gateway, good_n: int) -> dict[st
     other = str(row[0]) if row else lamps[0][1]
     now = int(time.time() * 1000)
     poison = poison_messages(now, lamps[0][0], lamps[0][1], cabinet, cab_lamp, other)
-    pub = RawPublisher(ep.mqtt_host, ep.mqtt_port, "bench-faults-poison")
+    pub = RawPublisher(ep.as_("lamplighter-headend"), "bench-faults-poison")
     for _, topic, payload in poison:
         pub.publish(topic, payload)
     good = [
@@ -160,7 +160,7 @@ def _sigkill_phase(url: str, ep: Endpoints, gw: _Gateway, messages: int, kills: 
     result: dict[str, Any] = {}
 
     def publish() -> None:
-        published, seconds, _ = run_publishers(ep.mqtt_host, ep.mqtt_port, ids, messages, 2, "faults")
+        published, seconds, _ = run_publishers(ep.as_("lamplighter-headend"), ids, messages, 2, "faults")
         result.update(published=published, publish_s=seconds)
 
     rng = random.Random(7)
@@ -205,7 +205,7 @@ def _broker_phase(url: str, ep: Endpoints, gw: _Gateway, settings: Settings, n: 
         )
         for i in range(n)
     ]
-    pub = RawPublisher(ep.mqtt_host, ep.mqtt_port, "bench-faults-broker")
+    pub = RawPublisher(ep.as_("lamplighter-headend"), "bench-faults-broker")
     pub.publish_batch(msgs)
     pub.close()
     pg_port, mqtt_port = PRIVATE_PORTS["bench"]
@@ -265,8 +265,7 @@ def run_faults_bench(settings: Settings, *, lamps: int, messages: int, kills: in
         url = ep.database_url
         env = {
             **os.environ,
-            "LAMPLIGHTER_DATABASE_URL": url,
-            "LAMPLIGHTER_MQTT_URL": ep.mqtt_url,
+            **ep.env(),
             "LAMPLIGHTER_GATEWAY_CLIENT_ID": _CLIENT,
             "LAMPLIGHTER_METRICS_PORT": "0",
             "LAMPLIGHTER_API_PORT": str(_API_PORT),

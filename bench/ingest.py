@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 
+from fieldnet.broker import Broker
 from lamplighter.config import Settings
 from lamplighter.runtime import bench_city
 from simulator.wire import RawPublisher, encode_varint
@@ -58,8 +59,8 @@ def _packets(lamps: list[tuple[str, str]], n: int, first_id: int) -> list[tuple[
     return out
 
 
-def _publisher(host: str, port: int, name: str, lamps: list[tuple[str, str]], n: int, go: Any, q: Any) -> None:
-    pub = RawPublisher(host, port, name)
+def _publisher(broker: Broker, name: str, lamps: list[tuple[str, str]], n: int, go: Any, q: Any) -> None:
+    pub = RawPublisher(broker, name)
     chunks = _packets(lamps, n, pub.next_id)
     q.put(("ready", name))
     go.wait()
@@ -73,14 +74,14 @@ def _publisher(host: str, port: int, name: str, lamps: list[tuple[str, str]], n:
 
 
 def run_publishers(
-    host: str, port: int, lamps: list[tuple[str, str]], messages: int, procs: int, tag: str
+    broker: Broker, lamps: list[tuple[str, str]], messages: int, procs: int, tag: str
 ) -> tuple[int, float, float]:
     """Returns (published, seconds, start time); each process owns a disjoint set of lamps."""
     ctx = mp.get_context("fork")
     go, q = ctx.Event(), ctx.Queue()
     share = [lamps[i::procs] for i in range(procs)]
     ps = [
-        ctx.Process(target=_publisher, args=(host, port, f"bench-{tag}-{i}", share[i], messages // procs, go, q))
+        ctx.Process(target=_publisher, args=(broker, f"bench-{tag}-{i}", share[i], messages // procs, go, q))
         for i in range(procs)
     ]
     for p in ps:
@@ -130,8 +131,7 @@ def _start_gateways(ep: Any, n: int) -> list[tuple[subprocess.Popen[bytes], thre
     for i in range(n):
         env = {
             **os.environ,
-            "LAMPLIGHTER_DATABASE_URL": ep.database_url,
-            "LAMPLIGHTER_MQTT_URL": ep.mqtt_url,
+            **ep.env(),
             "LAMPLIGHTER_METRICS_PORT": str(_METRICS_PORT + i),
             "LAMPLIGHTER_GATEWAY_CLIENT_ID": "bench-gateway",
             "LAMPLIGHTER_GATEWAY_INSTANCE": f"bench-gateway-{i}",
@@ -192,7 +192,7 @@ def run_ingest_bench(settings: Settings, *, lamps: int, messages: int, publisher
         )
         # 1. The load generator's own ceiling: the broker alone, no subscriber.
         ceiling_n, ceiling_s, _ = run_publishers(
-            ep.mqtt_host, ep.mqtt_port, ids, min(messages, 400_000), publishers, "ceiling"
+            ep.as_("lamplighter-headend"), ids, min(messages, 400_000), publishers, "ceiling"
         )
         ceiling = ceiling_n / ceiling_s
         print(f"publisher ceiling (broker alone): {ceiling:,.0f} msg/s", flush=True)
@@ -206,7 +206,7 @@ def run_ingest_bench(settings: Settings, *, lamps: int, messages: int, publisher
             if gateways > 1:
                 print(f"districts per gateway: {' | '.join(','.join(h) for h in shares)}", flush=True)
             cpu0 = sum(_proc_cpu_rss(gw.pid)[0] for gw, _ in gws)
-            published, pub_s, start = run_publishers(ep.mqtt_host, ep.mqtt_port, ids, messages, publishers, "run")
+            published, pub_s, start = run_publishers(ep.as_("lamplighter-headend"), ids, messages, publishers, "run")
             written = 0.0
             last_change, last = time.monotonic(), -1.0
             while written < published and time.monotonic() - last_change < 15:

@@ -88,6 +88,7 @@ class CommandEngine:
         self.link = link
         self.now_ms = now_ms  # the clock: device commands carry its time and expiry
         self.bad_acks = 0  # acknowledgements refused as unreadable
+        self.spoofed_acks = 0  # acknowledgements refused because they came on another topic than the lamp's
         self.pace = pace
         self.ack_timeout_s = ack_timeout_s
         self.retries = retries
@@ -241,6 +242,16 @@ class CommandEngine:
             if found is None:
                 continue  # a late or repeated answer to something finished
             c, i = found
+            own = f"sl/{c.districts[i]}/lamp/{c.lamp_ids[i]}/ack"
+            if topic != own:  # only the lamp the command went to answers it, on its own topic
+                self.spoofed_acks += 1
+                logger.warning(
+                    "acknowledgement of command %s refused: it came on %s, not on the lamp's own topic %s",
+                    ack.id,
+                    clean_text(topic, 256),
+                    own,
+                )
+                continue
             if c.state[i] in (SENT, QUEUED):
                 c.state[i] = ACKED if ack.ok else FAILED
                 if not ack.ok:

@@ -14,6 +14,7 @@ import mqtt5
 import msgspec
 from msgspec import Meta
 
+from fieldnet.broker import Broker
 from gateway.codec import BIGINT_MAX, FUTURE_TOLERANCE_MS, MAX_DEPTH, clean_text, nesting_depth
 from gateway.mqtt import AckToken, MqttError, MqttSubscriber
 
@@ -74,15 +75,14 @@ class CommandLink:
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        broker: Broker,
         client_id: str,
         *,
         max_acks: int = 200_000,
         backlog: int = 200,
         acks: bool = True,
     ) -> None:
-        self.host, self.port, self.client_id = host, port, client_id
+        self.broker, self.client_id = broker, client_id
         # Answers wait here for the engine's next tick; past `max_acks` the oldest go (counted), so a flood of
         # answers costs bounded memory and never blocks the connection. A lost answer is covered by the retry.
         self.acks: collections.deque[tuple[str, bytes]] = collections.deque(maxlen=max_acks)
@@ -97,8 +97,7 @@ class CommandLink:
         self._waiting: dict[int, asyncio.Future[None]] = {}  # packet id → a `send` waiting for its PUBACK
         self._generation = 0
         self._sub = MqttSubscriber(
-            host=host,
-            port=port,
+            broker=broker,
             client_id=client_id,
             on_message=self._on_ack,
             topics=_ACK_TOPICS if acks else (),
@@ -122,7 +121,7 @@ class CommandLink:
             self._flush()
 
     async def run(self) -> None:
-        logger.info("command link connecting to %s:%d", self.host, self.port)
+        logger.info("command link connecting to %s", self.broker)
         await self._sub.run()
 
     def ready(self) -> bool:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import mqtt5
 
+from fieldnet.broker import Broker
 from telemetry.backoff import Backoff
 from telemetry.errors import Problem
 
@@ -118,8 +119,7 @@ class MqttSubscriber:
     def __init__(
         self,
         *,
-        host: str,
-        port: int,
+        broker: Broker,
         client_id: str,
         on_message: OnMessage,
         topics: Sequence[str] = DEVICE_TOPICS,
@@ -130,8 +130,8 @@ class MqttSubscriber:
     ) -> None:
         if not 1 <= receive_maximum <= 65535:
             raise GatewayError(f"receive_maximum must be 1..65535, got {receive_maximum}")
-        self.host, self.port, self.client_id = host, port, client_id
-        self.address = f"{host}:{port}"
+        self.broker, self.client_id = broker, client_id
+        self.address = str(broker)  # never the password
         self.topics = tuple(topics)
         self.receive_maximum = receive_maximum
         self.session_expiry_s = session_expiry_s
@@ -173,7 +173,13 @@ class MqttSubscriber:
     async def _connect_once(self) -> _Protocol:
         loop = asyncio.get_running_loop()
         try:
-            _, proto = await loop.create_connection(lambda: _Protocol(self), self.host, self.port)
+            _, proto = await loop.create_connection(
+                lambda: _Protocol(self),
+                self.broker.host,
+                self.broker.port,
+                ssl=self.broker.ssl_context(),
+                server_hostname=self.broker.host if self.broker.tls else None,
+            )
         except OSError as exc:
             raise MqttError(f"cannot reach broker {self.address}: {exc}") from exc
         assert proto.transport is not None
@@ -184,6 +190,8 @@ class MqttSubscriber:
                 session_expiry_interval=self.session_expiry_s,
                 keep_alive=self.keepalive_s,
                 receive_max=self.receive_maximum,
+                username=self.broker.username,
+                password=self.broker.password.encode() if self.broker.password is not None else None,
             ).write()
         )
         # asyncio.timeout rather than wait_for, here and below: on Python 3.11 wait_for can swallow a cancel that
@@ -254,22 +262,37 @@ class MqttSubscriber:
             proto.transport.close()
 
 
-async def broker_ping(host: str, port: int, *, timeout: float = 2.0) -> None:
+async def broker_ping(broker: Broker, *, timeout: float = 2.0) -> None:
     """Connect, wait for CONNACK, disconnect; raises MqttError when the broker does not accept us."""
     import uuid
 
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(
+                broker.host,
+                broker.port,
+                ssl=broker.ssl_context(),
+                server_hostname=broker.host if broker.tls else None,
+            )
     except (OSError, TimeoutError) as exc:
-        raise MqttError(f"cannot reach broker {host}:{port}: {exc}") from exc
+        raise MqttError(f"cannot reach broker {broker}: {exc}") from exc
     try:
-        writer.write(mqtt5.ConnectPacket(f"lamplighter-health-{uuid.uuid4().hex[:8]}", clean_start=True).write())
-        data = await asyncio.wait_for(reader.read(64), timeout)
+        writer.write(
+            mqtt5.ConnectPacket(
+                f"lamplighter-health-{uuid.uuid4().hex[:8]}",
+                clean_start=True,
+                username=broker.username,
+                password=broker.password.encode() if broker.password is not None else None,
+            ).write()
+        )
+        async with asyncio.timeout(timeout):
+            data = await reader.read(64)
         packet, _ = mqtt5.read(memoryview(data))
         if not isinstance(packet, mqtt5.ConnAckPacket) or packet.reason_code != mqtt5.ConnAckReasonCode.SUCCESS:
-            raise MqttError(f"broker {host}:{port} did not accept a connection: {packet}")
+            code = getattr(packet, "reason_code", packet)
+            raise MqttError(f"broker {broker} did not accept a connection: {code}")
         writer.write(b"\xe0\x00")
     except (OSError, TimeoutError, IndexError, ValueError) as exc:
-        raise MqttError(f"broker {host}:{port} did not answer CONNECT: {exc!r}") from exc
+        raise MqttError(f"broker {broker} did not answer CONNECT: {exc!r}") from exc
     finally:
         writer.close()

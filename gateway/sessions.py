@@ -28,6 +28,7 @@ import math
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 
+from fieldnet.broker import Broker
 from gateway.mqtt import AckToken, MqttSubscriber, OnMessage
 from telemetry.leases import Leases
 
@@ -49,8 +50,7 @@ class IngestSessions:
     def __init__(
         self,
         *,
-        host: str,
-        port: int,
+        broker: Broker,
         prefix: str,
         districts: Sequence[str],
         leases: Leases,
@@ -60,7 +60,7 @@ class IngestSessions:
         receive_maximum: int = 65535,
         balance_s: float = 2.0,
     ) -> None:
-        self.host, self.port, self.prefix = host, port, prefix
+        self.broker, self.prefix = broker, prefix
         self.districts = sorted(districts)
         self.leases = leases
         self._on_message = on_message
@@ -161,8 +161,7 @@ class IngestSessions:
 
     def _start(self, district: str) -> None:
         sub = MqttSubscriber(
-            host=self.host,
-            port=self.port,
+            broker=self.broker,
             client_id=f"{self.prefix}-ingest-{district}",
             on_message=self._on_message,
             topics=district_topics(district),

@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 
 from lamplighter.config import ConfigError, LamplighterError, Settings
+from lamplighter.devices import add_devices_parser
 from lamplighter.seeding import seed_command
 from lamplighter.services import ServiceError
 from telemetry.clock import Clock
@@ -85,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["fail", "repair", "leak", "cut", "restore"])
     p.add_argument("what", nargs="+", help="lamp ids; for cut and restore: CABINET CIRCUIT")
     p.add_argument("--code", default="lamp_failure", choices=["lamp_failure", "driver_failure", "relay_failure"])
+
+    add_devices_parser(sub)
 
     p = sub.add_parser("users", help="users, roles and their API tokens")
     usub = p.add_subparsers(dest="users", required=True)
@@ -161,11 +164,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
     cmd = args.command
     if cmd == "services":
         with runtime.private_services(settings, "dev") as ep:
-            print(
-                f"LAMPLIGHTER_DATABASE_URL={ep.database_url}\nLAMPLIGHTER_MQTT_URL={ep.mqtt_url}\n"
-                "private services running; Ctrl-C stops them",
-                flush=True,
-            )
+            for name, value in ep.env().items():
+                print(f"{name}={value}")
+            if ep.accounts is not None:  # the private broker: its TLS listener is the port after
+                ca = ep.accounts.parent / "tls" / "ca.crt"
+                tls = f"mqtts://127.0.0.1:{ep.mqtt_port + 1}"
+                print(f"# over TLS: LAMPLIGHTER_MQTT_URL={tls} LAMPLIGHTER_MQTT_CA_FILE={ca}")
+            print("private services running; Ctrl-C stops them", flush=True)
             # Held until one arrives (not acted on by default: SIGTERM would end the process and leave the
             # services running), then the services stop on the way out.
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -219,6 +224,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
         print(f"migrations applied: {applied or 'none (up to date)'}")
     elif cmd == "seed":
         seed_command(ep.database_url, settings, lamps=args.lamps, seed=args.seed, replace=args.replace)
+        with psycopg.connect(ep.database_url) as conn:
+            done = runtime.provision_private(ep, conn)
+        if done is not None:
+            print(f"private broker: {done.devices:,} device accounts provisioned, and reloaded")
+    elif cmd == "devices":
+        from lamplighter.devices import devices_command
+
+        return devices_command(ep, args)
     elif cmd == "gateway":
         _run_gateway(settings, ep, _clock(args))
     elif cmd == "simulate":
@@ -237,7 +250,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
         uvicorn.run(
             create_app(
                 database_url=ep.database_url,
-                mqtt_address=(ep.mqtt_host, ep.mqtt_port),
+                broker=ep.as_("lamplighter-api"),
                 clock=_clock(args),
                 command_pace=settings.command_pace,
                 timezone=settings.timezone,
@@ -269,7 +282,7 @@ def inject_command(ep: Any, args: argparse.Namespace) -> None:
         order = {args.action: args.what}
         if args.action == "fail":
             order["code"] = args.code
-    publish.single(FAULTS_TOPIC, json.dumps(order), qos=1, hostname=ep.mqtt_host, port=ep.mqtt_port)
+    publish.single(FAULTS_TOPIC, json.dumps(order), qos=1, **ep.as_("lamplighter-simcontrol").paho_kwargs())
     print(f"sent to the simulator: {order}")
 
 
@@ -331,7 +344,7 @@ def _run_dispatcher(settings: Settings, ep: Any, args: argparse.Namespace) -> No
 
     async def run() -> None:
         link = CommandLink(
-            ep.mqtt_host, ep.mqtt_port, f"{settings.gateway_client_id}-dispatch-{os.getpid()}", acks=False
+            ep.as_("lamplighter-commands"), f"{settings.gateway_client_id}-dispatch-{os.getpid()}", acks=False
         )
         transports: dict[str, Transport] = {
             "webhook": WebhookTransport(),
@@ -398,6 +411,7 @@ def _run_gateway(settings: Settings, ep: Any, clock: Clock) -> None:
 
 
 def simulate_command(ep: Any, args: argparse.Namespace) -> None:
+    from lamplighter.devices import device_logins
     from simulator.fleet import Fleet, FleetSpec
     from simulator.runner import Simulator
 
@@ -423,8 +437,7 @@ def simulate_command(ep: Any, args: argparse.Namespace) -> None:
 
         commands = DeviceCommands(
             fleet,
-            host=ep.mqtt_host,
-            port=ep.mqtt_port,
+            broker=ep.as_("lamplighter-headend"),
             client_id=f"{args.client_prefix}-commands",
             ack_latency_s=args.ack_latency,
             unreachable=args.unreachable,
@@ -434,9 +447,9 @@ def simulate_command(ep: Any, args: argparse.Namespace) -> None:
         commands.wait_ready()
     sim = Simulator(
         fleet,
-        host=ep.mqtt_host,
-        port=ep.mqtt_port,
+        broker=ep.as_("lamplighter-headend"),
         clock=clock,
+        device_login=device_logins(ep) if args.per_device else None,
         connections=args.connections,
         per_device=args.per_device,
         commands=commands,

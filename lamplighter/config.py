@@ -8,9 +8,9 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from alerts.tickets import Deadlines
+from fieldnet.broker import Broker, BrokerError
 from telemetry.errors import Problem
 
 __all__ = ["ConfigError", "LamplighterError", "Settings"]
@@ -29,6 +29,14 @@ class Settings:
     # None: start (demo, tests, bench) or expect (other commands) the private services under run_dir.
     database_url: str | None = None
     mqtt_url: str | None = None
+    # The backend's own broker accounts (`lamplighter devices provision` writes it) and TLS to the broker. With
+    # the private broker both default to its files under run_dir; a user:password in LAMPLIGHTER_MQTT_URL is
+    # used for every account instead.
+    mqtt_accounts: Path | None = None
+    mqtt_ca_file: str = ""  # mqtts:// with the system's CAs when empty
+    mqtt_cert_file: str = ""  # a client certificate and its key, for brokers that ask for one
+    mqtt_key_file: str = ""
+    device_key_file: Path | None = None  # the key every account's secret is derived from (provisioning only)
     run_dir: Path = Path(".run")
     api_host: str = "127.0.0.1"
     api_port: int = 8080
@@ -122,7 +130,7 @@ class Settings:
                     out[name] = int(value)
                 elif kind in ("float", float):
                     out[name] = float(value)
-                elif kind in ("Path", Path):
+                elif kind in ("Path", Path, "Path | None"):
                     out[name] = Path(value)
                 elif kind in ("bool", bool):
                     out[name] = _boolean(value)
@@ -137,9 +145,10 @@ class Settings:
     def validate(self) -> None:
         self.inspection_at  # noqa: B018  # raises ConfigError on a bad inspection time
         if self.mqtt_url is not None:
-            u = urlparse(self.mqtt_url)
-            if u.scheme not in ("mqtt", "tcp") or not u.hostname:
-                raise ConfigError(f"LAMPLIGHTER_MQTT_URL must look like mqtt://host:1883, got {self.mqtt_url!r}")
+            try:
+                self.broker(self.mqtt_url)
+            except BrokerError as exc:
+                raise ConfigError(f"LAMPLIGHTER_MQTT_URL: {exc.message}") from None
         if self.database_url is not None and not self.database_url.startswith(("postgresql://", "postgres://")):
             raise ConfigError(f"LAMPLIGHTER_DATABASE_URL must be a postgresql:// URL, got {self.database_url!r}")
         if not 1 <= self.retention_days <= 3650:
@@ -147,9 +156,14 @@ class Settings:
         if not 1 <= self.receive_maximum <= 65535:
             raise ConfigError(f"receive_maximum must be 1..65535 (an MQTT 5 limit), got {self.receive_maximum}")
 
-    def mqtt_address(self, url: str) -> tuple[str, int]:
-        u = urlparse(url)
-        return u.hostname or "127.0.0.1", u.port or 1883
+    def broker(self, url: str) -> Broker:
+        """The broker at `url` with this deployment's TLS files."""
+        return Broker.parse(
+            url,
+            ca_file=self.mqtt_ca_file or None,
+            cert_file=self.mqtt_cert_file or None,
+            key_file=self.mqtt_key_file or None,
+        )
 
 
 def _boolean(value: object) -> bool:

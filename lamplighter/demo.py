@@ -19,7 +19,7 @@ import uvicorn
 
 from api.app import create_app
 from lamplighter.config import Settings
-from lamplighter.runtime import GatewayProcess, private_services
+from lamplighter.runtime import GatewayProcess, private_services, provision_private
 from lamplighter.seeding import seed_command
 from lamplighter.simproc import spawn, stop_process
 from telemetry.clock import Clock
@@ -68,13 +68,11 @@ def run_demo(
         else:
             print(f"inventory of {row[0]:,} lamps already loaded")
         _demo_crews(ep.database_url)
+        with psycopg.connect(ep.database_url) as conn:
+            provision_private(ep, conn)  # every device and crew gets its broker account
         logins = _demo_logins(ep.database_url)
         gw = GatewayProcess(settings, ep, clock=clock)
-        env = {
-            "LAMPLIGHTER_DATABASE_URL": ep.database_url,
-            "LAMPLIGHTER_MQTT_URL": ep.mqtt_url,
-            "LAMPLIGHTER_CLOCK_ORIGIN": repr(clock.origin),
-        }
+        env = {**ep.env(), "LAMPLIGHTER_CLOCK_ORIGIN": repr(clock.origin)}
         sim = spawn(["simulate", "--quiet", "--interval", str(interval), *clock_args], env)
         try:
             asyncio.run(_serve(settings, ep, gw, sim, logins))
@@ -126,7 +124,7 @@ async def _serve(
 ) -> None:
     app = create_app(
         database_url=gw.ep.database_url,
-        mqtt_address=(gw.ep.mqtt_host, gw.ep.mqtt_port),
+        broker=gw.ep.as_("lamplighter-api"),
         metrics=gw.metrics.registry,
         engine=gw.engine,
         clock=gw.clock,

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 
@@ -19,6 +20,9 @@ from alerts.dispatch import Dispatcher, MqttTransport, NotifyTransport, WebhookT
 from alerts.engine import AlertEngine
 from alerts.service import AlertService, SavedState
 from commands.engine import CommandEngine
+from fieldnet.accounts import DeviceKey
+from fieldnet.broker import Broker
+from fieldnet.provision import Inventory, Provisioned, load_accounts, provision, reload
 from gateway.command_link import CommandLink
 from gateway.heartbeat import Heartbeat, PeerWatermarks, beat_forever
 from gateway.metrics import GatewayMetrics
@@ -58,15 +62,63 @@ def _districts(conn: psycopg.Connection) -> list[str]:
 
 @dataclass(frozen=True)
 class Endpoints:
+    """The services a process uses: the database, the broker, and how it logs in to the broker."""
+
     database_url: str
-    mqtt_url: str
-    mqtt_host: str
-    mqtt_port: int
+    broker: Broker  # with the URL's own login, if it had one
+    accounts: Path | None = None  # the services' logins (`lamplighter devices provision` writes it)
+    device_key: Path | None = None  # the deployment's key: provisioning, and the simulator's device logins
+
+    @property
+    def mqtt_host(self) -> str:
+        return self.broker.host
+
+    @property
+    def mqtt_port(self) -> int:
+        return self.broker.port
+
+    @property
+    def mqtt_url(self) -> str:
+        """The broker's URL, with the login only if the configured URL carried one."""
+        login = self.broker.login
+        who = f"{quote(login.username, safe='')}:{quote(login.password, safe='')}@" if login else ""
+        return f"{'mqtts' if self.broker.tls else 'mqtt'}://{who}{self.broker.host}:{self.broker.port}"
+
+    def as_(self, username: str) -> Broker:
+        """The broker, logged in as one of the backend's accounts (fieldnet.accounts.SERVICES)."""
+        if self.broker.login is not None or self.accounts is None:
+            return self.broker
+        logins = load_accounts(self.accounts)
+        if username not in logins:
+            raise ServiceError(f"{self.accounts} has no account {username!r}: run `lamplighter devices provision`")
+        return self.broker.with_login(logins[username])
+
+    def key(self) -> DeviceKey:
+        if self.device_key is None:
+            raise ServiceError("no device key: set LAMPLIGHTER_DEVICE_KEY_FILE (provisioning made it)")
+        return DeviceKey.load(self.device_key)
+
+    def env(self) -> dict[str, str]:
+        """The environment that gives a child process these same services."""
+        out = {"LAMPLIGHTER_DATABASE_URL": self.database_url, "LAMPLIGHTER_MQTT_URL": self.mqtt_url}
+        for name, value in (
+            ("MQTT_ACCOUNTS", self.accounts),
+            ("DEVICE_KEY_FILE", self.device_key),
+            ("MQTT_CA_FILE", self.broker.ca_file),
+            ("MQTT_CERT_FILE", self.broker.cert_file),
+            ("MQTT_KEY_FILE", self.broker.key_file),
+        ):
+            if value is not None:
+                out[f"LAMPLIGHTER_{name}"] = str(value)
+        return out
 
 
-def _endpoints(settings: Settings, db: str, mqtt: str) -> Endpoints:
-    host, port = settings.mqtt_address(mqtt)
-    return Endpoints(db, mqtt, host, port)
+def _endpoints(settings: Settings, db: str, mqtt: str, svc: PrivateServices | None = None) -> Endpoints:
+    broker = settings.broker(mqtt)
+    accounts, key = settings.mqtt_accounts, settings.device_key_file
+    if svc is not None:  # the private broker: its own files unless settings say otherwise
+        accounts, key = accounts or svc.accounts_file, key or svc.key_file
+    return Endpoints(db, broker, accounts, key)
 
 
 @contextlib.contextmanager
@@ -85,7 +137,12 @@ def private_services(settings: Settings, purpose: str = "dev") -> Iterator[Endpo
         if not settings.database_url:
             svc.start_postgres()
             started.append("postgres")
-        yield _endpoints(settings, settings.database_url or svc.database_url, settings.mqtt_url or svc.mqtt_url)
+        yield _endpoints(
+            settings,
+            settings.database_url or svc.database_url,
+            settings.mqtt_url or svc.mqtt_url,
+            None if settings.mqtt_url else svc,
+        )
     finally:
         svc.stop()
 
@@ -106,6 +163,7 @@ def bench_city(settings: Settings, lamps: int) -> Iterator[Endpoints]:
         with psycopg.connect(ep.database_url, autocommit=True) as conn:
             migrate(conn)
             load(conn, generate(lamps, seed=1), progress=sys.stderr.isatty())
+            provision_private(ep, conn)
         yield ep
 
 
@@ -124,7 +182,18 @@ def endpoints(settings: Settings) -> Endpoints:
             "`lamplighter services` in another terminal, or run `make demo`)"
         )
         raise ServiceError(f"cannot connect to the database {db}{hint}: {exc}") from exc
-    return _endpoints(settings, db, mqtt)
+    private = None if settings.mqtt_url else PrivateServices(Path(settings.run_dir) / "dev", mqtt_port=mqtt_port)
+    return _endpoints(settings, db, mqtt, private)
+
+
+def provision_private(ep: Endpoints, conn: psycopg.Connection) -> Provisioned | None:
+    """Provision the inventory in `conn` into the private broker that `ep` uses, and have it reload; None when
+    `ep`'s broker is not a private one (provision an external broker with `lamplighter devices provision`)."""
+    if ep.accounts is None or ep.device_key is None or not (ep.accounts.parent / "pid").exists():
+        return None
+    done = provision(ep.key(), ep.accounts.parent, Inventory.from_db(conn))
+    reload(ep.accounts.parent / "pid")
+    return done
 
 
 class GatewayProcess:
@@ -184,8 +253,7 @@ class GatewayProcess:
         self._lead_lost = asyncio.Event()  # set when the leader lease went with its connection
         self._beat_now = asyncio.Event()  # the districts held changed: say so in the heartbeat at once
         self.sessions = IngestSessions(
-            host=ep.mqtt_host,
-            port=ep.mqtt_port,
+            broker=ep.as_("lamplighter-ingest"),
             prefix=prefix,
             districts=districts,
             leases=self.leases,
@@ -209,7 +277,7 @@ class GatewayProcess:
         )
         # The one outbound MQTT link (the leader's): commands and their acks, the retained rate, crews' tickets.
         self.command_link = CommandLink(
-            ep.mqtt_host, ep.mqtt_port, f"{prefix}-commands", max_acks=settings.ack_queue_max
+            ep.as_("lamplighter-commands"), f"{prefix}-commands", max_acks=settings.ack_queue_max
         )
         self.dispatcher = (
             Dispatcher(

@@ -22,6 +22,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fieldnet.accounts import DeviceKey
+from fieldnet.provision import ACCOUNTS, ACL, PASSWD, Inventory, provision
+from fieldnet.tls import ensure_ca
 from lamplighter.config import LamplighterError
 
 __all__ = ["PrivateServices", "ServiceError", "find_postgres_bin"]
@@ -85,6 +88,7 @@ class PrivateServices:
     root: Path
     pg_port: int = 55432
     mqtt_port: int = 18830
+    tls_port: int = 0  # the broker's TLS listener; 0: the port after mqtt_port
     database: str = "lamplighter"
     _started: list[str] = field(default_factory=list)
     _mqtt_proc: subprocess.Popen[bytes] | None = None
@@ -92,6 +96,8 @@ class PrivateServices:
     def __post_init__(self) -> None:
         # PostgreSQL resolves relative paths against its data directory: hand it absolute ones.
         self.root = self.root.resolve()
+        if not self.tls_port:
+            self.tls_port = self.mqtt_port + 1
 
     @property
     def database_url(self) -> str:
@@ -100,6 +106,25 @@ class PrivateServices:
     @property
     def mqtt_url(self) -> str:
         return f"mqtt://127.0.0.1:{self.mqtt_port}"
+
+    @property
+    def tls_url(self) -> str:
+        return f"mqtts://127.0.0.1:{self.tls_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The private CA that signed the broker's TLS certificate (made at its first start)."""
+        return self._mqtt_dir / "tls" / "ca.crt"
+
+    @property
+    def accounts_file(self) -> Path:
+        """The backend's own logins on the private broker (made at its first start, then by provisioning)."""
+        return self._mqtt_dir / ACCOUNTS
+
+    @property
+    def key_file(self) -> Path:
+        """The private deployment's device key (every account's secret is derived from it)."""
+        return self._mqtt_dir / "device.key"
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -139,14 +164,35 @@ class PrivateServices:
         d = self._mqtt_dir
         d.mkdir(parents=True, exist_ok=True)
         self._kill_stale(d / "pid", "mosquitto")
-        if _port_open(self.mqtt_port):
-            raise ServiceError(
-                f"port {self.mqtt_port} on 127.0.0.1 is taken by another program; the private broker cannot "
-                f"start. Stop that program or set LAMPLIGHTER_MQTT_URL to use it."
-            )
+        for port in (self.mqtt_port, self.tls_port):
+            if _port_open(port):
+                raise ServiceError(
+                    f"port {port} on 127.0.0.1 is taken by another program; the private broker cannot "
+                    f"start. Stop that program or set LAMPLIGHTER_MQTT_URL to use it."
+                )
         base = (Path(__file__).resolve().parent / "mosquitto.conf").read_text()
         conf = d / "mosquitto.conf"
-        extra = [f"listener {self.mqtt_port} 127.0.0.1", "log_dest stderr", f"persistence_location {d}/"]
+        if not (d / PASSWD).exists():
+            # The first start: a key, and the services' accounts; devices come with provisioning (`seed` and
+            # `lamplighter devices provision` do it for the private broker).
+            provision(DeviceKey.load(self.key_file, create=True), d, Inventory())
+        ca = ensure_ca(d / "tls")
+        server_crt, server_key = d / "tls" / "broker.crt", d / "tls" / "broker.key"
+        if not (server_crt.exists() and server_key.exists()):
+            ca.issue("broker", server=True, hosts=("127.0.0.1", "localhost"))
+        extra = [
+            "log_dest stderr",
+            f"persistence_location {d}/",
+            f"password_file {d / PASSWD}",
+            f"acl_file {d / ACL}",
+            f"listener {self.mqtt_port} 127.0.0.1",
+            # The same accounts and ACL over TLS (settings below a listener line belong to that listener).
+            f"listener {self.tls_port} 127.0.0.1",
+            f"cafile {ca.ca_file}",
+            f"certfile {server_crt}",
+            f"keyfile {server_key}",
+            "tls_version tlsv1.2",
+        ]
         if os.geteuid() == 0:
             # As root Mosquitto would switch to the `mosquitto` user, who may not write to the project's
             # directory; it stays who it is.
@@ -168,7 +214,7 @@ class PrivateServices:
                 raise ServiceError(f"private mosquitto did not listen on port {self.mqtt_port} in time")
             time.sleep(0.05)
         self._started.append("mosquitto")
-        logger.info("private mosquitto %s listening on 127.0.0.1:%d", binary, self.mqtt_port)
+        logger.info("private mosquitto %s listening on 127.0.0.1:%d (TLS: %d)", binary, self.mqtt_port, self.tls_port)
 
     def restart_mosquitto(self) -> None:
         """Stop the broker (it saves its sessions and queues on the way) and start it again."""

@@ -47,12 +47,7 @@ def simulator_process(
         "--unreachable", str(unreachable), "--failing", str(failing), "--client-prefix", client_prefix,
         "--clock-start", clock.start.isoformat(), "--clock-speed", str(clock.speed),
     ]  # fmt: skip
-    env = {
-        **os.environ,
-        "LAMPLIGHTER_DATABASE_URL": endpoints.database_url,
-        "LAMPLIGHTER_MQTT_URL": endpoints.mqtt_url,
-        "LAMPLIGHTER_CLOCK_ORIGIN": repr(clock.origin),
-    }
+    env = {**os.environ, **endpoints.env(), "LAMPLIGHTER_CLOCK_ORIGIN": repr(clock.origin)}
     with lamplighter_process(argv, env, ready=_READY) as proc:
         yield proc
 

@@ -22,6 +22,8 @@ import numpy.typing as npt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from fieldnet.accounts import SIM_FAULTS_TOPIC
+from fieldnet.broker import Broker
 from simulator.fleet import Fleet
 
 __all__ = ["FAULTS_TOPIC", "DeviceCommands", "outcome_masks"]
@@ -29,7 +31,7 @@ __all__ = ["FAULTS_TOPIC", "DeviceCommands", "outcome_masks"]
 # The simulator's own fault-injection topic, for demos and tests; not part of the field protocol. Payloads:
 # {"fail": [lamp ids], "code"?: "lamp_failure" | "driver_failure" | "relay_failure"}, {"repair": [lamp ids]},
 # {"leak": [lamp ids]}, {"cut": {"cabinet": id, "circuit": n}}, {"restore": {"cabinet": id, "circuit": n}}.
-FAULTS_TOPIC = "lamplighter/sim/faults"
+FAULTS_TOPIC = SIM_FAULTS_TOPIC
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +53,7 @@ class DeviceCommands:
         self,
         fleet: Fleet,
         *,
-        host: str,
-        port: int,
+        broker: Broker,
         client_id: str,
         ack_latency_s: float = 0.05,
         unreachable: float = 0.0,
@@ -72,14 +73,18 @@ class DeviceCommands:
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
         )
+        broker.setup_paho(self.client)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         # Field controllers retry every few seconds rather than backing off to minutes: back soon after the broker.
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
-        self.client.connect(host, port, keepalive=30)
+        self.client.connect(broker.host, broker.port, keepalive=30)
         self.client.loop_start()
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if getattr(reason, "is_failure", False):
+            logger.error("simulator: the broker refused the command subscription: %s", reason)
+            return
         client.subscribe([("sl/+/lamp/+/cmd", 1), (FAULTS_TOPIC, 1)])
         self.ready.set()
 

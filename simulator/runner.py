@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import msgspec
 import numpy as np
 
+from fieldnet.broker import Broker, Login
 from simulator.commands import DeviceCommands
 from simulator.fleet import Fleet, Report
 from simulator.wire import PublishError, RawPublisher, SimulatorError, Will
@@ -57,11 +58,11 @@ class Simulator:
         self,
         fleet: Fleet,
         *,
-        host: str,
-        port: int,
+        broker: Broker,
         clock: Clock,
         connections: int = 2,
         per_device: bool = False,
+        device_login: Callable[[str], Login] | None = None,
         client_prefix: str = "lamplighter-sim",
         commands: DeviceCommands | None = None,
         held_max: int = 1_000_000,
@@ -71,19 +72,23 @@ class Simulator:
         self.fleet = fleet
         self.clock = clock
         self.commands = commands
-        self.host, self.port = host, port
+        self.broker = broker
         self.per_device = per_device
+        if per_device and device_login is None:
+            raise SimulatorError("one connection per device needs each device's login (the deployment's key)")
+        self._device_login = device_login
         self.stats = SimStats(devices=len(fleet.single) + len(fleet.conc_cabinets))
         self._stop = threading.Event()
         self._pubs: list[RawPublisher] = []
-        self._by_topic: dict[bytes, RawPublisher] = {}
+        self._by_topic: dict[bytes, RawPublisher] = {}  # per device: its state topic → its connection
+        self._by_ack: dict[bytes, RawPublisher] = {}  # per device: each ack topic it answers on → its connection
         self.held_max = held_max
         self._down: dict[int, tuple[RawPublisher, float, int]] = {}  # id → (connection, retry at, failures)
         self._held: dict[int, collections.deque[tuple[bytes, bytes]]] = {}
         if per_device:
             self._open_per_device(client_prefix)
         else:
-            self._pubs = [RawPublisher(host, port, f"{client_prefix}-{i}") for i in range(connections)]
+            self._pubs = [RawPublisher(broker, f"{client_prefix}-{i}") for i in range(connections)]
         logger.info(
             "simulator: %d devices (%d single-lamp controllers, %d concentrators), %d lamps, %s to %s:%d",
             self.stats.devices,
@@ -91,20 +96,33 @@ class Simulator:
             len(fleet.conc_cabinets),
             fleet.n,
             "one connection per device" if per_device else f"{connections} shared connections",
-            host,
-            port,
+            broker.host,
+            broker.port,
         )
 
     def _open_per_device(self, prefix: str) -> None:
-        state_topics = self.fleet.topics_single + self.fleet.topics_cab
-        for (status_topic, _), state_topic in zip(self.fleet.status_topics(), state_topics, strict=True):
+        """Each device on its own connection as its own account ({district}/lamp/{id} or …/cabinet/{id})."""
+        assert self._device_login is not None
+        fleet, spec = self.fleet, self.fleet.spec
+        state_topics = fleet.topics_single + fleet.topics_cab
+        for (status_topic, _), state_topic in zip(fleet.status_topics(), state_topics, strict=True):
             now = self.clock.now_ms()
             will = Will(status_topic, msgspec.json.encode({"online": False, "ts": now}))
-            device = status_topic.split("/")[3]
-            pub = RawPublisher(self.host, self.port, f"{prefix}-{device}", will=will, window=64)
+            stem = status_topic[3 : -len("/status")]  # sl/{stem}/status
+            device = stem.rsplit("/", 1)[1]
+            login = self._device_login(stem)
+            pub = RawPublisher(self.broker.with_login(login), f"{prefix}-{device}", will=will, window=64)
             pub.publish(status_topic, msgspec.json.encode({"online": True, "ts": self.clock.now_ms()}), retain=True)
             self._pubs.append(pub)
             self._by_topic[state_topic] = pub
+            self._by_ack[f"sl/{stem}/ack".encode()] = pub
+        # A lamp behind a concentrator answers its commands through it.
+        cabinets = zip(fleet.conc_cabinets.tolist(), fleet.topics_cab, strict=True)
+        cab_pub = {int(c): self._by_topic[t] for c, t in cabinets}
+        for lamp in np.flatnonzero(spec.lamp_concentrator).tolist():
+            via = cab_pub.get(int(spec.lamp_cabinet[lamp]))
+            if via is not None:
+                self._by_ack[f"sl/{spec.lamp_district[lamp]}/lamp/{spec.lamp_id[lamp]}/ack".encode()] = via
 
     def _route(self, r: Report) -> RawPublisher:
         if self.per_device:
@@ -118,7 +136,16 @@ class Simulator:
         if self.commands is not None:
             acks = self.commands.process(now_ms)
             if acks:
-                self._send(self._pubs[0], acks)
+                if self.per_device:
+                    by: dict[int, tuple[RawPublisher, list[tuple[bytes, bytes]]]] = {}
+                    for topic, body in acks:
+                        pub = self._by_ack.get(topic)
+                        if pub is not None:  # each device answers on its own connection
+                            by.setdefault(id(pub), (pub, []))[1].append((topic, body))
+                    for pub, msgs in by.values():
+                        self._send(pub, msgs)
+                else:
+                    self._send(self._pubs[0], acks)
                 sent += len(acks)
         reports = self.fleet.due_reports(now_ms)
         if not reports:
@@ -175,9 +202,8 @@ class Simulator:
         self._down[id(pub)] = (pub, time.monotonic() + _retry_in(1), 1)
         self._hold(pub, unsent)
         logger.warning(
-            "simulator: lost the broker %s:%d (%s); %d reports unacknowledged and %d kept, reconnecting",
-            self.host,
-            self.port,
+            "simulator: lost the broker %s (%s); %d reports unacknowledged and %d kept, reconnecting",
+            self.broker,
             exc,
             pub.sent - pub.acked,
             len(self._held.get(id(pub), ())),
@@ -201,18 +227,15 @@ class Simulator:
             except OSError as exc:
                 delay = _retry_in(failures + 1)
                 self._down[key] = (pub, now + delay, failures + 1)
-                logger.info(
-                    "simulator: broker %s:%d still away (%s); next try in %.1f s", self.host, self.port, exc, delay
-                )
+                logger.info("simulator: broker %s still away (%s); next try in %.1f s", self.broker, exc, delay)
                 continue
             del self._down[key]
             held = list(self._held.pop(key, ()))
             self.stats.reconnects += 1
             self.stats.held = sum(len(q) for q in self._held.values())
             logger.warning(
-                "simulator: back on the broker %s:%d; %d unacknowledged reports sent again, %d kept ones follow",
-                self.host,
-                self.port,
+                "simulator: back on the broker %s; %d unacknowledged reports sent again, %d kept ones follow",
+                self.broker,
                 again,
                 len(held),
             )
@@ -227,9 +250,8 @@ class Simulator:
             self._revive(float("inf"))  # one last try for what the devices kept
         if self._down:
             logger.warning(
-                "simulator: the broker %s:%d is away; %d kept and %d unacknowledged reports are lost",
-                self.host,
-                self.port,
+                "simulator: the broker %s is away; %d kept and %d unacknowledged reports are lost",
+                self.broker,
                 self.stats.held,
                 sum(p.sent - p.acked for p, _, _ in self._down.values()),
             )
@@ -247,4 +269,4 @@ class Simulator:
                 else:
                     pub.abort()
             except OSError as exc:
-                logger.warning("simulator: closing a connection to %s:%d failed: %s", self.host, self.port, exc)
+                logger.warning("simulator: closing a connection to %s failed: %s", self.broker, exc)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from fieldnet.broker import Broker, Login
 from telemetry.errors import Problem
 
 __all__ = ["PublishError", "RawPublisher", "Will", "encode_connect", "encode_publish", "encode_varint"]
@@ -40,6 +42,15 @@ class PublishError(SimulatorError, ConnectionError):
         self.unsent = unsent
 
 
+_REFUSED = {
+    1: "unacceptable protocol version",
+    2: "client id rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorised",
+}
+
+
 def encode_varint(n: int) -> bytes:
     """MQTT's variable byte integer (remaining length)."""
     out = bytearray()
@@ -62,12 +73,22 @@ class Will:
     retain: bool = True
 
 
-def encode_connect(client_id: str, *, keepalive: int = 60, will: Will | None = None, clean: bool = True) -> bytes:
+def encode_connect(
+    client_id: str,
+    *,
+    keepalive: int = 60,
+    will: Will | None = None,
+    clean: bool = True,
+    login: Login | None = None,
+) -> bytes:
     flags = 0x02 if clean else 0
     payload = _str(client_id.encode())
     if will is not None:
         flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
         payload += _str(will.topic.encode()) + _str(will.payload)
+    if login is not None:
+        flags |= 0xC0  # user name and password follow
+        payload += _str(login.username.encode()) + _str(login.password.encode())
     var = _str(b"MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive)
     body = var + payload
     return bytes([0x10]) + encode_varint(len(body)) + body
@@ -86,8 +107,7 @@ class RawPublisher:
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        broker: Broker,
         client_id: str,
         *,
         window: int = DEFAULT_WINDOW,
@@ -104,8 +124,9 @@ class RawPublisher:
         self._next_id = 1
         self._buf = b""
         self._inflight: dict[int, bytes] = {}  # packet id → PUBLISH, until its PUBACK (publish_batch only)
-        self._address = (host, port)
-        self._connect = encode_connect(client_id, keepalive=keepalive, will=will)
+        self._broker = broker
+        self._address = (broker.host, broker.port)
+        self._connect = encode_connect(client_id, keepalive=keepalive, will=will, login=broker.login)
         self._client_id, self._timeout = client_id, timeout
         self._sock = self._open()
 
@@ -113,6 +134,9 @@ class RawPublisher:
         sock = socket.create_connection(self._address, timeout=self._timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            ctx = self._broker.ssl_context()
+            if ctx is not None:
+                sock = ctx.wrap_socket(sock, server_hostname=self._broker.host)
             sock.sendall(self._connect)
             self._sock, self._buf = sock, b""
             ack = self._recv_exact(4)
@@ -121,8 +145,8 @@ class RawPublisher:
             raise
         if ack[0] != 0x20 or ack[3] != 0:
             sock.close()
-            host, port = self._address
-            raise PublishError(f"broker {host}:{port} refused client {self._client_id!r}: CONNACK return code {ack[3]}")
+            why = _REFUSED.get(ack[3], f"CONNACK return code {ack[3]}")
+            raise PublishError(f"broker {self._broker} refused client {self._client_id!r}: {why}")
         return sock
 
     def reconnect(self) -> int:
@@ -154,7 +178,7 @@ class RawPublisher:
         self._sock.setblocking(block)
         try:
             chunk = self._sock.recv(262144)
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantReadError):
             return
         finally:
             self._sock.setblocking(True)

@@ -507,6 +507,18 @@ def _m011_heartbeat_watermark(conn: psycopg.Connection, *, retention_days: int) 
     conn.execute("ALTER TABLE ingest_heartbeat ADD COLUMN ingested_through_ms bigint")
 
 
+def _m012_device_credentials(conn: psycopg.Connection, *, retention_days: int) -> None:
+    # Broker accounts whose secret was rotated: the secret is derived from the deployment's key and this
+    # generation (fieldnet.accounts); an account not listed is at generation 0.
+    conn.execute(
+        """CREATE TABLE device_credentials (
+               username    text PRIMARY KEY,
+               generation  integer NOT NULL CHECK (generation >= 0),
+               rotated_at  timestamptz NOT NULL DEFAULT now()
+           )"""
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (1, "inventory, latest state, device status, quarantine", _m001_inventory),
     (2, "telemetry time series", _m002_telemetry),
@@ -519,6 +531,7 @@ MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (9, "outbox rows dead-lettered after their delivery limits", _m009_outbox_dead_letters),
     (10, "the districts each gateway holds", _m010_heartbeat_districts),
     (11, "each gateway's ingest watermark", _m011_heartbeat_watermark),
+    (12, "generations of rotated broker accounts", _m012_device_credentials),
 ]
 
 

@@ -7,6 +7,7 @@ other's rows. Each test gets its own MQTT topics' district-free client ids, so s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import socket
@@ -23,8 +24,11 @@ import psycopg
 import pytest
 
 import lamplighter
+from fieldnet.accounts import Account, crew_user
+from fieldnet.broker import Broker
+from fieldnet.provision import ACL, PASSWD
 from lamplighter.config import Settings
-from lamplighter.runtime import Endpoints, private_services
+from lamplighter.runtime import Endpoints, private_services, provision_private
 from telemetry.schema import migrate
 
 _TEMPLATE = "lamplighter_template"
@@ -96,7 +100,27 @@ def database_url(services: Services) -> Iterator[str]:
 @pytest.fixture
 def endpoints(services: Services, database_url: str) -> Endpoints:
     ep = services.endpoints
-    return Endpoints(database_url, ep.mqtt_url, ep.mqtt_host, ep.mqtt_port)
+    return dataclasses.replace(ep, database_url=database_url)
+
+
+def provision(ep: Endpoints) -> None:
+    """Give the devices and crews of `ep`'s inventory their accounts on the shared test broker (it reloads)."""
+    with psycopg.connect(ep.database_url) as conn:
+        done = provision_private(ep, conn)
+    assert done is not None, "the tests' broker is not the private one"
+    time.sleep(0.2)  # the broker reads the files on SIGHUP
+
+
+def over_tls(ep: Endpoints) -> Endpoints:
+    """`ep` through the shared test broker's TLS listener (the port after its plain one), trusting its CA."""
+    assert ep.accounts is not None, "the tests' broker is not the private one"
+    tls = Broker.parse(f"mqtts://{ep.broker.host}:{ep.broker.port + 1}", ca_file=ep.accounts.parent / "tls" / "ca.crt")
+    return dataclasses.replace(ep, broker=tls)
+
+
+def as_crew(ep: Endpoints, crew: str) -> Broker:
+    """The broker as a crew's app logs in to it (provisioned with `provision`)."""
+    return ep.broker.with_login(ep.key().login(Account(crew_user(crew))))
 
 
 @pytest.fixture
@@ -141,6 +165,9 @@ class PrivateBroker:
         base = base.replace("max_inflight_messages 0", f"max_inflight_messages {max_inflight}")
         self.conf = root / "mosquitto.conf"
         lines = [f"listener {self.port} 127.0.0.1", "persistence true", f"persistence_location {root}/"]
+        # The shared test broker's accounts and ACL (the same logins work on both).
+        auth = Path(Settings.load().run_dir).resolve() / "test" / "mosquitto"
+        lines += [f"password_file {auth / PASSWD}", f"acl_file {auth / ACL}"]
         if os.geteuid() == 0:
             lines.append("user root")
         self.conf.write_text(base + "\n" + "\n".join(lines) + "\n")
@@ -171,4 +198,5 @@ class PrivateBroker:
         self.proc.wait(10)
 
     def endpoints(self, ep: Endpoints) -> Endpoints:
-        return Endpoints(ep.database_url, f"mqtt://127.0.0.1:{self.port}", "127.0.0.1", self.port)
+        """`ep` with this broker in place of the shared one (the same accounts: it reads the same files)."""
+        return dataclasses.replace(ep, broker=dataclasses.replace(ep.broker, port=self.port))

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.services
 def client(endpoints: Endpoints) -> Iterator[TestClient]:
     with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
         load(conn, generate(1000, seed=3), progress=False)
-    app = create_app(database_url=endpoints.database_url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port))
+    app = create_app(database_url=endpoints.database_url, broker=endpoints.as_("lamplighter-api"))
     with TestClient(app) as c:
         sign_in(c, endpoints.database_url, "viewer")
         yield c
@@ -79,7 +79,7 @@ async def test_lamp_state_telemetry_and_quarantine(endpoints: Endpoints) -> None
     store = TelemetryStore(Database(endpoints.database_url))
     await store.write(decode_batch(msgs, registry, now_ms=now, retention_ms=86_400_000))
     await store.close()
-    app = create_app(database_url=endpoints.database_url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port))
+    app = create_app(database_url=endpoints.database_url, broker=endpoints.as_("lamplighter-api"))
     with TestClient(app) as c:
         sign_in(c, endpoints.database_url, "viewer")
         lamp = c.get("/api/v1/lamps/XN-CD-000001").json()
@@ -108,9 +108,7 @@ async def test_telemetry_defaults_to_the_last_day_of_the_city_clock(endpoints: E
         )
     )
     await store.close()
-    app = create_app(
-        database_url=endpoints.database_url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port), clock=clock
-    )
+    app = create_app(database_url=endpoints.database_url, broker=endpoints.as_("lamplighter-api"), clock=clock)
     with TestClient(app) as c:
         sign_in(c, endpoints.database_url, "viewer")
         tel = c.get("/api/v1/lamps/XN-CD-000001/telemetry").json()

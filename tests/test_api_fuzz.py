@@ -31,7 +31,7 @@ def server(services: Services) -> Iterator[tuple[str, dict[str, str]]]:
             save_crew(conn, Crew(id="cd-a", name="Chengdong A", districts=["cd"], mqtt=False))
         tokens = {"admin": make_user(url, "admin")[1], "crew": make_user(url, "crew", crew="cd-a")[1], "none": ""}
         ep = services.endpoints
-        app = create_app(database_url=url, mqtt_address=(ep.mqtt_host, ep.mqtt_port))
+        app = create_app(database_url=url, broker=ep.as_("lamplighter-api"))
         with serve(app) as base:
             yield base, tokens
 

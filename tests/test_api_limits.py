@@ -23,7 +23,7 @@ pytestmark = pytest.mark.services
 def client(endpoints: Endpoints) -> Iterator[TestClient]:
     with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
         load(conn, generate(300, seed=3), progress=False)
-    app = create_app(database_url=endpoints.database_url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port))
+    app = create_app(database_url=endpoints.database_url, broker=endpoints.as_("lamplighter-api"))
     with TestClient(app, raise_server_exceptions=False) as c:
         sign_in(c, endpoints.database_url, "admin")
         yield c

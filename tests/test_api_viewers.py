@@ -31,7 +31,7 @@ STREAMS = 200
 def api(endpoints: Endpoints) -> Iterator[str]:
     with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
         load(conn, generate(300, seed=3), progress=False)
-    app = create_app(database_url=endpoints.database_url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port))
+    app = create_app(database_url=endpoints.database_url, broker=endpoints.as_("lamplighter-api"))
     with serve(app) as base:
         yield base
 

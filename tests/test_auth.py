@@ -34,13 +34,13 @@ def client(endpoints: Endpoints) -> Iterator[TestClient]:
         load(conn, generate(1000, seed=3), progress=False)
         save_crew(conn, Crew(id="cd-a", name="Chengdong A", districts=["cd"], mqtt=False))
         save_crew(conn, Crew(id="cd-b", name="Chengdong B", districts=["cd"], mqtt=False))
-    app = create_app(database_url=endpoints.database_url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port))
+    app = create_app(database_url=endpoints.database_url, broker=endpoints.as_("lamplighter-api"))
     with TestClient(app) as c:
         yield c
 
 
 def _lamcli(endpoints: Endpoints, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LAMPLIGHTER_DATABASE_URL": endpoints.database_url, "LAMPLIGHTER_MQTT_URL": endpoints.mqtt_url}
+    env = {**os.environ, **endpoints.env()}
     return subprocess.run(
         [sys.executable, "-m", "lamplighter", *args], input=stdin, env=env, capture_output=True, text=True, timeout=60
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fieldnet.broker import Broker
 from lamplighter.runtime import Endpoints
 from lamplighter.services import PrivateServices
 from simulator.wire import RawPublisher
@@ -22,10 +23,10 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 async def test_a_broker_restart_keeps_what_it_queued_for_a_stopped_gateway(
     endpoints: Endpoints, client_id: str, tmp_path: Path
 ) -> None:
-    svc = PrivateServices(tmp_path / "run", mqtt_port=free_port())
+    svc = PrivateServices(tmp_path / "run", mqtt_port=free_port(), tls_port=free_port())
     svc.start_mosquitto()
     try:
-        ep = Endpoints(endpoints.database_url, svc.mqtt_url, "127.0.0.1", svc.mqtt_port)
+        ep = Endpoints(endpoints.database_url, Broker.parse(svc.mqtt_url), svc.accounts_file, svc.key_file)
         url = ep.database_url
         seed(url, 1000)
         ids = _lamp_ids(url, 1000)
@@ -37,7 +38,7 @@ async def test_a_broker_restart_keeps_what_it_queued_for_a_stopped_gateway(
             lamp, district = ids[i % len(ids)]
             body = {"ts": now + i // len(ids), "seq": i // len(ids), "on": True, "dim": 100, "faults": []}
             messages.append((f"sl/{district}/lamp/{lamp}/state".encode(), json.dumps(body).encode()))
-        pub = RawPublisher(ep.mqtt_host, ep.mqtt_port, client_id + "-pub")
+        pub = RawPublisher(ep.as_("lamplighter-headend"), client_id + "-pub")
         pub.publish_batch(messages)  # each acknowledged by the broker before this returns
         pub.close()
         svc._stop_mosquitto()

@@ -89,7 +89,7 @@ async def remote_city(
     task = asyncio.create_task(gw.run())
     app = create_app(
         database_url=url,
-        mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port),
+        broker=endpoints.as_("lamplighter-api"),
         engine=gw.engine,
         clock=clock,
         command_pace=pace,
@@ -451,7 +451,7 @@ def test_a_repeated_command_id_is_acted_on_once_and_acknowledged_again(endpoints
         spec = FleetSpec.from_db(conn)
     clock = Clock(start=NIGHT, speed=1.0)
     fleet = Fleet(spec, interval_s=3600, failure_rate_per_day=0.0, start_ms=clock.now_ms())
-    devices = DeviceCommands(fleet, host=endpoints.mqtt_host, port=endpoints.mqtt_port, client_id=client_id + "-dev")
+    devices = DeviceCommands(fleet, broker=endpoints.as_("lamplighter-headend"), client_id=client_id + "-dev")
     try:
         devices.wait_ready()
         lamp, district = spec.lamp_id[3], spec.lamp_district[3]
@@ -462,7 +462,7 @@ def test_a_repeated_command_id_is_acted_on_once_and_acknowledged_again(endpoints
             "ts": clock.now_ms(),
             "expires": clock.now_ms() + 60_000,
         }
-        pub = RawPublisher(endpoints.mqtt_host, endpoints.mqtt_port, client_id + "-ops")
+        pub = RawPublisher(endpoints.as_("lamplighter-commands"), client_id + "-ops")
         for _ in range(2):  # the broker delivers it twice (a retry after a lost acknowledgement)
             pub.publish(f"sl/{district}/lamp/{lamp}/cmd", json.dumps(cmd).encode())
         pub.close()
@@ -482,7 +482,7 @@ def test_only_operators_command(endpoints: Endpoints) -> None:
     url = endpoints.database_url
     with psycopg.connect(url, autocommit=True) as conn:
         load(conn, generate(1000, seed=3), progress=False)
-    app = create_app(database_url=url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port))
+    app = create_app(database_url=url, broker=endpoints.as_("lamplighter-api"))
     body = {"target": {"lamps": ["XN-CD-000001"]}, "op": "dim", "level": 40}
     with TestClient(app) as api:
         r = api.post("/api/v1/commands", json=body)

@@ -98,7 +98,7 @@ async def test_faults_become_the_right_tickets_for_the_right_crews(endpoints: En
         seed=2,
         control=ScheduleControl(url, spec.lamp_id),
     )
-    sim = Simulator(fleet, host=endpoints.mqtt_host, port=endpoints.mqtt_port, clock=clock, client_prefix=client_id)
+    sim = Simulator(fleet, broker=endpoints.as_("lamplighter-headend"), clock=clock, client_prefix=client_id)
     actions: list[Callable[[int], None]] = []
     leak_sent = threading.Event()
 
@@ -109,9 +109,7 @@ async def test_faults_become_the_right_tickets_for_the_right_crews(endpoints: En
     gw_task = asyncio.create_task(gw.run())
     sim_thread = threading.Thread(target=sim.run, kwargs={"on_tick": step}, daemon=True)
     stack = contextlib.ExitStack()
-    app = create_app(
-        database_url=url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port), engine=gw.engine, clock=clock
-    )
+    app = create_app(database_url=url, broker=endpoints.as_("lamplighter-api"), engine=gw.engine, clock=clock)
     api = stack.enter_context(TestClient(app))
     sign_in(api, url, "operator")
     try:

@@ -90,7 +90,7 @@ async def test_two_gateways_share_ingest_and_one_killed_loses_nothing(endpoints:
     stack = contextlib.ExitStack()
     try:
         # The API as its own app (no gateway in its process): it follows the fleet from PostgreSQL.
-        app = create_app(database_url=url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port))
+        app = create_app(database_url=url, broker=endpoints.as_("lamplighter-api"))
         api = stack.enter_context(TestClient(app))
         sign_in(api, url, "viewer")
         await wait_for(first.subscribed.is_set, 30, "the first gateway to subscribe")
@@ -137,6 +137,7 @@ class _CommandCounter:
         self.client.on_connect = lambda c, *_: (c.subscribe("sl/+/lamp/+/cmd", qos=1), None)[1]
         self.client.on_subscribe = lambda *_: self.ready.set()
         self.client.on_message = self._on_message
+        ep.as_("lamplighter-headend").setup_paho(self.client)  # it reads every command, as a head-end does
         self.client.connect(ep.mqtt_host, ep.mqtt_port)
         self.client.loop_start()
 
@@ -207,7 +208,7 @@ async def test_a_campaign_runs_once_with_two_gateways_and_survives_its_leader(
         async with _two_gateways(settings, endpoints, clock) as ((leader, leader_task), (survivor, _)):
             app = create_app(
                 database_url=url,
-                mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port),
+                broker=endpoints.as_("lamplighter-api"),
                 engine=survivor.engine,
                 clock=clock,
                 command_pace=pace,
@@ -292,7 +293,7 @@ async def test_a_district_blackout_under_two_gateways_gives_each_ticket_once(
         seed=2,
         control=ScheduleControl(url, spec.lamp_id),
     )
-    sim = Simulator(fleet, host=endpoints.mqtt_host, port=endpoints.mqtt_port, clock=clock, client_prefix=client_id)
+    sim = Simulator(fleet, broker=endpoints.as_("lamplighter-headend"), clock=clock, client_prefix=client_id)
     actions: list[Any] = []
 
     def step(_: Any) -> None:  # in the simulator's thread, between steps
@@ -396,7 +397,7 @@ async def test_a_campaign_finishes_under_the_survivor_when_its_leader_is_sigkill
         gateways.append(_GatewayChild(endpoints, client_id, args=args, env=env))
         await wait_for(lambda: _shared_out(url, 2), 40, "the districts shared out between two gateways")
         leader, survivor = gateways
-        app = create_app(database_url=url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port), clock=clock)
+        app = create_app(database_url=url, broker=endpoints.as_("lamplighter-api"), clock=clock)
         api = stack.enter_context(TestClient(app))
         stack.enter_context(simulator_process(endpoints, clock, client_id + "-sim", seed=1))
         sign_in(api, url, "operator")

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from lamplighter.config import Settings
+from lamplighter.devices import device_logins
 from lamplighter.runtime import Endpoints, GatewayProcess
 from lamplighter.simproc import stop_process
 from seeds.generator import generate
@@ -27,7 +28,7 @@ from simulator.fleet import Fleet, FleetSpec
 from simulator.runner import Simulator
 from simulator.wire import RawPublisher
 from telemetry.clock import Clock
-from tests.fix_services import PrivateBroker, Services
+from tests.fix_services import PrivateBroker, Services, provision
 
 pytestmark = pytest.mark.services
 
@@ -90,8 +91,7 @@ async def test_simulated_fleet_lands_exactly_once(endpoints: Endpoints, client_i
     async with gateway(endpoints, client_id) as gw:
         sim = Simulator(
             fleet,
-            host=endpoints.mqtt_host,
-            port=endpoints.mqtt_port,
+            broker=endpoints.as_("lamplighter-headend"),
             clock=clock,
             connections=2,
             client_prefix=client_id,
@@ -133,7 +133,7 @@ def _publish_readings(
 ) -> tuple[int, Counter[str]]:
     """Publish n good single-lamp readings (and a bad one after every `bad_every`); returns (good, bad reasons)."""
     now = int(time.time() * 1000)
-    pub = RawPublisher(ep.mqtt_host, ep.mqtt_port, client)
+    pub = RawPublisher(ep.as_("lamplighter-headend"), client)
     bad = Counter[str]()
     bad_kinds = [
         ("not_json", lambda lamp: b"{not json"),
@@ -198,7 +198,7 @@ async def test_malformed_messages_are_quarantined_and_ingest_goes_on(
         )
         # Still running: a later good message lands too.
         later = json.dumps({"ts": int(time.time() * 1000), "seq": 999_999, "on": False, "dim": 0, "faults": []})
-        pub = RawPublisher(endpoints.mqtt_host, endpoints.mqtt_port, client_id + "-late")
+        pub = RawPublisher(endpoints.as_("lamplighter-headend"), client_id + "-late")
         pub.publish(f"sl/{ids[0][1]}/lamp/{ids[0][0]}/state", later.encode())
         pub.close()
         await wait_for(
@@ -282,8 +282,7 @@ class _GatewayChild:
     ) -> None:
         full_env = {
             **os.environ,
-            "LAMPLIGHTER_DATABASE_URL": ep.database_url,
-            "LAMPLIGHTER_MQTT_URL": ep.mqtt_url,
+            **ep.env(),
             "LAMPLIGHTER_GATEWAY_CLIENT_ID": client_id,
             "LAMPLIGHTER_METRICS_PORT": "0",
             **(env or {}),
@@ -333,7 +332,7 @@ async def test_a_broker_restart_mid_stream_loses_nothing(endpoints: Endpoints, c
     fleet = Fleet(spec, interval_s=2, failure_rate_per_day=0.0, start_ms=clock.now_ms())
     try:
         async with gateway(ep, client_id) as gw:
-            sim = Simulator(fleet, host=ep.mqtt_host, port=ep.mqtt_port, clock=clock, client_prefix=client_id)
+            sim = Simulator(fleet, broker=ep.as_("lamplighter-headend"), clock=clock, client_prefix=client_id)
             run = asyncio.create_task(asyncio.to_thread(sim.run, duration_s=10))
             await wait_for(lambda: count(url, "SELECT count(*) FROM lamp_readings") > 2000, 20, "ingest to start")
             await asyncio.to_thread(broker.restart, 2.0)
@@ -357,13 +356,14 @@ async def test_last_will_marks_a_device_offline(endpoints: Endpoints, client_id:
     clock = Clock()
     fleet = Fleet(spec, interval_s=600, start_ms=clock.now_ms())
     url = endpoints.database_url
+    provision(endpoints)  # every device its own account, as installed in the field
     async with gateway(endpoints, client_id):
         sim = Simulator(
             fleet,
-            host=endpoints.mqtt_host,
-            port=endpoints.mqtt_port,
+            broker=endpoints.as_("lamplighter-headend"),
             clock=clock,
             per_device=True,
+            device_login=device_logins(endpoints),
             client_prefix=client_id,
         )
         devices = sim.stats.devices
@@ -375,7 +375,7 @@ async def test_last_will_marks_a_device_offline(endpoints: Endpoints, client_id:
             lambda: count(url, "SELECT count(*) FROM device_status WHERE NOT online") == devices, 10, "last wills"
         )
     # Clear the retained statuses so later tests' gateways do not receive them.
-    pub = RawPublisher(endpoints.mqtt_host, endpoints.mqtt_port, client_id + "-clear")
+    pub = RawPublisher(endpoints.as_("lamplighter-headend"), client_id + "-clear")
     for topic, _ in fleet.status_topics():
         pub.publish(topic, b"", retain=True)
     pub.close()
@@ -394,7 +394,7 @@ async def test_a_last_will_wins_over_the_online_status_its_connection_sent(
     mine = f"SELECT count(*) FROM device_status WHERE device_type = 'lamp' AND device_id = '{lamp}' AND "
     online, offline = mine + "online", mine + "NOT online"
     now = Clock().now_ms()
-    pub = RawPublisher(endpoints.mqtt_host, endpoints.mqtt_port, client_id + "-will")
+    pub = RawPublisher(endpoints.as_("lamplighter-headend"), client_id + "-will")
     try:
         async with gateway(endpoints, client_id):
             pub.publish(topic, json.dumps({"online": True, "ts": now}).encode())

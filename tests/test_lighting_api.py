@@ -65,9 +65,7 @@ def city(endpoints: Endpoints) -> list[tuple[str, str, str, int]]:
 def _client(ep: Endpoints, at: dt.datetime) -> TestClient:
     # A clock that reads `at` now and runs at an imperceptible speed: every request sees the same night.
     clock = Clock(start=at, speed=1e-6)
-    client = TestClient(
-        create_app(database_url=ep.database_url, mqtt_address=(ep.mqtt_host, ep.mqtt_port), clock=clock)
-    )
+    client = TestClient(create_app(database_url=ep.database_url, broker=ep.as_("lamplighter-api"), clock=clock))
     sign_in(client, ep.database_url, "operator")
     return client
 

@@ -80,7 +80,7 @@ async def test_a_compressed_night_gives_exact_figures(endpoints: Endpoints, clie
     fleet = Fleet(
         spec, interval_s=INTERVAL_S, failure_rate_per_day=0.0, start_ms=clock.now_ms(), control=control, seed=3
     )
-    sim = Simulator(fleet, host=endpoints.mqtt_host, port=endpoints.mqtt_port, clock=clock, client_prefix=client_id)
+    sim = Simulator(fleet, broker=endpoints.as_("lamplighter-headend"), clock=clock, client_prefix=client_id)
     injected = threading.Event()
 
     def inject(_: Any) -> None:  # runs in the simulator's thread, between its steps
@@ -91,9 +91,7 @@ async def test_a_compressed_night_gives_exact_figures(endpoints: Endpoints, clie
             fleet.next_single[positions] = 2**62  # these controllers stop reporting
             injected.set()
 
-    app = create_app(
-        database_url=url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port), engine=gw.engine, clock=clock
-    )
+    app = create_app(database_url=url, broker=endpoints.as_("lamplighter-api"), engine=gw.engine, clock=clock)
     gw_task = asyncio.create_task(gw.run())
     sim_thread = threading.Thread(target=sim.run, kwargs={"on_tick": inject}, daemon=True)
     try:
@@ -171,7 +169,7 @@ async def test_a_compressed_night_gives_exact_figures(endpoints: Endpoints, clie
         # A reader of its own (the gateway's publisher is `{prefix}-ops`). The retained value comes first; if the
         # sampler had not yet published after dawn, its next value follows within seconds of the clock.
         reader = client_id + "-ops-reader"
-        async with aiomqtt.Client(endpoints.mqtt_host, endpoints.mqtt_port, identifier=reader) as mqtt:
+        async with aiomqtt.Client(**endpoints.as_("lamplighter-display").aiomqtt_kwargs(), identifier=reader) as mqtt:
             await mqtt.subscribe(OPS_TOPIC, qos=1)
             async with asyncio.timeout(10):
                 first = message = await anext(aiter(mqtt.messages))

@@ -52,7 +52,7 @@ async def test_no_comm_loss_from_our_own_outages(
     silenced = fleet.single[:3]  # these controllers really stop reporting
     fleet.next_single[:3] = 2**62
     truly_silent = {spec.lamp_id[i] for i in silenced.tolist()}
-    sim = Simulator(fleet, host=ep.mqtt_host, port=ep.mqtt_port, clock=clock, client_prefix=client_id)
+    sim = Simulator(fleet, broker=ep.as_("lamplighter-headend"), clock=clock, client_prefix=client_id)
     sim_thread = threading.Thread(target=sim.run, daemon=True)
     sim_thread.start()
     seen: dict[str, set[str]] = {}

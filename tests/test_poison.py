@@ -23,9 +23,7 @@ pytestmark = pytest.mark.services
 
 @pytest.fixture
 def api(endpoints: Endpoints) -> Iterator[TestClient]:
-    app = create_app(
-        database_url=endpoints.database_url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port), ingest_stall_s=3
-    )
+    app = create_app(database_url=endpoints.database_url, broker=endpoints.as_("lamplighter-api"), ingest_stall_s=3)
     with TestClient(app) as c:
         yield c
 
@@ -45,7 +43,7 @@ def test_poison_messages_are_quarantined_and_1000_good_ones_land(
         conn.execute("ALTER TABLE lamp_readings ADD CONSTRAINT plausible_power CHECK (power_w < 4000)")
     assert api.get("/api/v1/health").json()["ingest"]["ok"] is None  # no gateway has run yet
     gw = _GatewayChild(endpoints, client_id)
-    pub = RawPublisher(endpoints.mqtt_host, endpoints.mqtt_port, client_id + "-pub")
+    pub = RawPublisher(endpoints.as_("lamplighter-headend"), client_id + "-pub")
     try:
         assert gw.subscribed.wait(30), "gateway did not subscribe"
         now = int(time.time() * 1000)
@@ -116,7 +114,7 @@ def test_health_says_when_ingest_is_stalled(endpoints: Endpoints, client_id: str
     seed(url, 50)
     ids = _lamp_ids(url, 50)
     gw = _GatewayChild(endpoints, client_id)
-    pub = RawPublisher(endpoints.mqtt_host, endpoints.mqtt_port, client_id + "-pub")
+    pub = RawPublisher(endpoints.as_("lamplighter-headend"), client_id + "-pub")
     try:
         assert gw.subscribed.wait(30), "gateway did not subscribe"
         deadline = time.monotonic() + 10

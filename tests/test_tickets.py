@@ -27,6 +27,7 @@ from seeds.generator import generate
 from seeds.loader import load
 from telemetry.database import Database
 from tests.auth import sign_in
+from tests.fix_services import as_crew, provision
 from tests.webhook import Receiver
 
 pytestmark = pytest.mark.services
@@ -114,7 +115,10 @@ async def test_lifecycle_outbox_and_signed_deliveries(
     url = endpoints.database_url
     _crews(url, receiver)
     lamp = next(lamp for lamp, d in city if d == "cd")
-    async with aiomqtt.Client(endpoints.mqtt_host, endpoints.mqtt_port, identifier=client_id + "-crew") as crew_app:
+    provision(endpoints)  # the crew's app has its own account on the broker
+    async with aiomqtt.Client(
+        **as_crew(endpoints, "cd-a").aiomqtt_kwargs(), identifier=client_id + "-crew"
+    ) as crew_app:
         await crew_app.subscribe("sl/crews/cd-a/tickets", qos=1)
         with psycopg.connect(url, autocommit=True) as conn:
             first = _open(conn, lamp)
@@ -126,7 +130,7 @@ async def test_lifecycle_outbox_and_signed_deliveries(
             assert sorted(d["channel"] for d in t["deliveries"]) == ["mqtt", "webhook"]  # the repeat notifies no one
 
         # The crews' MQTT notifications go out on an outbound link, as the gateway's do.
-        link = CommandLink(endpoints.mqtt_host, endpoints.mqtt_port, client_id + "-dispatch", acks=False)
+        link = CommandLink(endpoints.as_("lamplighter-commands"), client_id + "-dispatch", acks=False)
         link_task = asyncio.create_task(link.run())
         try:
             await asyncio.wait_for(link.wait_ready(), 10)
@@ -199,7 +203,7 @@ def _archive(endpoints: Endpoints, lamp: str) -> dict:  # type: ignore[type-arg]
 
     from api.app import create_app
 
-    app = create_app(database_url=endpoints.database_url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port))
+    app = create_app(database_url=endpoints.database_url, broker=endpoints.as_("lamplighter-api"))
     with TestClient(app) as c:
         sign_in(c, endpoints.database_url, "viewer")
         return c.get(f"/api/v1/lamps/{lamp}/archive").json()  # type: ignore[no-any-return]
@@ -273,7 +277,7 @@ def test_a_dispatcher_killed_mid_delivery_loses_nothing(endpoints: Endpoints, ci
         with psycopg.connect(url, autocommit=True) as conn:
             for lamp in [lamp for lamp, d in city if d == "cd"][:30]:
                 _open(conn, lamp)
-        env = {**os.environ, "LAMPLIGHTER_DATABASE_URL": url, "LAMPLIGHTER_MQTT_URL": endpoints.mqtt_url}
+        env = {**os.environ, **endpoints.env()}
         cmd = [sys.executable, "-m", "lamplighter", "dispatch", "--lease-s", "3", "--batch", "8"]
         first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20

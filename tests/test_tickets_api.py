@@ -44,7 +44,7 @@ def seeded(endpoints: Endpoints) -> list[tuple[str, str, float, float]]:
 
 @pytest.fixture
 def client(endpoints: Endpoints, seeded: object) -> Iterator[TestClient]:
-    app = create_app(database_url=endpoints.database_url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port))
+    app = create_app(database_url=endpoints.database_url, broker=endpoints.as_("lamplighter-api"))
     with TestClient(app) as c:
         sign_in(c, endpoints.database_url, "admin")
         yield c
@@ -182,7 +182,7 @@ def test_the_event_stream_carries_ticket_events_live_and_resumes(
     endpoints: Endpoints, seeded: list[tuple[str, str, float, float]]
 ) -> None:
     port = _free_port()
-    app = create_app(database_url=endpoints.database_url, mqtt_address=(endpoints.mqtt_host, endpoints.mqtt_port))
+    app = create_app(database_url=endpoints.database_url, broker=endpoints.as_("lamplighter-api"))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -28,7 +28,7 @@ async def test_a_corrected_device_clock_opens_the_next_faults_ticket(endpoints: 
     async with gateway(endpoints, client_id) as gw:
         now = int(time.time() * 1000)
         ahead = {"ts": now + 180_000, "seq": 10, "on": False, "dim": 0, "faults": []}  # three minutes fast
-        pub = RawPublisher(endpoints.mqtt_host, endpoints.mqtt_port, client_id + "-dev")
+        pub = RawPublisher(endpoints.as_("lamplighter-headend"), client_id + "-dev")
         pub.publish(topic, json.dumps(ahead).encode())
         await wait_for(lambda: count(url, "SELECT count(*) FROM lamp_readings") == 1, 10, "the report from ahead")
         # The device's clock is corrected; its next report is older than the one held, and it leaks.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -31,6 +32,7 @@ from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwr
 from alerts.crews import Crew, save_crew
 from api.app import create_app
 from api.auth import add_user
+from fieldnet.broker import Broker
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, GatewayProcess
 from lamplighter.simproc import simulator_process
@@ -56,7 +58,7 @@ CJK = re.compile(r"[\u4e00-\u9fff]")
 class Site:
     base: str
     url: str
-    mqtt: tuple[str, int]
+    mqtt: Broker  # as the simulator's fault injection
     users: dict[str, str]  # role → user name (all with PASSWORD)
     crew_district: str
     figures: dict[str, Any]
@@ -78,7 +80,7 @@ def _serve(settings: Settings, ep: Endpoints, clock: Clock, port: int) -> Iterat
         gw = GatewayProcess(settings, ep, clock=clock)
         app = create_app(
             database_url=ep.database_url,
-            mqtt_address=(ep.mqtt_host, ep.mqtt_port),
+            broker=ep.as_("lamplighter-api"),
             engine=gw.engine,
             clock=clock,
             command_pace=settings.command_pace,
@@ -122,7 +124,7 @@ def site(services: Services) -> Iterator[Site]:
                 crew = f"{crew_district}-crew" if role == "crew" else None
                 user, _ = add_user(conn, f"web-{role}", role, crew=crew, password=PASSWORD, lang="en")
                 users[role] = user.name
-        ep = Endpoints(url, services.endpoints.mqtt_url, services.endpoints.mqtt_host, services.endpoints.mqtt_port)
+        ep = dataclasses.replace(services.endpoints, database_url=url)
         client = f"llweb-{uuid.uuid4().hex[:8]}"
         settings = Settings(
             database_url=url, mqtt_url=ep.mqtt_url, gateway_client_id=client, flush_interval_s=0.2, dispatch=False
@@ -133,7 +135,7 @@ def site(services: Services) -> Iterator[Site]:
             _serve(settings, ep, clock, port),
             simulator_process(ep, clock, client + "-sim", interval_s=120.0, jitter=0.1, ack_latency_s=0.02),
         ):
-            yield Site(f"http://127.0.0.1:{port}", url, (ep.mqtt_host, ep.mqtt_port), users, crew_district, {})
+            yield Site(f"http://127.0.0.1:{port}", url, ep.as_("lamplighter-simcontrol"), users, crew_district, {})
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +226,7 @@ def test_a_fault_turns_its_lamp_and_opens_a_ticket_without_a_reload(browser: Bro
     before = page.evaluate(f"window.lamplighter.map.pixelAt({x}, {y})")
     page.evaluate("window.__marker = 'no reload'")
 
-    publish.single(FAULTS_TOPIC, json.dumps({"leak": [lamp]}), qos=1, hostname=site.mqtt[0], port=site.mqtt[1])
+    publish.single(FAULTS_TOPIC, json.dumps({"leak": [lamp]}), qos=1, **site.mqtt.paho_kwargs())
 
     row = page.locator(f'#tickets tr[data-asset="{lamp}"]')
     expect(row).to_be_visible(timeout=20_000)
@@ -270,7 +272,7 @@ def test_a_crew_acknowledges_and_resolves_on_a_phone(browser: Browser, site: Sit
     lamp = _lamp_of(site, site.crew_district)
     tickets = _db(site, "SELECT id FROM tickets WHERE asset_id = %s AND status = 'dispatched'", lamp)
     if not tickets:  # run alone: make the fault this test works on
-        publish.single(FAULTS_TOPIC, json.dumps({"leak": [lamp]}), qos=1, hostname=site.mqtt[0], port=site.mqtt[1])
+        publish.single(FAULTS_TOPIC, json.dumps({"leak": [lamp]}), qos=1, **site.mqtt.paho_kwargs())
     page = _log_in(browser, site, "crew", "/crew", phone=True)
     card = page.locator("article.ticket", has_text=lamp)
     expect(card).to_be_visible(timeout=20_000)

@@ -44,10 +44,9 @@ async def health(request: Request, response: Response, pool: PoolDep) -> dict[st
     except Exception as exc:
         out.setdefault("database", {"ok": False, "error": str(exc)})
         out.setdefault("ingest", {"ok": False, "error": "unknown while the database is unreachable"})
-    host, port = request.app.state.mqtt_address
     t = time.perf_counter()
     try:
-        await broker_ping(host, port)
+        await broker_ping(request.app.state.broker)
         out["broker"] = {"ok": True, "latency_ms": round((time.perf_counter() - t) * 1000, 1)}
     except MqttError as exc:
         out["broker"] = {"ok": False, "error": str(exc)}

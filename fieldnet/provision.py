@@ -1,0 +1,276 @@
+"""Mosquitto's password file, ACL and the services' credentials file, made from the inventory.
+
+`provision(conn, key, directory)` reads the field devices from the inventory (every single-lamp controller, every
+cabinet with a concentrator, and which lamps each concentrator speaks for), the crews, and the generations of
+rotated accounts, and writes into `directory`:
+- `passwd`: one `$7$` line per device, crew and service (Mosquitto's `password_file`);
+- `acl`: the per-username patterns, each service's topics, each concentrator's lamps (Mosquitto's `acl_file`);
+- `accounts.toml`: the services' own usernames and secrets, for the backend's processes (`Settings.mqtt_accounts`).
+Each file is replaced whole (written beside it, then renamed), so a broker reloading at any moment reads either
+the old or the new one. Lines of accounts whose generation did not change are kept from the previous
+`passwd`, so provisioning again after an inventory change hashes only the new and rotated accounts.
+
+The running broker takes the new files on SIGHUP (`reload`) and keeps its connections; a device removed from the
+inventory is refused at its next connect.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from fieldnet.accounts import (
+    DEVICE_PATTERNS,
+    SERVICES,
+    Account,
+    DeviceKey,
+    cabinet_user,
+    crew_user,
+    lamp_user,
+)
+from fieldnet.broker import Login
+from fieldnet.errors import FieldnetError
+
+__all__ = ["Inventory", "Provisioned", "known", "load_accounts", "provision", "reload", "rotate"]
+
+logger = logging.getLogger(__name__)
+
+PASSWD, ACL, ACCOUNTS = "passwd", "acl", "accounts.toml"
+_PARALLEL_FROM = 20_000  # hash in worker processes past this many new lines
+
+
+@dataclass
+class Inventory:
+    """What provisioning needs of the inventory: device usernames, each concentrator's lamp ACL lines, crews'
+    usernames and the generations of rotated accounts. Empty: the services' accounts only."""
+
+    devices: list[str] = field(default_factory=list)
+    concentrators: dict[str, list[str]] = field(default_factory=dict)
+    crews: list[str] = field(default_factory=list)
+    generations: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_db(cls, conn: psycopg.Connection) -> Inventory:
+        devices, concentrators = _devices(conn)
+        crews = [crew_user(r[0]) for r in conn.execute("SELECT id FROM crews ORDER BY id")]
+        gens: dict[str, int] = dict(conn.execute("SELECT username, generation FROM device_credentials").fetchall())
+        return cls(devices, concentrators, crews, gens)
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    devices: int
+    crews: int
+    services: int
+    hashed: int  # lines computed this time (the others were kept)
+    acl_lines: int
+    seconds: float
+    directory: Path
+
+
+def _devices(conn: psycopg.Connection) -> tuple[list[str], dict[str, list[str]]]:
+    """Usernames of every device, and each concentrator's lamps as ACL lines."""
+    users = [
+        lamp_user(d, i)
+        for d, i in conn.execute("SELECT district, id FROM lamps WHERE controller = 'single' ORDER BY no")
+    ]
+    lines: dict[str, list[str]] = {}
+    for d, c in conn.execute("SELECT district, id FROM cabinets WHERE concentrator ORDER BY no"):
+        users.append(cabinet_user(d, c))
+        lines[cabinet_user(d, c)] = []
+    rows = conn.execute(
+        """SELECT c.district, c.id, l.district, l.id FROM lamps l JOIN cabinets c ON c.id = l.cabinet_id
+           WHERE c.concentrator AND l.controller = 'concentrator' ORDER BY c.no, l.no"""
+    )
+    for cd, c, ld, lamp in rows:
+        stem = lamp_user(ld, lamp)
+        lines[cabinet_user(cd, c)].extend(
+            (f"topic write sl/{stem}/state", f"topic write sl/{stem}/ack", f"topic read sl/{stem}/cmd")
+        )
+    return users, lines
+
+
+def _old_lines(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if path.exists():
+        with path.open() as f:
+            for line in f:
+                user, sep, _ = line.partition(":")
+                if sep:
+                    out[user] = line.rstrip("\n")
+    return out
+
+
+def _hash_chunk(args: tuple[DeviceKey, list[tuple[str, int]]]) -> list[str]:
+    key, accounts = args
+    return [key.password_line(Account(u, g)) for u, g in accounts]
+
+
+def _chunks(items: list[tuple[str, int]], n: int) -> Iterator[list[tuple[str, int]]]:
+    size = max(1, -(-len(items) // n))
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def provision(key: DeviceKey, directory: Path, inventory: Inventory) -> Provisioned:
+    """Write the broker's files for `inventory` (see the module's doc)."""
+    started = time.monotonic()
+    directory.mkdir(parents=True, exist_ok=True)
+    devices, concentrator_lines, crews, gens = (
+        inventory.devices,
+        inventory.concentrators,
+        inventory.crews,
+        inventory.generations,
+    )
+    wanted = [(u, gens.get(u, 0)) for u in (*SERVICES, *crews, *devices)]
+    old = _old_lines(directory / PASSWD)
+
+    lines: dict[str, str] = {}
+    todo: list[tuple[str, int]] = []
+    for user, gen in wanted:
+        line = old.get(user)
+        # An unchanged account (same key, same generation) has the same salt: its line can stay.
+        if line is not None and f"${key.salt_field(Account(user, gen))}$" in line:
+            lines[user] = line
+        else:
+            todo.append((user, gen))
+    if len(todo) >= _PARALLEL_FROM and (os.cpu_count() or 1) > 1:
+        workers = min(os.cpu_count() or 1, 8)
+        chunks = list(_chunks(todo, workers * 4))
+        with ProcessPoolExecutor(workers) as pool:
+            for chunk, done in zip(chunks, pool.map(_hash_chunk, [(key, c) for c in chunks]), strict=True):
+                lines.update((u, line) for (u, _), line in zip(chunk, done, strict=True))
+    else:
+        lines.update((u, key.password_line(Account(u, g))) for u, g in todo)
+
+    _replace(directory / PASSWD, (lines[u] for u, _ in wanted))
+    acl = _acl(concentrator_lines)
+    acl_lines = _replace(directory / ACL, acl)
+    _replace(directory / ACCOUNTS, _accounts_toml(key, gens), mode=0o600)
+    out = Provisioned(
+        devices=len(devices),
+        crews=len(crews),
+        services=len(SERVICES),
+        hashed=len(todo),
+        acl_lines=acl_lines,
+        seconds=time.monotonic() - started,
+        directory=directory,
+    )
+    logger.info(
+        "provisioned %d devices, %d crews and %d services in %s (%d hashed, %d ACL lines) in %.1f s",
+        out.devices,
+        out.crews,
+        out.services,
+        directory,
+        out.hashed,
+        out.acl_lines,
+        out.seconds,
+    )
+    return out
+
+
+def _acl(concentrators: dict[str, list[str]]) -> Iterator[str]:
+    yield "# Made by `lamplighter devices provision`; edits are overwritten."
+    yield "# Every device and crew: its own topics only (its username is its topic stem)."
+    yield from DEVICE_PATTERNS
+    for s in SERVICES.values():
+        yield ""
+        yield f"# {s.purpose}"
+        yield f"user {s.username}"
+        yield from s.acl
+    for user, lamp_lines in concentrators.items():
+        if lamp_lines:
+            yield ""
+            yield f"user {user}"
+            yield from lamp_lines
+
+
+def _accounts_toml(key: DeviceKey, gens: dict[str, int]) -> Iterator[str]:
+    yield "# The backend's own broker accounts (made by `lamplighter devices provision`). Keep this file private."
+    for user in SERVICES:
+        yield ""
+        yield f'["{user}"]'
+        yield f'password = "{key.secret(Account(user, gens.get(user, 0)))}"'
+
+
+def _replace(path: Path, lines: Iterable[str], *, mode: int = 0o640) -> int:
+    tmp = path.with_name(path.name + ".new")
+    n = 0
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        for line in lines:
+            f.write(line)
+            f.write("\n")
+            n += 1
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    return n
+
+
+def load_accounts(path: Path) -> dict[str, Login]:
+    """The services' logins from an `accounts.toml`."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise FieldnetError(
+            f"no broker accounts file at {path}: run `lamplighter devices provision`", "mqtt_accounts"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise FieldnetError(f"broker accounts file {path}: {exc}", "mqtt_accounts") from None
+    return {user: Login(user, str(v.get("password", ""))) for user, v in data.items() if isinstance(v, dict)}
+
+
+def known(conn: psycopg.Connection, username: str) -> bool:
+    """Whether `username` is an account provisioning makes for this inventory."""
+    if username in SERVICES:
+        return True
+    kind, _, rest = username.partition("/")
+    if kind == "crews":
+        return conn.execute("SELECT 1 FROM crews WHERE id = %s", (rest,)).fetchone() is not None
+    what, _, device = rest.partition("/")
+    if what == "lamp":
+        sql = "SELECT 1 FROM lamps WHERE district = %s AND id = %s AND controller = 'single'"
+    elif what == "cabinet":
+        sql = "SELECT 1 FROM cabinets WHERE district = %s AND id = %s AND concentrator"
+    else:
+        return False
+    return conn.execute(sql, (kind, device)).fetchone() is not None
+
+
+def rotate(conn: psycopg.Connection, username: str) -> int:
+    """A new secret for one account: its generation goes up (provision again to put it in the broker)."""
+    if not known(conn, username):
+        raise FieldnetError(
+            f"no account {username!r}: devices are {{district}}/lamp/{{id}} (single-lamp controllers) or "
+            f"{{district}}/cabinet/{{id}} (concentrators), crews crews/{{id}}, services {sorted(SERVICES)}",
+            "username",
+            kind="not_found",
+        )
+    row = conn.execute(
+        """INSERT INTO device_credentials (username, generation, rotated_at) VALUES (%s, 1, now())
+           ON CONFLICT (username) DO UPDATE SET generation = device_credentials.generation + 1, rotated_at = now()
+           RETURNING generation""",
+        (username,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def reload(pid_file: Path) -> int:
+    """Have the Mosquitto whose pid is in `pid_file` re-read its password file and ACL; returns its pid."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        raise FieldnetError(f"cannot signal the broker from {pid_file}: {exc}", "broker") from None
+    return pid
