@@ -19,12 +19,15 @@ import contextlib
 import datetime as dt
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import apprise
 import httpx2
@@ -43,12 +46,17 @@ __all__ = [
     "OutboxItem",
     "Transport",
     "WebhookTransport",
+    "check_target",
+    "redact",
     "sign",
+    "verify",
 ]
 
 logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Lamplighter-Signature"
+TIMESTAMP_HEADER = "X-Lamplighter-Timestamp"  # Unix seconds; signed with the body, so a replay is told by its age
+REPLAY_WINDOW_S = 300
 _LEASE = dt.timedelta(seconds=30)  # a claimed row is retried after this if its dispatcher vanished
 _POLL_S = 0.2  # how often an idle dispatcher looks for due rows: P1 tickets must reach crews within 2 s
 
@@ -85,33 +93,87 @@ class Transport(Protocol):
         ...
 
 
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(secret: str, body: bytes, ts: int) -> str:
+    """The signature header's value: HMAC-SHA256 under the crew's secret of `{ts}.` followed by the body."""
+    return "sha256=" + hmac.new(secret.encode(), str(ts).encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def verify(secret: str, body: bytes, ts_header: str, signature: str, now: float) -> bool:
+    """A receiver's check (README, "Ticket webhooks"): the signature matches, and the timestamp is within
+    `REPLAY_WINDOW_S` of the receiver's clock, so a request recorded once cannot be replayed later."""
+    try:
+        ts = int(ts_header)
+    except ValueError:
+        return False
+    return abs(now - ts) <= REPLAY_WINDOW_S and hmac.compare_digest(sign(secret, body, ts), signature)
+
+
+def redact(url: str) -> str:
+    """A URL as logs and delivery records may show it: scheme and host only (robot tokens live in the rest)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    return f"{parts.scheme}://{host}{':' + str(parts.port) if parts.port else ''}/…"
+
+
+_REFUSED_NETS = "loopback, private, link-local or reserved"
+
+
+async def check_target(url: str, *, allow_private: bool) -> None:
+    """Refuse a delivery target whose host resolves to this machine or an internal network (an admin-set URL
+    must not reach services that only trust their neighbours), unless the deployment allows it."""
+    if allow_private:
+        return
+    host = urlsplit(url).hostname
+    if not host:
+        raise DeliveryError(f"webhook {redact(url)} names no host")
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise DeliveryError(f"webhook {redact(url)}: cannot resolve {host}: {exc}") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if (
+            address.is_loopback
+            or address.is_private
+            or address.is_link_local
+            or address.is_reserved
+            or address.is_multicast
+            or address.is_unspecified
+        ):
+            raise DeliveryError(
+                f"webhook {redact(url)} resolves to {address}, a {_REFUSED_NETS} address: refused "
+                "(set LAMPLIGHTER_DELIVERY_ALLOW_PRIVATE=true where crews' receivers live on an internal network)"
+            )
 
 
 class WebhookTransport:
-    def __init__(self, *, timeout_s: float = 5.0) -> None:
+    def __init__(self, *, timeout_s: float = 5.0, allow_private: bool = False) -> None:
         self.timeout_s = timeout_s
+        self.allow_private = allow_private
         self._client: httpx2.AsyncClient | None = None  # made when first needed, again after `close`
 
     async def send(self, item: OutboxItem) -> str:
         if not item.webhook_url or not item.webhook_secret:
             raise DeliveryError(f"crew {item.crew_id} has no webhook configured any more")
+        await check_target(item.webhook_url, allow_private=self.allow_private)
         body = item.body
+        ts = int(time.time())
         headers = {
             "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(item.webhook_secret, body),
+            SIGNATURE_HEADER: sign(item.webhook_secret, body, ts),
+            TIMESTAMP_HEADER: str(ts),
             "Idempotency-Key": item.idempotency_key,
             "X-Lamplighter-Event": str(item.event_id),
         }
         try:
             if self._client is None:
-                self._client = httpx2.AsyncClient(timeout=self.timeout_s)
+                self._client = httpx2.AsyncClient(timeout=self.timeout_s, follow_redirects=False)
             r = await self._client.post(item.webhook_url, content=body, headers=headers)
         except httpx2.HTTPError as exc:
-            raise DeliveryError(f"webhook {item.webhook_url}: {exc.__class__.__name__}: {exc}") from exc
+            why = str(exc).replace(item.webhook_url, redact(item.webhook_url))
+            raise DeliveryError(f"webhook {redact(item.webhook_url)}: {exc.__class__.__name__}: {why}") from exc
         if not 200 <= r.status_code < 300:
-            raise DeliveryError(f"webhook {item.webhook_url} answered {r.status_code}")
+            raise DeliveryError(f"webhook {redact(item.webhook_url)} answered {r.status_code}")
         return f"HTTP {r.status_code}"
 
     async def close(self) -> None:

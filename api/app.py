@@ -12,13 +12,14 @@ from typing import Any
 import psycopg
 from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
 from api import errors
-from api.deps import BODY_SCHEMAS
+from api.deps import BODY_SCHEMAS, SignedIn, Viewer
 from api.jsonsafe import FiniteJSONResponse
 from api.limits import MAX_BODY, MAX_SMALL_BODY, RequestLimits
 from api.live import TicketFeed
@@ -96,6 +97,8 @@ def create_app(
     max_stream_clients: int = 1000,
     max_body: int = MAX_BODY,
     max_small_body: int = MAX_SMALL_BODY,
+    secure_cookies: bool = False,
+    docs: bool = True,
 ) -> FastAPI:
     """Build the app. In the gateway's process pass its `engine` (fed by the gateway's batches), its `clock`
     and its `metrics` registry (served at /metrics). Alone, the app loads the engine from PostgreSQL and
@@ -142,6 +145,9 @@ def create_app(
         lifespan=lifespan,
         description="Smart streetlight monitoring backend",
         default_response_class=FiniteJSONResponse,
+        docs_url=None,  # served below, to signed-in users only
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.broker = broker  # logged in as the API's own account: the health check connects
     app.state.engine = engine
@@ -149,6 +155,7 @@ def create_app(
     app.state.command_pace = command_pace
     app.state.timezone = timezone
     app.state.ingest_stall_s = ingest_stall_s
+    app.state.secure_cookies = secure_cookies  # served over https (behind a proxy that terminates TLS)
     app.add_middleware(GZipMiddleware, minimum_size=4096)
     app.add_middleware(RequestLimits, max_body=max_body, max_small_body=max_small_body)
     errors.install(app)
@@ -164,11 +171,20 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     pages.install(app)
+    if docs:
+
+        @app.get("/docs", include_in_schema=False)
+        async def swagger(user: SignedIn) -> HTMLResponse:
+            """Role: any signed-in user. The interactive API documentation (`LAMPLIGHTER_API_DOCS=false` hides
+            it and the schema)."""
+            return get_swagger_ui_html(openapi_url="/openapi.json", title="lamplighter API")
+
     if metrics is not None:
 
         @app.get("/metrics", response_class=PlainTextResponse, tags=["metrics"])
-        def prometheus() -> bytes:
-            """Role: none (scraped by Prometheus on the loopback). The gateway's counters."""
+        def prometheus(user: Viewer) -> bytes:
+            """Role: viewer (Prometheus scrapes with `authorization: {credentials: <a viewer's API token>}`). The
+            gateway's counters; the gateway alone serves them without a login on the loopback only."""
             return generate_latest(metrics)
 
     return app

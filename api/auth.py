@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import secrets
@@ -33,7 +34,11 @@ __all__ = [
 ]
 
 ROLES = ("viewer", "operator", "crew", "admin")
-_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+# OWASP's password-storage guidance lists scrypt N=2^17, r=8, p=1 and equal-cost choices with less memory; N=2^14
+# with p=5 is one of them (16 MiB per hash, so concurrent logins stay cheap in memory). Hashes made with other
+# parameters are redone at the user's next successful login.
+_SCRYPT = {"n": 2**14, "r": 8, "p": 5}
+_MAXMEM = 64 * 1024 * 1024
 
 
 class AuthError(Exception):
@@ -65,7 +70,7 @@ class User:
 
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, maxmem=_MAXMEM, **_SCRYPT)
     b64 = base64.b64encode
     return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${b64(salt).decode()}${b64(digest).decode()}"
 
@@ -77,8 +82,22 @@ def verify_password(password: str, stored: str) -> bool:
         return False
     if scheme != "scrypt":
         return False
-    got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32)
+    got = hashlib.scrypt(
+        password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32, maxmem=_MAXMEM
+    )
     return hmac.compare_digest(got, base64.b64decode(digest))
+
+
+def _current(stored: str) -> bool:
+    """Whether a stored hash was made with today's parameters."""
+    return stored.split("$")[1:4] == [str(_SCRYPT["n"]), str(_SCRYPT["r"]), str(_SCRYPT["p"])]
+
+
+# Checked against when the user does not exist or has no password, so a refusal takes as long either way and the
+# time of the answer does not tell whether a name exists.
+@functools.cache
+def _decoy() -> str:
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def _digest(token: str) -> bytes:
@@ -143,8 +162,12 @@ def login(conn: psycopg.Connection, name: str, password: str, *, ttl: dt.timedel
     row = conn.execute(
         "SELECT id, role, crew_id, lang, password_hash FROM users WHERE name = %s AND disabled_at IS NULL", (name,)
     ).fetchone()
-    if row is None or row[4] is None or not verify_password(password, row[4]):
+    stored = row[4] if row is not None and row[4] is not None else None
+    ok = verify_password(password, stored or _decoy()) and stored is not None
+    if not ok or row is None or stored is None:
         raise AuthError("wrong user name or password", status=401)
+    if not _current(stored):  # an older, cheaper hash: redone now that the password is at hand
+        conn.execute("UPDATE users SET password_hash = %s WHERE id = %s", (hash_password(password), row[0]))
     user = User(int(row[0]), name, row[1], row[2], row[3])
     return user, issue_token(conn, user.id, kind="session", ttl=ttl)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 import psycopg
@@ -139,6 +140,40 @@ TOKEN_COOKIE = "ll_token"
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
 
 
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def _same_origin(request: Request) -> bool:
+    """Whether the request says it comes from a page of this site (Origin, or else Referer)."""
+    here = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        referer = request.headers.get("referer")
+        if not referer:
+            return False
+        parts = urlsplit(referer)
+        origin = f"{parts.scheme}://{parts.netloc}"
+    return origin == here
+
+
+def check_cookie_request(request: Request) -> None:
+    """A state-changing request signed in by the login cookie must come from this site's own pages and carry
+    JSON: another site's page can make the browser send the cookie, but not forge these (403 otherwise)."""
+    if request.method in _SAFE_METHODS:
+        return
+    if not _same_origin(request):
+        raise ApiError(
+            403,
+            "forbidden",
+            "a request signed in by the login cookie must come from this site's pages (Origin or Referer); "
+            "scripts send 'Authorization: Bearer <token>' instead",
+        )
+    has_body = request.headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in request.headers
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if has_body and kind != "application/json":
+        raise ApiError(403, "forbidden", f"a request signed in by the login cookie must send JSON, not {kind!r}")
+
+
 def request_token(request: Request) -> str | None:
     """The bearer token of the request: the Authorization header, or the login form's cookie (pages, SSE)."""
     header = request.headers.get("authorization", "")
@@ -146,6 +181,11 @@ def request_token(request: Request) -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return request.cookies.get(TOKEN_COOKIE) or None
+
+
+def _from_cookie(request: Request) -> bool:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return not (scheme.lower() == "bearer" and value.strip())
 
 
 async def authenticate(request: Request, token: str) -> User | None:
@@ -169,6 +209,8 @@ class Role:
 
     async def __call__(self, request: Request, _: BearerDep) -> User:
         token = request_token(request)
+        if token is not None and _from_cookie(request):
+            check_cookie_request(request)
         if token is None:
             raise ApiError(
                 401,

@@ -258,6 +258,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
                 max_stream_clients=settings.api_max_streams,
                 max_body=settings.api_max_body_bytes,
                 max_small_body=settings.api_max_small_body_bytes,
+                secure_cookies=settings.api_secure_cookies,
+                docs=settings.api_docs,
             ),
             host=settings.api_host,
             port=settings.api_port,
@@ -347,7 +349,7 @@ def _run_dispatcher(settings: Settings, ep: Any, args: argparse.Namespace) -> No
             ep.as_("lamplighter-commands"), f"{settings.gateway_client_id}-dispatch-{os.getpid()}", acks=False
         )
         transports: dict[str, Transport] = {
-            "webhook": WebhookTransport(),
+            "webhook": WebhookTransport(allow_private=settings.delivery_allow_private),
             "notify": NotifyTransport(),
             "mqtt": MqttTransport(link.send),
         }

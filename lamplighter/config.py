@@ -67,6 +67,7 @@ class Settings:
     command_reconnect_grace_s: float = 30.0  # after a broker outage, resends this long do not use up a retry
     delivery_max_attempts: int = 50  # a notification still failing after this many attempts is dead-lettered …
     delivery_max_age_h: float = 24.0  # … or this long after its event
+    delivery_allow_private: bool = False  # webhooks may go to loopback, private and link-local addresses
     quarantine_days: int = 30  # rejected messages kept this long …
     quarantine_rows: int = 1_000_000  # … and at most this many (the newest)
     qos0_queue_max: int = 100_000  # QoS 0 messages waiting while ingest is held up; past it the oldest go
@@ -74,6 +75,8 @@ class Settings:
     api_max_body_bytes: int = 1024 * 1024  # a larger request body is refused with 413 …
     api_max_small_body_bytes: int = 16 * 1024  # … and for the login and citizens' reports, this
     api_max_streams: int = 1000  # live ticket streams one API process serves; more are refused with 503
+    api_docs: bool = True  # /docs (signed-in users) and /openapi.json; false hides both
+    api_secure_cookies: bool = False  # the API is served over https (a proxy terminating TLS): Secure cookies
     dispatch: bool = True  # deliver ticket notifications from the gateway's process (or run `lamplighter dispatch`)
 
     @property

@@ -134,6 +134,8 @@ async def _serve(
         max_stream_clients=settings.api_max_streams,
         max_body=settings.api_max_body_bytes,
         max_small_body=settings.api_max_small_body_bytes,
+        secure_cookies=settings.api_secure_cookies,
+        docs=settings.api_docs,
     )
     server = uvicorn.Server(uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning"))
     stop = asyncio.Event()

@@ -283,7 +283,7 @@ class GatewayProcess:
             Dispatcher(
                 self.db,
                 {
-                    "webhook": WebhookTransport(),
+                    "webhook": WebhookTransport(allow_private=settings.delivery_allow_private),
                     "notify": NotifyTransport(),
                     "mqtt": MqttTransport(self.command_link.send),
                 },

@@ -39,6 +39,13 @@ def test_health_reports_database_and_broker(client: TestClient) -> None:
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "ok" and body["database"]["ok"] and body["broker"]["ok"]
+    assert "latency_ms" in body["database"] and "gateways" in body["ingest"]
+    token = client.headers.pop("Authorization")
+    try:
+        anonymous = client.get("/api/v1/health").json()  # a monitor without a login: what is up, nothing more
+    finally:
+        client.headers["Authorization"] = token
+    assert anonymous == {"status": "ok", **{k: {"ok": body[k]["ok"]} for k in ("database", "broker", "ingest")}}
 
 
 def test_lamps_list_filters_and_pages(client: TestClient) -> None:

@@ -3,10 +3,14 @@ each role may do, a crew limited to its own tickets, and every endpoint stating 
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import os
+import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -17,6 +21,7 @@ from fastapi.testclient import TestClient
 from alerts.crews import Crew, save_crew
 from alerts.tickets import open_ticket
 from api.app import ROUTERS, create_app
+from api.auth import add_user
 from api.deps import Role
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
@@ -91,12 +96,51 @@ def test_the_login_form_sets_a_session_cookie_and_logout_revokes_it(endpoints: E
     cookie = r.headers["set-cookie"]
     assert "ll_token=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
     assert client.get("/api/v1/lighting-rate").status_code == 200  # the cookie alone signs the page in
-    assert client.patch("/api/v1/me", json={"lang": "en"}).json()["lang"] == "en"
+    page = {"Origin": "http://testserver"}  # what the browser adds to the pages' own requests
+    assert client.patch("/api/v1/me", json={"lang": "en"}, headers=page).json()["lang"] == "en"
     assert client.get("/api/v1/me").json()["lang"] == "en"
-    assert client.patch("/api/v1/me", json={"lang": "fr"}).status_code == 422
-    assert client.post("/api/v1/logout").status_code == 200
+    assert client.patch("/api/v1/me", json={"lang": "fr"}, headers=page).status_code == 422
+    # Another site's page can make the browser send the cookie; it cannot make the request look like ours.
+    for headers in ({"Origin": "https://evil.example"}, {}, {"Referer": "https://evil.example/x"}):
+        refused = client.patch("/api/v1/me", json={"lang": "zh"}, headers=headers)
+        assert refused.status_code == 403 and "cookie" in refused.json()["error"]["message"], (headers, refused.text)
+    form = client.patch(
+        "/api/v1/me", content=b'{"lang": "zh"}', headers={**page, "Content-Type": "text/plain"}
+    )  # a form or text/plain body is what a cross-site page could send without asking
+    assert form.status_code == 403
+    assert client.post("/api/v1/logout", headers={"Referer": "http://testserver/"}).status_code == 200
     client.cookies.set("ll_token", r.json()["token"])
     assert client.get("/api/v1/me").status_code == 401  # revoked, not merely forgotten by the browser
+
+
+def test_a_login_takes_as_long_for_an_unknown_name_and_old_hashes_are_redone(
+    endpoints: Endpoints, client: TestClient
+) -> None:
+    url = endpoints.database_url
+    salt = b"0123456789abcdef"
+    old = hashlib.scrypt(b"moon-over-xining", salt=salt, n=2**14, r=8, p=1, dklen=32)  # the earlier, cheaper cost
+    stored = f"scrypt$16384$8$1${base64.b64encode(salt).decode()}${base64.b64encode(old).decode()}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        add_user(conn, "zhao.lei", "viewer")
+        conn.execute("UPDATE users SET password_hash = %s WHERE name = 'zhao.lei'", (stored,))
+
+    def took(name: str) -> float:
+        t = time.perf_counter()
+        r = client.post("/api/v1/login", json={"name": name, "password": "wrong-password"})
+        assert r.status_code == 401
+        return time.perf_counter() - t
+
+    known = statistics.median(took("zhao.lei") for _ in range(3))
+    unknown = statistics.median(took("nobody-at-all") for _ in range(3))
+    # Without the decoy hash an unknown name was refused in about a millisecond, a known one after scrypt.
+    assert unknown > 0.5 * known, (unknown, known)
+
+    assert client.post("/api/v1/login", json={"name": "zhao.lei", "password": "moon-over-xining"}).status_code == 200
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT password_hash FROM users WHERE name = 'zhao.lei'").fetchone()
+    assert row is not None and row[0].startswith("scrypt$16384$8$5$") and row[0] != stored
+    again = client.post("/api/v1/login", json={"name": "zhao.lei", "password": "moon-over-xining"})
+    assert again.status_code == 200  # the new hash checks out
 
 
 def test_each_role_gets_what_it_may_and_a_clear_refusal_otherwise(endpoints: Endpoints, client: TestClient) -> None:

@@ -16,6 +16,7 @@ from api.app import create_app
 from lamplighter.runtime import Endpoints
 from simulator.poison import poison_messages
 from simulator.wire import RawPublisher
+from tests.auth import sign_in
 from tests.test_ingest import _GatewayChild, _lamp_ids, count, seed
 
 pytestmark = pytest.mark.services
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.services
 def api(endpoints: Endpoints) -> Iterator[TestClient]:
     app = create_app(database_url=endpoints.database_url, broker=endpoints.as_("lamplighter-api"), ingest_stall_s=3)
     with TestClient(app) as c:
+        sign_in(c, endpoints.database_url, "viewer")  # the health's details are for signed-in users
         yield c
 
 

@@ -92,7 +92,7 @@ def _open(conn: psycopg.Connection, lamp: str, fault: str = "lamp_failure", prio
 
 
 async def _dispatch_until(url: str, done, timeout: float, **kw: object) -> Dispatcher:  # type: ignore[no-untyped-def]
-    transports = kw.pop("transports", {"webhook": WebhookTransport()})
+    transports = kw.pop("transports", {"webhook": WebhookTransport(allow_private=True)})
     async with Database(url) as db:
         d = Dispatcher(db, transports, **kw)  # type: ignore[arg-type]
         task = asyncio.create_task(d.run())
@@ -134,7 +134,7 @@ async def test_lifecycle_outbox_and_signed_deliveries(
         link_task = asyncio.create_task(link.run())
         try:
             await asyncio.wait_for(link.wait_ready(), 10)
-            transports = {"webhook": WebhookTransport(), "mqtt": MqttTransport(link.send)}
+            transports = {"webhook": WebhookTransport(allow_private=True), "mqtt": MqttTransport(link.send)}
             await _dispatch_until(url, lambda: len(receiver.keys()) == 1, 10, transports=transports)
             async with asyncio.timeout(5):
                 message = await anext(aiter(crew_app.messages))
@@ -237,7 +237,7 @@ async def test_receiver_down_for_a_minute_gets_every_event_once_back(
     lamps = [lamp for lamp, d in city if d == "cd"][:20]
     db = Database(url)
     await db.open()
-    d = Dispatcher(db, {"webhook": WebhookTransport()}, backoff_min_s=1.0, backoff_max_s=10.0)
+    d = Dispatcher(db, {"webhook": WebhookTransport(allow_private=True)}, backoff_min_s=1.0, backoff_max_s=10.0)
     task = asyncio.create_task(d.run())
     try:
         with psycopg.connect(url, autocommit=True) as conn:
@@ -277,7 +277,7 @@ def test_a_dispatcher_killed_mid_delivery_loses_nothing(endpoints: Endpoints, ci
         with psycopg.connect(url, autocommit=True) as conn:
             for lamp in [lamp for lamp, d in city if d == "cd"][:30]:
                 _open(conn, lamp)
-        env = {**os.environ, **endpoints.env()}
+        env = {**os.environ, **endpoints.env(), "LAMPLIGHTER_DELIVERY_ALLOW_PRIVATE": "true"}  # a local receiver
         cmd = [sys.executable, "-m", "lamplighter", "dispatch", "--lease-s", "3", "--batch", "8"]
         first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
@@ -335,7 +335,9 @@ async def test_a_delivery_failing_past_its_limit_is_dead_lettered(
     lamp = next(lamp for lamp, d in city if d == "cd")
     db = Database(url)
     await db.open()
-    d = Dispatcher(db, {"webhook": WebhookTransport()}, backoff_min_s=0.05, backoff_max_s=0.1, max_attempts=3)
+    d = Dispatcher(
+        db, {"webhook": WebhookTransport(allow_private=True)}, backoff_min_s=0.05, backoff_max_s=0.1, max_attempts=3
+    )
     task = asyncio.create_task(d.run())
     try:
         with psycopg.connect(url, autocommit=True) as conn:

@@ -113,7 +113,7 @@ def test_queue_filters_actions_and_refusals(
     assert one["history"][0]["action"] == "opened" and one["location"]["lat"] > 36
 
 
-def test_crews_are_listed_with_duty_and_without_secrets(client: TestClient) -> None:
+def test_crews_are_listed_with_duty_and_without_secrets(client: TestClient, endpoints: Endpoints) -> None:
     crew = {
         "id": "hz-night",
         "name": "Huangzhong night",
@@ -127,6 +127,12 @@ def test_crews_are_listed_with_duty_and_without_secrets(client: TestClient) -> N
     assert r.json()["on_duty"] is False and "webhook_secret" not in r.json()
     listed = {c["id"]: c for c in client.get("/api/v1/crews").json()["items"]}
     assert listed["cd-a"]["on_duty"] is True and listed["hz-night"]["shifts"][0]["starts_at"]
+    assert listed["hz-night"]["webhook_url"] == "http://127.0.0.1:9/hook"  # an admin sees the whole URL
+    admin = client.headers["Authorization"]
+    sign_in(client, endpoints.database_url, "viewer")
+    seen = {c["id"]: c for c in client.get("/api/v1/crews").json()["items"]}
+    client.headers["Authorization"] = admin
+    assert seen["hz-night"]["webhook_url"] == "http://127.0.0.1:9/…"  # a robot's token lives in the rest
     bad = client.post("/api/v1/crews", json={**crew, "webhook_secret": "short"})
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "webhook_secret"
     assert client.post("/api/v1/crews", json={**crew, "districts": ["zz"]}).json()["error"]["field"] == "districts"

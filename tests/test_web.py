@@ -17,6 +17,7 @@ import shutil
 import socket
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from simulator.commands import FAULTS_TOPIC
 from telemetry.clock import Clock
 from telemetry.lighting import LightingEngine
 from telemetry.sampling import nightly_report, store_nightly
-from tests.fix_services import Services, fresh_database
+from tests.fix_services import Services, forget_sessions, fresh_database
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -136,6 +137,7 @@ def site(services: Services) -> Iterator[Site]:
             simulator_process(ep, clock, client + "-sim", interval_s=120.0, jitter=0.1, ack_latency_s=0.02),
         ):
             yield Site(f"http://127.0.0.1:{port}", url, ep.as_("lamplighter-simcontrol"), users, crew_district, {})
+        forget_sessions(ep.as_("lamplighter-api"), client)
 
 
 @pytest.fixture(scope="module")
@@ -342,8 +344,17 @@ def test_a_viewer_sees_no_command_panel_and_the_api_refuses_its_commands(browser
             return [r.status, await r.json()];
         }"""
     )
-    assert answer[0] == 403 and answer[1]["error"]["code"] == "forbidden"
+    assert answer[0] == 403 and "operator" in answer[1]["error"]["message"]  # the role refused, not the origin
     assert _db(site, "SELECT count(*) FROM commands WHERE actor = %s", site.users["viewer"])[0][0] == 0
+    page.close()
+
+    # A link to the login page that would send the user on to another site after signing in stays here.
+    page = browser.new_page()
+    page.goto(site.base + "/login?next=" + urllib.parse.quote("/\\evil.example/x"))
+    page.fill("#name", site.users["viewer"])
+    page.fill("#password", PASSWORD)
+    page.click("#login-submit")
+    page.wait_for_url(site.base + "/")
     page.close()
 
 

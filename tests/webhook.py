@@ -38,8 +38,15 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 secret = receiver.secret
-                want = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest() if secret else ""
-                if secret and not hmac.compare_digest(want, self.headers.get("X-Lamplighter-Signature", "")):
+                # The check README's "Ticket webhooks" documents: HMAC-SHA256 of "{timestamp}." + body, and a
+                # timestamp within five minutes of the receiver's clock.
+                stamp = self.headers.get("X-Lamplighter-Timestamp", "")
+                signed = stamp.encode() + b"." + body
+                want = "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest() if secret else ""
+                fresh = stamp.isdigit() and abs(time.time() - int(stamp)) <= 300
+                if secret and not (
+                    fresh and hmac.compare_digest(want, self.headers.get("X-Lamplighter-Signature", ""))
+                ):
                     with receiver.lock:
                         receiver.bad_signatures += 1
                     self.send_response(401)

@@ -44,8 +44,15 @@ async def log_in(request: Request, pool: SyncPoolDep) -> FiniteJSONResponse:
         raise ApiError(exc.status, "unauthorized", str(exc)) from None
     expires = dt.datetime.now(dt.UTC) + ttl
     response = FiniteJSONResponse({"token": token, "user": user, "expires_at": expires.isoformat()})
+    secure = bool(getattr(request.app.state, "secure_cookies", False)) or request.url.scheme == "https"
     response.set_cookie(
-        TOKEN_COOKIE, token, max_age=int(ttl.total_seconds()), httponly=True, samesite="strict", path="/"
+        TOKEN_COOKIE,
+        token,
+        max_age=int(ttl.total_seconds()),
+        httponly=True,
+        samesite="strict",
+        secure=secure,  # never sent over plain http when the site is served over https
+        path="/",
     )
     return response
 

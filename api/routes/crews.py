@@ -8,6 +8,7 @@ import psycopg
 from fastapi import APIRouter, Query, Request
 
 from alerts.crews import Crew, list_crews, save_crew
+from alerts.dispatch import redact
 from api.deps import Admin, ClockDep, Offset, SyncPoolDep, Viewer, decode_body, in_thread, json_body, page
 
 router = APIRouter(prefix="/api/v1/crews", tags=["crews"])
@@ -21,8 +22,13 @@ async def crews(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
-    """Role: viewer. Every crew, its roster and whether it is on duty now. Secrets are never shown."""
+    """Role: viewer. Every crew, its roster and whether it is on duty now. Secrets are never shown, and a
+    webhook URL (a chat robot's token lives in it) only to admins: others see its scheme and host."""
     items = await in_thread(pool, lambda conn: list_crews(conn, clock.now()))
+    if not user.can("admin"):
+        for c in items:
+            if c.get("webhook_url"):
+                c["webhook_url"] = redact(c["webhook_url"])
     return page(items, limit, offset)
 
 
