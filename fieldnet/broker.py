@@ -90,6 +90,11 @@ class Broker:
     def password(self) -> str | None:
         return self.login.password if self.login else None
 
+    @property
+    def password_bytes(self) -> bytes | None:
+        """The password as an MQTT CONNECT carries it."""
+        return self.login.password.encode() if self.login else None
+
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context for this broker (made once), or None for plain TCP."""
         if not self.tls:

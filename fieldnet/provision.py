@@ -39,7 +39,7 @@ from fieldnet.accounts import (
 from fieldnet.broker import Login
 from fieldnet.errors import FieldnetError
 
-__all__ = ["Inventory", "Provisioned", "known", "load_accounts", "provision", "reload", "rotate"]
+__all__ = ["Inventory", "Provisioned", "generations", "known", "load_accounts", "provision", "reload", "rotate"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +61,7 @@ class Inventory:
     def from_db(cls, conn: psycopg.Connection) -> Inventory:
         devices, concentrators = _devices(conn)
         crews = [crew_user(r[0]) for r in conn.execute("SELECT id FROM crews ORDER BY id")]
-        gens: dict[str, int] = dict(conn.execute("SELECT username, generation FROM device_credentials").fetchall())
-        return cls(devices, concentrators, crews, gens)
+        return cls(devices, concentrators, crews, generations(conn))
 
 
 @dataclass(frozen=True)
@@ -228,6 +227,11 @@ def load_accounts(path: Path) -> dict[str, Login]:
     except tomllib.TOMLDecodeError as exc:
         raise FieldnetError(f"broker accounts file {path}: {exc}", "mqtt_accounts") from None
     return {user: Login(user, str(v.get("password", ""))) for user, v in data.items() if isinstance(v, dict)}
+
+
+def generations(conn: psycopg.Connection) -> dict[str, int]:
+    """The generation of every rotated account (the others are at 0)."""
+    return dict(conn.execute("SELECT username, generation FROM device_credentials").fetchall())
 
 
 def known(conn: psycopg.Connection, username: str) -> bool:

@@ -191,7 +191,7 @@ class MqttSubscriber:
                 keep_alive=self.keepalive_s,
                 receive_max=self.receive_maximum,
                 username=self.broker.username,
-                password=self.broker.password.encode() if self.broker.password is not None else None,
+                password=self.broker.password_bytes,
             ).write()
         )
         # asyncio.timeout rather than wait_for, here and below: on Python 3.11 wait_for can swallow a cancel that
@@ -282,7 +282,7 @@ async def broker_ping(broker: Broker, *, timeout: float = 2.0) -> None:
                 f"lamplighter-health-{uuid.uuid4().hex[:8]}",
                 clean_start=True,
                 username=broker.username,
-                password=broker.password.encode() if broker.password is not None else None,
+                password=broker.password_bytes,
             ).write()
         )
         async with asyncio.timeout(timeout):

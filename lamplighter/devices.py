@@ -8,9 +8,9 @@ from pathlib import Path
 
 import psycopg
 
-from fieldnet.accounts import SERVICES, Account, DeviceKey
+from fieldnet.accounts import SERVICES, Account
 from fieldnet.broker import Login
-from fieldnet.provision import PASSWD, Inventory, known, provision, reload, rotate
+from fieldnet.provision import PASSWD, Inventory, generations, known, provision, reload, rotate
 from lamplighter.config import LamplighterError
 from lamplighter.runtime import Endpoints, provision_private
 
@@ -40,17 +40,11 @@ def _directory(ep: Endpoints, out: Path | None) -> Path:
     return ep.accounts.parent
 
 
-def _key(ep: Endpoints, *, create: bool) -> DeviceKey:
-    if ep.device_key is None:
-        raise LamplighterError("set LAMPLIGHTER_DEVICE_KEY_FILE: the file of the key every secret is derived from")
-    return DeviceKey.load(ep.device_key, create=create)
-
-
 def device_logins(ep: Endpoints) -> Callable[[str], Login]:
     """Each device's login as its installer set it up (the simulator's devices use these)."""
-    key = _key(ep, create=False)
+    key = ep.key()
     with psycopg.connect(ep.database_url) as conn:
-        gens: dict[str, int] = dict(conn.execute("SELECT username, generation FROM device_credentials").fetchall())
+        gens = generations(conn)
     return lambda username: key.login(Account(username, gens.get(username, 0)))
 
 
@@ -58,7 +52,7 @@ def devices_command(ep: Endpoints, args: argparse.Namespace) -> int:
     if args.devices == "provision":
         directory = _directory(ep, args.out)
         made = ep.device_key is not None and not ep.device_key.exists()
-        key = _key(ep, create=True)
+        key = ep.key(create=True)
         with psycopg.connect(ep.database_url) as conn:
             done = provision(key, directory, Inventory.from_db(conn))
         if made:
@@ -69,15 +63,12 @@ def devices_command(ep: Endpoints, args: argparse.Namespace) -> int:
         )
         _reload(directory)
         return 0
-    key = _key(ep, create=False)
+    key = ep.key()
     with psycopg.connect(ep.database_url, autocommit=True) as conn:
         if args.devices == "secret":
             if not known(conn, args.username):
                 raise LamplighterError(f"no account {args.username!r} in this inventory (see `devices secret --help`)")
-            row = conn.execute(
-                "SELECT generation FROM device_credentials WHERE username = %s", (args.username,)
-            ).fetchone()
-            print(key.secret(Account(args.username, row[0] if row else 0)))
+            print(key.secret(Account(args.username, generations(conn).get(args.username, 0))))
             return 0
         generation = rotate(conn, args.username)
         print(key.secret(Account(args.username, generation)))

@@ -93,10 +93,11 @@ class Endpoints:
             raise ServiceError(f"{self.accounts} has no account {username!r}: run `lamplighter devices provision`")
         return self.broker.with_login(logins[username])
 
-    def key(self) -> DeviceKey:
+    def key(self, *, create: bool = False) -> DeviceKey:
+        """The deployment's key; with `create`, made first if its file does not exist yet."""
         if self.device_key is None:
-            raise ServiceError("no device key: set LAMPLIGHTER_DEVICE_KEY_FILE (provisioning made it)")
-        return DeviceKey.load(self.device_key)
+            raise ServiceError("set LAMPLIGHTER_DEVICE_KEY_FILE: the file of the key every secret is derived from")
+        return DeviceKey.load(self.device_key, create=create)
 
     def env(self) -> dict[str, str]:
         """The environment that gives a child process these same services."""

@@ -136,11 +136,12 @@ def forget_sessions(broker: Broker, prefix: str) -> None:
         for role in (*(f"ingest-{d.code}" for d in DISTRICTS), "commands")
     ]
     ids.append(f"{prefix}-dev")
-    password = broker.password.encode() if broker.password is not None else None
     for client in ids:
         # A clean start with no session expiry discards whatever session the broker kept under this id.
         with contextlib.suppress(OSError), socket.create_connection((broker.host, broker.port), timeout=5) as sock:
-            connect = mqtt5.ConnectPacket(client, clean_start=True, username=broker.username, password=password)
+            connect = mqtt5.ConnectPacket(
+                client, clean_start=True, username=broker.username, password=broker.password_bytes
+            )
             sock.sendall(connect.write())
             sock.recv(64)  # CONNACK
             sock.sendall(b"\xe0\x00")  # DISCONNECT

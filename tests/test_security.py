@@ -41,9 +41,10 @@ class V5:
     @classmethod
     def connect(cls, broker: Broker, client_id: str) -> tuple[V5 | None, mqtt5.ConnAckReasonCode]:
         sock = socket.create_connection((broker.host, broker.port), timeout=5)
-        password = broker.password.encode() if broker.password is not None else None
         sock.sendall(
-            mqtt5.ConnectPacket(client_id, clean_start=True, username=broker.username, password=password).write()
+            mqtt5.ConnectPacket(
+                client_id, clean_start=True, username=broker.username, password=broker.password_bytes
+            ).write()
         )
         connack = cls._read(sock)
         assert isinstance(connack, mqtt5.ConnAckPacket)
