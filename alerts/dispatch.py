@@ -47,6 +47,7 @@ __all__ = [
     "Transport",
     "WebhookTransport",
     "check_target",
+    "pinned",
     "redact",
     "sign",
     "verify",
@@ -118,11 +119,13 @@ def redact(url: str) -> str:
 _REFUSED_NETS = "loopback, private, link-local or reserved"
 
 
-async def check_target(url: str, *, allow_private: bool) -> None:
+async def check_target(url: str, *, allow_private: bool) -> str | None:
     """Refuse a delivery target whose host resolves to this machine or an internal network (an admin-set URL
-    must not reach services that only trust their neighbours), unless the deployment allows it."""
+    must not reach services that only trust their neighbours), unless the deployment allows it. Returns the
+    checked address to connect to (`pinned`), so a name that resolves differently a moment later (DNS
+    rebinding) cannot slip past the check; None when private targets are allowed."""
     if allow_private:
-        return
+        return None
     host = urlsplit(url).hostname
     if not host:
         raise DeliveryError(f"webhook {redact(url)} names no host")
@@ -130,6 +133,8 @@ async def check_target(url: str, *, allow_private: bool) -> None:
         infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise DeliveryError(f"webhook {redact(url)}: cannot resolve {host}: {exc}") from None
+    if not infos:
+        raise DeliveryError(f"webhook {redact(url)}: {host} resolves to no address")
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
         if (
@@ -144,6 +149,19 @@ async def check_target(url: str, *, allow_private: bool) -> None:
                 f"webhook {redact(url)} resolves to {address}, a {_REFUSED_NETS} address: refused "
                 "(set LAMPLIGHTER_DELIVERY_ALLOW_PRIVATE=true where crews' receivers live on an internal network)"
             )
+    return str(infos[0][4][0])
+
+
+def pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """(URL, headers, request extensions) that reach `url`'s server at `address`: the host in the URL becomes the
+    address, the name goes into `Host` and, for https, into TLS's SNI and certificate check."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    ip = f"[{address}]" if ":" in address else address
+    netloc = ip + (f":{parts.port}" if parts.port else "")
+    headers = {"Host": host + (f":{parts.port}" if parts.port else "")}
+    extensions: dict[str, Any] = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return parts._replace(netloc=netloc).geturl(), headers, extensions
 
 
 class WebhookTransport:
@@ -155,7 +173,8 @@ class WebhookTransport:
     async def send(self, item: OutboxItem) -> str:
         if not item.webhook_url or not item.webhook_secret:
             raise DeliveryError(f"crew {item.crew_id} has no webhook configured any more")
-        await check_target(item.webhook_url, allow_private=self.allow_private)
+        address = await check_target(item.webhook_url, allow_private=self.allow_private)
+        url, host, extensions = pinned(item.webhook_url, address) if address is not None else (item.webhook_url, {}, {})
         body = item.body
         ts = int(time.time())
         headers = {
@@ -164,11 +183,12 @@ class WebhookTransport:
             TIMESTAMP_HEADER: str(ts),
             "Idempotency-Key": item.idempotency_key,
             "X-Lamplighter-Event": str(item.event_id),
+            **host,
         }
         try:
             if self._client is None:
                 self._client = httpx2.AsyncClient(timeout=self.timeout_s, follow_redirects=False)
-            r = await self._client.post(item.webhook_url, content=body, headers=headers)
+            r = await self._client.post(url, content=body, headers=headers, extensions=extensions)
         except httpx2.HTTPError as exc:
             why = str(exc).replace(item.webhook_url, redact(item.webhook_url))
             raise DeliveryError(f"webhook {redact(item.webhook_url)}: {exc.__class__.__name__}: {why}") from exc
@@ -182,12 +202,29 @@ class WebhookTransport:
             await client.aclose()
 
 
+# Apprise schemes whose host part is a server the deployment chose (a receiver, a mail or chat server), as
+# opposed to a chat service's token with the service's own public endpoint (dingtalk://, wecombot://, …).
+_SELF_HOSTED = {
+    f"{base}{tls}"
+    for base in ("json", "form", "xml", "ntfy", "gotify", "mqtt", "mmost", "rocket", "matrix", "apprise", "mailto")
+    for tls in ("", "s")
+}
+
+
 class NotifyTransport:
-    """Chat robots and email through Apprise notification URLs (run in a worker thread: Apprise blocks)."""
+    """Chat robots and email through Apprise notification URLs (run in a worker thread: Apprise blocks). A URL
+    naming a server of its own (`json://`, `ntfy://`, `mailto://`, …) is checked like a webhook's target first;
+    Apprise connects by itself, so that check cannot be pinned to the address it saw."""
+
+    def __init__(self, *, allow_private: bool = False) -> None:
+        self.allow_private = allow_private
 
     async def send(self, item: OutboxItem) -> str:
         if not item.notify_urls:
             raise DeliveryError(f"crew {item.crew_id} has no notification URLs any more")
+        for url in item.notify_urls:
+            if url.split(":", 1)[0].lower() in _SELF_HOSTED:
+                await check_target(url, allow_private=self.allow_private)
         t = item.payload["ticket"]
         e = item.payload["event"]
         title = f"[{t['priority']}] ticket #{t['id']} {e['action']}: {t['fault']} on {t['asset_type']} {t['asset_id']}"

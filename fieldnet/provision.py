@@ -4,7 +4,9 @@
 cabinet with a concentrator, and which lamps each concentrator speaks for), the crews, and the generations of
 rotated accounts, and writes into `directory`:
 - `passwd`: one `$7$` line per device, crew and service (Mosquitto's `password_file`);
-- `acl`: the per-username patterns, each service's topics, each concentrator's lamps (Mosquitto's `acl_file`);
+- `acl`: the per-username patterns, each service's topics (Mosquitto's `acl_file`), and each concentrator's lamps
+  unless the broker runs lamplighter's plugin (`fieldnet/plugin/concentrators.c`), which reads them from
+- `concentrators`: one `{lamp stem} {concentrator}` line per lamp behind a concentrator;
 - `accounts.toml`: the services' own usernames and secrets, for the backend's processes (`Settings.mqtt_accounts`).
 Each file is replaced whole (written beside it, then renamed), so a broker reloading at any moment reads either
 the old or the new one. Lines of accounts whose generation did not change are kept from the previous
@@ -39,18 +41,30 @@ from fieldnet.accounts import (
 from fieldnet.broker import Login
 from fieldnet.errors import FieldnetError
 
-__all__ = ["Inventory", "Provisioned", "generations", "known", "load_accounts", "provision", "reload", "rotate"]
+__all__ = [
+    "Inventory",
+    "Provisioned",
+    "generations",
+    "known",
+    "load_accounts",
+    "provision",
+    "reload",
+    "rotate",
+    "uses_plugin",
+]
 
 logger = logging.getLogger(__name__)
 
-PASSWD, ACL, ACCOUNTS = "passwd", "acl", "accounts.toml"
+PASSWD, ACL, ACCOUNTS, CONCENTRATORS = "passwd", "acl", "accounts.toml", "concentrators"
+# In the broker's config beside the files when it loads the plugin (lamplighter.services writes it so).
+PLUGIN_OPTION = "plugin_opt_concentrators"
 _PARALLEL_FROM = 20_000  # hash in worker processes past this many new lines
 
 
 @dataclass
 class Inventory:
-    """What provisioning needs of the inventory: device usernames, each concentrator's lamp ACL lines, crews'
-    usernames and the generations of rotated accounts. Empty: the services' accounts only."""
+    """What provisioning needs of the inventory: device usernames, each concentrator's lamps (their topic stems),
+    crews' usernames and the generations of rotated accounts. Empty: the services' accounts only."""
 
     devices: list[str] = field(default_factory=list)
     concentrators: dict[str, list[str]] = field(default_factory=dict)
@@ -76,7 +90,7 @@ class Provisioned:
 
 
 def _devices(conn: psycopg.Connection) -> tuple[list[str], dict[str, list[str]]]:
-    """Usernames of every device, and each concentrator's lamps as ACL lines."""
+    """Usernames of every device, and each concentrator's lamps (topic stems)."""
     users = [
         lamp_user(d, i)
         for d, i in conn.execute("SELECT district, id FROM lamps WHERE controller = 'single' ORDER BY no")
@@ -90,10 +104,7 @@ def _devices(conn: psycopg.Connection) -> tuple[list[str], dict[str, list[str]]]
            WHERE c.concentrator AND l.controller = 'concentrator' ORDER BY c.no, l.no"""
     )
     for cd, c, ld, lamp in rows:
-        stem = lamp_user(ld, lamp)
-        lines[cabinet_user(cd, c)].extend(
-            (f"topic write sl/{stem}/state", f"topic write sl/{stem}/ack", f"topic read sl/{stem}/cmd")
-        )
+        lines[cabinet_user(cd, c)].append(lamp_user(ld, lamp))
     return users, lines
 
 
@@ -119,8 +130,17 @@ def _chunks(items: list[tuple[str, int]], n: int) -> Iterator[list[tuple[str, in
         yield items[i : i + size]
 
 
-def provision(key: DeviceKey, directory: Path, inventory: Inventory) -> Provisioned:
-    """Write the broker's files for `inventory` (see the module's doc)."""
+def uses_plugin(directory: Path) -> bool:
+    """Whether the broker configured in `directory` (its `mosquitto.conf`) loads the concentrators plugin."""
+    conf = directory / "mosquitto.conf"
+    return conf.exists() and PLUGIN_OPTION in conf.read_text()
+
+
+def provision(key: DeviceKey, directory: Path, inventory: Inventory, *, plugin: bool | None = None) -> Provisioned:
+    """Write the broker's files for `inventory` (see the module's doc). `plugin`: the broker takes concentrators'
+    lamps from the plugin, not the ACL (None: as the broker configured in `directory` does)."""
+    if plugin is None:
+        plugin = uses_plugin(directory)
     started = time.monotonic()
     directory.mkdir(parents=True, exist_ok=True)
     devices, concentrator_lines, crews, gens = (
@@ -151,8 +171,8 @@ def provision(key: DeviceKey, directory: Path, inventory: Inventory) -> Provisio
         lines.update((u, key.password_line(Account(u, g))) for u, g in todo)
 
     _replace(directory / PASSWD, (lines[u] for u, _ in wanted))
-    acl = _acl(concentrator_lines)
-    acl_lines = _replace(directory / ACL, acl)
+    acl_lines = _replace(directory / ACL, _acl({} if plugin else concentrator_lines))
+    _replace(directory / CONCENTRATORS, _concentrators(concentrator_lines))
     _replace(directory / ACCOUNTS, _accounts_toml(key, gens), mode=0o600)
     out = Provisioned(
         devices=len(devices),
@@ -185,11 +205,19 @@ def _acl(concentrators: dict[str, list[str]]) -> Iterator[str]:
         yield f"# {s.purpose}"
         yield f"user {s.username}"
         yield from s.acl
-    for user, lamp_lines in concentrators.items():
-        if lamp_lines:
+    for user, stems in concentrators.items():
+        if stems:
             yield ""
             yield f"user {user}"
-            yield from lamp_lines
+            for stem in stems:
+                yield from (f"topic write sl/{stem}/state", f"topic write sl/{stem}/ack", f"topic read sl/{stem}/cmd")
+
+
+def _concentrators(concentrators: dict[str, list[str]]) -> Iterator[str]:
+    yield "# Made by `lamplighter devices provision`: {lamp stem} {the concentrator speaking for it}."
+    for user, stems in concentrators.items():
+        for stem in stems:
+            yield f"{stem} {user}"
 
 
 def _accounts_toml(key: DeviceKey, gens: dict[str, int]) -> Iterator[str]:

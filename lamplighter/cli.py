@@ -20,6 +20,7 @@ from lamplighter.devices import add_devices_parser
 from lamplighter.seeding import seed_command
 from lamplighter.services import ServiceError
 from telemetry.clock import Clock
+from telemetry.database import shown
 from telemetry.errors import Problem
 
 __all__ = ["main"]
@@ -134,6 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--messages", type=int, default=300_000, help="lamp reports streamed during the SIGKILLs")
     b.add_argument("--kills", type=int, default=10, help="SIGKILLs of the gateway at random points")
     b.add_argument("--streams", type=int, default=200, help="live ticket streams held open on the API")
+    b = bsub.add_parser("provision", help="broker accounts for a generated city, and Mosquitto loading them")
+    b.add_argument("--lamps", type=int, default=110_000)
     b = bsub.add_parser("rate", help="lighting-rate recompute and fleet-state updates over a generated city")
     b.add_argument("--lamps", type=int, default=1_000_000)
     b.add_argument("--repeats", type=int, default=30, help="recomputes to take the median of")
@@ -194,6 +197,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
         return run_faults_bench(
             settings, lamps=args.lamps, messages=args.messages, kills=args.kills, streams=args.streams
         )
+    if cmd == "bench" and args.bench == "provision":
+        from bench.provision import run_provision_bench
+
+        return run_provision_bench(lamps=args.lamps)
     if cmd == "bench" and args.bench == "rate":
         from bench.rate import run_rate_bench
 
@@ -217,13 +224,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
         )
     ep = runtime.endpoints(settings)
     if cmd == "migrate":
-        from telemetry.schema import migrate
-
-        with psycopg.connect(ep.database_url, autocommit=True) as conn:
-            applied = migrate(conn, retention_days=settings.retention_days)
+        applied = ep.migrate(settings.retention_days)
         print(f"migrations applied: {applied or 'none (up to date)'}")
+        with psycopg.connect(ep.database_url) as conn:
+            runtime.warn_privileges(conn)
     elif cmd == "seed":
-        seed_command(ep.database_url, settings, lamps=args.lamps, seed=args.seed, replace=args.replace)
+        ep.migrate(settings.retention_days)
+        seed_command(ep.schema_url, settings, lamps=args.lamps, seed=args.seed, replace=args.replace)
         with psycopg.connect(ep.database_url) as conn:
             done = runtime.provision_private(ep, conn)
         if done is not None:
@@ -247,6 +254,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
 
         from api.app import create_app
 
+        with psycopg.connect(ep.database_url, connect_timeout=5) as conn:
+            runtime.warn_privileges(conn)
         uvicorn.run(
             create_app(
                 database_url=ep.database_url,
@@ -350,7 +359,7 @@ def _run_dispatcher(settings: Settings, ep: Any, args: argparse.Namespace) -> No
         )
         transports: dict[str, Transport] = {
             "webhook": WebhookTransport(allow_private=settings.delivery_allow_private),
-            "notify": NotifyTransport(),
+            "notify": NotifyTransport(allow_private=settings.delivery_allow_private),
             "mqtt": MqttTransport(link.send),
         }
         db = Database(ep.database_url, name="lamplighter-dispatch")
@@ -367,7 +376,7 @@ def _run_dispatcher(settings: Settings, ep: Any, args: argparse.Namespace) -> No
         assert task is not None
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
-        logger.info("dispatcher delivering the outbox of %s", ep.database_url.rsplit("@", 1)[-1])
+        logger.info("dispatcher delivering the outbox of %s", shown(ep.database_url))
         link_task = asyncio.create_task(link.run(), name="outbound-link")
         try:
             async with db:
@@ -445,6 +454,8 @@ def simulate_command(ep: Any, args: argparse.Namespace) -> None:
             unreachable=args.unreachable,
             failing=args.failing,
             seed=args.seed,
+            # One connection per device: each reads its own commands; the shared client only fault injections.
+            shared_subscription=not args.per_device,
         )
         commands.wait_ready()
     sim = Simulator(

@@ -11,6 +11,7 @@ from typing import Any
 
 from alerts.tickets import Deadlines
 from fieldnet.broker import Broker, BrokerError
+from telemetry.database import shown
 from telemetry.errors import Problem
 
 __all__ = ["ConfigError", "LamplighterError", "Settings"]
@@ -28,6 +29,9 @@ class ConfigError(LamplighterError):
 class Settings:
     # None: start (demo, tests, bench) or expect (other commands) the private services under run_dir.
     database_url: str | None = None
+    # The schema owner's login, for migrations and inventory loads; the database_url's role then only reads and
+    # writes rows. Unset: migrations use database_url (which then must own the schema).
+    database_owner_url: str | None = None
     mqtt_url: str | None = None
     # The backend's own broker accounts (`lamplighter devices provision` writes it) and TLS to the broker. With
     # the private broker both default to its files under run_dir; a user:password in LAMPLIGHTER_MQTT_URL is
@@ -152,8 +156,9 @@ class Settings:
                 self.broker(self.mqtt_url)
             except BrokerError as exc:
                 raise ConfigError(f"LAMPLIGHTER_MQTT_URL: {exc.message}") from None
-        if self.database_url is not None and not self.database_url.startswith(("postgresql://", "postgres://")):
-            raise ConfigError(f"LAMPLIGHTER_DATABASE_URL must be a postgresql:// URL, got {self.database_url!r}")
+        for name, url in (("DATABASE_URL", self.database_url), ("DATABASE_OWNER_URL", self.database_owner_url)):
+            if url is not None and not url.startswith(("postgresql://", "postgres://")):
+                raise ConfigError(f"LAMPLIGHTER_{name} must be a postgresql:// URL, got {shown(url)!r}")
         if not 1 <= self.retention_days <= 3650:
             raise ConfigError(f"retention_days must be 1..3650, got {self.retention_days}")
         if not 1 <= self.receive_maximum <= 65535:

@@ -42,10 +42,8 @@ def run_demo(
     clock_args: list[str],
 ) -> int:
     with private_services(settings, "dev") as ep:
+        ep.migrate(settings.retention_days)
         with psycopg.connect(ep.database_url, autocommit=True) as conn:
-            from telemetry.schema import migrate
-
-            migrate(conn, retention_days=settings.retention_days)
             row = conn.execute("SELECT lamps FROM seed_info").fetchone()
             latest = conn.execute("SELECT max(ts) FROM lamp_latest").fetchone()
         if latest is not None and latest[0] is not None and latest[0] > clock.now() + dt.timedelta(minutes=5):
@@ -57,7 +55,7 @@ def run_demo(
                 file=sys.stderr,
             )
         if row is None or (lamps is not None and lamps != row[0] and replace):
-            seed_command(ep.database_url, settings, lamps=lamps or _DEFAULT_LAMPS, seed=1, replace=replace)
+            seed_command(ep.schema_url, settings, lamps=lamps or _DEFAULT_LAMPS, seed=1, replace=replace)
         elif lamps is not None and lamps != row[0]:
             print(
                 f"the demo's database holds a city of {row[0]:,} lamps, not {lamps:,}: add --replace to load "

@@ -26,6 +26,12 @@ def add_devices_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     d.add_argument(
         "--out", type=Path, help="directory for passwd, acl and accounts.toml (default: the private broker's)"
     )
+    d.add_argument(
+        "--plugin",
+        action="store_true",
+        help="the broker loads lamplighter's concentrators plugin: concentrators' lamps go to the `concentrators` "
+        "file, not the ACL (the private broker: detected)",
+    )
     d = dsub.add_parser("secret", help="print an account's secret, for installing it in the device")
     d.add_argument("username", help="{district}/lamp/{id}, {district}/cabinet/{id}, crews/{id} or a service")
     d = dsub.add_parser("rotate", help="give an account a new secret (and provision the private broker again)")
@@ -54,7 +60,7 @@ def devices_command(ep: Endpoints, args: argparse.Namespace) -> int:
         made = ep.device_key is not None and not ep.device_key.exists()
         key = ep.key(create=True)
         with psycopg.connect(ep.database_url) as conn:
-            done = provision(key, directory, Inventory.from_db(conn))
+            done = provision(key, directory, Inventory.from_db(conn), plugin=True if args.plugin else None)
         if made:
             print(f"made a new device key at {ep.device_key}: keep it private and backed up")
         print(

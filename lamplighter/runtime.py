@@ -30,19 +30,19 @@ from gateway.retained import RetainedPublisher
 from gateway.service import Gateway
 from gateway.sessions import IngestSessions
 from lamplighter.config import Settings
-from lamplighter.services import PrivateServices, ServiceError
+from lamplighter.services import OWNER_ROLE, PrivateServices, ServiceError
 from telemetry.backoff import Backoff
 from telemetry.clock import Clock
-from telemetry.database import Database
+from telemetry.database import Database, role_of, shown
 from telemetry.leases import Leases
 from telemetry.lighting import LightingEngine, follow_forever
 from telemetry.models import Batch, Registry
 from telemetry.sampler import Sampler
 from telemetry.sampling import OPS_TOPIC
-from telemetry.schema import maintain_partitions, migrate
+from telemetry.schema import maintain_partitions, migrate, role_problems
 from telemetry.store import TelemetryStore, inventory_version, load_registry, prune_quarantine
 
-__all__ = ["Endpoints", "GatewayProcess", "bench_city", "endpoints", "private_services"]
+__all__ = ["Endpoints", "GatewayProcess", "bench_city", "endpoints", "private_services", "warn_privileges"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,18 @@ _HEARING_STALL_S = 2.0  # a message uncommitted this long: ingest is not hearing
 _LEAD_TRY_S = 2.0  # a gateway not leading tries to take the lead this often (a dead leader's goes at once)
 
 
+def warn_privileges(conn: psycopg.Connection) -> None:
+    """Log what the application's database role may do that it should not (README, Security)."""
+    problems = role_problems(conn)
+    if problems:
+        logger.warning(
+            "the application's database role %r %s: give it a role of its own that owns nothing, and the schema "
+            "owner's URL to LAMPLIGHTER_DATABASE_OWNER_URL (README, Security)",
+            conn.info.user,
+            ", ".join(problems),
+        )
+
+
 def _districts(conn: psycopg.Connection) -> list[str]:
     return [r[0] for r in conn.execute("SELECT code FROM districts ORDER BY code").fetchall()]
 
@@ -64,10 +76,24 @@ def _districts(conn: psycopg.Connection) -> list[str]:
 class Endpoints:
     """The services a process uses: the database, the broker, and how it logs in to the broker."""
 
-    database_url: str
+    database_url: str  # the application's role: rows only
     broker: Broker  # with the URL's own login, if it had one
     accounts: Path | None = None  # the services' logins (`lamplighter devices provision` writes it)
     device_key: Path | None = None  # the deployment's key: provisioning, and the simulator's device logins
+    owner_url: str | None = None  # the schema owner's role: migrations and inventory loads (None: database_url)
+    admin_url: str | None = None  # the private cluster's superuser, on its `postgres` database (None: not ours)
+
+    @property
+    def schema_url(self) -> str:
+        """The login that may change the schema and load an inventory."""
+        return self.owner_url or self.database_url
+
+    def migrate(self, retention_days: int = 90) -> list[int]:
+        """Bring the schema up to date as its owner and give the application's role its rights
+        (`telemetry.schema.grant_application`); the versions applied now."""
+        with psycopg.connect(self.schema_url, autocommit=True) as conn:
+            app = role_of(self.database_url)
+            return migrate(conn, retention_days=retention_days, grant_to=None if app == conn.info.user else app)
 
     @property
     def mqtt_host(self) -> str:
@@ -114,19 +140,24 @@ class Endpoints:
         return out
 
 
-def _endpoints(settings: Settings, db: str, mqtt: str, svc: PrivateServices | None = None) -> Endpoints:
+def _endpoints(
+    settings: Settings, mqtt: str, svc: PrivateServices | None = None, *, private_broker: bool, private_db: bool
+) -> Endpoints:
     broker = settings.broker(mqtt)
     accounts, key = settings.mqtt_accounts, settings.device_key_file
-    if svc is not None:  # the private broker: its own files unless settings say otherwise
+    if svc is not None and private_broker:  # the private broker: its own files unless settings say otherwise
         accounts, key = accounts or svc.accounts_file, key or svc.key_file
-    return Endpoints(db, broker, accounts, key)
+    if svc is not None and private_db:
+        return Endpoints(svc.database_url, broker, accounts, key, svc.owner_url, svc.admin_url)
+    assert settings.database_url is not None
+    return Endpoints(settings.database_url, broker, accounts, key, settings.database_owner_url)
 
 
 @contextlib.contextmanager
 def private_services(settings: Settings, purpose: str = "dev") -> Iterator[Endpoints]:
     """Use the configured services; otherwise start private ones under run_dir/<purpose> and stop them after."""
     if settings.database_url and settings.mqtt_url:
-        yield _endpoints(settings, settings.database_url, settings.mqtt_url)
+        yield _endpoints(settings, settings.mqtt_url, private_broker=False, private_db=False)
         return
     pg_port, mqtt_port = PRIVATE_PORTS[purpose]
     svc = PrivateServices(Path(settings.run_dir) / purpose, pg_port=pg_port, mqtt_port=mqtt_port)
@@ -140,9 +171,10 @@ def private_services(settings: Settings, purpose: str = "dev") -> Iterator[Endpo
             started.append("postgres")
         yield _endpoints(
             settings,
-            settings.database_url or svc.database_url,
             settings.mqtt_url or svc.mqtt_url,
-            None if settings.mqtt_url else svc,
+            svc,
+            private_broker=not settings.mqtt_url,
+            private_db=not settings.database_url,
         )
     finally:
         svc.stop()
@@ -157,12 +189,12 @@ def bench_city(settings: Settings, lamps: int) -> Iterator[Endpoints]:
     # A fresh broker state as well as a fresh database: sessions an earlier run left queued must not land here.
     (Path(settings.run_dir) / "bench" / "mosquitto" / "mosquitto.db").unlink(missing_ok=True)
     with private_services(Settings(run_dir=settings.run_dir), "bench") as ep:
-        admin = ep.database_url.rsplit("/", 1)[0] + "/postgres"
-        with psycopg.connect(admin, autocommit=True) as conn:
+        assert ep.admin_url is not None
+        with psycopg.connect(ep.admin_url, autocommit=True) as conn:
             conn.execute("DROP DATABASE IF EXISTS lamplighter WITH (FORCE)")
-            conn.execute("CREATE DATABASE lamplighter")
-        with psycopg.connect(ep.database_url, autocommit=True) as conn:
-            migrate(conn)
+            conn.execute(f"CREATE DATABASE lamplighter OWNER {OWNER_ROLE}")
+        ep.migrate()
+        with psycopg.connect(ep.schema_url, autocommit=True) as conn:
             load(conn, generate(lamps, seed=1), progress=sys.stderr.isatty())
             provision_private(ep, conn)
         yield ep
@@ -171,8 +203,9 @@ def bench_city(settings: Settings, lamps: int) -> Iterator[Endpoints]:
 def endpoints(settings: Settings) -> Endpoints:
     """For commands that join running services: the configured ones, or the private dev ones if they are up."""
     pg_port, mqtt_port = PRIVATE_PORTS["dev"]
-    db = settings.database_url or f"postgresql://lamplighter@127.0.0.1:{pg_port}/lamplighter"
-    mqtt = settings.mqtt_url or f"mqtt://127.0.0.1:{mqtt_port}"
+    private = PrivateServices(Path(settings.run_dir) / "dev", pg_port=pg_port, mqtt_port=mqtt_port)
+    db = settings.database_url or private.database_url
+    mqtt = settings.mqtt_url or private.mqtt_url
     try:
         psycopg.connect(db, connect_timeout=3).close()
     except psycopg.OperationalError as exc:
@@ -182,9 +215,10 @@ def endpoints(settings: Settings) -> Endpoints:
             else " (no LAMPLIGHTER_DATABASE_URL given, so the private one was tried: start it with "
             "`lamplighter services` in another terminal, or run `make demo`)"
         )
-        raise ServiceError(f"cannot connect to the database {db}{hint}: {exc}") from exc
-    private = None if settings.mqtt_url else PrivateServices(Path(settings.run_dir) / "dev", mqtt_port=mqtt_port)
-    return _endpoints(settings, db, mqtt, private)
+        raise ServiceError(f"cannot connect to the database {shown(db)}{hint}: {exc}") from exc
+    return _endpoints(
+        settings, mqtt, private, private_broker=not settings.mqtt_url, private_db=not settings.database_url
+    )
 
 
 def provision_private(ep: Endpoints, conn: psycopg.Connection) -> Provisioned | None:
@@ -223,8 +257,9 @@ class GatewayProcess:
         self.instance = settings.gateway_instance or f"{prefix}-{socket.gethostname()}-{os.getpid()}"
         # The one pool every service of this process draws from (opened when the process runs).
         self.db = Database(ep.database_url, name="lamplighter-gateway")
-        with psycopg.connect(ep.database_url, autocommit=True) as conn:  # start-up: once, before the loop
-            migrate(conn, retention_days=settings.retention_days)
+        ep.migrate(settings.retention_days)  # start-up: once, before the loop
+        with psycopg.connect(ep.database_url, autocommit=True) as conn:
+            warn_privileges(conn)
             registry = load_registry(conn)
             districts = _districts(conn)
             self._inventory = inventory_version(conn)
@@ -285,7 +320,7 @@ class GatewayProcess:
                 self.db,
                 {
                     "webhook": WebhookTransport(allow_private=settings.delivery_allow_private),
-                    "notify": NotifyTransport(),
+                    "notify": NotifyTransport(allow_private=settings.delivery_allow_private),
                     "mqtt": MqttTransport(self.command_link.send),
                 },
                 max_attempts=settings.delivery_max_attempts,

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -21,15 +22,37 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
+from fieldnet import broker_plugin
 from fieldnet.accounts import DeviceKey
 from fieldnet.provision import ACCOUNTS, ACL, PASSWD, Inventory, provision
 from fieldnet.tls import ensure_ca
 from lamplighter.config import LamplighterError
 
-__all__ = ["PrivateServices", "ServiceError", "find_postgres_bin"]
+__all__ = [
+    "APP_ROLE",
+    "OWNER_ROLE",
+    "PrivateServices",
+    "ServiceError",
+    "adopt_schema",
+    "auth_config",
+    "find_postgres_bin",
+]
 
 logger = logging.getLogger(__name__)
+
+# The private cluster's roles: the schema's owner (migrations, inventory loads) and the application's (everything
+# else); the superuser only makes roles and databases.
+OWNER_ROLE = "lamplighter_owner"
+APP_ROLE = "lamplighter_app"
+_SUPERUSER = "postgres"
+_OLD_SUPERUSER = "lamplighter"  # clusters made before the roles were split: trust authentication, this superuser
+_HBA = """# lamplighter's private PostgreSQL: every connection proves its password (SCRAM); see postgres.pgpass
+local all all scram-sha-256
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+"""
 
 # initdb plus the first start take a few seconds on a slow disk; a broker starts in milliseconds.
 _PG_START_TIMEOUT_S = 60.0
@@ -101,7 +124,26 @@ class PrivateServices:
 
     @property
     def database_url(self) -> str:
-        return f"postgresql://lamplighter@127.0.0.1:{self.pg_port}/{self.database}"
+        """The application's login: rows of every table, no DDL, owner of nothing."""
+        return self._pg_url(APP_ROLE, self.database)
+
+    @property
+    def owner_url(self) -> str:
+        """The schema owner's login: migrations and loading an inventory."""
+        return self._pg_url(OWNER_ROLE, self.database)
+
+    @property
+    def admin_url(self) -> str:
+        """The cluster's superuser, on the `postgres` database: roles and databases only."""
+        return self._pg_url(self._pg_secrets()[0], "postgres")
+
+    @property
+    def pgpass(self) -> Path:
+        """The private cluster's passwords (libpq's password file format; only its user can read it)."""
+        return self.root / "postgres.pgpass"
+
+    def _pg_url(self, role: str, database: str) -> str:
+        return f"postgresql://{role}@127.0.0.1:{self.pg_port}/{database}?passfile={quote(str(self.pgpass))}"
 
     @property
     def mqtt_url(self) -> str:
@@ -183,8 +225,7 @@ class PrivateServices:
         extra = [
             "log_dest stderr",
             f"persistence_location {d}/",
-            f"password_file {d / PASSWD}",
-            f"acl_file {d / ACL}",
+            *auth_config(d),
             f"listener {self.mqtt_port} 127.0.0.1",
             # The same accounts and ACL over TLS (settings below a listener line belong to that listener).
             f"listener {self.tls_port} 127.0.0.1",
@@ -296,6 +337,33 @@ class PrivateServices:
         if res.returncode != 0:
             raise ServiceError(f"{what} failed (exit {res.returncode}): {res.stderr.strip() or res.stdout.strip()}")
 
+    def _pg_secrets(self) -> tuple[str, dict[str, str]]:
+        """(the superuser's name, every role's password), made on first use and kept in `pgpass`."""
+        lines = self.pgpass.read_text().splitlines() if self.pgpass.exists() else []
+        superuser = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("# superuser:")), "")
+        passwords = {
+            f[3]: f[4] for f in (ln.split(":", 4) for ln in lines if ln and not ln.startswith("#")) if len(f) == 5
+        }
+        if not superuser:
+            old = (self._pg_dir / "data" / "PG_VERSION").exists()
+            superuser = _OLD_SUPERUSER if old else _SUPERUSER
+        wanted = (superuser, OWNER_ROLE, APP_ROLE)
+        if any(role not in passwords for role in wanted):
+            passwords = {role: passwords.get(role) or secrets.token_urlsafe(24) for role in wanted}
+            self.root.mkdir(parents=True, exist_ok=True)
+            body = [f"# superuser:{superuser}"] + [f"127.0.0.1:*:*:{role}:{passwords[role]}" for role in wanted]
+            fd = os.open(self.pgpass, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write("\n".join(body) + "\n")
+        return superuser, passwords
+
+    def _write_as_pg(self, path: Path, text: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        if os.geteuid() == 0:
+            shutil.chown(path, "postgres", "postgres")
+
     def start_postgres(self) -> None:
         initdb, pg_ctl = find_postgres_bin("initdb"), find_postgres_bin("pg_ctl")
         d = self._pg_dir
@@ -314,12 +382,27 @@ class PrivateServices:
                 f"port {self.pg_port} on 127.0.0.1 is taken by another program; the private PostgreSQL cannot "
                 f"start. Stop that program or set LAMPLIGHTER_DATABASE_URL to use it."
             )
+        hba = data / "pg_hba.conf"
+        if not self.pgpass.exists() and hba.exists() and hba.read_text() == _HBA:
+            raise ServiceError(
+                f"the private PostgreSQL in {data} asks for passwords, and their file {self.pgpass} is gone: "
+                f"remove {data} to start with a new, empty cluster"
+            )
+        superuser, passwords = self._pg_secrets()
         if not (data / "PG_VERSION").exists():
             logger.info("creating a private PostgreSQL cluster in %s", data)
-            self._run(
-                [str(initdb), "-D", str(data), "-U", "lamplighter", "--auth=trust", "-E", "UTF8", "--no-locale"],
-                "initdb",
-            )
+            pwfile = d / "initdb.pw"
+            self._write_as_pg(pwfile, passwords[superuser] + "\n")
+            try:
+                self._run(
+                    [str(initdb), "-D", str(data), "-U", superuser, "--auth=scram-sha-256", f"--pwfile={pwfile}",
+                     "-E", "UTF8", "--no-locale"],
+                    "initdb",
+                )  # fmt: skip
+            finally:
+                pwfile.unlink(missing_ok=True)
+            self._write_as_pg(hba, _HBA)
+        trusting = hba.read_text() != _HBA
         opts = " ".join(
             [
                 f"-p {self.pg_port}",
@@ -350,16 +433,54 @@ class PrivateServices:
         )
         self._started.append("postgres")
         logger.info("private PostgreSQL listening on 127.0.0.1:%d (data %s)", self.pg_port, data)
+        if trusting:
+            self._close_trust(hba, superuser, passwords[superuser])
+        self._ensure_roles(passwords)
         self._ensure_database()
+
+    def _close_trust(self, hba: Path, superuser: str, password: str) -> None:
+        """A cluster made by an older lamplighter let anyone on loopback in as its superuser: give the superuser
+        its password, then require passwords of everyone."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(superuser), sql.Literal(password)))
+            self._write_as_pg(hba, _HBA)
+            conn.execute("SELECT pg_reload_conf()")
+        logger.warning("private PostgreSQL under %s: trust authentication replaced by passwords (SCRAM)", self.root)
+
+    def _ensure_roles(self, passwords: dict[str, str]) -> None:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            for role in (OWNER_ROLE, APP_ROLE):
+                exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+                verb = "ALTER" if exists else "CREATE"
+                conn.execute(
+                    sql.SQL(
+                        verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
+                        "PASSWORD {}"
+                    ).format(sql.Identifier(role), sql.Literal(passwords[role]))
+                )
 
     def _ensure_database(self) -> None:
         import psycopg
+        from psycopg import sql
 
-        admin = f"postgresql://lamplighter@127.0.0.1:{self.pg_port}/postgres"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
-            if not exists:
-                conn.execute(f'CREATE DATABASE "{self.database}"')
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (self.database,)
+            ).fetchone()
+            name, owner = sql.Identifier(self.database), sql.Identifier(OWNER_ROLE)
+            if row is None:
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(name, owner))
+                return
+            if row[0] == OWNER_ROLE:
+                return
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(name, owner))
+        adopt_schema(self._pg_url(self._pg_secrets()[0], self.database), OWNER_ROLE)
 
     def _stop_postgres(self) -> None:
         pg_ctl = find_postgres_bin("pg_ctl")
@@ -369,3 +490,46 @@ class PrivateServices:
             check=False,
         )
         logger.info("private PostgreSQL on port %d stopped", self.pg_port)
+
+
+def auth_config(files: Path) -> list[str]:
+    """A private broker's lines for the accounts and ACL in `files`, with lamplighter's concentrators plugin when it
+    builds here (fieldnet.broker_plugin)."""
+    lines = [f"password_file {files / PASSWD}", f"acl_file {files / ACL}"]
+    plugin = broker_plugin.build(files)
+    return lines + (broker_plugin.config_lines(plugin, files) if plugin else [])
+
+
+def adopt_schema(admin_url: str, owner: str) -> int:
+    """Hand every table, view, sequence and function of the `public` schema to `owner` (a database made before
+    the roles were split had them owned by the superuser). Returns how many changed hands."""
+    import psycopg
+    from psycopg import sql
+
+    kinds = {"r": "TABLE", "p": "TABLE", "f": "FOREIGN TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE"}
+    with psycopg.connect(admin_url, autocommit=True) as conn, conn.transaction():
+        rels = conn.execute(
+            "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'f', 'v', 'm', 'S') "
+            "AND pg_get_userbyid(c.relowner) <> %s "
+            # a serial column's sequence follows its table
+            "AND (c.relkind <> 'S' OR NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
+            "                                    AND d.objid = c.oid AND d.deptype IN ('a', 'i')))",
+            (owner,),
+        ).fetchall()
+        funcs = conn.execute(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) <> %s",
+            (owner,),
+        ).fetchall()
+        for name, kind in rels:
+            conn.execute(
+                sql.SQL("ALTER {} {} OWNER TO {}").format(
+                    sql.SQL(kinds[kind]), sql.Identifier(name), sql.Identifier(owner)
+                )
+            )
+        for (signature,) in funcs:
+            conn.execute(sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(sql.SQL(signature), sql.Identifier(owner)))
+    if rels or funcs:
+        logger.warning("database schema: %d objects handed to the owner role %s", len(rels) + len(funcs), owner)
+    return len(rels) + len(funcs)

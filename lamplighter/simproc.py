@@ -37,6 +37,7 @@ def simulator_process(
     unreachable: float = 0.0,
     failing: float = 0.0,
     seed: int = 1,
+    per_device: bool = False,
 ) -> Iterator[subprocess.Popen[str]]:
     """`lamplighter simulate` on the test's database, broker and clock; yields once its devices are connected."""
     assert clock.start is not None, "the simulator process shares the test's clock through its start and origin"
@@ -47,6 +48,8 @@ def simulator_process(
         "--unreachable", str(unreachable), "--failing", str(failing), "--client-prefix", client_prefix,
         "--clock-start", clock.start.isoformat(), "--clock-speed", str(clock.speed),
     ]  # fmt: skip
+    if per_device:
+        argv.append("--per-device")  # every device on its own connection, as its own account
     env = {**os.environ, **endpoints.env(), "LAMPLIGHTER_CLOCK_ORIGIN": repr(clock.origin)}
     with lamplighter_process(argv, env, ready=_READY) as proc:
         yield proc

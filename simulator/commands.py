@@ -1,7 +1,9 @@
 """The simulated devices' side of remote control: receive commands, act once per id, acknowledge.
 
 Commands arrive through a paho-mqtt subscription to every lamp's `…/cmd` topic (a persistent session, so commands
-sent while the simulator restarts are not lost); the simulator's loop takes them between steps. Each command is
+sent while the simulator restarts are not lost), or, with one connection per device, on each device's own
+connection (`deliver`, from simulator.runner; the paho client then reads only the fault-injection topic); the
+simulator's loop takes them between steps. Each command is
 acted on once per id — a repeated id is acknowledged again without acting twice — and acknowledged after a
 configurable latency. A share of lamps can be made unreachable (they never answer) and a share failing (they
 answer `ok: false`), so every outcome of a campaign can be produced on purpose.
@@ -59,8 +61,12 @@ class DeviceCommands:
         unreachable: float = 0.0,
         failing: float = 0.0,
         seed: int = 1,
+        shared_subscription: bool = True,
     ) -> None:
+        """`shared_subscription`: this client reads every lamp's commands; False when each device reads its own
+        on its own connection (the simulator hands them over with `deliver`)."""
         self.fleet = fleet
+        self._topics = [("sl/+/lamp/+/cmd", 1), (FAULTS_TOPIC, 1)] if shared_subscription else [(FAULTS_TOPIC, 1)]
         self.ack_latency_s = ack_latency_s
         self.unreachable, self.failing = outcome_masks(fleet.n, unreachable=unreachable, failing=failing, seed=seed)
         self.slot_of = {lamp: i for i, lamp in enumerate(fleet.spec.lamp_id)}
@@ -85,11 +91,15 @@ class DeviceCommands:
         if getattr(reason, "is_failure", False):
             logger.error("simulator: the broker refused the command subscription: %s", reason)
             return
-        client.subscribe([("sl/+/lamp/+/cmd", 1), (FAULTS_TOPIC, 1)])
+        client.subscribe(self._topics)
         self.ready.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self.inbox.append((message.topic, bytes(message.payload)))
+
+    def deliver(self, topic: str, payload: bytes) -> None:
+        """A command a device received on its own connection."""
+        self.inbox.append((topic, payload))
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         if not self.ready.wait(timeout):

@@ -8,7 +8,10 @@ what the broker never acknowledged, then what they kept, in order.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import selectors
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -85,6 +88,11 @@ class Simulator:
         self.held_max = held_max
         self._down: dict[int, tuple[RawPublisher, float, int]] = {}  # id → (connection, retry at, failures)
         self._held: dict[int, collections.deque[tuple[bytes, bytes]]] = {}
+        # Per device: the command topics each connection reads (its own; a concentrator's also its lamps'), and
+        # a selector over the connections, so the loop takes commands from those with something to read.
+        self._cmd_topics: dict[int, list[str]] = {}
+        self._selector = selectors.DefaultSelector()
+        self._watched: dict[int, socket.socket] = {}
         if per_device:
             self._open_per_device(client_prefix)
         else:
@@ -105,24 +113,57 @@ class Simulator:
         assert self._device_login is not None
         fleet, spec = self.fleet, self.fleet.spec
         state_topics = fleet.topics_single + fleet.topics_cab
+        on_message = self.commands.deliver if self.commands is not None else None
         for (status_topic, _), state_topic in zip(fleet.status_topics(), state_topics, strict=True):
             now = self.clock.now_ms()
             will = Will(status_topic, msgspec.json.encode({"online": False, "ts": now}))
             stem = status_topic[3 : -len("/status")]  # sl/{stem}/status
             device = stem.rsplit("/", 1)[1]
             login = self._device_login(stem)
-            pub = RawPublisher(self.broker.with_login(login), f"{prefix}-{device}", will=will, window=64)
+            pub = RawPublisher(
+                self.broker.with_login(login), f"{prefix}-{device}", will=will, window=64, on_message=on_message
+            )
             pub.publish(status_topic, msgspec.json.encode({"online": True, "ts": self.clock.now_ms()}), retain=True)
             self._pubs.append(pub)
             self._by_topic[state_topic] = pub
             self._by_ack[f"sl/{stem}/ack".encode()] = pub
-        # A lamp behind a concentrator answers its commands through it.
+            self._cmd_topics[id(pub)] = [f"sl/{stem}/cmd"]
+        # A lamp behind a concentrator takes and answers its commands through it.
         cabinets = zip(fleet.conc_cabinets.tolist(), fleet.topics_cab, strict=True)
         cab_pub = {int(c): self._by_topic[t] for c, t in cabinets}
         for lamp in np.flatnonzero(spec.lamp_concentrator).tolist():
             via = cab_pub.get(int(spec.lamp_cabinet[lamp]))
             if via is not None:
-                self._by_ack[f"sl/{spec.lamp_district[lamp]}/lamp/{spec.lamp_id[lamp]}/ack".encode()] = via
+                stem = f"sl/{spec.lamp_district[lamp]}/lamp/{spec.lamp_id[lamp]}"
+                self._by_ack[f"{stem}/ack".encode()] = via
+                self._cmd_topics[id(via)].append(f"{stem}/cmd")
+        if self.commands is not None:
+            # Every device subscribes, then every SUBACK is awaited: commands go out only once all can arrive.
+            for pub in self._pubs:
+                self._listen(pub)
+            for pub in self._pubs:
+                pub.subscribed()
+
+    def _listen(self, pub: RawPublisher) -> None:
+        """Subscribe `pub` (a device's connection, new or reconnected) to its commands and watch its socket."""
+        old = self._watched.pop(id(pub), None)
+        if old is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(old)
+        pub.subscribe(self._cmd_topics[id(pub)])
+        self._selector.register(pub.sock, selectors.EVENT_READ, pub)
+        self._watched[id(pub)] = pub.sock
+
+    def _take_commands(self) -> None:
+        """Read the device connections that have something (commands; acknowledgements of their reports)."""
+        for key, _ in self._selector.select(0):
+            pub = key.data
+            if id(pub) in self._down:
+                continue
+            try:
+                pub.poll()
+            except OSError as exc:
+                self._lost(pub, exc, [])
 
     def _route(self, r: Report) -> RawPublisher:
         if self.per_device:
@@ -133,6 +174,8 @@ class Simulator:
         """Act on commands, send their acknowledgements and every report due now; returns messages sent."""
         now_ms = self.clock.now_ms()
         sent = 0
+        if self._watched:
+            self._take_commands()
         if self.commands is not None:
             acks = self.commands.process(now_ms)
             if acks:
@@ -224,6 +267,8 @@ class Simulator:
                 continue
             try:
                 again = pub.reconnect()
+                if id(pub) in self._watched:  # a clean session: its command subscriptions are made again
+                    self._listen(pub)
             except OSError as exc:
                 delay = _retry_in(failures + 1)
                 self._down[key] = (pub, now + delay, failures + 1)
@@ -246,6 +291,7 @@ class Simulator:
         """Wait for every ack, then disconnect; per-device connections first say they go offline."""
         if self.commands is not None:
             self.commands.close()
+        self._selector.close()
         if self._down:
             self._revive(float("inf"))  # one last try for what the devices kept
         if self._down:

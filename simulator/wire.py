@@ -5,6 +5,9 @@ A simulator that must outrun the gateway cannot: here whole batches of pre-encod
 `sendall`, and PUBACKs are read in bulk. It keeps the number of unacknowledged messages under a window well
 below MQTT's 65,535 packet ids, so no id is ever reused while still in flight, and keeps those messages until
 their PUBACK, so after a lost connection `reconnect()` sends them again (QoS 1: at least once).
+
+A device's connection also subscribes (`subscribe`) and takes what the broker sends it (`poll`, or whenever it
+reads acknowledgements): each PUBLISH is acknowledged and handed to `on_message`.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from fieldnet.broker import Broker, Login
@@ -114,6 +117,7 @@ class RawPublisher:
         will: Will | None = None,
         keepalive: int = 60,
         timeout: float = 30.0,
+        on_message: Callable[[str, bytes], None] | None = None,
     ) -> None:
         if not 0 < window < 65535:
             raise SimulatorError(f"window must be between 1 and 65,534 unacknowledged messages, got {window}")
@@ -128,6 +132,10 @@ class RawPublisher:
         self._address = (broker.host, broker.port)
         self._connect = encode_connect(client_id, keepalive=keepalive, will=will, login=broker.login)
         self._client_id, self._timeout = client_id, timeout
+        self.on_message = on_message
+        self.received = 0  # PUBLISHes the broker sent this connection
+        self._subscribing: dict[int, list[str]] = {}  # SUBSCRIBE packet id → its filters, until the SUBACK
+        self._refused: list[str] = []  # filters the broker refused
         self._sock = self._open()
 
     def _open(self) -> socket.socket:
@@ -155,6 +163,7 @@ class RawPublisher:
         with contextlib.suppress(OSError):
             self._sock.close()
         self._sock = self._open()
+        self._subscribing.clear()  # a clean session has none: the caller subscribes again
         again = [bytes([packet[0] | 0x08]) + packet[1:] for packet in self._inflight.values()]  # DUP
         self.acked = self.sent - len(again)  # what was counted in flight and never acknowledged
         if again:
@@ -174,7 +183,8 @@ class RawPublisher:
         return out
 
     def _read_acks(self, block: bool) -> None:
-        """Consume PUBACKs (4 bytes each on 3.1.1); also tolerates PINGRESP."""
+        """Consume what the broker sent: PUBACKs (4 bytes each on 3.1.1), SUBACKs, PUBLISHes (acknowledged, then
+        handed to `on_message`); PINGRESP and anything else is skipped."""
         self._sock.setblocking(block)
         try:
             chunk = self._sock.recv(262144)
@@ -187,16 +197,78 @@ class RawPublisher:
         buf = self._buf + chunk
         i, n = 0, len(buf)
         inflight = self._inflight
+        incoming: list[tuple[str, bytes]] = []
+        pubacks: list[bytes] = []
         while n - i >= 2:
-            length = buf[i + 1]
-            if n - i < 2 + length:
-                break
-            if buf[i] == 0x40:
+            if buf[i] == 0x40 and buf[i + 1] == 2:  # the common case, kept fast: a PUBACK
+                if n - i < 4:
+                    break
                 self.acked += 1
                 if inflight:
                     inflight.pop((buf[i + 2] << 8) | buf[i + 3], None)
-            i += 2 + length
+                i += 4
+                continue
+            length, shift, j = 0, 0, i + 1
+            while j < n and j - i <= 4:
+                length |= (buf[j] & 0x7F) << shift
+                shift += 7
+                j += 1
+                if not buf[j - 1] & 0x80:
+                    break
+            else:
+                break  # the remaining length is not all here yet
+            if n - j < length:
+                break
+            kind = buf[i] & 0xF0
+            if kind == 0x30:  # PUBLISH
+                qos = (buf[i] >> 1) & 3
+                tlen = (buf[j] << 8) | buf[j + 1]
+                k = j + 2 + tlen
+                topic = buf[j + 2 : k].decode("utf-8", "replace")
+                if qos:
+                    pubacks.append(b"\x40\x02" + buf[k : k + 2])
+                    k += 2
+                incoming.append((topic, bytes(buf[k : j + length])))
+            elif kind == 0x90:  # SUBACK: one return code per filter, 0x80 a refusal
+                filters = self._subscribing.pop((buf[j] << 8) | buf[j + 1], [])
+                self._refused += [f for f, code in zip(filters, buf[j + 2 : j + length], strict=False) if code == 0x80]
+            i = j + length
         self._buf = buf[i:]
+        if pubacks:
+            self._sock.sendall(b"".join(pubacks))
+        self.received += len(incoming)
+        if self.on_message is not None:
+            for topic, payload in incoming:
+                self.on_message(topic, payload)
+
+    def subscribe(self, filters: Sequence[str]) -> None:
+        """Subscribe to `filters` at QoS 1 (the SUBACK is read with the next acknowledgements; `subscribed()` waits
+        for it)."""
+        pid = self._next_id
+        self._next_id = pid + 1 if pid < 65535 else 1
+        body = struct.pack("!H", pid) + b"".join(_str(f.encode()) + b"\x01" for f in filters)
+        self._subscribing[pid] = list(filters)
+        self._sock.sendall(bytes([0x82]) + encode_varint(len(body)) + body)
+
+    def subscribed(self, timeout: float = 30.0) -> None:
+        """Wait until the broker granted every subscription asked for (PublishError if it refused one)."""
+        deadline = time.monotonic() + timeout
+        while self._subscribing:
+            if time.monotonic() > deadline:
+                raise PublishError(f"no SUBACK from {self._broker} for client {self._client_id!r} in {timeout} s")
+            self._read_acks(block=True)
+        if self._refused:
+            refused, self._refused = self._refused, []
+            raise PublishError(f"broker {self._broker} refused client {self._client_id!r} the subscriptions {refused}")
+
+    def poll(self) -> None:
+        """Take whatever the broker has sent (commands, acknowledgements) without waiting."""
+        self._read_acks(block=False)
+
+    @property
+    def sock(self) -> socket.socket:
+        """The connection's socket now (a new one after `reconnect`), for a selector."""
+        return self._sock
 
     def publish_batch(self, messages: Sequence[tuple[bytes, bytes]], *, retain: bool = False) -> None:
         """Publish (topic, payload) pairs at QoS 1; returns once all are handed to the socket (not yet acked).

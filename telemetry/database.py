@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-__all__ = ["Database"]
+__all__ = ["Database", "database_of", "role_of", "shown", "with_database"]
 
 T = TypeVar("T")
 
@@ -106,3 +109,29 @@ class Database:
             with contextlib.suppress(Exception):
                 await (await making).close()
             raise
+
+
+def with_database(url: str, database: str) -> str:
+    """`url` (a postgresql:// URL) naming another database on the same server, as the same role."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+def database_of(url: str) -> str:
+    """The database a postgresql:// URL names."""
+    return str(conninfo_to_dict(url).get("dbname") or "")
+
+
+def role_of(url: str) -> str:
+    """The role a postgresql:// URL logs in as (libpq's default, the operating system's user, when it names none)."""
+    user = conninfo_to_dict(url).get("user")
+    return str(user) if user else getpass.getuser()
+
+
+def shown(url: str) -> str:
+    """`url` fit for logs and messages: a password in it is replaced by `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))

@@ -10,18 +10,31 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 import psycopg
 from psycopg import sql
 
-__all__ = ["TELEMETRY_TABLES", "has_timescaledb", "maintain_partitions", "migrate"]
+from telemetry.errors import TelemetryError
+
+__all__ = [
+    "TELEMETRY_TABLES",
+    "SchemaError",
+    "applied_versions",
+    "grant_application",
+    "has_timescaledb",
+    "maintain_partitions",
+    "migrate",
+    "role_problems",
+]
 
 logger = logging.getLogger(__name__)
 
 TELEMETRY_TABLES = ("lamp_readings", "cabinet_readings")
 # Days of partitions kept ready past today, so a burst of readings after midnight never waits on DDL.
 _PARTITIONS_AHEAD_DAYS = 3
+# The application's rights: rows of every table, but not the migrations' own records; the partitions' keeper.
+_READ_ONLY_TABLES = ("schema_migrations", "telemetry_settings")
 
 _INVENTORY = """
 CREATE TABLE seed_info (
@@ -519,6 +532,79 @@ def _m012_device_credentials(conn: psycopg.Connection, *, retention_days: int) -
     )
 
 
+# Partition upkeep as the schema's owner: the application's role calls it, and can do nothing else of DDL. Readings
+# of a day that landed in the default partition (a device clock ahead, a compressed clock past midnight) move into
+# the day's new partition, since PostgreSQL refuses a partition whose range the default one holds rows of.
+_PARTITIONS_FUNCTION = """
+CREATE OR REPLACE FUNCTION telemetry_partitions(today date, drop_old boolean)
+RETURNS TABLE (created integer, dropped integer, moved bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
+DECLARE
+    hypertables boolean;
+    keep integer;
+    first_day date;
+    d date;
+    t text;
+    part text;
+    lo text;
+    hi text;
+    stray boolean;
+    n bigint;
+    old record;
+BEGIN
+    created := 0; dropped := 0; moved := 0;
+    SELECT s.timescaledb, extract(day FROM s.retention)::int INTO hypertables, keep FROM telemetry_settings s;
+    IF NOT FOUND OR hypertables THEN
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock(7426002);
+    first_day := today - keep;
+    FOREACH t IN ARRAY ARRAY['lamp_readings', 'cabinet_readings'] LOOP
+        d := first_day;
+        WHILE d <= today + {ahead} LOOP
+            part := t || '_' || to_char(d, 'YYYYMMDD');
+            IF NOT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                           WHERE i.inhparent = t::regclass AND c.relname = part) THEN
+                lo := to_char(d, 'YYYY-MM-DD') || ' 00:00+00';
+                hi := to_char(d + 1, 'YYYY-MM-DD') || ' 00:00+00';
+                EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE ts >= %L AND ts < %L)', t || '_default', lo, hi)
+                    INTO stray;
+                IF stray THEN
+                    EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS)', part, t);
+                    EXECUTE format('WITH m AS (DELETE FROM %I WHERE ts >= %L AND ts < %L RETURNING *) '
+                                   'INSERT INTO %I SELECT * FROM m', t || '_default', lo, hi, part);
+                    GET DIAGNOSTICS n = ROW_COUNT;
+                    moved := moved + n;
+                    EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', t, part, lo, hi);
+                ELSE
+                    EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)', part, t, lo, hi);
+                END IF;
+                created := created + 1;
+            END IF;
+            d := d + 1;
+        END LOOP;
+        IF drop_old THEN
+            FOR old IN SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                       WHERE i.inhparent = t::regclass AND c.relname ~ ('^' || t || '_[0-9]{{8}}$') LOOP
+                IF to_date(right(old.relname, 8), 'YYYYMMDD') < first_day THEN
+                    EXECUTE format('DROP TABLE %I', old.relname);
+                    dropped := dropped + 1;
+                END IF;
+            END LOOP;
+        END IF;
+    END LOOP;
+    RETURN NEXT;
+END
+$fn$;
+REVOKE ALL ON FUNCTION telemetry_partitions(date, boolean) FROM PUBLIC;
+""".replace("{ahead}", str(_PARTITIONS_AHEAD_DAYS)).replace("{{8}}", "{8}")
+
+
+def _m013_partitions_function(conn: psycopg.Connection, *, retention_days: int) -> None:
+    conn.execute(_PARTITIONS_FUNCTION)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (1, "inventory, latest state, device status, quarantine", _m001_inventory),
     (2, "telemetry time series", _m002_telemetry),
@@ -532,11 +618,53 @@ MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (10, "the districts each gateway holds", _m010_heartbeat_districts),
     (11, "each gateway's ingest watermark", _m011_heartbeat_watermark),
     (12, "generations of rotated broker accounts", _m012_device_credentials),
+    (13, "partition upkeep as the schema owner's function", _m013_partitions_function),
 ]
 
 
-def migrate(conn: psycopg.Connection, *, retention_days: int = 90) -> list[int]:
-    """Apply every migration not yet applied; returns the versions applied now. Safe to run concurrently."""
+class SchemaError(TelemetryError):
+    """The database's schema is not what this version needs, and the connected role may not change it."""
+
+    kind = "unavailable"
+
+
+def applied_versions(conn: psycopg.Connection) -> set[int]:
+    """The migrations the database has had (none when it is new)."""
+    with conn.transaction():
+        row = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        if row is None or not row[0]:
+            return set()
+        return {int(r[0]) for r in conn.execute("SELECT version FROM schema_migrations")}
+
+
+def migrate(conn: psycopg.Connection, *, retention_days: int = 90, grant_to: str | None = None) -> list[int]:
+    """Apply every migration not yet applied; returns the versions applied now. Safe to run concurrently.
+
+    Run it as the schema's owner. `grant_to` names the application's role, which is given the rows of every
+    table (the migrations' own records only to read) and the partition keeper, and owns nothing. A role that may
+    not change the schema can call this too: it does nothing when the schema is current, and otherwise says
+    which migrations are missing and who can apply them.
+    """
+    pending = [m for m in MIGRATIONS if m[0] not in applied_versions(conn)]
+    applied_now: list[int] = []
+    try:
+        if pending:
+            applied_now = _apply(conn, retention_days)
+        if grant_to is not None:
+            grant_application(conn, grant_to)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        who = conn.info.user
+        missing = ", ".join(f"{v:03d}" for v, _, _ in pending) or "none"
+        raise SchemaError(
+            f"role {who!r} may not change the database's schema (migrations missing: {missing}): run "
+            f"`lamplighter migrate` with LAMPLIGHTER_DATABASE_OWNER_URL set to the schema owner's URL "
+            f"({exc.diag.message_primary})"
+        ) from exc
+    maintain_partitions(conn)
+    return applied_now
+
+
+def _apply(conn: psycopg.Connection, retention_days: int) -> list[int]:
     applied_now: list[int] = []
     with conn.transaction():
         conn.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -552,36 +680,56 @@ def migrate(conn: psycopg.Connection, *, retention_days: int = 90) -> list[int]:
             conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
             applied_now.append(version)
             logger.info("database migration %03d applied: %s", version, name)
-    maintain_partitions(conn)
     return applied_now
 
 
-def _create_day(conn: psycopg.Connection, table: str, name: str, day: date) -> None:
-    """Create one day's partition; readings of that day already in the default partition move into it.
-
-    PostgreSQL refuses a new partition while the default one holds rows of its range, and such rows exist
-    when a device's clock ran ahead or a compressed clock crossed midnight before the upkeep did.
-    """
-    ident, parent, default = sql.Identifier(name), sql.Identifier(table), sql.Identifier(f"{table}_default")
-    lo, hi = sql.Literal(f"{day} 00:00+00"), sql.Literal(f"{day + timedelta(days=1)} 00:00+00")
-    stray = conn.execute(
-        sql.SQL("SELECT 1 FROM {} WHERE ts >= {} AND ts < {} LIMIT 1").format(default, lo, hi)
-    ).fetchone()
-    if stray is None:
-        conn.execute(
-            sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(ident, parent, lo, hi)
-        )
+def grant_application(conn: psycopg.Connection, role: str) -> None:
+    """Give the application's role what it needs and nothing more: it reads and writes rows, keeps partitions
+    through `telemetry_partitions`, and creates nothing (tables made later by the owner come with the same)."""
+    if role == conn.info.user:
         return
-    conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(ident, parent))
-    moved = conn.execute(
-        sql.SQL(
-            "WITH moved AS (DELETE FROM {} WHERE ts >= {} AND ts < {} RETURNING *) INSERT INTO {} SELECT * FROM moved"
-        ).format(default, lo, hi, ident)
-    ).rowcount
-    conn.execute(
-        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(parent, ident, lo, hi)
-    )
-    logger.info("telemetry partition %s created with %d readings moved from the default partition", name, moved)
+    r = sql.Identifier(role)
+    with conn.transaction():
+        for stmt in (
+            "GRANT USAGE ON SCHEMA public TO {r}",
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {r}",
+            "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {ro} FROM {r}",
+            "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {r}",
+            "GRANT EXECUTE ON FUNCTION telemetry_partitions(date, boolean) TO {r}",
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r}",
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {r}",
+        ):
+            ro = sql.SQL(", ").join(sql.Identifier(t) for t in _READ_ONLY_TABLES)
+            conn.execute(sql.SQL(stmt).format(r=r, ro=ro))
+
+
+def role_problems(conn: psycopg.Connection) -> list[str]:
+    """What the connected role may do beyond an application's needs (empty for a least-privileged role)."""
+    row = conn.execute(
+        "SELECT rolsuper, rolcreaterole, rolcreatedb, rolbypassrls, rolreplication, "
+        "(SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        " WHERE c.relowner = r.oid AND n.nspname = 'public'), "
+        "(SELECT datdba = r.oid FROM pg_database WHERE datname = current_database()) "
+        "FROM pg_roles r WHERE rolname = current_user"
+    ).fetchone()
+    if row is None:
+        return []
+    superuser, createrole, createdb, bypassrls, replication, owned, dba = row
+    found = [
+        what
+        for flag, what in (
+            (superuser, "is a superuser"),
+            (createrole, "may create roles"),
+            (createdb, "may create databases"),
+            (bypassrls, "bypasses row security"),
+            (replication, "may replicate"),
+            (dba, "owns the database"),
+        )
+        if flag
+    ]
+    if owned:
+        found.append(f"owns {owned} tables, indexes or sequences")
+    return found
 
 
 def maintain_partitions(conn: psycopg.Connection, *, today: date | None = None, drop: bool = True) -> tuple[int, int]:
@@ -590,39 +738,16 @@ def maintain_partitions(conn: psycopg.Connection, *, today: date | None = None, 
     `today` defaults to the wall-clock date (UTC). A process on a compressed clock also calls this with the
     clock's date and `drop=False`, so its days have partitions without retention counting from a fictional date.
     Returns (created, dropped). Does nothing under TimescaleDB, whose policies do the same job.
+
+    The work is done by `telemetry_partitions`, a function owned by the schema's owner (migration 13), so the
+    application's role, which owns no table, can keep the partitions without any other right to DDL.
     """
-    row = conn.execute("SELECT timescaledb, extract(day FROM retention)::int FROM telemetry_settings").fetchone()
-    if row is None or row[0]:
-        return (0, 0)
-    retention_days = int(row[1])
     today = today or datetime.now(UTC).date()
-    first = today - timedelta(days=retention_days)
-    created = dropped = 0
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(7426002)")
-        for table in TELEMETRY_TABLES:
-            existing = {
-                r[0]
-                for r in conn.execute(
-                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                    "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s",
-                    (table,),
-                )
-            }
-            day = first
-            while day <= today + timedelta(days=_PARTITIONS_AHEAD_DAYS):
-                name = f"{table}_{day:%Y%m%d}"
-                if name not in existing:
-                    _create_day(conn, table, name, day)
-                    created += 1
-                day += timedelta(days=1)
-            for name in sorted(existing) if drop else ():
-                suffix = name.rsplit("_", 1)[-1]
-                if suffix.isdigit() and len(suffix) == 8 and datetime.strptime(suffix, "%Y%m%d").date() < first:
-                    conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
-                    dropped += 1
+        row = conn.execute("SELECT created, dropped, moved FROM telemetry_partitions(%s, %s)", (today, drop)).fetchone()
+    created, dropped, moved = (int(v) for v in row) if row is not None else (0, 0, 0)
+    if moved:
+        logger.info("telemetry partitions: %d readings moved out of the default partitions", moved)
     if created or dropped:
-        logger.info(
-            "telemetry partitions: %d created, %d dropped (retention %d days)", created, dropped, retention_days
-        )
+        logger.info("telemetry partitions: %d created, %d dropped (today %s)", created, dropped, today)
     return created, dropped

@@ -27,35 +27,40 @@ import pytest
 import lamplighter
 from fieldnet.accounts import Account, crew_user
 from fieldnet.broker import Broker
-from fieldnet.provision import ACL, PASSWD
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, private_services, provision_private
+from lamplighter.services import OWNER_ROLE, auth_config
 from seeds.generator import DISTRICTS
-from telemetry.schema import migrate
+from telemetry.database import database_of, with_database
 
 _TEMPLATE = "lamplighter_template"
 
 
 @dataclass(frozen=True)
 class Services:
-    endpoints: Endpoints
+    endpoints: Endpoints  # the application's role (database_url), the schema owner's (owner_url), the superuser's
     admin_url: str
 
     def url_for(self, database: str) -> str:
-        return self.admin_url.rsplit("/", 1)[0] + "/" + database
+        """The application's login to `database` (rows only, as the gateway and the API connect)."""
+        return with_database(self.endpoints.database_url, database)
+
+    def owner_url_for(self, database: str) -> str:
+        """The schema owner's login to `database` (migrations, inventory replacement, DDL in a test)."""
+        return with_database(self.endpoints.schema_url, database)
 
     def drop_connections(self, database_url: str) -> None:
         """Every connection to that database ends, as in a PostgreSQL restart or failover."""
         with psycopg.connect(self.admin_url, autocommit=True) as admin:
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (database_url.rsplit("/", 1)[1],),
+                (database_of(database_url),),
             )
 
     @contextlib.contextmanager
     def database_away(self, database_url: str) -> Iterator[None]:
         """Inside: that database has dropped every connection and refuses new ones."""
-        name = database_url.rsplit("/", 1)[1]
+        name = database_of(database_url)
         with psycopg.connect(self.admin_url, autocommit=True) as admin:
             admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
             try:
@@ -71,21 +76,25 @@ def services() -> Iterator[Services]:
     # Every test database is new, and so is the broker's state: sessions of earlier runs are not kept.
     (Path(settings.run_dir) / "test" / "mosquitto" / "mosquitto.db").unlink(missing_ok=True)
     with private_services(settings, "test") as ep:
-        admin = ep.database_url.rsplit("/", 1)[0] + "/postgres"
+        admin = ep.admin_url
+        assert admin is not None, "the tests make a database per test: they need the private PostgreSQL"
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {_TEMPLATE}")
-            conn.execute(f"CREATE DATABASE {_TEMPLATE}")
-        with psycopg.connect(admin.rsplit("/", 1)[0] + "/" + _TEMPLATE, autocommit=True) as conn:
-            migrate(conn)
+            conn.execute(f"CREATE DATABASE {_TEMPLATE} OWNER {OWNER_ROLE}")
+        dataclasses.replace(
+            ep,
+            database_url=with_database(ep.database_url, _TEMPLATE),
+            owner_url=with_database(ep.schema_url, _TEMPLATE),
+        ).migrate()
         yield Services(ep, admin)
 
 
 @contextlib.contextmanager
 def fresh_database(services: Services) -> Iterator[str]:
-    """A new database cloned from the migrated template, dropped afterwards."""
+    """A new database cloned from the migrated template, dropped afterwards; yields the application's login."""
     name = f"lltest_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(services.admin_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {_TEMPLATE}")
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {_TEMPLATE} OWNER {OWNER_ROLE}")
     try:
         yield services.url_for(name)
     finally:
@@ -100,9 +109,22 @@ def database_url(services: Services) -> Iterator[str]:
 
 
 @pytest.fixture
+def owner_url(services: Services, database_url: str) -> str:
+    """The schema owner's login to the test's database."""
+    return services.owner_url_for(database_of(database_url))
+
+
+@pytest.fixture
 def endpoints(services: Services, database_url: str) -> Endpoints:
-    ep = services.endpoints
-    return dataclasses.replace(ep, database_url=database_url)
+    return for_database(services, database_url)
+
+
+def for_database(services: Services, database_url: str) -> Endpoints:
+    """The shared services' endpoints with `database_url`'s database (both roles) in place of theirs."""
+    name = database_of(database_url)
+    return dataclasses.replace(
+        services.endpoints, database_url=services.url_for(name), owner_url=services.owner_url_for(name)
+    )
 
 
 def provision(ep: Endpoints) -> None:
@@ -194,7 +216,7 @@ class PrivateBroker:
         lines = [f"listener {self.port} 127.0.0.1", "persistence true", f"persistence_location {root}/"]
         # The shared test broker's accounts and ACL (the same logins work on both).
         auth = Path(Settings.load().run_dir).resolve() / "test" / "mosquitto"
-        lines += [f"password_file {auth / PASSWD}", f"acl_file {auth / ACL}"]
+        lines += auth_config(auth)
         if os.geteuid() == 0:
             lines.append("user root")
         self.conf.write_text(base + "\n" + "\n".join(lines) + "\n")

@@ -33,7 +33,7 @@ from simulator.fleet import Fleet, FleetSpec
 from simulator.wire import RawPublisher
 from telemetry.clock import Clock
 from tests.auth import sign_in
-from tests.fix_services import PrivateBroker, Services
+from tests.fix_services import PrivateBroker, Services, provision
 
 pytestmark = pytest.mark.services
 
@@ -66,13 +66,17 @@ async def remote_city(
     unreachable: float = 0.0,
     failing: float = 0.0,
     ack_timeout_s: float = 2.0,
+    per_device: bool = False,
 ) -> AsyncIterator[City]:
-    """The gateway with its command engine and the API in this process; the devices in a simulator process."""
+    """The gateway with its command engine and the API in this process; the devices in a simulator process
+    (`per_device`: each device on its own connection with its own account)."""
     url = endpoints.database_url
     with psycopg.connect(url, autocommit=True) as conn:
         load(conn, generate(lamps, seed=4), progress=False)
         conn.execute("UPDATE lamps SET report_interval_s = 3600")  # quiet reporting: commands are what is tested
         spec = FleetSpec.from_db(conn)
+    if per_device:
+        provision(endpoints)
     clock = Clock(start=NIGHT, speed=1.0)
     settings = Settings(
         database_url=url,
@@ -99,7 +103,13 @@ async def remote_city(
         await asyncio.wait_for(gw.subscriber.connected.wait(), 10)
         with (
             simulator_process(
-                endpoints, clock, client_id + "-sim", unreachable=unreachable, failing=failing, seed=1
+                endpoints,
+                clock,
+                client_id + "-sim",
+                unreachable=unreachable,
+                failing=failing,
+                seed=1,
+                per_device=per_device,
             ) as sim,
             TestClient(app) as api,
         ):
@@ -210,6 +220,30 @@ async def test_unreachable_lamps_expire_after_their_retries_refusing_ones_fail_a
         assert {(x["attempts"], x["error"]) for x in failed["items"]} == {(1, "the lamp driver does not respond")}
         assert status["acked"] == 3000 - len(silent) - len(refusing)
         assert status["failed"] == len(refusing) and status["expired"] == len(silent)
+
+
+@pytest.mark.asyncio
+async def test_devices_on_their_own_connections_take_and_answer_only_their_own_commands(
+    endpoints: Endpoints, client_id: str
+) -> None:
+    """`simulate --per-device`: every controller and concentrator reads its own `cmd` topics (a concentrator its
+    lamps' too) as its own account and acknowledges on its own connection; nothing goes through the head-end."""
+    async with remote_city(endpoints, client_id, lamps=1000, per_device=True, ack_timeout_s=3.0) as city:
+        behind = int(np.count_nonzero(city.spec.lamp_concentrator))
+        assert 0 < behind < 1000  # both kinds of device are commanded
+        r = await call(
+            city.api.post,
+            "/api/v1/commands",
+            json={"target": {"all": True}, "op": "dim", "level": 40, "reason": "per-device check"},
+        )
+        cid = r.json()["id"]
+        status = await until(
+            lambda: (s := city.api.get(f"/api/v1/commands/{cid}").json())["status"] == "done" and s,
+            60,
+            "the campaign to finish",
+        )
+        assert (status["acked"], status["failed"], status["expired"]) == (1000, 0, 0)
+        assert city.gw.commands.spoofed_acks == 0
 
 
 @pytest.mark.asyncio

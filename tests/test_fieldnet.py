@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from fieldnet.accounts import Account, DeviceKey, cabinet_user, lamp_user, mosquitto_hash
 from fieldnet.broker import Broker, BrokerError
 from fieldnet.errors import FieldnetError
-from fieldnet.provision import ACCOUNTS, ACL, PASSWD, Inventory, load_accounts, provision
+from fieldnet.provision import ACCOUNTS, ACL, CONCENTRATORS, PASSWD, Inventory, load_accounts, provision
 
 
 def test_a_broker_url_gives_host_port_login_and_tls_and_never_shows_the_password() -> None:
@@ -68,7 +68,7 @@ def test_secrets_are_derived_per_account_and_generation_and_hashed_as_mosquitto_
 def test_provisioning_again_keeps_unchanged_lines_and_drops_removed_devices(tmp_path: Path) -> None:
     key = DeviceKey(b"k" * 32)
     lamps = [f"cd/lamp/XN-CD-{i:06d}" for i in range(50)]
-    conc = {"cd/cabinet/XN-CD-C0001": ["topic write sl/cd/lamp/XN-CD-900000/state"]}
+    conc = {"cd/cabinet/XN-CD-C0001": ["cd/lamp/XN-CD-900000"]}
     first = provision(key, tmp_path, Inventory(lamps, conc, ["crews/cd-a"], {}))
     assert first.hashed == 6 + 1 + 50  # services, a crew, the devices
     before = (tmp_path / PASSWD).read_text().splitlines()
@@ -81,6 +81,11 @@ def test_provisioning_again_keeps_unchanged_lines_and_drops_removed_devices(tmp_
     ]
     acl = (tmp_path / ACL).read_text()
     assert "pattern write sl/%u/state" in acl and "user cd/cabinet/XN-CD-C0001" in acl
+    assert "topic read sl/cd/lamp/XN-CD-900000/cmd" in acl
+    # With lamplighter's plugin the concentrator's lamps are in its table, not in the ACL.
+    provision(key, tmp_path, Inventory(lamps, conc, ["crews/cd-a"], {}), plugin=True)
+    assert "XN-CD-900000" not in (tmp_path / ACL).read_text()
+    assert "cd/lamp/XN-CD-900000 cd/cabinet/XN-CD-C0001" in (tmp_path / CONCENTRATORS).read_text().splitlines()
     assert (tmp_path / ACCOUNTS).stat().st_mode & 0o077 == 0  # the services' secrets: owner only
     logins = load_accounts(tmp_path / ACCOUNTS)
     assert logins["lamplighter-ingest"].password == key.secret(Account("lamplighter-ingest"))

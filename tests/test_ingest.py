@@ -417,7 +417,7 @@ async def test_devices_seeded_while_the_gateway_runs_are_accepted(
     seed(url, 300)
     async with gateway(endpoints, client_id, inventory_check_s=0.2) as gw:
         assert len(gw.gateway.registry.lamps) == 300
-        with psycopg.connect(url, autocommit=True) as conn:
+        with psycopg.connect(endpoints.schema_url, autocommit=True) as conn:  # a replace is the owner's work
             load(conn, generate(600, seed=7), replace=True, progress=False)
         await wait_for(lambda: len(gw.gateway.registry.lamps) == 600, 10, "the registry reload")
         ids = _lamp_ids(url, 600)

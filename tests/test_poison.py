@@ -37,7 +37,7 @@ def test_poison_messages_are_quarantined_and_1000_good_ones_land(
     url = endpoints.database_url
     seed(url, 500)
     ids = _lamp_ids(url, 500)
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(endpoints.schema_url, autocommit=True) as conn:
         cabinet, cab_lamp = conn.execute(
             "SELECT c.id, l.id FROM cabinets c JOIN lamps l ON l.cabinet_id = c.id ORDER BY l.no LIMIT 1"
         ).fetchone() or ("", "")

@@ -4,24 +4,30 @@ client of the test's own (the `mqtt5` codec over a socket) that reports the brok
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import json
 import socket
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
+import aiomqtt
 import mqtt5
 import psycopg
 import pytest
 
-from alerts.dispatch import DeliveryError, check_target, redact, sign, verify
-from fieldnet.accounts import Account, lamp_user
+from alerts.dispatch import DeliveryError, NotifyTransport, OutboxItem, check_target, pinned, redact, sign, verify
+from fieldnet.accounts import Account, cabinet_user, lamp_user
 from fieldnet.broker import Broker
 from fieldnet.provision import ACL, PASSWD
 from lamplighter.runtime import Endpoints
+from lamplighter.services import APP_ROLE, OWNER_ROLE
 from seeds.generator import generate
 from seeds.loader import load
 from simulator.wire import PublishError, RawPublisher
 from telemetry.clock import Clock
-from tests.fix_services import over_tls, provision
+from telemetry.schema import MIGRATIONS, SchemaError, maintain_partitions, migrate, role_problems
+from tests.fix_services import Services, over_tls, provision
 from tests.test_commands import call, remote_city, until
 from tests.test_ingest import _lamp_ids, _publish_readings, count, gateway, seed, wait_for
 
@@ -239,6 +245,21 @@ async def test_a_delivery_to_this_machine_or_an_internal_network_is_refused() ->
     with pytest.raises(DeliveryError) as err:
         await check_target("http://127.0.0.1/robot/send?access_token=secret-token", allow_private=False)
     assert "secret-token" not in str(err.value)
+    # A notification URL naming a server of its own is checked the same way before Apprise sends anything.
+    item = OutboxItem(
+        1, 1, 1, "notify", "cd-a", "k", {}, 1, dt.datetime.now(dt.UTC), None, None, ["json://127.0.0.1:9/x"]
+    )
+    with pytest.raises(DeliveryError, match="refused"):
+        await NotifyTransport().send(item)
+
+
+def test_a_checked_webhook_address_is_the_one_connected_to() -> None:
+    """DNS rebinding: the name is resolved once, checked, and the request goes to that address."""
+    url, headers, extensions = pinned("https://hooks.example.org:8443/robot/send?access_token=t", "203.0.113.7")
+    assert url == "https://203.0.113.7:8443/robot/send?access_token=t"
+    assert headers == {"Host": "hooks.example.org:8443"} and extensions == {"sni_hostname": "hooks.example.org"}
+    url, headers, extensions = pinned("http://hooks.example.org/x", "2001:db8::1")
+    assert (url, headers, extensions) == ("http://[2001:db8::1]/x", {"Host": "hooks.example.org"}, {})
 
 
 def test_docs_and_metrics_need_a_login_and_docs_can_be_turned_off(endpoints: Endpoints) -> None:
@@ -260,3 +281,109 @@ def test_docs_and_metrics_need_a_login_and_docs_can_be_turned_off(endpoints: End
     with TestClient(hidden) as client:
         assert client.get("/docs", headers=signed).status_code == 404
         assert client.get("/openapi.json").status_code == 404
+
+
+_BEYOND_ROWS = (
+    "CREATE TABLE intruder (x int)",
+    "DROP TABLE lamps",
+    "ALTER TABLE lamps ADD COLUMN x int",
+    "TRUNCATE lamp_readings",
+    "UPDATE schema_migrations SET name = 'forged'",
+    "CREATE ROLE intruder LOGIN SUPERUSER",
+    "ALTER SYSTEM SET fsync = off",
+    "SELECT pg_read_file('PG_VERSION')",
+    "COPY lamps TO '/tmp/lamplighter-exfiltrated'",
+)
+
+
+def test_the_application_role_is_no_superuser_and_owns_nothing(database_url: str, owner_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (False,)
+        assert role_problems(conn) == []
+        for statement in _BEYOND_ROWS:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+        # What it needs it has: rows, and the partitions kept ahead through the owner's function.
+        seed(database_url, 50)
+        assert count(database_url, "SELECT count(*) FROM lamps") == 50
+        created, _ = maintain_partitions(conn, today=dt.date.today() + dt.timedelta(days=60), drop=False)
+        assert created > 0
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        problems = role_problems(conn)
+        assert "is a superuser" not in problems and any(p.startswith("owns") for p in problems)
+
+
+def test_an_old_schema_is_migrated_only_by_its_owner(database_url: str, owner_url: str) -> None:
+    with psycopg.connect(owner_url, autocommit=True) as owner:
+        owner.execute("DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations)")
+    with psycopg.connect(database_url, autocommit=True) as conn, pytest.raises(SchemaError) as refused:
+        migrate(conn)
+    assert "LAMPLIGHTER_DATABASE_OWNER_URL" in refused.value.message and "lamplighter_app" in refused.value.message
+    with psycopg.connect(owner_url, autocommit=True) as owner:
+        assert migrate(owner, grant_to=APP_ROLE) == [MIGRATIONS[-1][0]]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert migrate(conn) == []
+
+
+def test_the_private_database_asks_every_role_for_its_password(services: Services) -> None:
+    port = urlsplit(services.admin_url).port
+    superuser = urlsplit(services.admin_url).username
+    for role in (APP_ROLE, OWNER_ROLE, superuser):
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(f"postgresql://{role}@127.0.0.1:{port}/postgres", connect_timeout=5).close()
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(f"postgresql://{role}:guess@127.0.0.1:{port}/postgres", connect_timeout=5).close()
+
+
+def _concentrated(url: str) -> list[tuple[str, str, str]]:
+    """(district, cabinet, one of its lamps) for two concentrators."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            """SELECT DISTINCT ON (c.no) c.district, c.id, l.id FROM cabinets c JOIN lamps l ON l.cabinet_id = c.id
+               WHERE c.concentrator AND l.controller = 'concentrator' ORDER BY c.no, l.no LIMIT 2"""
+        ).fetchall()
+    assert len(rows) == 2, "the seeded city has two concentrators"
+    return [(str(d), str(c), str(lamp)) for d, c, lamp in rows]
+
+
+@pytest.mark.asyncio
+async def test_a_concentrator_speaks_only_for_its_own_lamps(endpoints: Endpoints, client_id: str) -> None:
+    url = endpoints.database_url
+    with psycopg.connect(url, autocommit=True) as conn:
+        load(conn, generate(300, seed=2), progress=False)
+    provision(endpoints)
+    assert endpoints.accounts is not None
+    # The private broker runs lamplighter's plugin: the concentrators' lamps are in its table, not in the ACL.
+    assert "plugin_opt_concentrators" in (endpoints.accounts.parent / "mosquitto.conf").read_text()
+    (d, cabinet, lamp), (d2, _, other) = _concentrated(url)
+    assert f"sl/{d}/lamp/{lamp}/" not in (endpoints.accounts.parent / ACL).read_text()
+    login = endpoints.broker.with_login(endpoints.key().login(Account(cabinet_user(d, cabinet))))
+    # Accepted (nobody subscribes to acks here: 0x10 is the broker's "accepted, no subscribers"), or refused.
+    ok, refused = (
+        (mqtt5.PubAckReasonCode.SUCCESS, mqtt5.PubAckReasonCode.NO_MATCHING_SUBSCRIBERS),
+        mqtt5.PubAckReasonCode.NOT_AUTHORIZED,
+    )
+    ack = json.dumps({"id": "cmd-00000001", "ok": True, "error": None, "ts": Clock().now_ms()}).encode()
+    device, _ = V5.connect(login, client_id + "-conc")
+    assert device is not None
+    try:
+        assert device.publish(f"sl/{d}/lamp/{lamp}/ack", ack) in ok  # its own lamp
+        assert device.publish(f"sl/{d2}/lamp/{other}/ack", ack) == refused  # another concentrator's lamp
+        assert device.publish(f"sl/{d}/lamp/{lamp}/cmd", b"{}") == refused  # commands only come from the backend
+    finally:
+        device.close()
+    # It reads its lamp's commands and not another concentrator's.
+    async with aiomqtt.Client(**login.aiomqtt_kwargs(), identifier=client_id + "-conc-sub") as sub:
+        await sub.subscribe(f"sl/{d}/lamp/{lamp}/cmd", qos=1)
+        await sub.subscribe(f"sl/{d2}/lamp/{other}/cmd", qos=1)
+        async with aiomqtt.Client(
+            **endpoints.as_("lamplighter-commands").aiomqtt_kwargs(), identifier=client_id + "-cmds"
+        ) as backend:
+            await backend.publish(f"sl/{d2}/lamp/{other}/cmd", b'{"for": "other"}', qos=1)
+            await backend.publish(f"sl/{d}/lamp/{lamp}/cmd", b'{"for": "own"}', qos=1)
+        async with asyncio.timeout(10):
+            got = await anext(aiter(sub.messages))
+        assert (str(got.topic), got.payload) == (f"sl/{d}/lamp/{lamp}/cmd", b'{"for": "own"}')
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1):
+                await anext(aiter(sub.messages))

@@ -35,8 +35,8 @@ def test_same_seed_same_city_other_seed_other_city() -> None:
 
 
 @pytest.mark.services
-def test_load_is_idempotent_and_refuses_a_different_city(database_url: str) -> None:
-    with psycopg.connect(database_url, autocommit=True) as conn:
+def test_load_is_idempotent_and_refuses_a_different_city(owner_url: str) -> None:
+    with psycopg.connect(owner_url, autocommit=True) as conn:
         assert load(conn, generate(3000, seed=2), progress=False) is True
         assert load(conn, generate(3000, seed=2), progress=False) is False
         with pytest.raises(SeedError, match="--replace"):

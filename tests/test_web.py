@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -43,7 +42,7 @@ from simulator.commands import FAULTS_TOPIC
 from telemetry.clock import Clock
 from telemetry.lighting import LightingEngine
 from telemetry.sampling import nightly_report, store_nightly
-from tests.fix_services import Services, forget_sessions, fresh_database
+from tests.fix_services import Services, for_database, forget_sessions, fresh_database
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -125,7 +124,7 @@ def site(services: Services) -> Iterator[Site]:
                 crew = f"{crew_district}-crew" if role == "crew" else None
                 user, _ = add_user(conn, f"web-{role}", role, crew=crew, password=PASSWORD, lang="en")
                 users[role] = user.name
-        ep = dataclasses.replace(services.endpoints, database_url=url)
+        ep = for_database(services, url)
         client = f"llweb-{uuid.uuid4().hex[:8]}"
         settings = Settings(
             database_url=url, mqtt_url=ep.mqtt_url, gateway_client_id=client, flush_interval_s=0.2, dispatch=False
