@@ -31,6 +31,8 @@ from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, private_services, provision_private
 from lamplighter.services import OWNER_ROLE, auth_config
 from seeds.generator import DISTRICTS
+from simulator.fleet import Fleet, FleetSpec
+from simulator.wire import RawPublisher
 from telemetry.database import database_of, with_database
 
 _TEMPLATE = "lamplighter_template"
@@ -167,6 +169,16 @@ def forget_sessions(broker: Broker, prefix: str) -> None:
             sock.sendall(connect.write())
             sock.recv(64)  # CONNACK
             sock.sendall(b"\xe0\x00")  # DISCONNECT
+
+
+def clear_statuses(ep: Endpoints, spec: FleetSpec, client_id: str) -> None:
+    """Remove the retained `status` messages of `spec`'s devices from the shared broker. Devices on their own
+    connections leave them (online, or their last will); left behind, every later test's gateway would receive
+    them, for lamps its own inventory may not have."""
+    topics = [(t.encode(), b"") for t, _ in Fleet(spec, interval_s=3600, start_ms=0).status_topics()]
+    pub = RawPublisher(ep.as_("lamplighter-headend"), client_id + "-clear")
+    pub.publish_batch(topics, retain=True)
+    pub.close()
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from simulator.fleet import Fleet, FleetSpec
 from simulator.wire import RawPublisher
 from telemetry.clock import Clock
 from tests.auth import sign_in
-from tests.fix_services import PrivateBroker, Services, provision
+from tests.fix_services import PrivateBroker, Services, clear_statuses, provision
 
 pytestmark = pytest.mark.services
 
@@ -119,6 +119,8 @@ async def remote_city(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        if per_device:
+            clear_statuses(endpoints, spec, client_id)
 
 
 async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

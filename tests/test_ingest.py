@@ -28,7 +28,7 @@ from simulator.fleet import Fleet, FleetSpec
 from simulator.runner import Simulator
 from simulator.wire import RawPublisher
 from telemetry.clock import Clock
-from tests.fix_services import PrivateBroker, Services, provision
+from tests.fix_services import PrivateBroker, Services, clear_statuses, provision
 
 pytestmark = pytest.mark.services
 
@@ -374,11 +374,7 @@ async def test_last_will_marks_a_device_offline(endpoints: Endpoints, client_id:
         await wait_for(
             lambda: count(url, "SELECT count(*) FROM device_status WHERE NOT online") == devices, 10, "last wills"
         )
-    # Clear the retained statuses so later tests' gateways do not receive them.
-    pub = RawPublisher(endpoints.as_("lamplighter-headend"), client_id + "-clear")
-    for topic, _ in fleet.status_topics():
-        pub.publish(topic, b"", retain=True)
-    pub.close()
+    clear_statuses(endpoints, spec, client_id)
 
 
 @pytest.mark.asyncio

@@ -88,6 +88,14 @@ def _device(ep: Endpoints, district: str, lamp: str) -> Broker:
     return ep.broker.with_login(ep.key().login(Account(lamp_user(district, lamp))))
 
 
+def _provisioned_city(ep: Endpoints) -> str:
+    """A city of 300 lamps in `ep`'s database, every device with its broker account; the database's URL."""
+    with psycopg.connect(ep.database_url, autocommit=True) as conn:
+        load(conn, generate(300, seed=2), progress=False)
+    provision(ep)
+    return ep.database_url
+
+
 def _singles(url: str, n: int) -> list[tuple[str, str]]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(
@@ -102,9 +110,7 @@ def _singles(url: str, n: int) -> list[tuple[str, str]]:
 
 
 def test_the_private_broker_admits_only_provisioned_accounts(endpoints: Endpoints, client_id: str) -> None:
-    with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
-        load(conn, generate(300, seed=2), progress=False)
-    provision(endpoints)
+    _provisioned_city(endpoints)
     (lamp, district), *_ = _singles(endpoints.database_url, 1)
 
     _, anonymous = V5.connect(endpoints.broker.with_login(None), client_id + "-anon")
@@ -122,10 +128,7 @@ def test_the_private_broker_admits_only_provisioned_accounts(endpoints: Endpoint
 
 @pytest.mark.asyncio
 async def test_a_device_may_publish_only_on_its_own_topics(endpoints: Endpoints, client_id: str) -> None:
-    url = endpoints.database_url
-    with psycopg.connect(url, autocommit=True) as conn:
-        load(conn, generate(300, seed=2), progress=False)
-    provision(endpoints)
+    url = _provisioned_city(endpoints)
     (a, district), (b, _) = _singles(url, 2)
     now = Clock().now_ms()
 
@@ -153,10 +156,7 @@ async def test_a_device_may_publish_only_on_its_own_topics(endpoints: Endpoints,
 def test_reprovisioning_after_an_inventory_change_keeps_connections_and_refuses_the_removed(
     endpoints: Endpoints, client_id: str
 ) -> None:
-    url = endpoints.database_url
-    with psycopg.connect(url, autocommit=True) as conn:
-        load(conn, generate(300, seed=2), progress=False)
-    provision(endpoints)
+    url = _provisioned_city(endpoints)
     (kept, district), (removed, _) = _singles(url, 2)
     connected, _ = V5.connect(_device(endpoints, district, kept), client_id + "-kept")
     assert connected is not None
@@ -348,10 +348,7 @@ def _concentrated(url: str) -> list[tuple[str, str, str]]:
 
 @pytest.mark.asyncio
 async def test_a_concentrator_speaks_only_for_its_own_lamps(endpoints: Endpoints, client_id: str) -> None:
-    url = endpoints.database_url
-    with psycopg.connect(url, autocommit=True) as conn:
-        load(conn, generate(300, seed=2), progress=False)
-    provision(endpoints)
+    url = _provisioned_city(endpoints)
     assert endpoints.accounts is not None
     # The private broker runs lamplighter's plugin: the concentrators' lamps are in its table, not in the ACL.
     assert "plugin_opt_concentrators" in (endpoints.accounts.parent / "mosquitto.conf").read_text()
