@@ -30,7 +30,7 @@ from gateway.retained import RetainedPublisher
 from gateway.service import Gateway
 from gateway.sessions import IngestSessions
 from lamplighter.config import Settings
-from lamplighter.services import OWNER_ROLE, PrivateServices, ServiceError
+from lamplighter.services import PrivateServices, ServiceError, create_database
 from telemetry.backoff import Backoff
 from telemetry.clock import Clock
 from telemetry.database import Database, role_of, shown
@@ -192,7 +192,7 @@ def bench_city(settings: Settings, lamps: int) -> Iterator[Endpoints]:
         assert ep.admin_url is not None
         with psycopg.connect(ep.admin_url, autocommit=True) as conn:
             conn.execute("DROP DATABASE IF EXISTS lamplighter WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE lamplighter OWNER {OWNER_ROLE}")
+        create_database(ep.admin_url, "lamplighter")
         ep.migrate()
         with psycopg.connect(ep.schema_url, autocommit=True) as conn:
             load(conn, generate(lamps, seed=1), progress=sys.stderr.isatty())

@@ -29,6 +29,8 @@ from fieldnet.accounts import DeviceKey
 from fieldnet.provision import ACCOUNTS, ACL, PASSWD, Inventory, provision
 from fieldnet.tls import ensure_ca
 from lamplighter.config import LamplighterError
+from telemetry.database import with_database
+from telemetry.schema import timescaledb_usable
 
 __all__ = [
     "APP_ROLE",
@@ -37,6 +39,7 @@ __all__ = [
     "ServiceError",
     "adopt_schema",
     "auth_config",
+    "create_database",
     "find_postgres_bin",
 ]
 
@@ -413,6 +416,8 @@ class PrivateServices:
                 "-c max_wal_size=4GB",
                 "-c shared_buffers=512MB",
                 "-c max_connections=200",
+                # TimescaleDB where its binaries are installed: it must be loaded at start to be created.
+                *(["-c shared_preload_libraries=timescaledb"] if _timescaledb_installed(pg_ctl) else []),
             ]
         )
         self._run(
@@ -475,7 +480,7 @@ class PrivateServices:
             ).fetchone()
             name, owner = sql.Identifier(self.database), sql.Identifier(OWNER_ROLE)
             if row is None:
-                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(name, owner))
+                create_database(self.admin_url, self.database)
                 return
             if row[0] == OWNER_ROLE:
                 return
@@ -490,6 +495,24 @@ class PrivateServices:
             check=False,
         )
         logger.info("private PostgreSQL on port %d stopped", self.pg_port)
+
+
+def _timescaledb_installed(pg_ctl: Path) -> bool:
+    """Whether TimescaleDB's library sits beside this PostgreSQL's (Debian: /usr/lib/postgresql/NN/lib)."""
+    return any((pg_ctl.parent.parent / "lib").glob("timescaledb*.so"))
+
+
+def create_database(admin_url: str, name: str) -> None:
+    """A database owned by the schema owner's role, with TimescaleDB created in it by the superuser when the
+    server has it loaded (the owner may not create it: it is not a trusted extension)."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(OWNER_ROLE)))
+    with psycopg.connect(with_database(admin_url, name), autocommit=True) as conn:
+        if timescaledb_usable(conn)[0]:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
 
 
 def auth_config(files: Path) -> list[str]:

@@ -26,6 +26,7 @@ __all__ = [
     "maintain_partitions",
     "migrate",
     "role_problems",
+    "timescaledb_usable",
 ]
 
 logger = logging.getLogger(__name__)
@@ -180,10 +181,41 @@ CREATE TABLE telemetry_settings (
 """
 
 
+def timescaledb_usable(conn: psycopg.Connection) -> tuple[bool, str]:
+    """Whether migrations can make hypertables in this database, and why (or why not), in words for the log.
+
+    The extension must be in the database already, or be creatable now: installed on the server, loaded at the
+    server's start (`shared_preload_libraries`; without it CREATE EXTENSION fails), and the migrating role a
+    superuser (TimescaleDB is not a trusted extension)."""
+    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+    if row is not None:
+        return True, f"TimescaleDB {row[0]} is in the database"
+    row = conn.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
+    if row is None:
+        return False, "the server has no TimescaleDB"
+    preload = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()
+    loaded = {lib.strip().strip('"') for lib in str(preload[0] if preload else "").split(",")}
+    if "timescaledb" not in loaded:
+        return False, (
+            f"TimescaleDB {row[0]} is installed on the server but not in shared_preload_libraries: add it there "
+            "and restart PostgreSQL to get hypertables"
+        )
+    superuser = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    if not (superuser and superuser[0]):
+        return False, (
+            f"TimescaleDB {row[0]} is loaded but not created in this database, and {conn.info.user!r} may not "
+            "create it: run CREATE EXTENSION timescaledb in it as a superuser, before the first migration"
+        )
+    return True, f"TimescaleDB {row[0]} is loaded; creating the extension"
+
+
 def has_timescaledb(conn: psycopg.Connection) -> bool:
-    """Whether the database can load the `timescaledb` extension (installed in the server's packages)."""
-    row = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
-    return row is not None
+    """Whether the telemetry tables are TimescaleDB hypertables (as migrated), or would be (not migrated yet)."""
+    if conn.execute("SELECT to_regclass('telemetry_settings') IS NOT NULL").fetchone() == (True,):
+        row = conn.execute("SELECT timescaledb FROM telemetry_settings").fetchone()
+        if row is not None:
+            return bool(row[0])
+    return timescaledb_usable(conn)[0]
 
 
 def _m001_inventory(conn: psycopg.Connection, *, retention_days: int) -> None:
@@ -191,7 +223,8 @@ def _m001_inventory(conn: psycopg.Connection, *, retention_days: int) -> None:
 
 
 def _m002_telemetry(conn: psycopg.Connection, *, retention_days: int) -> None:
-    timescale = has_timescaledb(conn)
+    timescale, why = timescaledb_usable(conn)
+    logger.info("telemetry storage: %s", why)
     if timescale:
         conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         conn.execute(_LAMP_READINGS.format(partition=""))
@@ -218,6 +251,8 @@ def _m002_telemetry(conn: psycopg.Connection, *, retention_days: int) -> None:
         "INSERT INTO telemetry_settings (timescaledb, retention) VALUES (%s, make_interval(days => %s))",
         (timescale, retention_days),
     )
+    if not timescale and "server has no" not in why:
+        logger.warning("telemetry tables made as daily partitions, not hypertables: %s", why)
     logger.info("telemetry tables created as %s", "TimescaleDB hypertables" if timescale else "daily partitions")
 
 

@@ -29,7 +29,7 @@ from fieldnet.accounts import Account, crew_user
 from fieldnet.broker import Broker
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, private_services, provision_private
-from lamplighter.services import OWNER_ROLE, auth_config
+from lamplighter.services import OWNER_ROLE, auth_config, create_database
 from seeds.generator import DISTRICTS
 from simulator.fleet import Fleet, FleetSpec
 from simulator.wire import RawPublisher
@@ -82,12 +82,15 @@ def services() -> Iterator[Services]:
         assert admin is not None, "the tests make a database per test: they need the private PostgreSQL"
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {_TEMPLATE}")
-            conn.execute(f"CREATE DATABASE {_TEMPLATE} OWNER {OWNER_ROLE}")
+        create_database(admin, _TEMPLATE)
         dataclasses.replace(
             ep,
             database_url=with_database(ep.database_url, _TEMPLATE),
             owner_url=with_database(ep.schema_url, _TEMPLATE),
         ).migrate()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            # Nobody connects to the template again (TimescaleDB's scheduler would, and a copy needs it idle).
+            conn.execute(f"ALTER DATABASE {_TEMPLATE} ALLOW_CONNECTIONS false")
         yield Services(ep, admin)
 
 
