@@ -1,7 +1,11 @@
 """`lamplighter bench ingest`: publish lamp reports at full speed through a private broker into the gateway.
 
-Prints a short table and, as its last line, one JSON object. It measures, it asserts nothing. Broker, database,
-gateway and publishers all share this machine, so the figure is what the whole pipeline reaches on it.
+Each of `--runs` runs measures, one right after the other, (1) the broker's relay ceiling: the same publisher
+processes and payloads to Mosquitto's own C subscriber (`mosquitto_sub -q 1`, every message counted), on a
+district nobody else reads; (2) the same load through the gateways, committed to PostgreSQL. Broker, database,
+gateways and publishers share this machine, so figures from different runs of a noisy machine differ; the ratio
+of the two, taken within a run, is what says how close the gateway comes to what the broker can relay. Prints
+a table and, as its last line, one JSON object with the medians. It measures, it asserts nothing.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import json
 import multiprocessing as mp
 import os
 import re
+import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -29,6 +35,8 @@ __all__ = ["run_ingest_bench", "run_publishers"]
 _TS_SLOT = b'"ts":0000000000000'  # patched with the send time, chunk by chunk, in one bytes.replace
 _CHUNK = 2000
 _METRICS_PORT = 9119
+_RELAY_DISTRICT = "zz"  # a district code no inventory has: no gateway subscribes to it
+_PROBE = b"RELAY-PROBE"
 
 
 def _packets(lamps: list[tuple[str, str]], n: int, first_id: int) -> list[tuple[bytes, int]]:
@@ -154,6 +162,21 @@ def _start_gateways(ep: Any, n: int) -> list[tuple[subprocess.Popen[bytes], thre
     return out
 
 
+def _stop_gateways(gws: list[tuple[subprocess.Popen[bytes], threading.Event]]) -> None:
+    """SIGTERM, and a kill (said) for one that has not stopped in 30 s."""
+    for gw, _ in gws:
+        gw.terminate()
+    for gw, _ in gws:
+        try:
+            gw.wait(30)
+        except subprocess.TimeoutExpired:
+            print(f"gateway {gw.pid} did not stop within 30 s of SIGTERM: killed", file=sys.stderr, flush=True)
+            gw.kill()
+            gw.wait()
+        if gw.stderr:
+            gw.stderr.close()
+
+
 def _wait_balanced(database_url: str, n: int, timeout_s: float = 120.0) -> list[list[str]]:
     """Until the `n` gateways hold every district between them, each its fair share; returns their districts."""
     deadline = time.monotonic() + timeout_s
@@ -180,24 +203,98 @@ def _written(n: int) -> float:
     return sum(_scrape(i).get('lamplighter_gateway_readings_written_total{kind="lamp"}', 0.0) for i in range(n))
 
 
-def run_ingest_bench(settings: Settings, *, lamps: int, messages: int, publishers: int, gateways: int = 1) -> int:
+class _RelaySubscriber:
+    """`mosquitto_sub -q 1` (Mosquitto's own C client) on the relay topics, counting what it receives: the
+    broker's relay ceiling for these publishers, with nothing of lamplighter's in the path."""
+
+    def __init__(self, broker: Broker, topic_filter: str, client_id: str) -> None:
+        binary = shutil.which("mosquitto_sub")
+        if binary is None:
+            raise RuntimeError("mosquitto_sub not found: install mosquitto-clients (make does it as root on Debian)")
+        login = broker.login
+        argv = [binary, "-h", broker.host, "-p", str(broker.port), "-q", "1", "-t", topic_filter, "-i", client_id]
+        argv += ["-F", "%t"]  # one short line (the topic) per message
+        if login is not None:
+            argv += ["-u", login.username, "-P", login.password]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.count = 0  # messages of the run (probe lines not counted)
+        self.probed = threading.Event()
+        self.target = 0
+        self.reached = threading.Event()
+        self.reached_at = 0.0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while chunk := os.read(fd, 1 << 20):
+            probes = chunk.count(_PROBE)
+            if probes:
+                self.probed.set()
+            self.count += chunk.count(b"\n") - probes
+            if self.target and self.count >= self.target and not self.reached.is_set():
+                self.reached_at = time.time()
+                self.reached.set()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def _relay_run(ep: Any, lamps: list[tuple[str, str]], n: int, publishers: int, run: int) -> tuple[float, int]:
+    """One relay-ceiling run: the same publishers, the same payloads and topic lengths, on a district nobody else
+    reads, to `mosquitto_sub`. Returns (messages per second, messages received)."""
+    relay = [(lamp, _RELAY_DISTRICT) for lamp, _ in lamps]
+    sub = _RelaySubscriber(ep.as_("lamplighter-ingest"), f"sl/{_RELAY_DISTRICT}/lamp/+/state", f"bench-relay-{run}")
+    try:
+        probe = RawPublisher(ep.as_("lamplighter-headend"), f"bench-relay-probe-{run}")
+        while not sub.probed.wait(0.2):  # until its subscription is in place
+            probe.publish(f"sl/{_RELAY_DISTRICT}/lamp/{_PROBE.decode()}/state", b"{}")
+        probe.close()
+        time.sleep(0.2)
+        sub.count, sub.target = 0, n // publishers * publishers  # what the publishers send between them
+        published, _, start = run_publishers(ep.as_("lamplighter-headend"), relay, n, publishers, f"relay{run}")
+        if not sub.reached.wait(120):
+            return 0.0, sub.count
+        return published / (sub.reached_at - start), sub.count
+    finally:
+        sub.stop()
+
+
+def _gateway_run(
+    ep: Any, lamps: list[tuple[str, str]], n: int, publishers: int, gateways: int, run: int
+) -> tuple[float, int]:
+    """One run through the gateways: (readings committed per second, published)."""
+    before = _written(gateways)
+    published, _, start = run_publishers(ep.as_("lamplighter-headend"), lamps, n, publishers, f"run{run}")
+    written = before
+    last_change, last = time.monotonic(), -1.0
+    while written - before < published and time.monotonic() - last_change < 15:
+        time.sleep(0.05)
+        written = _written(gateways)
+        if written != last:
+            last, last_change = written, time.monotonic()
+    done = time.time() if written - before >= published else time.time() - 15
+    return (written - before) / (done - start), published
+
+
+def run_ingest_bench(
+    settings: Settings, *, lamps: int, messages: int, publishers: int, gateways: int = 1, runs: int = 3
+) -> int:
     # Always private services: the bench recreates its database.
     with bench_city(settings, lamps) as ep:
         with psycopg.connect(ep.database_url) as conn:
             ids = [(r[0], r[1]) for r in conn.execute("SELECT id, district FROM lamps ORDER BY no")]
         print(
             f"bench ingest: {messages:,} lamp messages over {lamps:,} lamps, {publishers} publisher processes, "
-            f"{gateways} gateway process{'es' if gateways > 1 else ''}",
+            f"{gateways} gateway process{'es' if gateways > 1 else ''}, {runs} interleaved runs",
             flush=True,
         )
-        # 1. The load generator's own ceiling: the broker alone, no subscriber.
-        ceiling_n, ceiling_s, _ = run_publishers(
-            ep.as_("lamplighter-headend"), ids, min(messages, 400_000), publishers, "ceiling"
-        )
-        ceiling = ceiling_n / ceiling_s
-        print(f"publisher ceiling (broker alone): {ceiling:,.0f} msg/s", flush=True)
-        # 2. Through the gateways.
         gws = _start_gateways(ep, gateways)
+        relays: list[float] = []
+        committed: list[float] = []
+        published_total = 0
+        relay_lost = 0
         try:
             for gw, ready in gws:
                 if not ready.wait(60):
@@ -206,54 +303,58 @@ def run_ingest_bench(settings: Settings, *, lamps: int, messages: int, publisher
             if gateways > 1:
                 print(f"districts per gateway: {' | '.join(','.join(h) for h in shares)}", flush=True)
             cpu0 = sum(_proc_cpu_rss(gw.pid)[0] for gw, _ in gws)
-            published, pub_s, start = run_publishers(ep.as_("lamplighter-headend"), ids, messages, publishers, "run")
-            written = 0.0
-            last_change, last = time.monotonic(), -1.0
-            while written < published and time.monotonic() - last_change < 15:
-                time.sleep(0.1)
-                written = _written(gateways)
-                if written != last:
-                    last, last_change = written, time.monotonic()
-            done = time.time() if written >= published else time.time() - 15
+            print(f"{'run':>4}{'relay ceiling (msg/s)':>24}{'gateway committed (msg/s)':>28}{'ratio':>8}", flush=True)
+            for run in range(1, runs + 1):
+                # 1. The broker's relay ceiling: the same publishers, to Mosquitto's own C subscriber.
+                relay, received = _relay_run(ep, ids, messages, publishers, run)
+                relay_lost += max(0, messages - received)
+                # 2. The same load through the gateways into PostgreSQL, committed.
+                rate, published = _gateway_run(ep, ids, messages, publishers, gateways, run)
+                published_total += published
+                relays.append(relay)
+                committed.append(rate)
+                ratio = rate / relay if relay else 0.0
+                print(f"{run:>4}{relay:>24,.0f}{rate:>28,.0f}{ratio:>8.2f}", flush=True)
             usage = [_proc_cpu_rss(gw.pid) for gw, _ in gws]
             cpu1, rss = sum(u[0] for u in usage), max(u[1] for u in usage)
             metrics = _scrape(0)
         finally:
-            for gw, _ in gws:
-                gw.terminate()
-            for gw, _ in gws:
-                gw.wait(30)
-                if gw.stderr:
-                    gw.stderr.close()
+            _stop_gateways(gws)
         with psycopg.connect(ep.database_url) as conn:
             row = conn.execute("SELECT count(*), count(DISTINCT (lamp_no, ts, seq)) FROM lamp_readings").fetchone()
         rows, distinct = (int(row[0]), int(row[1])) if row else (0, 0)
-        elapsed = done - start
+        ratios = [c / r for c, r in zip(committed, relays, strict=True) if r]
+        cpu_s = cpu1 - cpu0
         result = {
-            "published": published,
+            "published": published_total,
             "committed": distinct,
-            "committed_per_s": round(distinct / elapsed, 1) if elapsed > 0 else None,
-            "publish_per_s": round(published / pub_s, 1),
+            "committed_per_s": round(statistics.median(committed), 1),
+            "relay_ceiling_per_s": round(statistics.median(relays), 1),
+            "ratio_to_relay_ceiling": round(statistics.median(ratios), 3) if ratios else None,
+            "runs": runs,
+            "committed_per_s_runs": [round(x, 1) for x in committed],
+            "relay_ceiling_per_s_runs": [round(x, 1) for x in relays],
+            "relay_lost": relay_lost,
             "latency_p50_ms": round(metrics.get('lamplighter_gateway_commit_latency_ms{quantile="0.5"}', -1), 1),
             "latency_p99_ms": round(metrics.get('lamplighter_gateway_commit_latency_ms{quantile="0.99"}', -1), 1),
-            "gateway_cpu_s": round(cpu1 - cpu0, 2),
+            "gateway_cpu_s": round(cpu_s, 2),
+            "gateway_cpu_us_per_msg": round(cpu_s / distinct * 1e6, 1) if distinct else None,
             "gateway_peak_rss_mb": round(rss, 1),
-            "lost": published - distinct,
+            "lost": published_total - distinct,
             "duplicated": rows - distinct,
-            "publisher_ceiling_per_s": round(ceiling, 1),
             "lamps": lamps,
             "publishers": publishers,
             "gateways": gateways,
             "cpus": os.cpu_count(),
         }
-        print(f"{'published':<28}{published:>14,}")
-        print(f"{'committed':<28}{distinct:>14,}")
-        print(f"{'committed per second':<28}{result['committed_per_s'] or 0:>14,.0f}")
-        print(f"{'publish rate (with gateway)':<28}{result['publish_per_s']:>14,.0f}")
-        print(f"{'publisher ceiling':<28}{ceiling:>14,.0f}")
-        print(f"{'latency p50 / p99 (ms)':<28}{result['latency_p50_ms']:>7} / {result['latency_p99_ms']}")
-        print(f"{'gateway CPU, all (s)':<28}{result['gateway_cpu_s']:>14}")
-        print(f"{'gateway peak RSS, most (MB)':<28}{result['gateway_peak_rss_mb']:>14}")
-        print(f"{'lost / duplicated':<28}{result['lost']:>7} / {result['duplicated']}")
+        print(f"{'published (gateway runs)':<30}{published_total:>14,}")
+        print(f"{'committed':<30}{distinct:>14,}")
+        print(f"{'committed per second, median':<30}{result['committed_per_s']:>14,.0f}")
+        print(f"{'relay ceiling, median':<30}{result['relay_ceiling_per_s']:>14,.0f}")
+        print(f"{'ratio to the ceiling, median':<30}{result['ratio_to_relay_ceiling']:>14}")
+        print(f"{'latency p50 / p99 (ms)':<30}{result['latency_p50_ms']:>7} / {result['latency_p99_ms']}")
+        print(f"{'gateway CPU per message (us)':<30}{result['gateway_cpu_us_per_msg']:>14}")
+        print(f"{'gateway peak RSS, most (MB)':<30}{result['gateway_peak_rss_mb']:>14}")
+        print(f"{'lost / duplicated':<30}{result['lost']:>7} / {result['duplicated']}")
         print(json.dumps(result), flush=True)
     return 0

@@ -121,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--messages", type=int, default=500_000)
     b.add_argument("--publishers", type=int, default=2, help="publisher processes")
     b.add_argument("--gateways", type=int, default=1, help="gateway processes sharing the districts")
+    b.add_argument("--runs", type=int, default=3, help="interleaved runs (relay ceiling, then gateway) for medians")
     b = bsub.add_parser("alerts", help="fault rules over a generated city, and a district blackout into tickets")
     b.add_argument("--lamps", type=int, default=1_000_000)
     b = bsub.add_parser("api", help="/lighting-rate and /tickets latency, idle and while the gateway ingests flat out")
@@ -209,7 +210,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
         from bench.ingest import run_ingest_bench
 
         return run_ingest_bench(
-            settings, lamps=args.lamps, messages=args.messages, publishers=args.publishers, gateways=args.gateways
+            settings,
+            lamps=args.lamps,
+            messages=args.messages,
+            publishers=args.publishers,
+            gateways=args.gateways,
+            runs=args.runs,
         )
     if cmd == "demo":
         from lamplighter.demo import run_demo
