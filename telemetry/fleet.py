@@ -399,17 +399,25 @@ class CabinetState:
         return changed
 
 
-def fetch_latest(conn: psycopg.Connection, index: FleetIndex, *, since: object = None) -> tuple[LampColumns, object]:
-    """`lamp_latest` rows (all, or those stored after `since`) as columns, and the newest `stored_at` among them
-    (None when there are none). I/O only: safe to run in a worker thread."""
+def fetch_latest(
+    conn: psycopg.Connection, index: FleetIndex, *, since: object = None, districts: Sequence[str] | None = None
+) -> tuple[LampColumns, object]:
+    """`lamp_latest` rows (all, or those stored after `since`; of `districts` only, when given) as columns, and
+    the newest `stored_at` among them (None when there are none). I/O only: safe to run in a worker thread."""
     query = (
         "SELECT lamp_no, (extract(epoch FROM ts) * 1000)::bigint, is_on, dim, power_w, faults, stored_at "
         "FROM lamp_latest"
     )
-    args: tuple[object, ...] = ()
+    where: list[str] = []
+    args: list[object] = []
     if since is not None:
-        query += " WHERE stored_at > %s"
-        args = (since,)
+        where.append("stored_at > %s")
+        args.append(since)
+    if districts is not None:
+        where.append("lamp_no IN (SELECT no FROM lamps WHERE district = ANY(%s))")
+        args.append(list(districts))
+    if where:
+        query += " WHERE " + " AND ".join(where)
     rows = conn.execute(query, args).fetchall()
     columns = LampColumns.build(
         index,
