@@ -262,9 +262,11 @@ def _relay_run(ep: Any, lamps: list[tuple[str, str]], n: int, publishers: int, r
 
 
 def _gateway_run(
-    ep: Any, lamps: list[tuple[str, str]], n: int, publishers: int, gateways: int, run: int
-) -> tuple[float, int]:
-    """One run through the gateways: (readings committed per second, published)."""
+    ep: Any, lamps: list[tuple[str, str]], n: int, publishers: int, gws: list[Any], run: int
+) -> tuple[float, int, float]:
+    """One run through the gateways: (readings committed per second, published, the gateways' CPU seconds)."""
+    gateways = len(gws)
+    cpu0 = sum(_proc_cpu_rss(gw.pid)[0] for gw, _ in gws)
     before = _written(gateways)
     published, _, start = run_publishers(ep.as_("lamplighter-headend"), lamps, n, publishers, f"run{run}")
     written = before
@@ -275,7 +277,8 @@ def _gateway_run(
         if written != last:
             last, last_change = written, time.monotonic()
     done = time.time() if written - before >= published else time.time() - 15
-    return (written - before) / (done - start), published
+    cpu = sum(_proc_cpu_rss(gw.pid)[0] for gw, _ in gws) - cpu0
+    return (written - before) / (done - start), published, cpu
 
 
 def run_ingest_bench(
@@ -295,6 +298,7 @@ def run_ingest_bench(
         committed: list[float] = []
         published_total = 0
         relay_lost = 0
+        cpu_s = 0.0  # the gateways' CPU during the gateway runs only
         try:
             for gw, ready in gws:
                 if not ready.wait(60):
@@ -302,21 +306,20 @@ def run_ingest_bench(
             shares = _wait_balanced(ep.database_url, gateways)
             if gateways > 1:
                 print(f"districts per gateway: {' | '.join(','.join(h) for h in shares)}", flush=True)
-            cpu0 = sum(_proc_cpu_rss(gw.pid)[0] for gw, _ in gws)
             print(f"{'run':>4}{'relay ceiling (msg/s)':>24}{'gateway committed (msg/s)':>28}{'ratio':>8}", flush=True)
             for run in range(1, runs + 1):
                 # 1. The broker's relay ceiling: the same publishers, to Mosquitto's own C subscriber.
                 relay, received = _relay_run(ep, ids, messages, publishers, run)
                 relay_lost += max(0, messages - received)
                 # 2. The same load through the gateways into PostgreSQL, committed.
-                rate, published = _gateway_run(ep, ids, messages, publishers, gateways, run)
+                rate, published, cpu = _gateway_run(ep, ids, messages, publishers, gws, run)
                 published_total += published
+                cpu_s += cpu
                 relays.append(relay)
                 committed.append(rate)
                 ratio = rate / relay if relay else 0.0
                 print(f"{run:>4}{relay:>24,.0f}{rate:>28,.0f}{ratio:>8.2f}", flush=True)
-            usage = [_proc_cpu_rss(gw.pid) for gw, _ in gws]
-            cpu1, rss = sum(u[0] for u in usage), max(u[1] for u in usage)
+            rss = max(_proc_cpu_rss(gw.pid)[1] for gw, _ in gws)
             metrics = _scrape(0)
         finally:
             _stop_gateways(gws)
@@ -324,7 +327,6 @@ def run_ingest_bench(
             row = conn.execute("SELECT count(*), count(DISTINCT (lamp_no, ts, seq)) FROM lamp_readings").fetchone()
         rows, distinct = (int(row[0]), int(row[1])) if row else (0, 0)
         ratios = [c / r for c, r in zip(committed, relays, strict=True) if r]
-        cpu_s = cpu1 - cpu0
         result = {
             "published": published_total,
             "committed": distinct,
