@@ -90,7 +90,7 @@ def run_api_bench(settings: Settings, *, lamps: int, messages: int, publishers: 
         _tickets(ep.database_url, 500)
         with psycopg.connect(ep.database_url, autocommit=True) as conn:
             _, token = add_user(conn, "bench-viewer", "viewer")
-            ids = [(r[0], r[1]) for r in conn.execute("SELECT id, district FROM lamps ORDER BY no")]
+            ids = [(r[0], r[1], r[2]) for r in conn.execute("SELECT id, district, rated_w FROM lamps ORDER BY no")]
         env = {
             **os.environ,
             **ep.env(),

@@ -156,7 +156,7 @@ def _poison_phase(url: str, ep: Endpoints, gw: _Gateway, good_n: int) -> dict[st
 
 def _sigkill_phase(url: str, ep: Endpoints, gw: _Gateway, messages: int, kills: int) -> dict[str, Any]:
     with psycopg.connect(url) as conn:
-        ids = [(r[0], r[1]) for r in conn.execute("SELECT id, district FROM lamps ORDER BY no")]
+        ids = [(r[0], r[1], r[2]) for r in conn.execute("SELECT id, district, rated_w FROM lamps ORDER BY no")]
     result: dict[str, Any] = {}
 
     def publish() -> None:

@@ -38,23 +38,29 @@ _METRICS_PORT = 9119
 _RELAY_DISTRICT = "zz"  # a district code no inventory has: no gateway subscribes to it
 _PROBE = b"RELAY-PROBE"
 
+# A lamp to publish for: (id, district), or (id, district, rated watts) for a plausible power reading.
+Lamp = tuple[Any, ...]
 
-def _packets(lamps: list[tuple[str, str]], n: int, first_id: int) -> list[tuple[bytes, int]]:
-    """Pre-encoded QoS 1 PUBLISH packets in chunks: (bytes, count)."""
+
+def _packets(lamps: list[Lamp], n: int, first_id: int) -> list[tuple[bytes, int]]:
+    """Pre-encoded QoS 1 PUBLISH packets in chunks: (bytes, count). A lamp given as (id, district, rated watts)
+    reports 97 % of its rating, as a healthy lamp at full output does (a fixed figure would make every lamp of
+    another rating a power anomaly, and the benchmark a ticket storm)."""
     seqs = [0] * len(lamps)
     out: list[tuple[bytes, int]] = []
     parts: list[bytes] = []
     pid = first_id
     for i in range(n):
         k = i % len(lamps)
-        lamp, district = lamps[k]
+        lamp, district = lamps[k][0], lamps[k][1]
+        watts = float(lamps[k][2]) * 0.97 if len(lamps[k]) > 2 else 148.2
         seq = seqs[k]
         seqs[k] += 1
         topic = f"sl/{district}/lamp/{lamp}/state".encode()
         payload = (
-            b"{" + _TS_SLOT + b',"seq":%d,"on":true,"dim":100,"power_w":148.2,"voltage_v":221.4,'
+            b"{" + _TS_SLOT + b',"seq":%d,"on":true,"dim":100,"power_w":%.1f,"voltage_v":221.4,'
             b'"current_a":0.68,"power_factor":0.98,"energy_wh":123456,"temp_c":-12.5,"rssi_dbm":-87,'
-            b'"mode":"auto","faults":[]}' % seq
+            b'"mode":"auto","faults":[]}' % (seq, watts)
         )
         body = len(topic).to_bytes(2, "big") + topic + pid.to_bytes(2, "big") + payload
         parts.append(b"\x32" + encode_varint(len(body)) + body)
@@ -67,7 +73,7 @@ def _packets(lamps: list[tuple[str, str]], n: int, first_id: int) -> list[tuple[
     return out
 
 
-def _publisher(broker: Broker, name: str, lamps: list[tuple[str, str]], n: int, go: Any, q: Any) -> None:
+def _publisher(broker: Broker, name: str, lamps: list[Lamp], n: int, go: Any, q: Any) -> None:
     pub = RawPublisher(broker, name)
     chunks = _packets(lamps, n, pub.next_id)
     q.put(("ready", name))
@@ -81,9 +87,7 @@ def _publisher(broker: Broker, name: str, lamps: list[tuple[str, str]], n: int, 
     pub.close()
 
 
-def run_publishers(
-    broker: Broker, lamps: list[tuple[str, str]], messages: int, procs: int, tag: str
-) -> tuple[int, float, float]:
+def run_publishers(broker: Broker, lamps: list[Lamp], messages: int, procs: int, tag: str) -> tuple[int, float, float]:
     """Returns (published, seconds, start time); each process owns a disjoint set of lamps."""
     ctx = mp.get_context("fork")
     go, q = ctx.Event(), ctx.Queue()
@@ -241,10 +245,10 @@ class _RelaySubscriber:
         self.proc.wait(10)
 
 
-def _relay_run(ep: Any, lamps: list[tuple[str, str]], n: int, publishers: int, run: int) -> tuple[float, int]:
+def _relay_run(ep: Any, lamps: list[Lamp], n: int, publishers: int, run: int) -> tuple[float, int]:
     """One relay-ceiling run: the same publishers, the same payloads and topic lengths, on a district nobody else
     reads, to `mosquitto_sub`. Returns (messages per second, messages received)."""
-    relay = [(lamp, _RELAY_DISTRICT) for lamp, _ in lamps]
+    relay: list[Lamp] = [(lamp[0], _RELAY_DISTRICT, *lamp[2:]) for lamp in lamps]
     sub = _RelaySubscriber(ep.as_("lamplighter-ingest"), f"sl/{_RELAY_DISTRICT}/lamp/+/state", f"bench-relay-{run}")
     try:
         probe = RawPublisher(ep.as_("lamplighter-headend"), f"bench-relay-probe-{run}")
@@ -262,7 +266,7 @@ def _relay_run(ep: Any, lamps: list[tuple[str, str]], n: int, publishers: int, r
 
 
 def _gateway_run(
-    ep: Any, lamps: list[tuple[str, str]], n: int, publishers: int, gws: list[Any], run: int
+    ep: Any, lamps: list[Lamp], n: int, publishers: int, gws: list[Any], run: int
 ) -> tuple[float, int, float]:
     """One run through the gateways: (readings committed per second, published, the gateways' CPU seconds)."""
     gateways = len(gws)
@@ -272,7 +276,7 @@ def _gateway_run(
     written = before
     last_change, last = time.monotonic(), -1.0
     while written - before < published and time.monotonic() - last_change < 15:
-        time.sleep(0.05)
+        time.sleep(0.1)  # each look is a metrics scrape the gateway serves: not much more often than this
         written = _written(gateways)
         if written != last:
             last, last_change = written, time.monotonic()
@@ -287,7 +291,7 @@ def run_ingest_bench(
     # Always private services: the bench recreates its database.
     with bench_city(settings, lamps) as ep:
         with psycopg.connect(ep.database_url) as conn:
-            ids = [(r[0], r[1]) for r in conn.execute("SELECT id, district FROM lamps ORDER BY no")]
+            ids = [(r[0], r[1], r[2]) for r in conn.execute("SELECT id, district, rated_w FROM lamps ORDER BY no")]
         print(
             f"bench ingest: {messages:,} lamp messages over {lamps:,} lamps, {publishers} publisher processes, "
             f"{gateways} gateway process{'es' if gateways > 1 else ''}, {runs} interleaved runs",
