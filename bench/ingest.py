@@ -10,6 +10,7 @@ a table and, as its last line, one JSON object with the medians. It measures, it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -22,6 +23,7 @@ import threading
 import time
 import urllib.request
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 
@@ -134,6 +136,32 @@ def _proc_cpu_rss(pid: int) -> tuple[float, float]:
             if line.startswith("VmHWM:"):
                 hwm = int(line.split()[1]) / 1024
     return cpu, hwm
+
+
+def _database_cpu(port: int) -> float:
+    """CPU seconds of the PostgreSQL listening on `port`: its postmaster and every process it started (what has
+    exited is not counted; the gateway's connections live through a run)."""
+    procs: dict[int, tuple[int, str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        procs[int(entry)] = (ppid, cmd)
+    master = next((pid for pid, (_, cmd) in procs.items() if "postgres" in cmd and f"-p {port}" in cmd), None)
+    if master is None:
+        return 0.0
+    total = 0.0
+    for pid, (ppid, _) in procs.items():
+        if pid == master or ppid == master:
+            with contextlib.suppress(OSError):
+                total += _proc_cpu_rss(pid)[0]
+    return total
 
 
 def _start_gateways(ep: Any, n: int) -> list[tuple[subprocess.Popen[bytes], threading.Event]]:
@@ -267,10 +295,12 @@ def _relay_run(ep: Any, lamps: list[Lamp], n: int, publishers: int, run: int) ->
 
 def _gateway_run(
     ep: Any, lamps: list[Lamp], n: int, publishers: int, gws: list[Any], run: int
-) -> tuple[float, int, float]:
-    """One run through the gateways: (readings committed per second, published, the gateways' CPU seconds)."""
+) -> tuple[float, int, float, float]:
+    """One run through the gateways: (readings committed per second, published, the gateways' and the database's
+    CPU seconds)."""
     gateways = len(gws)
     cpu0 = sum(_proc_cpu_rss(gw.pid)[0] for gw, _ in gws)
+    db0 = _database_cpu(urlsplit(ep.database_url).port or 5432)
     before = _written(gateways)
     published, _, start = run_publishers(ep.as_("lamplighter-headend"), lamps, n, publishers, f"run{run}")
     written = before
@@ -282,7 +312,12 @@ def _gateway_run(
             last, last_change = written, time.monotonic()
     done = time.time() if written - before >= published else time.time() - 15
     cpu = sum(_proc_cpu_rss(gw.pid)[0] for gw, _ in gws) - cpu0
-    return (written - before) / (done - start), published, cpu
+    return (
+        (written - before) / (done - start),
+        published,
+        cpu,
+        _database_cpu(urlsplit(ep.database_url).port or 5432) - db0,
+    )
 
 
 def run_ingest_bench(
@@ -302,7 +337,7 @@ def run_ingest_bench(
         committed: list[float] = []
         published_total = 0
         relay_lost = 0
-        cpu_s = 0.0  # the gateways' CPU during the gateway runs only
+        cpu_s = db_cpu_s = 0.0  # the gateways' and PostgreSQL's CPU during the gateway runs only
         try:
             for gw, ready in gws:
                 if not ready.wait(60):
@@ -316,9 +351,10 @@ def run_ingest_bench(
                 relay, received = _relay_run(ep, ids, messages, publishers, run)
                 relay_lost += max(0, messages - received)
                 # 2. The same load through the gateways into PostgreSQL, committed.
-                rate, published, cpu = _gateway_run(ep, ids, messages, publishers, gws, run)
+                rate, published, cpu, db_cpu = _gateway_run(ep, ids, messages, publishers, gws, run)
                 published_total += published
                 cpu_s += cpu
+                db_cpu_s += db_cpu
                 relays.append(relay)
                 committed.append(rate)
                 ratio = rate / relay if relay else 0.0
@@ -346,6 +382,7 @@ def run_ingest_bench(
             "gateway_cpu_s": round(cpu_s, 2),
             "gateway_cpu_us_per_msg": round(cpu_s / distinct * 1e6, 1) if distinct else None,
             "gateway_peak_rss_mb": round(rss, 1),
+            "database_cpu_us_per_msg": round(db_cpu_s / distinct * 1e6, 1) if distinct else None,
             "lost": published_total - distinct,
             "duplicated": rows - distinct,
             "lamps": lamps,
@@ -360,6 +397,7 @@ def run_ingest_bench(
         print(f"{'ratio to the ceiling, median':<30}{result['ratio_to_relay_ceiling']:>14}")
         print(f"{'latency p50 / p99 (ms)':<30}{result['latency_p50_ms']:>7} / {result['latency_p99_ms']}")
         print(f"{'gateway CPU per message (us)':<30}{result['gateway_cpu_us_per_msg']:>14}")
+        print(f"{'PostgreSQL CPU per message (us)':<30}{result['database_cpu_us_per_msg']:>14}")
         print(f"{'gateway peak RSS, most (MB)':<30}{result['gateway_peak_rss_mb']:>14}")
         print(f"{'lost / duplicated':<30}{result['lost']:>7} / {result['duplicated']}")
         print(json.dumps(result), flush=True)

@@ -640,6 +640,16 @@ def _m013_partitions_function(conn: psycopg.Connection, *, retention_days: int) 
     conn.execute(_PARTITIONS_FUNCTION)
 
 
+def _m014_latest_hot(conn: psycopg.Connection, *, retention_days: int) -> None:
+    # Every reading updates its lamp's row. With an index on stored_at (which each update changes) none of those
+    # updates could be HOT: each wrote new entries into both indexes. Without it, and with room left in each page,
+    # PostgreSQL updates in place; the followers' `stored_at >` scans read the table instead (110,000 rows every
+    # 2 s for the API).
+    conn.execute("DROP INDEX IF EXISTS lamp_latest_stored_idx")
+    conn.execute("ALTER TABLE lamp_latest SET (fillfactor = 50)")
+    conn.execute("ALTER TABLE cabinet_latest SET (fillfactor = 50)")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (1, "inventory, latest state, device status, quarantine", _m001_inventory),
     (2, "telemetry time series", _m002_telemetry),
@@ -654,6 +664,7 @@ MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (11, "each gateway's ingest watermark", _m011_heartbeat_watermark),
     (12, "generations of rotated broker accounts", _m012_device_credentials),
     (13, "partition upkeep as the schema owner's function", _m013_partitions_function),
+    (14, "latest state updated in place (HOT)", _m014_latest_hot),
 ]
 
 
