@@ -5,7 +5,9 @@ Private broker and PostgreSQL with a generated city and a few hundred open ticke
 `lamplighter api` as separate processes, the way a city runs them; publisher processes blasting lamp reports
 through the broker. The same requests are timed first with nothing else running and then from the start of
 the blast until the gateway has committed all of it, so the two sets of figures come from one run on one
-machine. Prints a table and, as its last line, one JSON object. Asserts nothing.
+machine. The blast runs twice: with the gateway alone, then with the API process following the fleet and
+`--clients` clients asking for both calls every `--every` seconds; the ratio of the two committed rates is what
+viewers cost ingest. Prints a table and, as its last line, one JSON object. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -57,11 +59,15 @@ def _tickets(url: str, n: int) -> None:
             )
 
 
-def _time(client: httpx2.Client, stop: threading.Event | None, rounds: int) -> dict[str, list[float]]:
-    """Each path in turn until `stop` is set (or `rounds` rounds): milliseconds per request."""
+def _time(
+    client: httpx2.Client, stop: threading.Event | None, rounds: int, every_s: float = 0.0
+) -> dict[str, list[float]]:
+    """Each path in turn until `stop` is set (or `rounds` rounds), a round every `every_s` at most: milliseconds
+    per request."""
     out: dict[str, list[float]] = {p: [] for p in _PATHS}
     i = 0
     while (stop is None and i < rounds) or (stop is not None and not stop.is_set()):
+        started = time.perf_counter()
         for path in _PATHS:
             t0 = time.perf_counter()
             r = client.get(path)
@@ -69,7 +75,22 @@ def _time(client: httpx2.Client, stop: threading.Event | None, rounds: int) -> d
             if r.status_code != 200:
                 raise RuntimeError(f"GET {path}: {r.status_code} {r.text[:200]}")
         i += 1
+        rest = every_s - (time.perf_counter() - started)
+        if rest > 0 and stop is not None:
+            stop.wait(rest)
     return out
+
+
+def _ingest(ep: Any, ids: list[Any], messages: int, publishers: int, tag: str) -> tuple[int, float, float]:
+    """Publish `messages` and wait until the gateway committed them: (published, publish seconds, committed per
+    second from the first message to the last committed)."""
+    written0, t0 = _written(), time.monotonic()
+    published, seconds, _ = run_publishers(ep.as_("lamplighter-headend"), ids, messages, publishers, tag)
+    # The broker holds what the gateway has not taken yet: wait until it is all committed.
+    deadline = time.monotonic() + 300
+    while _written() - written0 < published and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return published, seconds, (_written() - written0) / (time.monotonic() - t0)
 
 
 def _written() -> float:
@@ -85,7 +106,9 @@ def _pct(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 1) if values else float("nan")
 
 
-def run_api_bench(settings: Settings, *, lamps: int, messages: int, publishers: int) -> int:
+def run_api_bench(
+    settings: Settings, *, lamps: int, messages: int, publishers: int, clients: int = 20, every_s: float = 1.0
+) -> int:
     with bench_city(settings, lamps) as ep:
         _tickets(ep.database_url, 500)
         with psycopg.connect(ep.database_url, autocommit=True) as conn:
@@ -98,44 +121,54 @@ def run_api_bench(settings: Settings, *, lamps: int, messages: int, publishers: 
             "LAMPLIGHTER_METRICS_PORT": str(_METRICS_PORT),
             "LAMPLIGHTER_API_PORT": str(_API_PORT),
         }
-        print(f"bench api: {lamps:,} lamps, 500 open tickets; `lamplighter gateway` and `lamplighter api` running")
-        with (
-            lamplighter_process(["gateway"], env, ready="subscribed to"),
-            lamplighter_process(["api"], env, ready="Application startup complete"),
-            httpx2.Client(
-                base_url=f"http://127.0.0.1:{_API_PORT}", headers={"Authorization": f"Bearer {token}"}, timeout=30
-            ) as client,
-        ):
-            _time(client, None, 20)  # warm-up: the engine's first breakdown, connections in the pools
-            idle = _time(client, None, 300)
-            print("idle: done; now the publishers blast lamp reports through the gateway", flush=True)
-            stop = threading.Event()
-            loaded: dict[str, list[float]] = {}
+        print(
+            f"bench api: {lamps:,} lamps, 500 open tickets; `lamplighter gateway`, then `lamplighter api` with "
+            f"{clients} clients each asking for both calls every {every_s:g} s",
+            flush=True,
+        )
+        with lamplighter_process(["gateway"], env, ready="subscribed to"):
+            # 1. Ingest alone: the gateway, no API process.
+            _, _, alone = _ingest(ep, ids, messages, publishers, "alone")
+            print(f"ingest alone: {alone:,.0f} lamp readings/s committed", flush=True)
+            with lamplighter_process(["api"], env, ready="Application startup complete"):
+                headers = {"Authorization": f"Bearer {token}"}
+                base = f"http://127.0.0.1:{_API_PORT}"
+                pool = [httpx2.Client(base_url=base, headers=headers, timeout=30) for _ in range(clients)]
+                try:
+                    _time(pool[0], None, 20)  # warm-up: the engine's first breakdown, connections in the pools
+                    idle = _time(pool[0], None, 300)
+                    print("idle: done; now the same load again, with the clients polling", flush=True)
+                    stop = threading.Event()
+                    results: list[dict[str, list[float]]] = []
 
-            def measure() -> None:
-                loaded.update(_time(client, stop, 0))
+                    def poll(client: httpx2.Client) -> None:
+                        results.append(_time(client, stop, 0, every_s))
 
-            t = threading.Thread(target=measure)
-            written0, t0 = _written(), time.monotonic()
-            t.start()
-            published, seconds, _ = run_publishers(ep.as_("lamplighter-headend"), ids, messages, publishers, "api")
-            # The broker holds what the gateway has not taken yet: keep timing until it is all committed.
-            deadline = time.monotonic() + 300
-            while _written() - written0 < published and time.monotonic() < deadline:
-                time.sleep(0.5)
-            stop.set()
-            drained = time.monotonic() - t0
-            committed = (_written() - written0) / drained
-            t.join(60)
+                    threads = [threading.Thread(target=poll, args=(c,)) for c in pool]
+                    for t in threads:
+                        t.start()
+                    time.sleep(every_s)  # every client has begun
+                    published, seconds, viewed = _ingest(ep, ids, messages, publishers, "viewed")
+                    stop.set()
+                    for t in threads:
+                        t.join(60)
+                finally:
+                    for c in pool:
+                        c.close()
+    loaded = {p: [ms for r in results for ms in r[p]] for p in _PATHS}
     result: dict[str, Any] = {
         "lamps": lamps,
+        "clients": clients,
+        "poll_every_s": every_s,
         "published": published,
         "publish_per_s": round(published / seconds),
-        "committed_per_s_while_timing": round(committed),
-        "seconds_under_load": round(drained, 1),
+        "committed_per_s_alone": round(alone),
+        "committed_per_s_with_api": round(viewed),
+        "ratio_with_api": round(viewed / alone, 3) if alone else None,
     }
-    print(f"{'published during the timing':44} {published:>10,} ({published / seconds:,.0f} msg/s)")
-    print(f"{'committed by the gateway, until all landed':44} {committed:>10,.0f} lamp readings/s over {drained:.1f} s")
+    print(f"{'committed, ingest alone':44} {alone:>10,.0f} lamp readings/s")
+    print(f"{'committed, API and clients polling':44} {viewed:>10,.0f} lamp readings/s")
+    print(f"{'ratio':44} {result['ratio_with_api']:>10}")
     print(f"{'':44} {'idle p50':>9} {'idle p99':>9} {'load p50':>9} {'load p99':>9} {'n load':>7}")
     for path in _PATHS:
         name = path.split("?")[0].rsplit("/", 1)[-1]

@@ -128,6 +128,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--lamps", type=int, default=110_000)
     b.add_argument("--messages", type=int, default=1_000_000, help="lamp reports published during the timing")
     b.add_argument("--publishers", type=int, default=2, help="publisher processes")
+    b.add_argument("--clients", type=int, default=20, help="control-room clients polling the API")
+    b.add_argument("--every", type=float, default=1.0, help="seconds between one client's rounds of both calls")
     b = bsub.add_parser("campaign", help="a whole-city command at the default pace to simulated devices")
     b.add_argument("--lamps", type=int, default=110_000)
     b.add_argument("--gateways", type=int, default=1, help="gateways (one leads and sends the commands)")
@@ -187,7 +189,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
     if cmd == "bench" and args.bench == "api":
         from bench.api import run_api_bench
 
-        return run_api_bench(settings, lamps=args.lamps, messages=args.messages, publishers=args.publishers)
+        return run_api_bench(
+            settings,
+            lamps=args.lamps,
+            messages=args.messages,
+            publishers=args.publishers,
+            clients=args.clients,
+            every_s=args.every,
+        )
     if cmd == "bench" and args.bench == "campaign":
         from bench.campaign import run_campaign_bench
 
