@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -293,6 +294,52 @@ def newest_per_lamp(slots: npt.NDArray[np.int32], ts_ms: npt.NDArray[np.int64]) 
     return pick
 
 
+# The lamps' numeric columns in binary COPY, read straight into arrays: a city of a million lamps as Python rows
+# took several hundred MB of small objects that the process kept after they were freed. Districts, roads and
+# cabinets come as their positions in the lists load_index builds (same orders).
+_INDEX_COPY = """
+COPY (
+    SELECT l.no, l.lat, l.lon, l.rated_w, l.in_service, l.report_interval_s, d.i::int2, r.i::int4, c.i::int4,
+           l.circuit, l.controller = 'single'
+    FROM lamps l
+    JOIN (SELECT code, row_number() OVER (ORDER BY code) - 1 AS i FROM districts) d ON d.code = l.district
+    JOIN (SELECT id, row_number() OVER (ORDER BY id) - 1 AS i FROM roads) r ON r.id = l.road_id
+    JOIN (SELECT id, row_number() OVER (ORDER BY no) - 1 AS i FROM cabinets) c ON c.id = l.cabinet_id
+    ORDER BY l.no
+) TO STDOUT (FORMAT BINARY)
+"""
+_INDEX_ROW = [
+    ("no", ">i4"),
+    ("lat", ">f8"),
+    ("lon", ">f8"),
+    ("w", ">f4"),
+    ("svc", "u1"),
+    ("iv", ">i4"),
+    ("d", ">i2"),
+    ("r", ">i4"),
+    ("c", ">i4"),
+    ("ci", ">i2"),
+    ("s", "u1"),
+]
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+
+
+def _binary_rows(raw: bytes, fields: list[tuple[str, str]]) -> dict[str, npt.NDArray[Any]]:
+    """Columns of a binary COPY whose fields are all fixed-width and never NULL (PostgreSQL's binary format: a
+    header, then per row a field count and each field's length and bytes, then a -1 trailer)."""
+    if not raw.startswith(_COPY_SIGNATURE):
+        raise ValueError("not a binary COPY stream")
+    extension = int.from_bytes(raw[15:19], "big")
+    body = raw[19 + extension : -2]
+    layout: list[tuple[str, str]] = [("_count", ">i2")]
+    for name, kind in fields:
+        layout += [(f"_{name}_len", ">i4"), (name, kind)]
+    rows = np.frombuffer(body, dtype=np.dtype(layout))
+    if len(rows) and (rows["_count"] != len(fields)).any():
+        raise ValueError("unexpected field count in a binary COPY row")
+    return {name: rows[name] for name, _ in fields}
+
+
 def load_index(conn: psycopg.Connection) -> FleetIndex:
     """The inventory from PostgreSQL."""
     districts = [r[0] for r in conn.execute("SELECT code FROM districts ORDER BY code")]
@@ -301,46 +348,32 @@ def load_index(conn: psycopg.Connection) -> FleetIndex:
     road_ids = np.array([r[0] for r in roads], dtype=np.int32)
     road_of = {int(r): i for i, r in enumerate(road_ids)}
     cabinets = conn.execute("SELECT id, road_id, no, concentrator FROM cabinets ORDER BY no").fetchall()
-    cabinet_of = {c[0]: i for i, c in enumerate(cabinets)}
-    lamp_id: list[str] = []
-    cols: dict[str, list[object]] = {k: [] for k in ("no", "lat", "lon", "w", "svc", "iv", "d", "r", "c", "ci", "s")}
     with conn.cursor() as cur:
-        cur.execute(
-            "SELECT id, no, lat, lon, rated_w, in_service, report_interval_s, district, road_id, cabinet_id, circuit, "
-            "controller = 'single' FROM lamps ORDER BY no"
-        )
-        for row in cur:
-            lamp_id.append(row[0])
-            cols["no"].append(row[1])
-            cols["lat"].append(row[2])
-            cols["lon"].append(row[3])
-            cols["w"].append(row[4])
-            cols["svc"].append(row[5])
-            cols["iv"].append(row[6])
-            cols["d"].append(district_of[row[7]])
-            cols["r"].append(road_of[row[8]])
-            cols["c"].append(cabinet_of[row[9]])
-            cols["ci"].append(row[10])
-            cols["s"].append(row[11])
+        with cur.copy("COPY (SELECT id FROM lamps ORDER BY no) TO STDOUT") as cp:
+            text = b"".join(bytes(chunk) for chunk in cp).decode()
+        lamp_id = text.split("\n")[:-1]
+        with cur.copy(_INDEX_COPY) as cp:
+            raw = b"".join(bytes(chunk) for chunk in cp)
+    cols = _binary_rows(raw, _INDEX_ROW)
     return FleetIndex(
         lamp_id=lamp_id,
-        lamp_no=np.array(cols["no"], dtype=np.int32),
-        lat=np.array(cols["lat"], dtype=np.float64),
-        lon=np.array(cols["lon"], dtype=np.float64),
-        rated_w=np.array(cols["w"], dtype=np.float32),
-        in_service=np.array(cols["svc"], dtype=np.bool_),
-        interval_s=np.array(cols["iv"], dtype=np.int32),
-        lamp_district=np.array(cols["d"], dtype=np.int16),
-        lamp_road=np.array(cols["r"], dtype=np.int32),
-        lamp_cabinet=np.array(cols["c"], dtype=np.int32),
+        lamp_no=cols["no"].astype(np.int32),
+        lat=cols["lat"].astype(np.float64),
+        lon=cols["lon"].astype(np.float64),
+        rated_w=cols["w"].astype(np.float32),
+        in_service=cols["svc"].astype(np.bool_),
+        interval_s=cols["iv"].astype(np.int32),
+        lamp_district=cols["d"].astype(np.int16),
+        lamp_road=cols["r"].astype(np.int32),
+        lamp_cabinet=cols["c"].astype(np.int32),
         districts=districts,
         road_ids=road_ids,
         road_class=np.array([ROAD_CLASSES.index(r[1]) for r in roads], dtype=np.int8),
         road_district=np.array([district_of[r[2]] for r in roads], dtype=np.int16),
         cabinet_ids=[c[0] for c in cabinets],
         cabinet_road=np.array([road_of[c[1]] for c in cabinets], dtype=np.int32),
-        lamp_circuit=np.array(cols["ci"], dtype=np.int8),
-        lamp_single=np.array(cols["s"], dtype=np.bool_),
+        lamp_circuit=cols["ci"].astype(np.int8),
+        lamp_single=cols["s"].astype(np.bool_),
         cabinet_no=np.array([c[2] for c in cabinets], dtype=np.int32),
         cabinet_concentrator=np.array([c[3] for c in cabinets], dtype=np.bool_),
     )

@@ -252,7 +252,19 @@ def inventory_version(conn: psycopg.Connection) -> tuple[object, ...]:
 
 
 def load_registry(conn: psycopg.Connection) -> Registry:
-    """Device id → (number, district) for every lamp and cabinet in the inventory."""
-    lamps = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, no, district FROM lamps")}
-    cabinets = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, no, district FROM cabinets")}
-    return Registry(lamps, cabinets)
+    """Device id → (number, district) for every lamp and cabinet in the inventory.
+
+    Read as COPY text rather than rows, and with one string object per district shared by all its devices: at a
+    million lamps, rows and a district string per lamp cost the process about 100 MB more for good."""
+    districts: dict[str, str] = {}
+
+    def table(name: str) -> dict[str, tuple[int, str]]:
+        with conn.cursor() as cur, cur.copy(f"COPY (SELECT id, no, district FROM {name}) TO STDOUT") as cp:
+            text = b"".join(bytes(chunk) for chunk in cp).decode()
+        out: dict[str, tuple[int, str]] = {}
+        for line in text.splitlines():
+            device, no, district = line.split("\t")
+            out[device] = (int(no), districts.setdefault(district, district))
+        return out
+
+    return Registry(table("lamps"), table("cabinets"))
