@@ -32,8 +32,12 @@ __all__ = ["run_provision_bench"]
 _WAIT_S = 600.0
 
 
-def _inventory(lamps: int) -> Inventory:
+def _inventory(lamps: int, *, singles: bool = False) -> Inventory:
+    """The seeded city's accounts; with `singles`, as if every lamp had a controller of its own (one account a
+    lamp, no concentrators: the most accounts a city of that size can have)."""
     inv = generate(lamps, seed=1)
+    if singles:
+        return Inventory([lamp_user(inv.lamp_district[i], inv.lamp_id[i]) for i in range(inv.lamps)], {}, [], {})
     devices = [
         lamp_user(inv.lamp_district[i], inv.lamp_id[i]) for i in range(inv.lamps) if not inv.lamp_concentrator[i]
     ]
@@ -100,9 +104,9 @@ def _broker(directory: Path, plugin: Path | None) -> tuple[float, float]:
         proc.wait(30)
 
 
-def run_provision_bench(*, lamps: int) -> int:
-    out: dict[str, Any] = {"lamps": lamps}
-    inventory = _inventory(lamps)
+def run_provision_bench(*, lamps: int, singles: bool = False) -> int:
+    out: dict[str, Any] = {"lamps": lamps, "singles": singles}
+    inventory = _inventory(lamps, singles=singles)
     lamp_lines = sum(len(v) for v in inventory.concentrators.values())
     out.update(devices=len(inventory.devices), concentrators=len(inventory.concentrators), lamps_behind=lamp_lines)
     print(

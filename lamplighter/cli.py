@@ -140,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--streams", type=int, default=200, help="live ticket streams held open on the API")
     b = bsub.add_parser("provision", help="broker accounts for a generated city, and Mosquitto loading them")
     b.add_argument("--lamps", type=int, default=110_000)
+    b.add_argument("--singles", action="store_true", help="every lamp a device of its own (no concentrators)")
     b = bsub.add_parser("rate", help="lighting-rate recompute and fleet-state updates over a generated city")
     b.add_argument("--lamps", type=int, default=1_000_000)
     b.add_argument("--repeats", type=int, default=30, help="recomputes to take the median of")
@@ -210,7 +211,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
     if cmd == "bench" and args.bench == "provision":
         from bench.provision import run_provision_bench
 
-        return run_provision_bench(lamps=args.lamps)
+        return run_provision_bench(lamps=args.lamps, singles=args.singles)
     if cmd == "bench" and args.bench == "rate":
         from bench.rate import run_rate_bench
 
