@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,11 +106,40 @@ class Batch:
     now_ms: int | None = None
 
 
+class PackedDevices(Mapping[str, tuple[int, str]]):
+    """Device id → (number, district), each kept as one int (number × 4096 + the district's position): at a
+    million lamps about 56 MB less than a tuple per device. The tuple is made when asked for."""
+
+    __slots__ = ("_codes", "_districts")
+
+    def __init__(self, codes: dict[str, int], districts: list[str]) -> None:
+        self._codes = codes
+        self._districts = districts
+
+    @staticmethod
+    def code(number: int, district: int) -> int:
+        return number << 12 | district
+
+    def get(self, key: str, default: Any = None) -> Any:  # the codec's lookup, once per message
+        code = self._codes.get(key)
+        return default if code is None else (code >> 12, self._districts[code & 0xFFF])
+
+    def __getitem__(self, key: str) -> tuple[int, str]:
+        code = self._codes[key]
+        return code >> 12, self._districts[code & 0xFFF]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._codes)
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+
 class Registry:
     """The seeded inventory as the codec needs it: device id → (number, district)."""
 
     __slots__ = ("cabinets", "lamps")
 
-    def __init__(self, lamps: dict[str, tuple[int, str]], cabinets: dict[str, tuple[int, str]]) -> None:
+    def __init__(self, lamps: Mapping[str, tuple[int, str]], cabinets: Mapping[str, tuple[int, str]]) -> None:
         self.lamps = lamps
         self.cabinets = cabinets

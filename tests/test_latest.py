@@ -1,4 +1,5 @@
-"""What a follower (the API, the leading gateway for other gateways' districts) reads of the stored latest state."""
+"""What the gateway and the followers (the API, the leading gateway for other gateways' districts) read of the
+inventory and of the stored latest state."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from seeds.generator import generate
 from seeds.loader import load
 from telemetry.fleet import FAULT_BITS, fault_mask, fetch_latest, load_index
+from telemetry.store import load_registry
 
 pytestmark = pytest.mark.services
 
@@ -52,3 +54,15 @@ def test_a_follower_reads_each_lamps_state_its_faults_and_only_what_it_asks_for(
         assert others is not None and len(mine.slots) == others[0]
         none, _ = fetch_latest(conn, index, districts=[])
         assert len(none.slots) == 0
+
+
+def test_the_registry_knows_every_device_by_its_id(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        load(conn, generate(300, seed=3), progress=False)
+        registry = load_registry(conn)
+        lamps = conn.execute("SELECT id, no, district FROM lamps").fetchall()
+        cabinets = conn.execute("SELECT id, no, district FROM cabinets").fetchall()
+    assert len(registry.lamps) == len(lamps) == 300 and len(registry.cabinets) == len(cabinets)
+    assert {k: registry.lamps[k] for k in registry.lamps} == {i: (n, d) for i, n, d in lamps}
+    assert all(registry.cabinets.get(i) == (n, d) for i, n, d in cabinets)
+    assert registry.lamps.get("XN-ZZ-999999") is None and "XN-ZZ-999999" not in registry.lamps
