@@ -246,7 +246,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
             runtime.warn_privileges(conn)
     elif cmd == "seed":
         ep.migrate(settings.retention_days)
-        seed_command(ep.schema_url, settings, lamps=args.lamps, seed=args.seed, replace=args.replace)
+        seed_command(ep.schema_url, lamps=args.lamps, seed=args.seed, replace=args.replace)
         with psycopg.connect(ep.database_url) as conn:
             done = runtime.provision_private(ep, conn)
         if done is not None:

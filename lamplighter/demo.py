@@ -55,7 +55,7 @@ def run_demo(
                 file=sys.stderr,
             )
         if row is None or (lamps is not None and lamps != row[0] and replace):
-            seed_command(ep.schema_url, settings, lamps=lamps or _DEFAULT_LAMPS, seed=1, replace=replace)
+            seed_command(ep.schema_url, lamps=lamps or _DEFAULT_LAMPS, seed=1, replace=replace)
         elif lamps is not None and lamps != row[0]:
             print(
                 f"the demo's database holds a city of {row[0]:,} lamps, not {lamps:,}: add --replace to load "

@@ -7,22 +7,18 @@ import time
 
 import psycopg
 
-from lamplighter.config import Settings
-
 __all__ = ["seed_command"]
 
 
-def seed_command(schema_url: str, settings: Settings, *, lamps: int, seed: int, replace: bool = False) -> None:
+def seed_command(schema_url: str, *, lamps: int, seed: int, replace: bool = False) -> None:
     """Load the inventory as the schema's owner, `schema_url` (a replace empties tables, which the application's
     role may not); the caller has migrated (`Endpoints.migrate`, which also gives the application its rights)."""
     from seeds.generator import generate
     from seeds.loader import load, summary
-    from telemetry.schema import migrate
 
     t = time.perf_counter()
     inv = generate(lamps, seed)
     with psycopg.connect(schema_url, autocommit=True) as conn:
-        migrate(conn, retention_days=settings.retention_days)
         loaded = load(conn, inv, replace=replace, progress=sys.stderr.isatty())
         rows = summary(conn)
     verb = "loaded" if loaded else "already loaded (nothing to do)"

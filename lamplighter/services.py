@@ -478,14 +478,17 @@ class PrivateServices:
             row = conn.execute(
                 "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (self.database,)
             ).fetchone()
-            name, owner = sql.Identifier(self.database), sql.Identifier(OWNER_ROLE)
             if row is None:
                 create_database(self.admin_url, self.database)
                 return
             if row[0] == OWNER_ROLE:
                 return
-            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(name, owner))
-        adopt_schema(self._pg_url(self._pg_secrets()[0], self.database), OWNER_ROLE)
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                    sql.Identifier(self.database), sql.Identifier(OWNER_ROLE)
+                )
+            )
+        adopt_schema(with_database(self.admin_url, self.database), OWNER_ROLE)
 
     def _stop_postgres(self) -> None:
         pg_ctl = find_postgres_bin("pg_ctl")
