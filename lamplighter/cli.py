@@ -53,6 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("services", help="run the private Mosquitto and PostgreSQL under .run/dev until Ctrl-C")
     sub.add_parser("migrate", help="apply database migrations")
 
+    p = sub.add_parser("compact", help="pack lamp readings older than a few days into the compact history")
+    p.add_argument(
+        "--older-than-days",
+        type=int,
+        metavar="N",
+        help="compact whole UTC days ending at least N days ago (default: the compact_after_days setting, 2)",
+    )
+    p.add_argument("--chunk-lamps", type=int, default=5000, metavar="N", help="lamps per transaction")
+
     p = sub.add_parser("seed", help="generate and load the city inventory")
     p.add_argument("--lamps", type=int, default=110_000, help="number of lamps (default 110,000)")
     p.add_argument("--seed", type=int, default=1, help="random seed; same seed and size, same city")
@@ -251,6 +260,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
             done = runtime.provision_private(ep, conn)
         if done is not None:
             print(f"private broker: {done.devices:,} device accounts provisioned, and reloaded")
+    elif cmd == "compact":
+        return compact_command(ep.database_url, settings, args)
     elif cmd == "devices":
         from lamplighter.devices import devices_command
 
@@ -288,6 +299,42 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
             ),
             host=settings.api_host,
             port=settings.api_port,
+        )
+    return 0
+
+
+def compact_command(database_url: str, settings: Settings, args: argparse.Namespace) -> int:
+    """Pack whole days of raw lamp readings into the compact history, showing progress; safe to stop and rerun."""
+    from datetime import UTC, timedelta
+
+    from tqdm import tqdm
+
+    from telemetry.history import compact
+
+    days = settings.compact_after_days if args.older_than_days is None else args.older_than_days
+    if days < 0 or args.chunk_lamps < 1:
+        raise LamplighterError("--older-than-days must be 0 or more and --chunk-lamps 1 or more")
+    before = datetime.now(UTC).date() - timedelta(days=days)
+    bars: dict[Any, tqdm[Any]] = {}
+
+    def progress(day: Any, done: int, total: int) -> None:
+        bar = bars.get(day)
+        if bar is None:
+            for old in bars.values():
+                old.close()
+            bar = bars[day] = tqdm(total=total, desc=f"compacting {day}", unit="lamp", disable=not sys.stderr.isatty())
+        bar.update(done - bar.n)
+
+    with psycopg.connect(database_url) as conn:
+        report = compact(conn, before=before, chunk_lamps=args.chunk_lamps, progress=progress)
+    for bar in bars.values():
+        bar.close()
+    if not report.days:
+        print(f"history: nothing to compact before {before}")
+    else:
+        print(
+            f"history: {report.readings:,} readings of {len(report.days)} days ({report.days[0]} to "
+            f"{report.days[-1]}) packed into {report.lamp_days:,} lamp-days in {report.seconds:.1f} s"
         )
     return 0
 

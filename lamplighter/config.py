@@ -46,6 +46,9 @@ class Settings:
     api_port: int = 8080
     metrics_port: int = 9108
     retention_days: int = 90
+    # Lamp readings older than this many days are packed into the compact history (one row per lamp and day, about
+    # 7 bytes a reading) by the leading gateway, hourly; 0 keeps every reading raw until retention drops it.
+    compact_after_days: int = 2
     # The deployment's MQTT client-id prefix, shared by its gateways: sessions that outlive a process are named
     # by their role under it (`…-ingest-{district}`, `…-commands`, `…-ops`) and leased to one process at a time.
     gateway_client_id: str = "lamplighter-gateway"
@@ -161,6 +164,11 @@ class Settings:
                 raise ConfigError(f"LAMPLIGHTER_{name} must be a postgresql:// URL, got {shown(url)!r}")
         if not 1 <= self.retention_days <= 3650:
             raise ConfigError(f"retention_days must be 1..3650, got {self.retention_days}")
+        if not 0 <= self.compact_after_days < self.retention_days:
+            raise ConfigError(
+                f"compact_after_days must be 0 (never) or less than retention_days ({self.retention_days}), got "
+                f"{self.compact_after_days}"
+            )
         if not 1 <= self.receive_maximum <= 65535:
             raise ConfigError(f"receive_maximum must be 1..65535 (an MQTT 5 limit), got {self.receive_maximum}")
 

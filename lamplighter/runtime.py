@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import os
 import socket
@@ -34,12 +35,13 @@ from lamplighter.services import PrivateServices, ServiceError, create_database
 from telemetry.backoff import Backoff
 from telemetry.clock import Clock
 from telemetry.database import Database, role_of, shown
+from telemetry.history import pending_days
 from telemetry.leases import Leases
 from telemetry.lighting import LightingEngine, follow_forever
 from telemetry.models import Batch, Registry
 from telemetry.sampler import Sampler
 from telemetry.sampling import OPS_TOPIC
-from telemetry.schema import maintain_partitions, migrate, role_problems
+from telemetry.schema import has_timescaledb, maintain_partitions, migrate, role_problems
 from telemetry.store import TelemetryStore, inventory_version, load_registry, prune_quarantine
 
 __all__ = ["Endpoints", "GatewayProcess", "bench_city", "endpoints", "private_services", "warn_privileges"]
@@ -52,6 +54,8 @@ _PARTITION_CHECK_S = 3600.0
 _INVENTORY_CHECK_S = 30.0
 _HEARING_CHECK_S = 0.2
 _QUARANTINE_CHECK_S = 60.0
+_COMPACT_CHECK_S = 3600.0
+_COMPACT_FIRST_S = 60.0  # after taking the lead, so a gateway's start is not slowed by a day's compaction
 _HEARING_STALL_S = 2.0  # a message uncommitted this long: ingest is not hearing devices
 _LEAD_TRY_S = 2.0  # a gateway not leading tries to take the lead this often (a dead leader's goes at once)
 
@@ -229,6 +233,10 @@ def provision_private(ep: Endpoints, conn: psycopg.Connection) -> Provisioned | 
     done = provision(ep.key(), ep.accounts.parent, Inventory.from_db(conn))
     reload(ep.accounts.parent / "pid")
     return done
+
+
+def _pending_days(conn: psycopg.Connection, *, before: dt.date) -> list[dt.date]:
+    return [] if has_timescaledb(conn) else pending_days(conn, before)
 
 
 class GatewayProcess:
@@ -469,6 +477,11 @@ class GatewayProcess:
                         tg.create_task(self.alerts.escalate_forever(), name="escalation"),
                         tg.create_task(self._partitions(), name="partition-upkeep"),
                         tg.create_task(self._quarantine_upkeep(), name="quarantine-upkeep"),
+                        *(
+                            [tg.create_task(self._compaction(), name="history-compaction")]
+                            if self.settings.compact_after_days
+                            else []
+                        ),
                         *([tg.create_task(self.dispatcher.run(), name="dispatcher")] if self.dispatcher else []),
                         tg.create_task(
                             follow_forever(
@@ -529,6 +542,33 @@ class GatewayProcess:
             except psycopg.Error as exc:
                 logger.warning("partition upkeep failed (retrying in %.0f s): %s", period, exc)
             await asyncio.sleep(period)
+
+    async def _compaction(self) -> None:
+        """Hourly: when whole days older than `compact_after_days` still hold raw lamp readings, pack them
+        (`lamplighter compact`) in a child process, on a core of its own rather than this loop's. Stopping it
+        midway loses nothing: each range of lamps is packed in one transaction, and the next run goes on."""
+        await asyncio.sleep(_COMPACT_FIRST_S)
+        while True:
+            before = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=self.settings.compact_after_days)
+            try:
+                days = await self.db.run(functools.partial(_pending_days, before=before))
+            except psycopg.Error as exc:
+                logger.warning("history compaction check failed (retrying in an hour): %s", exc)
+                days = []
+            if days:
+                logger.info("history: compacting %d days (%s to %s) in a child process", len(days), days[0], days[-1])
+                child = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "lamplighter", "compact", env={**os.environ, **self.ep.env()}
+                )
+                try:
+                    code = await child.wait()
+                except asyncio.CancelledError:
+                    child.terminate()  # its open transaction rolls back; the next leader's run goes on
+                    await child.wait()
+                    raise
+                if code:
+                    logger.warning("history compaction exited with status %d (retrying in an hour)", code)
+            await asyncio.sleep(_COMPACT_CHECK_S)
 
     async def _inventory_watch(self) -> None:
         """Reload the device registry when the inventory changes, so newly seeded devices are not quarantined;

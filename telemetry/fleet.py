@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import psycopg
 
+from telemetry.binary import binary_rows
 from telemetry.models import CabinetRow, LampRows
 
 __all__ = [
@@ -321,23 +321,6 @@ _INDEX_ROW = [
     ("ci", ">i2"),
     ("s", "u1"),
 ]
-_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
-
-
-def _binary_rows(raw: bytes, fields: list[tuple[str, str]]) -> dict[str, npt.NDArray[Any]]:
-    """Columns of a binary COPY whose fields are all fixed-width and never NULL (PostgreSQL's binary format: a
-    header, then per row a field count and each field's length and bytes, then a -1 trailer)."""
-    if not raw.startswith(_COPY_SIGNATURE):
-        raise ValueError("not a binary COPY stream")
-    extension = int.from_bytes(raw[15:19], "big")
-    body = raw[19 + extension : -2]
-    layout: list[tuple[str, str]] = [("_count", ">i2")]
-    for name, kind in fields:
-        layout += [(f"_{name}_len", ">i4"), (name, kind)]
-    rows = np.frombuffer(body, dtype=np.dtype(layout))
-    if len(rows) and (rows["_count"] != len(fields)).any():
-        raise ValueError("unexpected field count in a binary COPY row")
-    return {name: rows[name] for name, _ in fields}
 
 
 def load_index(conn: psycopg.Connection) -> FleetIndex:
@@ -354,7 +337,7 @@ def load_index(conn: psycopg.Connection) -> FleetIndex:
         lamp_id = text.split("\n")[:-1]
         with cur.copy(_INDEX_COPY) as cp:
             raw = b"".join(bytes(chunk) for chunk in cp)
-    cols = _binary_rows(raw, _INDEX_ROW)
+    cols = binary_rows(raw, _INDEX_ROW)
     return FleetIndex(
         lamp_id=lamp_id,
         lamp_no=cols["no"].astype(np.int32),

@@ -650,6 +650,61 @@ def _m014_latest_hot(conn: psycopg.Connection, *, retention_days: int) -> None:
     conn.execute("ALTER TABLE cabinet_latest SET (fillfactor = 50)")
 
 
+# The compact history (telemetry.history): one row per lamp and UTC day, its readings packed (telemetry.daypack).
+# The packed bytes are already compressed, so PostgreSQL stores them as they are (EXTERNAL: no second try).
+_HISTORY = """
+CREATE TABLE lamp_history (
+    lamp_no          integer NOT NULL,
+    day              date NOT NULL,
+    readings         integer NOT NULL,
+    first_ts         timestamptz NOT NULL,
+    last_ts          timestamptz NOT NULL,
+    energy_first_wh  bigint,
+    energy_last_wh   bigint,
+    codec            smallint NOT NULL,
+    data             bytea NOT NULL,
+    PRIMARY KEY (lamp_no, day)
+);
+ALTER TABLE lamp_history ALTER COLUMN data SET STORAGE EXTERNAL;
+CREATE INDEX lamp_history_day_idx ON lamp_history USING brin (day);
+
+-- A day's partition emptied by the compaction is truncated, which gives its disk back at once (the rows the
+-- compaction deleted would otherwise wait for VACUUM). Under an exclusive lock, and only if it is empty: a late
+-- reading that arrived meanwhile keeps the partition as it is until the next run.
+CREATE OR REPLACE FUNCTION telemetry_reclaim(day date) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
+DECLARE
+    part text := 'lamp_readings_' || to_char(day, 'YYYYMMDD');
+    busy boolean;
+BEGIN
+    IF to_regclass(part) IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM set_config('lock_timeout', '2s', true);
+    EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', part);
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I)', part) INTO busy;
+    IF busy THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('TRUNCATE %I', part);
+    RETURN true;
+END
+$fn$;
+REVOKE ALL ON FUNCTION telemetry_reclaim(date) FROM PUBLIC;
+"""
+
+
+def _m015_history(conn: psycopg.Connection, *, retention_days: int) -> None:
+    conn.execute(_HISTORY)
+    # Retention drops compact days with their partitions' days.
+    end = "    RETURN NEXT;\nEND\n$fn$;"
+    assert _PARTITIONS_FUNCTION.count(end) == 1
+    keep_history = (
+        "    IF drop_old THEN\n        DELETE FROM lamp_history WHERE lamp_history.day < first_day;\n    END IF;\n"
+    )
+    conn.execute(_PARTITIONS_FUNCTION.replace(end, keep_history + end))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (1, "inventory, latest state, device status, quarantine", _m001_inventory),
     (2, "telemetry time series", _m002_telemetry),
@@ -665,6 +720,7 @@ MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (12, "generations of rotated broker accounts", _m012_device_credentials),
     (13, "partition upkeep as the schema owner's function", _m013_partitions_function),
     (14, "latest state updated in place (HOT)", _m014_latest_hot),
+    (15, "compact history: a lamp's day in one packed row", _m015_history),
 ]
 
 
@@ -742,6 +798,7 @@ def grant_application(conn: psycopg.Connection, role: str) -> None:
             "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {ro} FROM {r}",
             "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {r}",
             "GRANT EXECUTE ON FUNCTION telemetry_partitions(date, boolean) TO {r}",
+            "GRANT EXECUTE ON FUNCTION telemetry_reclaim(date) TO {r}",
             "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r}",
             "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {r}",
         ):

@@ -1,0 +1,362 @@
+"""One lamp's day of readings packed into a few kilobytes, and back, without losing a bit of what was stored.
+
+The compact history (`telemetry.history`) keeps each lamp's day as one `bytes` value made here. Each column is
+stored on its own (columnar): numbers as integers (a `real` column is scaled by the smallest power of ten that
+gives back every stored float exactly, or kept as its raw bits when none does), each integer column either as
+differences from the previous value (time, sequence numbers, energy counters) or from the first value (noisy
+measurements around a level), whichever is smaller, zigzagged, narrowed to the fewest bytes that hold them and
+byte-transposed; text as a dictionary and small codes. zstd then squeezes the whole. A missing value (NULL) is
+kept as such through a presence bitmap. Nothing is rounded: `unpack(pack(day)) == day`, float for float.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import zstandard
+
+__all__ = ["CODEC", "LampDay", "pack", "unpack"]
+
+CODEC = 1  # stored beside each packed day; a later format gets a new number and this one stays readable
+_ZSTD_LEVEL = 9
+_compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
+_decompressor = zstandard.ZstdDecompressor()
+
+# The columns of `lamp_readings` after (ts, lamp_no), in order, with their kinds.
+_REALS = ("power_w", "voltage_v", "current_a", "power_factor", "temp_c", "lux")
+
+
+@dataclass
+class LampDay:
+    """One lamp's readings, columnar, ordered by (ts, seq) with no two alike. Nullable columns are masked
+    arrays' worth of (values, present): a value where `present` is false means nothing."""
+
+    ts_us: npt.NDArray[np.int64]
+    seq: npt.NDArray[np.int64]
+    is_on: npt.NDArray[np.bool_]
+    dim: npt.NDArray[np.int64]
+    power_w: tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]
+    voltage_v: tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]
+    current_a: tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]
+    power_factor: tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]
+    energy_wh: tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]
+    temp_c: tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]
+    lux: tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]
+    rssi_dbm: tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]
+    mode: list[str | None]
+    faults: list[tuple[str, ...]]
+    received_us: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.ts_us)
+
+    def take(self, index: npt.NDArray[np.intp]) -> LampDay:
+        """The readings at `index`, in that order."""
+
+        def pair(p: tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]) -> Any:
+            return p[0][index], p[1][index]
+
+        idx = index.tolist()
+        return LampDay(
+            ts_us=self.ts_us[index],
+            seq=self.seq[index],
+            is_on=self.is_on[index],
+            dim=self.dim[index],
+            power_w=pair(self.power_w),
+            voltage_v=pair(self.voltage_v),
+            current_a=pair(self.current_a),
+            power_factor=pair(self.power_factor),
+            energy_wh=pair(self.energy_wh),
+            temp_c=pair(self.temp_c),
+            lux=pair(self.lux),
+            rssi_dbm=pair(self.rssi_dbm),
+            mode=[self.mode[i] for i in idx],
+            faults=[self.faults[i] for i in idx],
+            received_us=self.received_us[index],
+        )
+
+    @staticmethod
+    def concat(days: Sequence[LampDay]) -> LampDay:
+        """The readings of several, sorted by (ts, seq) with repeats of the same (ts, seq) kept once."""
+
+        def cat(name: str) -> Any:
+            return np.concatenate([getattr(d, name) for d in days])
+
+        def cat2(name: str) -> Any:
+            return (
+                np.concatenate([getattr(d, name)[0] for d in days]),
+                np.concatenate([getattr(d, name)[1] for d in days]),
+            )
+
+        whole = LampDay(
+            ts_us=cat("ts_us"),
+            seq=cat("seq"),
+            is_on=cat("is_on"),
+            dim=cat("dim"),
+            power_w=cat2("power_w"),
+            voltage_v=cat2("voltage_v"),
+            current_a=cat2("current_a"),
+            power_factor=cat2("power_factor"),
+            energy_wh=cat2("energy_wh"),
+            temp_c=cat2("temp_c"),
+            lux=cat2("lux"),
+            rssi_dbm=cat2("rssi_dbm"),
+            mode=[m for d in days for m in d.mode],
+            faults=[f for d in days for f in d.faults],
+            received_us=cat("received_us"),
+        )
+        order = np.lexsort((whole.seq, whole.ts_us))
+        ts, seq = whole.ts_us[order], whole.seq[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = (ts[1:] != ts[:-1]) | (seq[1:] != seq[:-1])
+        return whole.take(order[first])
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """The readings as tuples in `lamp_readings`' column order after lamp_no: (ts_us, seq, is_on, dim,
+        power_w, voltage_v, current_a, power_factor, energy_wh, temp_c, lux, rssi_dbm, mode, faults,
+        received_us), None where nothing was stored and floats as PostgreSQL shows a `real`."""
+
+        def col(p: tuple[npt.NDArray[Any], npt.NDArray[np.bool_]], real: bool) -> list[Any]:
+            values = [float(str(v)) for v in p[0]] if real else p[0].tolist()
+            return [v if ok else None for v, ok in zip(values, p[1].tolist(), strict=True)]
+
+        return list(
+            zip(
+                self.ts_us.tolist(),
+                self.seq.tolist(),
+                self.is_on.tolist(),
+                self.dim.tolist(),
+                col(self.power_w, True),
+                col(self.voltage_v, True),
+                col(self.current_a, True),
+                col(self.power_factor, True),
+                col(self.energy_wh, False),
+                col(self.temp_c, True),
+                col(self.lux, True),
+                col(self.rssi_dbm, False),
+                self.mode,
+                [list(f) for f in self.faults],
+                self.received_us.tolist(),
+                strict=True,
+            )
+        )
+
+
+# -- integers ------------------------------------------------------------------------------------------------
+
+_WIDTHS = ((1, np.uint8), (2, np.uint16), (4, np.uint32), (8, np.uint64))
+
+
+def _zigzag(v: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
+    return ((v << np.int64(1)) ^ (v >> np.int64(63))).view(np.uint64)
+
+
+def _unzigzag(u: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+    return (u >> np.uint64(1)).view(np.int64) ^ -(u & np.uint64(1)).view(np.int64)
+
+
+def _put_ints(out: bytearray, v: npt.NDArray[np.int64]) -> None:
+    """Append `v`: the first value, then the rest as deltas or as offsets from the first (the smaller), zigzagged,
+    in the narrowest width, byte-transposed so that zstd sees the high (mostly zero) bytes together."""
+    n = len(v)
+    if n == 0:
+        return
+    first = int(v[0])
+    rest = v[1:]
+    with np.errstate(over="ignore"):  # wrapping arithmetic, undone exactly on the way back
+        delta = np.diff(v)
+        offset = rest - v[0]
+        use_delta = n == 1 or int(np.abs(delta).max()) <= int(np.abs(offset).max())
+    body = _zigzag(delta if use_delta else offset)
+    top = int(body.max()) if n > 1 else 0
+    width, kind = next((w, k) for w, k in _WIDTHS if top < 1 << (8 * w))
+    out += struct.pack("<qBB", first, 1 if use_delta else 0, width)
+    out += body.astype(kind).view(np.uint8).reshape(-1, width).T.tobytes()
+
+
+def _get_ints(buf: memoryview, at: int, n: int) -> tuple[npt.NDArray[np.int64], int]:
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), at
+    first, use_delta, width = struct.unpack_from("<qBB", buf, at)
+    at += 10
+    size = (n - 1) * width
+    kind = dict(_WIDTHS)[width]
+    raw = np.frombuffer(buf[at : at + size], dtype=np.uint8).reshape(width, n - 1).T.copy().view(kind).ravel()
+    at += size
+    body = _unzigzag(raw.astype(np.uint64))
+    out = np.empty(n, dtype=np.int64)
+    out[0] = first
+    with np.errstate(over="ignore"):
+        out[1:] = np.cumsum(body) + first if use_delta else body + first
+    return out, at
+
+
+# -- nullable columns ----------------------------------------------------------------------------------------
+
+
+def _put_presence(out: bytearray, present: npt.NDArray[np.bool_]) -> None:
+    if present.all():
+        out.append(1)
+    elif not present.any():
+        out.append(0)
+    else:
+        out.append(2)
+        out += np.packbits(present).tobytes()
+
+
+def _get_presence(buf: memoryview, at: int, n: int) -> tuple[npt.NDArray[np.bool_], int]:
+    flag = buf[at]
+    at += 1
+    if flag == 1:
+        return np.ones(n, dtype=bool), at
+    if flag == 0:
+        return np.zeros(n, dtype=bool), at
+    size = (n + 7) // 8
+    return np.unpackbits(np.frombuffer(buf[at : at + size], dtype=np.uint8), count=n).astype(bool), at + size
+
+
+def _put_real(out: bytearray, values: npt.NDArray[np.float32], present: npt.NDArray[np.bool_]) -> None:
+    _put_presence(out, present)
+    v = values[present].astype(np.float32)
+    if len(v) == 0:
+        return
+    wide = v.astype(np.float64)
+    if np.isfinite(wide).all() and np.abs(wide).max() < 1e12:
+        for exponent in range(7):
+            scale = 10.0**exponent
+            q = np.round(wide * scale).astype(np.int64)
+            # Compared as bits, as unpack will make them: -0.0 is not 0.0.
+            if ((q.astype(np.float64) / scale).astype(np.float32).view(np.int32) == v.view(np.int32)).all():
+                out.append(exponent)
+                _put_ints(out, q)
+                return
+    out.append(255)  # no decimal scale gives every value back: the float32 bits themselves
+    _put_ints(out, v.view(np.int32).astype(np.int64))
+
+
+def _get_real(buf: memoryview, at: int, n: int) -> tuple[tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]], int]:
+    present, at = _get_presence(buf, at, n)
+    values = np.zeros(n, dtype=np.float32)
+    m = int(present.sum())
+    if m == 0:
+        return (values, present), at
+    exponent = buf[at]
+    ints, at = _get_ints(buf, at + 1, m)
+    if exponent == 255:
+        values[present] = ints.astype(np.int32).view(np.float32)
+    else:
+        values[present] = (ints.astype(np.float64) / 10.0**exponent).astype(np.float32)
+    return (values, present), at
+
+
+def _put_int_column(out: bytearray, values: npt.NDArray[np.int64], present: npt.NDArray[np.bool_]) -> None:
+    _put_presence(out, present)
+    _put_ints(out, values[present].astype(np.int64))
+
+
+def _get_int_column(
+    buf: memoryview, at: int, n: int
+) -> tuple[tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]], int]:
+    present, at = _get_presence(buf, at, n)
+    values = np.zeros(n, dtype=np.int64)
+    ints, at = _get_ints(buf, at, int(present.sum()))
+    values[present] = ints
+    return (values, present), at
+
+
+def _put_words(out: bytearray, words: list[Any]) -> None:
+    """A column of hashable JSON values: its distinct values (JSON), then each reading's code among them."""
+    table: dict[Any, int] = {}
+    if len(set(words)) <= 1:  # the usual day: one mode, no faults
+        table = {w: 0 for w in words[:1]}
+        codes = np.zeros(len(words), dtype=np.int64)
+    else:
+        codes = np.fromiter((table.setdefault(w, len(table)) for w in words), dtype=np.int64, count=len(words))
+    names = json.dumps([list(w) if isinstance(w, tuple) else w for w in table], separators=(",", ":")).encode()
+    out += struct.pack("<I", len(names)) + names
+    _put_ints(out, codes)
+
+
+def _get_words(buf: memoryview, at: int, n: int) -> tuple[list[Any], int]:
+    (size,) = struct.unpack_from("<I", buf, at)
+    names = json.loads(bytes(buf[at + 4 : at + 4 + size]))
+    codes, at = _get_ints(buf, at + 4 + size, n)
+    table = [tuple(w) if isinstance(w, list) else w for w in names]
+    return [table[c] for c in codes.tolist()], at
+
+
+# -- a day ---------------------------------------------------------------------------------------------------
+
+
+def pack(day: LampDay) -> bytes:
+    """The day as compact bytes (codec `CODEC`)."""
+    n = len(day)
+    out = bytearray(struct.pack("<BI", CODEC, n))
+    # Microseconds as the protocol's milliseconds and what is left over (nothing, from devices that keep time in ms).
+    ms, sub = np.divmod(day.ts_us, 1000)
+    _put_ints(out, ms)
+    _put_ints(out, sub)
+    _put_ints(out, day.seq)
+    out += np.packbits(day.is_on).tobytes()
+    _put_ints(out, day.dim)
+    for name in _REALS[:4]:
+        _put_real(out, *getattr(day, name))
+    _put_int_column(out, *day.energy_wh)
+    for name in _REALS[4:]:
+        _put_real(out, *getattr(day, name))
+    _put_int_column(out, *day.rssi_dbm)
+    _put_words(out, day.mode)
+    _put_words(out, day.faults)
+    latency_ms, latency_sub = np.divmod(day.received_us - day.ts_us, 1000)
+    _put_ints(out, latency_ms)
+    _put_ints(out, latency_sub)
+    return _compressor.compress(bytes(out))
+
+
+def unpack(data: bytes) -> LampDay:
+    """The day `pack` was given."""
+    buf = memoryview(_decompressor.decompress(data))
+    codec, n = struct.unpack_from("<BI", buf, 0)
+    if codec != CODEC:
+        raise ValueError(f"packed day in codec {codec}, this version reads codec {CODEC}")
+    at = 5
+    ms, at = _get_ints(buf, at, n)
+    sub, at = _get_ints(buf, at, n)
+    ts_us = ms * 1000 + sub
+    seq, at = _get_ints(buf, at, n)
+    size = (n + 7) // 8
+    is_on = np.unpackbits(np.frombuffer(buf[at : at + size], dtype=np.uint8), count=n).astype(bool)
+    at += size
+    dim, at = _get_ints(buf, at, n)
+    reals: dict[str, Any] = {}
+    for name in _REALS[:4]:
+        reals[name], at = _get_real(buf, at, n)
+    energy, at = _get_int_column(buf, at, n)
+    for name in _REALS[4:]:
+        reals[name], at = _get_real(buf, at, n)
+    rssi, at = _get_int_column(buf, at, n)
+    mode, at = _get_words(buf, at, n)
+    faults, at = _get_words(buf, at, n)
+    latency_ms, at = _get_ints(buf, at, n)
+    latency_sub, at = _get_ints(buf, at, n)
+    latency = latency_ms * 1000 + latency_sub
+    if at != len(buf):
+        raise ValueError(f"packed day has {len(buf) - at} bytes past its last column")
+    return LampDay(
+        ts_us=ts_us,
+        seq=seq,
+        is_on=is_on,
+        dim=dim,
+        energy_wh=energy,
+        rssi_dbm=rssi,
+        mode=mode,
+        faults=faults,
+        received_us=ts_us + latency,
+        **reals,
+    )

@@ -1,0 +1,324 @@
+"""Compact history on plain PostgreSQL: each lamp's day of readings as one packed row, read back as readings.
+
+Readings older than a few days (`compact_after_days`) move out of the daily partitions of `lamp_readings` into
+`lamp_history`, one row per lamp and UTC day holding the day packed by `telemetry.daypack` (about 6–7 bytes a
+reading instead of about 160). The move goes a range of lamps at a time, each range in one REPEATABLE READ
+transaction that reads the range's raw readings, merges them with what that lamp-day already has in compact form,
+writes the packed rows and deletes exactly the raw rows it read. A crash anywhere rolls the range back whole, so
+a reading is always in one form or the other, never lost; a redelivered duplicate that arrives after its day was
+packed is dropped by the readers (same lamp, ts and seq) and merged away by the next run. Once a day's partition
+is empty it is truncated (`telemetry_reclaim`), which gives its disk back at once.
+
+`read_lamp` is how everything reads a lamp's readings: both forms, merged, in (ts, seq) order. With TimescaleDB
+nothing here runs: its own compression does the same job on the hypertable, and the readings stay where they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+from psycopg.rows import dict_row
+
+from telemetry.binary import binary_rows
+from telemetry.daypack import CODEC, LampDay, pack, unpack
+from telemetry.errors import TelemetryError
+
+__all__ = ["CompactionBusy", "CompactionReport", "compact", "compact_day", "pending_days", "read_lamp"]
+
+logger = logging.getLogger(__name__)
+
+_LOCK = 7426003  # one compaction at a time per database
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in µs since 1970: binary timestamptz counts from there
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NULLABLE = ("power_w", "voltage_v", "current_a", "power_factor", "energy_wh", "temp_c", "lux", "rssi_dbm")
+_MASK = " | ".join(f"(({c} IS NULL)::int << {i})" for i, c in enumerate(_NULLABLE))
+# Every column fixed-width and never NULL (NULLs as zeros plus a bitmap), so numpy reads the COPY as it comes.
+# `odd` marks the readings whose mode or faults are not the usual ones; those few come in a second query.
+_RAW = f"""
+COPY (SELECT lamp_no, ts, seq, is_on, dim, coalesce(power_w, 0)::real, coalesce(voltage_v, 0)::real,
+             coalesce(current_a, 0)::real, coalesce(power_factor, 0)::real, coalesce(energy_wh, 0)::bigint,
+             coalesce(temp_c, 0)::real, coalesce(lux, 0)::real, coalesce(rssi_dbm, 0)::smallint, {_MASK}, received_at,
+             (mode IS DISTINCT FROM 'auto' OR cardinality(faults) > 0)
+      FROM lamp_readings WHERE ts >= %(lo)s AND ts < %(hi)s AND lamp_no >= %(first)s AND lamp_no < %(end)s
+      ORDER BY lamp_no, ts, seq) TO STDOUT (FORMAT binary)
+"""
+_RAW_FIELDS = [
+    ("lamp_no", ">i4"),
+    ("ts", ">i8"),
+    ("seq", ">i4"),
+    ("is_on", "?"),
+    ("dim", ">i2"),
+    ("power_w", ">f4"),
+    ("voltage_v", ">f4"),
+    ("current_a", ">f4"),
+    ("power_factor", ">f4"),
+    ("energy_wh", ">i8"),
+    ("temp_c", ">f4"),
+    ("lux", ">f4"),
+    ("rssi_dbm", ">i2"),
+    ("nulls", ">i4"),
+    ("received_at", ">i8"),
+    ("odd", "?"),
+]
+_ODD = """
+SELECT mode, faults FROM lamp_readings
+WHERE ts >= %(lo)s AND ts < %(hi)s AND lamp_no >= %(first)s AND lamp_no < %(end)s
+  AND (mode IS DISTINCT FROM 'auto' OR cardinality(faults) > 0)
+ORDER BY lamp_no, ts, seq
+"""
+_COLUMNS = (
+    "ts, seq, is_on AS on, dim, power_w, voltage_v, current_a, power_factor, energy_wh, temp_c, lux, rssi_dbm, "
+    "mode, faults, received_at"
+)
+_KEYS = _COLUMNS.replace("is_on AS on", "on").split(", ")
+
+
+class CompactionBusy(TelemetryError):
+    """Another process is compacting this database's history right now."""
+
+    kind = "conflict"
+
+
+@dataclass
+class CompactionReport:
+    days: list[date]
+    readings: int = 0  # raw readings moved into the compact form
+    lamp_days: int = 0  # compact rows written (new or merged)
+    seconds: float = 0.0
+
+
+def _day_bounds(day: date) -> tuple[datetime, datetime]:
+    lo = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return lo, lo + timedelta(days=1)
+
+
+def pending_days(conn: psycopg.Connection, before: date) -> list[date]:
+    """UTC days before `before` that still hold raw readings, oldest first."""
+    days: set[date] = set()
+    parts = conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'lamp_readings'::regclass AND c.relname ~ '^lamp_readings_[0-9]{8}$'"
+    ).fetchall()
+    for (name,) in parts:
+        day = datetime.strptime(name[-8:], "%Y%m%d").date()
+        if day < before and conn.execute(f'SELECT EXISTS (SELECT 1 FROM "{name}")').fetchone() == (True,):
+            days.add(day)
+    strays = conn.execute(
+        "SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date FROM lamp_readings_default WHERE ts < %s",
+        (_day_bounds(before)[0],),
+    ).fetchall()
+    days.update(d for (d,) in strays)
+    return sorted(days)
+
+
+def _lamp_days(cols: dict[str, npt.NDArray[Any]], odd_rows: list[tuple[Any, Any]]) -> dict[int, LampDay]:
+    """The raw readings of a range of lamps (ordered by lamp, ts, seq) as one LampDay per lamp."""
+    n = len(cols["lamp_no"])
+    lamp_no = cols["lamp_no"].astype(np.int64)
+    nulls = cols["nulls"].astype(np.int64)
+    present = {c: (nulls & (1 << i)) == 0 for i, c in enumerate(_NULLABLE)}
+    ts = cols["ts"].astype(np.int64) + _PG_EPOCH_US
+    received = cols["received_at"].astype(np.int64) + _PG_EPOCH_US
+    odd_at = np.flatnonzero(cols["odd"])
+    if len(odd_at) != len(odd_rows):
+        raise TelemetryError(f"read {len(odd_at)} readings with a mode or faults, then {len(odd_rows)} of them")
+    starts = np.flatnonzero(np.r_[True, lamp_no[1:] != lamp_no[:-1]]) if n else np.zeros(0, dtype=np.intp)
+    ends = np.r_[starts[1:], n]
+    reals = {c: cols[c].astype(np.float32) for c in ("power_w", "voltage_v", "current_a", "power_factor")}
+    reals.update({c: cols[c].astype(np.float32) for c in ("temp_c", "lux")})
+    ints = {c: cols[c].astype(np.int64) for c in ("energy_wh", "rssi_dbm")}
+    seq = cols["seq"].astype(np.int64)
+    is_on = cols["is_on"].astype(bool)
+    dim = cols["dim"].astype(np.int64)
+    out: dict[int, LampDay] = {}
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        m = b - a
+        mode: list[str | None] = ["auto"] * m
+        faults: list[tuple[str, ...]] = [()] * m
+        for k in range(int(np.searchsorted(odd_at, a)), int(np.searchsorted(odd_at, b))):
+            pos = int(odd_at[k]) - a
+            mode[pos], faults[pos] = odd_rows[k][0], tuple(odd_rows[k][1])
+        values: dict[str, Any] = {c: (v[a:b], present[c][a:b]) for c, v in reals.items()}
+        values.update({c: (v[a:b], present[c][a:b]) for c, v in ints.items()})
+        out[int(lamp_no[a])] = LampDay(
+            ts_us=ts[a:b],
+            seq=seq[a:b],
+            is_on=is_on[a:b],
+            dim=dim[a:b],
+            mode=mode,
+            faults=faults,
+            received_us=received[a:b],
+            **values,
+        )
+    return out
+
+
+def _summary(no: int, day: date, d: LampDay) -> tuple[Any, ...]:
+    energy, has = d.energy_wh
+    known = energy[has]
+    return (
+        no,
+        day,
+        len(d),
+        _EPOCH + timedelta(microseconds=int(d.ts_us[0])),
+        _EPOCH + timedelta(microseconds=int(d.ts_us[-1])),
+        int(known[0]) if len(known) else None,
+        int(known[-1]) if len(known) else None,
+        CODEC,
+        pack(d),
+    )
+
+
+def _compact_range(conn: psycopg.Connection, day: date, first: int, end: int) -> tuple[int, int]:
+    """Move the raw readings of lamps [first, end) on `day` into the compact form: (readings moved, lamp-days)."""
+    lo, hi = _day_bounds(day)
+    args = {"lo": lo, "hi": hi, "first": first, "end": end}
+    with conn.transaction():
+        # One snapshot for reading and deleting: a reading committed meanwhile is neither packed nor deleted.
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        with conn.cursor() as cur:
+            with cur.copy(_RAW, args) as cp:
+                raw = b"".join(bytes(chunk) for chunk in cp)
+            cols = binary_rows(raw, _RAW_FIELDS)
+            moved = len(cols["lamp_no"])
+            if moved == 0:
+                return 0, 0
+            odd = cur.execute(_ODD, args).fetchall() if cols["odd"].any() else []
+            days = _lamp_days(cols, [(r[0], r[1]) for r in odd])
+            known = cur.execute(
+                "DELETE FROM lamp_history WHERE day = %s AND lamp_no >= %s AND lamp_no < %s RETURNING lamp_no, data",
+                (day, first, end),
+            ).fetchall()
+            for no, data in known:
+                earlier = unpack(data)
+                days[no] = LampDay.concat([earlier, days[no]]) if no in days else earlier
+            with cur.copy(
+                "COPY lamp_history (lamp_no, day, readings, first_ts, last_ts, energy_first_wh, energy_last_wh, "
+                "codec, data) FROM STDIN (FORMAT binary)"
+            ) as cp:
+                cp.set_types(["integer", "date", "integer", "timestamptz", "timestamptz", "bigint", "bigint",
+                              "smallint", "bytea"])  # fmt: skip
+                for no in sorted(days):
+                    cp.write_row(_summary(no, day, days[no]))
+            cur.execute(
+                "DELETE FROM lamp_readings WHERE ts >= %(lo)s AND ts < %(hi)s AND lamp_no >= %(first)s "
+                "AND lamp_no < %(end)s",
+                args,
+            )
+            if cur.rowcount != moved:
+                raise TelemetryError(f"packed {moved} readings of {day} but would delete {cur.rowcount}: rolled back")
+    return moved, len(days)
+
+
+def compact_day(
+    conn: psycopg.Connection,
+    day: date,
+    *,
+    chunk_lamps: int = 5000,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[int, int]:
+    """Move one UTC day's raw lamp readings into the compact form, `chunk_lamps` lamp numbers per transaction;
+    `progress(done, total)` in lamp numbers after each. Returns (readings moved, lamp-days written)."""
+    lo, hi = _day_bounds(day)
+    row = conn.execute(
+        "SELECT min(lamp_no), max(lamp_no) FROM lamp_readings WHERE ts >= %s AND ts < %s", (lo, hi)
+    ).fetchone()
+    conn.commit()
+    moved = lamp_days = 0
+    if row is None or row[0] is None:
+        return 0, 0
+    first, last = int(row[0]), int(row[1])
+    for start in range(first, last + 1, chunk_lamps):
+        m, d = _compact_range(conn, day, start, min(start + chunk_lamps, last + 1))
+        moved += m
+        lamp_days += d
+        if progress is not None:
+            progress(min(start + chunk_lamps, last + 1) - first, last + 1 - first)
+    with conn.transaction():
+        conn.execute("SELECT telemetry_reclaim(%s)", (day,))
+    return moved, lamp_days
+
+
+def compact(
+    conn: psycopg.Connection,
+    *,
+    before: date,
+    chunk_lamps: int = 5000,
+    progress: Callable[[date, int, int], None] | None = None,
+) -> CompactionReport:
+    """Compact every day before `before` that still has raw readings. One compaction at a time per database:
+    raises CompactionBusy when another holds the lock. Does nothing under TimescaleDB (its compression does)."""
+    if conn.execute("SELECT timescaledb FROM telemetry_settings").fetchone() != (False,):
+        conn.commit()
+        return CompactionReport(days=[])
+    got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK,)).fetchone()
+    conn.commit()
+    if got != (True,):
+        raise CompactionBusy("another process is compacting the history now; try again when it has finished")
+    started = time.monotonic()
+    try:
+        report = CompactionReport(days=pending_days(conn, before))
+        conn.commit()
+        for day in report.days:
+            step = (lambda done, total, d=day: progress(d, done, total)) if progress else None
+            moved, lamp_days = compact_day(conn, day, chunk_lamps=chunk_lamps, progress=step)
+            report.readings += moved
+            report.lamp_days += lamp_days
+            logger.info("history: %s compacted, %d readings into %d lamp-days", day, moved, lamp_days)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK,))
+        conn.commit()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def read_lamp(
+    conn: psycopg.Connection, lamp_no: int, start: datetime, end: datetime, *, limit: int, offset: int = 0
+) -> list[dict[str, Any]]:
+    """A lamp's readings in [start, end), raw and compact alike, oldest first (by ts, then seq), each once; the
+    page [offset, offset + limit)."""
+    want = offset + limit
+    with conn.cursor(row_factory=dict_row) as cur:
+        raw: list[dict[str, Any]] = cur.execute(
+            f"SELECT {_COLUMNS} FROM lamp_readings WHERE lamp_no = %s AND ts >= %s AND ts < %s "
+            "ORDER BY ts, seq LIMIT %s",
+            (lamp_no, start, end, want),
+        ).fetchall()
+    with conn.cursor() as cur:
+        packed = cur.execute(
+            "SELECT data FROM lamp_history WHERE lamp_no = %s AND day >= %s AND day <= %s ORDER BY day",
+            (lamp_no, start.astimezone(UTC).date(), (end - timedelta(microseconds=1)).astimezone(UTC).date()),
+        ).fetchall()
+    if not packed:
+        return raw[offset:want]
+    tz = conn.info.timezone
+    lo_us = _us(start)
+    hi_us = _us(end)
+    found: list[dict[str, Any]] = []
+    for (data,) in packed:
+        day = unpack(data)
+        inside = np.flatnonzero((day.ts_us >= lo_us) & (day.ts_us < hi_us))
+        for values in day.take(inside).rows():
+            item = dict(zip(_KEYS, values, strict=True))
+            item["ts"] = (_EPOCH + timedelta(microseconds=values[0])).astimezone(tz)
+            item["received_at"] = (_EPOCH + timedelta(microseconds=values[-1])).astimezone(tz)
+            found.append(item)
+        if len(found) >= want:  # later days hold only later readings
+            break
+    merged: dict[tuple[datetime, int], dict[str, Any]] = {(r["ts"], r["seq"]): r for r in found}
+    for r in raw:
+        merged.setdefault((r["ts"], r["seq"]), r)
+    return [merged[k] for k in sorted(merged)][offset:want]
+
+
+def _us(t: datetime) -> int:
+    delta = t - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds

@@ -1,0 +1,285 @@
+"""The compact history: old days of lamp readings packed one row per lamp and day, read back exactly as stored,
+moved without losing or repeating a reading even when the compaction is killed halfway."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from api.app import create_app
+from gateway.codec import Message, decode_batch
+from lamplighter.runtime import Endpoints
+from seeds.generator import generate
+from seeds.loader import load
+from telemetry.database import Database
+from telemetry.daypack import LampDay, pack, unpack
+from telemetry.store import TelemetryStore, load_registry
+from tests.auth import sign_in
+
+TODAY = datetime.now(UTC).date()
+OLD_DAYS = [TODAY - timedelta(days=4), TODAY - timedelta(days=3)]  # compacted (older than 2 days)
+KEPT_DAYS = [TODAY]  # stays raw
+STEP = timedelta(minutes=15)
+
+
+def _report(rng: random.Random, ts_ms: int, seq: int) -> bytes:
+    """A protocol state report with the variety a city's devices send: missing fields, odd floats, faults."""
+    on = rng.random() < 0.6
+    body: dict[str, Any] = {"ts": ts_ms, "seq": seq, "on": on, "dim": rng.choice([0, 50, 80, 100]), "faults": []}
+    if rng.random() < 0.9:
+        body["power_w"] = round(rng.uniform(80, 160), 1) if on else 0.0
+    if rng.random() < 0.8:
+        body["voltage_v"] = round(rng.gauss(220, 2), 1)
+        body["current_a"] = round(rng.uniform(0.3, 0.8), 3)
+    if rng.random() < 0.5:
+        body["power_factor"] = rng.choice([0.95, 0.9, 0.987654321])
+    if rng.random() < 0.9:
+        body["energy_wh"] = 1_000_000 + ts_ms // 60_000
+    if rng.random() < 0.7:
+        body["temp_c"] = round(rng.gauss(5, 3), 2)
+    if rng.random() < 0.2:
+        body["lux"] = rng.uniform(0, 60)  # full precision: kept as its float32 bits
+    if rng.random() < 0.7:
+        body["rssi_dbm"] = rng.randint(-110, -40)
+    if rng.random() < 0.5:
+        body["mode"] = "manual" if rng.random() < 0.1 else "auto"
+    if rng.random() < 0.05:
+        body["faults"] = rng.sample(["lamp_failure", "driver_failure", "leakage_current", "overvoltage"], 2)
+    return json.dumps(body).encode()
+
+
+def _city(endpoints: Endpoints, lamps: int, per_lamp_step: timedelta = STEP) -> list[Message]:
+    """Readings for the first `lamps` Chengdong lamps on the old days and today, as the gateway receives them."""
+    rng = random.Random(7)
+    out: list[Message] = []
+    for n in range(1, lamps + 1):
+        lamp = f"XN-CD-{n:06d}"
+        seq = 0
+        for day in OLD_DAYS + KEPT_DAYS:
+            t = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            end = min(t + timedelta(days=1), datetime.now(UTC) - timedelta(minutes=1))
+            while t < end:
+                ts = int(t.timestamp() * 1000) + rng.randint(0, 999)
+                out.append(Message(f"sl/cd/lamp/{lamp}/state", _report(rng, ts, seq), ts + rng.randint(5, 900)))
+                seq += 1
+                t += per_lamp_step
+    return out
+
+
+async def _ingest(endpoints: Endpoints, messages: list[Message]) -> None:
+    with psycopg.connect(endpoints.database_url) as conn:
+        registry = load_registry(conn)
+    store = TelemetryStore(Database(endpoints.database_url))
+    try:
+        now = int(datetime.now(UTC).timestamp() * 1000)
+        for i in range(0, len(messages), 5000):
+            batch = decode_batch(messages[i : i + 5000], registry, now_ms=now, retention_ms=10 * 86_400_000)
+            assert not batch.rejects, batch.rejects[:3]
+            await store.write(batch)
+    finally:
+        await store.close()
+
+
+def _compact(endpoints: Endpoints, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, **endpoints.env()}
+    return subprocess.Popen(
+        [sys.executable, "-m", "lamplighter", "compact", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _compacted(endpoints: Endpoints, *args: str) -> str:
+    run = _compact(endpoints, *args)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err
+    return out
+
+
+def _stored(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
+    """Every reading in either form, as (lamp_no, ts µs, seq, rest of the row)."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    out: list[tuple[Any, ...]] = []
+    for row in conn.execute(
+        "SELECT lamp_no, ts, seq, is_on, dim, power_w, voltage_v, current_a, power_factor, energy_wh, temp_c, lux, "
+        "rssi_dbm, mode, faults, received_at FROM lamp_readings"
+    ):
+        ts, received = row[1], row[-1]
+        us = (ts - epoch) // timedelta(microseconds=1)
+        out.append((row[0], us, *row[2:-1], (received - epoch) // timedelta(microseconds=1)))
+    for lamp_no, data in conn.execute("SELECT lamp_no, data FROM lamp_history"):
+        out += [(lamp_no, *r) for r in unpack(data).rows()]
+    return out
+
+
+@pytest.fixture
+def city(endpoints: Endpoints) -> Iterator[Endpoints]:
+    with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
+        load(conn, generate(1000, seed=3), progress=False)
+    yield endpoints
+
+
+@pytest.mark.services
+@pytest.mark.asyncio
+async def test_old_days_are_packed_small_and_read_back_exactly_as_stored(city: Endpoints) -> None:
+    await _ingest(city, _city(city, lamps=12))
+    app = create_app(database_url=city.database_url, broker=city.as_("lamplighter-api"))
+    frm = datetime.combine(OLD_DAYS[0] - timedelta(days=1), datetime.min.time(), UTC).isoformat()
+    pages = [(10_000, 0), (50, 0), (50, 90), (7, 280)]
+    with TestClient(app) as c:
+        sign_in(c, city.database_url, "viewer")
+
+        def telemetry(lamp: str, limit: int, offset: int) -> list[dict[str, Any]]:
+            r = c.get(f"/api/v1/lamps/{lamp}/telemetry", params={"from": frm, "limit": limit, "offset": offset})
+            assert r.status_code == 200, r.text
+            items: list[dict[str, Any]] = r.json()["items"]
+            return items
+
+        lamps = ["XN-CD-000001", "XN-CD-000005", "XN-CD-000012"]
+        before = {(lamp, p): telemetry(lamp, *p) for lamp in lamps for p in pages}
+        assert len(before[("XN-CD-000001", (10_000, 0))]) > 2 * 96
+        with psycopg.connect(city.database_url) as conn:
+            stored_before = sorted(_stored(conn), key=repr)
+
+        out = _compacted(city)
+        assert "readings of 2 days" in out and "into 24 lamp-days" in out, out
+
+        with psycopg.connect(city.database_url) as conn:
+            assert sorted(_stored(conn), key=repr) == stored_before  # every bit of every reading, once
+            raw_days = conn.execute(
+                "SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date FROM lamp_readings ORDER BY 1"
+            ).fetchall()
+            assert [d for (d,) in raw_days] == KEPT_DAYS
+            history = conn.execute("SELECT day, count(*), sum(readings) FROM lamp_history GROUP BY day ORDER BY day")
+            assert [(d, n) for d, n, _ in history] == [(day, 12) for day in OLD_DAYS]
+        for key, items in before.items():
+            assert telemetry(key[0], *key[1]) == items, key
+
+        assert "nothing to compact" in _compacted(city)
+
+
+@pytest.mark.services
+@pytest.mark.asyncio
+async def test_a_compaction_killed_halfway_loses_and_repeats_nothing(city: Endpoints) -> None:
+    await _ingest(city, _city(city, lamps=150, per_lamp_step=timedelta(minutes=30)))
+    with psycopg.connect(city.database_url) as conn:
+        original = sorted(_stored(conn), key=repr)
+    run = _compact(city, "--chunk-lamps", "1")  # one lamp per transaction: hundreds of them
+    deadline = time.monotonic() + 60
+    with psycopg.connect(city.database_url, autocommit=True) as conn:
+        while conn.execute("SELECT count(*) FROM lamp_history").fetchone() == (0,):
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)
+        run.send_signal(signal.SIGKILL)
+        run.communicate()
+        packed = conn.execute("SELECT count(*) FROM lamp_history").fetchone()
+        old_raw = conn.execute("SELECT count(*) FROM lamp_readings WHERE ts < %s", (_midnight(TODAY),)).fetchone()
+        assert packed and packed[0] > 0 and old_raw and old_raw[0] > 0, "killed after it had finished"
+        halfway = _stored(conn)
+        assert len(halfway) == len(set((r[0], r[1], r[2]) for r in halfway)) == len(original)
+        assert sorted(halfway, key=repr) == original
+
+    _compacted(city, "--chunk-lamps", "40")
+    with psycopg.connect(city.database_url) as conn:
+        assert sorted(_stored(conn), key=repr) == original
+        assert conn.execute("SELECT count(*) FROM lamp_readings WHERE ts < %s", (_midnight(TODAY),)).fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM lamp_history").fetchone() == (2 * 150,)
+
+
+@pytest.mark.services
+@pytest.mark.asyncio
+async def test_late_and_redelivered_readings_of_a_packed_day_show_once(city: Endpoints) -> None:
+    messages = _city(city, lamps=2)
+    await _ingest(city, messages)
+    _compacted(city)
+    old = next(m for m in messages if m.topic.endswith("XN-CD-000001/state"))
+    first = json.loads(old.payload)
+    late = dict(first, ts=first["ts"] + 60_000, seq=10_000)  # buffered by the device, sent days later
+    await _ingest(city, [old, Message(old.topic, json.dumps(late).encode(), old.received_ms)])
+
+    app = create_app(database_url=city.database_url, broker=city.as_("lamplighter-api"))
+    with TestClient(app) as c:
+        sign_in(c, city.database_url, "viewer")
+        frm = _midnight(OLD_DAYS[0]).isoformat()
+        to = (_midnight(OLD_DAYS[0]) + timedelta(hours=1)).isoformat()
+        items = c.get("/api/v1/lamps/XN-CD-000001/telemetry", params={"from": frm, "to": to}).json()["items"]
+        assert [i["seq"] for i in items] == [0, 10_000, 1, 2, 3]
+
+        _compacted(city)
+        again = c.get("/api/v1/lamps/XN-CD-000001/telemetry", params={"from": frm, "to": to}).json()["items"]
+        assert again == items
+    with psycopg.connect(city.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM lamp_readings WHERE ts < %s", (_midnight(TODAY),)).fetchone() == (0,)
+        stored = _stored(conn)
+        assert len(stored) == len(messages) + 1
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+# -- the codec alone ---------------------------------------------------------------------------------------------
+
+_f32 = st.floats(width=32, allow_nan=False)
+
+
+@st.composite
+def _days(draw: st.DrawFn) -> LampDay:
+    n = draw(st.integers(1, 60))
+    keys = sorted(set(draw(st.lists(st.tuples(st.integers(0, 2**50), st.integers(0, 2**31 - 1)), min_size=n))))
+    n = len(keys)
+
+    def nullable(values: st.SearchStrategy[Any], dtype: Any) -> tuple[Any, Any]:
+        v = np.array(draw(st.lists(values, min_size=n, max_size=n)), dtype=dtype)
+        present = np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool)
+        return np.where(present, v, 0).astype(dtype), present
+
+    words = st.text(max_size=12)
+    return LampDay(
+        ts_us=np.array([k[0] for k in keys], dtype=np.int64),
+        seq=np.array([k[1] for k in keys], dtype=np.int64),
+        is_on=np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool),
+        dim=np.array(draw(st.lists(st.integers(-(2**15), 2**15 - 1), min_size=n, max_size=n)), dtype=np.int64),
+        power_w=nullable(_f32, np.float32),
+        voltage_v=nullable(_f32, np.float32),
+        current_a=nullable(st.sampled_from([0.0, -0.0, 0.001, 1.5, 3.25, 1e-7]), np.float32),
+        power_factor=nullable(_f32, np.float32),
+        energy_wh=nullable(st.integers(-(2**63), 2**63 - 1), np.int64),
+        temp_c=nullable(st.floats(-40, 60, width=32), np.float32),
+        lux=nullable(_f32, np.float32),
+        rssi_dbm=nullable(st.integers(-(2**15), 2**15 - 1), np.int64),
+        mode=draw(st.lists(st.one_of(st.none(), words), min_size=n, max_size=n)),
+        faults=[tuple(f) for f in draw(st.lists(st.lists(words, max_size=3), min_size=n, max_size=n))],
+        received_us=np.array(draw(st.lists(st.integers(0, 2**50), min_size=n, max_size=n)), dtype=np.int64),
+    )
+
+
+@given(_days())
+@settings(max_examples=120, deadline=None)
+def test_a_packed_day_unpacks_to_the_same_bits(day: LampDay) -> None:
+    back = unpack(pack(day))
+    for name in ("power_w", "voltage_v", "current_a", "power_factor", "temp_c", "lux"):
+        values, present = getattr(day, name)
+        got, got_present = getattr(back, name)
+        assert (got_present == present).all()
+        assert (got[present].view(np.int32) == values[present].view(np.int32)).all(), name  # -0.0 stays -0.0
+    assert back.rows() == day.rows()
