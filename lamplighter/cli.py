@@ -150,6 +150,9 @@ def _parser() -> argparse.ArgumentParser:
     b = bsub.add_parser("provision", help="broker accounts for a generated city, and Mosquitto loading them")
     b.add_argument("--lamps", type=int, default=110_000)
     b.add_argument("--singles", action="store_true", help="every lamp a device of its own (no concentrators)")
+    b = bsub.add_parser("storage", help="bytes per lamp reading raw and compact, and a lamp's day read back")
+    b.add_argument("--lamps", type=int, default=110_000)
+    b.add_argument("--days", type=int, default=3, help="whole days of readings, ending yesterday")
     b = bsub.add_parser("rate", help="lighting-rate recompute and fleet-state updates over a generated city")
     b.add_argument("--lamps", type=int, default=1_000_000)
     b.add_argument("--repeats", type=int, default=30, help="recomputes to take the median of")
@@ -221,6 +224,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
         from bench.provision import run_provision_bench
 
         return run_provision_bench(lamps=args.lamps, singles=args.singles)
+    if cmd == "bench" and args.bench == "storage":
+        from bench.storage import run_storage_bench
+
+        return run_storage_bench(settings, lamps=args.lamps, days=args.days)
     if cmd == "bench" and args.bench == "rate":
         from bench.rate import run_rate_bench
 

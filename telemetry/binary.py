@@ -1,4 +1,4 @@
-"""PostgreSQL's binary COPY format read straight into numpy columns."""
+"""PostgreSQL's binary forms (COPY rows, arrays) read straight into numpy columns."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["binary_rows"]
+__all__ = ["array_column", "binary_rows"]
 
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 
@@ -27,3 +27,20 @@ def binary_rows(raw: bytes, fields: list[tuple[str, str]]) -> dict[str, npt.NDAr
     if len(rows) and (rows["_count"] != len(fields)).any():
         raise ValueError("unexpected field count in a binary COPY row")
     return {name: rows[name] for name, _ in fields}
+
+
+def array_column(raw: bytes | None, kind: str) -> npt.NDArray[Any]:
+    """The elements of a one-dimensional array without NULLs, from PostgreSQL's binary form (`array_send`):
+    dimensions, a NULL flag, the element type, each dimension's length and lower bound, then each element's
+    length and bytes. `kind` is the element's numpy type as sent (">i8", ">f4", "?" …); NULL is an empty array."""
+    if raw is None:
+        return np.zeros(0, dtype=kind)
+    ndim, has_nulls = int.from_bytes(raw[0:4], "big"), int.from_bytes(raw[4:8], "big")
+    if ndim == 0:
+        return np.zeros(0, dtype=kind)
+    if ndim != 1 or has_nulls:
+        raise ValueError(f"not a one-dimensional array without NULLs (dimensions {ndim}, NULLs {bool(has_nulls)})")
+    items = np.frombuffer(raw, dtype=np.dtype([("len", ">i4"), ("v", kind)]), offset=20)
+    if len(items) != int.from_bytes(raw[12:16], "big") or (items["len"] != np.dtype(kind).itemsize).any():
+        raise ValueError("array elements are not all of the expected width")
+    return items["v"]

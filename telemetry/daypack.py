@@ -169,10 +169,9 @@ def _put_ints(out: bytearray, v: npt.NDArray[np.int64]) -> None:
         return
     first = int(v[0])
     rest = v[1:]
-    with np.errstate(over="ignore"):  # wrapping arithmetic, undone exactly on the way back
-        delta = np.diff(v)
-        offset = rest - v[0]
-        use_delta = n == 1 or int(np.abs(delta).max()) <= int(np.abs(offset).max())
+    delta = np.diff(v)  # wrapping arithmetic (pack ignores overflow), undone exactly on the way back
+    offset = rest - v[0]
+    use_delta = n == 1 or int(np.abs(delta).max()) <= int(np.abs(offset).max())
     body = _zigzag(delta if use_delta else offset)
     top = int(body.max()) if n > 1 else 0
     width, kind = next((w, k) for w, k in _WIDTHS if top < 1 << (8 * w))
@@ -192,8 +191,7 @@ def _get_ints(buf: memoryview, at: int, n: int) -> tuple[npt.NDArray[np.int64], 
     body = _unzigzag(raw.astype(np.uint64))
     out = np.empty(n, dtype=np.int64)
     out[0] = first
-    with np.errstate(over="ignore"):
-        out[1:] = np.cumsum(body) + first if use_delta else body + first
+    out[1:] = np.cumsum(body) + first if use_delta else body + first
     return out, at
 
 
@@ -296,6 +294,11 @@ def _get_words(buf: memoryview, at: int, n: int) -> tuple[list[Any], int]:
 
 def pack(day: LampDay) -> bytes:
     """The day as compact bytes (codec `CODEC`)."""
+    with np.errstate(over="ignore"):
+        return _compressor.compress(_pack(day))
+
+
+def _pack(day: LampDay) -> bytes:
     n = len(day)
     out = bytearray(struct.pack("<BI", CODEC, n))
     # Microseconds as the protocol's milliseconds and what is left over (nothing, from devices that keep time in ms).
@@ -316,12 +319,16 @@ def pack(day: LampDay) -> bytes:
     latency_ms, latency_sub = np.divmod(day.received_us - day.ts_us, 1000)
     _put_ints(out, latency_ms)
     _put_ints(out, latency_sub)
-    return _compressor.compress(bytes(out))
+    return bytes(out)
 
 
 def unpack(data: bytes) -> LampDay:
     """The day `pack` was given."""
-    buf = memoryview(_decompressor.decompress(data))
+    with np.errstate(over="ignore"):
+        return _unpack(memoryview(_decompressor.decompress(data)))
+
+
+def _unpack(buf: memoryview) -> LampDay:
     codec, n = struct.unpack_from("<BI", buf, 0)
     if codec != CODEC:
         raise ValueError(f"packed day in codec {codec}, this version reads codec {CODEC}")

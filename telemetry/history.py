@@ -2,9 +2,9 @@
 
 Readings older than a few days (`compact_after_days`) move out of the daily partitions of `lamp_readings` into
 `lamp_history`, one row per lamp and UTC day holding the day packed by `telemetry.daypack` (about 6–7 bytes a
-reading instead of about 160). The move goes a range of lamps at a time, each range in one REPEATABLE READ
-transaction that reads the range's raw readings, merges them with what that lamp-day already has in compact form,
-writes the packed rows and deletes exactly the raw rows it read. A crash anywhere rolls the range back whole, so
+reading instead of about 160). The move goes a range of lamps at a time, each range in one transaction that
+deletes the range's raw readings and takes them in the same statement, merges them with what that lamp-day
+already has in compact form and writes the packed rows. A crash anywhere rolls the range back whole, so
 a reading is always in one form or the other, never lost; a redelivered duplicate that arrives after its day was
 packed is dropped by the readers (same lamp, ts and seq) and merged away by the next run. Once a day's partition
 is empty it is truncated (`telemetry_reclaim`), which gives its disk back at once.
@@ -27,7 +27,7 @@ import numpy.typing as npt
 import psycopg
 from psycopg.rows import dict_row
 
-from telemetry.binary import binary_rows
+from telemetry.binary import array_column
 from telemetry.daypack import CODEC, LampDay, pack, unpack
 from telemetry.errors import TelemetryError
 
@@ -39,41 +39,38 @@ _LOCK = 7426003  # one compaction at a time per database
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in µs since 1970: binary timestamptz counts from there
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NULLABLE = ("power_w", "voltage_v", "current_a", "power_factor", "energy_wh", "temp_c", "lux", "rssi_dbm")
-_MASK = " | ".join(f"(({c} IS NULL)::int << {i})" for i, c in enumerate(_NULLABLE))
-# Every column fixed-width and never NULL (NULLs as zeros plus a bitmap), so numpy reads the COPY as it comes.
-# `odd` marks the readings whose mode or faults are not the usual ones; those few come in a second query.
-_RAW = f"""
-COPY (SELECT lamp_no, ts, seq, is_on, dim, coalesce(power_w, 0)::real, coalesce(voltage_v, 0)::real,
-             coalesce(current_a, 0)::real, coalesce(power_factor, 0)::real, coalesce(energy_wh, 0)::bigint,
-             coalesce(temp_c, 0)::real, coalesce(lux, 0)::real, coalesce(rssi_dbm, 0)::smallint, {_MASK}, received_at,
-             (mode IS DISTINCT FROM 'auto' OR cardinality(faults) > 0)
-      FROM lamp_readings WHERE ts >= %(lo)s AND ts < %(hi)s AND lamp_no >= %(first)s AND lamp_no < %(end)s
-      ORDER BY lamp_no, ts, seq) TO STDOUT (FORMAT binary)
-"""
+# A range's readings, deleted and returned in one statement (one pass over the index and the rows), as one row of
+# arrays in binary (`array_send`): every column fixed-width and never NULL (NULLs as zeros plus a bitmap), so
+# numpy takes each as it comes, without a Python object per reading. `odd` marks the readings whose mode or faults
+# are not the usual ones; theirs come in the last column, as JSON, in the same order (one aggregate node feeds
+# every aggregate the same rows in the same order).
+_ODD = "(mode IS DISTINCT FROM 'auto' OR cardinality(faults) > 0)"
 _RAW_FIELDS = [
-    ("lamp_no", ">i4"),
-    ("ts", ">i8"),
-    ("seq", ">i4"),
-    ("is_on", "?"),
-    ("dim", ">i2"),
-    ("power_w", ">f4"),
-    ("voltage_v", ">f4"),
-    ("current_a", ">f4"),
-    ("power_factor", ">f4"),
-    ("energy_wh", ">i8"),
-    ("temp_c", ">f4"),
-    ("lux", ">f4"),
-    ("rssi_dbm", ">i2"),
-    ("nulls", ">i4"),
-    ("received_at", ">i8"),
-    ("odd", "?"),
+    ("lamp_no", "lamp_no", ">i4"),
+    ("ts", "ts", ">i8"),
+    ("seq", "seq", ">i4"),
+    ("is_on", "is_on", "?"),
+    ("dim", "dim", ">i2"),
+    ("power_w", "coalesce(power_w, 0)::real", ">f4"),
+    ("voltage_v", "coalesce(voltage_v, 0)::real", ">f4"),
+    ("current_a", "coalesce(current_a, 0)::real", ">f4"),
+    ("power_factor", "coalesce(power_factor, 0)::real", ">f4"),
+    ("energy_wh", "coalesce(energy_wh, 0)::bigint", ">i8"),
+    ("temp_c", "coalesce(temp_c, 0)::real", ">f4"),
+    ("lux", "coalesce(lux, 0)::real", ">f4"),
+    ("rssi_dbm", "coalesce(rssi_dbm, 0)::smallint", ">i2"),
+    ("nulls", " | ".join(f"(({c} IS NULL)::int << {i})" for i, c in enumerate(_NULLABLE)), ">i4"),
+    ("received_at", "received_at", ">i8"),
+    ("odd", _ODD, "?"),
 ]
-_ODD = """
-SELECT mode, faults FROM lamp_readings
-WHERE ts >= %(lo)s AND ts < %(hi)s AND lamp_no >= %(first)s AND lamp_no < %(end)s
-  AND (mode IS DISTINCT FROM 'auto' OR cardinality(faults) > 0)
-ORDER BY lamp_no, ts, seq
-"""
+_TAKE = """
+WITH gone AS (
+    DELETE FROM lamp_readings
+    WHERE ts >= %(lo)s AND ts < %(hi)s AND lamp_no >= %(first)s AND lamp_no < %(end)s
+    RETURNING *
+)
+SELECT {}, json_agg(json_build_array(mode, faults)) FILTER (WHERE {}) FROM gone
+""".format(", ".join(f"array_send(array_agg({expr}))" for _, expr, _ in _RAW_FIELDS), _ODD)
 _COLUMNS = (
     "ts, seq, is_on AS on, dim, power_w, voltage_v, current_a, power_factor, energy_wh, temp_c, lux, rssi_dbm, "
     "mode, faults, received_at"
@@ -119,17 +116,23 @@ def pending_days(conn: psycopg.Connection, before: date) -> list[date]:
     return sorted(days)
 
 
-def _lamp_days(cols: dict[str, npt.NDArray[Any]], odd_rows: list[tuple[Any, Any]]) -> dict[int, LampDay]:
-    """The raw readings of a range of lamps (ordered by lamp, ts, seq) as one LampDay per lamp."""
-    n = len(cols["lamp_no"])
+def _lamp_days(cols: dict[str, npt.NDArray[Any]], odd: list[Any]) -> dict[int, LampDay]:
+    """The raw readings of a range of lamps as one LampDay per lamp; `odd` holds the [mode, faults] of the
+    readings marked odd, in the order the columns came."""
+    if len(odd) != int(cols["odd"].sum()):
+        raise TelemetryError(f"read {int(cols['odd'].sum())} readings with a mode or faults, and {len(odd)} of them")
+    order = np.lexsort((cols["seq"], cols["ts"], cols["lamp_no"]))
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    theirs = dict(zip(position[np.flatnonzero(cols["odd"])].tolist(), odd, strict=True))
+    cols = {name: column[order] for name, column in cols.items()}
+    n = len(order)
     lamp_no = cols["lamp_no"].astype(np.int64)
     nulls = cols["nulls"].astype(np.int64)
     present = {c: (nulls & (1 << i)) == 0 for i, c in enumerate(_NULLABLE)}
     ts = cols["ts"].astype(np.int64) + _PG_EPOCH_US
     received = cols["received_at"].astype(np.int64) + _PG_EPOCH_US
     odd_at = np.flatnonzero(cols["odd"])
-    if len(odd_at) != len(odd_rows):
-        raise TelemetryError(f"read {len(odd_at)} readings with a mode or faults, then {len(odd_rows)} of them")
     starts = np.flatnonzero(np.r_[True, lamp_no[1:] != lamp_no[:-1]]) if n else np.zeros(0, dtype=np.intp)
     ends = np.r_[starts[1:], n]
     reals = {c: cols[c].astype(np.float32) for c in ("power_w", "voltage_v", "current_a", "power_factor")}
@@ -143,9 +146,9 @@ def _lamp_days(cols: dict[str, npt.NDArray[Any]], odd_rows: list[tuple[Any, Any]
         m = b - a
         mode: list[str | None] = ["auto"] * m
         faults: list[tuple[str, ...]] = [()] * m
-        for k in range(int(np.searchsorted(odd_at, a)), int(np.searchsorted(odd_at, b))):
-            pos = int(odd_at[k]) - a
-            mode[pos], faults[pos] = odd_rows[k][0], tuple(odd_rows[k][1])
+        for at in odd_at[np.searchsorted(odd_at, a) : np.searchsorted(odd_at, b)].tolist():
+            mode[at - a], found = theirs[at]
+            faults[at - a] = tuple(found)
         values: dict[str, Any] = {c: (v[a:b], present[c][a:b]) for c, v in reals.items()}
         values.update({c: (v[a:b], present[c][a:b]) for c, v in ints.items()})
         out[int(lamp_no[a])] = LampDay(
@@ -181,40 +184,28 @@ def _compact_range(conn: psycopg.Connection, day: date, first: int, end: int) ->
     """Move the raw readings of lamps [first, end) on `day` into the compact form: (readings moved, lamp-days)."""
     lo, hi = _day_bounds(day)
     args = {"lo": lo, "hi": hi, "first": first, "end": end}
-    with conn.transaction():
-        # One snapshot for reading and deleting: a reading committed meanwhile is neither packed nor deleted.
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        with conn.cursor() as cur:
-            with cur.copy(_RAW, args) as cp:
-                raw = b"".join(bytes(chunk) for chunk in cp)
-            cols = binary_rows(raw, _RAW_FIELDS)
-            moved = len(cols["lamp_no"])
-            if moved == 0:
-                return 0, 0
-            odd = cur.execute(_ODD, args).fetchall() if cols["odd"].any() else []
-            days = _lamp_days(cols, [(r[0], r[1]) for r in odd])
-            known = cur.execute(
-                "DELETE FROM lamp_history WHERE day = %s AND lamp_no >= %s AND lamp_no < %s RETURNING lamp_no, data",
-                (day, first, end),
-            ).fetchall()
-            for no, data in known:
-                earlier = unpack(data)
-                days[no] = LampDay.concat([earlier, days[no]]) if no in days else earlier
-            with cur.copy(
-                "COPY lamp_history (lamp_no, day, readings, first_ts, last_ts, energy_first_wh, energy_last_wh, "
-                "codec, data) FROM STDIN (FORMAT binary)"
-            ) as cp:
-                cp.set_types(["integer", "date", "integer", "timestamptz", "timestamptz", "bigint", "bigint",
-                              "smallint", "bytea"])  # fmt: skip
-                for no in sorted(days):
-                    cp.write_row(_summary(no, day, days[no]))
-            cur.execute(
-                "DELETE FROM lamp_readings WHERE ts >= %(lo)s AND ts < %(hi)s AND lamp_no >= %(first)s "
-                "AND lamp_no < %(end)s",
-                args,
-            )
-            if cur.rowcount != moved:
-                raise TelemetryError(f"packed {moved} readings of {day} but would delete {cur.rowcount}: rolled back")
+    with conn.transaction(), conn.cursor() as cur:
+        *arrays, odd = cur.execute(_TAKE, args, binary=True).fetchone() or ()
+        cols = {name: array_column(a, kind) for (name, _, kind), a in zip(_RAW_FIELDS, arrays, strict=True)}
+        moved = len(cols["lamp_no"])
+        if moved == 0:
+            return 0, 0
+        days = _lamp_days(cols, odd or [])
+        known = cur.execute(
+            "DELETE FROM lamp_history WHERE day = %s AND lamp_no >= %s AND lamp_no < %s RETURNING lamp_no, data",
+            (day, first, end),
+        ).fetchall()
+        for no, data in known:
+            earlier = unpack(data)
+            days[no] = LampDay.concat([earlier, days[no]]) if no in days else earlier
+        with cur.copy(
+            "COPY lamp_history (lamp_no, day, readings, first_ts, last_ts, energy_first_wh, energy_last_wh, "
+            "codec, data) FROM STDIN (FORMAT binary)"
+        ) as cp:
+            cp.set_types(["integer", "date", "integer", "timestamptz", "timestamptz", "bigint", "bigint",
+                          "smallint", "bytea"])  # fmt: skip
+            for no in sorted(days):
+                cp.write_row(_summary(no, day, days[no]))
     return moved, len(days)
 
 

@@ -651,9 +651,8 @@ def _m014_latest_hot(conn: psycopg.Connection, *, retention_days: int) -> None:
 
 
 # The compact history (telemetry.history): one row per lamp and UTC day, its readings packed (telemetry.daypack).
-# The packed bytes are already compressed, so PostgreSQL stores them as they are (EXTERNAL: no second try).
 _HISTORY = """
-CREATE TABLE lamp_history (
+CREATE TABLE IF NOT EXISTS lamp_history (
     lamp_no          integer NOT NULL,
     day              date NOT NULL,
     readings         integer NOT NULL,
@@ -665,8 +664,11 @@ CREATE TABLE lamp_history (
     data             bytea NOT NULL,
     PRIMARY KEY (lamp_no, day)
 );
-ALTER TABLE lamp_history ALTER COLUMN data SET STORAGE EXTERNAL;
-CREATE INDEX lamp_history_day_idx ON lamp_history USING brin (day);
+-- Already compressed: kept in the row as they are (MAIN, and a row may fill a page before TOAST is tried), which
+-- wastes less than TOAST's 2 kB chunks: about 9.6 instead of 10.2 bytes a reading.
+ALTER TABLE lamp_history ALTER COLUMN data SET STORAGE MAIN;
+ALTER TABLE lamp_history SET (toast_tuple_target = 8160);
+CREATE INDEX IF NOT EXISTS lamp_history_day_idx ON lamp_history USING brin (day);
 
 -- A day's partition emptied by the compaction is truncated, which gives its disk back at once (the rows the
 -- compaction deleted would otherwise wait for VACUUM). Under an exclusive lock, and only if it is empty: a late
