@@ -320,6 +320,31 @@ def _gateway_run(
     )
 
 
+_API_PORT = 18082
+
+
+def _api_peak_rss(ep: Any) -> float:
+    """Peak RSS (MB) of `lamplighter api` over the bench's city: started beside the gateways once their runs are
+    done, then asked for the whole-city breakdown, the tickets and a page of lamps a few times (the fleet loaded
+    and followed, its pools and caches warm)."""
+    import httpx2
+
+    from api.auth import add_user
+    from lamplighter.simproc import lamplighter_process
+
+    with psycopg.connect(ep.database_url, autocommit=True) as conn:
+        _, token = add_user(conn, "bench-ingest-viewer", "viewer")
+    env = {**os.environ, **ep.env(), "LAMPLIGHTER_API_PORT": str(_API_PORT)}
+    with lamplighter_process(["api"], env, ready="Application startup complete") as api:
+        base = f"http://127.0.0.1:{_API_PORT}/api/v1"
+        with httpx2.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
+            for _ in range(5):
+                for path in ("/lighting-rate", "/tickets", "/lamps?limit=1000"):
+                    client.get(path).raise_for_status()
+                time.sleep(2.5)  # the API follows the fleet's latest state every 2 s
+        return _proc_cpu_rss(api.pid)[1]
+
+
 def run_ingest_bench(
     settings: Settings, *, lamps: int, messages: int, publishers: int, gateways: int = 1, runs: int = 3
 ) -> int:
@@ -361,6 +386,7 @@ def run_ingest_bench(
                 print(f"{run:>4}{relay:>24,.0f}{rate:>28,.0f}{ratio:>8.2f}", flush=True)
             rss = max(_proc_cpu_rss(gw.pid)[1] for gw, _ in gws)
             metrics = _scrape(0)
+            api_rss = _api_peak_rss(ep)
         finally:
             _stop_gateways(gws)
         with psycopg.connect(ep.database_url) as conn:
@@ -382,6 +408,7 @@ def run_ingest_bench(
             "gateway_cpu_s": round(cpu_s, 2),
             "gateway_cpu_us_per_msg": round(cpu_s / distinct * 1e6, 1) if distinct else None,
             "gateway_peak_rss_mb": round(rss, 1),
+            "api_peak_rss_mb": round(api_rss, 1),
             "database_cpu_us_per_msg": round(db_cpu_s / distinct * 1e6, 1) if distinct else None,
             "lost": published_total - distinct,
             "duplicated": rows - distinct,
@@ -399,6 +426,7 @@ def run_ingest_bench(
         print(f"{'gateway CPU per message (us)':<30}{result['gateway_cpu_us_per_msg']:>14}")
         print(f"{'PostgreSQL CPU per message (us)':<30}{result['database_cpu_us_per_msg']:>14}")
         print(f"{'gateway peak RSS, most (MB)':<30}{result['gateway_peak_rss_mb']:>14}")
+        print(f"{'API peak RSS (MB)':<30}{result['api_peak_rss_mb']:>14}")
         print(f"{'lost / duplicated':<30}{result['lost']:>7} / {result['duplicated']}")
         print(json.dumps(result), flush=True)
     return 0

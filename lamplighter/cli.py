@@ -256,12 +256,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
         )
     ep = runtime.endpoints(settings)
     if cmd == "migrate":
-        applied = ep.migrate(settings.retention_days)
+        applied = ep.migrate(settings.retention_days, settings.compact_after_days)
         print(f"migrations applied: {applied or 'none (up to date)'}")
         with psycopg.connect(ep.database_url) as conn:
             runtime.warn_privileges(conn)
     elif cmd == "seed":
-        ep.migrate(settings.retention_days)
+        ep.migrate(settings.retention_days, settings.compact_after_days)
         seed_command(ep.schema_url, lamps=args.lamps, seed=args.seed, replace=args.replace)
         with psycopg.connect(ep.database_url) as conn:
             done = runtime.provision_private(ep, conn)

@@ -42,7 +42,7 @@ def run_demo(
     clock_args: list[str],
 ) -> int:
     with private_services(settings, "dev") as ep:
-        ep.migrate(settings.retention_days)
+        ep.migrate(settings.retention_days, settings.compact_after_days)
         with psycopg.connect(ep.database_url, autocommit=True) as conn:
             row = conn.execute("SELECT lamps FROM seed_info").fetchone()
             latest = conn.execute("SELECT max(ts) FROM lamp_latest").fetchone()

@@ -92,12 +92,13 @@ class Endpoints:
         """The login that may change the schema and load an inventory."""
         return self.owner_url or self.database_url
 
-    def migrate(self, retention_days: int = 90) -> list[int]:
+    def migrate(self, retention_days: int = 90, compact_after_days: int = 2) -> list[int]:
         """Bring the schema up to date as its owner and give the application's role its rights
         (`telemetry.schema.grant_application`); the versions applied now."""
         with psycopg.connect(self.schema_url, autocommit=True) as conn:
             app = role_of(self.database_url)
-            return migrate(conn, retention_days=retention_days, grant_to=None if app == conn.info.user else app)
+            grant = None if app == conn.info.user else app
+            return migrate(conn, retention_days=retention_days, compact_after_days=compact_after_days, grant_to=grant)
 
     @property
     def mqtt_host(self) -> str:
@@ -265,7 +266,7 @@ class GatewayProcess:
         self.instance = settings.gateway_instance or f"{prefix}-{socket.gethostname()}-{os.getpid()}"
         # The one pool every service of this process draws from (opened when the process runs).
         self.db = Database(ep.database_url, name="lamplighter-gateway")
-        ep.migrate(settings.retention_days)  # start-up: once, before the loop
+        ep.migrate(settings.retention_days, settings.compact_after_days)  # start-up: once, before the loop
         with psycopg.connect(ep.database_url, autocommit=True) as conn:
             warn_privileges(conn)
             registry = load_registry(conn)

@@ -218,11 +218,11 @@ def has_timescaledb(conn: psycopg.Connection) -> bool:
     return timescaledb_usable(conn)[0]
 
 
-def _m001_inventory(conn: psycopg.Connection, *, retention_days: int) -> None:
+def _m001_inventory(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
     conn.execute(_INVENTORY)
 
 
-def _m002_telemetry(conn: psycopg.Connection, *, retention_days: int) -> None:
+def _m002_telemetry(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
     timescale, why = timescaledb_usable(conn)
     logger.info("telemetry storage: %s", why)
     if timescale:
@@ -310,24 +310,15 @@ CREATE UNIQUE INDEX operator_alerts_open_idx ON operator_alerts (kind, grouping,
 """
 
 
-def _m003_lighting(conn: psycopg.Connection, *, retention_days: int) -> None:
+def _m003_lighting(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
     conn.execute(_LIGHTING)
     if has_timescaledb(conn):
-        # Samples as a hypertable with an hourly rollup kept up to date by TimescaleDB.
+        # Samples as a hypertable. (Until migration 016, also an hourly continuous aggregate that nothing read.)
         conn.execute("ALTER TABLE lighting_rate_samples DROP CONSTRAINT lighting_rate_samples_pkey")
         conn.execute(
             "SELECT create_hypertable('lighting_rate_samples', 'ts', chunk_time_interval => interval '7 days')"
         )
         conn.execute("CREATE UNIQUE INDEX lighting_rate_samples_key ON lighting_rate_samples (grouping, key, ts)")
-        conn.execute("""
-            CREATE MATERIALIZED VIEW lighting_rate_hourly WITH (timescaledb.continuous) AS
-            SELECT time_bucket(interval '1 hour', ts) AS bucket, grouping, key,
-                   min(rate) AS min_rate, avg(rate) AS mean_rate, max(due) AS max_due
-            FROM lighting_rate_samples GROUP BY bucket, grouping, key WITH NO DATA""")
-        conn.execute(
-            "SELECT add_continuous_aggregate_policy('lighting_rate_hourly', start_offset => interval '3 days', "
-            "end_offset => interval '1 hour', schedule_interval => interval '30 minutes')"
-        )
 
 
 _TICKETS = """
@@ -437,7 +428,7 @@ CREATE TABLE citizen_reports (
 """
 
 
-def _m004_tickets(conn: psycopg.Connection, *, retention_days: int) -> None:
+def _m004_tickets(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
     conn.execute(_TICKETS)
 
 
@@ -477,7 +468,7 @@ CREATE INDEX command_lamps_lamp_idx ON command_lamps (lamp_id);
 """
 
 
-def _m005_commands(conn: psycopg.Connection, *, retention_days: int) -> None:
+def _m005_commands(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
     conn.execute(_COMMANDS)
 
 
@@ -505,18 +496,18 @@ CREATE INDEX user_tokens_user_idx ON user_tokens (user_id);
 """
 
 
-def _m006_users(conn: psycopg.Connection, *, retention_days: int) -> None:
+def _m006_users(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
     conn.execute(_USERS)
 
 
-def _m007_command_lamps_lean(conn: psycopg.Connection, *, retention_days: int) -> None:
+def _m007_command_lamps_lean(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
     # A campaign's rows are counted by state through the primary key (command_id first) just as fast, and
     # without an index on `state` the engine's state updates are HOT and a city-wide campaign's 110,000 rows
     # are stored in less time.
     conn.execute("DROP INDEX IF EXISTS command_lamps_state_idx")
 
 
-def _m008_ingest_heartbeat(conn: psycopg.Connection, *, retention_days: int) -> None:
+def _m008_ingest_heartbeat(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
     # One row per gateway (its MQTT client id), rewritten every few seconds: how the API's health, on any
     # machine, knows whether ingest is running and keeping up.
     conn.execute("""
@@ -535,7 +526,7 @@ CREATE TABLE ingest_heartbeat (
 )""")
 
 
-def _m009_outbox_dead_letters(conn: psycopg.Connection, *, retention_days: int) -> None:
+def _m009_outbox_dead_letters(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
     # A delivery that kept failing past its limits is set aside (dead-lettered) instead of retried forever.
     conn.execute("ALTER TABLE outbox ADD COLUMN dead_at timestamptz")
     conn.execute("DROP INDEX IF EXISTS outbox_pending_idx")
@@ -544,18 +535,18 @@ def _m009_outbox_dead_letters(conn: psycopg.Connection, *, retention_days: int) 
     )
 
 
-def _m010_heartbeat_districts(conn: psycopg.Connection, *, retention_days: int) -> None:
+def _m010_heartbeat_districts(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
     # Several gateways share ingest, each holding some districts: the health says which are held by nobody.
     conn.execute("ALTER TABLE ingest_heartbeat ADD COLUMN districts text[] NOT NULL DEFAULT '{}'")
 
 
-def _m011_heartbeat_watermark(conn: psycopg.Connection, *, retention_days: int) -> None:
+def _m011_heartbeat_watermark(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
     # Clock time (ms) up to which a gateway has committed what it received: the leader samples a minute once
     # every gateway's ingest has passed it.
     conn.execute("ALTER TABLE ingest_heartbeat ADD COLUMN ingested_through_ms bigint")
 
 
-def _m012_device_credentials(conn: psycopg.Connection, *, retention_days: int) -> None:
+def _m012_device_credentials(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
     # Broker accounts whose secret was rotated: the secret is derived from the deployment's key and this
     # generation (fieldnet.accounts); an account not listed is at generation 0.
     conn.execute(
@@ -636,11 +627,11 @@ REVOKE ALL ON FUNCTION telemetry_partitions(date, boolean) FROM PUBLIC;
 """.replace("{ahead}", str(_PARTITIONS_AHEAD_DAYS)).replace("{{8}}", "{8}")
 
 
-def _m013_partitions_function(conn: psycopg.Connection, *, retention_days: int) -> None:
+def _m013_partitions_function(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
     conn.execute(_PARTITIONS_FUNCTION)
 
 
-def _m014_latest_hot(conn: psycopg.Connection, *, retention_days: int) -> None:
+def _m014_latest_hot(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
     # Every reading updates its lamp's row. With an index on stored_at (which each update changes) none of those
     # updates could be HOT: each wrote new entries into both indexes. Without it, and with room left in each page,
     # PostgreSQL updates in place; the followers' `stored_at >` scans read the table instead (110,000 rows every
@@ -696,7 +687,7 @@ REVOKE ALL ON FUNCTION telemetry_reclaim(date) FROM PUBLIC;
 """
 
 
-def _m015_history(conn: psycopg.Connection, *, retention_days: int) -> None:
+def _m015_history(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
     conn.execute(_HISTORY)
     # Retention drops compact days with their partitions' days.
     end = "    RETURN NEXT;\nEND\n$fn$;"
@@ -705,6 +696,36 @@ def _m015_history(conn: psycopg.Connection, *, retention_days: int) -> None:
         "    IF drop_old THEN\n        DELETE FROM lamp_history WHERE lamp_history.day < first_day;\n    END IF;\n"
     )
     conn.execute(_PARTITIONS_FUNCTION.replace(end, keep_history + end))
+
+
+def _m016_no_hourly_rollup(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
+    # The hourly continuous aggregate (TimescaleDB only) kept the minimum and mean rate, but the history endpoint
+    # sums due, lit, dark and unknown over its buckets, which it cannot answer: it was refreshed and never read.
+    # Dropping a continuous aggregate also removes its refresh policy. Nothing to do on plain PostgreSQL.
+    conn.execute("DROP MATERIALIZED VIEW IF EXISTS lighting_rate_hourly")
+
+
+def _m017_timescale_compression(
+    conn: psycopg.Connection, *, retention_days: int, compact_after_days: int = 2, **_: int
+) -> None:
+    # TimescaleDB's compression is the compact history there: one compressed row per lamp (segment) and day
+    # (the chunk), its readings in time order, compressed once the day is `compact_after_days` old (it was a week).
+    if not has_timescaledb(conn):
+        return
+    for table, segment in (("lamp_readings", "lamp_no"), ("cabinet_readings", "cabinet_no")):
+        try:
+            with conn.transaction():
+                conn.execute(
+                    sql.SQL(
+                        "ALTER TABLE {} SET (timescaledb.compress, timescaledb.compress_segmentby = {}, "
+                        "timescaledb.compress_orderby = 'ts ASC, seq ASC')"
+                    ).format(sql.Identifier(table), sql.Literal(segment))
+                )
+        except psycopg.Error as exc:  # chunks compressed with the old order: they keep it, new ones too
+            logger.warning("%s: compression order left as it was: %s", table, exc.diag.message_primary)
+        conn.execute("SELECT remove_compression_policy(%s, if_exists => true)", (table,))
+        if compact_after_days > 0:
+            conn.execute("SELECT add_compression_policy(%s, make_interval(days => %s))", (table, compact_after_days))
 
 
 MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
@@ -723,6 +744,12 @@ MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (13, "partition upkeep as the schema owner's function", _m013_partitions_function),
     (14, "latest state updated in place (HOT)", _m014_latest_hot),
     (15, "compact history: a lamp's day in one packed row", _m015_history),
+    (16, "no hourly rate rollup (it was never read)", _m016_no_hourly_rollup),
+    (
+        17,
+        "TimescaleDB: a lamp's day per compressed segment, compressed after compact_after_days",
+        _m017_timescale_compression,
+    ),
 ]
 
 
@@ -741,7 +768,9 @@ def applied_versions(conn: psycopg.Connection) -> set[int]:
         return {int(r[0]) for r in conn.execute("SELECT version FROM schema_migrations")}
 
 
-def migrate(conn: psycopg.Connection, *, retention_days: int = 90, grant_to: str | None = None) -> list[int]:
+def migrate(
+    conn: psycopg.Connection, *, retention_days: int = 90, compact_after_days: int = 2, grant_to: str | None = None
+) -> list[int]:
     """Apply every migration not yet applied; returns the versions applied now. Safe to run concurrently.
 
     Run it as the schema's owner. `grant_to` names the application's role, which is given the rows of every
@@ -753,7 +782,7 @@ def migrate(conn: psycopg.Connection, *, retention_days: int = 90, grant_to: str
     applied_now: list[int] = []
     try:
         if pending:
-            applied_now = _apply(conn, retention_days)
+            applied_now = _apply(conn, retention_days, compact_after_days)
         if grant_to is not None:
             grant_application(conn, grant_to)
     except psycopg.errors.InsufficientPrivilege as exc:
@@ -768,7 +797,7 @@ def migrate(conn: psycopg.Connection, *, retention_days: int = 90, grant_to: str
     return applied_now
 
 
-def _apply(conn: psycopg.Connection, retention_days: int) -> list[int]:
+def _apply(conn: psycopg.Connection, retention_days: int, compact_after_days: int) -> list[int]:
     applied_now: list[int] = []
     with conn.transaction():
         conn.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -780,7 +809,7 @@ def _apply(conn: psycopg.Connection, retention_days: int) -> list[int]:
             done = conn.execute("SELECT 1 FROM schema_migrations WHERE version = %s", (version,)).fetchone()
             if done:
                 continue
-            step(conn, retention_days=retention_days)
+            step(conn, retention_days=retention_days, compact_after_days=compact_after_days)
             conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
             applied_now.append(version)
             logger.info("database migration %03d applied: %s", version, name)

@@ -91,6 +91,11 @@ def services() -> Iterator[Services]:
         with psycopg.connect(admin, autocommit=True) as conn:
             # Nobody connects to the template again (TimescaleDB's scheduler would, and a copy needs it idle).
             conn.execute(f"ALTER DATABASE {_TEMPLATE} ALLOW_CONNECTIONS false")
+            # … and whoever is connected already (TimescaleDB's job scheduler starts in every new database) goes.
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (_TEMPLATE,),
+            )
         yield Services(ep, admin)
 
 

@@ -29,6 +29,7 @@ from seeds.generator import generate
 from seeds.loader import load
 from telemetry.database import Database
 from telemetry.daypack import LampDay, pack, unpack
+from telemetry.schema import has_timescaledb
 from telemetry.store import TelemetryStore, load_registry
 from tests.auth import sign_in
 
@@ -133,6 +134,8 @@ def _stored(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
 @pytest.fixture
 def city(endpoints: Endpoints) -> Iterator[Endpoints]:
     with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
+        if has_timescaledb(conn):
+            pytest.skip("TimescaleDB compresses the history itself (tests/test_timescaledb.py)")
         load(conn, generate(1000, seed=3), progress=False)
     yield endpoints
 
