@@ -21,10 +21,10 @@ import numpy as np
 import numpy.typing as npt
 import zstandard
 
-__all__ = ["CODEC", "LampDay", "pack", "unpack"]
+__all__ = ["CODEC", "LampDay", "pack", "pack_many", "unpack"]
 
 CODEC = 1  # stored beside each packed day; a later format gets a new number and this one stays readable
-_ZSTD_LEVEL = 9
+_ZSTD_LEVEL = 3  # level 9 packs 2 % smaller and takes four times as long
 _compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
 _decompressor = zstandard.ZstdDecompressor()
 
@@ -367,3 +367,184 @@ def _unpack(buf: memoryview) -> LampDay:
         received_us=ts_us + latency,
         **reals,
     )
+
+
+# -- many days at once -----------------------------------------------------------------------------------------
+#
+# The compaction packs tens of thousands of lamp-days per transaction. `pack_many` makes exactly the bytes `pack`
+# makes for each, with the per-value work done once over all of them (numpy over the whole range of lamps) and only
+# the final slicing and zstd per lamp-day.
+
+
+def _segments(lengths: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Start of each segment, and each element's segment."""
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    return starts, np.repeat(np.arange(len(lengths)), lengths)
+
+
+def _reduce(op: Any, values: npt.NDArray[Any], lengths: npt.NDArray[np.int64], empty: Any) -> npt.NDArray[Any]:
+    """`op` (a numpy ufunc) over each segment of `values`; `empty` for segments of length 0."""
+    out = np.full(len(lengths), empty, dtype=values.dtype)
+    some = lengths > 0
+    if some.any():
+        starts = np.zeros(len(lengths), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        out[some] = op.reduceat(values, starts[some])
+    return out
+
+
+def _ints_many(v: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]) -> list[bytes]:
+    """`_put_ints` of each segment of `v`."""
+    starts, seg = _segments(lengths)
+    n = len(v)
+    if n == 0:
+        return [b""] * len(lengths)
+    firsts = np.zeros(len(lengths), dtype=np.int64)
+    firsts[lengths > 0] = v[starts[lengths > 0]]
+    body_mask = np.ones(n, dtype=bool)
+    body_mask[starts[lengths > 0]] = False  # each segment's first value is stored whole
+    delta = np.empty(n, dtype=np.int64)
+    delta[0] = 0
+    delta[1:] = v[1:] - v[:-1]
+    offset = v - firsts[seg]
+    body_lengths = np.maximum(lengths - 1, 0)
+    delta_b, offset_b = delta[body_mask], offset[body_mask]
+    top_delta = _reduce(np.maximum, np.abs(delta_b), body_lengths, 0)
+    top_offset = _reduce(np.maximum, np.abs(offset_b), body_lengths, 0)
+    use_delta = (body_lengths == 0) | (top_delta <= top_offset)
+    body_seg = seg[body_mask]
+    body = _zigzag(np.where(use_delta[body_seg], delta_b, offset_b))
+    top = _reduce(np.maximum, body, body_lengths, np.uint64(0))
+    widths = np.select([top < 1 << 8, top < 1 << 16, top < 1 << 32], [1, 2, 4], 8)
+    bodies = {w: body.astype(k).view(np.uint8).reshape(-1, w) for w, k in _WIDTHS if (widths == w).any()}
+    out: list[bytes] = []
+    at = 0
+    for first, delta_used, width, m, n_i in zip(
+        firsts.tolist(), use_delta.tolist(), widths.tolist(), body_lengths.tolist(), lengths.tolist(), strict=True
+    ):
+        if n_i == 0:
+            out.append(b"")
+            continue
+        out.append(struct.pack("<qBB", first, 1 if delta_used else 0, width) + bodies[width][at : at + m].T.tobytes())
+        at += m
+    return out
+
+
+def _presence_many(present: npt.NDArray[np.bool_], lengths: npt.NDArray[np.int64]) -> list[bytes]:
+    """`_put_presence` of each segment."""
+    counts = _reduce(np.add, present.astype(np.int64), lengths, 0)
+    out: list[bytes] = []
+    at = 0
+    for count, n in zip(counts.tolist(), lengths.tolist(), strict=True):
+        if count == n:
+            out.append(b"\x01")
+        elif count == 0:
+            out.append(b"\x00")
+        else:
+            out.append(b"\x02" + np.packbits(present[at : at + n]).tobytes())
+        at += n
+    return out
+
+
+def _reals_many(
+    values: npt.NDArray[np.float32], present: npt.NDArray[np.bool_], lengths: npt.NDArray[np.int64]
+) -> list[bytes]:
+    """`_put_real` of each segment: the smallest exact decimal scale per segment, or its floats' bits."""
+    heads = _presence_many(present, lengths)
+    v = values[present].astype(np.float32)
+    counts = _reduce(np.add, present.astype(np.int64), lengths, 0)
+    _, seg = _segments(counts)
+    wide = v.astype(np.float64)
+    usable = _reduce(np.logical_and, np.isfinite(wide) & (np.abs(wide) < 1e12), counts, True)
+    exponent = np.full(len(lengths), 255, dtype=np.int64)
+    bits = v.view(np.int32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for e in range(6, -1, -1):  # the smallest exact one wins: try it last
+            scale = 10.0**e
+            q = np.round(wide * scale).astype(np.int64)
+            exact = (q.astype(np.float64) / scale).astype(np.float32).view(np.int32) == bits
+            ok = _reduce(np.logical_and, exact, counts, True) & usable
+            exponent[ok] = e
+        per = exponent[seg]
+        scaled = np.round(wide * 10.0 ** np.where(per == 255, 0, per)).astype(np.int64)
+    ints = np.where(per == 255, bits.astype(np.int64), scaled)
+    bodies = _ints_many(ints, counts)
+    return [
+        head + (bytes([e]) + body if count else b"")
+        for head, e, body, count in zip(heads, exponent.tolist(), bodies, counts.tolist(), strict=True)
+    ]
+
+
+def _int_columns_many(
+    values: npt.NDArray[np.int64], present: npt.NDArray[np.bool_], lengths: npt.NDArray[np.int64]
+) -> list[bytes]:
+    """`_put_int_column` of each segment."""
+    heads = _presence_many(present, lengths)
+    counts = _reduce(np.add, present.astype(np.int64), lengths, 0)
+    return [h + b for h, b in zip(heads, _ints_many(values[present].astype(np.int64), counts), strict=True)]
+
+
+def _words_many(words: list[Any], lengths: npt.NDArray[np.int64]) -> list[bytes]:
+    """`_put_words` of each segment; a segment of one repeated value (the usual) made once per value and length."""
+    made: dict[tuple[Any, int], bytes] = {}
+    out: list[bytes] = []
+    at = 0
+    for n in lengths.tolist():
+        part = words[at : at + n]
+        at += n
+        key = (part[0], n) if n and part.count(part[0]) == n else None
+        if key is not None and key in made:
+            out.append(made[key])
+            continue
+        buf = bytearray()
+        _put_words(buf, part)
+        out.append(bytes(buf))
+        if key is not None:
+            made[key] = out[-1]
+    return out
+
+
+def pack_many(days: LampDay, lengths: Sequence[int]) -> list[bytes]:
+    """`pack` of each of several days laid end to end in `days` (each ordered and without repeats), `lengths`
+    readings each: the same bytes, made faster."""
+    n = np.asarray(lengths, dtype=np.int64)
+    if int(n.sum()) != len(days):
+        raise ValueError(f"lengths add up to {int(n.sum())}, the days hold {len(days)} readings")
+    with np.errstate(over="ignore"):
+        ms, sub = np.divmod(days.ts_us, 1000)
+        latency_ms, latency_sub = np.divmod(days.received_us - days.ts_us, 1000)
+        columns = [
+            _ints_many(ms, n),
+            _ints_many(sub, n),
+            _ints_many(days.seq, n),
+            _bits_many(days.is_on, n),
+            _ints_many(days.dim, n),
+            *(_reals_many(*_pair(days, name), n) for name in _REALS[:4]),
+            _int_columns_many(*days.energy_wh, n),
+            *(_reals_many(*_pair(days, name), n) for name in _REALS[4:]),
+            _int_columns_many(*days.rssi_dbm, n),
+            _words_many(days.mode, n),
+            _words_many(days.faults, n),
+            _ints_many(latency_ms, n),
+            _ints_many(latency_sub, n),
+        ]
+    compress = _compressor.compress
+    return [
+        compress(struct.pack("<BI", CODEC, size) + b"".join(parts))
+        for size, *parts in zip(n.tolist(), *columns, strict=True)
+    ]
+
+
+def _pair(days: LampDay, name: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+    values, present = getattr(days, name)
+    return values, present
+
+
+def _bits_many(flags: npt.NDArray[np.bool_], lengths: npt.NDArray[np.int64]) -> list[bytes]:
+    out: list[bytes] = []
+    at = 0
+    for m in lengths.tolist():
+        out.append(np.packbits(flags[at : at + m]).tobytes())
+        at += m
+    return out

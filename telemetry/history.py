@@ -28,7 +28,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from telemetry.binary import array_column
-from telemetry.daypack import CODEC, LampDay, pack, unpack
+from telemetry.daypack import CODEC, LampDay, pack_many, unpack
 from telemetry.errors import TelemetryError
 
 __all__ = ["CompactionBusy", "CompactionReport", "compact", "compact_day", "pending_days", "read_lamp"]
@@ -116,68 +116,69 @@ def pending_days(conn: psycopg.Connection, before: date) -> list[date]:
     return sorted(days)
 
 
-def _lamp_days(cols: dict[str, npt.NDArray[Any]], odd: list[Any]) -> dict[int, LampDay]:
-    """The raw readings of a range of lamps as one LampDay per lamp; `odd` holds the [mode, faults] of the
-    readings marked odd, in the order the columns came."""
+def _range_days(cols: dict[str, npt.NDArray[Any]], odd: list[Any]) -> tuple[LampDay, list[int], list[int]]:
+    """The raw readings of a range of lamps as one LampDay laid lamp after lamp, each lamp's in (ts, seq) order,
+    with the lamps' numbers and their readings' counts; `odd` holds the [mode, faults] of the readings marked odd,
+    in the order the columns came."""
     if len(odd) != int(cols["odd"].sum()):
         raise TelemetryError(f"read {int(cols['odd'].sum())} readings with a mode or faults, and {len(odd)} of them")
     order = np.lexsort((cols["seq"], cols["ts"], cols["lamp_no"]))
-    position = np.empty(len(order), dtype=np.int64)
-    position[order] = np.arange(len(order))
-    theirs = dict(zip(position[np.flatnonzero(cols["odd"])].tolist(), odd, strict=True))
-    cols = {name: column[order] for name, column in cols.items()}
     n = len(order)
+    mode: list[str | None] = ["auto"] * n
+    faults: list[tuple[str, ...]] = [()] * n
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(n)
+    for at, (m, f) in zip(position[np.flatnonzero(cols["odd"])].tolist(), odd, strict=True):
+        mode[at], faults[at] = m, tuple(f)
+    cols = {name: column[order] for name, column in cols.items()}
     lamp_no = cols["lamp_no"].astype(np.int64)
     nulls = cols["nulls"].astype(np.int64)
     present = {c: (nulls & (1 << i)) == 0 for i, c in enumerate(_NULLABLE)}
-    ts = cols["ts"].astype(np.int64) + _PG_EPOCH_US
-    received = cols["received_at"].astype(np.int64) + _PG_EPOCH_US
-    odd_at = np.flatnonzero(cols["odd"])
     starts = np.flatnonzero(np.r_[True, lamp_no[1:] != lamp_no[:-1]]) if n else np.zeros(0, dtype=np.intp)
-    ends = np.r_[starts[1:], n]
-    reals = {c: cols[c].astype(np.float32) for c in ("power_w", "voltage_v", "current_a", "power_factor")}
-    reals.update({c: cols[c].astype(np.float32) for c in ("temp_c", "lux")})
-    ints = {c: cols[c].astype(np.int64) for c in ("energy_wh", "rssi_dbm")}
-    seq = cols["seq"].astype(np.int64)
-    is_on = cols["is_on"].astype(bool)
-    dim = cols["dim"].astype(np.int64)
-    out: dict[int, LampDay] = {}
-    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-        m = b - a
-        mode: list[str | None] = ["auto"] * m
-        faults: list[tuple[str, ...]] = [()] * m
-        for at in odd_at[np.searchsorted(odd_at, a) : np.searchsorted(odd_at, b)].tolist():
-            mode[at - a], found = theirs[at]
-            faults[at - a] = tuple(found)
-        values: dict[str, Any] = {c: (v[a:b], present[c][a:b]) for c, v in reals.items()}
-        values.update({c: (v[a:b], present[c][a:b]) for c, v in ints.items()})
-        out[int(lamp_no[a])] = LampDay(
-            ts_us=ts[a:b],
-            seq=seq[a:b],
-            is_on=is_on[a:b],
-            dim=dim[a:b],
-            mode=mode,
-            faults=faults,
-            received_us=received[a:b],
-            **values,
-        )
-    return out
-
-
-def _summary(no: int, day: date, d: LampDay) -> tuple[Any, ...]:
-    energy, has = d.energy_wh
-    known = energy[has]
-    return (
-        no,
-        day,
-        len(d),
-        _EPOCH + timedelta(microseconds=int(d.ts_us[0])),
-        _EPOCH + timedelta(microseconds=int(d.ts_us[-1])),
-        int(known[0]) if len(known) else None,
-        int(known[-1]) if len(known) else None,
-        CODEC,
-        pack(d),
+    values: dict[str, Any] = {
+        c: (cols[c].astype(np.float32), present[c])
+        for c in ("power_w", "voltage_v", "current_a", "power_factor", "temp_c", "lux")
+    }
+    values.update({c: (cols[c].astype(np.int64), present[c]) for c in ("energy_wh", "rssi_dbm")})
+    days = LampDay(
+        ts_us=cols["ts"].astype(np.int64) + _PG_EPOCH_US,
+        seq=cols["seq"].astype(np.int64),
+        is_on=cols["is_on"].astype(bool),
+        dim=cols["dim"].astype(np.int64),
+        mode=mode,
+        faults=faults,
+        received_us=cols["received_at"].astype(np.int64) + _PG_EPOCH_US,
+        **values,
     )
+    return days, lamp_no[starts].tolist(), np.diff(np.r_[starts, n]).tolist()
+
+
+def _summaries(day: date, lamps: list[int], days: LampDay, lengths: list[int]) -> list[tuple[Any, ...]]:
+    """The `lamp_history` rows of days laid end to end in `days`."""
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    energy, has = days.energy_wh
+    known = np.flatnonzero(has)
+    first_known = np.searchsorted(known, starts)  # each day's first reading with an energy count, if any …
+    last_known = np.searchsorted(known, ends) - 1  # … and its last
+    rows = []
+    for no, a, b, fk, lk, data in zip(
+        lamps, starts.tolist(), ends.tolist(), first_known.tolist(), last_known.tolist(), pack_many(days, lengths),
+        strict=True,
+    ):  # fmt: skip
+        with_energy = fk <= lk
+        rows.append((
+            no,
+            day,
+            b - a,
+            _EPOCH + timedelta(microseconds=int(days.ts_us[a])),
+            _EPOCH + timedelta(microseconds=int(days.ts_us[b - 1])),
+            int(energy[known[fk]]) if with_energy else None,
+            int(energy[known[lk]]) if with_energy else None,
+            CODEC,
+            data,
+        ))  # fmt: skip
+    return rows
 
 
 def _compact_range(conn: psycopg.Connection, day: date, first: int, end: int) -> tuple[int, int]:
@@ -190,23 +191,35 @@ def _compact_range(conn: psycopg.Connection, day: date, first: int, end: int) ->
         moved = len(cols["lamp_no"])
         if moved == 0:
             return 0, 0
-        days = _lamp_days(cols, odd or [])
-        known = cur.execute(
-            "DELETE FROM lamp_history WHERE day = %s AND lamp_no >= %s AND lamp_no < %s RETURNING lamp_no, data",
-            (day, first, end),
-        ).fetchall()
-        for no, data in known:
-            earlier = unpack(data)
-            days[no] = LampDay.concat([earlier, days[no]]) if no in days else earlier
+        days, lamps, lengths = _range_days(cols, odd or [])
+        rows = _summaries(day, lamps, days, lengths)
+        # Lamp-days packed by an earlier run (late readings, a redelivery): unpacked, merged and packed again.
+        known: dict[int, bytes] = dict(
+            cur.execute(
+                "DELETE FROM lamp_history WHERE day = %s AND lamp_no >= %s AND lamp_no < %s RETURNING lamp_no, data",
+                (day, first, end),
+            ).fetchall()
+        )
+        if known:
+            starts = dict(zip(lamps, np.cumsum([0, *lengths[:-1]]).tolist(), strict=True))
+            counts = dict(zip(lamps, lengths, strict=True))
+            kept = [r for r in rows if r[0] not in known]
+            for no, data in known.items():
+                parts = [unpack(data)]
+                if no in starts:
+                    parts.append(days.take(np.arange(starts[no], starts[no] + counts[no])))
+                merged = LampDay.concat(parts)
+                kept += _summaries(day, [no], merged, [len(merged)])
+            rows = sorted(kept, key=lambda r: int(r[0]))
         with cur.copy(
             "COPY lamp_history (lamp_no, day, readings, first_ts, last_ts, energy_first_wh, energy_last_wh, "
             "codec, data) FROM STDIN (FORMAT binary)"
         ) as cp:
             cp.set_types(["integer", "date", "integer", "timestamptz", "timestamptz", "bigint", "bigint",
                           "smallint", "bytea"])  # fmt: skip
-            for no in sorted(days):
-                cp.write_row(_summary(no, day, days[no]))
-    return moved, len(days)
+            for row in rows:
+                cp.write_row(row)
+    return moved, len(rows)
 
 
 def compact_day(

@@ -19,7 +19,7 @@ import numpy as np
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api.app import create_app
@@ -28,7 +28,7 @@ from lamplighter.runtime import Endpoints
 from seeds.generator import generate
 from seeds.loader import load
 from telemetry.database import Database
-from telemetry.daypack import LampDay, pack, unpack
+from telemetry.daypack import LampDay, pack, pack_many, unpack
 from telemetry.schema import has_timescaledb
 from telemetry.store import TelemetryStore, load_registry
 from tests.auth import sign_in
@@ -286,3 +286,29 @@ def test_a_packed_day_unpacks_to_the_same_bits(day: LampDay) -> None:
         assert (got_present == present).all()
         assert (got[present].view(np.int32) == values[present].view(np.int32)).all(), name  # -0.0 stays -0.0
     assert back.rows() == day.rows()
+
+
+@given(st.lists(_days(), min_size=1, max_size=4))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+def test_many_days_packed_at_once_are_the_bytes_of_each_packed_alone(days: list[LampDay]) -> None:
+    def cat(name: str) -> Any:
+        return np.concatenate([getattr(d, name) for d in days])
+
+    def cat2(name: str) -> Any:
+        return (
+            cat(name)
+            if not isinstance(getattr(days[0], name), tuple)
+            else (
+                np.concatenate([getattr(d, name)[0] for d in days]),
+                np.concatenate([getattr(d, name)[1] for d in days]),
+            )
+        )
+
+    names = ("ts_us", "seq", "is_on", "dim", "power_w", "voltage_v", "current_a", "power_factor", "energy_wh",
+             "temp_c", "lux", "rssi_dbm", "received_us")  # fmt: skip
+    whole = LampDay(
+        **{name: cat2(name) for name in names},
+        mode=[m for d in days for m in d.mode],
+        faults=[f for d in days for f in d.faults],
+    )
+    assert pack_many(whole, [len(d) for d in days]) == [pack(d) for d in days]
