@@ -30,6 +30,10 @@ _decompressor = zstandard.ZstdDecompressor()
 
 # The columns of `lamp_readings` after (ts, lamp_no), in order, with their kinds.
 _REALS = ("power_w", "voltage_v", "current_a", "power_factor", "temp_c", "lux")
+# LampDay's fields: arrays, (values, present) pairs of the nullable columns, and lists.
+_PLAIN = ("ts_us", "seq", "is_on", "dim", "received_us")
+_MASKED = ("power_w", "voltage_v", "current_a", "power_factor", "energy_wh", "temp_c", "lux", "rssi_dbm")
+_LISTS = ("mode", "faults")
 
 
 @dataclass
@@ -58,59 +62,26 @@ class LampDay:
 
     def take(self, index: npt.NDArray[np.intp]) -> LampDay:
         """The readings at `index`, in that order."""
-
-        def pair(p: tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]) -> Any:
-            return p[0][index], p[1][index]
-
         idx = index.tolist()
-        return LampDay(
-            ts_us=self.ts_us[index],
-            seq=self.seq[index],
-            is_on=self.is_on[index],
-            dim=self.dim[index],
-            power_w=pair(self.power_w),
-            voltage_v=pair(self.voltage_v),
-            current_a=pair(self.current_a),
-            power_factor=pair(self.power_factor),
-            energy_wh=pair(self.energy_wh),
-            temp_c=pair(self.temp_c),
-            lux=pair(self.lux),
-            rssi_dbm=pair(self.rssi_dbm),
-            mode=[self.mode[i] for i in idx],
-            faults=[self.faults[i] for i in idx],
-            received_us=self.received_us[index],
+        parts: dict[str, Any] = {name: getattr(self, name)[index] for name in _PLAIN}
+        parts.update({name: (getattr(self, name)[0][index], getattr(self, name)[1][index]) for name in _MASKED})
+        parts.update({name: [getattr(self, name)[i] for i in idx] for name in _LISTS})
+        return LampDay(**parts)
+
+    @staticmethod
+    def joined(days: Sequence[LampDay]) -> LampDay:
+        """The readings of several laid end to end, as they are (the input of `pack_many`)."""
+        parts: dict[str, Any] = {name: np.concatenate([getattr(d, name) for d in days]) for name in _PLAIN}
+        parts.update(
+            {name: tuple(np.concatenate([getattr(d, name)[k] for d in days]) for k in (0, 1)) for name in _MASKED}
         )
+        parts.update({name: [x for d in days for x in getattr(d, name)] for name in _LISTS})
+        return LampDay(**parts)
 
     @staticmethod
     def concat(days: Sequence[LampDay]) -> LampDay:
         """The readings of several, sorted by (ts, seq) with repeats of the same (ts, seq) kept once."""
-
-        def cat(name: str) -> Any:
-            return np.concatenate([getattr(d, name) for d in days])
-
-        def cat2(name: str) -> Any:
-            return (
-                np.concatenate([getattr(d, name)[0] for d in days]),
-                np.concatenate([getattr(d, name)[1] for d in days]),
-            )
-
-        whole = LampDay(
-            ts_us=cat("ts_us"),
-            seq=cat("seq"),
-            is_on=cat("is_on"),
-            dim=cat("dim"),
-            power_w=cat2("power_w"),
-            voltage_v=cat2("voltage_v"),
-            current_a=cat2("current_a"),
-            power_factor=cat2("power_factor"),
-            energy_wh=cat2("energy_wh"),
-            temp_c=cat2("temp_c"),
-            lux=cat2("lux"),
-            rssi_dbm=cat2("rssi_dbm"),
-            mode=[m for d in days for m in d.mode],
-            faults=[f for d in days for f in d.faults],
-            received_us=cat("received_us"),
-        )
+        whole = LampDay.joined(days)
         order = np.lexsort((whole.seq, whole.ts_us))
         ts, seq = whole.ts_us[order], whole.seq[order]
         first = np.ones(len(order), dtype=bool)

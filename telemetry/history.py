@@ -1,13 +1,16 @@
 """Compact history on plain PostgreSQL: each lamp's day of readings as one packed row, read back as readings.
 
 Readings older than a few days (`compact_after_days`) move out of the daily partitions of `lamp_readings` into
-`lamp_history`, one row per lamp and UTC day holding the day packed by `telemetry.daypack` (about 6–7 bytes a
-reading instead of about 160). The move goes a range of lamps at a time, each range in one transaction that
-deletes the range's raw readings and takes them in the same statement, merges them with what that lamp-day
-already has in compact form and writes the packed rows. A crash anywhere rolls the range back whole, so
-a reading is always in one form or the other, never lost; a redelivered duplicate that arrives after its day was
-packed is dropped by the readers (same lamp, ts and seq) and merged away by the next run. Once a day's partition
-is empty it is truncated (`telemetry_reclaim`), which gives its disk back at once.
+`lamp_history`, one row per lamp and UTC day holding the day packed by `telemetry.daypack` (under 10 bytes a
+reading instead of about 175). A day moves in two steps. First its lamps are packed a range at a time, each range
+in its own transaction, merged with what that lamp-day already has in compact form; the raw rows stay (a range's
+rows are scattered over every page of the day's partition, so deleting them would rewrite the whole partition
+for each range). Then, in one transaction holding off writers to the day, whatever was written since the day's
+first snapshot is packed too and the partition is truncated (`telemetry_reclaim`), which gives its disk back at
+once. Until that commits the day is in both forms and readers take each reading once (same lamp, ts and seq); a
+run stopped anywhere leaves every reading in at least one form, and the next run packs the day again over what
+is there, so nothing is lost and nothing is stored twice once it is done. A reading redelivered or sent late
+after its day was packed lands raw again, is read once, and is merged in by the next run.
 
 `read_lamp` is how everything reads a lamp's readings: both forms, merged, in (ts, seq) order. With TimescaleDB
 nothing here runs: its own compression does the same job on the hypertable, and the readings stay where they are.
@@ -39,11 +42,10 @@ _LOCK = 7426003  # one compaction at a time per database
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in µs since 1970: binary timestamptz counts from there
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NULLABLE = ("power_w", "voltage_v", "current_a", "power_factor", "energy_wh", "temp_c", "lux", "rssi_dbm")
-# A range's readings, deleted and returned in one statement (one pass over the index and the rows), as one row of
-# arrays in binary (`array_send`): every column fixed-width and never NULL (NULLs as zeros plus a bitmap), so
-# numpy takes each as it comes, without a Python object per reading. `odd` marks the readings whose mode or faults
-# are not the usual ones; theirs come in the last column, as JSON, in the same order (one aggregate node feeds
-# every aggregate the same rows in the same order).
+# A range's readings as one row of arrays in binary (`array_send`): every column fixed-width and never NULL (NULLs
+# as zeros plus a bitmap), so numpy takes each as it comes, without a Python object per reading. `odd` marks the
+# readings whose mode or faults are not the usual ones; theirs come in the last column, as JSON, in the same order
+# (one aggregate node feeds every aggregate the same rows in the same order).
 _ODD = "(mode IS DISTINCT FROM 'auto' OR cardinality(faults) > 0)"
 _RAW_FIELDS = [
     ("lamp_no", "lamp_no", ">i4"),
@@ -63,14 +65,12 @@ _RAW_FIELDS = [
     ("received_at", "received_at", ">i8"),
     ("odd", _ODD, "?"),
 ]
-_TAKE = """
-WITH gone AS (
-    DELETE FROM lamp_readings
-    WHERE ts >= %(lo)s AND ts < %(hi)s AND lamp_no >= %(first)s AND lamp_no < %(end)s
-    RETURNING *
+_ARRAYS = "SELECT {}, json_agg(json_build_array(mode, faults)) FILTER (WHERE {}) FROM {{}} WHERE {{}}".format(
+    ", ".join(f"array_send(array_agg({expr}))" for _, expr, _ in _RAW_FIELDS), _ODD
 )
-SELECT {}, json_agg(json_build_array(mode, faults)) FILTER (WHERE {}) FROM gone
-""".format(", ".join(f"array_send(array_agg({expr}))" for _, expr, _ in _RAW_FIELDS), _ODD)
+_RANGE = "ts >= %(lo)s AND ts < %(hi)s AND lamp_no >= %(first)s AND lamp_no < %(end)s"
+# Readings written by transactions the day's first snapshot did not see: perhaps after their range was read.
+_SINCE = "ts >= %(lo)s AND ts < %(hi)s AND age(xmin) <= age(%(xmin)s::text::xid)"
 _COLUMNS = (
     "ts, seq, is_on AS on, dim, power_w, voltage_v, current_a, power_factor, energy_wh, temp_c, lux, rssi_dbm, "
     "mode, faults, received_at"
@@ -181,45 +181,75 @@ def _summaries(day: date, lamps: list[int], days: LampDay, lengths: list[int]) -
     return rows
 
 
+_Range = tuple[LampDay, list[int], list[int]]
+
+
+def _arrays(cur: psycopg.Cursor[Any], relation: str, where: str, args: dict[str, Any]) -> _Range:
+    """The readings of `relation` matching `where`, as `_range_days` lays them out."""
+    query = _ARRAYS.format(relation, where)
+    row: tuple[Any, ...] = cur.execute(query, args, binary=True).fetchone() or ()
+    *arrays, odd = row
+    cols = {name: array_column(a, kind) for (name, _, kind), a in zip(_RAW_FIELDS, arrays, strict=True)}
+    return _range_days(cols, odd or [])
+
+
+def _pack_into_history(cur: psycopg.Cursor[Any], day: date, days: LampDay, lamps: list[int], lengths: list[int]) -> int:
+    """Write the lamp-days of `days` into `lamp_history`, merged with what it holds for those lamps already (an
+    earlier run stopped halfway, late readings): each reading once. Returns the lamp-days written."""
+    if not lamps:
+        return 0
+    rows = _summaries(day, lamps, days, lengths)
+    known: dict[int, bytes] = dict(
+        cur.execute(
+            "DELETE FROM lamp_history WHERE day = %s AND lamp_no = ANY(%s) RETURNING lamp_no, data", (day, lamps)
+        ).fetchall()
+    )
+    if known:
+        starts = dict(zip(lamps, np.cumsum([0, *lengths[:-1]]).tolist(), strict=True))
+        counts = dict(zip(lamps, lengths, strict=True))
+        rows = [r for r in rows if r[0] not in known]
+        for no, data in known.items():
+            merged = LampDay.concat([unpack(data), days.take(np.arange(starts[no], starts[no] + counts[no]))])
+            rows += _summaries(day, [no], merged, [len(merged)])
+    with cur.copy(
+        "COPY lamp_history (lamp_no, day, readings, first_ts, last_ts, energy_first_wh, energy_last_wh, codec, data) "
+        "FROM STDIN (FORMAT binary)"
+    ) as cp:
+        cp.set_types(["integer", "date", "integer", "timestamptz", "timestamptz", "bigint", "bigint",
+                      "smallint", "bytea"])  # fmt: skip
+        for row in sorted(rows, key=lambda r: int(r[0])):
+            cp.write_row(row)
+    return len(rows)
+
+
 def _compact_range(conn: psycopg.Connection, day: date, first: int, end: int) -> tuple[int, int]:
-    """Move the raw readings of lamps [first, end) on `day` into the compact form: (readings moved, lamp-days)."""
+    """Pack the raw readings of lamps [first, end) on `day` into `lamp_history` (the raw rows stay until the day
+    is done): (readings packed, lamp-days written)."""
     lo, hi = _day_bounds(day)
-    args = {"lo": lo, "hi": hi, "first": first, "end": end}
     with conn.transaction(), conn.cursor() as cur:
-        *arrays, odd = cur.execute(_TAKE, args, binary=True).fetchone() or ()
-        cols = {name: array_column(a, kind) for (name, _, kind), a in zip(_RAW_FIELDS, arrays, strict=True)}
-        moved = len(cols["lamp_no"])
-        if moved == 0:
-            return 0, 0
-        days, lamps, lengths = _range_days(cols, odd or [])
-        rows = _summaries(day, lamps, days, lengths)
-        # Lamp-days packed by an earlier run (late readings, a redelivery): unpacked, merged and packed again.
-        known: dict[int, bytes] = dict(
-            cur.execute(
-                "DELETE FROM lamp_history WHERE day = %s AND lamp_no >= %s AND lamp_no < %s RETURNING lamp_no, data",
-                (day, first, end),
-            ).fetchall()
-        )
-        if known:
-            starts = dict(zip(lamps, np.cumsum([0, *lengths[:-1]]).tolist(), strict=True))
-            counts = dict(zip(lamps, lengths, strict=True))
-            kept = [r for r in rows if r[0] not in known]
-            for no, data in known.items():
-                parts = [unpack(data)]
-                if no in starts:
-                    parts.append(days.take(np.arange(starts[no], starts[no] + counts[no])))
-                merged = LampDay.concat(parts)
-                kept += _summaries(day, [no], merged, [len(merged)])
-            rows = sorted(kept, key=lambda r: int(r[0]))
-        with cur.copy(
-            "COPY lamp_history (lamp_no, day, readings, first_ts, last_ts, energy_first_wh, energy_last_wh, "
-            "codec, data) FROM STDIN (FORMAT binary)"
-        ) as cp:
-            cp.set_types(["integer", "date", "integer", "timestamptz", "timestamptz", "bigint", "bigint",
-                          "smallint", "bytea"])  # fmt: skip
-            for row in rows:
-                cp.write_row(row)
-    return moved, len(rows)
+        days, lamps, lengths = _arrays(cur, "lamp_readings", _RANGE, {"lo": lo, "hi": hi, "first": first, "end": end})
+        return len(days), _pack_into_history(cur, day, days, lamps, lengths)
+
+
+def _finish_day(conn: psycopg.Connection, day: date, xmin: str) -> int:
+    """With the day's raw rows locked against writers: pack what arrived since the day's first snapshot (rows
+    written after their lamps' range was read, or not), then empty the day's raw rows, all in one transaction.
+    Returns the lamp-days written again."""
+    lo, hi = _day_bounds(day)
+    part = f"lamp_readings_{day:%Y%m%d}"
+    with conn.transaction(), conn.cursor() as cur:
+        own = cur.execute("SELECT to_regclass(%s) IS NOT NULL", (part,)).fetchone() == (True,)
+        # The day's own partition (its rows go with it), or the default one, where a day before the partitions
+        # began keeps its few strays (those rows are deleted).
+        relation = part if own else "lamp_readings_default"
+        cur.execute(f'LOCK TABLE "{relation}" IN SHARE ROW EXCLUSIVE MODE')
+        days, lamps, lengths = _arrays(cur, f'"{relation}"', _SINCE, {"lo": lo, "hi": hi, "xmin": xmin})
+        written = _pack_into_history(cur, day, days, lamps, lengths)
+        if own:
+            cur.execute("SELECT telemetry_reclaim(%s)", (day,))
+        else:
+            cur.execute("DELETE FROM lamp_readings_default WHERE ts >= %s AND ts < %s", (lo, hi))
+    return written
 
 
 def compact_day(
@@ -229,25 +259,30 @@ def compact_day(
     chunk_lamps: int = 5000,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[int, int]:
-    """Move one UTC day's raw lamp readings into the compact form, `chunk_lamps` lamp numbers per transaction;
-    `progress(done, total)` in lamp numbers after each. Returns (readings moved, lamp-days written)."""
+    """Move one UTC day's raw lamp readings into the compact form: `chunk_lamps` lamp numbers per transaction
+    packed (the raw rows left as they are: deleting rows scattered over every page of the day would rewrite all
+    of them), then, in one transaction, whatever arrived meanwhile packed too and the day's raw rows emptied at
+    once. Until that commits both forms hold the day, and readers take each reading once; a run stopped before
+    it leaves the raw day whole, and the next run packs it again over what is there. `progress(done, total)` in
+    lamp numbers. Returns (readings packed, lamp-days written)."""
     lo, hi = _day_bounds(day)
     row = conn.execute(
-        "SELECT min(lamp_no), max(lamp_no) FROM lamp_readings WHERE ts >= %s AND ts < %s", (lo, hi)
+        "SELECT min(lamp_no), max(lamp_no), mod(pg_snapshot_xmin(pg_current_snapshot())::text::bigint, 4294967296) "
+        "FROM lamp_readings WHERE ts >= %s AND ts < %s",
+        (lo, hi),
     ).fetchone()
     conn.commit()
-    moved = lamp_days = 0
     if row is None or row[0] is None:
         return 0, 0
-    first, last = int(row[0]), int(row[1])
+    first, last, xmin = int(row[0]), int(row[1]), str(max(int(row[2]), 3))  # xids below 3 are special
+    moved = lamp_days = 0
     for start in range(first, last + 1, chunk_lamps):
         m, d = _compact_range(conn, day, start, min(start + chunk_lamps, last + 1))
         moved += m
         lamp_days += d
         if progress is not None:
             progress(min(start + chunk_lamps, last + 1) - first, last + 1 - first)
-    with conn.transaction():
-        conn.execute("SELECT telemetry_reclaim(%s)", (day,))
+    _finish_day(conn, day, xmin)
     return moved, lamp_days
 
 

@@ -661,22 +661,15 @@ ALTER TABLE lamp_history ALTER COLUMN data SET STORAGE MAIN;
 ALTER TABLE lamp_history SET (toast_tuple_target = 8160);
 CREATE INDEX IF NOT EXISTS lamp_history_day_idx ON lamp_history USING brin (day);
 
--- A day's partition emptied by the compaction is truncated, which gives its disk back at once (the rows the
--- compaction deleted would otherwise wait for VACUUM). Under an exclusive lock, and only if it is empty: a late
--- reading that arrived meanwhile keeps the partition as it is until the next run.
+-- The compaction's last step for a day (telemetry.history): its raw partition emptied at once, which gives the disk
+-- back, where deleting rows scattered over every page would rewrite all of them. The caller has packed every row
+-- into lamp_history in the same transaction, holding a lock that keeps writers out; TRUNCATE takes the rest.
 CREATE OR REPLACE FUNCTION telemetry_reclaim(day date) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
 DECLARE
     part text := 'lamp_readings_' || to_char(day, 'YYYYMMDD');
-    busy boolean;
 BEGIN
     IF to_regclass(part) IS NULL THEN
-        RETURN false;
-    END IF;
-    PERFORM set_config('lock_timeout', '2s', true);
-    EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', part);
-    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I)', part) INTO busy;
-    IF busy THEN
         RETURN false;
     END IF;
     EXECUTE format('TRUNCATE %I', part);

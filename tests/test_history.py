@@ -29,6 +29,7 @@ from seeds.generator import generate
 from seeds.loader import load
 from telemetry.database import Database
 from telemetry.daypack import LampDay, pack, pack_many, unpack
+from telemetry.history import compact_day
 from telemetry.schema import has_timescaledb
 from telemetry.store import TelemetryStore, load_registry
 from tests.auth import sign_in
@@ -197,15 +198,50 @@ async def test_a_compaction_killed_halfway_loses_and_repeats_nothing(city: Endpo
         packed = conn.execute("SELECT count(*) FROM lamp_history").fetchone()
         old_raw = conn.execute("SELECT count(*) FROM lamp_readings WHERE ts < %s", (_midnight(TODAY),)).fetchone()
         assert packed and packed[0] > 0 and old_raw and old_raw[0] > 0, "killed after it had finished"
+        # The day being packed is in both forms until its last step: every reading there, alike in both.
         halfway = _stored(conn)
-        assert len(halfway) == len(set((r[0], r[1], r[2]) for r in halfway)) == len(original)
-        assert sorted(halfway, key=repr) == original
+        assert sorted({repr(r): r for r in halfway}.values(), key=repr) == original
+        assert len(halfway) > len(original), "killed before any lamp-day was packed, or after the day was done"
 
     _compacted(city, "--chunk-lamps", "40")
     with psycopg.connect(city.database_url) as conn:
-        assert sorted(_stored(conn), key=repr) == original
+        assert sorted(_stored(conn), key=repr) == original  # each once
         assert conn.execute("SELECT count(*) FROM lamp_readings WHERE ts < %s", (_midnight(TODAY),)).fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM lamp_history").fetchone() == (2 * 150,)
+
+
+@pytest.mark.services
+@pytest.mark.asyncio
+async def test_a_reading_written_while_its_day_is_packed_is_kept(city: Endpoints) -> None:
+    messages = _city(city, lamps=20)
+    await _ingest(city, messages)
+    day = OLD_DAYS[0]
+    late = Message(
+        "sl/cd/lamp/XN-CD-000001/state",
+        json.dumps(
+            {"ts": int(_midnight(day).timestamp() * 1000) + 7, "seq": 99_999, "on": True, "dim": 100, "faults": []}
+        ).encode(),
+        int(datetime.now(UTC).timestamp() * 1000),
+    )
+    with psycopg.connect(city.database_url) as conn:
+        lamp_no = conn.execute("SELECT no FROM lamps WHERE id = 'XN-CD-000001'").fetchone()
+        assert lamp_no is not None
+        sent = []
+
+        def progress(done: int, total: int) -> None:  # between two ranges: lamp 1's range is packed already
+            if not sent:
+                sent.append(asyncio.run_coroutine_threadsafe(_ingest(city, [late]), loop).result(30))
+
+        loop = asyncio.get_running_loop()
+        await asyncio.to_thread(compact_day, conn, day, chunk_lamps=1, progress=progress)
+        assert sent
+        assert conn.execute(
+            "SELECT count(*) FROM lamp_readings WHERE ts < %s", (_midnight(day + timedelta(days=1)),)
+        ).fetchone() == (0,)
+        (data,) = conn.execute(
+            "SELECT data FROM lamp_history WHERE lamp_no = %s AND day = %s", (lamp_no[0], day)
+        ).fetchone() or (b"",)
+        assert 99_999 in unpack(data).seq.tolist()
 
 
 @pytest.mark.services
@@ -291,24 +327,4 @@ def test_a_packed_day_unpacks_to_the_same_bits(day: LampDay) -> None:
 @given(st.lists(_days(), min_size=1, max_size=4))
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 def test_many_days_packed_at_once_are_the_bytes_of_each_packed_alone(days: list[LampDay]) -> None:
-    def cat(name: str) -> Any:
-        return np.concatenate([getattr(d, name) for d in days])
-
-    def cat2(name: str) -> Any:
-        return (
-            cat(name)
-            if not isinstance(getattr(days[0], name), tuple)
-            else (
-                np.concatenate([getattr(d, name)[0] for d in days]),
-                np.concatenate([getattr(d, name)[1] for d in days]),
-            )
-        )
-
-    names = ("ts_us", "seq", "is_on", "dim", "power_w", "voltage_v", "current_a", "power_factor", "energy_wh",
-             "temp_c", "lux", "rssi_dbm", "received_us")  # fmt: skip
-    whole = LampDay(
-        **{name: cat2(name) for name in names},
-        mode=[m for d in days for m in d.mode],
-        faults=[f for d in days for f in d.faults],
-    )
-    assert pack_many(whole, [len(d) for d in days]) == [pack(d) for d in days]
+    assert pack_many(LampDay.joined(days), [len(d) for d in days]) == [pack(d) for d in days]
