@@ -12,14 +12,14 @@ __all__ = ["array_column", "binary_rows"]
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 
 
-def binary_rows(raw: bytes, fields: list[tuple[str, str]]) -> dict[str, npt.NDArray[Any]]:
+def binary_rows(raw: bytes | bytearray, fields: list[tuple[str, str]]) -> dict[str, npt.NDArray[Any]]:
     """Columns of a binary COPY whose fields are all fixed-width and never NULL (PostgreSQL's binary format: a
     header, then per row a field count and each field's length and bytes, then a -1 trailer). `fields` names
     each field with its numpy type (big-endian, as sent: ">i4", ">f8", "?" …)."""
     if not raw.startswith(_COPY_SIGNATURE):
         raise ValueError("not a binary COPY stream")
     extension = int.from_bytes(raw[15:19], "big")
-    body = raw[19 + extension : -2]
+    body = memoryview(raw)[19 + extension : -2]  # no copy: the columns are views of `raw`
     layout: list[tuple[str, str]] = [("_count", ">i2")]
     for name, kind in fields:
         layout += [(f"_{name}_len", ">i4"), (name, kind)]

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
-from telemetry.binary import binary_rows
+from telemetry.binary import array_column, binary_rows
 from telemetry.models import CabinetRow, LampRows
 
 __all__ = [
@@ -323,6 +323,14 @@ _INDEX_ROW = [
 ]
 
 
+def _read_all(cp: psycopg.Copy) -> bytearray:
+    """A COPY's output in one buffer, grown in place (a list of its chunks joined would hold it twice)."""
+    out = bytearray()
+    for chunk in cp:
+        out += chunk
+    return out
+
+
 def load_index(conn: psycopg.Connection) -> FleetIndex:
     """The inventory from PostgreSQL."""
     districts = [r[0] for r in conn.execute("SELECT code FROM districts ORDER BY code")]
@@ -333,10 +341,9 @@ def load_index(conn: psycopg.Connection) -> FleetIndex:
     cabinets = conn.execute("SELECT id, road_id, no, concentrator FROM cabinets ORDER BY no").fetchall()
     with conn.cursor() as cur:
         with cur.copy("COPY (SELECT id FROM lamps ORDER BY no) TO STDOUT") as cp:
-            text = b"".join(bytes(chunk) for chunk in cp).decode()
-        lamp_id = text.split("\n")[:-1]
+            lamp_id = _read_all(cp).decode().split("\n")[:-1]
         with cur.copy(_INDEX_COPY) as cp:
-            raw = b"".join(bytes(chunk) for chunk in cp)
+            raw = _read_all(cp)
     cols = binary_rows(raw, _INDEX_ROW)
     return FleetIndex(
         lamp_id=lamp_id,
@@ -431,26 +438,29 @@ def fetch_latest(
     if districts is not None:
         where.append("lamp_no IN (SELECT no FROM lamps WHERE district = ANY(%s))")
         args.append(list(districts))
+    faulty = "cardinality(faults) > 0"
     query = (
-        "SELECT array_agg(lamp_no), array_agg((extract(epoch FROM ts) * 1000)::bigint), array_agg(is_on), "
-        "array_agg(dim), array_agg(coalesce(power_w, 'NaN')), "
-        "array_agg(CASE WHEN cardinality(faults) > 0 THEN faults::text END), max(stored_at) FROM lamp_latest"
-        + (" WHERE " + " AND ".join(where) if where else "")
+        "SELECT array_send(array_agg(lamp_no)), array_send(array_agg((extract(epoch FROM ts) * 1000)::bigint)), "
+        "array_send(array_agg(is_on)), array_send(array_agg(dim)), "
+        "array_send(array_agg(coalesce(power_w, 'NaN'::real))), "
+        f"array_send(array_agg({faulty})), array_agg(faults::text) FILTER (WHERE {faulty}), max(stored_at) "
+        "FROM lamp_latest" + (" WHERE " + " AND ".join(where) if where else "")
     )
     row = conn.cursor(binary=True).execute(query, args).fetchone()
     if row is None or row[0] is None:
         empty = LampColumns.build(index, [], [], [], [], [], [])
         return empty, None
-    lamp_no, ts_ms, on, dim, power_w, faults, newest = row
+    lamp_no, ts_ms, on, dim, power_w, has_faults, faults, newest = row
+    has = array_column(has_faults, "?")
+    # '{code,code}' (fault codes are plain words), for the few lamps with any
+    mask = np.zeros(len(has), dtype=np.uint16)
+    mask[np.flatnonzero(has)] = [fault_mask(f[1:-1].split(",")) for f in faults or []]
     columns = LampColumns(
-        slots=index.slots(lamp_no),
-        ts_ms=np.array(ts_ms, dtype=np.int64),
-        on=np.array(on, dtype=np.bool_),
-        dim=np.array(dim, dtype=np.int16),
-        power_w=np.array(power_w, dtype=np.float32),
-        # '{code,code}' (fault codes are plain words) for the few lamps with any, NULL for the others
-        faults=np.fromiter(
-            (fault_mask(f[1:-1].split(",")) if f else 0 for f in faults), dtype=np.uint16, count=len(faults)
-        ),
+        slots=index.slots(array_column(lamp_no, ">i4").astype(np.int64)),
+        ts_ms=array_column(ts_ms, ">i8").astype(np.int64),
+        on=array_column(on, "?").astype(np.bool_),
+        dim=array_column(dim, ">i2").astype(np.int16),
+        power_w=array_column(power_w, ">f4").astype(np.float32),
+        faults=mask,
     )
     return columns, newest
