@@ -238,11 +238,11 @@ def run_storage_bench(settings: Settings, *, lamps: int, days: int) -> int:
             # What the compression policy does to the days once they are old enough, here at once (as the owner).
             t = time.monotonic()
             with psycopg.connect(ep.schema_url, autocommit=True) as owner:
-                owner.execute(
+                chunks = owner.execute(
                     "SELECT compress_chunk(c) FROM show_chunks('lamp_readings', older_than => %s::timestamptz) c",
                     (str(today),),
-                )
-            report = CompactionReport(days=span, readings=readings, seconds=time.monotonic() - t)
+                ).fetchall()
+            report = CompactionReport(days=span, readings=readings, lamp_days=len(chunks), seconds=time.monotonic() - t)
             compact_bytes, left, unit = _hypertable_size(conn), 0, "compressed chunks"
         else:
             with psycopg.connect(ep.database_url) as worker:
