@@ -115,7 +115,11 @@ class Sampler:
         self.last = b
         ts = dt.datetime.fromtimestamp(tick_ms / 1000, dt.UTC)
         due = int(b.city.due[0])
-        events = self.alerts.update(b)
+        # Sampled late (the process stalled while the clock ran on): the engine already holds reports from after
+        # the minute. Their time, not the minute's, starts a spell below target.
+        transit = int(_TRANSIT_REAL_S * 1000 * self.clock.speed)
+        heard = self.engine.heard_ms
+        events = self.alerts.update(b, evidence_ms=heard if heard > tick_ms + 2 * transit + 60_000 else None)
         for e in events:
             self._log(e)
         rows: list[SampleRow] = []

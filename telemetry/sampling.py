@@ -117,8 +117,13 @@ class BelowTarget:
     below_since: dict[tuple[str, str], int] = field(default_factory=dict)
     raised: set[tuple[str, str]] = field(default_factory=set)
 
-    def update(self, b: Breakdown) -> list[AlertEvent]:
+    def update(self, b: Breakdown, *, evidence_ms: int | None = None) -> list[AlertEvent]:
+        """`evidence_ms`: when the state behind `b` is newer than its minute (a minute sampled late, from reports
+        that came after it), the time those reports speak for. A spell below target starts no earlier than the
+        evidence, so a late minute cannot date back a fall that happened later (the schedule at the minute against
+        the devices as they are now)."""
         events: list[AlertEvent] = []
+        start_at = b.ts_ms if evidence_ms is None else max(b.ts_ms, evidence_ms)
         ts = dt.datetime.fromtimestamp(b.ts_ms / 1000, dt.UTC)
         for grouping, counts in (("city", b.city), ("district", b.district)):
             rate = counts.rate
@@ -127,7 +132,7 @@ class BelowTarget:
                 r = None if np.isnan(rate[i]) else float(rate[i])
                 target = float(counts.target[i])
                 if r is not None and r < target:
-                    start = self.below_since.setdefault(k, b.ts_ms)
+                    start = self.below_since.setdefault(k, start_at)
                     if k not in self.raised and b.ts_ms - start > self.after_ms:
                         self.raised.add(k)
                         since = dt.datetime.fromtimestamp(start / 1000, dt.UTC)

@@ -9,7 +9,8 @@ import pytest
 
 from telemetry.expected import Expected, UnknownScope
 from telemetry.fleet import FleetIndex, FleetState, fault_mask
-from telemetry.rate import CONDITIONS, breakdown, conditions, road_verdicts
+from telemetry.rate import CONDITIONS, Breakdown, Counts, breakdown, conditions, road_verdicts
+from telemetry.sampling import BelowTarget
 from telemetry.schedules import (
     DateException,
     Override,
@@ -307,3 +308,36 @@ def test_a_schedule_for_an_unknown_scope_is_refused() -> None:
     ix = fleet([("arterial", 1)])
     with pytest.raises(UnknownScope):
         Expected(ix, {("district", "zz"): ScheduleDoc(profile=Profile(mode="always"))})
+
+
+def _city_at(ts_ms: int, lit: int, dark: int) -> Breakdown:
+    def counts(keys: list[str]) -> Counts:
+        by = np.zeros((len(keys), len(CONDITIONS)), dtype=np.int64)
+        by[:, CONDITIONS.index("lit")], by[:, CONDITIONS.index("dark")] = lit, dark
+        return Counts(keys, by, np.full(len(keys), 98.0))
+
+    empty = counts([])
+    return Breakdown(ts_ms, counts(["all"]), empty, empty, empty, empty, None)
+
+
+def test_a_city_below_target_for_more_than_ten_minutes_raises_one_alert_and_clears_it() -> None:
+    watch, t0 = BelowTarget(), ms(NIGHT)
+    events = [e for m in range(12) for e in watch.update(_city_at(t0 + m * 60_000, 95, 5))]
+    assert [(e.kind, e.grouping, e.key, e.since) for e in events] == [
+        ("raised", "city", "all", dt.datetime.fromtimestamp(t0 / 1000, dt.UTC))
+    ]
+    assert events[0].ts == dt.datetime.fromtimestamp((t0 + 11 * 60_000) / 1000, dt.UTC) and events[0].rate == 95.0
+    assert [e.kind for e in watch.update(_city_at(t0 + 12 * 60_000, 99, 1))] == ["cleared"]
+
+
+def test_minutes_sampled_late_cannot_date_a_fall_back_before_the_reports_that_show_it() -> None:
+    """The process stalled at 18:45 and samples 18:46-18:59 at 19:01 from devices that went dark at 19:00: the
+    spell below target starts at 19:01, so the alert comes at 19:12 (the backfilled minutes alone raised one)."""
+    at = ms(dt.datetime(2026, 12, 1, 18, 46, tzinfo=CST))
+    now = ms(dt.datetime(2026, 12, 1, 19, 1, tzinfo=CST))
+    watch = BelowTarget()
+    late = [e for m in range(14) for e in watch.update(_city_at(at + m * 60_000, 90, 10), evidence_ms=now)]
+    assert late == []
+    on_time = [e for m in range(15, 27) for e in watch.update(_city_at(at + m * 60_000, 90, 10))]
+    assert [(e.kind, e.since) for e in on_time] == [("raised", dt.datetime.fromtimestamp(now / 1000, dt.UTC))]
+    assert on_time[0].ts == dt.datetime.fromtimestamp((now + 11 * 60_000) / 1000, dt.UTC)
