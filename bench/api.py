@@ -141,10 +141,15 @@ def run_api_bench(
                     stop = threading.Event()
                     results: list[dict[str, list[float]]] = []
 
-                    def poll(client: httpx2.Client) -> None:
-                        results.append(_time(client, stop, 0, every_s))
+                    def poll(client: httpx2.Client, offset_s: float) -> None:
+                        # Screens are not in step: each begins its rounds at its own point of the period. In
+                        # lockstep, the 40 calls of a round arrive together and queue behind one another.
+                        if not stop.wait(offset_s):
+                            results.append(_time(client, stop, 0, every_s))
 
-                    threads = [threading.Thread(target=poll, args=(c,)) for c in pool]
+                    threads = [
+                        threading.Thread(target=poll, args=(c, i * every_s / clients)) for i, c in enumerate(pool)
+                    ]
                     for t in threads:
                         t.start()
                     time.sleep(every_s)  # every client has begun

@@ -469,11 +469,27 @@ def _clock_argv(args: argparse.Namespace) -> list[str]:
     return ["--clock-start", args.clock_start, "--clock-speed", str(args.clock_speed)]
 
 
+def _give_way(nice: int) -> None:
+    """Lower this process's CPU priority to `nice`. On Linux each thread has its own and new ones take their
+    creator's, so every thread running now is lowered too."""
+    if nice <= os.getpriority(os.PRIO_PROCESS, 0):
+        return
+    try:
+        threads = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:  # no /proc: the calling thread, and the threads it starts from now on
+        threads = [0]
+    for tid in threads:
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
+    logger.info("gateway at nice %d (gateway_nice): on a shared machine the API and PostgreSQL go first", nice)
+
+
 def _run_gateway(settings: Settings, ep: Any, clock: Clock) -> None:
     from prometheus_client import start_http_server
 
     from lamplighter.runtime import GatewayProcess
 
+    _give_way(settings.gateway_nice)
     proc = GatewayProcess(settings, ep, clock=clock)
     start_http_server(settings.metrics_port, addr="127.0.0.1", registry=proc.metrics.registry)
     logger.info("gateway metrics at http://127.0.0.1:%d/metrics", settings.metrics_port)

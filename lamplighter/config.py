@@ -53,6 +53,9 @@ class Settings:
     # by their role under it (`…-ingest-{district}`, `…-commands`, `…-ops`) and leased to one process at a time.
     gateway_client_id: str = "lamplighter-gateway"
     gateway_instance: str = ""  # this process's own name (heartbeat, its own clients); "": prefix-host-pid
+    # The gateway's CPU priority (nice, 0-19): its queue in the broker absorbs a wait that the control room's calls
+    # should not see when they share a machine. Only lowered: a process already nicer keeps its own.
+    gateway_nice: int = 10
     batch_max: int = 10_000
     flush_interval_s: float = 0.25
     receive_maximum: int = 65_535
@@ -169,6 +172,8 @@ class Settings:
                 f"compact_after_days must be 0 (never) or less than retention_days ({self.retention_days}), got "
                 f"{self.compact_after_days}"
             )
+        if not 0 <= self.gateway_nice <= 19:
+            raise ConfigError(f"gateway_nice must be 0..19 (0: the default priority), got {self.gateway_nice}")
         if not 1 <= self.receive_maximum <= 65535:
             raise ConfigError(f"receive_maximum must be 1..65535 (an MQTT 5 limit), got {self.receive_maximum}")
 

@@ -9,6 +9,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
+import os
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -94,6 +95,11 @@ async def test_two_gateways_share_ingest_and_one_killed_loses_nothing(endpoints:
         api = stack.enter_context(TestClient(app))
         sign_in(api, url, "viewer")
         await wait_for(first.subscribed.is_set, 30, "the first gateway to subscribe")
+        # Each gives way to the API and PostgreSQL on a shared machine (gateway_nice, default 10), threads included.
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, first.proc.pid) == max(10, own)
+        threads = os.listdir(f"/proc/{first.proc.pid}/task")
+        assert len(threads) > 1 and {_nice(first.proc.pid, t) for t in threads} == {max(10, own)}
         second = _GatewayChild(endpoints, client_id)
         await wait_for(lambda: _shared_out(url, 2), 40, "the districts shared out between two gateways")
         n = 100_000
@@ -422,3 +428,9 @@ async def test_a_campaign_finishes_under_the_survivor_when_its_leader_is_sigkill
     assert (status["acked"], status["failed"], status["expired"]) == (total, 0, 0), status
     assert len(counter.per_lamp) == total
     assert max(counter.per_lamp.values()) <= 1 + retries, counter.per_lamp.most_common(3)
+
+
+def _nice(pid: int, thread: str) -> int:
+    """A thread's nice value, from /proc (field 19 of its stat line)."""
+    with open(f"/proc/{pid}/task/{thread}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])
