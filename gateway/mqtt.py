@@ -49,7 +49,7 @@ class MqttError(GatewayError, ConnectionError):
     kind = "unavailable"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)  # one per message: not frozen, which would make its __init__ three times dearer
 class AckToken:
     """What it takes to acknowledge one message: the connection it came on and its packet id."""
 
@@ -59,6 +59,8 @@ class AckToken:
 
 
 OnMessage = Callable[[str, bytes, int, "AckToken | None"], None]
+# Every PUBLISH of one socket read at once, as (topic, payload, qos, token): one call instead of one per message.
+OnMessages = Callable[[list[tuple[str, bytes, int, "AckToken | None"]]], None]
 
 
 class _Protocol(asyncio.Protocol):
@@ -79,6 +81,7 @@ class _Protocol(asyncio.Protocol):
         view = memoryview(self.buf)
         offset = 0
         owner = self.owner
+        publishes: list[mqtt5.PublishPacket] = []
         try:
             while offset < len(view):
                 try:
@@ -86,8 +89,8 @@ class _Protocol(asyncio.Protocol):
                 except IndexError:  # incomplete packet: wait for more bytes
                     break
                 offset += used
-                if isinstance(packet, mqtt5.PublishPacket):
-                    owner._deliver(packet)
+                if type(packet) is mqtt5.PublishPacket:
+                    publishes.append(packet)
                 elif isinstance(packet, mqtt5.ConnAckPacket):
                     self.connack.set_result(packet)
                 elif isinstance(packet, mqtt5.PubAckPacket):
@@ -104,6 +107,8 @@ class _Protocol(asyncio.Protocol):
         finally:
             view.release()
         del self.buf[:offset]
+        if publishes:
+            owner._deliver(publishes)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
@@ -127,6 +132,7 @@ class MqttSubscriber:
         session_expiry_s: int = 7 * 24 * 3600,
         keepalive_s: int = 30,
         on_puback: Callable[[int], None] | None = None,
+        on_messages: OnMessages | None = None,
     ) -> None:
         if not 1 <= receive_maximum <= 65535:
             raise GatewayError(f"receive_maximum must be 1..65535, got {receive_maximum}")
@@ -137,6 +143,7 @@ class MqttSubscriber:
         self.session_expiry_s = session_expiry_s
         self.keepalive_s = keepalive_s
         self._on_message = on_message
+        self._on_messages = on_messages  # when given, it takes each read's messages instead of `on_message`
         self._proto: _Protocol | None = None
         self.generation = 0
         self.on_puback = on_puback  # the broker acknowledged a QoS 1 PUBLISH of ours (its packet id)
@@ -144,11 +151,19 @@ class MqttSubscriber:
         self.connected = asyncio.Event()
         self.received = 0
 
-    def _deliver(self, p: mqtt5.PublishPacket) -> None:
-        self.received += 1
-        qos = int(p.qos.value) if hasattr(p.qos, "value") else int(p.qos)
-        token = AckToken(self.generation, p.packet_id, self) if qos and p.packet_id is not None else None
-        self._on_message(p.topic, p.payload, qos, token)
+    def _deliver(self, packets: list[mqtt5.PublishPacket]) -> None:
+        self.received += len(packets)
+        gen = self.generation
+        items = [
+            (p.topic, p.payload, qos, AckToken(gen, p.packet_id, self) if qos and p.packet_id is not None else None)
+            for p in packets
+            for qos in (int(p.qos),)
+        ]
+        if self._on_messages is not None:
+            self._on_messages(items)
+        else:
+            for item in items:
+                self._on_message(*item)
 
     def write(self, data: bytes) -> bool:
         """Send packets already encoded (for example QoS 1 PUBLISHes); False when not connected."""

@@ -69,6 +69,7 @@ class GatewayStats:
     rejected: int = 0
     statuses: int = 0
     batches: int = 0
+    most_in_flight: int = 0  # batches cut and not yet handed on at the same time, at most
 
 
 class Gateway:
@@ -87,6 +88,7 @@ class Gateway:
         retention_days: int = 90,
         on_committed: Callable[[Batch], None] | None = None,
         qos0_max: int = 100_000,
+        pipeline: int = 2,
     ) -> None:
         self.registry = registry
         # Called with each batch once it is committed (the in-memory fleet state follows the database).
@@ -105,8 +107,10 @@ class Gateway:
         self._qos0: collections.deque[Message] = collections.deque(maxlen=qos0_max)
         self.qos0_dropped = 0
         self._first_at = 0.0
-        self._inflight_since: float | None = None
-        self._inflight_ms: int | None = None
+        # Batches cut and not yet handed on: each one's first message's arrival (monotonic, clock ms).
+        self._inflight: collections.deque[tuple[float, int]] = collections.deque()
+        self.pipeline = pipeline
+        self._last: asyncio.Future[None] | None = None  # the newest batch's end: the next one acknowledges after it
         self.failing_batches = 0  # write attempts failed in a row: 0 while ingest is healthy
         self.metrics.oldest_uncommitted.set_function(self.oldest_uncommitted_s)
         self.metrics.failing_batches.set_function(lambda: self.failing_batches)
@@ -114,22 +118,35 @@ class Gateway:
 
     def on_message(self, topic: str, payload: bytes, qos: int, token: AckToken | None) -> None:
         """Called by the subscriber for every message, in arrival order."""
+        self.on_messages([(topic, payload, qos, token)])
+
+    def on_messages(self, items: list[tuple[str, bytes, int, AckToken | None]]) -> None:
+        """The messages of one socket read, in arrival order: (topic, payload, qos, token) each. They arrived
+        together, so they share one arrival time."""
+        now_ms, mono = self.clock.now_ms(), time.monotonic()
         if not self._pending and not self._qos0:
-            self._first_at = time.monotonic()
+            self._first_at = mono
             self._wake.set()
-        message = Message(topic, payload, self.clock.now_ms(), token, time.monotonic())
-        if qos == 0:
-            if len(self._qos0) == self._qos0.maxlen:
+        pending, qos0 = self._pending, self._qos0
+        for topic, payload, qos, token in items:
+            if qos:
+                pending.append(Message(topic, payload, now_ms, token, mono))
+                continue
+            if len(qos0) == qos0.maxlen:
                 self.qos0_dropped += 1
                 self.metrics.qos0_dropped.inc()
-            self._qos0.append(message)
-        else:
-            self._pending.append(message)
-        if len(self._pending) + len(self._qos0) >= self.max_batch:
+            qos0.append(Message(topic, payload, now_ms, token, mono))
+        if len(pending) + len(qos0) >= self.max_batch:
             self._wake.set()
 
     async def run(self) -> None:
-        """Cut and commit batches until cancelled; on cancel, commit what is pending first."""
+        """Cut and commit batches until cancelled; on cancel, commit what is pending first.
+
+        Up to `pipeline` batches are in flight: while PostgreSQL works on one, the next is decoded and sent on a
+        connection of its own. A lone gateway otherwise took turns with its database (each about half a core
+        busy while the broker's queue drained). Whatever order their commits finish in, batches are
+        acknowledged and handed on in the order they were cut."""
+        flushing: set[asyncio.Task[None]] = set()
         try:
             while True:
                 await self._wake.wait()
@@ -142,10 +159,17 @@ class Gateway:
                         async with asyncio.timeout(wait):  # not wait_for, which can lose a cancel (3.11)
                             await self._wake.wait()
                     self._wake.clear()
-                await self.flush()
+                while len(flushing) >= self.pipeline:
+                    done, flushing = await asyncio.wait(flushing, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()  # a batch's failure ends the loop, as it did with one batch at a time
+                task = asyncio.create_task(self._flush(*self._cut(), retry=True), name="ingest-batch")
+                flushing.add(task)
                 if self._pending or self._qos0:
                     self._wake.set()
         except asyncio.CancelledError:
+            if flushing:  # the batches in flight finish (or the broker redelivers them)
+                await asyncio.wait(flushing, timeout=5)
             if self._pending or self._qos0:
                 try:
                     await asyncio.wait_for(self.flush(retry=False), 5)
@@ -155,35 +179,74 @@ class Gateway:
 
     async def flush(self, *, retry: bool = True) -> None:
         """Commit the messages pending now (at most `max_batch`), then acknowledge them."""
+        await self._flush(*self._cut(), retry=retry)
+
+    def _cut(
+        self,
+    ) -> tuple[list[Message], tuple[float, int] | None, asyncio.Future[None] | None, asyncio.Future[None]]:
+        """Take the next batch: (its messages, its place among those in flight, the end of the batch before it,
+        its own end)."""
         messages = self._pending[: self.max_batch]
         self._pending = self._pending[self.max_batch :]
         while self._qos0 and len(messages) < self.max_batch:
             messages.append(self._qos0.popleft())
-        self._inflight_since = messages[0].received_mono if messages else None
-        self._inflight_ms = messages[0].received_ms if messages else None
         if self._pending or self._qos0:
             self._first_at = time.monotonic()
+        marker = (messages[0].received_mono, messages[0].received_ms) if messages else None
+        if marker is not None:
+            self._inflight.append(marker)
+            self.stats.most_in_flight = max(self.stats.most_in_flight, len(self._inflight))
+        previous, end = self._last, asyncio.get_running_loop().create_future()
+        self._last = end
+        return messages, marker, previous, end
+
+    async def _flush(
+        self,
+        messages: list[Message],
+        marker: tuple[float, int] | None,
+        previous: asyncio.Future[None] | None,
+        end: asyncio.Future[None],
+        *,
+        retry: bool,
+    ) -> None:
         m = self.metrics
         m.received.inc(len(messages))
         self.stats.received += len(messages)
         try:
-            parts = await self._commit(messages, self.clock.now_ms(), retry)
+            try:
+                parts = await self._commit(messages, self.clock.now_ms(), retry, previous)
+            finally:
+                if previous is not None:  # handed on in the order cut, whichever commit finished first
+                    await asyncio.shield(previous)
+            if marker is not None:
+                self._inflight.remove(marker)
+                marker = None
+            self._ack([msg.token for msg in messages if isinstance(msg.token, AckToken)])
+            for batch, result, n, elapsed in parts:
+                self._account(batch, result, n, elapsed)
+                if self.on_committed is not None:
+                    try:
+                        self.on_committed(batch)
+                    except Exception:  # a consumer's bug must not stop ingest; what is stored is stored
+                        logger.exception("a consumer of committed batches failed")
         finally:
-            self._inflight_since = self._inflight_ms = None
-        self._ack([msg.token for msg in messages if isinstance(msg.token, AckToken)])
-        for batch, result, n, elapsed in parts:
-            self._account(batch, result, n, elapsed)
-            if self.on_committed is not None:
-                try:
-                    self.on_committed(batch)
-                except Exception:  # a consumer's bug must not stop ingest; what is stored is stored
-                    logger.exception("a consumer of committed batches failed")
+            if marker is not None:
+                self._inflight.remove(marker)
+            if not end.done():
+                end.set_result(None)
+            if self._last is end:
+                self._last = None
 
-    async def _commit(self, messages: list[Message], now_ms: int, retry: bool) -> list[_Part]:
+    async def _commit(
+        self, messages: list[Message], now_ms: int, retry: bool, previous: asyncio.Future[None] | None = None
+    ) -> list[_Part]:
         """Decode and write `messages`, retrying while the database is away. A batch it refuses for what is in
         it is halved until the messages at fault are alone; each is then quarantined with the database's words,
-        and everything else is committed."""
+        and everything else is committed. Device statuses are applied in arrival order, so a batch holding any
+        waits for the batch before it to end first."""
         batch = decode_batch(messages, self.registry, now_ms=now_ms, retention_ms=self.retention_ms)
+        if batch.statuses and previous is not None:
+            await asyncio.shield(previous)
         backoff = Backoff(_RETRY_MIN_S, _RETRY_MAX_S)
         while True:
             started = time.perf_counter()
@@ -238,12 +301,14 @@ class Gateway:
     def ingested_through_ms(self) -> int:
         """Clock time up to which every message received is committed and handed on (`on_committed`)."""
         waiting = (self._pending[0] if self._pending else None, self._qos0[0] if self._qos0 else None)
-        oldest = [t for t in (self._inflight_ms, *(m.received_ms for m in waiting if m)) if t]
+        inflight = self._inflight[0][1] if self._inflight else None
+        oldest = [t for t in (inflight, *(m.received_ms for m in waiting if m)) if t]
         return min(oldest) - 1 if oldest else self.clock.now_ms()
 
     def oldest_uncommitted_s(self) -> float:
         """Age of the oldest message received and not yet committed (0 when nothing waits)."""
-        since = [t for t in (self._inflight_since, self._first_at if self._pending or self._qos0 else None) if t]
+        inflight = self._inflight[0][0] if self._inflight else None
+        since = [t for t in (inflight, self._first_at if self._pending or self._qos0 else None) if t]
         return max(0.0, time.monotonic() - min(since)) if since else 0.0
 
     def _account(self, batch: Batch, result: WriteResult, n_messages: int, elapsed: float) -> None:

@@ -27,6 +27,7 @@ from fieldnet.provision import Inventory, Provisioned, load_accounts, provision,
 from gateway.command_link import CommandLink
 from gateway.heartbeat import Heartbeat, PeerWatermarks, beat_forever
 from gateway.metrics import GatewayMetrics
+from gateway.mqtt import AckToken
 from gateway.retained import RetainedPublisher
 from gateway.service import Gateway
 from gateway.sessions import IngestSessions
@@ -303,6 +304,7 @@ class GatewayProcess:
             districts=districts,
             leases=self.leases,
             on_message=self._on_message,
+            on_messages=self._on_messages,
             gateways=self.leases.members,
             on_change=self._districts_changed,
             receive_maximum=settings.receive_maximum,
@@ -391,6 +393,9 @@ class GatewayProcess:
 
     def _on_message(self, topic: str, payload: bytes, qos: int, token: object) -> None:
         self.gateway.on_message(topic, payload, qos, token)  # type: ignore[arg-type]
+
+    def _on_messages(self, items: list[tuple[str, bytes, int, AckToken | None]]) -> None:
+        self.gateway.on_messages(items)
 
     # -- districts -------------------------------------------------------------------------------------------
 

@@ -135,35 +135,50 @@ def _ms_to_dt(ms: int) -> datetime:
 
 
 class TelemetryStore:
-    """Writes decoded batches on one dedicated async connection (the connection owns the staging tables)."""
+    """Writes decoded batches, each on a dedicated async connection of its own while it is written (a connection
+    owns its staging tables); as many connections as batches written at once, kept for the next ones."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._conn: psycopg.AsyncConnection | None = None
+        self._idle: list[psycopg.AsyncConnection] = []
+        self._busy: set[psycopg.AsyncConnection] = set()
 
     async def _connection(self) -> psycopg.AsyncConnection:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            if self._conn is not None:
-                logger.warning("telemetry store: database connection lost; reconnecting")
-            conn = await self.db.dedicated("ingest")
-            try:
-                async with conn.transaction():
-                    await conn.execute(_STAGING)
-            except BaseException:
-                await conn.close()
-                raise
-            self._conn = conn
-        return self._conn
+        while self._idle:
+            conn = self._idle.pop()
+            if not (conn.closed or conn.broken):
+                return conn
+            logger.warning("telemetry store: database connection lost; reconnecting")
+        conn = await self.db.dedicated("ingest")
+        try:
+            async with conn.transaction():
+                await conn.execute(_STAGING)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
+        for conn in [*self._idle, *self._busy]:
+            await conn.close()
+        self._idle.clear()
+        self._busy.clear()
 
     async def write(self, batch: Batch) -> WriteResult:
         """Commit one batch; raises psycopg.Error if the database refuses it (nothing of it is then stored)."""
+        conn = await self._connection()
+        self._busy.add(conn)
+        try:
+            result = await self._write(conn, batch)
+        finally:
+            self._busy.discard(conn)
+            if not (conn.closed or conn.broken):
+                self._idle.append(conn)
+        return result
+
+    async def _write(self, conn: psycopg.AsyncConnection, batch: Batch) -> WriteResult:
         lamps = batch.lamps
         lamps_written = cabinets_written = 0
-        conn = await self._connection()
         async with conn.transaction(), conn.cursor() as cur:
             if len(lamps):
                 async with cur.copy("COPY stage_lamp FROM STDIN (FORMAT BINARY)") as cp:

@@ -420,3 +420,46 @@ async def test_devices_seeded_while_the_gateway_runs_are_accepted(
         await asyncio.to_thread(_publish_readings, endpoints, ids, 600, client_id + "-pub")
         await wait_for(lambda: count(url, "SELECT count(*) FROM lamp_readings") == 600, 20, "readings of every lamp")
     assert count(url, "SELECT count(*) FROM quarantine") == 0
+
+
+@pytest.mark.asyncio
+async def test_batches_in_flight_together_keep_arrival_order(
+    endpoints: Endpoints, client_id: str, no_errors: None
+) -> None:
+    """Batches of 25 messages, two in flight at once: readings land once, every lamp's latest state is its last
+    report, and each device's status is the last one it sent (statuses follow arrival, not `ts`)."""
+    spec = seeded_spec(endpoints.database_url, 200)
+    url = endpoints.database_url
+    lamps = list(zip(spec.lamp_id, spec.lamp_district, strict=True))
+    now = Clock().now_ms()
+    messages: list[tuple[bytes, bytes]] = []
+    rounds = 10
+    for r in range(rounds):
+        for i, (lamp, district) in enumerate(lamps):
+            report = {"ts": now + r * 1000, "seq": r, "on": True, "dim": 100, "faults": []}
+            messages.append((f"sl/{district}/lamp/{lamp}/state".encode(), json.dumps(report).encode()))
+            if i < 50:  # ts going backwards on purpose: only the arrival order may decide
+                status = {"online": (r + i) % 2 == 0, "ts": now - r * 1000}
+                messages.append((f"sl/{district}/lamp/{lamp}/status".encode(), json.dumps(status).encode()))
+    settings = Settings(
+        database_url=url, mqtt_url=endpoints.mqtt_url, gateway_client_id=client_id, flush_interval_s=0.02, batch_max=25
+    )
+    proc = GatewayProcess(settings, endpoints)
+    task = asyncio.create_task(proc.run())
+    pub = RawPublisher(endpoints.as_("lamplighter-headend"), client_id + "-pipe")
+    try:
+        await asyncio.wait_for(proc.subscriber.connected.wait(), 10)
+        await asyncio.to_thread(pub.publish_batch, messages)
+        await wait_for(lambda: count(url, "SELECT count(*) FROM lamp_readings") >= rounds * len(lamps), 30, "readings")
+        await wait_for(lambda: proc.gateway.stats.statuses == rounds * 50, 10, "statuses")
+    finally:
+        pub.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert proc.gateway.stats.most_in_flight == 2, "the batches never overlapped: nothing was tested"
+    assert count(url, "SELECT count(*) FROM lamp_readings") == rounds * len(lamps)
+    assert count(url, f"SELECT count(*) FROM lamp_latest WHERE seq = {rounds - 1}") == len(lamps)
+    with psycopg.connect(url) as conn:
+        status = dict(conn.execute("SELECT device_id, online FROM device_status WHERE device_type = 'lamp'").fetchall())
+    assert status == {lamp: (rounds - 1 + i) % 2 == 0 for i, (lamp, _) in enumerate(lamps[:50])}
