@@ -75,7 +75,12 @@ def test_queue_filters_actions_and_refusals(
     c = _open(endpoints.database_url, cx[0], district="cx")
     body = client.get("/api/v1/tickets").json()
     assert body["total"] == 3 and [t["id"] for t in body["items"]] == [c, b, a]
+    page = client.get("/api/v1/tickets", params={"limit": 2, "offset": 2}).json()
+    assert page["total"] == 3 and [t["id"] for t in page["items"]] == [a]
+    past = client.get("/api/v1/tickets", params={"offset": 10}).json()
+    assert past["total"] == 3 and past["items"] == []
     first = body["items"][0]
+    assert "total_count" not in first
     assert set(first) >= {
         "id",
         "priority",
