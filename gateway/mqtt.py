@@ -27,7 +27,7 @@ from fieldnet.broker import Broker
 from telemetry.backoff import Backoff
 from telemetry.errors import Problem
 
-__all__ = ["DEVICE_TOPICS", "AckToken", "MqttError", "MqttSubscriber"]
+__all__ = ["DEVICE_TOPICS", "AckToken", "MqttError", "MqttSubscriber", "OnPackets"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,9 @@ class AckToken:
 
 
 OnMessage = Callable[[str, bytes, int, "AckToken | None"], None]
-# Every PUBLISH of one socket read at once, as (topic, payload, qos, token): one call instead of one per message.
-OnMessages = Callable[[list[tuple[str, bytes, int, "AckToken | None"]]], None]
+# Every PUBLISH of one socket read at once, with the connection they came on (for their acknowledgement tokens):
+# one call instead of one per message, and no object made per message but the caller's own.
+OnPackets = Callable[[list[mqtt5.PublishPacket], "MqttSubscriber"], None]
 
 
 class _Protocol(asyncio.Protocol):
@@ -132,7 +133,7 @@ class MqttSubscriber:
         session_expiry_s: int = 7 * 24 * 3600,
         keepalive_s: int = 30,
         on_puback: Callable[[int], None] | None = None,
-        on_messages: OnMessages | None = None,
+        on_packets: OnPackets | None = None,
     ) -> None:
         if not 1 <= receive_maximum <= 65535:
             raise GatewayError(f"receive_maximum must be 1..65535, got {receive_maximum}")
@@ -143,7 +144,7 @@ class MqttSubscriber:
         self.session_expiry_s = session_expiry_s
         self.keepalive_s = keepalive_s
         self._on_message = on_message
-        self._on_messages = on_messages  # when given, it takes each read's messages instead of `on_message`
+        self._on_packets = on_packets  # when given, it takes each read's messages instead of `on_message`
         self._proto: _Protocol | None = None
         self.generation = 0
         self.on_puback = on_puback  # the broker acknowledged a QoS 1 PUBLISH of ours (its packet id)
@@ -153,17 +154,13 @@ class MqttSubscriber:
 
     def _deliver(self, packets: list[mqtt5.PublishPacket]) -> None:
         self.received += len(packets)
-        gen = self.generation
-        items = [
-            (p.topic, p.payload, qos, AckToken(gen, p.packet_id, self) if qos and p.packet_id is not None else None)
-            for p in packets
-            for qos in (int(p.qos),)
-        ]
-        if self._on_messages is not None:
-            self._on_messages(items)
-        else:
-            for item in items:
-                self._on_message(*item)
+        if self._on_packets is not None:
+            self._on_packets(packets, self)
+            return
+        for p in packets:
+            qos = int(p.qos)
+            token = AckToken(self.generation, p.packet_id, self) if qos and p.packet_id is not None else None
+            self._on_message(p.topic, p.payload, qos, token)
 
     def write(self, data: bytes) -> bool:
         """Send packets already encoded (for example QoS 1 PUBLISHes); False when not connected."""

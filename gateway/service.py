@@ -21,12 +21,13 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+import mqtt5
 import numpy as np
 import psycopg
 
 from gateway.codec import Message, decode_batch, reject
 from gateway.metrics import GatewayMetrics
-from gateway.mqtt import AckToken
+from gateway.mqtt import AckToken, MqttSubscriber
 from telemetry.backoff import Backoff
 from telemetry.clock import Clock
 from telemetry.models import Batch, Registry
@@ -118,25 +119,42 @@ class Gateway:
 
     def on_message(self, topic: str, payload: bytes, qos: int, token: AckToken | None) -> None:
         """Called by the subscriber for every message, in arrival order."""
-        self.on_messages([(topic, payload, qos, token)])
+        mono = time.monotonic()
+        self._arrived(mono)
+        message = Message(topic, payload, self.clock.now_ms(), token, mono)
+        if qos:
+            self._pending.append(message)
+        else:
+            self._queue_qos0(message)
+        self._maybe_full()
 
-    def on_messages(self, items: list[tuple[str, bytes, int, AckToken | None]]) -> None:
-        """The messages of one socket read, in arrival order: (topic, payload, qos, token) each. They arrived
-        together, so they share one arrival time."""
+    def on_packets(self, packets: list[mqtt5.PublishPacket], source: MqttSubscriber) -> None:
+        """The PUBLISHes of one socket read on `source`, in arrival order; they share one arrival time. A QoS 1
+        message carries its packet id (QoS 0 has none)."""
         now_ms, mono = self.clock.now_ms(), time.monotonic()
+        self._arrived(mono)
+        gen, pending = source.generation, self._pending
+        for p in packets:
+            pid = p.packet_id
+            if pid is not None:
+                pending.append(Message(p.topic, p.payload, now_ms, AckToken(gen, pid, source), mono))
+            else:
+                self._queue_qos0(Message(p.topic, p.payload, now_ms, None, mono))
+        self._maybe_full()
+
+    def _arrived(self, mono: float) -> None:
         if not self._pending and not self._qos0:
             self._first_at = mono
             self._wake.set()
-        pending, qos0 = self._pending, self._qos0
-        for topic, payload, qos, token in items:
-            if qos:
-                pending.append(Message(topic, payload, now_ms, token, mono))
-                continue
-            if len(qos0) == qos0.maxlen:
-                self.qos0_dropped += 1
-                self.metrics.qos0_dropped.inc()
-            qos0.append(Message(topic, payload, now_ms, token, mono))
-        if len(pending) + len(qos0) >= self.max_batch:
+
+    def _queue_qos0(self, message: Message) -> None:
+        if len(self._qos0) == self._qos0.maxlen:
+            self.qos0_dropped += 1
+            self.metrics.qos0_dropped.inc()
+        self._qos0.append(message)
+
+    def _maybe_full(self) -> None:
+        if len(self._pending) + len(self._qos0) >= self.max_batch:
             self._wake.set()
 
     async def run(self) -> None:

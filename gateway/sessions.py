@@ -29,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 
 from fieldnet.broker import Broker
-from gateway.mqtt import AckToken, MqttSubscriber, OnMessage, OnMessages
+from gateway.mqtt import AckToken, MqttSubscriber, OnMessage, OnPackets
 from telemetry.leases import Leases
 
 __all__ = ["IngestSessions", "district_topics"]
@@ -59,13 +59,13 @@ class IngestSessions:
         on_change: Callable[[set[str], set[str]], None] | None = None,
         receive_maximum: int = 65535,
         balance_s: float = 2.0,
-        on_messages: OnMessages | None = None,
+        on_packets: OnPackets | None = None,
     ) -> None:
         self.broker, self.prefix = broker, prefix
         self.districts = sorted(districts)
         self.leases = leases
         self._on_message = on_message
-        self._on_messages = on_messages  # each socket read's messages in one call (see MqttSubscriber)
+        self._on_packets = on_packets  # each socket read's messages in one call (see MqttSubscriber)
         self._gateways = gateways  # how many gateways are alive, this one included
         self._on_change = on_change  # (gained, lost) districts, on this loop
         self.receive_maximum = receive_maximum
@@ -166,7 +166,7 @@ class IngestSessions:
             broker=self.broker,
             client_id=f"{self.prefix}-ingest-{district}",
             on_message=self._on_message,
-            on_messages=self._on_messages,
+            on_packets=self._on_packets,
             topics=district_topics(district),
             receive_maximum=self.receive_maximum,
         )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import mqtt5
 import psycopg
 
 from alerts.dispatch import Dispatcher, MqttTransport, NotifyTransport, WebhookTransport
@@ -27,7 +28,7 @@ from fieldnet.provision import Inventory, Provisioned, load_accounts, provision,
 from gateway.command_link import CommandLink
 from gateway.heartbeat import Heartbeat, PeerWatermarks, beat_forever
 from gateway.metrics import GatewayMetrics
-from gateway.mqtt import AckToken
+from gateway.mqtt import MqttSubscriber
 from gateway.retained import RetainedPublisher
 from gateway.service import Gateway
 from gateway.sessions import IngestSessions
@@ -304,7 +305,7 @@ class GatewayProcess:
             districts=districts,
             leases=self.leases,
             on_message=self._on_message,
-            on_messages=self._on_messages,
+            on_packets=self._on_packets,
             gateways=self.leases.members,
             on_change=self._districts_changed,
             receive_maximum=settings.receive_maximum,
@@ -394,8 +395,8 @@ class GatewayProcess:
     def _on_message(self, topic: str, payload: bytes, qos: int, token: object) -> None:
         self.gateway.on_message(topic, payload, qos, token)  # type: ignore[arg-type]
 
-    def _on_messages(self, items: list[tuple[str, bytes, int, AckToken | None]]) -> None:
-        self.gateway.on_messages(items)
+    def _on_packets(self, packets: list[mqtt5.PublishPacket], source: MqttSubscriber) -> None:
+        self.gateway.on_packets(packets, source)
 
     # -- districts -------------------------------------------------------------------------------------------
 
