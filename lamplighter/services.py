@@ -112,7 +112,7 @@ class PrivateServices:
     """A private broker and database cluster rooted at `root` (for example `.run/demo`)."""
 
     root: Path
-    pg_port: int = 55432
+    pg_port: int = 25432
     mqtt_port: int = 18830
     tls_port: int = 0  # the broker's TLS listener; 0: the port after mqtt_port
     database: str = "lamplighter"
