@@ -236,9 +236,6 @@ class Gateway:
             finally:
                 if previous is not None:  # handed on in the order cut, whichever commit finished first
                     await asyncio.shield(previous)
-            if marker is not None:
-                self._inflight.remove(marker)
-                marker = None
             self._ack([msg.token for msg in messages if isinstance(msg.token, AckToken)])
             for batch, result, n, elapsed in parts:
                 self._account(batch, result, n, elapsed)
@@ -247,7 +244,7 @@ class Gateway:
                         self.on_committed(batch)
                     except Exception:  # a consumer's bug must not stop ingest; what is stored is stored
                         logger.exception("a consumer of committed batches failed")
-        finally:
+        finally:  # nothing awaits between the hand-on above and here: no one sees it handed on yet in flight
             if marker is not None:
                 self._inflight.remove(marker)
             if not end.done():

@@ -43,7 +43,7 @@ from telemetry.lighting import LightingEngine, follow_forever
 from telemetry.models import Batch, Registry
 from telemetry.sampler import Sampler
 from telemetry.sampling import OPS_TOPIC
-from telemetry.schema import has_timescaledb, maintain_partitions, migrate, role_problems
+from telemetry.schema import maintain_partitions, migrate, role_problems
 from telemetry.store import TelemetryStore, inventory_version, load_registry, prune_quarantine
 
 __all__ = ["Endpoints", "GatewayProcess", "bench_city", "endpoints", "private_services", "warn_privileges"]
@@ -238,10 +238,6 @@ def provision_private(ep: Endpoints, conn: psycopg.Connection) -> Provisioned | 
     done = provision(ep.key(), ep.accounts.parent, Inventory.from_db(conn))
     reload(ep.accounts.parent / "pid")
     return done
-
-
-def _pending_days(conn: psycopg.Connection, *, before: dt.date) -> list[dt.date]:
-    return [] if has_timescaledb(conn) else pending_days(conn, before)
 
 
 class GatewayProcess:
@@ -560,7 +556,7 @@ class GatewayProcess:
         while True:
             before = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=self.settings.compact_after_days)
             try:
-                days = await self.db.run(functools.partial(_pending_days, before=before))
+                days = await self.db.run(functools.partial(pending_days, before=before))
             except psycopg.Error as exc:
                 logger.warning("history compaction check failed (retrying in an hour): %s", exc)
                 days = []

@@ -97,8 +97,15 @@ def _day_bounds(day: date) -> tuple[datetime, datetime]:
     return lo, lo + timedelta(days=1)
 
 
+def _on_timescaledb(conn: psycopg.Connection) -> bool:
+    """The schema was built on TimescaleDB: its compression keeps the history, and there is nothing to pack."""
+    return conn.execute("SELECT timescaledb FROM telemetry_settings").fetchone() != (False,)
+
+
 def pending_days(conn: psycopg.Connection, before: date) -> list[date]:
-    """UTC days before `before` that still hold raw readings, oldest first."""
+    """UTC days before `before` that still hold raw readings, oldest first (none on TimescaleDB)."""
+    if _on_timescaledb(conn):
+        return []
     days: set[date] = set()
     parts = conn.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
@@ -295,7 +302,7 @@ def compact(
 ) -> CompactionReport:
     """Compact every day before `before` that still has raw readings. One compaction at a time per database:
     raises CompactionBusy when another holds the lock. Does nothing under TimescaleDB (its compression does)."""
-    if conn.execute("SELECT timescaledb FROM telemetry_settings").fetchone() != (False,):
+    if _on_timescaledb(conn):
         conn.commit()
         return CompactionReport(days=[])
     got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK,)).fetchone()

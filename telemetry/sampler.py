@@ -68,6 +68,11 @@ class Sampler:
         self.last: Breakdown | None = None
         self._night_open: dt.date | None = None  # the local night being sampled, reported once it ends
 
+    @property
+    def _transit_ms(self) -> int:
+        """A report's way from device to engine (`_TRANSIT_REAL_S`), in clock milliseconds."""
+        return int(_TRANSIT_REAL_S * 1000 * self.clock.speed)
+
     def _night_of(self, ts: dt.datetime) -> dt.date:
         local = ts.astimezone(self.tz)
         return local.date() if local.hour >= 12 else local.date() - dt.timedelta(days=1)
@@ -95,7 +100,7 @@ class Sampler:
         lamp that switched on at dusk looked dark for minutes, because its report was still on its way."""
         if self.ingested_through is None:
             return
-        transit = int(_TRANSIT_REAL_S * 1000 * self.clock.speed)
+        transit = self._transit_ms
         target = tick_ms + transit
         # Late for this minute (the process, the broker or the devices stalled while the clock ran on): what the
         # gateway has received says nothing of what devices have not sent yet, so also wait until reports from
@@ -117,9 +122,9 @@ class Sampler:
         due = int(b.city.due[0])
         # Sampled late (the process stalled while the clock ran on): the engine already holds reports from after
         # the minute. Their time, not the minute's, starts a spell below target.
-        transit = int(_TRANSIT_REAL_S * 1000 * self.clock.speed)
         heard = self.engine.heard_ms
-        events = self.alerts.update(b, evidence_ms=heard if heard > tick_ms + 2 * transit + 60_000 else None)
+        late = heard > tick_ms + 2 * self._transit_ms + 60_000
+        events = self.alerts.update(b, evidence_ms=heard if late else None)
         for e in events:
             self._log(e)
         rows: list[SampleRow] = []
