@@ -1,7 +1,8 @@
 """The ingest loop: receive → batch → decode → commit → acknowledge.
 
 Messages collect in a pending list; a batch is cut when it reaches `max_batch` messages or when its oldest
-message has waited `flush_interval_s`. While one batch commits, the next one fills. Only after the commit are
+message has waited `flush_interval_s`. Up to two batches are written at once, each on its own connection, while
+the next one fills; they are acknowledged in the order they were cut. Only after the commit are
 the batch's QoS 1 messages acknowledged to the broker: a crash anywhere before that makes the broker redeliver
 them, and the store's (device, ts, seq) key drops what had already landed.
 
