@@ -290,6 +290,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
 
         with psycopg.connect(ep.database_url, connect_timeout=5) as conn:
             runtime.warn_privileges(conn)
+        runtime.quiet_collector()
         uvicorn.run(
             create_app(
                 database_url=ep.database_url,
@@ -487,12 +488,13 @@ def _give_way(nice: int) -> None:
 def _run_gateway(settings: Settings, ep: Any, clock: Clock) -> None:
     from prometheus_client import start_http_server
 
-    from lamplighter.runtime import GatewayProcess
+    from lamplighter.runtime import GatewayProcess, quiet_collector
 
     _give_way(settings.gateway_nice)
     proc = GatewayProcess(settings, ep, clock=clock)
     start_http_server(settings.metrics_port, addr="127.0.0.1", registry=proc.metrics.registry)
     logger.info("gateway metrics at http://127.0.0.1:%d/metrics", settings.metrics_port)
+    quiet_collector()
 
     async def run() -> None:
         loop = asyncio.get_running_loop()

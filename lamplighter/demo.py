@@ -19,7 +19,7 @@ import uvicorn
 
 from api.app import create_app
 from lamplighter.config import Settings
-from lamplighter.runtime import GatewayProcess, private_services, provision_private
+from lamplighter.runtime import GatewayProcess, private_services, provision_private, quiet_collector
 from lamplighter.seeding import seed_command
 from lamplighter.simproc import spawn, stop_process
 from telemetry.clock import Clock
@@ -70,6 +70,7 @@ def run_demo(
             provision_private(ep, conn)  # every device and crew gets its broker account
         logins = _demo_logins(ep.database_url)
         gw = GatewayProcess(settings, ep, clock=clock)
+        quiet_collector()
         env = {**ep.env(), "LAMPLIGHTER_CLOCK_ORIGIN": repr(clock.origin)}
         sim = spawn(["simulate", "--quiet", "--interval", str(interval), *clock_args], env)
         try:

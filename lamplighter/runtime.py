@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
+import gc
 import logging
 import os
 import socket
@@ -46,7 +47,15 @@ from telemetry.sampling import OPS_TOPIC
 from telemetry.schema import maintain_partitions, migrate, role_problems
 from telemetry.store import TelemetryStore, inventory_version, load_registry, prune_quarantine
 
-__all__ = ["Endpoints", "GatewayProcess", "bench_city", "endpoints", "private_services", "warn_privileges"]
+__all__ = [
+    "Endpoints",
+    "GatewayProcess",
+    "bench_city",
+    "endpoints",
+    "private_services",
+    "quiet_collector",
+    "warn_privileges",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +83,23 @@ def warn_privileges(conn: psycopg.Connection) -> None:
             conn.info.user,
             ", ".join(problems),
         )
+
+
+# The cyclic garbage collector's first generation runs after this many new container objects (Python's default is
+# 700). The gateway makes a few per message, nearly all freed by reference counting the moment their batch is
+# done; but while a batch waits, its messages are alive, and at the default every young collection walked them
+# again: 4,900 collections in 900,000 messages, 2.7-2.8 s of the gateway's time (gc.callbacks, bench ingest).
+# At 50,000: 17 collections, 0.26 s.
+GC_THRESHOLD = (50_000, 20, 10)
+
+
+def quiet_collector() -> None:
+    """Tune the garbage collector for a long-lived process that allocates per message or per request: what is
+    loaded at start (modules, the inventory) is frozen out of every collection, and young collections run less
+    often (GC_THRESHOLD). Call once the process has loaded what it keeps."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 def _districts(conn: psycopg.Connection) -> list[str]:
