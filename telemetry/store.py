@@ -9,6 +9,7 @@ messages to the broker.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -136,12 +137,19 @@ def _ms_to_dt(ms: int) -> datetime:
 
 class TelemetryStore:
     """Writes decoded batches, each on a dedicated async connection of its own while it is written (a connection
-    owns its staging tables); as many connections as batches written at once, kept for the next ones."""
+    owns its staging tables); as many connections as batches written at once, kept for the next ones.
+
+    Batches written at once overlap only up to their staging: each one's statements on the shared tables run
+    after the statements of the batch whose write began before it. Its updates of the latest state then wait
+    for the earlier transaction's row locks, so the later report wins even where the comparison of `ts` cannot
+    decide it (a latest state ahead of the clock gives way to any report, and statuses follow arrival). Nor can
+    two batches wait on each other: the earlier one never waits for the later one's rows."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self._idle: list[psycopg.AsyncConnection] = []
         self._busy: set[psycopg.AsyncConnection] = set()
+        self._turn: asyncio.Future[None] | None = None  # set once the latest write's statements have run
 
     async def _connection(self) -> psycopg.AsyncConnection:
         while self._idle:
@@ -165,18 +173,33 @@ class TelemetryStore:
         self._busy.clear()
 
     async def write(self, batch: Batch) -> WriteResult:
-        """Commit one batch; raises psycopg.Error if the database refuses it (nothing of it is then stored)."""
-        conn = await self._connection()
-        self._busy.add(conn)
+        """Commit one batch; raises psycopg.Error if the database refuses it (nothing of it is then stored).
+        Batches take their turn on the shared tables in the order their `write` was called."""
+        before, mine = self._turn, asyncio.get_running_loop().create_future()
+        self._turn = mine
         try:
-            result = await self._write(conn, batch)
+            conn = await self._connection()
+            self._busy.add(conn)
+            try:
+                result = await self._write(conn, batch, before, mine)
+            finally:
+                self._busy.discard(conn)
+                if not (conn.closed or conn.broken):
+                    self._idle.append(conn)
         finally:
-            self._busy.discard(conn)
-            if not (conn.closed or conn.broken):
-                self._idle.append(conn)
+            if not mine.done():
+                mine.set_result(None)
+            if self._turn is mine:
+                self._turn = None
         return result
 
-    async def _write(self, conn: psycopg.AsyncConnection, batch: Batch) -> WriteResult:
+    async def _write(
+        self,
+        conn: psycopg.AsyncConnection,
+        batch: Batch,
+        before: asyncio.Future[None] | None,
+        mine: asyncio.Future[None],
+    ) -> WriteResult:
         lamps = batch.lamps
         lamps_written = cabinets_written = 0
         async with conn.transaction(), conn.cursor() as cur:
@@ -203,9 +226,6 @@ class TelemetryStore:
                         strict=True,
                     ):
                         await cp.write_row(row)
-                await cur.execute(_MOVE_LAMPS)
-                lamps_written = cur.rowcount
-                await cur.execute(_LATEST_LAMPS, {"now": batch.now_ms})
             if batch.cabinets:
                 async with cur.copy("COPY stage_cabinet FROM STDIN (FORMAT BINARY)") as cp:
                     cp.set_types(_CABINET_TYPES)
@@ -226,6 +246,13 @@ class TelemetryStore:
                                 c.received_ms,
                             )
                         )
+            if before is not None:
+                await asyncio.shield(before)
+            if len(lamps):
+                await cur.execute(_MOVE_LAMPS)
+                lamps_written = cur.rowcount
+                await cur.execute(_LATEST_LAMPS, {"now": batch.now_ms})
+            if batch.cabinets:
                 await cur.execute(_MOVE_CABINETS)
                 cabinets_written = cur.rowcount
                 await cur.execute(_LATEST_CABINETS, {"now": batch.now_ms})
@@ -238,6 +265,7 @@ class TelemetryStore:
                     _STATUS,
                     [{"kind": s.kind, "device": s.device, "online": s.online, "ts": s.ts} for s in batch.statuses],
                 )
+            mine.set_result(None)  # the next batch's statements may run: they come after ours on every row
         return WriteResult(
             lamps_written,
             len(lamps) - lamps_written,
