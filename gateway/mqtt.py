@@ -64,6 +64,13 @@ OnMessage = Callable[[str, bytes, int, "AckToken | None"], None]
 OnPackets = Callable[[list[mqtt5.PublishPacket], "MqttSubscriber"], None]
 
 
+# A read smaller than this means the broker's stream is not backed up: reading stops for _READ_PAUSE_S so that
+# the next read finds more. Reading each packet the moment it arrives cost a wake-up, a recv and a callback for
+# every 5-10 messages (median read 1,155 bytes under bench ingest, strace), about a tenth of the gateway's CPU.
+_SMALL_READ = 64 * 1024
+_READ_PAUSE_S = 0.002
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self, owner: MqttSubscriber) -> None:
         self.owner = owner
@@ -110,6 +117,14 @@ class _Protocol(asyncio.Protocol):
         del self.buf[:offset]
         if publishes:
             owner._deliver(publishes)
+        transport = self.transport
+        if len(data) < _SMALL_READ and transport is not None and not transport.is_closing():
+            transport.pause_reading()
+            asyncio.get_running_loop().call_later(_READ_PAUSE_S, self._resume)
+
+    def _resume(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
