@@ -44,7 +44,7 @@ from api.routes import (
 )
 from fieldnet.broker import Broker
 from telemetry.clock import Clock
-from telemetry.database import Database
+from telemetry.database import Database, FreshCheck
 from telemetry.lighting import LightingEngine, follow_forever
 
 logger = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def create_app(
             pool, sync_pool = db.pool, db.threads
             # Token checks have their own few connections, so a busy pool never keeps anyone from signing in.
             auth_pool = AsyncConnectionPool(
-                database_url, min_size=1, max_size=3, open=False, check=AsyncConnectionPool.check_connection,
+                database_url, min_size=1, max_size=3, open=False, check=FreshCheck().async_,
                 kwargs={"application_name": "lamplighter-api-auth"}, timeout=_POOL_WAIT_S,
             )  # fmt: skip
             await auth_pool.open()
