@@ -20,6 +20,7 @@ from telemetry.errors import TelemetryError
 __all__ = [
     "TELEMETRY_TABLES",
     "SchemaError",
+    "align_policies",
     "applied_versions",
     "grant_application",
     "has_timescaledb",
@@ -786,8 +787,67 @@ def migrate(
             f"`lamplighter migrate` with LAMPLIGHTER_DATABASE_OWNER_URL set to the schema owner's URL "
             f"({exc.diag.message_primary})"
         ) from exc
+    align_policies(conn, retention_days=retention_days, compact_after_days=compact_after_days)
     maintain_partitions(conn)
     return applied_now
+
+
+_TIMESCALE_POLICIES = (
+    ("policy_retention", "drop_after", "add_retention_policy", "remove_retention_policy"),
+    ("policy_compression", "compress_after", "add_compression_policy", "remove_compression_policy"),
+)
+
+
+def align_policies(conn: psycopg.Connection, *, retention_days: int, compact_after_days: int) -> list[str]:
+    """Bring the database's retention (and, on TimescaleDB, its retention and compression policies) in line
+    with the settings, which may have changed since the migrations wrote them; returns what changed. A role
+    that may not change them (the application's) leaves them and logs what differs and who can change it."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT timescaledb, retention = make_interval(days => %s) FROM telemetry_settings", (retention_days,)
+        ).fetchone()
+        if row is None:
+            return []
+        timescale, same_retention = row
+        wanted = {"drop_after": retention_days, "compress_after": compact_after_days}
+        stale: list[tuple[str, str, str, str, int]] = []  # (table, proc, add, remove, days)
+        if timescale:
+            for table in ("lamp_readings", "cabinet_readings"):
+                for proc, key, add, remove in _TIMESCALE_POLICIES:
+                    days = wanted[key]
+                    found = conn.execute(
+                        "SELECT (config->>%s)::interval = make_interval(days => %s) FROM timescaledb_information.jobs "
+                        "WHERE hypertable_name = %s AND proc_name = %s",
+                        (key, days, table, proc),
+                    ).fetchone()
+                    # A compression age of 0 means no compression policy at all.
+                    if (found is None and days > 0) or (found is not None and (days == 0 or not found[0])):
+                        stale.append((table, proc, add, remove, days))
+    if same_retention and not stale:
+        return []
+    changes = ([] if same_retention else [f"retention {retention_days} days"]) + [
+        f"{table} {proc} {f'{days} days' if days else 'none'}" for table, proc, _, _, days in stale
+    ]
+    try:
+        with conn.transaction():
+            if not same_retention:
+                conn.execute("UPDATE telemetry_settings SET retention = make_interval(days => %s)", (retention_days,))
+            for table, _, add, remove, days in stale:
+                conn.execute(sql.SQL("SELECT {}(%s, if_exists => true)").format(sql.Identifier(remove)), (table,))
+                if days > 0:
+                    conn.execute(
+                        sql.SQL("SELECT {}(%s, make_interval(days => %s))").format(sql.Identifier(add)), (table, days)
+                    )
+    except psycopg.errors.InsufficientPrivilege:
+        logger.warning(
+            "the settings ask for %s, which role %r may not set: run `lamplighter migrate` with "
+            "LAMPLIGHTER_DATABASE_OWNER_URL set to the schema owner's URL",
+            ", ".join(changes),
+            conn.info.user,
+        )
+        return []
+    logger.info("telemetry policies now follow the settings: %s", ", ".join(changes))
+    return changes
 
 
 def _apply(conn: psycopg.Connection, retention_days: int, compact_after_days: int) -> list[int]:

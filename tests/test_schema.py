@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 import pytest
 
-from telemetry.schema import has_timescaledb, maintain_partitions, migrate
+from telemetry.schema import align_policies, has_timescaledb, maintain_partitions, migrate
 
 pytestmark = pytest.mark.services
 
@@ -86,6 +86,45 @@ def test_partitions_roll_forward_and_retention_drops_old_days(database_url: str,
         # And the unique key still holds on the moved day: a redelivered reading is refused.
         with pytest.raises(psycopg.errors.UniqueViolation):
             _insert_reading(conn, far)
+
+
+def test_a_changed_retention_setting_reaches_the_database_through_its_owner(
+    database_url: str, owner_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The migrations wrote the retention (and on TimescaleDB the policies) once; a later start with other
+    settings brings them in line when it may (the owner), and says who can when it may not (the application)."""
+
+    def kept() -> object:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute("SELECT extract(day FROM retention)::int FROM telemetry_settings").fetchone()
+            return row[0] if row else None
+
+    assert kept() == 90
+    with psycopg.connect(database_url, autocommit=True) as app:
+        assert migrate(app, retention_days=30) == []
+    assert kept() == 90
+    assert "retention 30 days, which role" in caplog.text and "LAMPLIGHTER_DATABASE_OWNER_URL" in caplog.text
+
+    with psycopg.connect(owner_url, autocommit=True) as owner:
+        assert migrate(owner, retention_days=30, compact_after_days=3) == []
+        timescale = has_timescaledb(owner)
+    assert kept() == 30
+    with psycopg.connect(database_url) as conn:
+        if timescale:
+            jobs = {
+                (t, p): c
+                for t, p, c in conn.execute(
+                    "SELECT hypertable_name, proc_name, config FROM timescaledb_information.jobs "
+                    "WHERE hypertable_name IN ('lamp_readings', 'cabinet_readings')"
+                )
+            }
+            assert jobs[("lamp_readings", "policy_retention")]["drop_after"] == "30 days"
+            assert jobs[("cabinet_readings", "policy_compression")]["compress_after"] == "3 days"
+        else:  # the partitions kept now reach back 30 days, not 90
+            oldest = min(n for n in _partitions(conn, "lamp_readings") if n[-8:].isdigit())
+            assert oldest == f"lamp_readings_{datetime.now(UTC).date() - timedelta(days=30):%Y%m%d}"
+    with psycopg.connect(owner_url, autocommit=True) as owner:  # the same settings again: nothing to change
+        assert align_policies(owner, retention_days=30, compact_after_days=3) == []
 
 
 def test_the_quarantine_keeps_its_last_days_and_newest_rows(database_url: str) -> None:
