@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("services", help="run the private Mosquitto and PostgreSQL under .run/dev until Ctrl-C")
     sub.add_parser("migrate", help="apply database migrations")
 
-    p = sub.add_parser("compact", help="pack lamp readings older than a few days into the compact history")
+    p = sub.add_parser("compact", help="pack lamp and cabinet readings older than a few days into the compact history")
     p.add_argument(
         "--older-than-days",
         type=int,
@@ -312,7 +312,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
 
 
 def compact_command(database_url: str, settings: Settings, args: argparse.Namespace) -> int:
-    """Pack whole days of raw lamp readings into the compact history, showing progress; safe to stop and rerun."""
+    """Pack whole days of raw lamp and cabinet readings into the compact history, showing progress; safe to
+    stop and rerun."""
     from datetime import UTC, timedelta
 
     from tqdm import tqdm
@@ -342,7 +343,8 @@ def compact_command(database_url: str, settings: Settings, args: argparse.Namesp
     else:
         print(
             f"history: {report.readings:,} readings of {len(report.days)} days ({report.days[0]} to "
-            f"{report.days[-1]}) packed into {report.lamp_days:,} lamp-days in {report.seconds:.1f} s"
+            f"{report.days[-1]}) packed into {report.lamp_days:,} lamp-days, and {report.cabinet_readings:,} "
+            f"cabinet readings into {report.cabinet_days:,} cabinet-days, in {report.seconds:.1f} s"
         )
     return 0
 

@@ -575,9 +575,10 @@ class GatewayProcess:
             await asyncio.sleep(period)
 
     async def _compaction(self) -> None:
-        """Hourly: when whole days older than `compact_after_days` still hold raw lamp readings, pack them
-        (`lamplighter compact`) in a child process, on a core of its own rather than this loop's. Stopping it
-        midway loses nothing: each range of lamps is packed in one transaction, and the next run goes on."""
+        """Hourly: when whole days older than `compact_after_days` still hold raw lamp or cabinet readings, pack
+        them (`lamplighter compact`) in a child process, on a core of its own rather than this loop's. Stopping it
+        midway loses nothing: each range of lamps, and each day's cabinets, is packed in one transaction, and the
+        next run packs the day again over what is there."""
         await asyncio.sleep(_COMPACT_FIRST_S)
         while True:
             before = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=self.settings.compact_after_days)

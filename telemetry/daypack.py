@@ -21,7 +21,17 @@ import numpy as np
 import numpy.typing as npt
 import zstandard
 
-__all__ = ["CODEC", "LampDay", "pack", "pack_many", "unpack"]
+__all__ = [
+    "CABINET_CODEC",
+    "CODEC",
+    "CabinetRow",
+    "LampDay",
+    "pack",
+    "pack_cabinet_day",
+    "pack_many",
+    "unpack",
+    "unpack_cabinet_day",
+]
 
 CODEC = 1  # stored beside each packed day; a later format gets a new number and this one stays readable
 _ZSTD_LEVEL = 3  # level 9 packs 2 % smaller and takes four times as long
@@ -519,3 +529,126 @@ def _bits_many(flags: npt.NDArray[np.bool_], lengths: npt.NDArray[np.int64]) -> 
         out.append(np.packbits(flags[at : at + m]).tobytes())
         at += m
     return out
+
+
+# -- a cabinet's day ---------------------------------------------------------------------------------------------
+#
+# Cabinets are few (one for about 150 lamps) and report every few minutes, so their days are packed one at a time
+# from rows, with the same column codings: a cabinet's arrays (contactors, phase voltages, circuit currents) as
+# each reading's length (-1 for NULL) and all their values end to end.
+
+CABINET_CODEC = 1
+# A cabinet reading, as `cabinet_readings` holds it after cabinet_no: (ts_us, seq, door_open, contactors,
+# phase_voltage_v, circuit_current_a, leakage_ma, energy_wh, faults, lamp_count, received_us).
+CabinetRow = tuple[Any, ...]
+
+
+def _put_ragged(out: bytearray, values: list[list[Any] | None], real: bool) -> None:
+    lengths = np.fromiter((-1 if v is None else len(v) for v in values), dtype=np.int64, count=len(values))
+    _put_ints(out, lengths)
+    flat = [x for v in values if v is not None for x in v]
+    if real:
+        _put_real(out, np.array(flat, dtype=np.float32), np.ones(len(flat), dtype=bool))
+    else:
+        out += np.packbits(np.array(flat, dtype=bool)).tobytes()
+
+
+def _get_ragged(buf: memoryview, at: int, n: int, real: bool) -> tuple[list[list[Any] | None], int]:
+    lengths, at = _get_ints(buf, at, n)
+    total = int(lengths[lengths > 0].sum())
+    flat: list[Any]
+    if real:
+        (values, _), at = _get_real(buf, at, total)
+        flat = [float(str(v)) for v in values]
+    else:
+        size = (total + 7) // 8
+        flat = np.unpackbits(np.frombuffer(buf[at : at + size], dtype=np.uint8), count=total).astype(bool).tolist()
+        at += size
+    out: list[list[Any] | None] = []
+    i = 0
+    for k in lengths.tolist():
+        if k < 0:
+            out.append(None)
+        else:
+            out.append(flat[i : i + k])
+            i += k
+    return out, at
+
+
+def pack_cabinet_day(rows: Sequence[CabinetRow]) -> bytes:
+    """A cabinet's readings (rows as `CabinetRow`, in (ts, seq) order, no two alike) as compact bytes."""
+    with np.errstate(over="ignore"):
+        return _compressor.compress(_pack_cabinet_day(rows))
+
+
+def _pack_cabinet_day(rows: Sequence[CabinetRow]) -> bytes:
+    n = len(rows)
+    cols = list(zip(*rows, strict=True)) if rows else [()] * 11
+    out = bytearray(struct.pack("<BI", CABINET_CODEC, n))
+    ts_us = np.array(cols[0], dtype=np.int64)
+    ms, sub = np.divmod(ts_us, 1000)
+    _put_ints(out, ms)
+    _put_ints(out, sub)
+    _put_ints(out, np.array(cols[1], dtype=np.int64))
+    out += np.packbits(np.array(cols[2], dtype=bool)).tobytes()
+    _put_ragged(out, list(cols[3]), real=False)
+    _put_ragged(out, list(cols[4]), real=True)
+    _put_ragged(out, list(cols[5]), real=True)
+    leak = [v is not None for v in cols[6]]
+    _put_real(out, np.array([v or 0.0 for v in cols[6]], dtype=np.float32), np.array(leak, dtype=bool))
+    energy = [v is not None for v in cols[7]]
+    _put_int_column(out, np.array([v or 0 for v in cols[7]], dtype=np.int64), np.array(energy, dtype=bool))
+    _put_words(out, [tuple(f) for f in cols[8]])
+    _put_ints(out, np.array(cols[9], dtype=np.int64))
+    latency_ms, latency_sub = np.divmod(np.array(cols[10], dtype=np.int64) - ts_us, 1000)
+    _put_ints(out, latency_ms)
+    _put_ints(out, latency_sub)
+    return bytes(out)
+
+
+def unpack_cabinet_day(data: bytes) -> list[CabinetRow]:
+    """The rows `pack_cabinet_day` was given, floats as PostgreSQL shows a `real`."""
+    with np.errstate(over="ignore"):
+        return _unpack_cabinet_day(memoryview(_decompressor.decompress(data)))
+
+
+def _unpack_cabinet_day(buf: memoryview) -> list[CabinetRow]:
+    codec, n = struct.unpack_from("<BI", buf, 0)
+    if codec != CABINET_CODEC:
+        raise ValueError(f"packed cabinet day in codec {codec}, this version reads codec {CABINET_CODEC}")
+    at = 5
+    ms, at = _get_ints(buf, at, n)
+    sub, at = _get_ints(buf, at, n)
+    ts_us = ms * 1000 + sub
+    seq, at = _get_ints(buf, at, n)
+    size = (n + 7) // 8
+    door = np.unpackbits(np.frombuffer(buf[at : at + size], dtype=np.uint8), count=n).astype(bool)
+    at += size
+    contactors, at = _get_ragged(buf, at, n, real=False)
+    phases, at = _get_ragged(buf, at, n, real=True)
+    circuits, at = _get_ragged(buf, at, n, real=True)
+    (leak, leak_present), at = _get_real(buf, at, n)
+    (energy, energy_present), at = _get_int_column(buf, at, n)
+    faults, at = _get_words(buf, at, n)
+    lamp_count, at = _get_ints(buf, at, n)
+    latency_ms, at = _get_ints(buf, at, n)
+    latency_sub, at = _get_ints(buf, at, n)
+    if at != len(buf):
+        raise ValueError(f"packed cabinet day has {len(buf) - at} bytes past its last column")
+    received = ts_us + latency_ms * 1000 + latency_sub
+    return list(
+        zip(
+            ts_us.tolist(),
+            seq.tolist(),
+            door.tolist(),
+            contactors,
+            phases,
+            circuits,
+            [float(str(v)) if ok else None for v, ok in zip(leak, leak_present.tolist(), strict=True)],
+            [v if ok else None for v, ok in zip(energy.tolist(), energy_present.tolist(), strict=True)],
+            [list(f) for f in faults],
+            lamp_count.tolist(),
+            received.tolist(),
+            strict=True,
+        )
+    )

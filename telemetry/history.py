@@ -12,8 +12,10 @@ run stopped anywhere leaves every reading in at least one form, and the next run
 is there, so nothing is lost and nothing is stored twice once it is done. A reading redelivered or sent late
 after its day was packed lands raw again, is read once, and is merged in by the next run.
 
-`read_lamp` is how everything reads a lamp's readings: both forms, merged, in (ts, seq) order. With TimescaleDB
-nothing here runs: its own compression does the same job on the hypertable, and the readings stay where they are.
+`read_lamp` is how everything reads a lamp's readings: both forms, merged, in (ts, seq) order. Cabinet readings
+are packed the same way into `cabinet_history` (`compact_cabinet_day`, a whole day in one transaction: there are
+few of them) and read by `read_cabinet`. With TimescaleDB nothing here runs: its own compression does the same
+job on the hypertable, and the readings stay where they are.
 """
 
 from __future__ import annotations
@@ -31,10 +33,28 @@ import psycopg
 from psycopg.rows import dict_row
 
 from telemetry.binary import array_column
-from telemetry.daypack import CODEC, LampDay, pack_many, unpack
+from telemetry.daypack import (
+    CABINET_CODEC,
+    CODEC,
+    CabinetRow,
+    LampDay,
+    pack_cabinet_day,
+    pack_many,
+    unpack,
+    unpack_cabinet_day,
+)
 from telemetry.errors import TelemetryError
 
-__all__ = ["CompactionBusy", "CompactionReport", "compact", "compact_day", "pending_days", "read_lamp"]
+__all__ = [
+    "CompactionBusy",
+    "CompactionReport",
+    "compact",
+    "compact_cabinet_day",
+    "compact_day",
+    "pending_days",
+    "read_cabinet",
+    "read_lamp",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +109,8 @@ class CompactionReport:
     days: list[date]
     readings: int = 0  # raw readings moved into the compact form
     lamp_days: int = 0  # compact rows written (new or merged)
+    cabinet_readings: int = 0
+    cabinet_days: int = 0
     seconds: float = 0.0
 
 
@@ -103,23 +125,25 @@ def _on_timescaledb(conn: psycopg.Connection) -> bool:
 
 
 def pending_days(conn: psycopg.Connection, before: date) -> list[date]:
-    """UTC days before `before` that still hold raw readings, oldest first (none on TimescaleDB)."""
+    """UTC days before `before` that still hold raw lamp or cabinet readings, oldest first (none on TimescaleDB)."""
     if _on_timescaledb(conn):
         return []
     days: set[date] = set()
-    parts = conn.execute(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = 'lamp_readings'::regclass AND c.relname ~ '^lamp_readings_[0-9]{8}$'"
-    ).fetchall()
-    for (name,) in parts:
-        day = datetime.strptime(name[-8:], "%Y%m%d").date()
-        if day < before and conn.execute(f'SELECT EXISTS (SELECT 1 FROM "{name}")').fetchone() == (True,):
-            days.add(day)
-    strays = conn.execute(
-        "SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date FROM lamp_readings_default WHERE ts < %s",
-        (_day_bounds(before)[0],),
-    ).fetchall()
-    days.update(d for (d,) in strays)
+    for table in ("lamp_readings", "cabinet_readings"):
+        parts = conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = %s::regclass AND c.relname ~ %s",
+            (table, f"^{table}_[0-9]{{8}}$"),
+        ).fetchall()
+        for (name,) in parts:
+            day = datetime.strptime(name[-8:], "%Y%m%d").date()
+            if day < before and conn.execute(f'SELECT EXISTS (SELECT 1 FROM "{name}")').fetchone() == (True,):
+                days.add(day)
+        strays = conn.execute(
+            f"SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date FROM {table}_default WHERE ts < %s",
+            (_day_bounds(before)[0],),
+        ).fetchall()
+        days.update(d for (d,) in strays)
     return sorted(days)
 
 
@@ -318,12 +342,136 @@ def compact(
             moved, lamp_days = compact_day(conn, day, chunk_lamps=chunk_lamps, progress=step)
             report.readings += moved
             report.lamp_days += lamp_days
-            logger.info("history: %s compacted, %d readings into %d lamp-days", day, moved, lamp_days)
+            cabinet_moved, cabinet_days = compact_cabinet_day(conn, day)
+            report.cabinet_readings += cabinet_moved
+            report.cabinet_days += cabinet_days
+            logger.info(
+                "history: %s compacted, %d lamp readings into %d lamp-days, %d cabinet readings into %d cabinet-days",
+                day,
+                moved,
+                lamp_days,
+                cabinet_moved,
+                cabinet_days,
+            )
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK,))
         conn.commit()
     report.seconds = time.monotonic() - started
     return report
+
+
+_US = "(extract(epoch FROM {}) * 1000000)::bigint"  # exact: extract gives a numeric
+_CABINET_COLUMNS = (
+    f"{_US.format('ts')}, seq, door_open, contactors, phase_voltage_v, circuit_current_a, leakage_ma, energy_wh, "
+    f"faults, lamp_count, {_US.format('received_at')}"
+)
+_CABINET_KEYS = [
+    "ts",
+    "seq",
+    "door_open",
+    "contactors",
+    "phase_voltage_v",
+    "circuit_current_a",
+    "leakage_ma",
+    "energy_wh",
+    "faults",
+    "lamp_count",
+    "received_at",
+]
+
+
+def _cabinet_summary(cabinet: int, day: date, rows: list[CabinetRow]) -> tuple[Any, ...]:
+    energy = [r[7] for r in rows if r[7] is not None]
+    return (
+        cabinet,
+        day,
+        len(rows),
+        _EPOCH + timedelta(microseconds=rows[0][0]),
+        _EPOCH + timedelta(microseconds=rows[-1][0]),
+        energy[0] if energy else None,
+        energy[-1] if energy else None,
+        CABINET_CODEC,
+        pack_cabinet_day(rows),
+    )
+
+
+def compact_cabinet_day(conn: psycopg.Connection, day: date) -> tuple[int, int]:
+    """Move one UTC day's raw cabinet readings into `cabinet_history`, one packed row per cabinet (merged with
+    what it holds for that cabinet-day already), and empty the day's raw rows, all in one transaction holding off
+    writers to the day: a run stopped anywhere leaves the day as it was. Cabinets report every few minutes, a
+    city's day is a few hundred thousand rows, so one transaction does. Returns (readings packed, cabinet-days
+    written)."""
+    lo, hi = _day_bounds(day)
+    part = f"cabinet_readings_{day:%Y%m%d}"
+    with conn.transaction(), conn.cursor() as cur:
+        own = cur.execute("SELECT to_regclass(%s) IS NOT NULL", (part,)).fetchone() == (True,)
+        relation = part if own else "cabinet_readings_default"
+        cur.execute(f'LOCK TABLE "{relation}" IN SHARE ROW EXCLUSIVE MODE')
+        rows = cur.execute(
+            f'SELECT cabinet_no, {_CABINET_COLUMNS} FROM "{relation}" WHERE ts >= %s AND ts < %s '
+            "ORDER BY cabinet_no, ts, seq",
+            (lo, hi),
+        ).fetchall()
+        if not rows:
+            return 0, 0
+        fresh: dict[int, list[CabinetRow]] = {}
+        for r in rows:
+            fresh.setdefault(int(r[0]), []).append(tuple(r[1:]))
+        known = cur.execute(
+            "DELETE FROM cabinet_history WHERE day = %s AND cabinet_no = ANY(%s) RETURNING cabinet_no, data",
+            (day, list(fresh)),
+        ).fetchall()
+        for cabinet, data in known:  # an earlier run's cabinet-day, and readings of it that came late
+            merged = {(r[0], r[1]): r for r in unpack_cabinet_day(data)}
+            for r in fresh[cabinet]:
+                merged.setdefault((r[0], r[1]), r)
+            fresh[cabinet] = [merged[k] for k in sorted(merged)]
+        with cur.copy(
+            "COPY cabinet_history (cabinet_no, day, readings, first_ts, last_ts, energy_first_wh, energy_last_wh, "
+            "codec, data) FROM STDIN (FORMAT binary)"
+        ) as cp:
+            cp.set_types(["integer", "date", "integer", "timestamptz", "timestamptz", "bigint", "bigint",
+                          "smallint", "bytea"])  # fmt: skip
+            for cabinet in sorted(fresh):
+                cp.write_row(_cabinet_summary(cabinet, day, fresh[cabinet]))
+        if own:
+            cur.execute("SELECT telemetry_reclaim_cabinets(%s)", (day,))
+        else:
+            cur.execute("DELETE FROM cabinet_readings_default WHERE ts >= %s AND ts < %s", (lo, hi))
+    return len(rows), len(fresh)
+
+
+def read_cabinet(
+    conn: psycopg.Connection, cabinet_no: int, start: datetime, end: datetime, *, limit: int, offset: int = 0
+) -> list[dict[str, Any]]:
+    """A cabinet's readings in [start, end), raw and compact alike, oldest first (by ts, then seq), each once;
+    the page [offset, offset + limit)."""
+    want = offset + limit
+    lo_us, hi_us = _us(start), _us(end)
+    found: dict[tuple[int, int], CabinetRow] = {}
+    raw = conn.execute(
+        f"SELECT {_CABINET_COLUMNS} FROM cabinet_readings WHERE cabinet_no = %s AND ts >= %s AND ts < %s "
+        "ORDER BY ts, seq LIMIT %s",
+        (cabinet_no, start, end, want),
+    ).fetchall()
+    for r in raw:
+        found[(r[0], r[1])] = tuple(r)
+    packed = conn.execute(
+        "SELECT data FROM cabinet_history WHERE cabinet_no = %s AND day >= %s AND day <= %s ORDER BY day",
+        (cabinet_no, start.astimezone(UTC).date(), (end - timedelta(microseconds=1)).astimezone(UTC).date()),
+    ).fetchall()
+    for (data,) in packed:
+        for r in unpack_cabinet_day(data):
+            if lo_us <= r[0] < hi_us:
+                found.setdefault((r[0], r[1]), r)
+    tz = conn.info.timezone
+    out = []
+    for key in sorted(found)[offset:want]:
+        item = dict(zip(_CABINET_KEYS, found[key], strict=True))
+        item["ts"] = (_EPOCH + timedelta(microseconds=item["ts"])).astimezone(tz)
+        item["received_at"] = (_EPOCH + timedelta(microseconds=item["received_at"])).astimezone(tz)
+        out.append(item)
+    return out
 
 
 def read_lamp(

@@ -683,13 +683,54 @@ REVOKE ALL ON FUNCTION telemetry_reclaim(date) FROM PUBLIC;
 
 def _m015_history(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
     conn.execute(_HISTORY)
-    # Retention drops compact days with their partitions' days.
+    conn.execute(_partitions_keeping("lamp_history"))  # retention drops compact days with their partitions' days
+
+
+_CABINET_HISTORY = """
+CREATE TABLE IF NOT EXISTS cabinet_history (
+    cabinet_no       integer NOT NULL,
+    day              date NOT NULL,
+    readings         integer NOT NULL,
+    first_ts         timestamptz NOT NULL,
+    last_ts          timestamptz NOT NULL,
+    energy_first_wh  bigint,
+    energy_last_wh   bigint,
+    codec            smallint NOT NULL,
+    data             bytea NOT NULL,
+    PRIMARY KEY (cabinet_no, day)
+);
+ALTER TABLE cabinet_history ALTER COLUMN data SET STORAGE MAIN;
+ALTER TABLE cabinet_history SET (toast_tuple_target = 8160);
+CREATE INDEX IF NOT EXISTS cabinet_history_day_idx ON cabinet_history USING brin (day);
+
+-- As telemetry_reclaim, for the day's cabinet readings (packed into cabinet_history in the caller's transaction).
+CREATE OR REPLACE FUNCTION telemetry_reclaim_cabinets(day date) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
+DECLARE
+    part text := 'cabinet_readings_' || to_char(day, 'YYYYMMDD');
+BEGIN
+    IF to_regclass(part) IS NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('TRUNCATE %I', part);
+    RETURN true;
+END
+$fn$;
+REVOKE ALL ON FUNCTION telemetry_reclaim_cabinets(date) FROM PUBLIC;
+"""
+
+
+def _partitions_keeping(*history: str) -> str:
+    """The partition keeper, which also drops the compact history's days past retention from `history`."""
     end = "    RETURN NEXT;\nEND\n$fn$;"
     assert _PARTITIONS_FUNCTION.count(end) == 1
-    keep_history = (
-        "    IF drop_old THEN\n        DELETE FROM lamp_history WHERE lamp_history.day < first_day;\n    END IF;\n"
-    )
-    conn.execute(_PARTITIONS_FUNCTION.replace(end, keep_history + end))
+    keep = "".join(f"        DELETE FROM {t} WHERE {t}.day < first_day;\n" for t in history)
+    return _PARTITIONS_FUNCTION.replace(end, f"    IF drop_old THEN\n{keep}    END IF;\n" + end)
+
+
+def _m018_cabinet_history(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
+    conn.execute(_CABINET_HISTORY)
+    conn.execute(_partitions_keeping("lamp_history", "cabinet_history"))
 
 
 def _m016_no_hourly_rollup(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
@@ -744,6 +785,7 @@ MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
         "TimescaleDB: a lamp's day per compressed segment, compressed after compact_after_days",
         _m017_timescale_compression,
     ),
+    (18, "compact history of cabinet readings: a cabinet's day in one packed row", _m018_cabinet_history),
 ]
 
 
@@ -883,6 +925,7 @@ def grant_application(conn: psycopg.Connection, role: str) -> None:
             "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {r}",
             "GRANT EXECUTE ON FUNCTION telemetry_partitions(date, boolean) TO {r}",
             "GRANT EXECUTE ON FUNCTION telemetry_reclaim(date) TO {r}",
+            "GRANT EXECUTE ON FUNCTION telemetry_reclaim_cabinets(date) TO {r}",
             "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r}",
             "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {r}",
         ):

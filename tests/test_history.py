@@ -28,8 +28,8 @@ from lamplighter.runtime import Endpoints
 from seeds.generator import generate
 from seeds.loader import load
 from telemetry.database import Database
-from telemetry.daypack import LampDay, pack, pack_many, unpack
-from telemetry.history import compact_day
+from telemetry.daypack import LampDay, pack, pack_cabinet_day, pack_many, unpack, unpack_cabinet_day
+from telemetry.history import compact_day, read_cabinet
 from telemetry.schema import has_timescaledb
 from telemetry.store import TelemetryStore, load_registry
 from tests.auth import sign_in
@@ -132,6 +132,62 @@ def _stored(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
     return out
 
 
+def _cabinet_report(rng: random.Random, ts_ms: int, seq: int) -> bytes:
+    """A cabinet state report, with what may be missing missing and now and then a fault or an open door."""
+    circuits = rng.choice([2, 3, 4])
+    body: dict[str, Any] = {
+        "ts": ts_ms,
+        "seq": seq,
+        "door_open": rng.random() < 0.05,
+        "contactors": [rng.random() < 0.9 for _ in range(circuits)],
+        "faults": rng.sample(["door_open", "leakage_current", "phase_loss"], 1) if rng.random() < 0.05 else [],
+    }
+    if rng.random() < 0.9:
+        body["phase_voltage_v"] = [round(rng.gauss(220, 2), 1) for _ in range(3)]
+    if rng.random() < 0.8:
+        body["circuit_current_a"] = [rng.uniform(0, 12) for _ in range(circuits)]  # full float precision
+    if rng.random() < 0.7:
+        body["leakage_ma"] = round(rng.uniform(1, 9), 2)
+    if rng.random() < 0.9:
+        body["energy_wh"] = 5_000_000 + ts_ms // 1000
+    return json.dumps(body).encode()
+
+
+def _cabinets(endpoints: Endpoints, cabinets: int, step: timedelta = timedelta(minutes=20)) -> list[Message]:
+    """State reports of the first `cabinets` cabinets on the old days and today."""
+    with psycopg.connect(endpoints.database_url) as conn:
+        ids = conn.execute("SELECT id, district FROM cabinets ORDER BY no LIMIT %s", (cabinets,)).fetchall()
+    rng = random.Random(11)
+    out: list[Message] = []
+    for cabinet, district in ids:
+        seq = 0
+        for day in OLD_DAYS + KEPT_DAYS:
+            t = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            end = min(t + timedelta(days=1), datetime.now(UTC) - timedelta(minutes=1))
+            while t < end:
+                ts = int(t.timestamp() * 1000) + rng.randint(0, 999)
+                body = _cabinet_report(rng, ts, seq)
+                out.append(Message(f"sl/{district}/cabinet/{cabinet}/state", body, ts + rng.randint(5, 900)))
+                seq += 1
+                t += step
+    return out
+
+
+def _cabinets_stored(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
+    """Every cabinet reading in either form, as (cabinet_no, ts µs, seq, the rest, received µs)."""
+    us = "(extract(epoch FROM {}) * 1000000)::bigint"
+    out = [
+        tuple(r)
+        for r in conn.execute(
+            f"SELECT cabinet_no, {us.format('ts')}, seq, door_open, contactors, phase_voltage_v, circuit_current_a, "
+            f"leakage_ma, energy_wh, faults, lamp_count, {us.format('received_at')} FROM cabinet_readings"
+        )
+    ]
+    for cabinet_no, data in conn.execute("SELECT cabinet_no, data FROM cabinet_history"):
+        out += [(cabinet_no, *r) for r in unpack_cabinet_day(data)]
+    return out
+
+
 @pytest.fixture
 def city(endpoints: Endpoints) -> Iterator[Endpoints]:
     with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
@@ -178,6 +234,48 @@ async def test_old_days_are_packed_small_and_read_back_exactly_as_stored(city: E
             assert telemetry(key[0], *key[1]) == items, key
 
         assert "nothing to compact" in _compacted(city)
+
+
+@pytest.mark.services
+@pytest.mark.asyncio
+async def test_cabinet_days_are_packed_and_read_back_as_stored_late_readings_once(city: Endpoints) -> None:
+    messages = _cabinets(city, 5)
+    await _ingest(city, messages)
+    start = datetime.combine(OLD_DAYS[0] - timedelta(days=1), datetime.min.time(), UTC)
+    end = datetime.now(UTC) + timedelta(hours=1)
+    with psycopg.connect(city.database_url) as conn:
+        stored_before = sorted(_cabinets_stored(conn), key=repr)
+        pages = {(no, limit, offset): read_cabinet(conn, no, start, end, limit=limit, offset=offset)
+                 for no in (1, 4) for limit, offset in ((10_000, 0), (30, 60), (5, 140))}  # fmt: skip
+    assert len(pages[(1, 10_000, 0)]) > 2 * 72
+
+    out = _compacted(city)
+    assert "into 10 cabinet-days" in out, out
+    with psycopg.connect(city.database_url) as conn:
+        assert sorted(_cabinets_stored(conn), key=repr) == stored_before  # every value of every reading, once
+        raw_days = conn.execute("SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date FROM cabinet_readings").fetchall()
+        assert [d for (d,) in raw_days] == KEPT_DAYS
+        rows = conn.execute("SELECT day, count(*), sum(readings) FROM cabinet_history GROUP BY day ORDER BY day")
+        assert [(d, n, int(r)) for d, n, r in rows] == [(day, 5, 5 * 72) for day in OLD_DAYS]
+        for (no, limit, offset), items in pages.items():
+            assert read_cabinet(conn, no, start, end, limit=limit, offset=offset) == items, (no, limit, offset)
+        size = conn.execute("SELECT sum(pg_column_size(data)) / sum(readings)::float FROM cabinet_history")
+        assert (size.fetchone() or (99,))[0] < 40  # bytes a reading packed (about 240 raw)
+
+    # A redelivered reading of a packed day, and one that came late: the next run merges them in, each once.
+    late_ts = int(datetime.combine(OLD_DAYS[1], datetime.min.time(), UTC).timestamp() * 1000) + 5 * 60_000
+    second = messages[len(messages) // 5 + 1].topic  # the second cabinet's
+    late = Message(second, _cabinet_report(random.Random(3), late_ts, 9999), late_ts)
+    old = next(m for m in messages if m.topic == second)  # its first, on the first packed day
+    await _ingest(city, [old, late])
+    _compacted(city)
+    with psycopg.connect(city.database_url) as conn:
+        after = _cabinets_stored(conn)
+        assert len(after) == len(stored_before) + 1
+        assert sorted(set(map(repr, after))) == sorted(map(repr, after))  # none twice
+        assert conn.execute(
+            "SELECT count(*) FROM cabinet_readings WHERE ts < %s", (start + timedelta(days=3),)
+        ).fetchone() == (0,)
 
 
 @pytest.mark.services
@@ -328,3 +426,35 @@ def test_a_packed_day_unpacks_to_the_same_bits(day: LampDay) -> None:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 def test_many_days_packed_at_once_are_the_bytes_of_each_packed_alone(days: list[LampDay]) -> None:
     assert pack_many(LampDay.joined(days), [len(d) for d in days]) == [pack(d) for d in days]
+
+
+_cabinet_rows = st.lists(
+    st.tuples(
+        st.integers(0, 2**50),
+        st.integers(0, 2**31 - 1),
+        st.booleans(),
+        st.lists(st.booleans(), min_size=1, max_size=6),
+        st.one_of(st.none(), st.lists(_f32, min_size=3, max_size=3)),
+        st.one_of(st.none(), st.lists(_f32, max_size=6)),
+        st.one_of(st.none(), _f32),
+        st.one_of(st.none(), st.integers(0, 2**62)),
+        st.lists(st.sampled_from(["door_open", "phase_loss", "mains_loss", "x" * 64]), max_size=3, unique=True),
+        st.integers(0, 10_000),
+        st.integers(0, 2**50),
+    ),
+    max_size=60,
+    unique_by=lambda r: (r[0], r[1]),
+).map(lambda rows: sorted(rows, key=lambda r: (r[0], r[1])))
+
+
+@given(_cabinet_rows)
+@settings(max_examples=120, deadline=None)
+def test_a_packed_cabinet_day_unpacks_to_the_same_values(rows: list[tuple[Any, ...]]) -> None:
+    def shown(v: Any) -> Any:  # a real as PostgreSQL shows it, the way unpack gives it
+        if isinstance(v, float):
+            return float(str(np.float32(v)))
+        if isinstance(v, list):
+            return [shown(x) for x in v]
+        return v
+
+    assert unpack_cabinet_day(pack_cabinet_day(rows)) == [tuple(shown(v) for v in r) for r in rows]
