@@ -310,7 +310,10 @@ def _gateway_run(
         written = _written(gateways)
         if written != last:
             last, last_change = written, time.monotonic()
-    done = time.time() if written - before >= published else time.time() - 15
+    # The gateways' own time of their last commit, not the look that saw it: up to 0.1 s later, 1-2 % of a run.
+    stamp = "lamplighter_gateway_last_commit_timestamp_seconds"
+    done = max(_scrape(i).get(stamp, 0.0) for i in range(gateways)) if written - before >= published else 0.0
+    done = done or time.time() - 15
     cpu = sum(_proc_cpu_rss(gw.pid)[0] for gw, _ in gws) - cpu0
     return (
         (written - before) / (done - start),

@@ -101,6 +101,11 @@ class GatewayMetrics:
             registry=r,
         )
         self.pending = Gauge("lamplighter_gateway_pending_messages", "Received, not yet committed", registry=r)
+        self.last_commit = Gauge(
+            "lamplighter_gateway_last_commit_timestamp_seconds",
+            "Wall-clock time (Unix seconds) at which the last batch was committed",
+            registry=r,
+        )
         self._lat = np.zeros(_LATENCY_RING, dtype=np.float32)
         self._lat_n = 0
         r.register(_LatencyQuantiles(self))

@@ -330,6 +330,7 @@ class Gateway:
     def _account(self, batch: Batch, result: WriteResult, n_messages: int, elapsed: float) -> None:
         m, s = self.metrics, self.stats
         now_ms = self.clock.now_ms()
+        m.last_commit.set(time.time())  # before the counts, so whoever sees them sees this time too
         m.batch_size.observe(n_messages)
         m.commit_seconds.observe(elapsed)
         m.written.labels("lamp").inc(result.lamps_written)

@@ -449,9 +449,12 @@ async def test_batches_in_flight_together_keep_arrival_order(
     pub = RawPublisher(endpoints.as_("lamplighter-headend"), client_id + "-pipe")
     try:
         await asyncio.wait_for(proc.subscriber.connected.wait(), 10)
+        sent = time.time()
         await asyncio.to_thread(pub.publish_batch, messages)
         await wait_for(lambda: count(url, "SELECT count(*) FROM lamp_readings") >= rounds * len(lamps), 30, "readings")
         await wait_for(lambda: proc.gateway.stats.statuses == rounds * 50, 10, "statuses")
+        last_commit = proc.metrics.registry.get_sample_value("lamplighter_gateway_last_commit_timestamp_seconds")
+        assert last_commit is not None and sent < last_commit <= time.time()
     finally:
         pub.close()
         task.cancel()
