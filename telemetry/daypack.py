@@ -309,18 +309,27 @@ def unpack(data: bytes) -> LampDay:
         return _unpack(memoryview(_decompressor.decompress(data)))
 
 
-def _unpack(buf: memoryview) -> LampDay:
-    codec, n = struct.unpack_from("<BI", buf, 0)
-    if codec != CODEC:
-        raise ValueError(f"packed day in codec {codec}, this version reads codec {CODEC}")
-    at = 5
-    ms, at = _get_ints(buf, at, n)
-    sub, at = _get_ints(buf, at, n)
-    ts_us = ms * 1000 + sub
-    seq, at = _get_ints(buf, at, n)
+def _get_bits(buf: memoryview, at: int, n: int) -> tuple[npt.NDArray[np.bool_], int]:
     size = (n + 7) // 8
-    is_on = np.unpackbits(np.frombuffer(buf[at : at + size], dtype=np.uint8), count=n).astype(bool)
-    at += size
+    return np.unpackbits(np.frombuffer(buf[at : at + size], dtype=np.uint8), count=n).astype(bool), at + size
+
+
+def _get_head(
+    buf: memoryview, codec: int, what: str
+) -> tuple[int, npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_], int]:
+    """What every packed day starts with: (readings, ts_us, seq, the first flag column, where the rest begins)."""
+    found, n = struct.unpack_from("<BI", buf, 0)
+    if found != codec:
+        raise ValueError(f"packed {what} in codec {found}, this version reads codec {codec}")
+    ms, at = _get_ints(buf, 5, n)
+    sub, at = _get_ints(buf, at, n)
+    seq, at = _get_ints(buf, at, n)
+    flags, at = _get_bits(buf, at, n)
+    return n, ms * 1000 + sub, seq, flags, at
+
+
+def _unpack(buf: memoryview) -> LampDay:
+    n, ts_us, seq, is_on, at = _get_head(buf, CODEC, "day")
     dim, at = _get_ints(buf, at, n)
     reals: dict[str, Any] = {}
     for name in _REALS[:4]:
@@ -561,9 +570,8 @@ def _get_ragged(buf: memoryview, at: int, n: int, real: bool) -> tuple[list[list
         (values, _), at = _get_real(buf, at, total)
         flat = [float(str(v)) for v in values]
     else:
-        size = (total + 7) // 8
-        flat = np.unpackbits(np.frombuffer(buf[at : at + size], dtype=np.uint8), count=total).astype(bool).tolist()
-        at += size
+        bits, at = _get_bits(buf, at, total)
+        flat = bits.tolist()
     out: list[list[Any] | None] = []
     i = 0
     for k in lengths.tolist():
@@ -613,17 +621,7 @@ def unpack_cabinet_day(data: bytes) -> list[CabinetRow]:
 
 
 def _unpack_cabinet_day(buf: memoryview) -> list[CabinetRow]:
-    codec, n = struct.unpack_from("<BI", buf, 0)
-    if codec != CABINET_CODEC:
-        raise ValueError(f"packed cabinet day in codec {codec}, this version reads codec {CABINET_CODEC}")
-    at = 5
-    ms, at = _get_ints(buf, at, n)
-    sub, at = _get_ints(buf, at, n)
-    ts_us = ms * 1000 + sub
-    seq, at = _get_ints(buf, at, n)
-    size = (n + 7) // 8
-    door = np.unpackbits(np.frombuffer(buf[at : at + size], dtype=np.uint8), count=n).astype(bool)
-    at += size
+    n, ts_us, seq, door, at = _get_head(buf, CABINET_CODEC, "cabinet day")
     contactors, at = _get_ragged(buf, at, n, real=False)
     phases, at = _get_ragged(buf, at, n, real=True)
     circuits, at = _get_ragged(buf, at, n, real=True)

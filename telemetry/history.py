@@ -224,6 +224,16 @@ def _arrays(cur: psycopg.Cursor[Any], relation: str, where: str, args: dict[str,
     return _range_days(cols, odd or [])
 
 
+def _copy_history(cur: psycopg.Cursor[Any], device: str, rows: list[tuple[Any, ...]]) -> None:
+    """Packed device-days into `lamp_history` or `cabinet_history`."""
+    columns = f"{device}_no, day, readings, first_ts, last_ts, energy_first_wh, energy_last_wh, codec, data"
+    with cur.copy(f"COPY {device}_history ({columns}) FROM STDIN (FORMAT binary)") as cp:
+        cp.set_types(["integer", "date", "integer", "timestamptz", "timestamptz", "bigint", "bigint",
+                      "smallint", "bytea"])  # fmt: skip
+        for row in rows:
+            cp.write_row(row)
+
+
 def _pack_into_history(cur: psycopg.Cursor[Any], day: date, days: LampDay, lamps: list[int], lengths: list[int]) -> int:
     """Write the lamp-days of `days` into `lamp_history`, merged with what it holds for those lamps already (an
     earlier run stopped halfway, late readings): each reading once. Returns the lamp-days written."""
@@ -242,14 +252,7 @@ def _pack_into_history(cur: psycopg.Cursor[Any], day: date, days: LampDay, lamps
         for no, data in known.items():
             merged = LampDay.concat([unpack(data), days.take(np.arange(starts[no], starts[no] + counts[no]))])
             rows += _summaries(day, [no], merged, [len(merged)])
-    with cur.copy(
-        "COPY lamp_history (lamp_no, day, readings, first_ts, last_ts, energy_first_wh, energy_last_wh, codec, data) "
-        "FROM STDIN (FORMAT binary)"
-    ) as cp:
-        cp.set_types(["integer", "date", "integer", "timestamptz", "timestamptz", "bigint", "bigint",
-                      "smallint", "bytea"])  # fmt: skip
-        for row in sorted(rows, key=lambda r: int(r[0])):
-            cp.write_row(row)
+    _copy_history(cur, "lamp", sorted(rows, key=lambda r: int(r[0])))
     return len(rows)
 
 
@@ -262,19 +265,25 @@ def _compact_range(conn: psycopg.Connection, day: date, first: int, end: int) ->
         return len(days), _pack_into_history(cur, day, days, lamps, lengths)
 
 
+def _lock_day(cur: psycopg.Cursor[Any], table: str, day: date) -> tuple[str, bool]:
+    """Hold writers off the relation holding `day`'s raw rows of `table` until the transaction ends: the day's own
+    partition (its rows go with it: True), or the default one, where a day before the partitions began keeps its
+    few strays (those rows are deleted: False)."""
+    part = f"{table}_{day:%Y%m%d}"
+    own = cur.execute("SELECT to_regclass(%s) IS NOT NULL", (part,)).fetchone() == (True,)
+    relation = f'"{part}"' if own else f"{table}_default"
+    cur.execute(f"LOCK TABLE {relation} IN SHARE ROW EXCLUSIVE MODE")
+    return relation, own
+
+
 def _finish_day(conn: psycopg.Connection, day: date, xmin: str) -> int:
     """With the day's raw rows locked against writers: pack what arrived since the day's first snapshot (rows
     written after their lamps' range was read, or not), then empty the day's raw rows, all in one transaction.
     Returns the lamp-days written again."""
     lo, hi = _day_bounds(day)
-    part = f"lamp_readings_{day:%Y%m%d}"
     with conn.transaction(), conn.cursor() as cur:
-        own = cur.execute("SELECT to_regclass(%s) IS NOT NULL", (part,)).fetchone() == (True,)
-        # The day's own partition (its rows go with it), or the default one, where a day before the partitions
-        # began keeps its few strays (those rows are deleted).
-        relation = part if own else "lamp_readings_default"
-        cur.execute(f'LOCK TABLE "{relation}" IN SHARE ROW EXCLUSIVE MODE')
-        days, lamps, lengths = _arrays(cur, f'"{relation}"', _SINCE, {"lo": lo, "hi": hi, "xmin": xmin})
+        relation, own = _lock_day(cur, "lamp_readings", day)
+        days, lamps, lengths = _arrays(cur, relation, _SINCE, {"lo": lo, "hi": hi, "xmin": xmin})
         written = _pack_into_history(cur, day, days, lamps, lengths)
         if own:
             cur.execute("SELECT telemetry_reclaim(%s)", (day,))
@@ -402,13 +411,10 @@ def compact_cabinet_day(conn: psycopg.Connection, day: date) -> tuple[int, int]:
     city's day is a few hundred thousand rows, so one transaction does. Returns (readings packed, cabinet-days
     written)."""
     lo, hi = _day_bounds(day)
-    part = f"cabinet_readings_{day:%Y%m%d}"
     with conn.transaction(), conn.cursor() as cur:
-        own = cur.execute("SELECT to_regclass(%s) IS NOT NULL", (part,)).fetchone() == (True,)
-        relation = part if own else "cabinet_readings_default"
-        cur.execute(f'LOCK TABLE "{relation}" IN SHARE ROW EXCLUSIVE MODE')
+        relation, own = _lock_day(cur, "cabinet_readings", day)
         rows = cur.execute(
-            f'SELECT cabinet_no, {_CABINET_COLUMNS} FROM "{relation}" WHERE ts >= %s AND ts < %s '
+            f"SELECT cabinet_no, {_CABINET_COLUMNS} FROM {relation} WHERE ts >= %s AND ts < %s "
             "ORDER BY cabinet_no, ts, seq",
             (lo, hi),
         ).fetchall()
@@ -426,14 +432,7 @@ def compact_cabinet_day(conn: psycopg.Connection, day: date) -> tuple[int, int]:
             for r in fresh[cabinet]:
                 merged.setdefault((r[0], r[1]), r)
             fresh[cabinet] = [merged[k] for k in sorted(merged)]
-        with cur.copy(
-            "COPY cabinet_history (cabinet_no, day, readings, first_ts, last_ts, energy_first_wh, energy_last_wh, "
-            "codec, data) FROM STDIN (FORMAT binary)"
-        ) as cp:
-            cp.set_types(["integer", "date", "integer", "timestamptz", "timestamptz", "bigint", "bigint",
-                          "smallint", "bytea"])  # fmt: skip
-            for cabinet in sorted(fresh):
-                cp.write_row(_cabinet_summary(cabinet, day, fresh[cabinet]))
+        _copy_history(cur, "cabinet", [_cabinet_summary(c, day, fresh[c]) for c in sorted(fresh)])
         if own:
             cur.execute("SELECT telemetry_reclaim_cabinets(%s)", (day,))
         else:

@@ -642,10 +642,13 @@ def _m014_latest_hot(conn: psycopg.Connection, *, retention_days: int, **_: int)
     conn.execute("ALTER TABLE cabinet_latest SET (fillfactor = 50)")
 
 
-# The compact history (telemetry.history): one row per lamp and UTC day, its readings packed (telemetry.daypack).
-_HISTORY = """
-CREATE TABLE IF NOT EXISTS lamp_history (
-    lamp_no          integer NOT NULL,
+# The compact history (telemetry.history): one row per device and UTC day, its readings packed (telemetry.daypack);
+# `lamp_history` (migration 015) and `cabinet_history` (018), each with the function that empties a packed day's
+# raw partition (`telemetry_reclaim`, `telemetry_reclaim_cabinets`).
+def _history_sql(device: str, reclaim: str) -> str:
+    return f"""
+CREATE TABLE IF NOT EXISTS {device}_history (
+    {device}_no{" " * (14 - len(device))}integer NOT NULL,
     day              date NOT NULL,
     readings         integer NOT NULL,
     first_ts         timestamptz NOT NULL,
@@ -654,21 +657,21 @@ CREATE TABLE IF NOT EXISTS lamp_history (
     energy_last_wh   bigint,
     codec            smallint NOT NULL,
     data             bytea NOT NULL,
-    PRIMARY KEY (lamp_no, day)
+    PRIMARY KEY ({device}_no, day)
 );
 -- Already compressed: kept in the row as they are (MAIN, and a row may fill a page before TOAST is tried), which
--- wastes less than TOAST's 2 kB chunks: about 9.6 instead of 10.2 bytes a reading.
-ALTER TABLE lamp_history ALTER COLUMN data SET STORAGE MAIN;
-ALTER TABLE lamp_history SET (toast_tuple_target = 8160);
-CREATE INDEX IF NOT EXISTS lamp_history_day_idx ON lamp_history USING brin (day);
+-- wastes less than TOAST's 2 kB chunks: about 9.6 instead of 10.2 bytes a lamp reading.
+ALTER TABLE {device}_history ALTER COLUMN data SET STORAGE MAIN;
+ALTER TABLE {device}_history SET (toast_tuple_target = 8160);
+CREATE INDEX IF NOT EXISTS {device}_history_day_idx ON {device}_history USING brin (day);
 
 -- The compaction's last step for a day (telemetry.history): its raw partition emptied at once, which gives the disk
 -- back, where deleting rows scattered over every page would rewrite all of them. The caller has packed every row
--- into lamp_history in the same transaction, holding a lock that keeps writers out; TRUNCATE takes the rest.
-CREATE OR REPLACE FUNCTION telemetry_reclaim(day date) RETURNS boolean
+-- into {device}_history in the same transaction, holding a lock that keeps writers out; TRUNCATE takes the rest.
+CREATE OR REPLACE FUNCTION {reclaim}(day date) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
 DECLARE
-    part text := 'lamp_readings_' || to_char(day, 'YYYYMMDD');
+    part text := '{device}_readings_' || to_char(day, 'YYYYMMDD');
 BEGIN
     IF to_regclass(part) IS NULL THEN
         RETURN false;
@@ -677,47 +680,13 @@ BEGIN
     RETURN true;
 END
 $fn$;
-REVOKE ALL ON FUNCTION telemetry_reclaim(date) FROM PUBLIC;
+REVOKE ALL ON FUNCTION {reclaim}(date) FROM PUBLIC;
 """
 
 
 def _m015_history(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
-    conn.execute(_HISTORY)
+    conn.execute(_history_sql("lamp", "telemetry_reclaim"))
     conn.execute(_partitions_keeping("lamp_history"))  # retention drops compact days with their partitions' days
-
-
-_CABINET_HISTORY = """
-CREATE TABLE IF NOT EXISTS cabinet_history (
-    cabinet_no       integer NOT NULL,
-    day              date NOT NULL,
-    readings         integer NOT NULL,
-    first_ts         timestamptz NOT NULL,
-    last_ts          timestamptz NOT NULL,
-    energy_first_wh  bigint,
-    energy_last_wh   bigint,
-    codec            smallint NOT NULL,
-    data             bytea NOT NULL,
-    PRIMARY KEY (cabinet_no, day)
-);
-ALTER TABLE cabinet_history ALTER COLUMN data SET STORAGE MAIN;
-ALTER TABLE cabinet_history SET (toast_tuple_target = 8160);
-CREATE INDEX IF NOT EXISTS cabinet_history_day_idx ON cabinet_history USING brin (day);
-
--- As telemetry_reclaim, for the day's cabinet readings (packed into cabinet_history in the caller's transaction).
-CREATE OR REPLACE FUNCTION telemetry_reclaim_cabinets(day date) RETURNS boolean
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
-DECLARE
-    part text := 'cabinet_readings_' || to_char(day, 'YYYYMMDD');
-BEGIN
-    IF to_regclass(part) IS NULL THEN
-        RETURN false;
-    END IF;
-    EXECUTE format('TRUNCATE %I', part);
-    RETURN true;
-END
-$fn$;
-REVOKE ALL ON FUNCTION telemetry_reclaim_cabinets(date) FROM PUBLIC;
-"""
 
 
 def _partitions_keeping(*history: str) -> str:
@@ -729,7 +698,7 @@ def _partitions_keeping(*history: str) -> str:
 
 
 def _m018_cabinet_history(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
-    conn.execute(_CABINET_HISTORY)
+    conn.execute(_history_sql("cabinet", "telemetry_reclaim_cabinets"))
     conn.execute(_partitions_keeping("lamp_history", "cabinet_history"))
 
 

@@ -72,16 +72,19 @@ def _city(endpoints: Endpoints, lamps: int, per_lamp_step: timedelta = STEP) -> 
     out: list[Message] = []
     for n in range(1, lamps + 1):
         lamp = f"XN-CD-{n:06d}"
-        seq = 0
-        for day in OLD_DAYS + KEPT_DAYS:
-            t = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            end = min(t + timedelta(days=1), datetime.now(UTC) - timedelta(minutes=1))
-            while t < end:
-                ts = int(t.timestamp() * 1000) + rng.randint(0, 999)
-                out.append(Message(f"sl/cd/lamp/{lamp}/state", _report(rng, ts, seq), ts + rng.randint(5, 900)))
-                seq += 1
-                t += per_lamp_step
+        for seq, ts in enumerate(_times(rng, per_lamp_step)):
+            out.append(Message(f"sl/cd/lamp/{lamp}/state", _report(rng, ts, seq), ts + rng.randint(5, 900)))
     return out
+
+
+def _times(rng: random.Random, step: timedelta) -> Iterator[int]:
+    """A device's report times (ms) every `step` on the old days and today, up to a minute ago."""
+    for day in OLD_DAYS + KEPT_DAYS:
+        t = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        end = min(t + timedelta(days=1), datetime.now(UTC) - timedelta(minutes=1))
+        while t < end:
+            yield int(t.timestamp() * 1000) + rng.randint(0, 999)
+            t += step
 
 
 async def _ingest(endpoints: Endpoints, messages: list[Message]) -> None:
@@ -160,16 +163,9 @@ def _cabinets(endpoints: Endpoints, cabinets: int, step: timedelta = timedelta(m
     rng = random.Random(11)
     out: list[Message] = []
     for cabinet, district in ids:
-        seq = 0
-        for day in OLD_DAYS + KEPT_DAYS:
-            t = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            end = min(t + timedelta(days=1), datetime.now(UTC) - timedelta(minutes=1))
-            while t < end:
-                ts = int(t.timestamp() * 1000) + rng.randint(0, 999)
-                body = _cabinet_report(rng, ts, seq)
-                out.append(Message(f"sl/{district}/cabinet/{cabinet}/state", body, ts + rng.randint(5, 900)))
-                seq += 1
-                t += step
+        for seq, ts in enumerate(_times(rng, step)):
+            body = _cabinet_report(rng, ts, seq)
+            out.append(Message(f"sl/{district}/cabinet/{cabinet}/state", body, ts + rng.randint(5, 900)))
     return out
 
 
