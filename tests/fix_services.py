@@ -52,10 +52,12 @@ class Services:
         return with_database(self.endpoints.schema_url, database)
 
     def drop_connections(self, database_url: str) -> None:
-        """Every connection to that database ends, as in a PostgreSQL restart or failover."""
+        """Every connection to that database ends, as in a PostgreSQL restart or failover: each backend has exited
+        when this returns (a signalled backend goes a moment later, and a restart's connections are gone before it
+        is back)."""
         with psycopg.connect(self.admin_url, autocommit=True) as admin:
             admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = %s",
                 (database_of(database_url),),
             )
 
