@@ -99,6 +99,47 @@ async def test_lamp_state_telemetry_and_quarantine(endpoints: Endpoints) -> None
 
 
 @pytest.mark.asyncio
+async def test_quarantine_filters_by_device_topic_and_time(endpoints: Endpoints) -> None:
+    with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
+        load(conn, generate(1000, seed=3), progress=False)
+        registry = load_registry(conn)
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    hour = 3_600_000
+    bad = [  # (topic, received ms): every one quarantined, not JSON
+        ("sl/cd/lamp/XN-CD-000001/state", now - 3 * hour),
+        ("sl/cd/lamp/XN-CD-000002/state", now - 2 * hour),
+        ("sl/cd/lamp/XN-CD-000001/status", now - hour),
+        ("sl/cx/cabinet/XN-CX-C0001/state", now),
+    ]
+    store = TelemetryStore(Database(endpoints.database_url))
+    for topic, received in bad:
+        await store.write(decode_batch([Message(topic, b"{", received)], registry, now_ms=now, retention_ms=hour))
+    await store.close()
+    app = create_app(database_url=endpoints.database_url, broker=endpoints.as_("lamplighter-api"))
+    with TestClient(app) as c:
+        sign_in(c, endpoints.database_url, "viewer")
+
+        def topics(**params: object) -> list[str]:
+            r = c.get("/api/v1/quarantine", params=params)
+            assert r.status_code == 200, r.text
+            assert r.json()["total"] == len(r.json()["items"])
+            return [i["topic"] for i in r.json()["items"]]
+
+        assert topics() == [t for t, _ in reversed(bad)]
+        assert topics(device="XN-CD-000001") == [bad[2][0], bad[0][0]]
+        assert topics(topic=bad[1][0]) == [bad[1][0]]
+        assert topics(topic="sl/cd/lamp/+/state") == [bad[1][0], bad[0][0]]
+        assert topics(topic="sl/cd/#") == [bad[2][0], bad[1][0], bad[0][0]]
+        assert topics(topic="sl/cd/lamp/XN-CD-00000./state") == []  # no regular expressions from outside
+        iso = datetime.fromtimestamp((now - 2 * hour) / 1000, UTC).isoformat()
+        assert topics(since=iso) == [bad[3][0], bad[2][0], bad[1][0]]
+        assert topics(since=now - 2 * hour, until=now - hour + 1, reason="not_json") == [bad[2][0], bad[1][0]]
+        for params in ({"topic": "sl/c+/#"}, {"topic": "sl/#/state"}, {"since": "yesterday"}):
+            r = c.get("/api/v1/quarantine", params=params)
+            assert r.status_code == 422 and r.json()["error"]["field"] == next(iter(params)), r.text
+
+
+@pytest.mark.asyncio
 async def test_telemetry_defaults_to_the_last_day_of_the_city_clock(endpoints: Endpoints) -> None:
     """A demo on a night two days ahead (`--clock-start`): a lamp's readings show without from/to."""
     clock = Clock(start=datetime.now(UTC) + timedelta(days=2), speed=1.0)

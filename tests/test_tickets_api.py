@@ -103,12 +103,42 @@ def test_queue_filters_actions_and_refusals(
     assert client.get("/api/v1/tickets", params={"limit": 1, "offset": 1}).json()["items"][0]["id"] == b
     assert client.get("/api/v1/tickets", params={"status": "sleeping"}).status_code == 422
 
+    # A cabinet ticket listing cd[0]; then the shortcuts: the live ones, one kind of asset, a lamp's own tickets.
+    with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
+        cabinet = conn.execute("SELECT cabinet_id FROM lamps WHERE id = %s", (cd[0],)).fetchone()
+        assert cabinet is not None
+        k = open_ticket(
+            conn,
+            priority="P2",
+            fault="cabinet_outage",
+            asset_type="cabinet",
+            asset_id=cabinet[0],
+            district="cd",
+            source="backend",
+            first_seen=NOW,
+            now=NOW,
+            lamps=[cd[0], cd[1]],
+        ).ticket_id
+
+    def ids(**params: object) -> list[int]:
+        r = client.get("/api/v1/tickets", params=params)
+        assert r.status_code == 200, r.text
+        return [t["id"] for t in r.json()["items"]]
+
+    assert ids(asset=cd[0]) == [k, a]
+    assert ids(asset=cd[0], asset_type="lamp") == [a]
+    assert ids(asset=cd[0], asset_type="cabinet") == [k]
+    assert ids(asset_type="cabinet") == [k] and ids(asset_type="lamp") == [c, b, a]
+    assert client.get("/api/v1/tickets", params={"asset_type": "pole"}).status_code == 422
+    assert ids(status="live") == [k, c, b, a]
+
     r = client.post(f"/api/v1/tickets/{a}/actions", json={"action": "acknowledge"})
     assert r.status_code == 200 and r.json()["status"] == "acknowledged"
     r = client.post(f"/api/v1/tickets/{a}/actions", json={"action": "acknowledge"})
     assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
     r = client.post(f"/api/v1/tickets/{a}/actions", json={"action": "resolve", "note": "new lamp", "parts": ["LED"]})
     assert r.json()["status"] == "resolved" and r.json()["history"][-1]["parts"] == ["LED"]
+    assert a not in ids(status="live") and ids(status=["live", "resolved"]) == [k, c, b, a]
     assert client.post(f"/api/v1/tickets/{a}/actions", json={"action": "dance"}).json()["error"]["field"] == "action"
     assert client.post(f"/api/v1/tickets/{c}/actions", json={"action": "reassign"}).json()["error"]["field"] == "crew"
     r = client.post(f"/api/v1/tickets/{c}/actions", json={"action": "reassign", "crew": "cd-a"})

@@ -48,7 +48,11 @@ def _own(user: User, ticket: dict[str, Any], ticket_id: int) -> None:
         raise ApiError(404, "not_found", f"ticket {ticket_id} is not assigned to crew {user.crew}", "ticket_id")
 
 
-Status = Literal["open", "dispatched", "acknowledged", "resolved", "verified", "cancelled", "transient", "reopened"]
+Status = Literal[
+    "open", "dispatched", "acknowledged", "resolved", "verified", "cancelled", "transient", "reopened", "live"
+]
+# `status=live`: every ticket still waiting for someone (not resolved, verified, cancelled or transient).
+LIVE = ("open", "dispatched", "acknowledged", "reopened")
 
 
 @router.get("")
@@ -61,18 +65,25 @@ async def list_tickets(
     district: str | None = None,
     fault: str | None = None,
     asset: str | None = None,
+    asset_type: Literal["lamp", "cabinet"] | None = None,
     crew: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
-    """Role: viewer (crew: its own). Newest first. `status` and `priority` may repeat; `asset` is a lamp or
-    cabinet id (a lamp also matches the cabinet tickets that list it)."""
+    """Role: viewer (crew: its own). Newest first. `status` and `priority` may repeat; `status=live` stands for
+    open, dispatched, acknowledged and reopened (the tickets still waiting for someone). `asset` is a lamp or
+    cabinet id; a lamp also matches the cabinet tickets that list it, unless `asset_type=lamp` asks for the lamp's
+    own tickets only (`asset_type=cabinet`: the cabinet tickets that list it). `asset_type` alone keeps one kind."""
     crew = _scope(user, crew)
     where: list[str] = []
     args: list[object] = []
     if status:
+        statuses = {x for st in status for x in (LIVE if st == "live" else (st,))}
         where.append("t.status = ANY(%s)")
-        args.append(list(status))
+        args.append(sorted(statuses))
+    if asset_type:
+        where.append("t.asset_type = %s")
+        args.append(asset_type)
     if priority:
         where.append("t.priority = ANY(%s)")
         args.append(list(priority))
@@ -80,7 +91,10 @@ async def list_tickets(
         if value:
             where.append(f"{column} = %s")
             args.append(value)
-    if asset:
+    if asset and asset_type == "lamp":
+        where.append("t.asset_id = %s")
+        args.append(asset)
+    elif asset:
         where.append("(t.asset_id = %s OR t.id IN (SELECT ticket_id FROM ticket_lamps WHERE lamp_id = %s))")
         args += [asset, asset]
     clause = (" WHERE " + " AND ".join(where)) if where else ""
