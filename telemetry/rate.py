@@ -160,6 +160,29 @@ class Breakdown:
             name
         ]
 
+    def within(self, index: FleetIndex, district: int) -> Breakdown:
+        """The same figures for one district (its position in `index.districts`): the district as the whole,
+        and its road classes, roads and cabinets as the groups."""
+        roads = index.road_district == district
+        cabinets = roads[index.cabinet_road]
+        classes = _fold(self.road.by_condition[roads], index.road_class[roads], len(ROAD_CLASSES))
+
+        def subset(c: Counts, keep: npt.NDArray[np.bool_]) -> Counts:
+            return Counts(
+                [k for k, ok in zip(c.keys, keep.tolist(), strict=True) if ok], c.by_condition[keep], c.target[keep]
+            )
+
+        one = np.arange(len(index.districts)) == district
+        return Breakdown(
+            ts_ms=self.ts_ms,
+            city=subset(self.district, one),
+            district=subset(self.district, one),
+            road_class=Counts(list(ROAD_CLASSES), classes, _CLASS_TARGETS),
+            road=subset(self.road, roads),
+            cabinet=subset(self.cabinet, cabinets),
+            integrity=None,
+        )
+
 
 def _fold(counts: npt.NDArray[np.int64], into: npt.NDArray[Any], groups: int) -> npt.NDArray[np.int64]:
     """Sum the rows of `counts` (shape (rows, K)) into `groups` rows by the group of each row (`into`)."""

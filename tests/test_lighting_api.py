@@ -101,6 +101,21 @@ def test_rate_counts_every_condition_exactly(endpoints: Endpoints, city: list[tu
         assert roads["total"] == len({r for *_, r in city})
         assert c.get("/api/v1/lighting-rate", params={"group_by": "street"}).status_code == 422
 
+        # One district alone: its own counts, and its road classes, roads and cabinets as the groups.
+        district = city[-1][1]
+        mine = [i for i, (_, d, _, _) in enumerate(city) if d == district]
+        want = (len(mine), sum(i < 970 for i in mine), sum(970 <= i < 985 for i in mine), sum(i >= 985 for i in mine))
+        for group_by in ("district", "road_class", "road", "cabinet"):
+            r = c.get("/api/v1/lighting-rate", params={"district": district, "group_by": group_by})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            row = body["city"]
+            assert body["district"] == district
+            assert (row["due"], row["lit"], row["dark"], row["unknown"]) == want, group_by
+            assert sum(g["due"] for g in body["groups"]) == want[0] and sum(g["lit"] for g in body["groups"]) == want[1]
+        assert [g["key"] for g in body["groups"]] == sorted({cab for _, d, cab, _ in city if d == district})
+        assert c.get("/api/v1/lighting-rate", params={"district": "zz"}).status_code == 404
+
     noon = dt.datetime(2026, 12, 2, 12, 0, tzinfo=CST)
     with _client(endpoints, noon) as c:
         day = c.get("/api/v1/lighting-rate").json()["city"]

@@ -28,17 +28,26 @@ async def lighting_rate(
     engine: EngineDep,
     clock: ClockDep,
     group_by: Grouping = "district",
+    district: Annotated[str | None, Query(description="one district's figures", examples=["cd"])] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. The rate now for the city and each group: due, lit, dark, unknown (stale), day-burning,
     rate (null when nothing is due), target and whether it is met; plus the facility integrity rate. The
-    groups are paged (`limit`, `offset`; `total` says how many) — roads and cabinets run to thousands."""
+    groups are paged (`limit`, `offset`; `total` says how many) — roads and cabinets run to thousands. With
+    `district`, the same for that district alone: `city` holds the district's figures, the groups are its road
+    classes, roads or cabinets, and the integrity rate (city-wide) is left out."""
     b = engine.breakdown(clock.now_ms())
+    if district is not None:
+        districts = engine.index.districts
+        if district not in districts:
+            raise ApiError(404, "not_found", f"district {district!r} is not in the inventory", "district")
+        b = b.within(engine.index, districts.index(district))
     city = b.city.rows()[0]
     groups = b.grouping(group_by).rows()
     return {
         "ts": _iso(b.ts_ms),
+        "district": district,
         "city": {k: city[k] for k in _CITY_FIELDS},
         "integrity": {"rate": b.integrity, "target": 95.0},
         "group_by": group_by,
