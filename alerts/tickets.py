@@ -26,6 +26,7 @@ __all__ = [
     "ACTIONS",
     "LIVE",
     "SYSTEM",
+    "WAITING",
     "Deadlines",
     "TicketError",
     "act",
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 LIVE = ("open", "dispatched", "acknowledged", "resolved", "reopened")
 UNACKED = ("open", "dispatched", "reopened")
+# Still waiting for someone (a resolved ticket waits only for its verification): the control room's open tickets.
+WAITING = tuple(s for s in LIVE if s != "resolved")
 ACTIONS = ("acknowledge", "resolve", "cancel", "comment", "reassign")
 SYSTEM = "system"
 

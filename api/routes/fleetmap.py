@@ -14,6 +14,7 @@ import psycopg
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from alerts.tickets import WAITING
 from api.deps import ClockDep, EngineDep, SyncPoolDep, Viewer, in_thread
 from telemetry.fleet import FleetIndex
 from telemetry.rate import CONDITIONS
@@ -21,7 +22,6 @@ from telemetry.rate import CONDITIONS
 router = APIRouter(prefix="/api/v1/map", tags=["map"])
 
 IN_TICKET = len(CONDITIONS)  # the state byte of a lamp that a live ticket covers, whatever its condition
-_LIVE = ("open", "dispatched", "acknowledged", "reopened")
 _TICKETS_EVERY_S = 2.0
 
 
@@ -105,7 +105,7 @@ async def _ticket_slots(request: Request, pool: SyncPoolDep, ix: FleetIndex) -> 
             """SELECT asset_id FROM tickets WHERE status = ANY(%s) AND asset_type = 'lamp'
                UNION SELECT l.lamp_id FROM ticket_lamps l JOIN tickets t ON t.id = l.ticket_id
                WHERE t.status = ANY(%s)""",
-            (list(_LIVE), list(_LIVE)),
+            (list(WAITING), list(WAITING)),
         ).fetchall()
         return [r[0] for r in rows]
 

@@ -14,13 +14,13 @@ import psycopg
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from alerts.tickets import WAITING
 from api.deps import ClockDep, EngineDep, SyncPoolDep, Viewer, in_thread
 from api.jsonsafe import dumps
 from telemetry.lighting import LightingEngine
 
 router = APIRouter(prefix="/api/v1/overview", tags=["overview"])
 
-_LIVE = ("open", "dispatched", "acknowledged", "reopened")
 _TICKETS_EVERY_S = 2.0  # tickets and energy come from PostgreSQL (cached for this long); the rate from memory
 _ENERGY_EVERY_S = 30.0
 
@@ -38,7 +38,7 @@ def _tickets(conn: psycopg.Connection, now: dt.datetime) -> dict[str, Any]:
                   count(*) FILTER (WHERE (deadline IS NOT NULL AND deadline < %s)
                                    OR (ack_deadline IS NOT NULL AND ack_deadline < %s AND status <> 'acknowledged'))
            FROM tickets WHERE status = ANY(%s) GROUP BY priority""",
-        (now, now, list(_LIVE)),
+        (now, now, list(WAITING)),
     ).fetchall()
     by_priority = {p: 0 for p in ("P1", "P2", "P3", "P4")}
     overdue = 0

@@ -10,7 +10,7 @@ import psycopg
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from alerts.tickets import act, get_ticket, ticket_json
+from alerts.tickets import WAITING, act, get_ticket, ticket_json
 from api.auth import User
 from api.deps import (
     ClockDep,
@@ -51,8 +51,6 @@ def _own(user: User, ticket: dict[str, Any], ticket_id: int) -> None:
 Status = Literal[
     "open", "dispatched", "acknowledged", "resolved", "verified", "cancelled", "transient", "reopened", "live"
 ]
-# `status=live`: every ticket still waiting for someone (not resolved, verified, cancelled or transient).
-LIVE = ("open", "dispatched", "acknowledged", "reopened")
 
 
 @router.get("")
@@ -78,7 +76,7 @@ async def list_tickets(
     where: list[str] = []
     args: list[object] = []
     if status:
-        statuses = {x for st in status for x in (LIVE if st == "live" else (st,))}
+        statuses = {x for st in status for x in (WAITING if st == "live" else (st,))}
         where.append("t.status = ANY(%s)")
         args.append(sorted(statuses))
     if asset_type:
