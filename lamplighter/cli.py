@@ -65,7 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("seed", help="generate and load the city inventory")
     p.add_argument("--lamps", type=int, default=110_000, help="number of lamps (default 110,000)")
     p.add_argument("--seed", type=int, default=1, help="random seed; same seed and size, same city")
-    p.add_argument("--replace", action="store_true", help="replace a different inventory (wipes its telemetry)")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help=(
+            "replace the loaded inventory, even the same one, clearing everything that refers to it (readings, "
+            "history, tickets, commands, schedules, quarantine)"
+        ),
+    )
 
     p = sub.add_parser("gateway", help="MQTT → PostgreSQL ingest; Prometheus text at /metrics")
     _add_clock(p)
@@ -118,7 +125,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="everything: services, schema, seed, gateway, simulator, API")
     p.add_argument("--lamps", type=int, help="city size (default: the loaded inventory, or 110,000 on a first run)")
     p.add_argument(
-        "--replace", action="store_true", help="with --lamps: replace a different loaded inventory and its data"
+        "--replace",
+        action="store_true",
+        help="start from a fresh city: load the inventory afresh (--lamps, or the loaded size) and clear its data",
     )
     p.add_argument("--interval", type=float, default=300.0)
     _add_clock(p)

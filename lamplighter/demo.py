@@ -54,8 +54,9 @@ def run_demo(
                 f"start from a fresh city.",
                 file=sys.stderr,
             )
-        if row is None or (lamps is not None and lamps != row[0] and replace):
-            seed_command(ep.schema_url, lamps=lamps or _DEFAULT_LAMPS, seed=1, replace=replace)
+        if row is None or replace:
+            size = lamps or (row[0] if row is not None else _DEFAULT_LAMPS)
+            seed_command(ep.schema_url, lamps=size, seed=1, replace=replace)
         elif lamps is not None and lamps != row[0]:
             print(
                 f"the demo's database holds a city of {row[0]:,} lamps, not {lamps:,}: add --replace to load "

@@ -14,14 +14,16 @@ def seed_command(schema_url: str, *, lamps: int, seed: int, replace: bool = Fals
     """Load the inventory as the schema's owner, `schema_url` (a replace empties tables, which the application's
     role may not); the caller has migrated (`Endpoints.migrate`, which also gives the application its rights)."""
     from seeds.generator import generate
-    from seeds.loader import load, summary
+    from seeds.loader import Replaced, load, summary
 
     t = time.perf_counter()
     inv = generate(lamps, seed)
     with psycopg.connect(schema_url, autocommit=True) as conn:
         loaded = load(conn, inv, replace=replace, progress=sys.stderr.isatty())
         rows = summary(conn)
-    verb = "loaded" if loaded else "already loaded (nothing to do)"
+    if isinstance(loaded, Replaced):
+        print(loaded.describe())
+    verb = "loaded" if loaded else "already loaded (nothing to do; --replace loads it afresh)"
     print(f"inventory {verb}: {inv.lamps:,} lamps, seed {seed}, in {time.perf_counter() - t:.1f} s")
     print(f"{'district':<22}{'roads':>7}{'cabinets':>10}{'lamps':>11}{'via cabinet':>13}{'LED':>7}{'rated kW':>10}")
     for r in rows:

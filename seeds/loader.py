@@ -1,4 +1,4 @@
-"""Load a generated inventory into PostgreSQL with COPY; idempotent for the same (lamps, seed)."""
+"""Load a generated inventory into PostgreSQL with COPY; idempotent for the same (lamps, seed) unless replacing."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tqdm import tqdm
 from seeds.errors import SeedError
 from seeds.generator import Inventory, installed_date
 
-__all__ = ["DistrictSummary", "SeedError", "load", "summary"]
+__all__ = ["DistrictSummary", "Replaced", "SeedError", "load", "summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,29 +32,87 @@ class DistrictSummary:
     rated_kw: float
 
 
-def load(conn: psycopg.Connection, inv: Inventory, *, replace: bool = False, progress: bool = True) -> bool:
-    """Write the inventory; returns False when the same inventory is already there (nothing done).
+# What refers to the loaded inventory, by lamp, cabinet, road or district: a replace empties all of it, and deletes
+# every schedule but the city's own document. Crews, users and settings stay (district codes are the same in every
+# generated city).
+_REFERS_TO_INVENTORY = (
+    "lamp_readings",
+    "cabinet_readings",
+    "lamp_history",
+    "cabinet_history",
+    "lamp_latest",
+    "cabinet_latest",
+    "device_status",
+    "device_credentials",
+    "quarantine",
+    "lighting_rate_samples",
+    "nightly_reports",
+    "operator_alerts",
+    "citizen_reports",
+    "tickets",
+    "ticket_lamps",
+    "ticket_events",
+    "outbox",
+    "deliveries",
+    "commands",
+    "command_lamps",
+)
+# Counted for the replace's report: small tables an operator recognises.
+_COUNTED = {
+    "tickets": "tickets",
+    "commands": "commands",
+    "schedules": "schedules WHERE scope <> 'city'",
+    "operator_alerts": "operator_alerts",
+    "quarantine": "quarantine",
+    "citizen_reports": "citizen_reports",
+}
 
-    A different inventory is only replaced with `replace=True`, which also empties the telemetry, latest
-    state and quarantine tables (their lamp numbers would no longer mean the same lamps).
+
+@dataclass(frozen=True)
+class Replaced:
+    """What a replace removed: the old inventory and the counts of what referred to it."""
+
+    lamps: int
+    seed: int
+    counts: dict[str, int]
+
+    def describe(self) -> str:
+        things = ", ".join(f"{n:,} {t.replace('_', ' ')}" for t, n in self.counts.items())
+        # The city's own schedule document stays: it names no lamp, road or district.
+        return (
+            f"replaced the inventory of {self.lamps:,} lamps (seed {self.seed}) and cleared what referred to it: "
+            f"{things}, and every reading, latest state, compact history, lighting-rate sample, nightly report "
+            f"and rotated device credential"
+        )
+
+
+def load(conn: psycopg.Connection, inv: Inventory, *, replace: bool = False, progress: bool = True) -> Replaced | bool:
+    """Write the inventory. Returns False when the same inventory is already there and `replace` is not set
+    (nothing done), True when it loaded into an empty database, and a `Replaced` when it replaced one.
+
+    An inventory already loaded is only replaced with `replace=True`, even the same (lamps, seed): the replace
+    also empties every table that refers to lamps, cabinets or roads by number or id (readings, history, latest
+    state, tickets, commands, schedules, quarantine and the rest, `_REFERS_TO_INVENTORY`), since those would no
+    longer mean the same devices.
     """
     row = conn.execute("SELECT seed, lamps FROM seed_info").fetchone()
-    if row is not None:
+    if row is not None and not replace:
         if (row[0], row[1]) == (inv.seed, inv.lamps):
             logger.info("inventory of %d lamps (seed %d) already loaded; nothing to do", inv.lamps, inv.seed)
             return False
-        if not replace:
-            raise SeedError(
-                f"the database already holds an inventory of {row[1]} lamps from seed {row[0]}; asked for "
-                f"{inv.lamps} lamps from seed {inv.seed}. Re-run with --replace to wipe it and its telemetry."
-            )
+        raise SeedError(
+            f"the database already holds an inventory of {row[1]} lamps from seed {row[0]}; asked for "
+            f"{inv.lamps} lamps from seed {inv.seed}. Re-run with --replace to wipe it and everything that "
+            f"refers to it (telemetry, tickets, commands, schedules)."
+        )
+    replaced: Replaced | None = None
     with conn.transaction():
         if row is not None:
-            logger.warning("replacing inventory of %d lamps (seed %d) and its telemetry", row[1], row[0])
-            conn.execute(
-                "TRUNCATE lamp_readings, cabinet_readings, lamp_latest, cabinet_latest, device_status, quarantine, "
-                "lamps, cabinets, roads, districts, seed_info"
-            )
+            counts = {t: conn.execute(f"SELECT count(*) FROM {q}").fetchone()[0] for t, q in _COUNTED.items()}  # type: ignore[index]
+            replaced = Replaced(lamps=row[1], seed=row[0], counts=counts)
+            logger.info("%s", replaced.describe())
+            conn.execute(f"TRUNCATE {', '.join(_REFERS_TO_INVENTORY)}, lamps, cabinets, roads, districts, seed_info")
+            conn.execute("DELETE FROM schedules WHERE scope <> 'city'")
         with conn.cursor() as cur:
             with cur.copy("COPY districts (code, name_zh, name_en, lat, lon) FROM STDIN") as cp:
                 for d in inv.districts:
@@ -132,7 +190,7 @@ def load(conn: psycopg.Connection, inv: Inventory, *, replace: bool = False, pro
         len(inv.road_id),
         inv.seed,
     )
-    return True
+    return replaced if replaced is not None else True
 
 
 def summary(conn: psycopg.Connection) -> list[DistrictSummary]:
