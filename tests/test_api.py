@@ -99,6 +99,52 @@ async def test_lamp_state_telemetry_and_quarantine(endpoints: Endpoints) -> None
 
 
 @pytest.mark.asyncio
+async def test_cabinets_list_with_circuits_counts_and_filters(endpoints: Endpoints) -> None:
+    with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
+        load(conn, generate(4000, seed=3), progress=False)  # more than one cabinet a district
+        registry = load_registry(conn)
+        (dist,) = conn.execute("SELECT district FROM cabinets GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").fetchone()  # type: ignore[misc]
+        cx = [r[0] for r in conn.execute("SELECT id FROM cabinets WHERE district = %s ORDER BY no", (dist,))]
+        assert len(cx) >= 2
+        circuits = conn.execute("SELECT circuits FROM cabinets WHERE id = %s", (cx[0],)).fetchone()[0]  # type: ignore[index]
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    reports = [  # the first cabinet: door open and a blown fuse; the second: closed and sound
+        (cx[0], b'{"ts": %d, "seq": 1, "door_open": true, "contactors": [true], "faults": ["circuit_open"]}' % now),
+        (cx[1], b'{"ts": %d, "seq": 1, "door_open": false, "contactors": [true], "faults": []}' % now),
+    ]
+    msgs = [Message(f"sl/{dist}/cabinet/{cab}/state", body, now) for cab, body in reports]
+    store = TelemetryStore(Database(endpoints.database_url))
+    await store.write(decode_batch(msgs, registry, now_ms=now, retention_ms=86_400_000))
+    await store.close()
+    app = create_app(database_url=endpoints.database_url, broker=endpoints.as_("lamplighter-api"))
+    with TestClient(app) as c:
+        sign_in(c, endpoints.database_url, "viewer")
+
+        def ids(**params: object) -> list[str]:
+            r = c.get("/api/v1/cabinets", params={"limit": 1000, **params})
+            assert r.status_code == 200, r.text
+            assert r.json()["total"] == len(r.json()["items"])
+            return [i["id"] for i in r.json()["items"]]
+
+        assert ids(district=dist) == cx
+        assert ids(faulted=True) == [cx[0]] and ids(door_open=True) == [cx[0]]
+        assert ids(faulted=False) == [cx[1]]  # cabinets that never reported are in neither
+        body = c.get("/api/v1/cabinets", params={"district": dist, "limit": 1}).json()
+        first = body["items"][0]
+        assert body["total"] == len(cx) and first["id"] == cx[0] and first["circuits"] == circuits
+        lamps = c.get("/api/v1/lamps", params={"cabinet": cx[0], "limit": 1000}).json()["items"]
+        per_circuit = [sum(1 for lamp in lamps if lamp["circuit"] == k) for k in range(1, circuits + 1)]
+        assert first["circuit_lamps"] == [n for n in per_circuit if n] and first["lamps"] == len(lamps)
+        assert first["latest"]["door_open"] is True and first["latest"]["faults"] == ["circuit_open"]
+        assert set(first["now"]) == {"due", "lit", "dark", "unknown", "day_burning", "rate"}
+        assert first["now"]["lit"] + first["now"]["dark"] + first["now"]["unknown"] == first["now"]["due"]
+        road = first["road_id"]
+        assert cx[0] in ids(road=road) and all(i in cx for i in ids(road=road))
+        r = c.get("/api/v1/cabinets", params={"faulted": "maybe"})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "faulted"
+
+
+@pytest.mark.asyncio
 async def test_quarantine_filters_by_device_topic_and_time(endpoints: Endpoints) -> None:
     with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
         load(conn, generate(1000, seed=3), progress=False)

@@ -2,15 +2,81 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from alerts.archive import archive
-from api.deps import ConnDep, SyncPoolDep, Viewer, in_thread
+from api.deps import ClockDep, ConnDep, EngineDep, Offset, SyncPoolDep, Viewer, in_thread
 from api.errors import ApiError
 
 router = APIRouter(prefix="/api/v1/cabinets", tags=["cabinets"])
+
+
+_LIST = """
+SELECT c.id, c.no, c.district, c.road_id, r.name_zh AS road_name_zh, r.name_en AS road_name_en, c.circuits,
+       c.concentrator, c.lat, c.lon,
+       (SELECT array_agg(n ORDER BY circuit) FROM (
+            SELECT l.circuit, count(*)::int AS n FROM lamps l WHERE l.cabinet_id = c.id GROUP BY l.circuit
+        ) per) AS circuit_lamps,
+       CASE WHEN cl.cabinet_no IS NULL THEN NULL ELSE json_build_object(
+           'ts', cl.ts, 'door_open', cl.door_open, 'contactors', cl.contactors, 'faults', cl.faults) END AS latest
+FROM cabinets c JOIN roads r ON r.id = c.road_id LEFT JOIN cabinet_latest cl ON cl.cabinet_no = c.no
+"""
+
+
+@router.get("")
+async def list_cabinets(
+    user: Viewer,
+    conn: ConnDep,
+    engine: EngineDep,
+    clock: ClockDep,
+    district: Annotated[str | None, Query(description="district code", examples=["cd"])] = None,
+    road: Annotated[int | None, Query(description="road id (as in `road_id` of a lamp)", examples=[12])] = None,
+    concentrator: Annotated[
+        bool | None, Query(description="true: lamps reached through the cabinet's concentrator; false: single-lamp")
+    ] = None,
+    faulted: Annotated[
+        bool | None, Query(description="true: its latest report lists a fault; false: it lists none")
+    ] = None,
+    door_open: Annotated[bool | None, Query(description="its latest report's door state")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    """Role: viewer. Cabinets of the inventory in cabinet order, with their circuits and how many lamps hang on
+    each (`circuit_lamps[i]` is circuit i+1), the concentrator's latest report (`latest`: null before its first),
+    and the lighting figures of their lamps now (`now`: due, lit, dark, unknown, day_burning, rate). Filters
+    combine: `district`, `road`, `concentrator`, `faulted`, `door_open` (a filter on the latest report leaves out
+    cabinets that have not reported)."""
+    where: list[str] = []
+    args: list[object] = []
+    for column, value in (("c.district", district), ("c.road_id", road), ("c.concentrator", concentrator)):
+        if value is not None:
+            where.append(f"{column} = %s")
+            args.append(value)
+    if faulted is not None:
+        where.append("cardinality(cl.faults) > 0" if faulted else "cardinality(cl.faults) = 0")
+    if door_open is not None:
+        where.append("cl.door_open = %s")
+        args.append(door_open)
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    total = await (
+        await conn.execute(
+            "SELECT count(*) AS n FROM cabinets c LEFT JOIN cabinet_latest cl ON cl.cabinet_no = c.no" + clause, args
+        )
+    ).fetchone()
+    rows = await (
+        await conn.execute(f"{_LIST}{clause} ORDER BY c.no LIMIT %s OFFSET %s", [*args, limit, offset])
+    ).fetchall()
+    figures = {r["key"]: r for r in engine.breakdown(clock.now_ms()).cabinet.rows()}
+    fields = ("due", "lit", "dark", "unknown", "day_burning", "rate")
+    items: list[dict[str, Any]] = []
+    for row in rows:
+        cab: dict[str, Any] = dict(row)  # rows are dicts (ConnDep's row factory)
+        now = figures.get(cab["id"])
+        fig = {k: now[k] for k in fields} if now else None
+        items.append({**cab, "lamps": sum(cab["circuit_lamps"] or ()), "now": fig})
+    return {"items": items, "total": total["n"] if total else 0, "limit": limit, "offset": offset}  # type: ignore[call-overload]
 
 
 async def _cabinet(conn: ConnDep, cabinet_id: str) -> dict[str, Any]:
