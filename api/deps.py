@@ -11,6 +11,7 @@ import msgspec
 import psycopg
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from msgspec import inspect as mi
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
@@ -18,6 +19,7 @@ from api.auth import User, cached_user, user_for_token
 from api.errors import ApiError
 from api.limits import nul_path
 from telemetry.clock import Clock
+from telemetry.instants import MAX_EPOCH_MS, decode_json
 from telemetry.lighting import LightingEngine
 
 __all__ = [
@@ -109,18 +111,57 @@ def page(items: list[T], limit: int, offset: int) -> dict[str, Any]:
 BODY_SCHEMAS: dict[str, Any] = {}
 
 
+def _time_fields(t: mi.Type, out: dict[str, list[str]]) -> None:
+    """Per struct name, the fields that hold a datetime (alone or beside None), found through the whole type."""
+    if isinstance(t, mi.StructType | mi.DataclassType):
+        name = t.cls.__name__
+        if name in out:
+            return
+        out[name] = []
+        for f in t.fields:
+            subs = f.type.types if isinstance(f.type, mi.UnionType) else (f.type,)
+            if any(isinstance(x, mi.DateTimeType) for x in subs):
+                out[name].append(f.encode_name)
+            for x in subs:
+                _time_fields(x, out)
+    elif isinstance(t, mi.ListType | mi.SetType | mi.FrozenSetType | mi.VarTupleType):
+        _time_fields(t.item_type, out)
+    elif isinstance(t, mi.DictType):
+        _time_fields(t.value_type, out)
+    elif isinstance(t, mi.UnionType):
+        for x in t.types:
+            _time_fields(x, out)
+
+
+_TIME = {
+    "anyOf": [
+        {"type": "string", "format": "date-time", "description": "ISO 8601 with an offset"},
+        {"type": "integer", "minimum": 0, "maximum": MAX_EPOCH_MS, "description": "epoch milliseconds (UTC)"},
+    ]
+}
+
+
 def json_body(kind: Any) -> dict[str, Any]:
     """The OpenAPI `requestBody` of a route whose JSON body is decoded as `kind`."""
     (schema,), components = msgspec.json.schema_components([kind], ref_template="#/components/schemas/{name}")
+    fields: dict[str, list[str]] = {}
+    _time_fields(mi.type_info(kind), fields)
+    for name, names in fields.items():  # the times: ISO 8601 or epoch milliseconds, as decode_body takes them
+        props = components.get(name, {}).get("properties", {})
+        for field in names:
+            old = props[field]
+            nullable = {"type": "null"} in old.get("anyOf", ())
+            rest = {k: v for k, v in old.items() if k not in ("anyOf", "type", "format")}  # default, description
+            props[field] = {**rest, "anyOf": [*_TIME["anyOf"], *([{"type": "null"}] if nullable else [])]}
     BODY_SCHEMAS.update(components)
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 async def decode_body(request: Request, kind: type[T]) -> T:
     """The request's JSON body as `kind`; a 422 naming what is wrong otherwise (text PostgreSQL cannot store
-    included)."""
+    included). Its times take ISO 8601 or epoch milliseconds (telemetry.instants)."""
     try:
-        body = msgspec.json.decode(await request.body(), type=kind)
+        body = decode_json(await request.body(), kind)
     except msgspec.ValidationError as exc:
         raise ApiError(422, "invalid", str(exc)) from None
     except (msgspec.DecodeError, RecursionError) as exc:

@@ -8,6 +8,8 @@ A document is attached to a scope (`city`/`all`, a district code, a road id, a c
      "windows": [{"kind": "maintenance", "start": "2026-12-01T01:00:00+08:00", "end": "...", "note": "..."}],
      "override": {"on": true, "level": 60, "until": "2026-12-01T06:00:00+08:00"}}
 
+Times (`start`, `end`, `until`) are ISO 8601 with an offset or, as in the field protocol, epoch milliseconds.
+
 The most specific profile and the most specific unexpired override win; windows add up over every scope that
 contains a lamp. Pure: parsing and validation only; `telemetry.expected` evaluates them.
 """
@@ -22,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from telemetry.errors import TelemetryError
+from telemetry.instants import decode_json
 
 __all__ = [
     "DEFAULT_CITY_PROFILE",
@@ -173,7 +176,7 @@ def _field_of(message: str) -> str | None:
 def decode_doc(raw: bytes | str) -> ScheduleDoc:
     """JSON → a validated ScheduleDoc; ScheduleError with the field at fault otherwise."""
     try:
-        doc = msgspec.json.decode(raw, type=ScheduleDoc)
+        doc = decode_json(raw, ScheduleDoc)
     except msgspec.ValidationError as exc:
         raise ScheduleError(str(exc), _field_of(str(exc))) from None
     except msgspec.DecodeError as exc:

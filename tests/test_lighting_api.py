@@ -145,8 +145,13 @@ def test_schedules_by_scope(endpoints: Endpoints, city: list[tuple[str, str, str
         assert c.get(f"/api/v1/lamps/{lamp}").json()["due"] is True
 
         # A maintenance window on its cabinet takes the cabinet's lamps out of the figures.
-        window = {"kind": "maintenance", "start": "2026-12-01T21:00:00+08:00", "end": "2026-12-01T23:30:00+08:00"}
-        assert c.put(f"/api/v1/schedules/cabinet/{cabinet}", json={"windows": [window]}).status_code == 200
+        # Its start written as the field protocol writes times (epoch milliseconds), its end in ISO 8601.
+        start = int(dt.datetime.fromisoformat("2026-12-01T21:00:00+08:00").timestamp() * 1000)
+        window = {"kind": "maintenance", "start": start, "end": "2026-12-01T23:30:00+08:00"}
+        r = c.put(f"/api/v1/schedules/cabinet/{cabinet}", json={"windows": [window]})
+        assert r.status_code == 200, r.text
+        stored = r.json()["windows"][0]
+        assert dt.datetime.fromisoformat(stored["start"]) == dt.datetime.fromisoformat("2026-12-01T21:00:00+08:00")
         assert c.get(f"/api/v1/lamps/{lamp}").json()["condition"] == "excluded"
 
         # Removing the district's schedule hands its lamps back to the city's.

@@ -6,6 +6,8 @@ import datetime as dt
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from telemetry.expected import Expected, UnknownScope
 from telemetry.fleet import FleetIndex, FleetState, fault_mask
@@ -302,6 +304,42 @@ def test_schedule_documents_are_checked() -> None:
         with pytest.raises(ScheduleError) as err:
             decode_doc(raw)
         assert err.value.field == field, (raw, str(err.value))
+
+
+def test_schedule_times_take_epoch_milliseconds_as_the_protocol_writes_them() -> None:
+    start, end = dt.datetime(2026, 12, 1, 21, tzinfo=CST), dt.datetime(2026, 12, 1, 23, 30, tzinfo=CST)
+    iso = decode_doc(
+        b'{"windows": [{"kind": "outage", "start": "%s", "end": "%s"}], "override": {"until": "%s"}}'
+        % (start.isoformat().encode(), end.isoformat().encode(), end.isoformat().encode())
+    )
+    epoch = decode_doc(
+        b'{"windows": [{"kind": "outage", "start": %d, "end": %d}], "override": {"until": %d}}'
+        % (ms(start), ms(end), ms(end))
+    )
+    assert epoch == iso and epoch.windows[0].start.utcoffset() == dt.timedelta(0)
+    for raw, field in (
+        (b'{"override": {"until": -1}}', "override.until"),  # before 1970: not a protocol time
+        (b'{"override": {"until": 1.5e12}}', "override.until"),  # milliseconds are whole
+        (b'{"override": {"until": true}}', "override.until"),
+        (b'{"profile": {"mode": "astro", "level": 1764547200000}}', "profile.level"),  # only times become times
+    ):
+        with pytest.raises(ScheduleError) as err:
+            decode_doc(raw)
+        assert err.value.field == field, (raw, str(err.value))
+
+
+@given(st.integers(min_value=-(2**63), max_value=2**63))
+def test_any_integer_time_is_a_utc_instant_or_a_clear_error(value: int) -> None:
+    from telemetry.instants import MAX_EPOCH_MS, from_epoch_ms
+
+    raw = b'{"override": {"until": %d}}' % value
+    if 0 <= value <= MAX_EPOCH_MS:
+        doc = decode_doc(raw)
+        assert doc.override is not None and doc.override.until == from_epoch_ms(value)
+    else:
+        with pytest.raises(ScheduleError) as err:
+            decode_doc(raw)
+        assert err.value.field == "override.until"
 
 
 def test_a_schedule_for_an_unknown_scope_is_refused() -> None:
