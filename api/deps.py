@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
@@ -38,9 +39,12 @@ __all__ = [
     "ViewerOrCrew",
     "authenticate",
     "decode_body",
+    "filter_param",
     "in_thread",
     "json_body",
+    "limit_param",
     "page",
+    "time_param",
 ]
 
 T = TypeVar("T")
@@ -173,7 +177,41 @@ async def decode_body(request: Request, kind: type[T]) -> T:
 
 # Offsets past any list's length are empty pages; past this, PostgreSQL's bigint would refuse them.
 MAX_OFFSET = 1_000_000_000
-Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
+
+
+def _shown(examples: list[object]) -> dict[str, Any]:
+    """Parameter-level examples, which /docs offers to fill in (the schema-level ones only document)."""
+    return {json.dumps(v): {"value": v} for v in examples}
+
+
+Offset = Annotated[
+    int,
+    Query(ge=0, le=MAX_OFFSET, description="items to skip", examples=[0, 100], openapi_examples=_shown([0, 100])),
+]
+
+
+def limit_param(most: int) -> Any:
+    """A list's page size, 1 to `most` (`Annotated[int, limit_param(1000)] = 100`)."""
+    shown: list[object] = [min(100, most)]
+    return Query(
+        ge=1, le=most, description=f"items per page, 1 to {most:,}", examples=shown, openapi_examples=_shown(shown)
+    )
+
+
+def time_param(meaning: str, alias: str | None = None) -> Any:
+    """A time in a query: ISO 8601 with an offset, or epoch milliseconds as the field protocol writes times."""
+    shown: list[object] = ["2026-11-28T18:00:00+08:00", 1764324000000]
+    return Query(
+        alias=alias,
+        description=f"{meaning}: ISO 8601 with an offset, or epoch milliseconds",
+        examples=shown,
+        openapi_examples=_shown(shown),
+    )
+
+
+def filter_param(meaning: str, *examples: object) -> Any:
+    """A list's filter, described with examples for the OpenAPI document (/docs)."""
+    return Query(description=meaning, examples=list(examples), openapi_examples=_shown(list(examples)))
 
 
 TOKEN_COOKIE = "ll_token"

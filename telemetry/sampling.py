@@ -214,12 +214,13 @@ def history(
             {
                 "ts": bucket,
                 "samples": int(n),
-                # Averages over the bucket's samples; the rate is lit over due summed across them.
-                "due": round(due / n, 1),
-                "lit": round(lit / n, 1),
-                "dark": round(dark / n, 1),
-                "unknown": round(unknown / n, 1),
-                "day_burning": round(burning / n, 1),
+                # Lamps: the mean over the bucket's samples, to the nearest lamp; the rate is lit over due summed
+                # across them (exact, not from the rounded means).
+                "due": round(due / n),
+                "lit": round(lit / n),
+                "dark": round(dark / n),
+                "unknown": round(unknown / n),
+                "day_burning": round(burning / n),
                 "rate": None if np.isnan(rate) else float(rate),
                 "min_rate": None if min_rate is None else float(min_rate),
                 "integrity": None if integrity is None else round(float(integrity), 2),

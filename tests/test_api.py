@@ -228,3 +228,19 @@ def test_with_the_database_away_calls_answer_503_and_recover(
         assert r.status_code == 503 and r.json()["error"]["code"] == "database_unavailable", r.text
         assert r.headers["retry-after"] == "5"
     assert client.get("/api/v1/lamps", params={"limit": 1}).status_code == 200
+
+
+def test_every_query_parameter_is_documented_with_examples(endpoints: Endpoints) -> None:
+    """/docs is where a newcomer learns the filters: each says what it means and shows values to try."""
+    app = create_app(database_url=endpoints.database_url, broker=endpoints.as_("lamplighter-api"))
+    spec = app.openapi()
+    missing = [
+        f"{method.upper()} {path} {p['name']}"
+        for path, item in spec["paths"].items()
+        for method, op in item.items()
+        for p in op.get("parameters", [])
+        if p["in"] == "query" and not (p.get("description") and p.get("examples"))
+    ]
+    assert missing == []
+    lamps = {p["name"]: p for p in spec["paths"]["/api/v1/lamps"]["get"]["parameters"]}
+    assert lamps["district"]["examples"] == {'"cd"': {"value": "cd"}}

@@ -152,6 +152,16 @@ async def test_a_compressed_night_gives_exact_figures(endpoints: Endpoints, clie
                 )
             ).json()
             assert len(history["points"]) == 10 and {p["rate"] for p in history["points"]} == {expected_rate}
+            ten = (
+                await asyncio.to_thread(
+                    api.get,
+                    "/api/v1/lighting-rate/history",
+                    params={"from": "2026-12-01T22:00:00+08:00", "to": "2026-12-01T22:10:00+08:00", "bucket": "10m"},
+                )
+            ).json()["points"]
+            # A bucket of ten samples: lamps counted in whole lamps (the mean to the nearest lamp), the rate exact.
+            assert len(ten) == 1 and ten[0]["samples"] == 10 and ten[0]["rate"] == expected_rate
+            assert all(type(ten[0][k]) is int for k in ("due", "lit", "dark", "unknown", "day_burning"))
 
             alerts = (await asyncio.to_thread(api.get, "/api/v1/alerts")).json()
             city_alerts = [a for a in alerts["items"] if a["grouping"] == "city"]

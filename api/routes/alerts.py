@@ -6,17 +6,20 @@ from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Query
 
-from api.deps import ConnDep, Offset, Viewer
+from api.deps import ConnDep, Offset, Viewer, limit_param
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+_OPEN: dict[str, Any] = {"true": {"value": True}}
 
 
 @router.get("")
 async def list_alerts(
     user: Viewer,
     conn: ConnDep,
-    open_only: Annotated[bool, Query(alias="open")] = False,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    open_only: Annotated[
+        bool, Query(alias="open", description="true: not cleared yet", examples=[True], openapi_examples=_OPEN)
+    ] = False,
+    limit: Annotated[int, limit_param(1000)] = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. Newest first; `open=true` for those not cleared yet."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from alerts.archive import archive
-from api.deps import ClockDep, ConnDep, EngineDep, Offset, SyncPoolDep, Viewer, in_thread
+from api.deps import ClockDep, ConnDep, EngineDep, Offset, SyncPoolDep, Viewer, filter_param, in_thread, limit_param
 from api.errors import ApiError
 
 router = APIRouter(prefix="/api/v1/cabinets", tags=["cabinets"])
@@ -31,16 +31,16 @@ async def list_cabinets(
     conn: ConnDep,
     engine: EngineDep,
     clock: ClockDep,
-    district: Annotated[str | None, Query(description="district code", examples=["cd"])] = None,
-    road: Annotated[int | None, Query(description="road id (as in `road_id` of a lamp)", examples=[12])] = None,
+    district: Annotated[str | None, filter_param("district code", "cd")] = None,
+    road: Annotated[int | None, filter_param("road id (as in `road_id` of a lamp)", 12)] = None,
     concentrator: Annotated[
-        bool | None, Query(description="true: lamps reached through the cabinet's concentrator; false: single-lamp")
+        bool | None, filter_param("true: lamps reached through the cabinet's concentrator; false: single-lamp", True)
     ] = None,
     faulted: Annotated[
-        bool | None, Query(description="true: its latest report lists a fault; false: it lists none")
+        bool | None, filter_param("true: its latest report lists a fault; false: it lists none", True)
     ] = None,
-    door_open: Annotated[bool | None, Query(description="its latest report's door state")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    door_open: Annotated[bool | None, filter_param("its latest report's door state", True)] = None,
+    limit: Annotated[int, limit_param(1000)] = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. Cabinets of the inventory in cabinet order, with their circuits and how many lamps hang on

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 
 from api.deps import (
     ClockDep,
@@ -16,8 +16,10 @@ from api.deps import (
     SyncPoolDep,
     Viewer,
     decode_body,
+    filter_param,
     in_thread,
     json_body,
+    limit_param,
 )
 from api.jsonsafe import FiniteJSONResponse
 from commands.model import CommandRequest
@@ -54,7 +56,7 @@ async def send_command(
 async def list_commands(
     user: Viewer,
     conn: ConnDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: Annotated[int, limit_param(500)] = 50,
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. The audit trail, newest first: who, when, why, target, op, status and outcome."""
@@ -72,8 +74,11 @@ async def command_lamps(
     user: Viewer,
     conn: ConnDep,
     command_id: str,
-    state: Literal["queued", "sent", "acked", "failed", "expired", "cancelled"] | None = None,
-    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    state: Annotated[
+        Literal["queued", "sent", "acked", "failed", "expired", "cancelled"] | None,
+        filter_param("only the lamps in this state", "failed"),
+    ] = None,
+    limit: Annotated[int, limit_param(10000)] = 1000,
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. Each lamp's outcome: state, attempts, when sent and answered, the device's error."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 
 from alerts.crews import Crew, list_crews, save_crew
 from alerts.dispatch import redact
-from api.deps import Admin, ClockDep, Offset, SyncPoolDep, Viewer, decode_body, in_thread, json_body, page
+from api.deps import Admin, ClockDep, Offset, SyncPoolDep, Viewer, decode_body, in_thread, json_body, limit_param, page
 
 router = APIRouter(prefix="/api/v1/crews", tags=["crews"])
 
@@ -19,7 +19,7 @@ async def crews(
     user: Viewer,
     pool: SyncPoolDep,
     clock: ClockDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, limit_param(1000)] = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. Every crew, its roster and whether it is on duty now. Secrets are never shown, and a

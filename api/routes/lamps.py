@@ -5,10 +5,21 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from alerts.archive import archive
-from api.deps import ClockDep, ConnDep, EngineDep, Offset, SyncPoolDep, Viewer, in_thread
+from api.deps import (
+    ClockDep,
+    ConnDep,
+    EngineDep,
+    Offset,
+    SyncPoolDep,
+    Viewer,
+    filter_param,
+    in_thread,
+    limit_param,
+    time_param,
+)
 from api.errors import ApiError
 from telemetry.history import read_lamp
 
@@ -33,9 +44,9 @@ async def _lamp_no(conn: ConnDep, lamp_id: str) -> int:
 async def list_lamps(
     user: Viewer,
     conn: ConnDep,
-    district: str | None = None,
-    cabinet: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    district: Annotated[str | None, filter_param("district code", "cd")] = None,
+    cabinet: Annotated[str | None, filter_param("cabinet id", "XN-CD-C0001")] = None,
+    limit: Annotated[int, limit_param(1000)] = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. Lamps of the inventory, filtered by district and cabinet, in lamp order."""
@@ -86,9 +97,9 @@ async def lamp_telemetry(
     pool: SyncPoolDep,
     clock: ClockDep,
     lamp_id: str,
-    from_: Annotated[datetime | None, Query(alias="from")] = None,
-    to: datetime | None = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    from_: Annotated[datetime | None, time_param("from this time (default: 24 hours before `to`)", "from")] = None,
+    to: Annotated[datetime | None, time_param("up to this time, not included (default: now)")] = None,
+    limit: Annotated[int, limit_param(10_000)] = 1000,
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. Stored readings of one lamp in [from, to), oldest first; default the last 24 hours (of the

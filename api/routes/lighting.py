@@ -5,9 +5,20 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
-from api.deps import ClockDep, EngineDep, Offset, SyncPoolDep, Viewer, in_thread, page
+from api.deps import (
+    ClockDep,
+    EngineDep,
+    Offset,
+    SyncPoolDep,
+    Viewer,
+    filter_param,
+    in_thread,
+    limit_param,
+    page,
+    time_param,
+)
 from api.errors import ApiError
 from telemetry.rate import road_verdicts
 from telemetry.sampling import history
@@ -27,9 +38,11 @@ async def lighting_rate(
     user: Viewer,
     engine: EngineDep,
     clock: ClockDep,
-    group_by: Grouping = "district",
-    district: Annotated[str | None, Query(description="one district's figures", examples=["cd"])] = None,
-    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    group_by: Annotated[Grouping, filter_param("the groups listed beside the city's figures", "district", "road")] = (
+        "district"
+    ),
+    district: Annotated[str | None, filter_param("one district's figures", "cd")] = None,
+    limit: Annotated[int, limit_param(10000)] = 1000,
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. The rate now for the city and each group: due, lit, dark, unknown (stale), day-burning,
@@ -63,8 +76,8 @@ async def road_assessment(
     user: Viewer,
     engine: EngineDep,
     clock: ClockDep,
-    failing: bool = False,
-    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    failing: Annotated[bool, filter_param("true: only the roads that fail", True)] = False,
+    limit: Annotated[int, limit_param(10000)] = 1000,
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. The inspectors' per-road verdicts now (200+ lamps by rate; shorter roads by a cap on dark
@@ -84,11 +97,22 @@ async def rate_history(
     user: Viewer,
     pool: SyncPoolDep,
     clock: ClockDep,
-    from_: Annotated[dt.datetime | None, Query(alias="from")] = None,
-    to: dt.datetime | None = None,
-    group_by: Literal["city", "district", "road_class", "road", "cabinet"] = "city",
-    key: str | None = None,
-    bucket: str = "1m",
+    from_: Annotated[dt.datetime | None, time_param("from this time (default: 24 hours before `to`)", "from")] = None,
+    to: Annotated[dt.datetime | None, time_param("up to this time (default: now)")] = None,
+    group_by: Annotated[
+        Literal["city", "district", "road_class", "road", "cabinet"],
+        filter_param("which kind of group `key` names", "city", "district"),
+    ] = "city",
+    key: Annotated[
+        str | None,
+        filter_param(
+            "the group: a district code, a road class (expressway, arterial, secondary, branch), a road id or a "
+            "cabinet id; required unless group_by=city",
+            "cd",
+            "arterial",
+        ),
+    ] = None,
+    bucket: Annotated[str, filter_param("bucket width: 1m, 5m, 10m, 15m, 30m, 1h or 1d", "1m", "1h")] = "1m",
 ) -> dict[str, Any]:
     """Role: viewer. The sampled series of one group between `from` and `to` (default: the last 24 hours),
     in buckets of 1m, 5m, 10m, 15m, 30m, 1h or 1d (roads and cabinets are sampled every 10 minutes)."""

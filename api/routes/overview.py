@@ -6,7 +6,7 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from alerts.tickets import WAITING
-from api.deps import ClockDep, EngineDep, SyncPoolDep, Viewer, in_thread
+from api.deps import ClockDep, EngineDep, SyncPoolDep, Viewer, filter_param, in_thread
 from api.jsonsafe import dumps
 from telemetry.lighting import LightingEngine
 
@@ -118,7 +118,12 @@ async def overview(
 
 @router.get("/stream")
 async def overview_stream(
-    user: Viewer, request: Request, pool: SyncPoolDep, engine: EngineDep, clock: ClockDep, every_s: float = 2.0
+    user: Viewer,
+    request: Request,
+    pool: SyncPoolDep,
+    engine: EngineDep,
+    clock: ClockDep,
+    every_s: Annotated[float, filter_param("seconds between events, 1 to 60", 2.0)] = 2.0,
 ) -> StreamingResponse:
     """Role: viewer. The overview as server-sent events (`event: overview`), every `every_s` seconds (1 to 60)."""
     period = min(max(every_s, 1.0), 60.0)

@@ -9,10 +9,10 @@ from typing import Annotated, Any
 import msgspec
 import numpy as np
 import psycopg
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 
 from alerts.citizens import file_report
-from api.deps import ClockDep, EngineDep, Offset, SyncPoolDep, decode_body, in_thread, json_body, page
+from api.deps import ClockDep, EngineDep, Offset, SyncPoolDep, decode_body, in_thread, json_body, limit_param, page
 from api.errors import ApiError
 from api.ratelimit import RateLimit
 
@@ -78,7 +78,7 @@ async def notices(
     request: Request,
     pool: SyncPoolDep,
     clock: ClockDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    limit: Annotated[int, limit_param(500)] = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: none (rate-limited). Planned outages longer than 24 hours that have not ended."""

@@ -6,9 +6,9 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
-from api.deps import ConnDep, Offset, Viewer
+from api.deps import ConnDep, Offset, Viewer, filter_param, limit_param, time_param
 from api.errors import ApiError
 
 router = APIRouter(prefix="/api/v1/quarantine", tags=["quarantine"])
@@ -30,18 +30,12 @@ def _topic_pattern(topic: str) -> str:
 async def list_quarantine(
     user: Viewer,
     conn: ConnDep,
-    reason: str | None = None,
-    device: Annotated[
-        str | None, Query(description="a lamp or cabinet id, as in the topic", examples=["XN-CD-000001"])
-    ] = None,
-    topic: Annotated[
-        str | None, Query(description="a topic, or an MQTT filter with + and #", examples=["sl/cd/lamp/+/state"])
-    ] = None,
-    since: Annotated[
-        datetime | None, Query(description="received at or after (ISO 8601 or epoch milliseconds)")
-    ] = None,
-    until: Annotated[datetime | None, Query(description="received before (ISO 8601 or epoch milliseconds)")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    reason: Annotated[str | None, filter_param("why it was rejected", "not_json", "schema")] = None,
+    device: Annotated[str | None, filter_param("a lamp or cabinet id, as in the topic", "XN-CD-000001")] = None,
+    topic: Annotated[str | None, filter_param("a topic, or an MQTT filter with + and #", "sl/cd/lamp/+/state")] = None,
+    since: Annotated[datetime | None, time_param("received at or after")] = None,
+    until: Annotated[datetime | None, time_param("received before")] = None,
+    limit: Annotated[int, limit_param(1000)] = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. Newest first; `payload` is the first KiB, decoded as UTF-8 with bad bytes replaced. Filters

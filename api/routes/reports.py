@@ -7,10 +7,10 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse, Response
 
-from api.deps import ConnDep, EngineDep, Offset, SyncPoolDep, Viewer, in_thread
+from api.deps import ConnDep, EngineDep, Offset, SyncPoolDep, Viewer, filter_param, in_thread, limit_param
 from api.errors import ApiError
 from api.jsonsafe import FiniteJSONResponse
 from telemetry.sampling import nightly_csv, nightly_report
@@ -23,9 +23,9 @@ async def nightly(
     user: Viewer,
     pool: SyncPoolDep,
     engine: EngineDep,
-    date: dt.date,
-    format: Literal["json", "csv"] = "json",
-    inspection: str = "22:00",
+    date: Annotated[dt.date, filter_param("the local date on which the night begins", "2026-11-28")],
+    format: Annotated[Literal["json", "csv"], filter_param("json, or csv for a spreadsheet", "csv")] = "json",
+    inspection: Annotated[str, filter_param("the inspectors' local time of the night (HH:MM)", "22:00")] = "22:00",
 ) -> Response | dict[str, Any]:
     """Role: viewer. The night that begins on `date` (local). Stored after dawn; computed from the samples when
     asked before then or with another inspection time (HH:MM)."""
@@ -62,7 +62,7 @@ async def nightly(
 async def nights(
     user: Viewer,
     conn: ConnDep,
-    limit: Annotated[int, Query(ge=1, le=366)] = 30,
+    limit: Annotated[int, limit_param(366)] = 30,
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. The stored nightly reports, newest night first, in brief: the city's mean, minimum and

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 import psycopg
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
 from alerts.tickets import WAITING, act, get_ticket, ticket_json
@@ -22,8 +22,10 @@ from api.deps import (
     ViewerOrCrew,
     authenticate,
     decode_body,
+    filter_param,
     in_thread,
     json_body,
+    limit_param,
     request_token,
 )
 from api.errors import ApiError
@@ -58,14 +60,19 @@ async def list_tickets(
     user: ViewerOrCrew,
     conn: ConnDep,
     clock: ClockDep,
-    status: Annotated[list[Status] | None, Query()] = None,
-    priority: Annotated[list[Literal["P1", "P2", "P3", "P4"]] | None, Query()] = None,
-    district: str | None = None,
-    fault: str | None = None,
-    asset: str | None = None,
-    asset_type: Literal["lamp", "cabinet"] | None = None,
-    crew: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    status: Annotated[
+        list[Status] | None,
+        filter_param("may repeat; `live`: open, dispatched, acknowledged and reopened", ["live"], ["open", "reopened"]),
+    ] = None,
+    priority: Annotated[
+        list[Literal["P1", "P2", "P3", "P4"]] | None, filter_param("may repeat", ["P1"], ["P1", "P2"])
+    ] = None,
+    district: Annotated[str | None, filter_param("district code", "cd")] = None,
+    fault: Annotated[str | None, filter_param("fault code", "lamp_failure", "mains_loss")] = None,
+    asset: Annotated[str | None, filter_param("a lamp or cabinet id", "XN-CD-000001", "XN-CD-C0001")] = None,
+    asset_type: Annotated[Literal["lamp", "cabinet"] | None, filter_param("one kind of ticket", "lamp")] = None,
+    crew: Annotated[str | None, filter_param("crew id (a crew's own login sees only its own)", "cd-crew")] = None,
+    limit: Annotated[int, limit_param(1000)] = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer (crew: its own). Newest first. `status` and `priority` may repeat; `status=live` stands for
@@ -130,8 +137,8 @@ async def ticket_events(
     user: ViewerOrCrew,
     request: Request,
     pool: PoolDep,
-    crew: str | None = None,
-    after: int | None = None,
+    crew: Annotated[str | None, filter_param("crew id (a crew's own login sees only its own)", "cd-crew")] = None,
+    after: Annotated[int | None, filter_param("replay the events after this event id first", 0)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Role: viewer (crew: its own). Ticket events as server-sent events (`id`, `event: ticket`, JSON data),

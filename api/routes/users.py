@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 import msgspec
 import psycopg
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 
 from api.auth import AuthError, add_user
-from api.deps import Admin, ConnDep, Offset, SyncPoolDep, decode_body, in_thread, json_body
+from api.deps import Admin, ConnDep, Offset, SyncPoolDep, decode_body, in_thread, json_body, limit_param
 from api.errors import ApiError
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/api/v1/users", tags=["users"])
 async def list_users(
     user: Admin,
     conn: ConnDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, limit_param(1000)] = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: admin. Users by name with role, crew, language, whether they can use the login form, and when
