@@ -1,33 +1,49 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Each sets itself up on a fresh machine.
+# `make demo ARGS="--clock-start 2026-12-01T19:00:00+08:00"` passes options to `lamplighter demo`.
+#
+# Two virtual environments: .venv holds what the running system needs (the demo, the services, the benchmarks and
+# every `lamplighter` command), .venv-dev adds the tools of the tests and checks.
 VENV ?= .venv
-PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
-WEB := api/web/static/vendor/uPlot.iife.min.js
-
-.PHONY: demo test check bench services clean
+DEV ?= .venv-dev
+ARGS ?=
+KEY := $(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(KEY)
+DEV_STAMP := $(DEV)/.installed-$(KEY)
+WEB := api/web/static/vendor/swagger-ui-bundle.js
 
 $(STAMP): pyproject.toml
 	@scripts/ensure-system-packages
-	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e .
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-# The pages' front-end libraries, from the npm registry (api/web/package-lock.json), served by the app itself.
+$(DEV_STAMP): pyproject.toml
+	@scripts/ensure-system-packages
+	@test -x $(DEV)/bin/python || python3 -m venv $(DEV)
+	$(DEV)/bin/python -m pip install --quiet --upgrade pip
+	$(DEV)/bin/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(DEV)/.installed-* && touch $(DEV_STAMP)
+
+# The pages' front-end libraries (uPlot; Swagger UI for /docs), from the npm registry (api/web/package-lock.json),
+# served by the app itself.
 $(WEB): api/web/package-lock.json
 	@scripts/build-web
 
+.PHONY: demo test check bench services clean
+
 demo: $(STAMP) $(WEB)
-	$(VENV)/bin/lamplighter demo
+	$(VENV)/bin/lamplighter demo $(ARGS)
 
-test: $(STAMP) $(WEB)
+test: $(DEV_STAMP) $(WEB)
 	@scripts/ensure-system-packages --browser
-	$(PY) -m pytest
+	$(DEV)/bin/python -m pytest
 
-check: $(STAMP)
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy
+check: $(DEV_STAMP)
+	$(DEV)/bin/ruff check .
+	$(DEV)/bin/ruff format --check .
+	$(DEV)/bin/mypy
+	$(DEV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(VENV)/bin/lamplighter bench ingest
@@ -36,4 +52,4 @@ services: $(STAMP)
 	$(VENV)/bin/lamplighter services
 
 clean:
-	rm -rf .run $(VENV) *.egg-info
+	rm -rf .run $(VENV) $(DEV) *.egg-info

@@ -177,7 +177,13 @@ def create_app(
         async def swagger(user: SignedIn) -> HTMLResponse:
             """Role: any signed-in user. The interactive API documentation (`LAMPLIGHTER_API_DOCS=false` hides
             it and the schema)."""
-            return get_swagger_ui_html(openapi_url="/openapi.json", title="lamplighter API")
+            return get_swagger_ui_html(  # its script and style are served by the app itself: /docs works offline
+                openapi_url="/openapi.json",
+                title="lamplighter API",
+                swagger_js_url="/static/vendor/swagger-ui-bundle.js",
+                swagger_css_url="/static/vendor/swagger-ui.css",
+                swagger_favicon_url="/static/vendor/swagger-favicon-32x32.png",
+            )
 
     if metrics is not None:
 

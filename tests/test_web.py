@@ -399,3 +399,24 @@ def test_the_trends_chart_the_evening_and_the_past_nights(browser: Browser, site
     page.screenshot(path=ARTIFACTS / "control-room-trends.png", full_page=True)
     assert page.errors == []  # type: ignore[attr-defined]
     page.close()
+
+
+def test_the_api_docs_work_without_the_internet(browser: Browser, site: Site) -> None:
+    """/docs draws every operation from the app's own copy of Swagger UI: nothing is fetched from elsewhere."""
+    page = _log_in(browser, site, "viewer")
+    outside: list[str] = []
+
+    def only_here(route: Any) -> None:
+        if route.request.url.startswith(site.base):
+            route.continue_()
+        else:  # as on a control-room network without the internet
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_here)
+    page.goto(site.base + "/docs")
+    page.wait_for_selector(".opblock-summary", timeout=20_000)
+    paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.dataset.path)")
+    assert "/api/v1/cabinets" in paths and "/api/v1/tickets" in paths and len(paths) >= 40
+    assert outside == []
+    page.close()
