@@ -109,16 +109,30 @@ class Broker:
             self._context.append(ctx)
         return self._context[0]
 
-    def paho_kwargs(self) -> dict[str, Any]:
-        """For paho.mqtt.publish.single/multiple."""
-        out: dict[str, Any] = {"hostname": self.host, "port": self.port}
-        if self.login:
-            out["auth"] = {"username": self.login.username, "password": self.login.password}
-        if self.tls:
-            out["tls"] = {"ca_certs": str(self.ca_file) if self.ca_file else None}
-            if self.cert_file:
-                out["tls"].update(certfile=str(self.cert_file), keyfile=str(self.key_file))
-        return out
+    def publish_once(self, topic: str, payload: bytes | str, *, qos: int = 1, timeout_s: float = 10.0) -> None:
+        """Connect, publish one message, wait for the broker to take it (PUBACK at QoS 1), disconnect cleanly.
+        Raises BrokerError naming the broker when it cannot be reached, refuses the login or does not answer."""
+        import paho.mqtt.client as mqtt
+
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        self.setup_paho(client)
+        refused: list[str] = []
+        client.on_connect = lambda c, u, f, rc, p: refused.append(str(rc)) if rc.is_failure else None
+        try:
+            client.connect(self.host, self.port, keepalive=30)
+        except (OSError, ssl.SSLError) as exc:
+            raise BrokerError(f"cannot reach the broker at {self}: {exc}") from None
+        client.loop_start()
+        try:
+            info = client.publish(topic, payload, qos=qos)
+            info.wait_for_publish(timeout_s)  # returns at once if the connection is refused; checked below
+            if refused:
+                raise BrokerError(f"the broker at {self} refused the connection: {refused[0]}")
+            if not info.is_published():
+                raise BrokerError(f"the broker at {self} did not take the message within {timeout_s:g} s")
+        finally:
+            client.disconnect()
+            client.loop_stop()
 
     def setup_paho(self, client: Any) -> None:
         """Credentials and TLS on a paho `Client` before it connects."""

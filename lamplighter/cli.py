@@ -362,8 +362,6 @@ def inject_command(ep: Any, args: argparse.Namespace) -> None:
     """Publish a fault injection to the running simulator (`lamplighter simulate` or the demo's)."""
     import json
 
-    import paho.mqtt.publish as publish
-
     from simulator.commands import FAULTS_TOPIC
 
     order: dict[str, Any]
@@ -375,7 +373,7 @@ def inject_command(ep: Any, args: argparse.Namespace) -> None:
         order = {args.action: args.what}
         if args.action == "fail":
             order["code"] = args.code
-    publish.single(FAULTS_TOPIC, json.dumps(order), qos=1, **ep.as_("lamplighter-simcontrol").paho_kwargs())
+    ep.as_("lamplighter-simcontrol").publish_once(FAULTS_TOPIC, json.dumps(order), qos=1)
     print(f"sent to the simulator: {order}")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -18,16 +19,17 @@ import pytest
 
 from alerts.dispatch import DeliveryError, NotifyTransport, OutboxItem, check_target, pinned, redact, sign, verify
 from fieldnet.accounts import Account, cabinet_user, lamp_user
-from fieldnet.broker import Broker
+from fieldnet.broker import Broker, BrokerError, Login
 from fieldnet.provision import ACL, PASSWD
 from lamplighter.runtime import Endpoints
 from lamplighter.services import APP_ROLE, OWNER_ROLE
 from seeds.generator import generate
 from seeds.loader import load
+from simulator.commands import FAULTS_TOPIC
 from simulator.wire import PublishError, RawPublisher
 from telemetry.clock import Clock
 from telemetry.schema import MIGRATIONS, SchemaError, has_timescaledb, maintain_partitions, migrate, role_problems
-from tests.fix_services import Services, over_tls, provision
+from tests.fix_services import Services, free_port, over_tls, provision
 from tests.test_commands import call, remote_city, until
 from tests.test_ingest import _lamp_ids, _publish_readings, count, gateway, seed, wait_for
 
@@ -124,6 +126,27 @@ def test_the_private_broker_admits_only_provisioned_accounts(endpoints: Endpoint
     device.close()
     with pytest.raises(PublishError, match="not authorised"):  # MQTT 3.1.1 devices are refused as well
         RawPublisher(endpoints.broker.with_login(None), client_id + "-anon311")
+
+
+@pytest.mark.asyncio
+async def test_a_one_shot_publish_is_delivered_or_says_why_not(
+    endpoints: Endpoints, client_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`lamplighter inject` publishes through Broker.publish_once: it returns once the broker has taken the
+    message, and says which broker refused or could not be reached, without logging an error when all went well."""
+    sim = endpoints.as_("lamplighter-simcontrol")
+    headend = endpoints.as_("lamplighter-headend")  # the simulator's account, which reads the injections
+    async with aiomqtt.Client(**headend.aiomqtt_kwargs(), identifier=client_id + "-faults") as sub:
+        await sub.subscribe(FAULTS_TOPIC, qos=1)
+        await asyncio.to_thread(sim.publish_once, FAULTS_TOPIC, b'{"leak": ["XN-CD-000001"]}')
+        async with asyncio.timeout(10):
+            got = await anext(aiter(sub.messages))
+    assert got.payload == b'{"leak": ["XN-CD-000001"]}'
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    with pytest.raises(BrokerError, match="refused"):
+        sim.with_login(Login("lamplighter-simcontrol", "not-its-password")).publish_once(FAULTS_TOPIC, b"{}")
+    with pytest.raises(BrokerError, match="cannot reach"):
+        Broker.parse(f"mqtt://127.0.0.1:{free_port()}").publish_once(FAULTS_TOPIC, b"{}")
 
 
 @pytest.mark.asyncio

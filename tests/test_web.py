@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.publish as publish
 import psycopg
 import pytest
 import uvicorn
@@ -227,7 +226,7 @@ def test_a_fault_turns_its_lamp_and_opens_a_ticket_without_a_reload(browser: Bro
     before = page.evaluate(f"window.lamplighter.map.pixelAt({x}, {y})")
     page.evaluate("window.__marker = 'no reload'")
 
-    publish.single(FAULTS_TOPIC, json.dumps({"leak": [lamp]}), qos=1, **site.mqtt.paho_kwargs())
+    site.mqtt.publish_once(FAULTS_TOPIC, json.dumps({"leak": [lamp]}))
 
     row = page.locator(f'#tickets tr[data-asset="{lamp}"]')
     expect(row).to_be_visible(timeout=20_000)
@@ -273,7 +272,7 @@ def test_a_crew_acknowledges_and_resolves_on_a_phone(browser: Browser, site: Sit
     lamp = _lamp_of(site, site.crew_district)
     tickets = _db(site, "SELECT id FROM tickets WHERE asset_id = %s AND status = 'dispatched'", lamp)
     if not tickets:  # run alone: make the fault this test works on
-        publish.single(FAULTS_TOPIC, json.dumps({"leak": [lamp]}), qos=1, **site.mqtt.paho_kwargs())
+        site.mqtt.publish_once(FAULTS_TOPIC, json.dumps({"leak": [lamp]}))
     page = _log_in(browser, site, "crew", "/crew", phone=True)
     card = page.locator("article.ticket", has_text=lamp)
     expect(card).to_be_visible(timeout=20_000)
