@@ -113,8 +113,9 @@ class Broker:
         """Connect, publish one message, wait for the broker to take it (PUBACK at QoS 1), disconnect cleanly.
         Raises BrokerError naming the broker when it cannot be reached, refuses the login or does not answer."""
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
         self.setup_paho(client)
         refused: list[str] = []
         client.on_connect = lambda c, u, f, rc, p: refused.append(str(rc)) if rc.is_failure else None
