@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 _CONSOLE_EVERY_S = 2.0
 _DEFAULT_LAMPS = 110_000
+_WALKTHROUGH_CREW = "cd-crew"  # the crew of the README's example lamp, XN-CD-000001 (Chengdong)
 
 
 def run_demo(
@@ -79,8 +80,8 @@ def run_demo(
         finally:
             _stop_simulator(sim)
         print(
-            f"\ndemo stopped: {gw.gateway.stats.lamps_written:,} lamp readings written, "
-            f"{gw.gateway.stats.rejected:,} rejected"
+            f"\ndemo stopped: written {gw.gateway.stats.lamps_written:,} lamp readings and "
+            f"{gw.gateway.stats.cabinets_written:,} cabinet reports, {gw.gateway.stats.rejected:,} rejected"
         )
     return 0
 
@@ -103,24 +104,33 @@ def _demo_crews(database_url: str) -> None:
     )
 
 
-def _demo_logins(database_url: str) -> list[tuple[str, str, str]]:
-    """Fresh passwords for the demo's operator and for one district crew, on every run: (page, name, password)."""
+def _demo_logins(database_url: str) -> list[tuple[str, str, str, str]]:
+    """Fresh passwords for the demo's operator and for one district crew, on every run: (page, name, password,
+    whose page it is)."""
     from api.auth import add_user
 
     logins = []
     with psycopg.connect(database_url, autocommit=True) as conn:
-        crew = conn.execute("SELECT id FROM crews WHERE NOT supervisor ORDER BY id LIMIT 1").fetchone()
-        for page, name, role, crew_id in (("/", "operator", "operator", None), ("/crew", "crew", "crew", crew)):
-            if role == "crew" and crew_id is None:
-                continue
+        # Chengdong's crew when there is one: the README's walk-through makes a lamp there leak.
+        crew = conn.execute(
+            "SELECT id, name FROM crews WHERE NOT supervisor ORDER BY id <> %s, id LIMIT 1", (_WALKTHROUGH_CREW,)
+        ).fetchone()
+        password = secrets.token_urlsafe(9)
+        add_user(conn, "operator", "operator", password=password, replace=True)
+        logins.append(("/", "operator", password, "the control room"))
+        if crew is not None:
             password = secrets.token_urlsafe(9)
-            add_user(conn, name, role, crew=crew_id[0] if crew_id else None, password=password, replace=True)
-            logins.append((page, name, password))
+            add_user(conn, "crew", "crew", crew=crew[0], password=password, replace=True)
+            logins.append(("/crew", "crew", password, f"{crew[1]}, {crew[0]}"))
     return logins
 
 
 async def _serve(
-    settings: Settings, ep: object, gw: GatewayProcess, sim: subprocess.Popen[bytes], logins: list[tuple[str, str, str]]
+    settings: Settings,
+    ep: object,
+    gw: GatewayProcess,
+    sim: subprocess.Popen[bytes],
+    logins: list[tuple[str, str, str, str]],
 ) -> None:
     app = create_app(
         database_url=gw.ep.database_url,
@@ -144,8 +154,8 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     base = f"http://{settings.api_host}:{settings.api_port}"
     print(f"API on {base}/api/v1/health (docs at {base}/docs, metrics at {base}/metrics)")
-    for page, name, password in logins:
-        print(f"log in at {base}{page} as {name} / {password}")
+    for page, name, password, who in logins:
+        print(f"log in at {base}{page} as {name} / {password}   ({who})")
     print("Ctrl-C stops everything", flush=True)
     async with asyncio.TaskGroup() as tg:
         gw_task = tg.create_task(gw.run(), name="gateway")
@@ -176,7 +186,8 @@ async def _drained(gw: GatewayProcess, *, quiet_s: float = 0.5, limit_s: float =
 
 
 async def _console(gw: GatewayProcess, sim: subprocess.Popen[bytes]) -> None:
-    """One status line, rewritten in place: lamps reporting, messages/s, rows written, rejected, the rate."""
+    """One status line, rewritten in place: lamps reporting, messages/s, lamp readings and cabinet reports written
+    (the same two counts as the closing line's), rejected, the rate."""
     last_t, last_n = time.monotonic(), 0
     tz = ZoneInfo(gw.settings.timezone)  # the city's local time
     while True:
@@ -192,7 +203,7 @@ async def _console(gw: GatewayProcess, sim: subprocess.Popen[bytes]) -> None:
         sim_state = "running" if sim.poll() is None else f"exited ({sim.returncode})"
         line = (
             f"\r{gw.clock.now().astimezone(tz).isoformat(timespec='seconds')}  lamps reporting {reporting:,}  "
-            f"{rate:,.0f} msg/s  rows written {s.lamps_written + s.cabinets_written:,}  "
+            f"{rate:,.0f} msg/s  written: {s.lamps_written:,} lamp readings, {s.cabinets_written:,} cabinet reports  "
             f"rejected {s.rejected:,}  lighting rate {rate_text}  simulator {sim_state}   "
         )
         with contextlib.suppress(OSError):

@@ -30,6 +30,7 @@ __all__ = [
     "BelowTarget",
     "SampleRow",
     "history",
+    "newest_night",
     "nightly_csv",
     "nightly_report",
     "ops_message",
@@ -268,6 +269,15 @@ def summarise_night(
         "at_inspection": at[-1] if at else None,
         "lighting_hours": round(total / 3600, 2),
     }
+
+
+def newest_night(conn: psycopg.Connection, timezone: str = "Asia/Shanghai") -> dt.date | None:
+    """The local date on which the newest sampled night began (nights run from noon to noon); None before any."""
+    row = conn.execute("SELECT max(ts) FROM lighting_rate_samples WHERE grouping = 'city'").fetchone()
+    if row is None or row[0] is None:
+        return None
+    local: dt.datetime = row[0].astimezone(ZoneInfo(timezone))
+    return (local - dt.timedelta(hours=12)).date()
 
 
 def nightly_report(

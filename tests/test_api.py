@@ -66,6 +66,8 @@ def test_unknown_lamp_and_bad_query_get_clear_errors(client: TestClient) -> None
     assert r.json()["error"]["code"] == "not_found" and "XN-NO-000000" in r.json()["error"]["message"]
     r = client.get("/api/v1/lamps", params={"limit": 0})
     assert r.status_code == 422 and r.json()["error"]["field"] == "limit"
+    r = client.get("/api/v1/reports/nightly")  # a city not sampled yet: no night to report, and why
+    assert r.status_code == 404 and "no lighting-rate samples yet" in r.json()["error"]["message"]
 
 
 @pytest.mark.asyncio

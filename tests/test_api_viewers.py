@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -120,3 +121,27 @@ def _open(url: str) -> int:
             first_seen=now,
             now=now,
         ).ticket_id
+
+
+@pytest.mark.asyncio
+async def test_a_viewer_closing_its_live_streams_leaves_no_warning(
+    endpoints: Endpoints, api: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A control-room tab closed or reloaded ends its streams: the API takes it quietly (nothing logged above
+    INFO, no connection broken), as it happens all day."""
+    _, token = make_user(endpoints.database_url, "viewer")
+    caplog.set_level(logging.INFO)
+    async with httpx2.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {token}"}) as http:
+        for _ in range(5):
+            for path, first in (
+                ("/api/v1/overview/stream?every_s=1", "event: overview"),
+                ("/api/v1/tickets/events", ":"),
+            ):
+                async with http.stream("GET", api + path) as r:
+                    assert r.status_code == 200
+                    async for line in r.aiter_lines():
+                        if line.startswith(first):
+                            break
+        await asyncio.sleep(2.0)  # the server notices the closed streams
+        assert (await http.get(api + "/api/v1/overview")).status_code == 200
+    assert [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING] == []

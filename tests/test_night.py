@@ -132,6 +132,8 @@ async def test_a_compressed_night_gives_exact_figures(endpoints: Endpoints, clie
                 await asyncio.sleep(0.2)
             assert report.status_code == 200, report.text
             body = report.json()
+            newest = await asyncio.to_thread(api.get, "/api/v1/reports/nightly")  # no date: the newest night sampled
+            assert newest.status_code == 200 and newest.json()["night"] == "2026-12-01"
             assert body["city"]["at_inspection"] == expected_rate
             assert body["city"]["min"] <= expected_rate <= 100.0
             assert 13.0 < body["city"]["lighting_hours"] < 14.5  # sunset + 10 min to sunrise − 10 min

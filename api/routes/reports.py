@@ -7,13 +7,13 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from api.deps import ConnDep, EngineDep, Offset, SyncPoolDep, Viewer, filter_param, in_thread, limit_param
 from api.errors import ApiError
 from api.jsonsafe import FiniteJSONResponse
-from telemetry.sampling import nightly_csv, nightly_report
+from telemetry.sampling import newest_night, nightly_csv, nightly_report
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 
@@ -21,15 +21,20 @@ router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 @router.get("/nightly", response_model=None)
 async def nightly(
     user: Viewer,
+    request: Request,
     pool: SyncPoolDep,
     engine: EngineDep,
-    date: Annotated[dt.date, filter_param("the local date on which the night begins", "2026-11-28")],
+    date: Annotated[
+        dt.date | None,
+        filter_param("the local date on which the night begins (default: the newest night sampled)", "2026-11-28"),
+    ] = None,
     format: Annotated[Literal["json", "csv"], filter_param("json, or csv for a spreadsheet", "csv")] = "json",
     inspection: Annotated[str, filter_param("the inspectors' local time of the night (HH:MM)", "22:00")] = "22:00",
 ) -> Response | dict[str, Any]:
-    """Role: viewer. The night that begins on `date` (local). Stored after dawn; computed from the samples when
-    asked before then or with another inspection time (HH:MM)."""
-    if not dt.date(1970, 1, 2) <= date <= dt.date(9999, 12, 30):
+    """Role: viewer. The night that begins on `date` (local; nights run from noon to noon); without `date`, the
+    newest night with lighting-rate samples, which may still be going on. Stored after dawn; computed from the
+    samples when asked before then or with another inspection time (HH:MM)."""
+    if date is not None and not dt.date(1970, 1, 2) <= date <= dt.date(9999, 12, 30):
         raise ApiError(422, "invalid", f"date must be a night between 1970-01-02 and 9999-12-30, got {date}", "date")
     try:
         at = dt.time.fromisoformat(inspection)
@@ -37,23 +42,31 @@ async def nightly(
         raise ApiError(
             422, "invalid", f"inspection must be a local time HH:MM, got {inspection!r}", "inspection"
         ) from None
+    tz = str(getattr(request.app.state, "timezone", "Asia/Shanghai"))
 
-    def load(conn: psycopg.Connection) -> dict[str, Any] | None:
+    def load(conn: psycopg.Connection) -> tuple[dt.date | None, dict[str, Any] | None]:
+        night = date or newest_night(conn, tz)
+        if night is None:
+            return None, None
         if at == dt.time(22, 0):
-            row = conn.execute("SELECT body FROM nightly_reports WHERE night = %s", (date,)).fetchone()
+            row = conn.execute("SELECT body FROM nightly_reports WHERE night = %s", (night,)).fetchone()
             if row is not None:
                 body: dict[str, Any] = row[0]
-                return body
-        return nightly_report(conn, date, index=engine.index, inspection=at)
+                return night, body
+        return night, nightly_report(conn, night, index=engine.index, timezone=tz, inspection=at)
 
-    report = await in_thread(pool, load)
+    night, report = await in_thread(pool, load)
+    if night is None:
+        raise ApiError(
+            404, "not_found", "no lighting-rate samples yet: the leading gateway takes one a minute once it runs"
+        )
     if report is None:
-        raise ApiError(404, "not_found", f"no lighting-rate samples for the night of {date}", "date")
+        raise ApiError(404, "not_found", f"no lighting-rate samples for the night of {night}", "date")
     if format == "csv":
         return PlainTextResponse(
             nightly_csv(report),
             media_type="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="lighting-{date}.csv"'},
+            headers={"Content-Disposition": f'attachment; filename="lighting-{night}.csv"'},
         )
     return FiniteJSONResponse(report)
 
