@@ -419,3 +419,28 @@ def test_the_api_docs_work_without_the_internet(browser: Browser, site: Site) ->
     assert "/api/v1/cabinets" in paths and "/api/v1/tickets" in paths and len(paths) >= 40
     assert outside == []
     page.close()
+
+
+def test_the_login_page_speaks_the_language_the_pages_then_use(browser: Browser, site: Site) -> None:
+    """A first visit opens in Chinese, as every account starts; a language picked on the login page becomes the
+    account's, so the pages after it speak the same one; the next visit opens in the language last used."""
+    with psycopg.connect(site.url, autocommit=True) as conn:
+        add_user(conn, "web-zh", "viewer", password=PASSWORD, lang="zh", replace=True)
+    context = browser.new_context(viewport={"width": 1600, "height": 1200})
+    page = context.new_page()
+    page.goto(site.base + "/")
+    page.wait_for_url("**/login**")
+    assert page.evaluate("document.documentElement.lang") == "zh-CN" and CJK.search(page.inner_text("#login-submit"))
+    page.click("#lang-toggle")  # English, picked before signing in
+    page.wait_for_function("document.documentElement.lang === 'en'")
+    page.fill("#name", "web-zh")
+    page.fill("#password", PASSWORD)
+    page.click("#login-submit")
+    page.wait_for_url(site.base + "/")
+    page.wait_for_selector("#live.on")
+    assert page.evaluate("document.documentElement.lang") == "en"
+    assert page.inner_text("#lang-toggle") == "中文" and not CJK.search(page.inner_text("h1"))  # offers the other
+    assert _db(site, "SELECT lang FROM users WHERE name = 'web-zh'") == [("en",)]
+    page.goto(site.base + "/login")  # the next visit on this device
+    assert page.evaluate("document.documentElement.lang") == "en"
+    context.close()

@@ -170,12 +170,13 @@ const Control = {
     const tz = I18N.timezone;
     this.charts[id] = new uPlot({
       width, height: opts.height || 180, tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), tz),
-      series: [{}, ...series],
+      // Times in the one format of the page's language (I18N), on the axis and in the legend alike.
+      series: [{ value: (u, ts) => (ts === null ? "—" : opts.days ? this.day(ts) : I18N.dateTime(ts * 1e3)) }, ...series],
       scales: { x: opts.x ? { time: true, range: opts.x } : { time: true }, y: { range: opts.range || [80, 100] } },
       axes: [
         opts.days
           ? { stroke: "#94a3b8", grid: { stroke: "#1e293b" }, incrs: [86400, 2 * 86400, 7 * 86400], values: (u, splits) => splits.map((ts) => this.day(ts)) }
-          : { stroke: "#94a3b8", grid: { stroke: "#1e293b" } },
+          : { stroke: "#94a3b8", grid: { stroke: "#1e293b" }, values: (u, splits) => splits.map((ts) => I18N.time(ts * 1e3)) },
         { stroke: "#94a3b8", grid: { stroke: "#1e293b" } },
       ],
       legend: { show: true },
@@ -210,7 +211,7 @@ const Control = {
 
   day(ts) {
     // A night is labelled by the date it begins on, in the city's time zone.
-    return new Intl.DateTimeFormat(I18N.locale(), { timeZone: I18N.timezone, month: "2-digit", day: "2-digit" }).format(new Date(ts * 1e3));
+    return I18N.day(ts * 1e3);
   },
 
   // -- tickets -------------------------------------------------------------------------------------------

@@ -322,7 +322,9 @@ const FAULTS = {
 };
 
 const I18N = {
-  lang: localStorage.getItem("ll.lang") || (navigator.language.startsWith("zh") ? "zh" : "en"),
+  // The language last chosen on this device, else Chinese: every account starts in Chinese (users.lang), so the
+  // login page and the pages after it agree; a choice made on the login page is saved to the account at sign-in.
+  lang: localStorage.getItem("ll.lang") || "zh",
   timezone: "Asia/Shanghai",
 
   t(key, values) {
@@ -356,8 +358,14 @@ const I18N = {
     }).format(new Date(iso));
   },
 
+  // One format per language for every time the pages show: dateTime (month, day, hours, minutes), time, and
+  // date or day (a calendar date, or the city's date of an instant), all from the same Intl options.
   date(iso) {
     return new Intl.DateTimeFormat(this.locale(), { timeZone: "UTC", month: "2-digit", day: "2-digit" }).format(new Date(iso));
+  },
+
+  day(instant) {
+    return new Intl.DateTimeFormat(this.locale(), { timeZone: this.timezone, month: "2-digit", day: "2-digit" }).format(new Date(instant));
   },
 
   duration(ms) {
