@@ -1,4 +1,4 @@
-"""The fault catalogue of DOMAIN.md: every fault a lamp or a cabinet can have, its priority and its source.
+"""The fault catalogue of docs/domain.md: every fault a lamp or a cabinet can have, its priority and its source.
 
 Lamp faults are bits of a uint32 mask, so rules can be evaluated over a whole fleet at once: the device codes
 keep the bit they have in `telemetry.fleet.FAULT_BITS` (unknown codes share bit 11), the faults the backend
@@ -70,7 +70,7 @@ CABINET_FAULTS: tuple[FaultKind, ...] = (
     FaultKind("lamps_out", "P2", "backend"),  # most of a cabinet's or circuit's due lamps dark or silent at once
 )
 _CABINET_BIT = {k.code: i for i, k in enumerate(CABINET_FAULTS)}
-# Cabinet fault codes (PROTOCOL.md) that mean its lamps are without supply.
+# Cabinet fault codes (docs/protocol.md) that mean its lamps are without supply.
 CABINET_OUTAGE_CODES = ("mains_loss", "phase_loss", "circuit_open", "contactor_failure")
 
 # Lamp faults that a cabinet outage explains: the lamps behind it get no tickets of their own for these.

@@ -39,7 +39,7 @@ __all__ = [
     "reject",
 ]
 
-MAX_PAYLOAD: Final = 4096  # PROTOCOL.md: a lamp state report is at most 4 KiB
+MAX_PAYLOAD: Final = 4096  # docs/protocol.md: a lamp state report is at most 4 KiB
 # A cabinet report carries up to 250 lamps of up to ~300 bytes each in practice.
 MAX_CABINET_PAYLOAD: Final = 256 * 1024
 FUTURE_TOLERANCE_MS: Final = 5 * 60 * 1000
@@ -67,7 +67,7 @@ REASONS: Final = (
 # Last lines of defence, never expected: the decoder itself failed, or the database refused what it accepted.
 INTERNAL_REASONS: Final = ("decode_error", "db_refused")
 
-# Every number is checked against PROTOCOL.md and against its column (`real` is float4, `bigint` 64 bits), so the
+# Every number is checked against docs/protocol.md and against its column (`real` is float4, `bigint` 64 bits), so the
 # database never sees a value it refuses or stores as Infinity; the limits are physical, with room to spare.
 BIGINT_MAX: Final = 2**63 - 1
 Ts = Annotated[int, Meta(ge=0, le=BIGINT_MAX)]
@@ -289,7 +289,7 @@ def _decode_one(m: Message, reg: Registry, now_ms: int, oldest: int, out: Batch)
         if channel == "status":
             st = _status_decoder.decode(m.payload)
             # The window of readings; but a last will (`online: false`) carries the time the device connected,
-            # which may be months before it goes, so for it only the future bound holds (PROTOCOL.md).
+            # which may be months before it goes, so for it only the future bound holds (docs/protocol.md).
             _check_ts(st.ts, now_ms, 0 if not st.online else oldest)
             out.statuses.append(StatusRow(kind, device, st.online, st.ts))
             return

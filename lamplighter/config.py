@@ -64,7 +64,7 @@ class Settings:
     timezone: str = "Asia/Shanghai"  # the city's: nights, inspection time and reports are local
     inspection_time: str = "22:00"  # the nightly report's inspection instant (local HH:MM)
     fine_sample_every_min: int = 10  # roads and cabinets are sampled this often; city and districts every minute
-    # Ticket deadlines (DOMAIN.md defaults): P1 acknowledged within minutes and made safe within hours; repair
+    # Ticket deadlines (docs/domain.md defaults): P1 acknowledged within minutes and made safe within hours; repair
     # within hours for P2 and P3; 0 means no deadline.
     p1_acknowledge_min: float = 15.0
     p1_repair_h: float = 1.0

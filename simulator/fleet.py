@@ -1,4 +1,4 @@
-"""The simulated fleet: vectorised lamp state and the PROTOCOL.md payloads it produces.
+"""The simulated fleet: vectorised lamp state and the docs/protocol.md payloads it produces.
 
 Single-lamp controllers report on their own topics; concentrators report all their lamps in one cabinet report.
 State is held in numpy arrays indexed by lamp, so one process drives a whole city. A step costs little more than
@@ -242,7 +242,7 @@ class Fleet:
                 self.dim[changed] = dim[changed]
                 self._redraw(changed)
                 if self._started:
-                    # A switching or dimming step: the lamps that changed report it at once (PROTOCOL.md).
+                    # A switching or dimming step: the lamps that changed report it at once (docs/protocol.md).
                     self.switches += 1
                     self._report_now(changed, now_ms)
         self._started = True

@@ -17,7 +17,7 @@ def poison_messages(
     now: int, lamp: str, district: str, cabinet: str, cab_lamp: str, other: str
 ) -> list[tuple[str, str, bytes]]:
     """(expected reason, topic, payload): one message of each class that once stopped or stalled ingest, then
-    one per reject reason of PROTOCOL.md, then a few more. `other`: a district of the inventory not the lamp's."""
+    one per reject reason of docs/protocol.md, then a few more. `other`: a district of the inventory not the lamp's."""
     state = f"sl/{district}/lamp/{lamp}/state"
     status = f"sl/{district}/lamp/{lamp}/status"
 

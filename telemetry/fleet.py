@@ -40,7 +40,7 @@ ROAD_CLASSES = ("expressway", "arterial", "secondary", "branch")
 FRESH_GRACE_MS = 60_000
 MIN_POWER_SHARE = 0.2  # a lamp drawing under 20 % of rated × dim gives no useful light
 
-# One bit per lamp fault code of PROTOCOL.md; codes the protocol does not name share the last bit.
+# One bit per lamp fault code of docs/protocol.md; codes the protocol does not name share the last bit.
 FAULT_BITS = {
     code: 1 << i
     for i, code in enumerate(
@@ -60,7 +60,7 @@ FAULT_BITS = {
     )
 }
 _OTHER_FAULT = 1 << 15
-# Faults that mean the lamp gives no light, whatever it says about `on` (DOMAIN.md, "lit").
+# Faults that mean the lamp gives no light, whatever it says about `on` (docs/domain.md, "lit").
 OUTPUT_FAULT_MASK = (
     FAULT_BITS["lamp_failure"] | FAULT_BITS["driver_failure"] | FAULT_BITS["relay_failure"] | FAULT_BITS["supply_loss"]
 )
@@ -135,7 +135,7 @@ class FleetIndex:
         self.cabinet_of = {c: i for i, c in enumerate(self.cabinet_ids)}
         # Lamps per road in service: the size class of the per-road assessment.
         self.road_size = np.bincount(self.lamp_road[self.in_service], minlength=len(self.road_ids))
-        # A report stays fresh for two reporting intervals plus a minute (DOMAIN.md).
+        # A report stays fresh for two reporting intervals plus a minute (docs/domain.md).
         self.stale_ms = self.interval_s.astype(np.int64) * 2000 + FRESH_GRACE_MS
         # Segments: distinct (cabinet, road) pairs. Counting per segment once, then folding segments into roads
         # and cabinets, costs one pass over the fleet instead of two.

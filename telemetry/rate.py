@@ -1,4 +1,4 @@
-"""The lighting rate (亮灯率) exactly as DOMAIN.md defines it, for the city and every grouping at once.
+"""The lighting rate (亮灯率) exactly as docs/domain.md defines it, for the city and every grouping at once.
 
 Pure numpy: `conditions` classifies every lamp (off, lit, dark, unknown, day-burning, excluded) from its latest
 report and its expected state; `breakdown` counts them per city, district, road class, road and cabinet with

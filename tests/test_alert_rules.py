@@ -1,4 +1,4 @@
-"""Fault rules and the tracker, pure: every DOMAIN.md rule of detection, debounce, correlation and clearing."""
+"""Fault rules and the tracker, pure: every docs/domain.md rule of detection, debounce, correlation and clearing."""
 
 from __future__ import annotations
 

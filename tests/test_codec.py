@@ -121,7 +121,7 @@ def test_simulator_payloads_match_the_protocol_schemas() -> None:
 
     from simulator.fleet import Fleet, FleetSpec
 
-    # The protocol's JSON Schemas, as published with PROTOCOL.md.
+    # The protocol's JSON Schemas, as published with docs/protocol.md.
     schema_dir = Path(__file__).resolve().parent / "schemas"
     schemas = {p.name: json.loads(p.read_text()) for p in schema_dir.glob("*.schema.json")}
     refs = RefRegistry().with_resources((s["$id"], Resource.from_contents(s)) for s in schemas.values())

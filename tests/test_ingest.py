@@ -383,7 +383,7 @@ async def test_last_will_marks_a_device_offline(endpoints: Endpoints, client_id:
 async def test_a_last_will_wins_over_the_online_status_its_connection_sent(
     endpoints: Endpoints, client_id: str, no_errors: None
 ) -> None:
-    """PROTOCOL.md: the will carries the connection's start, earlier than the `online: true` sent after it.
+    """docs/protocol.md: the will carries the connection's start, earlier than the `online: true` sent after it.
     Statuses follow the order they arrive in, so the device is offline; a will months old is still taken."""
     spec = seeded_spec(endpoints.database_url, 60)
     url = endpoints.database_url

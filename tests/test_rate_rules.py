@@ -1,4 +1,4 @@
-"""Every DOMAIN.md rule of expected state and the lighting rate, table-driven over a small hand-built fleet."""
+"""Every docs/domain.md rule of expected state and the lighting rate, table-driven over a small hand-built fleet."""
 
 from __future__ import annotations
 

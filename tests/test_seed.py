@@ -1,4 +1,4 @@
-"""The seed inventory: deterministic, shaped as DOMAIN.md says, loaded idempotently."""
+"""The seed inventory: deterministic, shaped as docs/domain.md says, loaded idempotently."""
 
 from __future__ import annotations
 

@@ -1,0 +1,72 @@
+"""The protocol and domain pages in docs/ stay in step with the code and the protocol's JSON Schemas: every field,
+topic, command, reject reason and fault the code knows is described there, and the README sends readers there."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from alerts.faults import CABINET_FAULTS, CABINET_OUTAGE_CODES, LAMP_FAULTS
+from gateway.codec import FUTURE_TOLERANCE_MS, INTERNAL_REASONS, MAX_CABINET_PAYLOAD, MAX_PAYLOAD, REASONS
+from telemetry.fleet import FAULT_BITS, FRESH_GRACE_MS, MIN_POWER_SHARE
+from telemetry.rate import CITY_TARGET
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTOCOL = (ROOT / "docs" / "protocol.md").read_text()
+DOMAIN = (ROOT / "docs" / "domain.md").read_text()
+SCHEMAS = {p.name: json.loads(p.read_text()) for p in (ROOT / "tests" / "schemas").glob("*.schema.json")}
+
+
+def _named(text: str) -> set[str]:
+    """Every `code` span of a page."""
+    return set(re.findall(r"`([^`]+)`", text))
+
+
+def test_every_schema_field_and_command_is_described() -> None:
+    assert len(SCHEMAS) == 5
+    named = _named(PROTOCOL)
+    missing = [
+        f"{name}: {field}"
+        for name, schema in SCHEMAS.items()
+        for field in schema.get("properties", {})
+        if field not in named and f'"{field}"' not in PROTOCOL
+    ]
+    assert missing == []
+    ops = SCHEMAS["command.schema.json"]["properties"]["op"]["enum"]
+    assert all(f"`{op}`" in PROTOCOL for op in ops), ops
+    for schema in SCHEMAS:
+        assert schema.removesuffix(".schema.json") in PROTOCOL, schema
+
+
+def test_every_reject_reason_limit_and_topic_is_described() -> None:
+    named = _named(PROTOCOL)
+    assert [r for r in (*REASONS, *INTERNAL_REASONS) if r not in named] == []
+    assert f"{MAX_PAYLOAD // 1024} KiB" in PROTOCOL and f"{MAX_CABINET_PAYLOAD // 1024} KiB" in PROTOCOL
+    assert f"{FUTURE_TOLERANCE_MS // 60_000} minutes" in PROTOCOL
+    for topic in ("state", "status", "cmd", "ack"):
+        assert f"sl/{{district}}/lamp/{{lamp}}/{topic}" in PROTOCOL
+    assert "sl/ops/lighting-rate" in PROTOCOL and "sl/crews/{crew}/tickets" in PROTOCOL
+
+
+def test_every_fault_code_is_described_with_its_priority() -> None:
+    named = _named(DOMAIN)
+    codes = {k.code for k in (*LAMP_FAULTS, *CABINET_FAULTS)} | set(CABINET_OUTAGE_CODES) | set(FAULT_BITS)
+    assert sorted(c for c in codes if c not in named) == []
+    rows = [line for line in DOMAIN.splitlines() if line.startswith("| `")]
+    for asset, kinds in (("lamp", LAMP_FAULTS), ("cabinet", CABINET_FAULTS)):
+        for kind in kinds:
+            row = next(r for r in rows if f"`{kind.code}`" in r.split("|")[1] and asset in r.split("|")[2])
+            assert row.rstrip(" |").endswith(kind.priority), (kind, row)
+
+
+def test_the_rate_rules_carry_the_codes_figures() -> None:
+    assert f"{int(MIN_POWER_SHARE * 100)} %" in DOMAIN
+    assert f"plus {FRESH_GRACE_MS // 1000} s" in DOMAIN
+    assert f"{CITY_TARGET:g} %" in DOMAIN
+
+
+def test_the_readme_points_to_the_docs_in_the_repository() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "docs/protocol.md" in readme and "docs/domain.md" in readme
+    assert not re.search(r"(?<!docs/)\b(PROTOCOL|DOMAIN)\.md", readme)
