@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 from fastapi import FastAPI
@@ -29,10 +30,12 @@ from api.routes import (
     cabinets,
     commands,
     crews,
+    energy,
     fleetmap,
     health,
     lamps,
     lighting,
+    ngsild,
     overview,
     pages,
     public,
@@ -45,7 +48,9 @@ from api.routes import (
 from fieldnet.broker import Broker
 from telemetry.clock import Clock
 from telemetry.database import Database, FreshCheck
+from telemetry.energy_nights import Pricing
 from telemetry.lighting import LightingEngine, follow_forever
+from telemetry.tariff import DEFAULT_CO2_KG_PER_KWH, Tariff
 
 logger = logging.getLogger(__name__)
 # How long a call waits for a database connection before it answers 503 (database unavailable).
@@ -70,6 +75,8 @@ ROUTERS = (
     schedules.router,
     alerts.router,
     quarantine.router,
+    ngsild.router,
+    energy.router,
 )
 
 
@@ -99,6 +106,9 @@ def create_app(
     max_small_body: int = MAX_SMALL_BODY,
     secure_cookies: bool = False,
     docs: bool = True,
+    tariff: str = "0.60",
+    currency: str = "CNY",
+    co2_kg_per_kwh: float = DEFAULT_CO2_KG_PER_KWH,
 ) -> FastAPI:
     """Build the app. In the gateway's process pass its `engine` (fed by the gateway's batches), its `clock`
     and its `metrics` registry (served at /metrics). Alone, the app loads the engine from PostgreSQL and
@@ -154,6 +164,7 @@ def create_app(
     app.state.clock = clock or Clock()
     app.state.command_pace = command_pace
     app.state.timezone = timezone
+    app.state.pricing = Pricing(Tariff.parse(tariff), co2_kg_per_kwh, currency, ZoneInfo(timezone))
     app.state.ingest_stall_s = ingest_stall_s
     app.state.secure_cookies = secure_cookies  # served over https (behind a proxy that terminates TLS)
     app.add_middleware(GZipMiddleware, minimum_size=4096)

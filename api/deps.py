@@ -24,6 +24,7 @@ from telemetry.instants import MAX_EPOCH_MS, decode_json
 from telemetry.lighting import LightingEngine
 
 __all__ = [
+    "JSON_OR_CSV",
     "Admin",
     "ClockDep",
     "ConnDep",
@@ -179,6 +180,15 @@ async def decode_body(request: Request, kind: type[T]) -> T:
 MAX_OFFSET = 1_000_000_000
 
 
+# The 200 of a route that answers JSON, or CSV with `format=csv`.
+JSON_OR_CSV: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "JSON, or CSV with `format=csv`",
+        "content": {"application/json": {}, "text/csv": {"schema": {"type": "string"}}},
+    }
+}
+
+
 def _shown(examples: list[object]) -> dict[str, Any]:
     """Parameter-level examples, which /docs offers to fill in (the schema-level ones only document)."""
     return {json.dumps(v): {"value": v} for v in examples}
@@ -209,9 +219,9 @@ def time_param(meaning: str, alias: str | None = None) -> Any:
     )
 
 
-def filter_param(meaning: str, *examples: object) -> Any:
+def filter_param(meaning: str, *examples: object, alias: str | None = None) -> Any:
     """A list's filter, described with examples for the OpenAPI document (/docs)."""
-    return Query(description=meaning, examples=list(examples), openapi_examples=_shown(list(examples)))
+    return Query(alias=alias, description=meaning, examples=list(examples), openapi_examples=_shown(list(examples)))
 
 
 TOKEN_COOKIE = "ll_token"

@@ -13,6 +13,7 @@ from alerts.tickets import Deadlines
 from fieldnet.broker import Broker, BrokerError
 from telemetry.database import shown
 from telemetry.errors import Problem
+from telemetry.tariff import DEFAULT_CO2_KG_PER_KWH, Tariff, TariffError
 
 __all__ = ["ConfigError", "LamplighterError", "Settings"]
 
@@ -88,6 +89,11 @@ class Settings:
     api_docs: bool = True  # /docs (signed-in users) and /openapi.json; false hides both
     api_secure_cookies: bool = False  # the API is served over https (a proxy terminating TLS): Secure cookies
     dispatch: bool = True  # deliver ticket notifications from the gateway's process (or run `lamplighter dispatch`)
+    # Energy figures: the electricity price per kWh, flat ("0.60") or by local time of use
+    # ("08:00-22:00=0.82;22:00-08:00=0.35"), its currency, and the grid's CO2 emission factor (kg per kWh).
+    tariff: str = "0.60"
+    tariff_currency: str = "CNY"
+    co2_kg_per_kwh: float = DEFAULT_CO2_KG_PER_KWH
 
     @property
     def deadlines(self) -> Deadlines:
@@ -176,6 +182,12 @@ class Settings:
             raise ConfigError(f"gateway_nice must be 0..19 (0: the default priority), got {self.gateway_nice}")
         if not 1 <= self.receive_maximum <= 65535:
             raise ConfigError(f"receive_maximum must be 1..65535 (an MQTT 5 limit), got {self.receive_maximum}")
+        try:
+            Tariff.parse(self.tariff)
+        except TariffError as exc:
+            raise ConfigError(f"tariff (LAMPLIGHTER_TARIFF): {exc.message}") from None
+        if not 0 <= self.co2_kg_per_kwh <= 5:
+            raise ConfigError(f"co2_kg_per_kwh must be 0..5 kg of CO2 per kWh, got {self.co2_kg_per_kwh}")
 
     def broker(self, url: str) -> Broker:
         """The broker at `url` with this deployment's TLS files."""

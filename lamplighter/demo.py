@@ -146,6 +146,9 @@ async def _serve(
         max_small_body=settings.api_max_small_body_bytes,
         secure_cookies=settings.api_secure_cookies,
         docs=settings.api_docs,
+        tariff=settings.tariff,
+        currency=settings.tariff_currency,
+        co2_kg_per_kwh=settings.co2_kg_per_kwh,
     )
     server = uvicorn.Server(uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning"))
     stop = asyncio.Event()

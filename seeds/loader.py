@@ -47,6 +47,7 @@ _REFERS_TO_INVENTORY = (
     "quarantine",
     "lighting_rate_samples",
     "nightly_reports",
+    "energy_nights",
     "operator_alerts",
     "citizen_reports",
     "tickets",
@@ -81,8 +82,8 @@ class Replaced:
         # The city's own schedule document stays: it names no lamp, road or district.
         return (
             f"replaced the inventory of {self.lamps:,} lamps (seed {self.seed}) and cleared what referred to it: "
-            f"{things}, and every reading, latest state, compact history, lighting-rate sample, nightly report "
-            f"and rotated device credential"
+            f"{things}, and every reading, latest state, compact history, lighting-rate sample, nightly report, "
+            f"night's energy and rotated device credential"
         )
 
 

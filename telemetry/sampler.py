@@ -14,6 +14,8 @@ import psycopg
 
 from telemetry.clock import Clock
 from telemetry.database import Database
+from telemetry.energy_nights import compute_night, store_night
+from telemetry.errors import TelemetryError
 from telemetry.lighting import LightingEngine
 from telemetry.rate import Breakdown
 from telemetry.sampling import (
@@ -67,6 +69,10 @@ class Sampler:
         self.samples = 0
         self.last: Breakdown | None = None
         self._night_open: dt.date | None = None  # the local night being sampled, reported once it ends
+        # The newest ended night whose energy is stored (telemetry.energy_nights), and the task storing one.
+        self._energy_night: dt.date | None = None
+        self._energy_task: asyncio.Task[None] | None = None
+        self._energy_retry_ms = 0
 
     @property
     def _transit_ms(self) -> int:
@@ -142,7 +148,35 @@ class Sampler:
             self.samples += bool(rows)
         if self.publish is not None:
             self.publish(ops_message(b))
+        self._energy_after_noon(tick_ms)
         return b
+
+    def _energy_after_noon(self, tick_ms: int) -> None:
+        """Once a night has ended (local noon), its energy is computed and stored, once, in the background."""
+        ended = self._night_of(dt.datetime.fromtimestamp(tick_ms / 1000, dt.UTC)) - dt.timedelta(days=1)
+        busy = self._energy_task is not None and not self._energy_task.done()
+        if ended == self._energy_night or busy or tick_ms < self._energy_retry_ms:
+            return
+        self._energy_task = asyncio.create_task(self._store_energy(ended, tick_ms), name=f"energy-{ended}")
+
+    async def _store_energy(self, night: dt.date, tick_ms: int) -> None:
+        def run(conn: psycopg.Connection) -> str:
+            row = conn.execute("SELECT complete FROM energy_nights WHERE night = %s", (night,)).fetchone()
+            if row is not None and row[0]:
+                return "stored before"
+            t = time.perf_counter()
+            ne = compute_night(conn, self.engine.index, night, self.tz, self.clock.now_ms())
+            store_night(conn, ne)
+            return f"computed in {time.perf_counter() - t:.1f} s: {float(ne.lamp_wh.sum()) / 1000:,.1f} kWh"
+
+        try:
+            done = await self.db.run(run)
+        except (psycopg.Error, TelemetryError) as exc:
+            logger.warning("energy of the night of %s not stored (tried again in 10 minutes): %s", night, exc)
+            self._energy_retry_ms = tick_ms + 10 * 60_000
+            return
+        self._energy_night = night
+        logger.info("energy of the night of %s: %s", night, done)
 
     def _write(
         self, conn: psycopg.Connection, rows: list[SampleRow], events: list[AlertEvent], night_done: dt.date | None

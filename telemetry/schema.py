@@ -732,6 +732,21 @@ def _m017_timescale_compression(
             conn.execute("SELECT add_compression_policy(%s, make_interval(days => %s))", (table, compact_after_days))
 
 
+def _m019_energy_nights(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
+    # A night's energy for every lamp and cabinet (telemetry.energy_nights): one row a night, its arrays packed.
+    conn.execute("""
+CREATE TABLE energy_nights (
+    night        date PRIMARY KEY,
+    start_at     timestamptz NOT NULL,
+    end_at       timestamptz NOT NULL,
+    complete     boolean NOT NULL,
+    lamps        integer NOT NULL,
+    cabinets     integer NOT NULL,
+    data         bytea NOT NULL,
+    computed_at  timestamptz NOT NULL
+)""")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (1, "inventory, latest state, device status, quarantine", _m001_inventory),
     (2, "telemetry time series", _m002_telemetry),
@@ -755,6 +770,7 @@ MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
         _m017_timescale_compression,
     ),
     (18, "compact history of cabinet readings: a cabinet's day in one packed row", _m018_cabinet_history),
+    (19, "a night's energy for every lamp and cabinet", _m019_energy_nights),
 ]
 
 

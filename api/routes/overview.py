@@ -21,6 +21,7 @@ from telemetry.lighting import LightingEngine
 
 router = APIRouter(prefix="/api/v1/overview", tags=["overview"])
 
+_METERS_LATE = dt.timedelta(minutes=30)  # first read later than noon by more than this: counted from then
 _TICKETS_EVERY_S = 2.0  # tickets and energy come from PostgreSQL (cached for this long); the rate from memory
 _ENERGY_EVERY_S = 30.0
 
@@ -49,14 +50,22 @@ def _tickets(conn: psycopg.Connection, now: dt.datetime) -> dict[str, Any]:
 
 
 def _energy(conn: psycopg.Connection, since: dt.datetime) -> dict[str, Any]:
+    """The cabinet meters' energy since the local noon; when the meters were first read later than that (the
+    system started during the night), since their first reading, and `since` says so."""
     row = conn.execute(
-        """SELECT coalesce(sum(d), 0), count(*) FROM (
-               SELECT max(energy_wh) - min(energy_wh) AS d FROM cabinet_readings
+        """SELECT coalesce(sum(d), 0), count(*), min(first) FROM (
+               SELECT max(energy_wh) - min(energy_wh) AS d, min(ts) AS first FROM cabinet_readings
                WHERE ts >= %s AND energy_wh IS NOT NULL GROUP BY cabinet_no) x""",
         (since,),
     ).fetchone()
-    wh, meters = row if row else (0, 0)
-    return {"since": since.isoformat(), "kwh": round(float(wh) / 1000.0, 1), "cabinet_meters": int(meters)}
+    wh, meters, first = row if row else (0, 0, None)
+    start = first if first is not None and first > since + _METERS_LATE else since
+    return {
+        "since": start.isoformat(),
+        "kwh": round(float(wh) / 1000.0, 1),
+        "cabinet_meters": int(meters),
+        "from_noon": start == since,
+    }
 
 
 async def _cached(request: Request, name: str, every_s: float, pool: SyncPoolDep, fn: Any) -> dict[str, Any]:

@@ -29,12 +29,13 @@ const Control = {
     this.setupCommands();
     this.setupTicketFilters();
     document.addEventListener("languagechange", () => this.rerender());
-    await Promise.all([this.refreshTables(), this.refreshTickets(), this.refreshTrends(), this.refreshCommands()]);
+    await Promise.all([this.refreshTables(), this.refreshTickets(), this.refreshTrends(), this.refreshCommands(), this.refreshEnergy()]);
     this.legend();
     App.stream("/api/v1/overview/stream?every_s=2", { overview: (o) => this.onOverview(o) }, (ok) => this.live(ok));
     App.stream("/api/v1/tickets/events", { ticket: () => this.onTicketEvent() }, (ok) => this.live(ok));
     setInterval(() => this.refreshTables(), 15000);
     setInterval(() => this.refreshTrends(), 300000);
+    setInterval(() => this.refreshEnergy(), 300000);
   },
 
   live(ok) {
@@ -51,6 +52,7 @@ const Control = {
     this.refreshTables();
     this.refreshTickets();
     this.refreshTrends();
+    this.refreshEnergy();
     this.refreshCommands();
     this.fillTargetValues();
     const open = document.getElementById("lamp-panel");
@@ -207,6 +209,33 @@ const Control = {
       { label: I18N.t("trend.min"), stroke: "#38bdf8" },
       { label: I18N.t("trend.target"), stroke: "#ef4444", dash: [6, 4] },
     ], { days: true });
+  },
+
+  // -- energy ---------------------------------------------------------------------------------------------
+
+  async refreshEnergy() {
+    const e = await App.api("/api/v1/energy?group_by=city&period=night");
+    this.energy = e;
+    const items = e.items.slice().sort((a, b) => (a.period < b.period ? -1 : 1));
+    const xs = items.map((i) => Date.parse(i.period + "T12:00:00Z") / 1000);
+    const top = Math.max(1, ...items.map((i) => i.full_power_kwh)) * 1.1;
+    this.chart("energy-chart", [xs, items.map((i) => i.energy_kwh), items.map((i) => i.full_power_kwh)], [
+      { label: I18N.t("energy.kwh"), stroke: "#22d3ee", width: 2 },
+      { label: I18N.t("energy.full"), stroke: "#94a3b8", dash: [6, 4] },
+    ], { days: true, range: [0, top] });
+    const money = (v) => `${I18N.number(v, 2)} ${e.currency}`;
+    const rows = items.slice().reverse().map((i) => App.el("tr", { dataset: { night: i.period } },
+      App.el("td", {}, I18N.date(i.period)),
+      App.el("td", {}, I18N.number(i.energy_kwh, 1)),
+      App.el("td", {}, I18N.number(i.full_power_kwh, 1)),
+      App.el("td", {}, i.saving_pct === null ? "—" : `${I18N.number(i.saving_kwh, 1)} (${I18N.number(i.saving_pct, 1)} %)`),
+      App.el("td", {}, money(i.cost)),
+      App.el("td", {}, I18N.number(i.co2_kg, 1))));
+    document.querySelector("#energy tbody").replaceChildren(...rows);
+    const flagged = items.reduce((n, i) => n + i.flagged.reset + i.flagged.gap + i.flagged.estimated, 0);
+    document.getElementById("energy-note").textContent = I18N.t("energy.note", {
+      tariff: e.tariff, currency: e.currency, co2: e.co2_kg_per_kwh, flagged: I18N.number(flagged),
+    });
   },
 
   day(ts) {
