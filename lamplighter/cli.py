@@ -159,6 +159,8 @@ def _parser() -> argparse.ArgumentParser:
     b = bsub.add_parser("provision", help="broker accounts for a generated city, and Mosquitto loading them")
     b.add_argument("--lamps", type=int, default=110_000)
     b.add_argument("--singles", action="store_true", help="every lamp a device of its own (no concentrators)")
+    b = bsub.add_parser("energy", help="a night's energy for every lamp and cabinet, computed from its readings")
+    b.add_argument("--lamps", type=int, default=110_000)
     b = bsub.add_parser("storage", help="bytes per lamp reading raw and compact, and a lamp's day read back")
     b.add_argument("--lamps", type=int, default=110_000)
     b.add_argument("--days", type=int, default=3, help="whole days of readings, ending yesterday")
@@ -233,6 +235,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
         from bench.provision import run_provision_bench
 
         return run_provision_bench(lamps=args.lamps, singles=args.singles)
+    if cmd == "bench" and args.bench == "energy":
+        from bench.energy import run_energy_bench
+
+        return run_energy_bench(settings, lamps=args.lamps)
     if cmd == "bench" and args.bench == "storage":
         from bench.storage import run_storage_bench
 
