@@ -141,6 +141,8 @@ def create_app(
             if app.state.engine is None:
                 app.state.engine = await asyncio.to_thread(_load_engine, database_url)
                 follower = asyncio.create_task(follow_forever(app.state.engine, db, states=True))
+            warming = asyncio.create_task(fleetmap.warm(app), name="map-layout")
+            stack.push_async_callback(_cancel, warming)
             try:
                 yield
             finally:

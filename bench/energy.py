@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import psycopg
 
-from bench.storage import _encode, _Fleet
+from bench.storage import _Fleet, write_day
 from lamplighter.config import Settings
 from lamplighter.runtime import bench_city
 from telemetry.energy import GAP, NO_METER, PARTIAL, RESET
@@ -38,13 +38,7 @@ def run_energy_bench(settings: Settings, *, lamps: int) -> int:
         written = 0
         t = time.monotonic()
         for day in days:
-            for normal, faulty in fleet.day(day):
-                with conn.cursor() as cur:
-                    for cols, odd in ((normal, False), (faulty, True)):
-                        if len(cols["ts"]):
-                            with cur.copy("COPY lamp_readings FROM STDIN (FORMAT binary)") as cp:
-                                cp.write(_encode(cols, odd))
-                            written += len(cols["ts"])
+            written += write_day(conn, fleet, day)
         conn.execute("VACUUM ANALYZE lamp_readings")
         print(f"{written:,} readings of {lamps:,} lamps written in {time.monotonic() - t:.1f} s", flush=True)
         index = LightingEngine.load(conn).index

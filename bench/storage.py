@@ -158,6 +158,19 @@ class _Fleet:
         }
 
 
+def write_day(conn: psycopg.Connection, fleet: _Fleet, day: dt.date) -> int:
+    """A day of the fleet's readings into `lamp_readings` by binary COPY, an hour at a time; how many."""
+    written = 0
+    for normal, faulty in fleet.day(day):
+        with conn.cursor() as cur:
+            for cols, odd in ((normal, False), (faulty, True)):
+                if len(cols["ts"]):
+                    with cur.copy("COPY lamp_readings FROM STDIN (FORMAT binary)") as cp:
+                        cp.write(_encode(cols, odd))
+                    written += len(cols["ts"])
+    return written
+
+
 def _rank(lamp: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """For each entry, how many earlier entries name the same lamp (its readings' order within the hour)."""
     order = np.argsort(lamp, kind="stable")
@@ -208,14 +221,7 @@ def run_storage_bench(settings: Settings, *, lamps: int, days: int) -> int:
         started = time.monotonic()
         for day in span:
             t = time.monotonic()
-            n_day = 0
-            for normal, faulty in fleet.day(day):
-                with conn.cursor() as cur:
-                    for cols, odd in ((normal, False), (faulty, True)):
-                        if len(cols["ts"]):
-                            with cur.copy("COPY lamp_readings FROM STDIN (FORMAT binary)") as cp:
-                                cp.write(_encode(cols, odd))
-                            n_day += len(cols["ts"])
+            n_day = write_day(conn, fleet, day)
             readings += n_day
             print(f"{day}: {n_day:,} readings written in {time.monotonic() - t:.1f} s", flush=True)
         write_s = time.monotonic() - started

@@ -22,13 +22,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import numpy as np
 import psycopg
 import pytest
 import uvicorn
 from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
 from alerts.crews import Crew, save_crew
+from alerts.tickets import open_ticket
 from api.app import create_app
 from api.auth import add_user
 from fieldnet.broker import Broker
@@ -39,6 +42,7 @@ from seeds.generator import DISTRICTS, generate
 from seeds.loader import load
 from simulator.commands import FAULTS_TOPIC
 from telemetry.clock import Clock
+from telemetry.energy_nights import NightEnergy, night_bounds, store_night
 from telemetry.lighting import LightingEngine
 from telemetry.sampling import nightly_report, store_nightly
 from tests.fix_services import Services, for_database, forget_sessions, fresh_database
@@ -198,7 +202,23 @@ def test_the_map_draws_every_lamp_of_the_default_city(browser: Browser, site: Si
     page.mouse.move(600, 500)
     page.mouse.wheel(0, -600)
     page.wait_for_timeout(300)
-    site.figures["first_full_map_render_ms"] = round(drawn["at_ms"])
+    # The first full render, from navigation, on two more fresh pages: the figure is the median of three.
+    renders, fetched = [drawn["at_ms"]], []
+    for _ in range(2):
+        again = _log_in(browser, site, "operator")
+        again.wait_for_function("window.lamplighter.firstFullDraw !== undefined", timeout=30_000)
+        renders.append(again.evaluate("window.lamplighter.firstFullDraw.at_ms"))
+        fetched.append(
+            again.evaluate(
+                """() => Object.fromEntries(performance.getEntriesByType('resource')
+                     .filter(e => /map\/(layout|state)|\/me$/.test(e.name))
+                     .map(e => [e.name.split('/').pop(), Math.round(e.responseEnd)]))"""
+            )
+        )
+        again.close()
+    site.figures["first_full_map_render_ms"] = round(sorted(renders)[1])
+    site.figures["first_full_map_renders_ms"] = [round(r) for r in renders]
+    site.figures["fetched_by_ms"] = fetched
     site.figures["map_redraw_ms"] = round(page.evaluate("window.lamplighter.map.lastDraw.ms"), 1)
     page.click("#map-reset")
     page.wait_for_timeout(300)
@@ -444,3 +464,60 @@ def test_the_login_page_speaks_the_language_the_pages_then_use(browser: Browser,
     page.goto(site.base + "/login")  # the next visit on this device
     assert page.evaluate("document.documentElement.lang") == "en"
     context.close()
+
+
+def test_the_energy_card_shows_known_nights(browser: Browser, site: Site) -> None:
+    """Two stored nights whose figures are known: every lamp at rated power × 9.5 h of 13 burning hours."""
+    with psycopg.connect(site.url, autocommit=True) as conn:
+        index = LightingEngine.load(conn).index
+        rated = index.rated_w.astype(np.float64)
+        tz = ZoneInfo("Asia/Shanghai")
+        for night in (dt.date(2026, 11, 27), dt.date(2026, 11, 28)):
+            start, end = night_bounds(night, tz)
+            lamp_wh = rated * 9.5
+            cab_wh = np.bincount(index.lamp_cabinet, weights=lamp_wh, minlength=len(index.cabinet_ids))
+            profile = np.zeros((len(cab_wh), 96))
+            profile[:, 24:76] = cab_wh[:, None] / 52  # 18:00 to 07:00
+            store_night(conn, NightEnergy(
+                night, int(start.timestamp() * 1000), int(end.timestamp() * 1000), True, lamp_wh,
+                np.full(index.n, 13 * 3600.0), np.zeros(index.n, dtype=np.uint8), cab_wh,
+                np.zeros(len(cab_wh), dtype=np.uint8), profile,
+            ))  # fmt: skip
+    energy_kwh, full_kwh = float(rated.sum()) * 9.5 / 1000, float(rated.sum()) * 13 / 1000
+    page = _log_in(browser, site, "operator")
+    row = page.locator('#energy tr[data-night="2026-11-28"]')
+    expect(row).to_be_visible(timeout=60_000)
+    cells = row.locator("td").all_text_contents()
+    assert cells[1] == f"{energy_kwh:,.1f}" and cells[2] == f"{full_kwh:,.1f}", cells
+    assert cells[3] == f"{full_kwh - energy_kwh:,.1f} ({(13 - 9.5) / 13 * 100:.1f} %)", cells
+    assert cells[4] == f"{energy_kwh * 0.60:,.2f} CNY", cells  # the default flat tariff
+    chart = page.evaluate("window.lamplighter.charts['energy-chart'].data")
+    assert energy_kwh in [pytest.approx(v) for v in chart[1]]
+    page.locator("#energy-card").scroll_into_view_if_needed()
+    page.locator("#energy-card").screenshot(path=ARTIFACTS / "control-room-energy.png")
+    assert page.errors == []  # type: ignore[attr-defined]
+    page.close()
+
+
+def test_the_crew_page_shows_a_ticket_in_both_languages(browser: Browser, site: Site) -> None:
+    lamp = str(_db(site, "SELECT id FROM lamps WHERE district = %s ORDER BY no DESC LIMIT 1", site.crew_district)[0][0])
+    now = dt.datetime.now(dt.UTC)
+    with psycopg.connect(site.url, autocommit=True) as conn:
+        open_ticket(
+            conn, priority="P3", fault="driver_failure", asset_type="lamp", asset_id=lamp,
+            district=site.crew_district, source="device", first_seen=now, now=now,
+        )  # fmt: skip
+    page = _log_in(browser, site, "crew", "/crew", phone=True)
+    card = page.locator("article.ticket", has_text=lamp)
+    expect(card).to_be_visible(timeout=20_000)
+    expect(card.locator("header")).to_contain_text("Driver failure")
+    page.screenshot(path=ARTIFACTS / "crew-ticket-en.png", full_page=True)
+    page.click("#lang-toggle")
+    page.wait_for_function("document.documentElement.lang === 'zh-CN'")
+    card = page.locator("article.ticket", has_text=lamp)
+    expect(card.locator("header")).to_contain_text("驱动故障")
+    assert CJK.search(card.locator(".status").inner_text())
+    page.screenshot(path=ARTIFACTS / "crew-ticket-zh.png", full_page=True)
+    page.click("#lang-toggle")  # back, for the other tests
+    page.wait_for_function("document.documentElement.lang === 'en'")
+    page.close()

@@ -4,6 +4,7 @@ condition as one byte per lamp, cheap enough to fetch every few seconds for 110,
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from typing import Any
 
@@ -20,6 +21,7 @@ from telemetry.fleet import FleetIndex
 from telemetry.rate import CONDITIONS
 
 router = APIRouter(prefix="/api/v1/map", tags=["map"])
+logger = logging.getLogger(__name__)
 
 IN_TICKET = len(CONDITIONS)  # the state byte of a lamp that a live ticket covers, whatever its condition
 _TICKETS_EVERY_S = 2.0
@@ -79,6 +81,18 @@ def _layout(conn: psycopg.Connection, ix: FleetIndex) -> bytes:
         "bbox": [float(ix.lon.min()), float(ix.lat.min()), float(ix.lon.max()), float(ix.lat.max())] if ix.n else [],
     }
     return msgspec.json.encode(body)
+
+
+async def warm(app: Any) -> None:
+    """Build the layout once the app is up, so the first operator's map does not wait for it."""
+    ix = app.state.engine.index
+    try:
+        body = await in_thread(app.state.sync_pool, lambda conn: _layout(conn, ix))
+    except Exception as exc:  # the first page builds it then; nothing else depends on this
+        logger.warning("map layout not built ahead: %s", exc)
+        return
+    if getattr(app.state, "map_layout", None) is None:
+        app.state.map_layout = (ix, body)
 
 
 @router.get("/layout")

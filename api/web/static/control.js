@@ -12,12 +12,18 @@ const Control = {
   ticketsTimer: null,
 
   async start() {
+    // The map's two fetches go out with the sign-in check, not after it: the first full map is what an
+    // operator waits for (a 401 on any of them sends the page to the login form).
+    const layout = App.api("/api/v1/map/layout");
+    const state = App.api("/api/v1/map/state", { raw: true });
+    layout.catch(() => {});
+    state.catch(() => {}); // awaited below; a failure surfaces there
     await App.start();
     window.lamplighter = this; // for the browser tests and for curious operators' consoles
-    this.layout = await App.api("/api/v1/map/layout");
+    this.layout = await layout;
     for (const d of this.layout.districts) this.districtNames[d.code] = d;
     this.map = new LampMap(document.getElementById("map"), this.layout, (id) => this.inspect(id));
-    await this.refreshState();
+    await this.refreshState(state);
     this.firstFullDraw = { lamps: this.map.lastDraw.lamps, at_ms: performance.now() };
     document.getElementById("map-reset").addEventListener("click", () => this.map.reset());
     document.getElementById("lamp-close").addEventListener("click", () => {
@@ -59,8 +65,8 @@ const Control = {
     if (!open.hidden && this.inspected) this.inspect(this.inspected);
   },
 
-  async refreshState() {
-    const r = await App.api("/api/v1/map/state", { raw: true });
+  async refreshState(pending) {
+    const r = await (pending || App.api("/api/v1/map/state", { raw: true }));
     this.map.setState(new Uint8Array(await r.arrayBuffer()));
     await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
     this.legend();
