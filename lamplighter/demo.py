@@ -188,9 +188,32 @@ async def _drained(gw: GatewayProcess, *, quiet_s: float = 0.5, limit_s: float =
         await asyncio.sleep(quiet_s)
 
 
+class _ClearsStatusLine(logging.Filter):
+    """On a terminal, a log record first clears the status line, so it gets a line of its own (the status line
+    is drawn again below it at the next refresh) instead of being written into it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with contextlib.suppress(OSError):
+            sys.stdout.write("\r\033[K")
+            sys.stdout.flush()
+        return True
+
+
 async def _console(gw: GatewayProcess, sim: subprocess.Popen[bytes]) -> None:
     """One status line, rewritten in place: lamps reporting, messages/s, lamp readings and cabinet reports written
     (the same two counts as the closing line's), rejected, the rate."""
+    clear = _ClearsStatusLine()
+    handlers = logging.getLogger().handlers if sys.stdout.isatty() else []
+    for h in handlers:
+        h.addFilter(clear)
+    try:
+        await _status_lines(gw, sim)
+    finally:
+        for h in handlers:
+            h.removeFilter(clear)
+
+
+async def _status_lines(gw: GatewayProcess, sim: subprocess.Popen[bytes]) -> None:
     last_t, last_n = time.monotonic(), 0
     tz = ZoneInfo(gw.settings.timezone)  # the city's local time
     while True:

@@ -735,7 +735,7 @@ def _m017_timescale_compression(
 def _m019_energy_nights(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
     # A night's energy for every lamp and cabinet (telemetry.energy_nights): one row a night, its arrays packed.
     conn.execute("""
-CREATE TABLE energy_nights (
+CREATE TABLE IF NOT EXISTS energy_nights (
     night        date PRIMARY KEY,
     start_at     timestamptz NOT NULL,
     end_at       timestamptz NOT NULL,

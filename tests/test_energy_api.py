@@ -23,6 +23,9 @@ from seeds.generator import generate
 from seeds.loader import load
 from telemetry.clock import Clock
 from telemetry.database import Database
+from telemetry.energy_nights import load_nights
+from telemetry.lighting import LightingEngine
+from telemetry.sampler import Sampler
 from telemetry.store import TelemetryStore, load_registry
 from telemetry.tariff import DEFAULT_CO2_KG_PER_KWH
 from tests.auth import sign_in
@@ -191,3 +194,24 @@ def test_the_monthly_report_carries_the_month_s_energy(city: tuple[TestClient, d
     assert [row["section"] for row in table] == ["city"] + ["district"] * 7
     assert float(table[0]["energy_kwh"]) == body["city"]["energy_kwh"]
     assert c.get("/api/v1/reports/monthly", params={"month": "November"}).status_code == 422
+
+
+def test_the_leader_stores_the_night_once_it_has_ended(city: tuple[TestClient, dict[str, Any]]) -> None:
+    """The sampler, a minute after the night's noon, computes the night and keeps it; the API then reads it."""
+    _, truth = city
+
+    async def run() -> None:
+        with psycopg.connect(truth["url"]) as conn:
+            engine = LightingEngine.load(conn)
+        clock = Clock(start=dt.datetime(2026, 12, 1, 12, 1, tzinfo=CST))
+        async with Database(truth["url"]) as db:
+            sampler = Sampler(engine, db, clock)
+            await sampler.sample(clock.now_ms() // 60_000 * 60_000)
+            assert sampler._energy_task is not None
+            await sampler._energy_task
+
+    asyncio.run(run())
+    with psycopg.connect(truth["url"]) as conn:
+        stored = load_nights(conn, NIGHT, NIGHT)
+    assert list(stored) == [NIGHT] and stored[NIGHT].complete
+    assert stored[NIGHT].lamp_wh.sum() / 1000 == pytest.approx(truth["energy_kwh"], rel=1e-3)
