@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ssl
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,18 +118,31 @@ class Broker:
 
         client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
         self.setup_paho(client)
+        answered = threading.Event()
         refused: list[str] = []
-        client.on_connect = lambda c, u, f, rc, p: refused.append(str(rc)) if rc.is_failure else None
+
+        def on_connect(c: Any, u: Any, f: Any, rc: Any, p: Any) -> None:
+            if rc.is_failure:
+                refused.append(str(rc))
+            answered.set()
+
+        client.on_connect = on_connect
         try:
             client.connect(self.host, self.port, keepalive=30)
         except (OSError, ssl.SSLError) as exc:
             raise BrokerError(f"cannot reach the broker at {self}: {exc}") from None
         client.loop_start()
         try:
-            info = client.publish(topic, payload, qos=qos)
-            info.wait_for_publish(timeout_s)  # returns at once if the connection is refused; checked below
+            # The broker's answer to the login first: a refusal ends the connection before any publish.
+            if not answered.wait(timeout_s):
+                raise BrokerError(f"the broker at {self} did not answer the connection within {timeout_s:g} s")
             if refused:
                 raise BrokerError(f"the broker at {self} refused the connection: {refused[0]}")
+            info = client.publish(topic, payload, qos=qos)
+            try:
+                info.wait_for_publish(timeout_s)
+            except (RuntimeError, ValueError) as exc:
+                raise BrokerError(f"the broker at {self} did not take the message: {exc}") from None
             if not info.is_published():
                 raise BrokerError(f"the broker at {self} did not take the message within {timeout_s:g} s")
         finally:
