@@ -30,6 +30,7 @@ import zstandard
 from telemetry.energy import ALLOCATED, ESTIMATED, NO_METER, MeterTotals, integrate
 from telemetry.errors import TelemetryError
 from telemetry.fleet import FleetIndex
+from telemetry.sampling import night_bounds
 from telemetry.tariff import Tariff
 
 __all__ = [
@@ -56,13 +57,6 @@ _LAMP_FIELDS: Final = [
     ("dim", "int2send(dim)", ">i2"),
     ("wh", "int8send(coalesce(energy_wh, -1))", ">i8"),
 ]
-
-
-def night_bounds(night: dt.date, tz: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
-    """Local noon of `night` to the next local noon."""
-    return dt.datetime.combine(night, dt.time(12), tz), dt.datetime.combine(
-        night + dt.timedelta(days=1), dt.time(12), tz
-    )
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from telemetry.sampling import (
     AlertEvent,
     BelowTarget,
     SampleRow,
+    night_of,
     nightly_report,
     ops_message,
     sample_rows,
@@ -80,8 +81,7 @@ class Sampler:
         return int(_TRANSIT_REAL_S * 1000 * self.clock.speed)
 
     def _night_of(self, ts: dt.datetime) -> dt.date:
-        local = ts.astimezone(self.tz)
-        return local.date() if local.hour >= 12 else local.date() - dt.timedelta(days=1)
+        return night_of(ts, self.tz)
 
     async def run(self) -> None:
         last = self.clock.now_ms() // 60_000 * 60_000

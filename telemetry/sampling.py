@@ -31,6 +31,8 @@ __all__ = [
     "SampleRow",
     "history",
     "newest_night",
+    "night_bounds",
+    "night_of",
     "nightly_csv",
     "nightly_report",
     "ops_message",
@@ -233,7 +235,13 @@ def history(
 # -- the nightly report ----------------------------------------------------------------------------------
 
 
-def _night_bounds(night: dt.date, tz: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
+def night_of(instant: dt.datetime, tz: ZoneInfo) -> dt.date:
+    """The night an instant belongs to: nights run from local noon to the next local noon."""
+    return (instant.astimezone(tz) - dt.timedelta(hours=12)).date()
+
+
+def night_bounds(night: dt.date, tz: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
+    """Local noon of `night` to the next local noon."""
     return (
         dt.datetime.combine(night, dt.time(12), tz),
         dt.datetime.combine(night + dt.timedelta(days=1), dt.time(12), tz),
@@ -276,8 +284,7 @@ def newest_night(conn: psycopg.Connection, timezone: str = "Asia/Shanghai") -> d
     row = conn.execute("SELECT max(ts) FROM lighting_rate_samples WHERE grouping = 'city'").fetchone()
     if row is None or row[0] is None:
         return None
-    local: dt.datetime = row[0].astimezone(ZoneInfo(timezone))
-    return (local - dt.timedelta(hours=12)).date()
+    return night_of(row[0], ZoneInfo(timezone))
 
 
 def nightly_report(
@@ -291,7 +298,7 @@ def nightly_report(
 ) -> dict[str, Any] | None:
     """The report of the night beginning on local date `night`, from the stored samples; None without any."""
     tz = ZoneInfo(timezone)
-    start, end = _night_bounds(night, tz)
+    start, end = night_bounds(night, tz)
     inspection_at = _inspection_instant(night, tz, inspection)
     rows = conn.execute(
         "SELECT grouping, key, ts, due, rate, integrity FROM lighting_rate_samples "

@@ -21,6 +21,7 @@ from api.jsonsafe import FiniteJSONResponse
 from telemetry.energy_nights import NightEnergy, Pricing, compute_night, group_rows, load_nights, store_night
 from telemetry.errors import TelemetryError
 from telemetry.fleet import FleetIndex
+from telemetry.sampling import night_of
 
 router = APIRouter(prefix="/api/v1/energy", tags=["energy"])
 
@@ -36,17 +37,12 @@ _CSV_FIELDS = (
 )  # fmt: skip
 
 
-def night_of(instant: dt.datetime, pricing: Pricing) -> dt.date:
-    """The night (noon to noon, local) an instant belongs to."""
-    return (instant.astimezone(pricing.tz) - dt.timedelta(hours=12)).date()
-
-
 async def nights_between(
     request: Request, pool: Any, index: FleetIndex, first: dt.date, last: dt.date, now: dt.datetime
 ) -> tuple[dict[dt.date, NightEnergy], list[dt.date]]:
     """The nights first..last that have figures (stored, or computed now when recent), and those that have none."""
     pricing: Pricing = request.app.state.pricing
-    tonight = night_of(now, pricing)
+    tonight = night_of(now, pricing.tz)
     now_ms = int(now.timestamp() * 1000)
     stored = await in_thread(pool, lambda conn: load_nights(conn, first, min(last, tonight)))
     out: dict[dt.date, NightEnergy] = {}
@@ -141,7 +137,7 @@ async def energy(
     Nights without figures are listed in `missing`; the night still going on counts up to now."""
     pricing: Pricing = request.app.state.pricing
     now = clock.now()
-    tonight = night_of(now, pricing)
+    tonight = night_of(now, pricing.tz)
     last = to or tonight
     start = from_ or last - dt.timedelta(days=6)
     if period == "month":

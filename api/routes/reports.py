@@ -26,10 +26,10 @@ from api.deps import (
 )
 from api.errors import ApiError
 from api.jsonsafe import FiniteJSONResponse
-from api.routes.energy import night_of, nights_between
+from api.routes.energy import nights_between
 from telemetry.energy_nights import Pricing, group_rows
 from telemetry.rate import CITY_TARGET
-from telemetry.sampling import newest_night, nightly_csv, nightly_report
+from telemetry.sampling import newest_night, night_of, nightly_csv, nightly_report
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 
@@ -157,7 +157,7 @@ async def monthly(
     pricing: Pricing = request.app.state.pricing
     now = clock.now()
     if month is None:
-        first = night_of(now, pricing).replace(day=1)
+        first = night_of(now, pricing.tz).replace(day=1)
     else:
         try:
             first = dt.date.fromisoformat(f"{month}-01")
