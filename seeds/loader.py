@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import msgspec
+import numpy as np
+import numpy.typing as npt
 import psycopg
 from tqdm import tqdm
 
@@ -17,6 +20,11 @@ logger = logging.getLogger(__name__)
 
 # Lamps per COPY chunk: large enough to keep COPY at full speed, small enough for a smooth progress bar.
 _CHUNK = 20_000
+
+
+def _path(p: npt.NDArray[np.float64]) -> str:
+    """A (n, 2) lon/lat array as the JSON the map reads: [[lon, lat], ...], to 6 decimals (about 0.1 m)."""
+    return msgspec.json.encode(np.round(p, 6).tolist()).decode()
 
 
 @dataclass(frozen=True)
@@ -112,13 +120,19 @@ def load(conn: psycopg.Connection, inv: Inventory, *, replace: bool = False, pro
             counts = {t: conn.execute(f"SELECT count(*) FROM {q}").fetchone()[0] for t, q in _COUNTED.items()}  # type: ignore[index]
             replaced = Replaced(lamps=row[1], seed=row[0], counts=counts)
             logger.info("%s", replaced.describe())
-            conn.execute(f"TRUNCATE {', '.join(_REFERS_TO_INVENTORY)}, lamps, cabinets, roads, districts, seed_info")
+            conn.execute(
+                f"TRUNCATE {', '.join(_REFERS_TO_INVENTORY)}, lamps, cabinets, roads, districts, waterways, seed_info"
+            )
             conn.execute("DELETE FROM schedules WHERE scope <> 'city'")
         with conn.cursor() as cur:
-            with cur.copy("COPY districts (code, name_zh, name_en, lat, lon) FROM STDIN") as cp:
-                for d in inv.districts:
-                    cp.write_row((d.code, d.name_zh, d.name_en, d.lat, d.lon))
-            with cur.copy("COPY roads (id, district, name_zh, name_en, road_class) FROM STDIN") as cp:
+            with cur.copy("COPY districts (code, name_zh, name_en, lat, lon, boundary) FROM STDIN") as cp:
+                for i, d in enumerate(inv.districts):
+                    border = _path(inv.district_boundary[i]) if inv.district_boundary else None
+                    cp.write_row((d.code, d.name_zh, d.name_en, d.lat, d.lon, border))
+            with cur.copy("COPY waterways (code, name_zh, name_en, path) FROM STDIN") as cp:
+                for code, zh, en, course in inv.waterways:
+                    cp.write_row((code, zh, en, _path(course)))
+            with cur.copy("COPY roads (id, district, name_zh, name_en, road_class, path) FROM STDIN") as cp:
                 for i in range(len(inv.road_id)):
                     cp.write_row(
                         (
@@ -127,6 +141,7 @@ def load(conn: psycopg.Connection, inv: Inventory, *, replace: bool = False, pro
                             inv.road_name_zh[i],
                             inv.road_name_en[i],
                             inv.road_class[i],
+                            _path(inv.road_path[i]) if inv.road_path else None,
                         )
                     )
             with cur.copy(

@@ -747,6 +747,21 @@ CREATE TABLE IF NOT EXISTS energy_nights (
 )""")
 
 
+def _m020_city_geometry(conn: psycopg.Connection, **_: int) -> None:
+    # The map's geometry (seeds.generator): a district's border, a road's lit stretch, the rivers. Each is a JSON
+    # array of [lon, lat] pairs; an inventory loaded before this migration has none, and the map falls back on
+    # outlines drawn around the lamps.
+    conn.execute("""
+ALTER TABLE districts ADD COLUMN IF NOT EXISTS boundary jsonb;
+ALTER TABLE roads ADD COLUMN IF NOT EXISTS path jsonb;
+CREATE TABLE IF NOT EXISTS waterways (
+    code     text PRIMARY KEY,
+    name_zh  text NOT NULL,
+    name_en  text NOT NULL,
+    path     jsonb NOT NULL
+)""")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     (1, "inventory, latest state, device status, quarantine", _m001_inventory),
     (2, "telemetry time series", _m002_telemetry),
@@ -771,6 +786,7 @@ MIGRATIONS: list[tuple[int, str, Callable[..., None]]] = [
     ),
     (18, "compact history of cabinet readings: a cabinet's day in one packed row", _m018_cabinet_history),
     (19, "a night's energy for every lamp and cabinet", _m019_energy_nights),
+    (20, "the map's geometry: district borders, roads' paths, rivers", _m020_city_geometry),
 ]
 
 

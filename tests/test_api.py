@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
@@ -246,3 +247,25 @@ def test_every_query_parameter_is_documented_with_examples(endpoints: Endpoints)
     assert missing == []
     lamps = {p["name"]: p for p in spec["paths"]["/api/v1/lamps"]["get"]["parameters"]}
     assert lamps["district"]["examples"] == {'"cd"': {"value": "cd"}}
+
+
+def test_map_layout_has_the_streets_borders_and_rivers_of_the_inventory(client: TestClient) -> None:
+    inv = generate(1000, seed=3)
+    body = client.get("/api/v1/map/layout").json()
+    assert body["lamps"] == 1000
+    # Districts come with their borders as loaded, and a centre to put the name at.
+    districts = {d["code"]: d for d in body["districts"]}
+    for i, d in enumerate(inv.districts):
+        assert districts[d.code]["border"] is True and districts[d.code]["centre"] == [d.lon, d.lat]
+        assert np.allclose(districts[d.code]["outline"], inv.district_boundary[i], atol=1e-6)
+    # Every road the lamps refer to has its class, names and path.
+    roads = {r["id"]: r for r in body["roads"]}
+    assert set(roads) == set(inv.road_id.tolist())
+    for i, rid in enumerate(inv.road_id.tolist()):
+        r = roads[rid]
+        assert (r["class"], r["name_en"]) == (inv.road_class[i], inv.road_name_en[i])
+        assert np.allclose(r["path"], inv.road_path[i], atol=1e-6)
+    assert {w["code"]: w["name_zh"] for w in body["waterways"]} == {
+        "huangshui": "湟水", "beichuan": "北川河", "nanchuan": "南川河"
+    }  # fmt: skip
+    assert all(len(w["path"]) > 100 for w in body["waterways"])

@@ -229,6 +229,60 @@ def test_the_map_draws_every_lamp_of_the_default_city(browser: Browser, site: Si
     page.close()
 
 
+ARTERIAL_RGB = (148, 163, 184)  # map.js ROAD_STYLE.arterial
+
+
+def test_the_street_map_at_city_and_street_zoom(browser: Browser, site: Site) -> None:
+    page = _log_in(browser, site, "operator")
+    page.wait_for_function("window.lamplighter.firstFullDraw !== undefined", timeout=30_000)
+    roads = _db(site, "SELECT count(*) FROM roads")[0][0]
+    # The whole city: every district named on its territory, every street drawn, no street names yet.
+    page.click("#map-reset")
+    page.wait_for_timeout(300)
+    city = page.evaluate("window.lamplighter.map.lastDraw")
+    assert city["districtLabels"] == 7 and city["roads"] == roads and city["roadLabels"] == 0, city
+    page.locator("#map").screenshot(path=ARTIFACTS / "map-city.png")
+
+    # Street level in Chengdong (1 km ≈ 350 px): streets named, the river drawn where no lamp stands.
+    centre = np.array(_db(site, "SELECT lon, lat FROM districts WHERE code = 'cd'")[0], dtype=float)
+    course = np.array(_db(site, "SELECT path FROM waterways WHERE code = 'huangshui'")[0][0], dtype=float)
+    lamps = np.array(_db(site, "SELECT lon, lat FROM lamps WHERE district = 'cd'"), dtype=float)
+    k = np.array([np.cos(np.radians(centre[1])) * 111_320, 111_320])
+    clear = np.array([np.hypot(*((lamps - v) * k).T).min() > 80 for v in course])
+    near = np.hypot(*((course - centre) * k).T)
+    lon, lat = course[np.flatnonzero(clear)[np.argmin(near[clear])]]
+    page.evaluate(f"window.lamplighter.map.view({lon}, {lat}, {0.35 * 111_320})")
+    page.wait_for_timeout(300)
+    street = page.evaluate("window.lamplighter.map.lastDraw")
+    assert street["roadLabels"] >= 5 and 0 < street["roads"] < roads, street
+    x, y = page.evaluate(f"window.lamplighter.map.screenOfLonLat({lon}, {lat})")
+    r, g, b = page.evaluate(f"window.lamplighter.map.pixelAt({x}, {y})")
+    assert b > 150 and b > r + 80, (r, g, b)  # the river's blue
+    page.locator("#map").screenshot(path=ARTIFACTS / "map-streets.png")
+    # An arterial road is drawn in its colour along its length (the poles stand either side of it; names and
+    # crossing roads cover a few points).
+    path = np.array(
+        _db(
+            site,
+            "SELECT path FROM roads WHERE district = 'cd' AND road_class = 'arterial' "
+            "AND jsonb_array_length(path) = 2 ORDER BY id LIMIT 1",
+        )[0][0],
+        dtype=float,
+    )
+    mid = path.mean(axis=0)
+    page.evaluate(f"window.lamplighter.map.view({mid[0]}, {mid[1]}, {0.35 * 111_320})")
+    page.wait_for_timeout(300)
+    hits = 0
+    for f in np.linspace(0.3, 0.7, 11):
+        lon, lat = path[0] + f * (path[1] - path[0])
+        x, y = page.evaluate(f"window.lamplighter.map.screenOfLonLat({lon}, {lat})")
+        pixel = page.evaluate(f"window.lamplighter.map.pixelAt({x}, {y})")
+        hits += max(abs(a - e) for a, e in zip(pixel, ARTERIAL_RGB, strict=True)) < 25
+    assert hits >= 7, hits
+    assert page.errors == []  # type: ignore[attr-defined]
+    page.close()
+
+
 def _lamp_of(site: Site, district: str) -> str:
     return str(
         _db(site, "SELECT id FROM lamps WHERE district = %s AND controller = 'single' ORDER BY no LIMIT 1 OFFSET 7",

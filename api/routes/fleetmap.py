@@ -53,15 +53,46 @@ def _hull(lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64]) -> list[li
 
 
 def _layout(conn: psycopg.Connection, ix: FleetIndex) -> bytes:
-    districts = conn.execute("SELECT code, name_zh, name_en FROM districts ORDER BY code").fetchall()
-    roads = conn.execute("SELECT id, name_zh, name_en, road_class, district FROM roads ORDER BY id").fetchall()
+    districts = conn.execute(
+        "SELECT code, name_zh, name_en, lon, lat, boundary::text FROM districts ORDER BY code"
+    ).fetchall()
+    roads = conn.execute(
+        "SELECT id, name_zh, name_en, road_class, district, path::text FROM roads ORDER BY id"
+    ).fetchall()
+    waters = conn.execute("SELECT code, name_zh, name_en, path::text FROM waterways ORDER BY code").fetchall()
     outlines = []
-    for code, zh, en in districts:
+    for code, zh, en, lon, lat, boundary in districts:
         if code not in ix.districts:
             continue
-        mine = ix.lamp_district == ix.districts.index(code)
-        outlines.append({"code": code, "name_zh": zh, "name_en": en, "outline": _hull(ix.lon[mine], ix.lat[mine])})
+        if boundary is not None:
+            outline = msgspec.json.decode(boundary)
+        else:  # loaded before the inventory had borders: the lamps' hull
+            mine = ix.lamp_district == ix.districts.index(code)
+            outline = _hull(ix.lon[mine], ix.lat[mine])
+        outlines.append(
+            {
+                "code": code,
+                "name_zh": zh,
+                "name_en": en,
+                "centre": [lon, lat],
+                "outline": outline,
+                "border": boundary is not None,
+            }
+        )
     road_of = {int(r[0]): r for r in roads}
+
+    def road(r: int) -> dict[str, Any]:
+        if r not in road_of:
+            return {"id": r}
+        _, zh, en, cls, _, path = road_of[r]
+        return {
+            "id": r,
+            "name_zh": zh,
+            "name_en": en,
+            "class": cls,
+            "path": msgspec.json.decode(path) if path else None,
+        }
+
     body = {
         "lamps": ix.n,
         "ids": ix.lamp_id,
@@ -71,11 +102,9 @@ def _layout(conn: psycopg.Connection, ix: FleetIndex) -> bytes:
         "district": _b64(ix.lamp_district.astype(np.int16)),
         "districts": outlines,
         "district_codes": ix.districts,
-        "roads": [
-            {"id": int(r), "name_zh": road_of[int(r)][1], "name_en": road_of[int(r)][2], "class": road_of[int(r)][3]}
-            if int(r) in road_of
-            else {"id": int(r)}
-            for r in ix.road_ids.tolist()
+        "roads": [road(int(r)) for r in ix.road_ids.tolist()],
+        "waterways": [
+            {"code": c, "name_zh": zh, "name_en": en, "path": msgspec.json.decode(p)} for c, zh, en, p in waters
         ],
         "conditions": [*CONDITIONS, "in_ticket"],
         "bbox": [float(ix.lon.min()), float(ix.lat.min()), float(ix.lon.max()), float(ix.lat.max())] if ix.n else [],
@@ -98,8 +127,10 @@ async def warm(app: Any) -> None:
 @router.get("/layout")
 async def layout(user: Viewer, request: Request, pool: SyncPoolDep, engine: EngineDep) -> Response:
     """Role: viewer. `{"lamps", "ids", "lon", "lat", "road", "district"` (little-endian float32, int32 and int16
-    arrays in base64, one entry per lamp in the order of the state bytes), `"districts"` (outlines), `"roads"`,
-    `"conditions"` (the meaning of each state byte), `"bbox"}`. Changes only with the inventory."""
+    arrays in base64, one entry per lamp in the order of the state bytes), `"districts"` (each with its
+    `centre` and `outline`, the border as [lon, lat] pairs, or the lamps' hull when the inventory has no borders),
+    `"roads"` (each with its name, `class` and `path`, the lit stretch's centreline), `"waterways"` (the rivers'
+    courses), `"conditions"` (the meaning of each state byte), `"bbox"}`. Changes only with the inventory."""
     ix = engine.index
     cached = getattr(request.app.state, "map_layout", None)
     if cached is None or cached[0] is not ix:

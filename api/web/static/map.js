@@ -1,6 +1,20 @@
-// The fleet on a canvas: district outlines, roads, and one dot per lamp coloured by its condition.
-// 110,000 lamps are drawn by writing pixels into an ImageData (a few milliseconds), roads as one decimated path.
+// The fleet on a canvas: district borders, rivers, streets, and one dot per lamp coloured by its condition;
+// district names at every zoom, street names once zoomed in. 110,000 lamps are drawn by writing pixels into an
+// ImageData (a few milliseconds); streets are one path per road class.
 "use strict";
+
+const M_PER_UNIT = 111320; // plane units are degrees of latitude; a metre is 1/111,320 of one
+// Road classes, widest first: the street's width on the ground (m), its thinnest line (px) and its colour.
+const ROAD_STYLE = {
+  expressway: { m: 32, min: 1.8, color: "rgba(217, 119, 6, 0.9)" },
+  arterial: { m: 24, min: 1.3, color: "rgb(148, 163, 184)" },
+  secondary: { m: 14, min: 0.9, color: "rgb(100, 116, 139)" },
+  branch: { m: 8, min: 0.6, color: "rgb(71, 85, 105)" },
+};
+const ROAD_ORDER = ["branch", "secondary", "arterial", "expressway"]; // drawn in this order, main roads on top
+const RIVER_COLOR = "rgba(37, 99, 235, 0.85)";
+const ROAD_LABELS_FROM = 0.12; // px per metre: street names show from this zoom (1 km ≈ 120 px)
+const BRANCH_LABELS_FROM = 0.3;
 
 const CONDITION_COLORS = {
   off: [100, 116, 139],
@@ -41,10 +55,26 @@ class LampMap {
       this.y[i] = -lat[i];
     }
     this.bounds = [minLon * this.k, -maxLat, maxLon * this.k, -minLat];
+    const project = (path) => {
+      const out = new Float64Array(path.length * 2);
+      path.forEach(([lo, la], j) => { out[2 * j] = lo * this.k; out[2 * j + 1] = -la; });
+      return out;
+    };
     this.outlines = layout.districts.map((d) => ({
       ...d,
       pts: d.outline.map(([lo, la]) => [lo * this.k, -la]),
+      at: d.centre ? [d.centre[0] * this.k, -d.centre[1]] : null,
     }));
+    // Streets from their paths, by class; an inventory without paths gets lines through its lamps instead.
+    this.streets = Object.fromEntries(ROAD_ORDER.map((c) => [c, []]));
+    for (const r of layout.roads) {
+      if (r.path && r.path.length >= 2 && this.streets[r.class]) {
+        this.streets[r.class].push({ id: r.id, name_zh: r.name_zh, name_en: r.name_en, xy: project(r.path) });
+      }
+    }
+    this.hasStreets = ROAD_ORDER.some((c) => this.streets[c].length);
+    this.rivers = (layout.waterways || []).map((w) => ({ ...w, xy: project(w.path) }));
+    this.labelWidth = new Map(); // text → width at the label font, measured once
     this.codes = layout.conditions;
     this.palette = this.codes.map((c) => CONDITION_COLORS[c] || [255, 255, 255]);
     this.alarm = this.codes.map((c) => ALARMS.has(c));
@@ -104,6 +134,20 @@ class LampMap {
     return [(this.x[i] - this.cx) * this.scale + w / 2, (this.y[i] - this.cy) * this.scale + h / 2];
   }
 
+  // CSS pixel position of a longitude and latitude (for tests).
+  screenOfLonLat(lon, lat) {
+    const w = this.canvas.clientWidth, h = this.canvas.clientHeight;
+    return [(lon * this.k - this.cx) * this.scale + w / 2, (-lat - this.cy) * this.scale + h / 2];
+  }
+
+  // Zoom to `scale` (CSS px per degree of latitude) around a longitude and latitude.
+  view(lon, lat, scale) {
+    this.cx = lon * this.k;
+    this.cy = -lat;
+    this.scale = scale;
+    this.request();
+  }
+
   // The colour drawn at a CSS pixel position, [r, g, b].
   pixelAt(x, y) {
     const d = this.ctx.getImageData(Math.round(x * this.ratio), Math.round(y * this.ratio), 1, 1).data;
@@ -140,7 +184,7 @@ class LampMap {
     ctx.fillStyle = "#0b1220";
     ctx.fillRect(0, 0, W, H);
 
-    // District outlines and names.
+    // District borders.
     ctx.lineWidth = 1.2 * r;
     ctx.strokeStyle = "rgba(148, 163, 184, 0.55)";
     ctx.fillStyle = "rgba(30, 41, 59, 0.55)";
@@ -153,24 +197,29 @@ class LampMap {
       ctx.stroke();
     }
 
-    // Roads: consecutive lamps of one road, skipping vertices closer than 2 px.
-    ctx.beginPath();
-    ctx.strokeStyle = "rgba(71, 85, 105, 0.9)";
-    ctx.lineWidth = Math.max(1, Math.min(3, s * 0.0004)) * r;
-    let lastRoad = -1, lx = 0, ly = 0;
-    const min2 = 4 * r * r;
-    for (let i = 0; i < this.n; i++) {
-      const px = this.x[i] * s + ox, py = this.y[i] * s + oy;
-      if (this.road[i] !== lastRoad) {
-        ctx.moveTo(px, py);
-        lastRoad = this.road[i];
-        lx = px; ly = py;
-      } else if ((px - lx) * (px - lx) + (py - ly) * (py - ly) >= min2) {
-        ctx.lineTo(px, py);
-        lx = px; ly = py;
-      }
+    const ppm = s / M_PER_UNIT / r; // CSS px per metre
+    ctx.lineCap = "round";
+    ctx.lineJoin = "round";
+    if (this.rivers.length) {
+      ctx.strokeStyle = RIVER_COLOR;
+      ctx.lineWidth = Math.max(2, 60 * ppm) * r;
+      ctx.beginPath();
+      for (const w of this.rivers) this._trace(w.xy, s, ox, oy);
+      ctx.stroke();
     }
-    ctx.stroke();
+    let roads = 0;
+    if (this.hasStreets) {
+      for (const cls of ROAD_ORDER) {
+        const st = ROAD_STYLE[cls];
+        ctx.strokeStyle = st.color;
+        ctx.lineWidth = Math.max(st.min, st.m * ppm) * r;
+        ctx.beginPath();
+        for (const road of this.streets[cls]) roads += this._trace(road.xy, s, ox, oy);
+        ctx.stroke();
+      }
+    } else {
+      this._roadsThroughLamps(s, ox, oy);
+    }
 
     // Lamps: pixels into an ImageData; alarms in a second pass so they stay visible.
     const lctx = this.layer.getContext("2d");
@@ -199,15 +248,27 @@ class LampMap {
     lctx.putImageData(img, 0, 0);
     ctx.drawImage(this.layer, 0, 0);
 
-    // Names over everything.
-    ctx.font = `${12 * r}px system-ui, "Noto Sans CJK SC", sans-serif`;
-    ctx.fillStyle = "rgba(226, 232, 240, 0.9)";
+    // Names over everything: streets once zoomed in, then districts.
+    const roadLabels = ppm >= ROAD_LABELS_FROM ? this._streetNames(s, ox, oy, ppm) : 0;
+    let districtLabels = 0;
+    ctx.font = `600 ${14 * r}px system-ui, "Noto Sans CJK SC", sans-serif`;
     ctx.textAlign = "center";
+    ctx.textBaseline = "middle";
+    ctx.lineWidth = 3 * r;
+    ctx.strokeStyle = "rgba(11, 18, 32, 0.85)";
+    ctx.fillStyle = "rgba(226, 232, 240, 0.95)";
     for (const d of this.outlines) {
       if (!d.pts.length) continue;
-      const cx = d.pts.reduce((a, p) => a + p[0], 0) / d.pts.length;
-      const cy = d.pts.reduce((a, p) => a + p[1], 0) / d.pts.length;
-      ctx.fillText(I18N.lang === "zh" ? d.name_zh : d.name_en, cx * s + ox, cy * s + oy);
+      const [cx, cy] = d.at || [
+        d.pts.reduce((a, p) => a + p[0], 0) / d.pts.length,
+        d.pts.reduce((a, p) => a + p[1], 0) / d.pts.length,
+      ];
+      const px = cx * s + ox, py = cy * s + oy;
+      if (px < 0 || py < 0 || px > W || py > H) continue;
+      const name = I18N.lang === "zh" ? d.name_zh : d.name_en;
+      ctx.strokeText(name, px, py);
+      ctx.fillText(name, px, py);
+      districtLabels++;
     }
     if (this.selected >= 0) {
       ctx.strokeStyle = "#ffffff";
@@ -216,8 +277,135 @@ class LampMap {
       ctx.arc(this.x[this.selected] * s + ox, this.y[this.selected] * s + oy, 9 * r, 0, 2 * Math.PI);
       ctx.stroke();
     }
-    this.lastDraw = { lamps: drawn, ms: performance.now() - t0 };
+    this.lastDraw = { lamps: drawn, roads, roadLabels, districtLabels, ms: performance.now() - t0 };
     this.canvas.dispatchEvent(new CustomEvent("drawn", { detail: this.lastDraw }));
+  }
+
+  // Adds a polyline (plane coordinates) to the current path, skipping vertices closer than 2 px; 1 if drawn.
+  _trace(xy, s, ox, oy) {
+    const r = this.ratio, W = this.canvas.width, H = this.canvas.height;
+    let minX = Infinity, minY = Infinity, maxX = -Infinity, maxY = -Infinity;
+    for (let j = 0; j < xy.length; j += 2) {
+      const px = xy[j] * s + ox, py = xy[j + 1] * s + oy;
+      if (px < minX) minX = px;
+      if (px > maxX) maxX = px;
+      if (py < minY) minY = py;
+      if (py > maxY) maxY = py;
+    }
+    if (maxX < 0 || maxY < 0 || minX > W || minY > H) return 0;
+    const min2 = 4 * r * r;
+    let lx = xy[0] * s + ox, ly = xy[1] * s + oy;
+    this.ctx.moveTo(lx, ly);
+    const last = xy.length - 2;
+    for (let j = 2; j < xy.length; j += 2) {
+      const px = xy[j] * s + ox, py = xy[j + 1] * s + oy;
+      if (j === last || (px - lx) * (px - lx) + (py - ly) * (py - ly) >= min2) {
+        this.ctx.lineTo(px, py);
+        lx = px; ly = py;
+      }
+    }
+    return 1;
+  }
+
+  // An inventory loaded without street paths: consecutive lamps of one road joined.
+  _roadsThroughLamps(s, ox, oy) {
+    const ctx = this.ctx, r = this.ratio;
+    ctx.beginPath();
+    ctx.strokeStyle = "rgba(71, 85, 105, 0.9)";
+    ctx.lineWidth = Math.max(1, Math.min(3, s * 0.0004)) * r;
+    let lastRoad = -1, lx = 0, ly = 0;
+    const min2 = 4 * r * r;
+    for (let i = 0; i < this.n; i++) {
+      const px = this.x[i] * s + ox, py = this.y[i] * s + oy;
+      if (this.road[i] !== lastRoad) {
+        ctx.moveTo(px, py);
+        lastRoad = this.road[i];
+        lx = px; ly = py;
+      } else if ((px - lx) * (px - lx) + (py - ly) * (py - ly) >= min2) {
+        ctx.lineTo(px, py);
+        lx = px; ly = py;
+      }
+    }
+    ctx.stroke();
+  }
+
+  // Street names along their longest visible stretch, main roads first, none overlapping another; the count.
+  _streetNames(s, ox, oy, ppm) {
+    const ctx = this.ctx, r = this.ratio, W = this.canvas.width, H = this.canvas.height;
+    const size = 11 * r;
+    ctx.font = `${size}px system-ui, "Noto Sans CJK SC", sans-serif`;
+    ctx.textAlign = "center";
+    ctx.textBaseline = "middle";
+    ctx.lineWidth = 3 * r;
+    ctx.strokeStyle = "rgba(11, 18, 32, 0.9)";
+    ctx.fillStyle = "rgba(203, 213, 225, 0.95)";
+    const cell = 16 * r, cols = Math.ceil(W / cell) + 1;
+    const taken = new Uint8Array(cols * (Math.ceil(H / cell) + 1));
+    const zh = I18N.lang === "zh";
+    let placed = 0;
+    for (const cls of ["expressway", "arterial", "secondary", "branch"]) {
+      if (cls === "branch" && ppm < BRANCH_LABELS_FROM) break;
+      for (const road of this.streets[cls]) {
+        if (placed >= 400) return placed;
+        const name = zh ? road.name_zh : road.name_en;
+        if (!name) continue;
+        const key = `${size}|${name}`;
+        let width = this.labelWidth.get(key);
+        if (width === undefined) {
+          width = ctx.measureText(name).width;
+          this.labelWidth.set(key, width);
+        }
+        const seg = this._longestVisible(road.xy, s, ox, oy, W, H);
+        if (!seg || seg.len < width + 24 * r) continue;
+        let angle = Math.atan2(seg.dy, seg.dx);
+        if (angle > Math.PI / 2) angle -= Math.PI;
+        if (angle < -Math.PI / 2) angle += Math.PI;
+        const cos = Math.cos(angle), sin = Math.sin(angle);
+        const cells = [];
+        for (let t = -width / 2 - 4 * r; t <= width / 2 + 4 * r; t += cell / 2) {
+          const cx = Math.floor((seg.mx + t * cos) / cell), cy = Math.floor((seg.my + t * sin) / cell);
+          if (cx >= 0 && cy >= 0 && cx < cols) cells.push(cy * cols + cx);
+        }
+        if (cells.some((c) => taken[c])) continue;
+        for (const c of cells) taken[c] = 1;
+        ctx.save();
+        ctx.translate(seg.mx, seg.my);
+        ctx.rotate(angle);
+        ctx.strokeText(name, 0, 0);
+        ctx.fillText(name, 0, 0);
+        ctx.restore();
+        placed++;
+      }
+    }
+    return placed;
+  }
+
+  // The longest chord of a polyline inside the canvas, clipped to it: its middle, direction and length. A curved
+  // road's chords span five vertices (500 m), along which it bends little.
+  _longestVisible(xy, s, ox, oy, W, H) {
+    let best = null;
+    const step = 2 * Math.max(1, Math.min(5, xy.length / 2 - 1));
+    for (let j = 0; j + step < xy.length; j += 2) {
+      let x0 = xy[j] * s + ox, y0 = xy[j + 1] * s + oy;
+      let x1 = xy[j + step] * s + ox, y1 = xy[j + step + 1] * s + oy;
+      // Liang–Barsky clipping to the canvas.
+      const dx = x1 - x0, dy = y1 - y0;
+      let t0 = 0, t1 = 1, ok = true;
+      for (const [p, q] of [[-dx, x0], [dx, W - x0], [-dy, y0], [dy, H - y0]]) {
+        if (p === 0) { if (q < 0) { ok = false; break; } continue; }
+        const t = q / p;
+        if (p < 0) { if (t > t1) { ok = false; break; } if (t > t0) t0 = t; }
+        else { if (t < t0) { ok = false; break; } if (t < t1) t1 = t; }
+      }
+      if (!ok) continue;
+      const len = Math.hypot(dx, dy) * (t1 - t0);
+      if (!best || len > best.len) {
+        x1 = x0 + dx * t1; y1 = y0 + dy * t1;
+        x0 += dx * t0; y0 += dy * t0;
+        best = { len, dx, dy, mx: (x0 + x1) / 2, my: (y0 + y1) / 2 };
+      }
+    }
+    return best;
   }
 
   pick(clientX, clientY) {
