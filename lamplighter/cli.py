@@ -148,6 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--publishers", type=int, default=2, help="publisher processes")
     b.add_argument("--clients", type=int, default=20, help="control-room clients polling the API")
     b.add_argument("--every", type=float, default=1.0, help="seconds between one client's rounds of both calls")
+    b = bsub.add_parser("map", help="the control room's map in headless Chromium: first render, redraws, sizes")
+    b.add_argument("--lamps", type=int, default=1_000_000)
+    b.add_argument("--pages", type=int, default=3, help="fresh pages signed in one after another, for the median")
     b = bsub.add_parser("campaign", help="a whole-city command at the default pace to simulated devices")
     b.add_argument("--lamps", type=int, default=110_000)
     b.add_argument("--gateways", type=int, default=1, help="gateways (one leads and sends the commands)")
@@ -221,6 +224,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
             clients=args.clients,
             every_s=args.every,
         )
+    if cmd == "bench" and args.bench == "map":
+        from bench.map import run_map_bench
+
+        return run_map_bench(settings, lamps=args.lamps, pages=args.pages)
     if cmd == "bench" and args.bench == "campaign":
         from bench.campaign import run_campaign_bench
 
