@@ -62,6 +62,7 @@ def run_map_bench(settings: Settings, *, lamps: int, pages: int = 3) -> int:
         ):
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             renders: list[float] = []
+            steps: list[tuple[float, float]] = []
             sizes: dict[str, int] = {}
             result: dict[str, Any] = {"lamps": lamps, "roads": roads}
             for i in range(pages):
@@ -72,7 +73,9 @@ def run_map_bench(settings: Settings, *, lamps: int, pages: int = 3) -> int:
                 page.fill("#password", _PASSWORD)
                 page.click("#login-submit")
                 page.wait_for_function("window.lamplighter && window.lamplighter.firstFullDraw", timeout=300_000)
-                renders.append(float(page.evaluate("window.lamplighter.firstFullDraw.at_ms")))
+                first = page.evaluate("window.lamplighter.firstFullDraw")
+                renders.append(float(first["at_ms"]))
+                steps.append((float(first["layout_ms"]), float(first["map_ms"])))
                 if i < pages - 1:
                     page.close()
                     continue
@@ -80,6 +83,12 @@ def run_map_bench(settings: Settings, *, lamps: int, pages: int = 3) -> int:
                     r"""() => Object.fromEntries(performance.getEntriesByType('resource')
                          .filter(e => /map\/(layout|state)/.test(e.name))
                          .map(e => [e.name.split('/').pop(), e.decodedBodySize]))"""
+                )
+                result["fetch_ms"] = page.evaluate(
+                    r"""() => Object.fromEntries(performance.getEntriesByType('resource')
+                         .filter(e => /map\/(layout|state)|\/me$/.test(e.name))
+                         .map(e => [e.name.split('/').pop(),
+                                    [e.requestStart, e.responseStart, e.responseEnd].map(Math.round)]))"""
                 )
                 m = "window.lamplighter.map"
                 page.evaluate(f"{m}.reset()")
@@ -98,11 +107,17 @@ def run_map_bench(settings: Settings, *, lamps: int, pages: int = 3) -> int:
             browser.close()
     result["first_render_ms"] = [round(r) for r in renders]
     result["first_render_median_ms"] = round(statistics.median(renders))
+    result["layout_parsed_ms"] = round(statistics.median(s[0] for s in steps))
+    result["map_built_ms"] = round(statistics.median(s[1] for s in steps))
     result["layout_bytes"] = sizes.get("layout")
     result["state_bytes"] = sizes.get("state")
     rows = [
         ("first full map from navigation, median", f"{result['first_render_median_ms']:,} ms"),
         ("  each page", ", ".join(f"{r:,}" for r in result["first_render_ms"]) + " ms"),
+        (
+            "  layout parsed / map built, median",
+            f"{result['layout_parsed_ms']:,} / {result['map_built_ms']:,} ms from navigation",
+        ),
         ("layout (JSON) / state (bytes)", f"{result['layout_bytes'] or 0:,} / {result['state_bytes'] or 0:,} B"),
         ("redraw after a zoom / a pan, city scale", f"{result['city_zoom_ms']:.1f} / {result['city_pan_ms']:.1f} ms"),
         (

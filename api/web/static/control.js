@@ -21,10 +21,13 @@ const Control = {
     await App.start();
     window.lamplighter = this; // for the browser tests and for curious operators' consoles
     this.layout = await layout;
+    const laidOut = performance.now();
     for (const d of this.layout.districts) this.districtNames[d.code] = d;
     this.map = new LampMap(document.getElementById("map"), this.layout, (id) => this.inspect(id));
+    const built = performance.now();
     await this.refreshState(state);
-    this.firstFullDraw = { lamps: this.map.lastDraw.lamps, at_ms: performance.now() };
+    // When the layout had arrived and been parsed, when the map was built, when it was first drawn in full.
+    this.firstFullDraw = { lamps: this.map.lastDraw.lamps, at_ms: performance.now(), layout_ms: laidOut, map_ms: built };
     document.getElementById("map-reset").addEventListener("click", () => this.map.reset());
     document.getElementById("lamp-close").addEventListener("click", () => {
       document.getElementById("lamp-panel").hidden = true;

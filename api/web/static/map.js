@@ -28,9 +28,13 @@ const CONDITION_COLORS = {
 const ALARMS = new Set(["dark", "day_burning", "in_ticket", "unknown"]); // drawn last, on top
 
 function decode(b64, Type) {
-  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const text = atob(b64);
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
   return new Type(bytes.buffer);
 }
+
+const GRID = 128; // lamps are indexed in GRID × GRID cells of the city's box, to draw only the visible ones
 
 class LampMap {
   constructor(canvas, layout, onPick) {
@@ -39,8 +43,16 @@ class LampMap {
     this.layout = layout;
     this.onPick = onPick;
     this.n = layout.lamps;
-    this.ids = layout.ids;
-    this.slotOf = new Map(layout.ids.map((id, i) => [id, i]));
+    if (layout.ids) {
+      this.ids = layout.ids;
+    } else {
+      const c = layout.id_columns;
+      this.ids = null;
+      this.idPrefixes = c.prefixes.map((p, k) => [p, c.widths[k]]);
+      this.idPrefix = decode(c.prefix, Int16Array);
+      this.idSerial = decode(c.serial, Int32Array);
+    }
+    this._slotOf = null; // id → slot, built on first use (a million entries take a while)
     const lon = decode(layout.lon, Float32Array);
     const lat = decode(layout.lat, Float32Array);
     this.road = decode(layout.road, Int32Array);
@@ -75,10 +87,12 @@ class LampMap {
     this.hasStreets = ROAD_ORDER.some((c) => this.streets[c].length);
     this.rivers = (layout.waterways || []).map((w) => ({ ...w, xy: project(w.path) }));
     this.labelWidth = new Map(); // text → width at the label font, measured once
+    this._index();
     this.codes = layout.conditions;
     this.palette = this.codes.map((c) => CONDITION_COLORS[c] || [255, 255, 255]);
     this.alarm = this.codes.map((c) => ALARMS.has(c));
     this.state = new Uint8Array(this.n).fill(this.codes.indexOf("unknown"));
+    this.alarms = this._alarmsOf(this.state);
     this.selected = -1;
     this.lastDraw = { lamps: 0, ms: 0 };
     this.layer = document.createElement("canvas");
@@ -110,9 +124,58 @@ class LampMap {
     this.request();
   }
 
+  // The lamp id of a slot.
+  idOf(i) {
+    if (this.ids) return this.ids[i];
+    const [prefix, width] = this.idPrefixes[this.idPrefix[i]];
+    return prefix + String(this.idSerial[i]).padStart(width, "0");
+  }
+
+  get slotOf() {
+    if (!this._slotOf) {
+      this._slotOf = new Map();
+      for (let i = 0; i < this.n; i++) this._slotOf.set(this.idOf(i), i);
+    }
+    return this._slotOf;
+  }
+
   setState(bytes) {
-    if (bytes.length === this.n) this.state = bytes;
+    if (bytes.length === this.n) {
+      this.state = bytes;
+      this.alarms = this._alarmsOf(bytes);
+    }
     this.request();
+  }
+
+  // The slots of lamps in an alarm condition: drawn after the others, so that they stay visible.
+  _alarmsOf(state) {
+    let k = 0;
+    const out = new Uint32Array(this.n);
+    for (let i = 0; i < this.n; i++) if (this.alarm[state[i]]) out[k++] = i;
+    return out.subarray(0, k);
+  }
+
+  // Lamps by grid cell: `cellStart[c]`..`cellStart[c + 1]` index `cellOrder`, the slots of cell c's lamps.
+  _index() {
+    const [x0, y0, x1, y1] = this.bounds;
+    this.gx = x0;
+    this.gy = y0;
+    this.gw = Math.max(x1 - x0, 1e-9) / GRID;
+    this.gh = Math.max(y1 - y0, 1e-9) / GRID;
+    const cell = new Uint32Array(this.n);
+    const start = new Uint32Array(GRID * GRID + 1);
+    for (let i = 0; i < this.n; i++) {
+      const cx = Math.min(GRID - 1, Math.max(0, Math.floor((this.x[i] - x0) / this.gw)));
+      const cy = Math.min(GRID - 1, Math.max(0, Math.floor((this.y[i] - y0) / this.gh)));
+      cell[i] = cy * GRID + cx;
+      start[cell[i] + 1]++;
+    }
+    for (let c = 0; c < GRID * GRID; c++) start[c + 1] += start[c];
+    const cursor = start.slice(0, GRID * GRID);
+    const order = new Uint32Array(this.n);
+    for (let i = 0; i < this.n; i++) order[cursor[cell[i]]++] = i;
+    this.cellStart = start;
+    this.cellOrder = order;
   }
 
   counts() {
@@ -229,22 +292,37 @@ class LampMap {
     const dot = Math.max(2, Math.min(6, Math.round(s * 0.00012))) ;
     const half = dot >> 1;
     let drawn = 0;
-    for (let pass = 0; pass < 2; pass++) {
-      for (let i = 0; i < this.n; i++) {
-        const c = this.state[i];
-        if (this.alarm[c] !== (pass === 1)) continue;
-        const px = (this.x[i] * s + ox) | 0, py = (this.y[i] * s + oy) | 0;
-        if (px < 0 || py < 0 || px >= W || py >= H) continue;
-        drawn++;
-        const color = colors[c];
-        const x0 = Math.max(0, px - half), x1 = Math.min(W, px - half + dot);
-        const y0 = Math.max(0, py - half), y1 = Math.min(H, py - half + dot);
-        for (let y = y0; y < y1; y++) {
-          const row = y * W;
-          for (let x = x0; x < x1; x++) buf[row + x] = color;
+    const state = this.state, alarm = this.alarm, xs = this.x, ys = this.y;
+    const plot = (i) => {
+      const px = (xs[i] * s + ox) | 0, py = (ys[i] * s + oy) | 0;
+      if (px < 0 || py < 0 || px >= W || py >= H) return;
+      drawn++;
+      const color = colors[state[i]];
+      const x0 = Math.max(0, px - half), x1 = Math.min(W, px - half + dot);
+      const y0 = Math.max(0, py - half), y1 = Math.min(H, py - half + dot);
+      for (let y = y0; y < y1; y++) {
+        const row = y * W;
+        for (let x = x0; x < x1; x++) buf[row + x] = color;
+      }
+    };
+    // The grid cells in view (a dot's width of margin); all of them at city scale.
+    const m = dot / s;
+    const c0 = Math.max(0, Math.floor((-ox / s - m - this.gx) / this.gw));
+    const c1 = Math.min(GRID - 1, Math.floor(((W - ox) / s + m - this.gx) / this.gw));
+    const r0 = Math.max(0, Math.floor((-oy / s - m - this.gy) / this.gh));
+    const r1 = Math.min(GRID - 1, Math.floor(((H - oy) / s + m - this.gy) / this.gh));
+    if (c0 === 0 && r0 === 0 && c1 === GRID - 1 && r1 === GRID - 1) {
+      for (let i = 0; i < this.n; i++) if (!alarm[state[i]]) plot(i);
+    } else {
+      const order = this.cellOrder, start = this.cellStart;
+      for (let r = r0; r <= r1; r++) {
+        for (let k = start[r * GRID + c0], end = start[r * GRID + c1 + 1]; k < end; k++) {
+          const i = order[k];
+          if (!alarm[state[i]]) plot(i);
         }
       }
     }
+    for (let k = 0; k < this.alarms.length; k++) plot(this.alarms[k]);
     lctx.putImageData(img, 0, 0);
     ctx.drawImage(this.layer, 0, 0);
 
@@ -453,7 +531,7 @@ class LampMap {
         if (i >= 0) {
           this.selected = i;
           this.request();
-          this.onPick(this.ids[i]);
+          this.onPick(this.idOf(i));
         }
       }
       drag = null;
