@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -249,7 +250,9 @@ def test_every_query_parameter_is_documented_with_examples(endpoints: Endpoints)
     assert lamps["district"]["examples"] == {'"cd"': {"value": "cd"}}
 
 
-def test_map_layout_has_the_streets_borders_and_rivers_of_the_inventory(client: TestClient) -> None:
+def test_map_layout_has_the_streets_borders_and_rivers_of_the_inventory(
+    client: TestClient, endpoints: Endpoints
+) -> None:
     inv = generate(1000, seed=3)
     body = client.get("/api/v1/map/layout").json()
     assert body["lamps"] == 1000
@@ -269,3 +272,27 @@ def test_map_layout_has_the_streets_borders_and_rivers_of_the_inventory(client: 
         "huangshui": "湟水", "beichuan": "北川河", "nanchuan": "南川河"
     }  # fmt: skip
     assert all(len(w["path"]) > 100 for w in body["waterways"])
+    # The ids come as a prefix and a serial per lamp; spelt out they are the lamps' ids in the state's order.
+    cols = body["id_columns"]
+    prefix = np.frombuffer(base64.b64decode(cols["prefix"]), dtype="<i2")
+    serial = np.frombuffer(base64.b64decode(cols["serial"]), dtype="<i4")
+    ids = [cols["prefixes"][p] + str(n).zfill(cols["widths"][p]) for p, n in zip(prefix, serial, strict=True)]
+    with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
+        assert ids == [r[0] for r in conn.execute("SELECT id FROM lamps ORDER BY no")]
+    # Compressed once for every client that takes gzip; plain for one that does not.
+    packed = client.get("/api/v1/map/layout", headers={"Accept-Encoding": "gzip"})
+    assert packed.headers["content-encoding"] == "gzip" and packed.json() == body
+    plain = client.get("/api/v1/map/layout", headers={"Accept-Encoding": "identity"})
+    assert plain.headers.get("content-encoding", "identity") == "identity" and plain.json() == body
+
+
+def test_map_ids_as_columns_spell_out_every_id() -> None:
+    from api.routes.fleetmap import _id_columns
+
+    ids = ["XN-CD-000001", "XN-CD-000002", "XN-CZ-000010", "A7", "B-0007", "B-7", "C123456789012", "0"]
+    cols = _id_columns(ids)
+    assert cols is not None
+    prefix = np.frombuffer(base64.b64decode(cols["prefix"]), dtype="<i2")
+    serial = np.frombuffer(base64.b64decode(cols["serial"]), dtype="<i4")
+    assert [cols["prefixes"][p] + str(n).zfill(cols["widths"][p]) for p, n in zip(prefix, serial, strict=True)] == ids
+    assert _id_columns(["XN-CD-000001", "LAMP-A"]) is None  # not every id ends in a number: the plain list
