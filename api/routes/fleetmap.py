@@ -3,6 +3,7 @@ condition as one byte per lamp, cheap enough to fetch every few seconds for 110,
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import logging
@@ -156,16 +157,25 @@ def _send(request: Request, body: bytes, packed: bytes | None, media_type: str, 
     return Response(body, media_type=media_type, headers={**headers, "Content-Encoding": "identity"})
 
 
+async def _layout_of(app: Any, pool: Any, ix: FleetIndex) -> tuple[FleetIndex, bytes, bytes]:
+    """The layout of the fleet index `ix`, built once: a page that asks while it is being built waits for it."""
+    lock = getattr(app.state, "map_layout_lock", None)
+    if lock is None:
+        lock = app.state.map_layout_lock = asyncio.Lock()
+    async with lock:
+        cached: tuple[FleetIndex, bytes, bytes] | None = getattr(app.state, "map_layout", None)
+        if cached is None or cached[0] is not ix:
+            cached = await in_thread(pool, lambda conn: _built(conn, ix))
+            app.state.map_layout = cached
+        return cached
+
+
 async def warm(app: Any) -> None:
     """Build the layout once the app is up, so the first operator's map does not wait for it."""
-    ix = app.state.engine.index
     try:
-        built = await in_thread(app.state.sync_pool, lambda conn: _built(conn, ix))
+        await _layout_of(app, app.state.sync_pool, app.state.engine.index)
     except Exception as exc:  # the first page builds it then; nothing else depends on this
         logger.warning("map layout not built ahead: %s", exc)
-        return
-    if getattr(app.state, "map_layout", None) is None:
-        app.state.map_layout = built
 
 
 @router.get("/layout")
@@ -178,11 +188,7 @@ async def layout(user: Viewer, request: Request, pool: SyncPoolDep, engine: Engi
     the inventory has no borders), `"roads"` (each with its name, `class` and `path`, the lit stretch's
     centreline), `"waterways"` (the rivers' courses), `"conditions"` (the meaning of each state byte),
     `"bbox"}`. Changes only with the inventory."""
-    ix = engine.index
-    cached: tuple[FleetIndex, bytes, bytes] | None = getattr(request.app.state, "map_layout", None)
-    if cached is None or cached[0] is not ix:
-        cached = await in_thread(pool, lambda conn: _built(conn, ix))
-        request.app.state.map_layout = cached
+    cached = await _layout_of(request.app, pool, engine.index)
     return _send(request, cached[1], cached[2], "application/json", {"Cache-Control": "private, max-age=60"})
 
 
