@@ -296,3 +296,27 @@ def test_map_ids_as_columns_spell_out_every_id() -> None:
     serial = np.frombuffer(base64.b64decode(cols["serial"]), dtype="<i4")
     assert [cols["prefixes"][p] + str(n).zfill(cols["widths"][p]) for p, n in zip(prefix, serial, strict=True)] == ids
     assert _id_columns(["XN-CD-000001", "LAMP-A"]) is None  # not every id ends in a number: the plain list
+
+
+def test_map_layout_of_an_inventory_loaded_without_geometry(endpoints: Endpoints) -> None:
+    """An inventory loaded before migration 20 has no borders or paths: the map gets the lamps' hulls instead."""
+    with psycopg.connect(endpoints.schema_url, autocommit=True) as conn:
+        load(conn, generate(1000, seed=3), progress=False)
+        conn.execute("UPDATE districts SET boundary = NULL")
+        conn.execute("UPDATE roads SET path = NULL")
+        conn.execute("DELETE FROM waterways")
+    app = create_app(database_url=endpoints.database_url, broker=endpoints.as_("lamplighter-api"))
+    with TestClient(app) as c:
+        sign_in(c, endpoints.database_url, "viewer")
+        body = c.get("/api/v1/map/layout").json()
+    assert body["waterways"] == [] and all(r["path"] is None for r in body["roads"])
+    lamps = body["lamps"]
+    lon = np.frombuffer(base64.b64decode(body["lon"]), dtype="<f4")
+    lat = np.frombuffer(base64.b64decode(body["lat"]), dtype="<f4")
+    assert lamps == 1000
+    for d in body["districts"]:
+        assert d["border"] is False and len(d["outline"]) >= 3
+        hull = np.array(d["outline"])
+        # Every vertex of the hull is one of the district's lamps (to the 5 decimals it is rounded to).
+        assert (np.abs(hull[:, None, 0] - lon[None, :]).min(axis=1) < 1e-4).all()
+        assert (np.abs(hull[:, None, 1] - lat[None, :]).min(axis=1) < 1e-4).all()
