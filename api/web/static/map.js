@@ -329,6 +329,7 @@ class LampMap {
     // Names over everything: streets once zoomed in, then districts.
     const roadLabels = ppm >= ROAD_LABELS_FROM ? this._streetNames(s, ox, oy, ppm) : 0;
     let districtLabels = 0;
+    const placed = []; // [x, y, half width] of the names drawn
     ctx.font = `600 ${14 * r}px system-ui, "Noto Sans CJK SC", sans-serif`;
     ctx.textAlign = "center";
     ctx.textBaseline = "middle";
@@ -341,9 +342,17 @@ class LampMap {
         d.pts.reduce((a, p) => a + p[0], 0) / d.pts.length,
         d.pts.reduce((a, p) => a + p[1], 0) / d.pts.length,
       ];
-      const px = cx * s + ox, py = cy * s + oy;
+      const px = cx * s + ox;
+      let py = cy * s + oy;
       if (px < 0 || py < 0 || px > W || py > H) continue;
       const name = I18N.lang === "zh" ? d.name_zh : d.name_en;
+      // Neighbouring centres are close at city scale: a name that would cover another moves up or down a line.
+      const w = ctx.measureText(name).width / 2 + 4 * r, h = 9 * r;
+      const free = (y) => !placed.some(([x0, y0, w0]) => Math.abs(x0 - px) < w + w0 && Math.abs(y0 - y) < 2 * h);
+      for (const dy of [0, 2 * h, -2 * h, 4 * h, -4 * h]) {
+        if (free(py + dy)) { py += dy; break; }
+      }
+      placed.push([px, py, w]);
       ctx.strokeText(name, px, py);
       ctx.fillText(name, px, py);
       districtLabels++;
