@@ -13,7 +13,7 @@ Pure: returns columns; `seeds.loader` writes them to PostgreSQL.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -163,10 +163,10 @@ class Inventory:
     lamp_installed: npt.NDArray[np.int32]  # days since 1970-01-01
     lamp_concentrator: npt.NDArray[np.bool_]
     # geometry for the map, each an (n, 2) array of (lon, lat): a road's lit stretch, a district's border
-    road_path: list[npt.NDArray[np.float64]] = field(default_factory=list)
-    district_boundary: list[npt.NDArray[np.float64]] = field(default_factory=list)
+    road_path: list[npt.NDArray[np.float64]]
+    district_boundary: list[npt.NDArray[np.float64]]
     # the rivers: (code, name_zh, name_en, course as (n, 2) lon/lat)
-    waterways: list[tuple[str, str, str, npt.NDArray[np.float64]]] = field(default_factory=list)
+    waterways: list[tuple[str, str, str, npt.NDArray[np.float64]]]
 
     @property
     def lamps(self) -> int:
@@ -247,12 +247,6 @@ class _Street:
     metric: npt.NDArray[np.float64]  # how far out of town (the built-up area takes the smallest)
 
 
-@dataclass
-class _Laid:
-    streets: list[_Street]
-    count: int
-
-
 class _Valley:
     """One district's frame: its centre, the valley's direction there and the roads that follow the river."""
 
@@ -284,7 +278,7 @@ class _Valley:
         rel = xy - self.centre
         return np.hypot((rel @ self.t) / _ELONGATION, rel @ self.n) * _CLASS_REACH[cls]  # type: ignore[no-any-return]
 
-    def lay(self, reach: float, block: float, rng: np.random.Generator) -> _Laid:
+    def lay(self, reach: float, block: float, rng: np.random.Generator) -> list[_Street]:
         """Every candidate lamp within `reach` (of the metric) on the valley's roads and a grid of `block`."""
         streets: list[_Street] = []
         for cls, line in self.corridor:
@@ -309,7 +303,7 @@ class _Valley:
                 line = self.centre + ends[:, :1] * self.t + ends[:, 1:] * self.n
                 clear = along or cls == _BRANCH  # cross streets of the main classes bridge the river
                 streets += self._cut(cls, line, True, reach, clear, rng, along=along)
-        return _Laid(streets, sum(len(st.s) for st in streets))
+        return streets
 
     def _cut(
         self,
@@ -336,12 +330,12 @@ class _Valley:
                 bad |= self.near_expressway(q[idx])
             keep[idx[bad]] = False
         out = []
+        grad = np.gradient(line, axis=0)
         edges = np.flatnonzero(np.diff(np.concatenate([[0], keep.astype(np.int8), [0]])))
         for lo, hi in zip(edges[0::2], edges[1::2], strict=True):
             if hi - lo < 3:
                 continue
             ss = s[lo:hi]
-            grad = np.gradient(line, axis=0)
             tx, ty = np.interp(ss, s_line, grad[:, 0]), np.interp(ss, s_line, grad[:, 1])
             norm = np.hypot(tx, ty)
             normal = np.column_stack([-ty / norm, tx / norm])
@@ -367,16 +361,18 @@ def _road_path(st: _Street, s_lo: float, s_hi: float) -> Points:
     return np.column_stack([np.interp(at, s_line, st.line[:, 0]), np.interp(at, s_line, st.line[:, 1])])
 
 
-def _lay_district(d: District, n: int, valley: _Valley, rng: np.random.Generator) -> tuple[_Laid, npt.NDArray[Any]]:
+def _lay_district(
+    d: District, n: int, valley: _Valley, rng: np.random.Generator
+) -> tuple[list[_Street], npt.NDArray[Any]]:
     """The district's streets and the `n` candidate lamps nearest its centre (the built-up area)."""
     reach = math.sqrt(n / _LAMPS_PER_KM2 / (math.pi * _ELONGATION)) * 1000 * 1.2 + _BLOCK_M
     block = valley.block
     extent = float(np.max(valley.metric(valley.territory, _EXPRESSWAY)))
     for _ in range(60):
-        laid = valley.lay(reach, block, rng)
-        if laid.count >= n:
-            metric = np.concatenate([st.metric for st in laid.streets])
-            return laid, np.argsort(metric, kind="stable")[:n]
+        streets = valley.lay(reach, block, rng)
+        if sum(len(st.s) for st in streets) >= n:
+            metric = np.concatenate([st.metric for st in streets])
+            return streets, np.argsort(metric, kind="stable")[:n]
         if reach > extent:  # the whole territory is built up: denser streets
             block *= 0.85
         else:
@@ -411,28 +407,32 @@ def generate(lamps: int = DEFAULT_LAMPS, seed: int = 1) -> Inventory:
         if n_lamps <= 0:
             continue
         valley = _Valley(d, border, rivers, rng)
-        laid, chosen = _lay_district(d, n_lamps, valley, rng)
-        street_of = np.concatenate([np.full(len(st.s), i, dtype=np.int32) for i, st in enumerate(laid.streets)])
-        s_all = np.concatenate([st.s for st in laid.streets])
-        side_all = np.concatenate([st.side for st in laid.streets])
-        xy_all = np.concatenate([st.xy for st in laid.streets])
-        # Roads: the streets that got lamps, numbered in the order they were laid.
-        used = np.unique(street_of[chosen])
-        road_no = np.full(len(laid.streets), -1, dtype=np.int32)
+        streets, chosen = _lay_district(d, n_lamps, valley, rng)
+        street_of = np.concatenate([np.full(len(st.s), i, dtype=np.int32) for i, st in enumerate(streets)])
+        s_all = np.concatenate([st.s for st in streets])
+        side_all = np.concatenate([st.side for st in streets])
+        xy_all = np.concatenate([st.xy for st in streets])
+        # Roads: the streets that got lamps, numbered in the order they were laid, each lit from its first lamp
+        # to its last.
+        s_lo = np.full(len(streets), np.inf)
+        s_hi = np.full(len(streets), -np.inf)
+        np.minimum.at(s_lo, street_of[chosen], s_all[chosen])
+        np.maximum.at(s_hi, street_of[chosen], s_all[chosen])
+        road_no = np.full(len(streets), -1, dtype=np.int32)
         used_names: set[str] = set()
-        for i in used.tolist():
-            st = laid.streets[i]
-            mine = chosen[street_of[chosen] == i]
+        for i in np.flatnonzero(np.isfinite(s_lo)).tolist():
+            st = streets[i]
             road_no[i] = len(roads["district"]) + 1
             zh, en = _road_name(rng, st.cls, used_names)
-            lat, lon = to_latlon(_road_path(st, float(s_all[mine].min()), float(s_all[mine].max())))
+            lat, lon = to_latlon(_road_path(st, float(s_lo[i]), float(s_hi[i])))
             roads["district"].append(d.code)
             roads["class"].append(ROAD_CLASSES[st.cls])
             roads["zh"].append(zh)
             roads["en"].append(en)
             roads["path"].append(np.column_stack([lon, lat]))
-        # Lamp order: block by block, snaking across the valley, and along each road within a block, so that a
-        # cabinet's consecutive lamps are neighbours and a circuit runs along a street.
+        # Lamp order: block by block (a walk from each block to the nearest one not yet visited), and along each
+        # road within a block, so that a cabinet's consecutive lamps are neighbours and a circuit runs along a
+        # street.
         xy = xy_all[chosen]
         rel = xy - valley.centre
         cell = 2.5 * valley.block
@@ -465,7 +465,7 @@ def generate(lamps: int = DEFAULT_LAMPS, seed: int = 1) -> Inventory:
         cols["road"].append(lamp_road)
         cols["x"].append(xy[:, 0])
         cols["y"].append(xy[:, 1])
-        cols["cls"].append(np.array([laid.streets[i].cls for i in street_of[chosen].tolist()], dtype=np.int8))
+        cols["cls"].append(np.array([st.cls for st in streets], dtype=np.int8)[street_of[chosen]])
         lamp_id.extend(f"XN-{d.code.upper()}-{i:06d}" for i in range(1, n_lamps + 1))
         lamp_district.extend([d.code] * n_lamps)
 

@@ -127,8 +127,7 @@ def load(conn: psycopg.Connection, inv: Inventory, *, replace: bool = False, pro
         with conn.cursor() as cur:
             with cur.copy("COPY districts (code, name_zh, name_en, lat, lon, boundary) FROM STDIN") as cp:
                 for i, d in enumerate(inv.districts):
-                    border = _path(inv.district_boundary[i]) if inv.district_boundary else None
-                    cp.write_row((d.code, d.name_zh, d.name_en, d.lat, d.lon, border))
+                    cp.write_row((d.code, d.name_zh, d.name_en, d.lat, d.lon, _path(inv.district_boundary[i])))
             with cur.copy("COPY waterways (code, name_zh, name_en, path) FROM STDIN") as cp:
                 for code, zh, en, course in inv.waterways:
                     cp.write_row((code, zh, en, _path(course)))
@@ -141,7 +140,7 @@ def load(conn: psycopg.Connection, inv: Inventory, *, replace: bool = False, pro
                             inv.road_name_zh[i],
                             inv.road_name_en[i],
                             inv.road_class[i],
-                            _path(inv.road_path[i]) if inv.road_path else None,
+                            _path(inv.road_path[i]),
                         )
                     )
             with cur.copy(

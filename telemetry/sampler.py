@@ -80,9 +80,6 @@ class Sampler:
         """A report's way from device to engine (`_TRANSIT_REAL_S`), in clock milliseconds."""
         return int(_TRANSIT_REAL_S * 1000 * self.clock.speed)
 
-    def _night_of(self, ts: dt.datetime) -> dt.date:
-        return night_of(ts, self.tz)
-
     async def run(self) -> None:
         last = self.clock.now_ms() // 60_000 * 60_000
         while True:
@@ -139,7 +136,7 @@ class Sampler:
             minute = local.hour * 60 + local.minute
             at_inspection = (local.hour, local.minute) == (self.inspection.hour, self.inspection.minute)
             rows = sample_rows(b, fine=minute % self.fine_every_min == 0 or at_inspection)
-            self._night_open = self._night_of(ts)
+            self._night_open = night_of(ts, self.tz)
         night_done = None
         if due == 0 and self._night_open is not None:  # dawn: the night's report (redone if it was early)
             night_done, self._night_open = self._night_open, None
@@ -153,7 +150,7 @@ class Sampler:
 
     def _energy_after_noon(self, tick_ms: int) -> None:
         """Once a night has ended (local noon), its energy is computed and stored, once, in the background."""
-        ended = self._night_of(dt.datetime.fromtimestamp(tick_ms / 1000, dt.UTC)) - dt.timedelta(days=1)
+        ended = night_of(dt.datetime.fromtimestamp(tick_ms / 1000, dt.UTC), self.tz) - dt.timedelta(days=1)
         busy = self._energy_task is not None and not self._energy_task.done()
         if ended == self._energy_night or busy or tick_ms < self._energy_retry_ms:
             return

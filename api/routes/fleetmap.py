@@ -85,9 +85,7 @@ def _layout(conn: psycopg.Connection, ix: FleetIndex) -> bytes:
     districts = conn.execute(
         "SELECT code, name_zh, name_en, lon, lat, boundary::text FROM districts ORDER BY code"
     ).fetchall()
-    roads = conn.execute(
-        "SELECT id, name_zh, name_en, road_class, district, path::text FROM roads ORDER BY id"
-    ).fetchall()
+    roads = conn.execute("SELECT id, name_zh, name_en, road_class, path::text FROM roads ORDER BY id").fetchall()
     waters = conn.execute("SELECT code, name_zh, name_en, path::text FROM waterways ORDER BY code").fetchall()
     outlines = []
     for code, zh, en, lon, lat, boundary in districts:
@@ -113,7 +111,7 @@ def _layout(conn: psycopg.Connection, ix: FleetIndex) -> bytes:
     def road(r: int) -> dict[str, Any]:
         if r not in road_of:
             return {"id": r}
-        _, zh, en, cls, _, path = road_of[r]
+        _, zh, en, cls, path = road_of[r]
         return {
             "id": r,
             "name_zh": zh,

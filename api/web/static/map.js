@@ -75,7 +75,7 @@ class LampMap {
     this.outlines = layout.districts.map((d) => ({
       ...d,
       pts: d.outline.map(([lo, la]) => [lo * this.k, -la]),
-      at: d.centre ? [d.centre[0] * this.k, -d.centre[1]] : null,
+      at: [d.centre[0] * this.k, -d.centre[1]],
     }));
     // Streets from their paths, by class; an inventory without paths gets lines through its lamps instead.
     this.streets = Object.fromEntries(ROAD_ORDER.map((c) => [c, []]));
@@ -338,12 +338,8 @@ class LampMap {
     ctx.fillStyle = "rgba(226, 232, 240, 0.95)";
     for (const d of this.outlines) {
       if (!d.pts.length) continue;
-      const [cx, cy] = d.at || [
-        d.pts.reduce((a, p) => a + p[0], 0) / d.pts.length,
-        d.pts.reduce((a, p) => a + p[1], 0) / d.pts.length,
-      ];
-      const px = cx * s + ox;
-      let py = cy * s + oy;
+      const px = d.at[0] * s + ox;
+      let py = d.at[1] * s + oy;
       if (px < 0 || py < 0 || px > W || py > H) continue;
       const name = I18N.lang === "zh" ? d.name_zh : d.name_en;
       // Neighbouring centres are close at city scale: a name that would cover another moves up or down a line.
