@@ -55,6 +55,9 @@ class LampHistory:
         self.offline = np.zeros(n, dtype=np.bool_)  # its last will (or a clean disconnect) said offline
         self.watch_since = np.full(n, start_ms, dtype=np.int64)  # silence counts from here for never-seen lamps
         self.paused_at: int | None = None  # ingest stopped here: silence does not grow until it resumes
+        # The newest report the rules judged: a reading no newer than it arrived late (a backlog behind newer
+        # reports) and is judged on its own, as the past.
+        self.judged_ms = np.zeros(n, dtype=np.int64)
 
     def observe(
         self,
@@ -93,10 +96,13 @@ class CabinetHistory:
         self.paused_at: int | None = None
 
 
-def heard_until(now_ms: int, paused_at: int | None) -> int:
+Instant = int | npt.NDArray[np.int64]  # one instant, or one per asset evaluated
+
+
+def heard_until(now_ms: Instant, paused_at: int | None) -> Instant:
     """The instant up to which silence is judged: now, or when ingest stopped if it has not resumed since. A
     device is silent only for what the gateway would have heard."""
-    return now_ms if paused_at is None else min(now_ms, paused_at)
+    return now_ms if paused_at is None else np.minimum(now_ms, paused_at)
 
 
 def discount_outage(
@@ -115,11 +121,12 @@ def lamp_masks(
     state: FleetState,
     expected: ExpectedState,
     history: LampHistory,
-    now_ms: int,
+    now_ms: Instant,
     params: RuleParams,
     slots: npt.NDArray[np.intp] | None = None,
 ) -> U32:
-    """Each lamp's fault mask at `now_ms` (for `slots`, or the whole fleet). Updates `history.burning_since`."""
+    """Each lamp's fault mask at `now_ms` (for `slots`, or the whole fleet; one instant per slot when judging
+    reports of a backlog at their own times). Updates `history.burning_since`."""
     sl: npt.NDArray[np.intp] | slice = slice(None) if slots is None else slots
     device = state.faults[sl]
     mask = lamp_device_mask(device)

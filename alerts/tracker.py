@@ -2,8 +2,10 @@
 
 Pure and sparse: only assets with a fault (or a fault being watched) have an entry. For each (asset, fault):
 
-- a P1 fault opens at once; a P2–P4 fault opens when it has persisted for 2 consecutive reports or 5 minutes,
-  so a fault that clears inside that window opens nothing;
+- a P1 fault opens at once; a P2–P4 fault opens when it has persisted for 2 consecutive reports or 5 minutes
+  (of report time: a backlog uploaded at once is judged as it was reported), so a fault that clears inside that
+  window opens nothing;
+- a fault's first-seen time is the time of the report that first showed it;
 - an opened fault that goes away and comes back while its ticket is open is a repeat (one ticket per asset and
   fault);
 - an opened fault clears after 2 healthy reports; what that means for the ticket (transient, verified) is the
@@ -75,23 +77,27 @@ class Tracker:
         masks: npt.NDArray[np.uint32],
         reported: npt.NDArray[np.bool_],
         now_ms: int,
+        at_ms: npt.NDArray[np.int64] | None = None,
     ) -> list[Decision]:
-        """Masks of `slots` at `now_ms`; `reported` marks the assets whose new report this evaluation carries."""
+        """Masks of `slots`, decided at `now_ms`; `reported` marks the assets whose new report this evaluation
+        carries. `at_ms`: when each asset's masks held (its report's time; default `now_ms`): a new fault is
+        first seen then, and the 5-minute debounce counts from there."""
         prev = self.mask[slots]
         interesting = (masks != prev) | (reported & ((masks | prev | self.tracked[slots]) != 0)) | self.watching[slots]
         out: list[Decision] = []
         for i in np.flatnonzero(interesting).tolist():
-            out.extend(self._asset(int(slots[i]), int(masks[i]), bool(reported[i]), now_ms))
+            at = now_ms if at_ms is None else int(at_ms[i])
+            out.extend(self._asset(int(slots[i]), int(masks[i]), bool(reported[i]), now_ms, at))
         self.mask[slots] = masks
         return out
 
-    def _asset(self, slot: int, mask: int, reported: bool, now_ms: int) -> Iterable[Decision]:
+    def _asset(self, slot: int, mask: int, reported: bool, now_ms: int, at_ms: int) -> Iterable[Decision]:
         bits = mask | int(self.tracked[slot])
         watching = False
         b = 0
         while bits >> b:
             if bits >> b & 1:
-                d = self._bit(slot, b, bool(mask >> b & 1), reported, now_ms)
+                d = self._bit(slot, b, bool(mask >> b & 1), reported, now_ms, at_ms)
                 if d is not None:
                     yield d
                 t = self.tracks.get((slot, b))
@@ -103,18 +109,18 @@ class Tracker:
         kind = self.kinds[bit]
         return Decision(action, self.asset_type, slot, kind.code, kind.priority, now_ms, first_ms)
 
-    def _bit(self, slot: int, bit: int, active: bool, reported: bool, now_ms: int) -> Decision | None:
+    def _bit(self, slot: int, bit: int, active: bool, reported: bool, now_ms: int, at_ms: int) -> Decision | None:
         key = (slot, bit)
         t = self.tracks.get(key)
         if active:
             if t is None:
-                t = self._track(slot, bit, Track(first_ms=now_ms, reports=int(reported)))
+                t = self._track(slot, bit, Track(first_ms=at_ms, reports=int(reported)))
                 if self.kinds[bit].priority == "P1":
                     return self._confirm(t, slot, bit, now_ms)
                 return None
             if not t.confirmed:
                 t.reports += int(reported)
-                if t.reports >= DEBOUNCE_REPORTS or now_ms - t.first_ms >= self.debounce_ms:
+                if t.reports >= DEBOUNCE_REPORTS or at_ms - t.first_ms >= self.debounce_ms:
                     return self._confirm(t, slot, bit, now_ms)
                 return None
             t.healthy = 0
@@ -158,6 +164,17 @@ class Tracker:
         t.confirmed = True
         self.confirmed[slot] |= np.uint32(1 << bit)
         return self._decision("open", slot, bit, now_ms, t.first_ms)
+
+    def past(self, slot: int, bit: int, first_ms: int, now_ms: int) -> Decision | None:
+        """A fault found in reports older than the asset's newest (a backlog that arrived after newer reports):
+        it opens unless a ticket is already open for it. Gone from the asset's present state, it stays open until
+        healthy reports clear it (an untouched ticket then closes as transient)."""
+        t = self.tracks.get((slot, bit))
+        if t is not None and t.confirmed:
+            return None
+        active = bool(int(self.mask[slot]) >> bit & 1)
+        t = self._track(slot, bit, Track(first_ms=first_ms, reports=DEBOUNCE_REPORTS, active=active))
+        return self._confirm(t, slot, bit, now_ms)
 
     # -- what the ticket service tells the tracker -------------------------------------------------------
 

@@ -13,6 +13,7 @@ import datetime as dt
 import functools
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ __all__ = [
     "user_for_token",
     "verify_password",
 ]
+
+logger = logging.getLogger(__name__)
 
 ROLES = ("viewer", "operator", "crew", "admin")
 # OWASP's password-storage guidance lists scrypt N=2^17, r=8, p=1 and equal-cost choices with less memory; N=2^14
@@ -196,13 +199,18 @@ async def user_for_token(conn: psycopg.AsyncConnection, token: str) -> User | No
         return hit[1]
     row = await (
         await conn.execute(
-            """UPDATE user_tokens t SET last_used_at = now() FROM users u
-               WHERE t.token_hash = %s AND u.id = t.user_id AND u.disabled_at IS NULL
-                 AND (t.expires_at IS NULL OR t.expires_at > now())
-               RETURNING u.id, u.name, u.role, u.crew_id, u.lang""",
+            """SELECT u.id, u.name, u.role, u.crew_id, u.lang FROM user_tokens t JOIN users u ON u.id = t.user_id
+               WHERE t.token_hash = %s AND u.disabled_at IS NULL
+                 AND (t.expires_at IS NULL OR t.expires_at > now())""",
             (key,),
         )
     ).fetchone()
+    if row is not None:
+        try:  # when it was last used is worth a write, not a refusal: a read-only database still serves readers
+            async with conn.transaction():
+                await conn.execute("UPDATE user_tokens SET last_used_at = now() WHERE token_hash = %s", (key,))
+        except psycopg.Error as exc:
+            logger.warning("token of user %s: last use not recorded: %s", row[1], exc)
     if row is None:
         _cache.pop(key, None)
         return None

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 
 import mqtt5
 import numpy as np
-import psycopg
 
 from gateway.codec import Message, decode_batch, reject
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import AckToken, MqttSubscriber
 from telemetry.backoff import Backoff
 from telemetry.clock import Clock
+from telemetry.database import refusal, refused_for_data
 from telemetry.models import Batch, Registry
 from telemetry.store import WriteResult
 
@@ -48,9 +48,10 @@ _Part = tuple[Batch, WriteResult, int, float]  # a committed batch, its result, 
 
 
 def _transient(exc: BaseException) -> bool:
-    """The database is away or the connection was lost: the same batch is retried. Anything else is about the
-    batch's data (a value refused, a Python-side conversion error) and retrying it would never end."""
-    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | OSError)
+    """The database is in no state to write (away, read-only, full, a privilege missing): the same batch is
+    retried, nothing acknowledged. Only an error about the batch's data (a value refused, a Python-side
+    conversion error) splits it to quarantine the messages at fault."""
+    return not refused_for_data(exc)
 
 
 def _words(exc: BaseException) -> str:
@@ -278,7 +279,10 @@ class Gateway:
                     raise
                 delay = backoff.fail()
                 logger.error(
-                    "database refused a batch of %d messages (%s); retrying in %.1f s", len(messages), exc, delay
+                    "database refused a batch of %d messages, none acknowledged: %s; retrying in %.1f s",
+                    len(messages),
+                    refusal(exc),
+                    delay,
                 )
                 await asyncio.sleep(delay)
                 continue

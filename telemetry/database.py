@@ -27,9 +27,45 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-__all__ = ["Database", "FreshCheck", "database_of", "role_of", "shown", "with_database"]
+__all__ = ["Database", "FreshCheck", "database_of", "refusal", "refused_for_data", "role_of", "shown", "with_database"]
 
 T = TypeVar("T")
+
+# SQLSTATE classes that blame what a statement carried: a row twice in one statement (21), a value out of range or
+# malformed (22), a constraint (23), a value past a limit (54). Every other error is the database's state: away
+# (08, 57), out of disk or memory (53), read-only after a failover (25006), a privilege taken away (42501), a lock
+# or a serialisation conflict (55, 40). Retrying a batch refused for its state succeeds once the state passes;
+# retrying one refused for its data never does.
+_DATA_CLASSES = ("21", "22", "23", "54")
+_STATES = {
+    "25006": "the database is read-only (a standby after a failover, or default_transaction_read_only)",
+    "42501": "the database refuses the gateway's role the privilege to write",
+    "53100": "the database's disk is full",
+    "53200": "the database is out of memory",
+    "53300": "the database has too many connections",
+}
+
+
+def refused_for_data(exc: BaseException) -> bool:
+    """Whether a write failed because of the data it carried, so that splitting the batch finds the messages at
+    fault; otherwise (False) the database is in no state to write and the same batch is retried later."""
+    if isinstance(exc, psycopg.Error):
+        if exc.sqlstate is not None:
+            return exc.sqlstate[:2] in _DATA_CLASSES
+        # Raised before the server saw it: a value psycopg cannot send (a NUL in text, say) is the data's fault;
+        # a lost or closed connection is not.
+        return not isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    return not isinstance(exc, OSError)  # a Python-side conversion of one value failed
+
+
+def refusal(exc: BaseException) -> str:
+    """The database's state that made it refuse, in words, naming the SQLSTATE."""
+    state = exc.sqlstate if isinstance(exc, psycopg.Error) else None
+    words = " ".join(str(exc).split()) or type(exc).__name__
+    if state in _STATES:
+        return f"{_STATES[state]} (SQLSTATE {state}: {words})"
+    return f"{type(exc).__name__}{f' (SQLSTATE {state})' if state else ''}: {words}"
+
 
 _WAIT_S = 5.0  # a piece of work waits this long for a connection before it fails (and its loop backs off)
 _CONNECT_S = 5

@@ -8,7 +8,8 @@ survive a restart. Pure numpy; no I/O here beyond the two loaders that take an o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -226,6 +227,21 @@ class FleetState:
         self.updates += len(s)
         return len(s)
 
+    _COLUMNS = ("ts_ms", "on", "dim", "power_w", "faults", "fresh_until", "lit_report", "faulted")
+
+    @contextlib.contextmanager
+    def held(self, slots: npt.NDArray[np.intp]) -> Iterator[None]:
+        """Inside the block, readings applied to these lamps are provisional: on leaving it each holds what it
+        held before. The fault rules replay a backlog through it, one report at a time, without touching the
+        latest state everyone else reads."""
+        saved = [getattr(self, name)[slots].copy() for name in self._COLUMNS]
+        try:
+            yield
+        finally:
+            for name, column in zip(self._COLUMNS, saved, strict=True):
+                getattr(self, name)[slots] = column
+            self.updates += len(slots)
+
     def apply_rows(self, rows: LampRows, now_ms: int | None = None) -> int:
         """Feed one batch of the gateway's decoded lamp readings."""
         return self.apply_columns(LampColumns.of(rows, self.index), now_ms=now_ms)
@@ -275,6 +291,13 @@ class LampColumns:
         return LampColumns(
             self.slots[keep], self.ts_ms[keep], self.on[keep], self.dim[keep], self.power_w[keep], self.faults[keep]
         )
+
+    def in_order(self) -> npt.NDArray[np.intp]:
+        """Row positions of the readings of lamps in the index, by lamp, then in the order each device reported
+        them: by time, ties in the order they arrived (the sort is stable)."""
+        order = np.lexsort((self.ts_ms, self.slots))
+        known: npt.NDArray[np.intp] = order[self.slots[order] >= 0]
+        return known
 
     def newest(self) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.intp]]:
         """(slots, row positions) of each lamp's newest reading in the batch, lamps not in the index left out."""

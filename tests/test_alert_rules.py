@@ -6,12 +6,14 @@ import datetime as dt
 
 import numpy as np
 
+from alerts.engine import AlertEngine
 from alerts.faults import CABINET_FAULTS, LAMP_FAULTS, cabinet_bit, lamp_bit, names_of
 from alerts.rules import CabinetHistory, LampHistory, RuleParams, cabinet_masks, lamp_masks
 from alerts.tracker import Tracker
 from telemetry.expected import Expected
 from telemetry.fleet import CabinetState, FleetState, fault_mask
-from telemetry.models import CabinetRow
+from telemetry.lighting import LightingEngine
+from telemetry.models import Batch, CabinetRow, LampRows
 from telemetry.rate import conditions
 from tests.test_rate_rules import CST, NIGHT, fleet, ms, report
 
@@ -181,3 +183,95 @@ def test_door_open_is_an_alarm_only_without_work_at_the_cabinet() -> None:
     working, _ = cabinet_masks(ix, cab, CabinetHistory(1, T0), cond, e.due, T0, P, np.array([True]))
     assert alone[0] == cabinet_bit("door_open") and working[0] == 0
     assert fault_mask(["door_open"]) != 0  # an unknown lamp code is kept, never dropped
+
+
+# -- every report judged, whatever batch carries it (issue 28) ---------------------------------------------------
+
+
+def _engine(lamps: int = 3) -> tuple[LightingEngine, AlertEngine]:
+    lighting = LightingEngine(fleet([("arterial", lamps)]), {})
+    return lighting, AlertEngine(lighting, T0 - 3_600_000)
+
+
+def _batch(reports: list[tuple[int, int, tuple[str, ...]]], now_ms: int) -> Batch:
+    """Lamp reports as (slot, ts, faults): lit at full power unless `lamp_failure` (then dark, drawing nothing)."""
+    rows = LampRows()
+    for seq, (slot, ts, faults) in enumerate(reports):
+        dark = "lamp_failure" in faults
+        rows.ts.append(ts)
+        rows.lamp_no.append(slot + 1)
+        rows.seq.append(seq)
+        rows.on.append(True)
+        rows.dim.append(100)
+        rows.power_w.append(0.0 if dark else 95.0)
+        for column in ("voltage_v", "current_a", "power_factor", "energy_wh", "temp_c", "lux", "rssi_dbm", "mode"):
+            getattr(rows, column).append(None)
+        rows.faults.append(list(faults))
+        rows.received_ms.append(now_ms)
+    return Batch(lamps=rows, now_ms=now_ms)
+
+
+def _feed(lighting: LightingEngine, engine: AlertEngine, batch: Batch) -> list[tuple[str, str, str, int]]:
+    assert batch.now_ms is not None
+    openings = engine.on_batch(lighting.on_batch(batch), batch.cabinets, batch.statuses, batch.now_ms)
+    return [(o.decision.action, o.asset_id, o.decision.fault, o.decision.first_ms) for o in openings]
+
+
+def test_a_leak_cleared_50_ms_later_in_the_same_batch_opens_its_p1() -> None:
+    lighting, engine = _engine()
+    got = _feed(lighting, engine, _batch([(0, T0, ("leakage_current",)), (0, T0 + 50, ())], T0 + 200))
+    assert got == [("open", "L0000", "leakage_current", T0)]
+    assert lighting.state.faults[0] == 0  # the latest state is the clean report
+    # Two more clean reports: the fault has cleared (the ticket service closes an untouched ticket as transient).
+    got = _feed(lighting, engine, _batch([(0, T0 + 60_000, ())], T0 + 60_100))
+    assert got == [("clear", "L0000", "leakage_current", T0)]
+
+
+def _backlog(failing: set[int]) -> list[tuple[int, int, tuple[str, ...]]]:
+    """Six reports five minutes apart, the ones in `failing` with `lamp_failure`."""
+    return [(1, T0 + k * 5 * MIN, ("lamp_failure",) if k in failing else ()) for k in range(6)]
+
+
+def test_a_backlog_uploaded_at_once_is_judged_report_by_report() -> None:
+    lighting, engine = _engine()
+    got = _feed(lighting, engine, _batch(_backlog({2, 3}), T0 + 40 * MIN))
+    # Two consecutive failing reports: one ticket, first seen at the first of them; the four clean reports around
+    # them clear it again.
+    assert [g for g in got if g[0] == "open"] == [("open", "L0001", "lamp_failure", T0 + 10 * MIN)]
+    assert [g[0] for g in got] == ["open", "clear"]
+
+
+def test_a_backlog_with_one_failing_report_opens_nothing() -> None:
+    lighting, engine = _engine()
+    assert _feed(lighting, engine, _batch(_backlog({3}), T0 + 40 * MIN)) == []
+    # Nor does time: the fault cleared within its debounce window, in report time.
+    assert engine.sweep(T0 + 50 * MIN) == []
+
+
+def test_a_backlog_split_across_batches_is_judged_the_same() -> None:
+    lighting, engine = _engine()
+    backlog = _backlog({2, 3})
+    got = _feed(lighting, engine, _batch(backlog[:3], T0 + 40 * MIN))
+    got += _feed(lighting, engine, _batch(backlog[3:], T0 + 40 * MIN + 100))
+    assert [(g[0], g[3]) for g in got] == [("open", T0 + 10 * MIN), ("clear", T0 + 10 * MIN)]
+
+
+def test_reports_older_than_the_judged_ones_still_open_their_faults() -> None:
+    lighting, engine = _engine()
+    assert _feed(lighting, engine, _batch([(2, T0 + 30 * MIN, ())], T0 + 30 * MIN)) == []
+    # Then an older backlog arrives: a leak in it opens its P1; one lamp_failure alone does not; two do.
+    late = [(2, T0, ("leakage_current",)), (2, T0 + 5 * MIN, ("lamp_failure",)), (2, T0 + 10 * MIN, ())]
+    assert _feed(lighting, engine, _batch(late, T0 + 31 * MIN)) == [("open", "L0002", "leakage_current", T0)]
+    late = [(2, T0 + 15 * MIN, ("lamp_failure",)), (2, T0 + 20 * MIN, ("lamp_failure",))]
+    assert _feed(lighting, engine, _batch(late, T0 + 32 * MIN)) == [("open", "L0002", "lamp_failure", T0 + 15 * MIN)]
+    assert lighting.state.ts_ms[2] == T0 + 30 * MIN  # the present is the newest report
+
+
+def test_a_cabinet_leak_cleared_within_a_batch_opens_its_p1() -> None:
+    lighting, engine = _engine()
+
+    def cab(ts: int, faults: list[str]) -> CabinetRow:
+        return CabinetRow(ts, 1, ts, False, [True], None, None, None, None, faults, 3, ts)
+
+    batch = Batch(cabinets=[cab(T0 + 50, []), cab(T0, ["leakage_current"])], now_ms=T0 + 100)
+    assert _feed(lighting, engine, batch) == [("open", "C000", "leakage_current", T0)]

@@ -16,7 +16,9 @@ from api.app import create_app
 from lamplighter.runtime import Endpoints
 from simulator.poison import poison_messages
 from simulator.wire import RawPublisher
+from telemetry.database import database_of
 from tests.auth import sign_in
+from tests.fix_services import Services
 from tests.test_ingest import _GatewayChild, _lamp_ids, count, seed
 
 pytestmark = pytest.mark.services
@@ -140,6 +142,81 @@ def test_health_says_when_ingest_is_stalled(endpoints: Endpoints, client_id: str
             assert time.monotonic() < deadline, r.json()
             time.sleep(0.5)
         assert count(url, "SELECT count(*) FROM lamp_readings") == 1
+    finally:
+        pub.close()
+        gw.stop()
+
+
+def _read_only(services: Services, url: str, on: bool) -> None:
+    """The database refuses writes (`default_transaction_read_only`, as a standby would after a failover), or
+    takes them again; its sessions end so that every new one has the setting."""
+    name = database_of(url)
+    with psycopg.connect(services.admin_url, autocommit=True) as admin:
+        if on:
+            admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+        else:
+            admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+    services.drop_connections(url)
+
+
+@pytest.mark.slow
+def test_a_read_only_database_holds_ingest_and_loses_nothing(
+    services: Services, endpoints: Endpoints, client_id: str, api: TestClient
+) -> None:
+    """Read-only for 15 s while 20 lamps send 200 reports: nothing is acknowledged or quarantined, the health
+    says 503 and why, and once the database takes writes again every report is stored exactly once."""
+    url = endpoints.database_url
+    seed(url, 50)
+    ids = _lamp_ids(url, 20)
+    gw = _GatewayChild(endpoints, client_id)
+    pub = RawPublisher(endpoints.as_("lamplighter-headend"), client_id + "-pub")
+    now = int(time.time() * 1000)
+
+    def send(k: int) -> None:
+        lamp, district = ids[k % 20]
+        body = {"ts": now + k, "seq": 1000 + k, "on": True, "dim": 100, "power_w": 95.0, "faults": []}
+        pub.publish(f"sl/{district}/lamp/{lamp}/state", json.dumps(body).encode())
+
+    try:
+        assert gw.subscribed.wait(30), "gateway did not subscribe"
+        for k in range(40):
+            send(k)
+        deadline = time.monotonic() + 10
+        while count(url, "SELECT count(*) FROM lamp_readings") < 40:
+            assert time.monotonic() < deadline, "the first 40 reports were not stored"
+            time.sleep(0.2)
+        _read_only(services, url, True)
+        read_only_until = time.monotonic() + 15
+        for k in range(40, 200):
+            send(k)
+            time.sleep(0.05)
+        seen_503 = None
+        while time.monotonic() < read_only_until:
+            r = api.get("/api/v1/health")
+            if r.status_code == 503:
+                seen_503 = r.json()
+            assert r.status_code in (200, 503), r.text
+            time.sleep(0.5)
+        assert seen_503 is not None, "15 s of a read-only database and the health never said so"
+        assert "read-only" in seen_503["database"]["error"], seen_503
+        _read_only(services, url, False)
+        deadline = time.monotonic() + 30
+        while count(url, "SELECT count(*) FROM lamp_readings") < 200:
+            assert time.monotonic() < deadline, (
+                count(url, "SELECT count(*) FROM lamp_readings"),
+                "".join(gw.log[-20:]),
+            )
+            time.sleep(0.2)
+        time.sleep(1)
+        assert count(url, "SELECT count(*) FROM lamp_readings") == 200
+        assert count(url, "SELECT count(DISTINCT seq) FROM lamp_readings") == 200
+        assert count(url, "SELECT count(*) FROM quarantine") == 0
+        assert gw.proc.poll() is None, "the gateway exited:\n" + "".join(gw.log[-20:])
+        assert not any("dropped" in line for line in gw.log), "".join(gw.log[-20:])
+        deadline = time.monotonic() + 15
+        while (r := api.get("/api/v1/health")).status_code != 200:
+            assert time.monotonic() < deadline, r.json()
+            time.sleep(0.5)
     finally:
         pub.close()
         gw.stop()

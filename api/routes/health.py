@@ -36,8 +36,14 @@ async def health(request: Request, response: Response, pool: PoolDep) -> dict[st
     t = time.perf_counter()
     try:
         async with pool.connection(timeout=2) as conn:
-            await conn.execute("SELECT 1")
-            out["database"] = {"ok": True, "latency_ms": round((time.perf_counter() - t) * 1000, 1)}
+            row = await (await conn.execute(_WRITABLE)).fetchone()
+            latency = round((time.perf_counter() - t) * 1000, 1)
+            if row is not None and (row[0] or row[1] == "on"):
+                # It answers, but refuses every write: ingest holds (nothing acknowledged) until it takes them.
+                why = "a standby in recovery" if row[0] else "default_transaction_read_only is on"
+                out["database"] = {"ok": False, "latency_ms": latency, "error": f"the database is read-only ({why})"}
+            else:
+                out["database"] = {"ok": True, "latency_ms": latency}
             beats = await (await conn.execute(_BEATS)).fetchall()
             districts = {r[0] for r in await (await conn.execute("SELECT code FROM districts")).fetchall()}
         out["ingest"] = ingest_health(beats, districts, request.app.state.ingest_stall_s)
@@ -60,6 +66,7 @@ async def health(request: Request, response: Response, pool: PoolDep) -> dict[st
     return out
 
 
+_WRITABLE = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')"
 _BEATS = """SELECT gateway, host, pid, extract(epoch FROM now() - updated_at)::float8, stopped_at IS NOT NULL,
                   oldest_uncommitted_s, failing_batches, received, written, quarantined, districts
            FROM ingest_heartbeat WHERE updated_at > now() - interval '1 day' ORDER BY updated_at DESC LIMIT 50"""
