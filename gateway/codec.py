@@ -61,6 +61,7 @@ REASONS: Final = (
     "too_large",
     "unknown_device",
     "district_mismatch",
+    "cabinet_mismatch",
     "ts_in_future",
     "ts_too_old",
 )
@@ -310,12 +311,17 @@ def _decode_one(m: Message, reg: Registry, now_ms: int, oldest: int, out: Batch)
         raise
 
 
+def _cabinet_id(topic: str) -> str:
+    t = _split_topic(topic)
+    return t[2] if t is not None else "?"
+
+
 def _decode_cabinet(
     m: Message, cab: CabinetState, number: int, reg: Registry, district: str, now_ms: int, oldest: int, out: Batch
 ) -> None:
     lamps = [] if cab.lamps is UNSET else cab.lamps
     for raw in lamps:
-        _decode_cabinet_lamp(m, bytes(raw), reg, district, now_ms, oldest, out)
+        _decode_cabinet_lamp(m, bytes(raw), reg, district, number, now_ms, oldest, out)
     out.cabinets.append(
         CabinetRow(
             cab.ts,
@@ -335,9 +341,10 @@ def _decode_cabinet(
 
 
 def _decode_cabinet_lamp(
-    m: Message, raw: bytes, reg: Registry, district: str, now_ms: int, oldest: int, out: Batch
+    m: Message, raw: bytes, reg: Registry, district: str, cabinet_no: int, now_ms: int, oldest: int, out: Batch
 ) -> None:
-    """A lamp inside a cabinet report: rejected on its own (quarantined with the cabinet's topic)."""
+    """A lamp inside a cabinet report: rejected on its own (quarantined with the cabinet's topic). A concentrator
+    speaks only for the lamps behind it: the broker's per-device rights hold one level down too."""
     try:
         try:
             lamp = _cab_lamp_decoder.decode(raw)
@@ -350,6 +357,8 @@ def _decode_cabinet_lamp(
             raise _Rejected(
                 "district_mismatch", f"lamp {lamp.id!r} belongs to district {known[1]!r}, topic says {district!r}"
             )
+        if reg.cabinet_of_lamp(known[0]) != cabinet_no:
+            raise _Rejected("cabinet_mismatch", f"lamp {lamp.id!r} does not hang on cabinet {_cabinet_id(m.topic)!r}")
         _check_ts(lamp.ts, now_ms, oldest)
         out.lamps.append(known[0], lamp, m.received_ms)
     except _Rejected as r:

@@ -136,10 +136,22 @@ class PackedDevices(Mapping[str, tuple[int, str]]):
 
 
 class Registry:
-    """The seeded inventory as the codec needs it: device id → (number, district)."""
+    """The seeded inventory as the codec needs it: device id → (number, district), and which cabinet each lamp
+    hangs on (`cabinet_of[lamp number]`, a cabinet's number; −1 for none), so that a concentrator speaks only for
+    its own lamps."""
 
-    __slots__ = ("cabinets", "lamps")
+    __slots__ = ("cabinet_of", "cabinets", "lamps")
 
-    def __init__(self, lamps: Mapping[str, tuple[int, str]], cabinets: Mapping[str, tuple[int, str]]) -> None:
+    def __init__(
+        self,
+        lamps: Mapping[str, tuple[int, str]],
+        cabinets: Mapping[str, tuple[int, str]],
+        cabinet_of: Any = (),  # a sequence of ints: a numpy array at a city's size
+    ) -> None:
         self.lamps = lamps
         self.cabinets = cabinets
+        self.cabinet_of = cabinet_of
+
+    def cabinet_of_lamp(self, lamp_no: int) -> int:
+        """The number of the cabinet a lamp hangs on (−1: none known)."""
+        return int(self.cabinet_of[lamp_no]) if 0 <= lamp_no < len(self.cabinet_of) else -1

@@ -14,8 +14,10 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import numpy as np
 import psycopg
 
+from telemetry.binary import binary_rows
 from telemetry.database import Database
 from telemetry.errors import TelemetryError
 from telemetry.models import Batch, PackedDevices, Registry
@@ -314,4 +316,14 @@ def load_registry(conn: psycopg.Connection) -> Registry:
             codes[device] = PackedDevices.code(int(no), position[district])
         return PackedDevices(codes, districts)
 
-    return Registry(table("lamps"), table("cabinets"))
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY (SELECT l.no, c.no FROM lamps l JOIN cabinets c ON c.id = l.cabinet_id) TO STDOUT (FORMAT BINARY)"
+        ) as cp,
+    ):
+        raw = b"".join(bytes(chunk) for chunk in cp)
+    pairs = binary_rows(raw, [("lamp", ">i4"), ("cabinet", ">i4")])
+    cabinet_of = np.full(int(pairs["lamp"].max(initial=-1)) + 1, -1, dtype=np.int32)
+    cabinet_of[pairs["lamp"]] = pairs["cabinet"]
+    return Registry(table("lamps"), table("cabinets"), cabinet_of)

@@ -13,7 +13,11 @@ from gateway.codec import REASONS, Message, Registry, decode_batch
 
 NOW = 1_795_900_000_000
 DAY = 86_400_000
-REG = Registry({"XN-CD-000001": (1, "cd"), "XN-CD-000002": (2, "cd")}, {"XN-CD-C0001": (1, "cd")})
+REG = Registry(
+    {"XN-CD-000001": (1, "cd"), "XN-CD-000002": (2, "cd"), "XN-CD-000003": (3, "cd")},
+    {"XN-CD-C0001": (1, "cd"), "XN-CD-C0002": (2, "cd")},
+    [-1, 1, 1, 2],  # lamps 1 and 2 hang on cabinet 1, lamp 3 on cabinet 2
+)
 LAMP_TOPIC = "sl/cd/lamp/XN-CD-000001/state"
 
 
@@ -66,7 +70,8 @@ def test_reject_reasons(reason: str, topic: str, payload: bytes) -> None:
 
 
 def test_every_reason_is_covered() -> None:
-    assert {c[0] for c in CASES} == set(REASONS)
+    # cabinet_mismatch rejects a lamp inside a cabinet report: test_a_concentrator_speaks_only_for_its_own_lamps.
+    assert {c[0] for c in CASES} | {"cabinet_mismatch"} == set(REASONS)
 
 
 def test_valid_lamp_report_keeps_values_and_ignores_unknown_fields() -> None:
@@ -96,6 +101,17 @@ def test_a_bad_lamp_inside_a_cabinet_report_costs_only_itself() -> None:
     assert b.lamps.lamp_no == [1]
     assert [c.cabinet_no for c in b.cabinets] == [1] and b.cabinets[0].lamp_count == 3
     assert sorted(r.reason for r in b.rejects) == ["out_of_range", "unknown_device"]
+
+
+def test_a_concentrator_speaks_only_for_its_own_lamps() -> None:
+    mine = {"id": "XN-CD-000001", "ts": NOW, "seq": 1, "on": True, "dim": 100, "faults": []}
+    theirs = {"id": "XN-CD-000003", "ts": NOW, "seq": 1, "on": False, "dim": 0, "faults": ["leakage_current"]}
+    cab = {"ts": NOW, "seq": 4, "door_open": False, "contactors": [True], "faults": [], "lamps": [mine, theirs]}
+    b = decode("sl/cd/cabinet/XN-CD-C0001/state", json.dumps(cab).encode())
+    assert b.lamps.lamp_no == [1] and [c.cabinet_no for c in b.cabinets] == [1]
+    (r,) = b.rejects
+    assert r.reason == "cabinet_mismatch"
+    assert "XN-CD-000003" in r.detail and "XN-CD-C0001" in r.detail
 
 
 def test_status_message() -> None:
@@ -146,7 +162,11 @@ def test_simulator_payloads_match_the_protocol_schemas() -> None:
     for r in reports:
         doc = msgspec.json.decode(r.payload)
         (cab_v if b"/cabinet/" in r.topic else lamp_v).validate(doc)
-    reg = Registry({i: (n + 1, "cd") for n, i in enumerate(spec.lamp_id)}, {"XN-CD-C0001": (1, "cd")})
+    reg = Registry(
+        {i: (n + 1, "cd") for n, i in enumerate(spec.lamp_id)},
+        {"XN-CD-C0001": (1, "cd"), "XN-CD-C0002": (2, "cd")},
+        [-1, *(int(c) + 1 for c in spec.lamp_cabinet)],
+    )
     b = decode_batch(
         [Message(r.topic.decode(), r.payload, NOW) for r in reports], reg, now_ms=NOW + 61_000, retention_ms=DAY
     )

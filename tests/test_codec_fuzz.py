@@ -22,7 +22,7 @@ from telemetry.store import TelemetryStore
 
 NOW = 1_795_900_000_000
 RETENTION = 90 * 86_400_000
-REG = Registry({"XN-CD-000001": (1, "cd"), "XN-CD-000002": (2, "cd")}, {"XN-CD-C0001": (1, "cd")})
+REG = Registry({"XN-CD-000001": (1, "cd"), "XN-CD-000002": (2, "cd")}, {"XN-CD-C0001": (1, "cd")}, [-1, 1, 1])
 TOPICS = [
     "sl/cd/lamp/XN-CD-000001/state",
     "sl/cd/cabinet/XN-CD-C0001/state",

@@ -19,7 +19,7 @@ from simulator.wire import RawPublisher
 from telemetry.database import database_of
 from tests.auth import sign_in
 from tests.fix_services import Services
-from tests.test_ingest import _GatewayChild, _lamp_ids, count, seed
+from tests.test_ingest import _GatewayChild, _lamp_ids, count, gateway, seed, wait_for
 
 pytestmark = pytest.mark.services
 
@@ -220,3 +220,38 @@ def test_a_read_only_database_holds_ingest_and_loses_nothing(
     finally:
         pub.close()
         gw.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_concentrator_cannot_report_for_another_cabinets_lamp(endpoints: Endpoints, client_id: str) -> None:
+    url = endpoints.database_url
+    seed(url, 2000)
+    with psycopg.connect(url) as conn:
+        cabinet, district, mine = conn.execute(
+            "SELECT c.id, c.district, l.id FROM cabinets c JOIN lamps l ON l.cabinet_id = c.id WHERE c.concentrator "
+            "AND c.district IN (SELECT district FROM cabinets GROUP BY district HAVING count(*) > 1) "
+            "ORDER BY l.no LIMIT 1"
+        ).fetchone() or ("", "", "")
+        (theirs,) = conn.execute(
+            "SELECT id FROM lamps WHERE district = %s AND cabinet_id <> %s ORDER BY no LIMIT 1", (district, cabinet)
+        ).fetchone() or ("",)
+    assert theirs, "the seeded district has one cabinet only"
+    now = int(time.time() * 1000)
+
+    def lamp(lamp_id: str, faults: list[str]) -> dict[str, object]:
+        return {"id": lamp_id, "ts": now, "seq": 1, "on": True, "dim": 100, "power_w": 95.0, "faults": faults}
+
+    body = {"ts": now, "seq": 1, "door_open": False, "contactors": [True], "faults": []}
+    body["lamps"] = [lamp(mine, []), lamp(theirs, ["leakage_current"])]
+    async with gateway(endpoints, client_id):
+        pub = RawPublisher(endpoints.as_("lamplighter-headend"), client_id + "-pub")
+        pub.publish(f"sl/{district}/cabinet/{cabinet}/state", json.dumps(body).encode())
+        pub.close()
+        await wait_for(lambda: count(url, "SELECT count(*) FROM quarantine") == 1, 10, "the stranger quarantined")
+    with psycopg.connect(url) as conn:
+        reason, detail = conn.execute("SELECT reason, detail FROM quarantine").fetchone() or ("", "")
+        stored = [r[0] for r in conn.execute("SELECT l.id FROM lamp_readings r JOIN lamps l ON l.no = r.lamp_no")]
+    assert reason == "cabinet_mismatch" and theirs in detail and cabinet in detail
+    assert stored == [mine]  # its own lamp lands; the other cabinet's lamp is not spoken for
+    assert count(url, "SELECT count(*) FROM cabinet_readings") == 1
+    assert count(url, f"SELECT count(*) FROM tickets WHERE asset_id = '{theirs}'") == 0
