@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import apprise
 import msgspec
@@ -27,16 +27,21 @@ class Shift(msgspec.Struct, forbid_unknown_fields=True):
     ends_at: dt.datetime
 
 
+_Url = Annotated[str, msgspec.Meta(max_length=2048)]
+
+
 class Crew(msgspec.Struct, forbid_unknown_fields=True):
-    id: str
-    name: str
-    districts: list[str] = msgspec.field(default_factory=list)
+    id: Annotated[str, msgspec.Meta(max_length=32)]
+    name: Annotated[str, msgspec.Meta(max_length=100)]
+    districts: Annotated[list[Annotated[str, msgspec.Meta(max_length=32)]], msgspec.Meta(max_length=100)] = (
+        msgspec.field(default_factory=list)
+    )
     supervisor: bool = False
-    webhook_url: str | None = None
-    webhook_secret: str | None = None
-    notify_urls: list[str] = msgspec.field(default_factory=list)
+    webhook_url: _Url | None = None
+    webhook_secret: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    notify_urls: Annotated[list[_Url], msgspec.Meta(max_length=10)] = msgspec.field(default_factory=list)
     mqtt: bool = True
-    shifts: list[Shift] = msgspec.field(default_factory=list)
+    shifts: Annotated[list[Shift], msgspec.Meta(max_length=1000)] = msgspec.field(default_factory=list)
 
     def check(self) -> Crew:
         if not _ID.match(self.id):

@@ -45,6 +45,7 @@ __all__ = [
     "NotifyTransport",
     "OutboxItem",
     "Transport",
+    "Undeliverable",
     "WebhookTransport",
     "check_target",
     "pinned",
@@ -68,6 +69,10 @@ class DeliveryError(AlertsError):
     """A channel refused or could not take a notification; the dispatcher retries it."""
 
     kind = "unavailable"
+
+
+class Undeliverable(DeliveryError):
+    """A notification no retry can deliver as it is (larger than the channel takes): dead-lettered at once."""
 
 
 @dataclass(frozen=True)
@@ -269,6 +274,8 @@ class MqttTransport:
         except TimeoutError:
             raise DeliveryError(f"the broker did not acknowledge {topic} within {self.timeout_s:.0f} s") from None
         except ConnectionError as exc:  # the link's MqttError
+            if getattr(exc, "permanent", False):  # too large for the broker: it never will be smaller
+                raise Undeliverable(f"broker: {exc}") from exc
             raise DeliveryError(f"broker: {exc}") from exc
         return topic
 
@@ -365,11 +372,14 @@ class Dispatcher:
     async def _deliver(self, conn: psycopg.AsyncConnection, item: OutboxItem) -> None:
         transport = self.transports.get(item.channel)
         started = time.perf_counter()
+        hopeless = False
         try:
             if transport is None:
                 raise DeliveryError(f"no transport for channel {item.channel} in this dispatcher")
             note = await transport.send(item)
             ok = True
+        except Undeliverable as exc:
+            note, ok, hopeless = str(exc), False, True
         except DeliveryError as exc:
             note, ok = str(exc), False
         except Exception as exc:  # a transport's bug must not stop the others; the row is retried
@@ -386,7 +396,9 @@ class Dispatcher:
                 item.channel,
                 item.crew_id,
             )
-        elif item.attempts >= self.max_attempts or dt.datetime.now(dt.UTC) - item.created_at >= self.max_age:
+        elif (
+            hopeless or item.attempts >= self.max_attempts or dt.datetime.now(dt.UTC) - item.created_at >= self.max_age
+        ):
             self.failed_attempts += 1
             self.dead_lettered += 1
             await conn.execute("UPDATE outbox SET dead_at = now(), last_error = %s WHERE id = %s", (note, item.id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
@@ -162,13 +163,17 @@ def json_body(kind: Any) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
+_AT = re.compile(r" - at `\$\.?(.+)`$")
+
+
 async def decode_body(request: Request, kind: type[T]) -> T:
     """The request's JSON body as `kind`; a 422 naming what is wrong otherwise (text PostgreSQL cannot store
     included). Its times take ISO 8601 or epoch milliseconds (telemetry.instants)."""
     try:
         body = decode_json(await request.body(), kind)
     except msgspec.ValidationError as exc:
-        raise ApiError(422, "invalid", str(exc)) from None
+        at = _AT.search(str(exc))  # msgspec ends its message with the path: "… - at `$.note`"
+        raise ApiError(422, "invalid", str(exc), at.group(1) if at else None) from None
     except (msgspec.DecodeError, RecursionError) as exc:
         raise ApiError(422, "invalid", f"not a JSON object: {exc}") from None
     if where := nul_path(msgspec.to_builtins(body)):

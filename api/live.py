@@ -2,8 +2,9 @@
 
 The alerts service notifies `lamplighter_ticket_events` with each event it commits. One task per API process
 listens, reads the new events once (and every second anyway, should a notification be missed) and keeps the
-most recent ones in memory; each `/api/v1/tickets/events` client is served from there and holds no database
-connection. A client resuming from further back than memory reaches reads the gap from the pool, briefly.
+most recent ones in memory, encoded once and bounded in count and in bytes; each `/api/v1/tickets/events` client
+is served from there and holds no database connection. A client resuming from further back than memory reaches
+reads the gap from the pool, briefly.
 """
 
 from __future__ import annotations
@@ -39,9 +40,14 @@ _RECHECK_S = 5.0  # a stream checks its user is still allowed this often (a disa
 
 
 class TicketFeed:
-    def __init__(self, db: Database, *, keep: int = 10_000, max_clients: int = 1000) -> None:
+    def __init__(
+        self, db: Database, *, keep: int = 10_000, keep_bytes: int = 8 * 1024 * 1024, max_clients: int = 1000
+    ) -> None:
         self.db = db
-        self.events: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(maxlen=keep)
+        # (event id, its crew, the event as a server-sent event): encoded once for every stream.
+        self.events: collections.deque[tuple[int, str | None, bytes]] = collections.deque()
+        self.keep, self.keep_bytes = keep, keep_bytes
+        self.bytes = 0
         self.max_clients = max_clients
         self.clients = 0
         self.last_id: int | None = None  # newest event read; None until the listener first connected
@@ -72,9 +78,14 @@ class TicketFeed:
         while True:
             rows = await (await conn.execute(_EVENTS, (self.last_id, None, None, 1000))).fetchall()
             for r in rows:
-                if len(self.events) == self.events.maxlen:
-                    self._floor = self.events[0][0]  # memory now starts after this one
-                self.events.append((int(r[0]), dict(zip(EVENT_FIELDS, r, strict=True))))
+                body = dict(zip(EVENT_FIELDS, r, strict=True))
+                encoded = _sse(int(r[0]), body)
+                self.events.append((int(r[0]), body["crew"], encoded))
+                self.bytes += len(encoded)
+                while len(self.events) > self.keep or self.bytes > self.keep_bytes:
+                    gone = self.events.popleft()
+                    self.bytes -= len(gone[2])
+                    self._floor = gone[0]  # memory now starts after this one
                 self.last_id = int(r[0])
             if rows:
                 woken, self._new = self._new, asyncio.Event()
@@ -82,7 +93,7 @@ class TicketFeed:
             if len(rows) < 1000:
                 return
 
-    def _since(self, last: int) -> list[tuple[int, dict[str, Any]]] | None:
+    def _since(self, last: int) -> list[tuple[int, str | None, bytes]] | None:
         """Events after `last` from memory, oldest first; None when memory does not reach back that far."""
         if self._floor is None or last < self._floor:
             return None
@@ -120,13 +131,13 @@ class TicketFeed:
                     read_up_to = self.last_id  # the query sees at least what the listener had read
                     async with pool.connection() as conn:
                         rows = await (await conn.execute(_EVENTS, (last, crew, crew, 500))).fetchall()
-                    batch = [(int(r[0]), dict(zip(EVENT_FIELDS, r, strict=True))) for r in rows]
+                    batch = [(int(r[0]), r[13], _sse(int(r[0]), dict(zip(EVENT_FIELDS, r, strict=True)))) for r in rows]
                     if len(rows) < 500 and read_up_to is not None:
                         last = max(last, read_up_to)  # caught up: memory serves from here
-                for event_id, body in batch:
+                for event_id, event_crew, encoded in batch:
                     last = max(last, event_id)
-                    if crew is None or body["crew"] == crew:
-                        yield _sse(event_id, body)
+                    if crew is None or event_crew == crew:
+                        yield encoded
                 if loop.time() > recheck:
                     if not await allowed():
                         return

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
@@ -50,7 +50,7 @@ class CommandRequest(msgspec.Struct, forbid_unknown_fields=True):
     on: bool | None = None
     level: int | None = None
     until: dt.datetime | None = None
-    reason: str | None = None
+    reason: Annotated[str, msgspec.Meta(max_length=500)] | None = None
     profile: dict[str, Any] | None = None
 
 

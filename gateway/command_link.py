@@ -16,14 +16,21 @@ from msgspec import Meta
 
 from fieldnet.broker import Broker
 from gateway.codec import BIGINT_MAX, FUTURE_TOLERANCE_MS, MAX_DEPTH, clean_text, nesting_depth
-from gateway.mqtt import AckToken, MqttError, MqttSubscriber
+from gateway.mqtt import AckToken, MqttError, MqttSubscriber, publish_size
 
-__all__ = ["Ack", "CommandLink", "decode_ack"]
+__all__ = ["Ack", "CommandLink", "PacketTooLarge", "decode_ack"]
 
 logger = logging.getLogger(__name__)
 
 _ACK_TOPICS = ("sl/+/lamp/+/ack", "sl/+/cabinet/+/ack")
 _QOS1 = mqtt5.QoS.AT_LEAST_ONCE
+
+
+class PacketTooLarge(MqttError):
+    """A message larger than the broker takes: refused here, before it could cost the link its connection.
+    Sending it again would fail the same way (`permanent`)."""
+
+    permanent = True
 
 
 class Ack(msgspec.Struct):
@@ -137,6 +144,10 @@ class CommandLink:
     def connections(self) -> int:
         return self._sub.generation
 
+    def max_packet(self) -> int:
+        """The largest message the broker takes on this link (its CONNACK said so)."""
+        return self._sub.broker_max_packet
+
     def room(self) -> int:
         """How many more commands `publish` takes now: the broker's free window and the backlog's room."""
         self._check_connection()
@@ -149,7 +160,12 @@ class CommandLink:
         if not messages or not self._sub.connected.is_set():
             return 0
         self._check_connection()
-        self._backlog.extend((campaign, topic, payload, False, None) for topic, payload in messages)
+        limit = self.max_packet()
+        for topic, payload in messages:
+            if publish_size(topic, payload) > limit:  # never sent: the device's timeout marks it failed
+                logger.error("command on %s not sent: %d bytes, the broker takes %d", topic[:200], len(payload), limit)
+                continue
+            self._backlog.append((campaign, topic, payload, False, None))
         self._flush()
         return len(messages)
 
@@ -159,6 +175,14 @@ class CommandLink:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if not self._sub.connected.is_set():
             fut.set_exception(MqttError(f"not connected to the broker {self._sub.address}"))
+            return fut
+        if (size := publish_size(topic, payload)) > self.max_packet():
+            fut.set_exception(
+                PacketTooLarge(
+                    f"a {size:,}-byte message on {topic[:200]} exceeds the {self.max_packet():,} bytes "
+                    f"the broker {self._sub.address} takes"
+                )
+            )
             return fut
         self._check_connection()
         self._backlog.append(("", topic, payload, retain, fut))

@@ -70,3 +70,19 @@ def test_numbers_out_of_range_are_a_422(client: TestClient) -> None:
     assert _error(client.get("/api/v1/reports/nightly", params={"date": "9999-12-31"}), 422)["field"] == "date"
     command = {"target": {"road": "²"}, "op": "switch", "on": True, "reason": "test"}
     assert _error(client.post("/api/v1/commands", json=command), 422)["field"] == "target.road"
+
+
+def test_what_people_write_has_limits_named_in_the_422(client: TestClient) -> None:
+    """A note pasted a megabyte long is refused naming the field; one over the body limit is a 413 (the body is
+    never read). The limits are in docs/api.md."""
+    note = {"action": "comment", "note": "x" * 1_000_000}
+    assert _error(client.post("/api/v1/tickets/1/actions", json=note), 422)["field"] == "note"
+    parts = {"action": "resolve", "parts": ["driver"] * 51}
+    assert _error(client.post("/api/v1/tickets/1/actions", json=parts), 422)["field"] == "parts"
+    assert _error(client.post("/api/v1/tickets/1/actions", content=b'{"note": "' + b"x" * 2**21 + b'"}'), 413)
+    report = {"description": "dark " * 300, "lamp_id": "XN-CD-000001"}
+    assert _error(client.post("/api/v1/public/reports", json=report), 422)["field"] == "description"
+    user = {"name": "n" * 65, "role": "viewer"}
+    assert _error(client.post("/api/v1/users", json=user), 422)["field"] == "name"
+    crew = {"id": "cd-day", "name": "Chengdong " * 20, "districts": ["cd"]}
+    assert _error(client.post("/api/v1/crews", json=crew), 422)["field"] == "name"

@@ -70,3 +70,47 @@ def test_the_readme_points_to_the_docs_in_the_repository() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "docs/protocol.md" in readme and "docs/domain.md" in readme
     assert not re.search(r"(?<!docs/)\b(PROTOCOL|DOMAIN)\.md", readme)
+
+
+def test_every_length_limit_of_what_people_write_is_in_the_api_doc() -> None:
+    import re
+
+    import msgspec
+
+    from alerts.crews import Crew
+    from api.routes.auth import LoginBody
+    from api.routes.public import ReportBody
+    from api.routes.tickets import ActionBody
+    from api.routes.users import UserBody
+    from commands.model import CommandRequest
+
+    doc = (ROOT / "docs" / "api.md").read_text()
+    rows: dict[tuple[str, str], str] = {}
+    body = ""
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 3 and cells[1].startswith("`"):
+            body = cells[0].split(" (")[0] or body
+            rows[(body, cells[1].strip("`"))] = cells[2].replace(",", "")
+    bodies = {
+        "ticket action": ActionBody,
+        "citizen's report": ReportBody,
+        "user": UserBody,
+        "login": LoginBody,
+        "command": CommandRequest,
+        "crew": Crew,
+    }
+    for name, kind in bodies.items():
+        (schema,), components = msgspec.json.schema_components([kind])
+        props = components[kind.__name__]["properties"]
+        for field, spec in props.items():
+            options = [spec, *spec.get("anyOf", [])]
+            limits = [(o.get("maxLength"), o.get("maxItems"), o.get("items", {}).get("maxLength")) for o in options]
+            limit = next((x for x in limits if any(x)), None)
+            if limit is None:
+                continue
+            length, items, each = limit
+            written = rows.get((name, field))
+            assert written is not None, f"docs/api.md does not give the limit of {name} {field}"
+            numbers = [int(n) for n in re.findall(r"\d+", written)]
+            assert numbers == [n for n in (items or length, each) if n], (name, field, written, limit)

@@ -357,3 +357,48 @@ async def test_a_delivery_failing_past_its_limit_is_dead_lettered(
     (delivery,) = ticket["deliveries"]
     assert delivery["dead_at"] is not None and delivery["attempts"] == 3 and delivery["last_error"]
     assert [a["attempt"] for a in delivery["log"]] == [1, 2, 3] and not any(a["ok"] for a in delivery["log"])
+
+
+@pytest.mark.asyncio
+async def test_a_notification_larger_than_the_broker_takes_is_dead_lettered_not_sent(
+    endpoints: Endpoints, city: list[tuple[str, str]], receiver: Receiver, client_id: str
+) -> None:
+    """The broker drops a connection that sends it a packet over its maximum: the link refuses such a message
+    itself, the notification is dead-lettered at its first attempt, and the link (with the commands in flight on
+    it) stays up for the next one."""
+    url = endpoints.database_url
+    _crews(url, receiver)
+    cd = [lamp for lamp, d in city if d == "cd"]
+    provision(endpoints)
+    with psycopg.connect(url, autocommit=True) as conn:
+        big = _open(conn, cd[0]).ticket_id
+        conn.execute(
+            "UPDATE outbox SET payload = jsonb_build_object('padding', repeat('x', 2 * 1048576)) "
+            "WHERE ticket_id = %s AND channel = 'mqtt'",
+            (big,),
+        )
+    link = CommandLink(endpoints.as_("lamplighter-commands"), client_id + "-dispatch", acks=False)
+    link_task = asyncio.create_task(link.run())
+    try:
+        await asyncio.wait_for(link.wait_ready(), 10)
+        assert link.max_packet() == 1_048_576  # the broker said so in its CONNACK (the project's config)
+        async with aiomqtt.Client(
+            **as_crew(endpoints, "cd-a").aiomqtt_kwargs(), identifier=client_id + "-crew"
+        ) as crew_app:
+            await crew_app.subscribe("sl/crews/cd-a/tickets", qos=1)
+            with psycopg.connect(url, autocommit=True) as conn:
+                small = _open(conn, cd[1]).ticket_id
+            transports = {"webhook": WebhookTransport(allow_private=True), "mqtt": MqttTransport(link.send)}
+            d = await _dispatch_until(url, lambda: len(receiver.keys()) == 2, 10, transports=transports)
+            async with asyncio.timeout(5):
+                message = await anext(aiter(crew_app.messages))
+        assert json.loads(bytes(message.payload))["ticket"]["id"] == small  # type: ignore[arg-type]
+        assert d.dead_lettered == 1 and link.connections() == 1  # never reconnected: nothing in flight was lost
+    finally:
+        link_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await link_task
+    with psycopg.connect(url) as conn:
+        (delivery,) = [x for x in get_ticket(conn, big, NOW)["deliveries"] if x["channel"] == "mqtt"]
+    assert delivery["dead_at"] is not None and delivery["attempts"] == 1
+    assert "exceeds the 1,048,576 bytes" in delivery["last_error"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import psycopg
@@ -21,8 +21,8 @@ _LOGINS = RateLimit("logins", per_minute=10.0, burst=10)  # slows a password gue
 
 
 class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
-    password: str
+    name: Annotated[str, msgspec.Meta(max_length=64)]
+    password: Annotated[str, msgspec.Meta(max_length=256)]
 
 
 @router.post("/login", openapi_extra=json_body(LoginBody))

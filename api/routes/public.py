@@ -24,11 +24,11 @@ _NEAR_M = 50.0  # a position names the nearest lamp within this distance
 
 
 class ReportBody(msgspec.Struct, forbid_unknown_fields=True):
-    description: str
-    lamp_id: str | None = None
+    description: Annotated[str, msgspec.Meta(max_length=1000)]
+    lamp_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     lat: float | None = None
     lon: float | None = None
-    contact: str | None = None
+    contact: Annotated[str, msgspec.Meta(max_length=100)] | None = None
 
 
 def _nearest(engine: Any, lat: float, lon: float) -> tuple[str, float] | None:

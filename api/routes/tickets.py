@@ -167,10 +167,14 @@ async def read_ticket(user: ViewerOrCrew, pool: SyncPoolDep, clock: ClockDep, ti
 
 
 class ActionBody(msgspec.Struct, forbid_unknown_fields=True):
-    action: str
-    note: str = ""
-    parts: list[str] = msgspec.field(default_factory=list)
-    crew: str | None = None
+    # What a crew or an operator writes has limits (docs/api.md): a ticket's note goes out in its notifications
+    # and lives in the live feed's memory, so one careless paste cannot cost everyone else.
+    action: Annotated[str, msgspec.Meta(max_length=32)]
+    note: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    parts: Annotated[list[Annotated[str, msgspec.Meta(max_length=100)]], msgspec.Meta(max_length=50)] = msgspec.field(
+        default_factory=list
+    )
+    crew: Annotated[str, msgspec.Meta(max_length=32)] | None = None
 
 
 @router.post("/{ticket_id}/actions", openapi_extra=json_body(ActionBody))

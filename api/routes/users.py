@@ -38,11 +38,11 @@ async def list_users(
 
 
 class UserBody(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
-    role: str
-    crew: str | None = None
-    password: str | None = None
-    lang: str = "zh"
+    name: Annotated[str, msgspec.Meta(max_length=64)]
+    role: Annotated[str, msgspec.Meta(max_length=16)]
+    crew: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    password: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    lang: Annotated[str, msgspec.Meta(max_length=8)] = "zh"
 
 
 @router.post("", status_code=201, openapi_extra=json_body(UserBody))
