@@ -101,7 +101,7 @@ def test_every_length_limit_of_what_people_write_is_in_the_api_doc() -> None:
         "crew": Crew,
     }
     for name, kind in bodies.items():
-        (schema,), components = msgspec.json.schema_components([kind])
+        _, components = msgspec.json.schema_components([kind])
         props = components[kind.__name__]["properties"]
         for field, spec in props.items():
             options = [spec, *spec.get("anyOf", [])]
