@@ -44,7 +44,7 @@ class Crew(msgspec.Struct, forbid_unknown_fields=True):
     shifts: Annotated[list[Shift], msgspec.Meta(max_length=1000)] = msgspec.field(default_factory=list)
 
     def check(self) -> Crew:
-        if not _ID.match(self.id):
+        if not _ID.fullmatch(self.id):
             raise CrewError(f"crew id must be 2–32 lower-case letters, digits or '-', got {self.id!r}", "id")
         if not self.name.strip():
             raise CrewError("a crew needs a name", "name")

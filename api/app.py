@@ -23,7 +23,7 @@ from api import errors
 from api.deps import BODY_SCHEMAS, SignedIn, Viewer
 from api.jsonsafe import FiniteJSONResponse
 from api.limits import MAX_BODY, MAX_SMALL_BODY, RequestLimits
-from api.live import TicketFeed
+from api.live import StreamSlots, TicketFeed
 from api.routes import (
     alerts,
     auth,
@@ -168,6 +168,7 @@ def create_app(
     app.state.timezone = timezone
     app.state.pricing = Pricing(Tariff.parse(tariff), co2_kg_per_kwh, currency, ZoneInfo(timezone))
     app.state.ingest_stall_s = ingest_stall_s
+    app.state.streams = StreamSlots()
     app.state.secure_cookies = secure_cookies  # served over https (behind a proxy that terminates TLS)
     app.add_middleware(GZipMiddleware, minimum_size=4096)
     app.add_middleware(RequestLimits, max_body=max_body, max_small_body=max_small_body)

@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from api.auth import User, cached_user, user_for_token
 from api.errors import ApiError
 from api.limits import nul_path
+from gateway.codec import MAX_DEPTH, nesting_depth
 from telemetry.clock import Clock
 from telemetry.instants import MAX_EPOCH_MS, decode_json
 from telemetry.lighting import LightingEngine
@@ -40,6 +41,7 @@ __all__ = [
     "Viewer",
     "ViewerOrCrew",
     "authenticate",
+    "check_depth",
     "decode_body",
     "filter_param",
     "in_thread",
@@ -163,14 +165,25 @@ def json_body(kind: Any) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
+def check_depth(raw: bytes) -> None:
+    """A body whose arrays and objects nest deeper than any of ours is refused before it is parsed: a 422, not the
+    recursion of whoever walks it afterwards."""
+    if (depth := nesting_depth(raw)) > MAX_DEPTH:
+        raise ApiError(
+            422, "invalid", f"the body's arrays and objects nest {depth} deep; at most {MAX_DEPTH} are accepted"
+        )
+
+
 _AT = re.compile(r" - at `\$\.?(.+)`$")
 
 
 async def decode_body(request: Request, kind: type[T]) -> T:
     """The request's JSON body as `kind`; a 422 naming what is wrong otherwise (text PostgreSQL cannot store
     included). Its times take ISO 8601 or epoch milliseconds (telemetry.instants)."""
+    raw = await request.body()
+    check_depth(raw)
     try:
-        body = decode_json(await request.body(), kind)
+        body = decode_json(raw, kind)
     except msgspec.ValidationError as exc:
         at = _AT.search(str(exc))  # msgspec ends its message with the path: "… - at `$.note`"
         raise ApiError(422, "invalid", str(exc), at.group(1) if at else None) from None

@@ -1,9 +1,12 @@
-"""Limits every request meets before a route sees it: the body's size (413, read as it streams, never whole)
-and text PostgreSQL cannot store (U+0000 in the path or a query value: 422 naming the parameter)."""
+"""Limits every request meets before a route sees it: the body's size (413, read as it streams, never whole),
+text PostgreSQL cannot store (U+0000 in the path or a query value) and numbers that are no numbers (a query value
+spelling NaN or an infinity, which Python's float takes): 422 naming the parameter."""
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -15,6 +18,20 @@ MAX_BODY = 1024 * 1024
 MAX_SMALL_BODY = 16 * 1024
 # Open to anyone: a login or a citizen's report is a few hundred bytes.
 SMALL_BODY_PATHS = ("/api/v1/login", "/login", "/api/v1/public/reports")
+
+
+# What float() takes as NaN or an infinity: spelt out, or a literal too large for a double (1e400).
+_NUMBER = re.compile(r"[+-]?(nan|inf|infinity|[0-9.]+e[+-]?[0-9]+)", re.IGNORECASE)
+
+
+def not_finite(value: str) -> bool:
+    """Whether a query value is a number that is not finite (so a route's float would be NaN or ±inf)."""
+    if not _NUMBER.fullmatch(value.strip()):
+        return False
+    try:
+        return not math.isfinite(float(value))
+    except ValueError:
+        return False
 
 
 def nul_path(value: Any, path: str = "") -> str | None:
@@ -61,6 +78,9 @@ class RequestLimits:
             if "\x00" in key or "\x00" in value:
                 name = key.replace("\x00", "")
                 await _reply(send, 422, "invalid", f"{name}: holds a NUL character (U+0000)", name or "query")
+                return
+            if not_finite(value):
+                await _reply(send, 422, "invalid", f"{key}: {value[:40]!r} is not a finite number", key or "query")
                 return
         limit = self.max_small_body if path.rstrip("/") in SMALL_BODY_PATHS else self.max_body
         declared = next((v for k, v in scope.get("headers", []) if k == b"content-length"), None)

@@ -13,17 +13,20 @@ import asyncio
 import collections
 import contextlib
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from api.auth import User
+from api.errors import ApiError
 from api.jsonsafe import dumps
 from telemetry.backoff import Backoff
 from telemetry.database import Database
 
-__all__ = ["EVENT_FIELDS", "TicketFeed"]
+__all__ = ["EVENT_FIELDS", "STREAM_RECHECK_S", "StreamSlots", "TicketFeed"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +39,52 @@ _EVENTS = """SELECT e.id, e.ticket_id, e.ts, e.actor, e.action, e.from_status, e
              FROM ticket_events e JOIN tickets t ON t.id = e.ticket_id
              WHERE e.id > %s AND (%s::text IS NULL OR t.crew_id = %s) ORDER BY e.id LIMIT %s"""
 _POLL_S = 1.0
-_RECHECK_S = 5.0  # a stream checks its user is still allowed this often (a disabled user's streams end)
+# A stream checks its user is still allowed this often: a revoked token's or a disabled user's streams end within
+# this and the token cache's few seconds (api.auth._CACHE_S; at once when revoked in this process).
+STREAM_RECHECK_S = _RECHECK_S = 4.0
+
+
+class StreamSlots:
+    """The live streams (ticket events, overview) this process serves at once, in all and per user: one user's
+    tabs or script cannot take the streams everybody shares."""
+
+    def __init__(self, *, total: int = 1000, per_user: int = 8) -> None:
+        self.total, self.per_user = total, per_user
+        self.open = 0
+        self.by_user: dict[int, int] = {}
+
+    def take(self, user: User) -> StreamSlot:
+        """A slot for one more stream of `user`; ApiError 503 when the process is full, 429 when the user is."""
+        if self.open >= self.total:
+            raise ApiError(503, "busy", f"{self.open} live streams are open, the most this API serves; try again later")
+        mine = self.by_user.get(user.id, 0)
+        if mine >= self.per_user:
+            raise ApiError(
+                429, "rate_limited", f"user {user.name} has {mine} live streams open, the most one user may; close one"
+            )
+        self.open += 1
+        self.by_user[user.id] = mine + 1
+        return StreamSlot(self, user.id)
+
+
+class StreamSlot:
+    def __init__(self, slots: StreamSlots, user_id: int) -> None:
+        self._slots, self._user, self._open = slots, user_id, True
+
+    def bind(self, body: object) -> None:
+        """Released also when the stream's body is dropped without ever being iterated (a client gone before
+        the response began)."""
+        weakref.finalize(body, self.release)
+
+    def release(self) -> None:
+        if self._open:
+            self._open = False
+            self._slots.open -= 1
+            left = self._slots.by_user.get(self._user, 1) - 1
+            if left:
+                self._slots.by_user[self._user] = left
+            else:
+                self._slots.by_user.pop(self._user, None)
 
 
 class TicketFeed:

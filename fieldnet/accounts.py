@@ -125,16 +125,16 @@ def cabinet_user(district: str, cabinet: str) -> str:
 
 
 def crew_user(crew: str) -> str:
-    if not _CREW.match(crew):
+    if not _CREW.fullmatch(crew):
         raise FieldnetError(f"crew id {crew!r} cannot name a broker account", "crew")
     return f"crews/{crew}"
 
 
 def _check(district: str, device: str) -> None:
     # The protocol's identifiers: they contain no `/`, `+`, `#` or `%`, so a username is exactly its topic stem.
-    if not _DISTRICT.match(district):
+    if not _DISTRICT.fullmatch(district):
         raise FieldnetError(f"district code {district!r} cannot name a broker account", "district")
-    if not _DEVICE.match(device):
+    if not _DEVICE.fullmatch(device):
         raise FieldnetError(f"device id {device!r} cannot name a broker account", "device")
 
 

@@ -52,7 +52,7 @@ class ScheduleError(TelemetryError):
 
 def minutes_of(hhmm: str, field: str) -> int:
     """'HH:MM' → minutes after midnight; a clear error otherwise."""
-    m = _HHMM.match(hhmm)
+    m = _HHMM.fullmatch(hhmm)
     if not m:
         raise ScheduleError(f"{field} must be a local time HH:MM (00:00–23:59), got {hhmm!r}", field)
     return int(m.group(1)) * 60 + int(m.group(2))

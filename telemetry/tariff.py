@@ -65,7 +65,7 @@ class Tariff:
         if not parts:
             raise TariffError("a tariff is a price per kWh (0.60) or periods such as 08:00-22:00=0.82;22:00-08:00=0.35")
         for part in parts:
-            m = _PERIOD.match(part)
+            m = _PERIOD.fullmatch(part)
             if m is None:
                 raise TariffError(f"{part.strip()!r} is not a period HH:MM-HH:MM=price")
             a, b = _quarter(m[1], m[2], part), _quarter(m[3], m[4], part)

@@ -86,3 +86,17 @@ def test_what_people_write_has_limits_named_in_the_422(client: TestClient) -> No
     assert _error(client.post("/api/v1/users", json=user), 422)["field"] == "name"
     crew = {"id": "cd-day", "name": "Chengdong " * 20, "districts": ["cd"]}
     assert _error(client.post("/api/v1/crews", json=crew), 422)["field"] == "name"
+
+
+def test_numbers_that_are_no_numbers_and_odd_headers_and_deep_bodies_are_422(client: TestClient) -> None:
+    for every in ("nan", "NaN", "inf", "-Infinity", "1e400", "0.5", "61"):
+        r = client.get("/api/v1/overview/stream", params={"every_s": every})
+        assert _error(r, 422).get("field") in ("every_s", "query.every_s"), (every, r.text)
+    r = client.get("/api/v1/tickets/events", headers={"Last-Event-ID": "²".encode()})
+    assert _error(r, 422)["field"] == "Last-Event-ID"
+    deep = b'{"target": {"a": ' + b"[" * 5000 + b"]" * 5000 + b'}, "op": "report"}'
+    assert "nest" in _error(client.post("/api/v1/commands", content=deep), 422)["message"]
+    deep_schedule = b'{"profile": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    assert "nest" in _error(client.put("/api/v1/schedules/city/all", content=deep_schedule), 422)["message"]
+    crew = {"id": "cd-day\n", "name": "Chengdong", "districts": ["cd"]}
+    assert _error(client.post("/api/v1/crews", json=crew), 422)["field"] == "id"  # a whole match, no newline

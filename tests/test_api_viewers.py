@@ -26,6 +26,7 @@ from tests.fix_services import serve
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 STREAMS = 200
+PER_USER = 8  # the API's default: the most live streams one user holds at once
 
 
 @pytest.fixture
@@ -38,16 +39,20 @@ def api(endpoints: Endpoints) -> Iterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def _streams(base: str, token: str, n: int) -> AsyncIterator[list[asyncio.Queue[dict[str, object] | None]]]:
-    """n open event streams, each feeding what it receives into its queue (None when the stream ends)."""
+async def _streams(
+    base: str, tokens: list[str], n: int
+) -> AsyncIterator[list[asyncio.Queue[dict[str, object] | None]]]:
+    """n open event streams, the users' in turn, each feeding what it receives into its queue (None when the
+    stream ends)."""
     limits = httpx2.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
-    async with httpx2.AsyncClient(timeout=30, limits=limits, headers={"Authorization": f"Bearer {token}"}) as http:
+    async with httpx2.AsyncClient(timeout=30, limits=limits) as http:
         queues: list[asyncio.Queue[dict[str, object] | None]] = [asyncio.Queue() for _ in range(n)]
         opened = [asyncio.Event() for _ in range(n)]
 
         async def follow(i: int) -> None:
             try:
-                async with http.stream("GET", f"{base}/api/v1/tickets/events") as r:
+                headers = {"Authorization": f"Bearer {tokens[i % len(tokens)]}"}
+                async with http.stream("GET", f"{base}/api/v1/tickets/events", headers=headers) as r:
                     assert r.status_code == 200, await r.aread()
                     async for line in r.aiter_lines():
                         if line.startswith(":"):
@@ -71,9 +76,9 @@ async def _streams(base: str, token: str, n: int) -> AsyncIterator[list[asyncio.
 @pytest.mark.asyncio
 async def test_200_viewers_streaming_and_the_api_still_answers(endpoints: Endpoints, api: str) -> None:
     url = endpoints.database_url
-    viewer, token = make_user(url, "viewer")
+    viewers = [make_user(url, "viewer") for _ in range(STREAMS // PER_USER)]
     _, operator = make_user(url, "operator", password="a-long-password-1")
-    async with _streams(api, token, STREAMS) as queues:
+    async with _streams(api, [token for _, token in viewers], STREAMS) as queues:
         async with httpx2.AsyncClient(timeout=10, headers={"Authorization": f"Bearer {operator}"}) as http:
             started = time.monotonic()
             for path in ("/api/v1/lighting-rate", "/api/v1/tickets", "/api/v1/health"):
@@ -93,9 +98,9 @@ async def test_200_viewers_streaming_and_the_api_still_answers(endpoints: Endpoi
             ).fetchone()
         assert held is not None
         assert held[0] <= 20, f"{held[0]} connections for {STREAMS} streams"
-        # The viewer is disabled: every one of its streams ends within 10 s.
+        # The viewers are disabled: every one of their streams ends within 10 s.
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("UPDATE users SET disabled_at = now() WHERE name = %s", (viewer,))
+            conn.execute("UPDATE users SET disabled_at = now() WHERE name = ANY(%s)", ([n for n, _ in viewers],))
         disabled = time.monotonic()
         ends = await asyncio.wait_for(asyncio.gather(*(q.get() for q in queues)), 15)
         assert ends == [None] * STREAMS and time.monotonic() - disabled < 10.5
@@ -145,3 +150,35 @@ async def test_a_viewer_closing_its_live_streams_leaves_no_warning(
         await asyncio.sleep(2.0)  # the server notices the closed streams
         assert (await http.get(api + "/api/v1/overview")).status_code == 200
     assert [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.asyncio
+async def test_streams_are_limited_per_user_and_end_when_the_token_is_revoked(endpoints: Endpoints, api: str) -> None:
+    """One user holds at most PER_USER live streams (429 beyond, naming why); the overview stream, like the
+    ticket events, ends within 10 s of its token being revoked."""
+    _, token = make_user(endpoints.database_url, "viewer")
+    headers = {"Authorization": f"Bearer {token}"}
+    async with _streams(api, [token], PER_USER) as queues:
+        async with httpx2.AsyncClient(timeout=10, headers=headers) as http:
+            r = await http.get(api + "/api/v1/overview/stream")
+            assert r.status_code == 429 and "live streams" in r.json()["error"]["message"], r.text
+            for q in queues:
+                assert q.empty()  # the others still open
+    limits = httpx2.Limits(max_connections=20)
+    async with httpx2.AsyncClient(timeout=30, headers=headers, limits=limits) as http:
+        ended: asyncio.Queue[float] = asyncio.Queue()
+
+        async def follow() -> None:
+            async with http.stream("GET", api + "/api/v1/overview/stream?every_s=60") as r:
+                assert r.status_code == 200  # the slots of the streams closed above are free again
+                async for _ in r.aiter_lines():
+                    pass
+            await ended.put(time.monotonic())
+
+        task = asyncio.create_task(follow())
+        await asyncio.sleep(1.0)
+        with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
+            conn.execute("UPDATE user_tokens SET expires_at = now()")  # revoked, as the admin's API does
+        revoked = time.monotonic()
+        assert await asyncio.wait_for(ended.get(), 15) - revoked < 10.5
+        await task

@@ -11,12 +11,21 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import psycopg
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from alerts.tickets import WAITING
-from api.deps import ClockDep, EngineDep, SyncPoolDep, Viewer, filter_param, in_thread
+from api.deps import (
+    ClockDep,
+    EngineDep,
+    SyncPoolDep,
+    Viewer,
+    authenticate,
+    in_thread,
+    request_token,
+)
 from api.jsonsafe import dumps
+from api.live import STREAM_RECHECK_S
 from telemetry.lighting import LightingEngine
 
 router = APIRouter(prefix="/api/v1/overview", tags=["overview"])
@@ -132,16 +141,33 @@ async def overview_stream(
     pool: SyncPoolDep,
     engine: EngineDep,
     clock: ClockDep,
-    every_s: Annotated[float, filter_param("seconds between events, 1 to 60", 2.0)] = 2.0,
+    every_s: Annotated[float, Query(ge=1.0, le=60.0, description="seconds between events, 1 to 60")] = 2.0,
 ) -> StreamingResponse:
-    """Role: viewer. The overview as server-sent events (`event: overview`), every `every_s` seconds (1 to 60)."""
-    period = min(max(every_s, 1.0), 60.0)
+    """Role: viewer. The overview as server-sent events (`event: overview`), every `every_s` seconds (1 to 60).
+    Streams are limited per process and per user (503 and 429 beyond); one ends within seconds of its user's
+    token being revoked or the user disabled."""
+    slot = request.app.state.streams.take(user)
+    token = request_token(request) or ""
 
     async def stream() -> AsyncIterator[bytes]:
-        yield b": lamplighter overview\n\n"
-        while not await request.is_disconnected():
-            body = await overview_now(request, pool, engine, clock.now_ms())
-            yield f"event: overview\ndata: {dumps(body)}\n\n".encode()
-            await asyncio.sleep(period)
+        try:
+            yield b": lamplighter overview\n\n"
+            recheck = time.monotonic() + STREAM_RECHECK_S
+            next_event = 0.0
+            while not await request.is_disconnected():
+                now = time.monotonic()
+                if now >= recheck:  # a revoked token or a disabled user: the stream ends
+                    if await authenticate(request, token) is None:
+                        return
+                    recheck = now + STREAM_RECHECK_S
+                if now >= next_event:
+                    body = await overview_now(request, pool, engine, clock.now_ms())
+                    yield f"event: overview\ndata: {dumps(body)}\n\n".encode()
+                    next_event = now + every_s
+                await asyncio.sleep(max(0.05, min(next_event, recheck) - time.monotonic()))
+        finally:
+            slot.release()
 
-    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+    body = stream()
+    slot.bind(body)
+    return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-store"})

@@ -9,7 +9,7 @@ import msgspec
 import psycopg
 from fastapi import APIRouter, Request, Response
 
-from api.deps import EngineDep, Operator, SyncPoolDep, Viewer, in_thread, json_body
+from api.deps import EngineDep, Operator, SyncPoolDep, Viewer, check_depth, in_thread, json_body
 from api.errors import ApiError
 from api.limits import nul_path
 from telemetry.lighting import Changes, LightingEngine, delete_schedule, get_schedule, put_schedule
@@ -51,8 +51,10 @@ async def write(
 ) -> dict[str, Any]:
     """Role: operator. Replace the document at this scope: `profile` (astro / fixed / always, offsets, level,
     dimming steps, date exceptions, time zone), `windows` (planned outages, maintenance) and `override`."""
+    raw = await request.body()
+    check_depth(raw)
     try:
-        doc = decode_doc(await request.body())
+        doc = decode_doc(raw)
     except RecursionError:
         raise ApiError(422, "invalid", "the document nests too deep") from None
     if where := nul_path(msgspec.to_builtins(doc)):

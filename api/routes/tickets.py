@@ -3,6 +3,8 @@ live stream of ticket events (server-sent events) for the crew page."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -34,6 +36,7 @@ from api.live import TicketFeed
 router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"])
 
 _CREW_ACTIONS = ("acknowledge", "comment", "resolve")
+_EVENT_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit also takes "²", which int() refuses
 
 
 def _scope(user: User, crew: str | None) -> str | None:
@@ -144,18 +147,36 @@ async def ticket_events(
     """Role: viewer (crew: its own). Ticket events as server-sent events (`id`, `event: ticket`, JSON data),
     live; a client that reconnects with `Last-Event-ID` (or `after`) gets what it missed first."""
     crew = _scope(user, crew)
-    start = after if after is not None else int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+    start = after
+    if start is None and last_event_id is not None:
+        if not _EVENT_ID.fullmatch(last_event_id):
+            raise ApiError(
+                422,
+                "invalid",
+                f"Last-Event-ID must be an event id (digits), got {last_event_id[:40]!r}",
+                "Last-Event-ID",
+            )
+        start = int(last_event_id)
 
     feed: TicketFeed = request.app.state.ticket_feed
     if feed.clients >= feed.max_clients:
         raise ApiError(503, "busy", f"{feed.clients} live streams are open, the most this API serves; try again later")
+    slot = request.app.state.streams.take(user)
     token = request_token(request) or ""
 
     async def allowed() -> bool:
         return await authenticate(request, token) is not None
 
-    stream = feed.stream(pool, start, crew, disconnected=request.is_disconnected, allowed=allowed)
-    return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in feed.stream(pool, start, crew, disconnected=request.is_disconnected, allowed=allowed):
+                yield chunk
+        finally:
+            slot.release()
+
+    body = stream()
+    slot.bind(body)
+    return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/{ticket_id}")
