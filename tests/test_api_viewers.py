@@ -158,12 +158,11 @@ async def test_streams_are_limited_per_user_and_end_when_the_token_is_revoked(en
     ticket events, ends within 10 s of its token being revoked."""
     _, token = make_user(endpoints.database_url, "viewer")
     headers = {"Authorization": f"Bearer {token}"}
-    async with _streams(api, [token], PER_USER) as queues:
-        async with httpx2.AsyncClient(timeout=10, headers=headers) as http:
-            r = await http.get(api + "/api/v1/overview/stream")
-            assert r.status_code == 429 and "live streams" in r.json()["error"]["message"], r.text
-            for q in queues:
-                assert q.empty()  # the others still open
+    async with _streams(api, [token], PER_USER) as queues, httpx2.AsyncClient(timeout=10, headers=headers) as http:
+        r = await http.get(api + "/api/v1/overview/stream")
+        assert r.status_code == 429 and "live streams" in r.json()["error"]["message"], r.text
+        for q in queues:
+            assert q.empty()  # the others still open
     limits = httpx2.Limits(max_connections=20)
     async with httpx2.AsyncClient(timeout=30, headers=headers, limits=limits) as http:
         ended: asyncio.Queue[float] = asyncio.Queue()
