@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
 from api import errors
+from api.auth import PasswordChecks
 from api.deps import BODY_SCHEMAS, SignedIn, Viewer
 from api.jsonsafe import FiniteJSONResponse
 from api.limits import MAX_BODY, MAX_SMALL_BODY, RequestLimits
@@ -169,6 +170,7 @@ def create_app(
     app.state.pricing = Pricing(Tariff.parse(tariff), co2_kg_per_kwh, currency, ZoneInfo(timezone))
     app.state.ingest_stall_s = ingest_stall_s
     app.state.streams = StreamSlots()
+    app.state.password_checks = PasswordChecks()
     app.state.secure_cookies = secure_cookies  # served over https (behind a proxy that terminates TLS)
     app.add_middleware(GZipMiddleware, minimum_size=4096)
     app.add_middleware(RequestLimits, max_body=max_body, max_small_body=max_small_body)

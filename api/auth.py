@@ -8,7 +8,9 @@ form, is stored as scrypt. API tokens last until revoked; a login's session toke
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
 import datetime as dt
 import functools
 import hashlib
@@ -16,15 +18,22 @@ import hmac
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import psycopg
 
 __all__ = [
     "ROLES",
     "AuthError",
+    "Candidate",
+    "PasswordChecks",
     "User",
     "add_user",
+    "check_login",
+    "find_login",
+    "finish_login",
     "forget",
     "hash_password",
     "issue_token",
@@ -35,6 +44,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ROLES = ("viewer", "operator", "crew", "admin")
 # OWASP's password-storage guidance lists scrypt N=2^17, r=8, p=1 and equal-cost choices with less memory; N=2^14
@@ -160,19 +170,71 @@ def issue_token(conn: psycopg.Connection, user_id: int, *, kind: str, ttl: dt.ti
     return token
 
 
-def login(conn: psycopg.Connection, name: str, password: str, *, ttl: dt.timedelta) -> tuple[User, str]:
-    """Check a name and password; returns the user and a session token. The same refusal for any mismatch."""
+@dataclass(frozen=True)
+class Candidate:
+    """Who a login names, as stored (None fields when nobody by that name may sign in)."""
+
+    name: str
+    user: User | None
+    stored: str | None
+
+
+def find_login(conn: psycopg.Connection, name: str) -> Candidate:
+    """The user a login names and the stored hash to check its password against (a quick read)."""
     row = conn.execute(
         "SELECT id, role, crew_id, lang, password_hash FROM users WHERE name = %s AND disabled_at IS NULL", (name,)
     ).fetchone()
-    stored = row[4] if row is not None and row[4] is not None else None
-    ok = verify_password(password, stored or _decoy()) and stored is not None
-    if not ok or row is None or stored is None:
+    if row is None or row[4] is None:
+        return Candidate(name, None, None)
+    return Candidate(name, User(int(row[0]), name, row[1], row[2], row[3]), str(row[4]))
+
+
+def check_login(candidate: Candidate, password: str) -> tuple[User, str | None]:
+    """The password against the stored hash: CPU only (about 0.1 s of scrypt), no connection held. Returns the
+    user and, when the stored hash is older and cheaper, a new one to store. The same refusal for any mismatch,
+    taking as long whether or not the name exists."""
+    ok = verify_password(password, candidate.stored or _decoy()) and candidate.stored is not None
+    if not ok or candidate.user is None or candidate.stored is None:
         raise AuthError("wrong user name or password", status=401)
-    if not _current(stored):  # an older, cheaper hash: redone now that the password is at hand
-        conn.execute("UPDATE users SET password_hash = %s WHERE id = %s", (hash_password(password), row[0]))
-    user = User(int(row[0]), name, row[1], row[2], row[3])
-    return user, issue_token(conn, user.id, kind="session", ttl=ttl)
+    rehash = None if _current(candidate.stored) else hash_password(password)
+    return candidate.user, rehash
+
+
+def finish_login(conn: psycopg.Connection, user: User, rehash: str | None, *, ttl: dt.timedelta) -> str:
+    """A checked login's session token (and its better hash stored): a quick write."""
+    if rehash is not None:
+        conn.execute("UPDATE users SET password_hash = %s WHERE id = %s", (rehash, user.id))
+    return issue_token(conn, user.id, kind="session", ttl=ttl)
+
+
+def login(conn: psycopg.Connection, name: str, password: str, *, ttl: dt.timedelta) -> tuple[User, str]:
+    """Check a name and password; returns the user and a session token (the three steps above on one
+    connection: for tools; the API holds no connection while it hashes)."""
+    user, rehash = check_login(find_login(conn, name), password)
+    return user, finish_login(conn, user, rehash, ttl=ttl)
+
+
+class PasswordChecks:
+    """Password hashing off the event loop and off every database connection, on threads of its own: at most
+    `threads` run at once and `waiting` more queue; a login beyond that is refused at once (503), so a burst of
+    logins costs the callers, not the city's other requests."""
+
+    def __init__(self, *, threads: int = 2, waiting: int = 8) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="password-check")
+        self.limit = threads + waiting
+        self.busy = 0
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.busy >= self.limit:
+            raise AuthError(f"{self.busy} sign-ins are being checked; try again in a moment", status=503)
+        self.busy += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        finally:
+            self.busy -= 1
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def revoke(conn: psycopg.Connection, token: str) -> None:

@@ -237,9 +237,18 @@ def time_param(meaning: str, alias: str | None = None) -> Any:
     )
 
 
-def filter_param(meaning: str, *examples: object, alias: str | None = None) -> Any:
-    """A list's filter, described with examples for the OpenAPI document (/docs)."""
-    return Query(alias=alias, description=meaning, examples=list(examples), openapi_examples=_shown(list(examples)))
+def filter_param(
+    meaning: str, *examples: object, alias: str | None = None, ge: float | None = None, le: float | None = None
+) -> Any:
+    """A list's filter, described with examples for the OpenAPI document (/docs); `ge`/`le` bound a number."""
+    return Query(
+        alias=alias,
+        description=meaning,
+        examples=list(examples),
+        openapi_examples=_shown(list(examples)),
+        ge=ge,
+        le=le,
+    )
 
 
 TOKEN_COOKIE = "ll_token"

@@ -181,3 +181,38 @@ async def test_streams_are_limited_per_user_and_end_when_the_token_is_revoked(en
         revoked = time.monotonic()
         assert await asyncio.wait_for(ended.get(), 15) - revoked < 10.5
         await task
+
+
+@pytest.mark.asyncio
+async def test_a_burst_of_wrong_logins_costs_the_callers_not_the_city(endpoints: Endpoints, api: str) -> None:
+    """50 wrong logins at once: each is refused (401 after its hash, or 429/503 at once), none holds a database
+    connection while scrypt runs, and /lighting-rate answers meanwhile with a p99 under 200 ms."""
+    name, _ = make_user(endpoints.database_url, "viewer", password="a-long-password-1")
+    _, token = make_user(endpoints.database_url, "viewer")
+    limits = httpx2.Limits(max_connections=80)
+    async with httpx2.AsyncClient(timeout=30, limits=limits) as http:
+        viewer = {"Authorization": f"Bearer {token}"}
+        assert (await http.get(api + "/api/v1/lighting-rate", headers=viewer)).status_code == 200
+        stop = asyncio.Event()
+        took: list[float] = []
+
+        async def read_rate() -> None:
+            while not stop.is_set():
+                t = time.perf_counter()
+                r = await http.get(api + "/api/v1/lighting-rate", headers=viewer)
+                took.append(time.perf_counter() - t)
+                assert r.status_code == 200, r.text
+                await asyncio.sleep(0.02)
+
+        reader = asyncio.create_task(read_rate())
+        await asyncio.sleep(0.3)
+        body = {"name": name, "password": "wrong-password"}
+        answers = await asyncio.gather(*(http.post(api + "/api/v1/login", json=body) for _ in range(50)))
+        await asyncio.sleep(0.3)
+        stop.set()
+        await reader
+    statuses = sorted(r.status_code for r in answers)
+    assert set(statuses) <= {401, 429, 503} and 401 in statuses, statuses
+    took.sort()
+    p99 = took[int(len(took) * 0.99)]
+    assert len(took) >= 10 and p99 < 0.2, f"p99 {p99 * 1000:.0f} ms over {len(took)} reads"

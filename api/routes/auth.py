@@ -6,10 +6,9 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 import msgspec
-import psycopg
 from fastapi import APIRouter, Request
 
-from api.auth import AuthError, forget, login, revoke
+from api.auth import AuthError, PasswordChecks, check_login, find_login, finish_login, forget, revoke
 from api.deps import TOKEN_COOKIE, ClockDep, SignedIn, SyncPoolDep, decode_body, in_thread, json_body, request_token
 from api.errors import ApiError
 from api.jsonsafe import FiniteJSONResponse
@@ -34,14 +33,15 @@ async def log_in(request: Request, pool: SyncPoolDep) -> FiniteJSONResponse:
     hours = float(getattr(request.app.state, "session_hours", 12.0))
     ttl = dt.timedelta(hours=hours)
 
-    def run(conn: psycopg.Connection) -> tuple[dict[str, Any], str]:
-        user, token = login(conn, body.name, body.password, ttl=ttl)
-        return user.as_dict(), token
-
+    checks: PasswordChecks = request.app.state.password_checks
     try:
-        user, token = await in_thread(pool, run)
+        candidate = await in_thread(pool, lambda conn: find_login(conn, body.name))
+        # The hashing holds no database connection: a burst of logins cannot starve the routes that need one.
+        checked, rehash = await checks.run(check_login, candidate, body.password)
+        token = await in_thread(pool, lambda conn: finish_login(conn, checked, rehash, ttl=ttl))
     except AuthError as exc:
-        raise ApiError(exc.status, "unauthorized", str(exc)) from None
+        raise ApiError(exc.status, "busy" if exc.status == 503 else "unauthorized", str(exc)) from None
+    user = checked.as_dict()
     expires = dt.datetime.now(dt.UTC) + ttl
     response = FiniteJSONResponse({"token": token, "user": user, "expires_at": expires.isoformat()})
     secure = bool(getattr(request.app.state, "secure_cookies", False)) or request.url.scheme == "https"

@@ -3,6 +3,7 @@ No login needed."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -15,8 +16,29 @@ from gateway.mqtt import MqttError, broker_ping
 
 router = APIRouter(prefix="/api/v1", tags=["health"])
 
-# A monitor checks every few seconds; each check opens a broker connection, so a flood is refused early.
+# A monitor checks every few seconds; a flood is refused early.
 _CHECKS = RateLimit("checks", per_minute=120.0, burst=30)
+# A broker check opens a connection: one every few seconds serves every caller (and all of them at once share it).
+_BROKER_FOR_S = 5.0
+
+
+async def _broker(request: Request) -> dict[str, Any]:
+    state = request.app.state
+    held: tuple[float, asyncio.Task[dict[str, Any]]] | None = getattr(state, "broker_check", None)
+    stale = held is None or time.monotonic() - held[0] > _BROKER_FOR_S
+    if held is None or stale or held[1].get_loop() is not asyncio.get_running_loop():
+        held = (time.monotonic(), asyncio.ensure_future(_ping(state.broker)))
+        state.broker_check = held
+    return await asyncio.shield(held[1])
+
+
+async def _ping(broker: Any) -> dict[str, Any]:
+    t = time.perf_counter()
+    try:
+        await broker_ping(broker)
+        return {"ok": True, "latency_ms": round((time.perf_counter() - t) * 1000, 1)}
+    except MqttError as exc:
+        return {"ok": False, "error": str(exc)}
 
 
 @router.get(
@@ -50,12 +72,7 @@ async def health(request: Request, response: Response, pool: PoolDep) -> dict[st
     except Exception as exc:
         out.setdefault("database", {"ok": False, "error": str(exc)})
         out.setdefault("ingest", {"ok": False, "error": "unknown while the database is unreachable"})
-    t = time.perf_counter()
-    try:
-        await broker_ping(request.app.state.broker)
-        out["broker"] = {"ok": True, "latency_ms": round((time.perf_counter() - t) * 1000, 1)}
-    except MqttError as exc:
-        out["broker"] = {"ok": False, "error": str(exc)}
+    out["broker"] = await _broker(request)
     out["status"] = "ok" if all(out[k]["ok"] is not False for k in ("database", "broker", "ingest")) else "degraded"
     if out["status"] != "ok":
         response.status_code = 503

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import psycopg
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from alerts.tickets import WAITING
@@ -21,6 +21,7 @@ from api.deps import (
     SyncPoolDep,
     Viewer,
     authenticate,
+    filter_param,
     in_thread,
     request_token,
 )
@@ -141,7 +142,7 @@ async def overview_stream(
     pool: SyncPoolDep,
     engine: EngineDep,
     clock: ClockDep,
-    every_s: Annotated[float, Query(ge=1.0, le=60.0, description="seconds between events, 1 to 60")] = 2.0,
+    every_s: Annotated[float, filter_param("seconds between events, 1 to 60", 2.0, ge=1.0, le=60.0)] = 2.0,
 ) -> StreamingResponse:
     """Role: viewer. The overview as server-sent events (`event: overview`), every `every_s` seconds (1 to 60).
     Streams are limited per process and per user (503 and 429 beyond); one ends within seconds of its user's

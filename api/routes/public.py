@@ -19,12 +19,14 @@ from api.ratelimit import RateLimit
 router = APIRouter(prefix="/api/v1/public", tags=["public"])
 
 _REPORTS = RateLimit("reports", per_minute=2.0, burst=5)  # a citizen reports a lamp or two, not hundreds
+# And per lamp, whoever reports it: a lamp is reported a few times, not by a crowd of addresses.
+_REPORTS_PER_LAMP = RateLimit("reports-per-lamp", per_minute=0.1, burst=3)
 _NOTICES = RateLimit("notices", per_minute=60.0, burst=30)
 _NEAR_M = 50.0  # a position names the nearest lamp within this distance
 
 
 class ReportBody(msgspec.Struct, forbid_unknown_fields=True):
-    description: Annotated[str, msgspec.Meta(max_length=1000)]
+    description: Annotated[str, msgspec.Meta(max_length=500)]
     lamp_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     lat: float | None = None
     lon: float | None = None
@@ -64,6 +66,7 @@ async def report_lamp(request: Request, pool: SyncPoolDep, engine: EngineDep, cl
         lamp_id = found[0]
     elif lamp_id not in engine.index.slot_of_id:
         raise ApiError(404, "not_found", f"no lamp {lamp_id!r}: check the label on the pole", "lamp_id")
+    _REPORTS_PER_LAMP.check(request, key=f"lamp {lamp_id}")
     now = clock.now()
 
     def store(conn: psycopg.Connection) -> dict[str, Any]:
