@@ -48,7 +48,7 @@ class StreamSlots:
     """The live streams (ticket events, overview) this process serves at once, in all and per user: one user's
     tabs or script cannot take the streams everybody shares."""
 
-    def __init__(self, *, total: int = 1000, per_user: int = 8) -> None:
+    def __init__(self, *, total: int = 1000, per_user: int = 16) -> None:
         self.total, self.per_user = total, per_user
         self.open = 0
         self.by_user: dict[int, int] = {}

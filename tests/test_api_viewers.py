@@ -26,7 +26,7 @@ from tests.fix_services import serve
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 STREAMS = 200
-PER_USER = 8  # the API's default: the most live streams one user holds at once
+PER_USER = 16  # the API's default: the most live streams one user holds at once
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -65,6 +65,10 @@ class Site:
     users: dict[str, str]  # role → user name (all with PASSWORD)
     crew_district: str
     figures: dict[str, Any]
+    # role → the browser's storage after its first login (the session cookie): later pages of the role start
+    # signed in, as a user's next tab does. Logins are limited per address (10 at once, 10 a minute): a module
+    # that logged in afresh for every page ran out of them on a fast machine and its crew page never opened.
+    sessions: dict[str, Any] = field(default_factory=dict)
 
 
 def _free_port() -> int:
@@ -154,14 +158,22 @@ def browser(site: Site) -> Iterator[Browser]:
 
 def _log_in(browser: Browser, site: Site, role: str, path: str = "/", phone: bool = False) -> Page:
     viewport: ViewportSize = {"width": 390, "height": 844} if phone else {"width": 1600, "height": 1200}
-    page = browser.new_page(viewport=viewport, device_scale_factor=2 if phone else 1, is_mobile=phone)
+    page = browser.new_page(
+        viewport=viewport,
+        device_scale_factor=2 if phone else 1,
+        is_mobile=phone,
+        storage_state=site.sessions.get(role),
+    )
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(site.base + path)
-    page.wait_for_url("**/login**")
-    page.fill("#name", site.users[role])
-    page.fill("#password", PASSWORD)
-    page.click("#login-submit")
+    if role not in site.sessions:
+        page.wait_for_url("**/login**")
+        page.fill("#name", site.users[role])
+        page.fill("#password", PASSWORD)
+        page.click("#login-submit")
+        page.wait_for_url(site.base + path)
+        site.sessions[role] = page.context.storage_state()
     page.wait_for_url(site.base + path)
     page.wait_for_function("window.lamplighter !== undefined")
     page.wait_for_selector("#live.on")  # the live streams are connected
