@@ -40,6 +40,7 @@ from fieldnet.accounts import (
 )
 from fieldnet.broker import Login
 from fieldnet.errors import FieldnetError
+from telemetry.files import atomic_write, our_pid
 
 __all__ = [
     "Inventory",
@@ -229,17 +230,9 @@ def _accounts_toml(key: DeviceKey, gens: dict[str, int]) -> Iterator[str]:
 
 
 def _replace(path: Path, lines: Iterable[str], *, mode: int = 0o640) -> int:
-    tmp = path.with_name(path.name + ".new")
-    n = 0
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        for line in lines:
-            f.write(line)
-            f.write("\n")
-            n += 1
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-    return n
+    body = [line + "\n" for line in lines]
+    atomic_write(path, "".join(body), mode=mode)
+    return len(body)
 
 
 def load_accounts(path: Path) -> dict[str, Login]:
@@ -300,9 +293,11 @@ def rotate(conn: psycopg.Connection, username: str) -> int:
 
 def reload(pid_file: Path) -> int:
     """Have the Mosquitto whose pid is in `pid_file` re-read its password file and ACL; returns its pid."""
+    pid = our_pid(pid_file, "mosquitto")
+    if pid is None:
+        raise FieldnetError(f"no running mosquitto has the pid in {pid_file}: nothing signalled", "broker")
     try:
-        pid = int(pid_file.read_text().strip())
         os.kill(pid, signal.SIGHUP)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise FieldnetError(f"cannot signal the broker from {pid_file}: {exc}", "broker") from None
     return pid

@@ -17,6 +17,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -30,6 +31,7 @@ from fieldnet.provision import ACCOUNTS, ACL, PASSWD, Inventory, provision
 from fieldnet.tls import ensure_ca
 from lamplighter.config import LamplighterError
 from telemetry.database import with_database
+from telemetry.files import atomic_write, our_pid
 from telemetry.schema import timescaledb_usable
 
 __all__ = [
@@ -208,7 +210,7 @@ class PrivateServices:
             raise ServiceError(_install_hint("mosquitto", "mosquitto"))
         d = self._mqtt_dir
         d.mkdir(parents=True, exist_ok=True)
-        self._kill_stale(d / "pid", "mosquitto")
+        self._kill_stale(d / "pid", "mosquitto", str(d / "mosquitto.conf"))
         for port in (self.mqtt_port, self.tls_port):
             if _port_open(port):
                 raise ServiceError(
@@ -276,19 +278,19 @@ class PrivateServices:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        self._kill_stale(self._mqtt_dir / "pid", "mosquitto")
+        self._kill_stale(self._mqtt_dir / "pid", "mosquitto", str(self._mqtt_dir / "mosquitto.conf"))
         logger.info("private mosquitto on port %d stopped", self.mqtt_port)
 
     @staticmethod
-    def _kill_stale(pidfile: Path, what: str) -> None:
+    def _kill_stale(pidfile: Path, what: str, *also: str) -> None:
+        """Stop what a run killed before its end left behind, if the pid file still names it: a process running
+        `what` with `also` on its command line. Any other process now holding that pid is left alone."""
         if not pidfile.exists():
             return
-        try:
-            pid = int(pidfile.read_text().strip())
-        except ValueError:
-            pidfile.unlink()
-            return
-        if _pid_alive(pid):
+        pid = our_pid(pidfile, what, *also)
+        if pid is None:
+            logger.debug("%s's pid file %s names no process of ours; removed", what, pidfile)
+        elif _pid_alive(pid):
             os.kill(pid, signal.SIGTERM)
             for _ in range(100):
                 if not _pid_alive(pid):
@@ -315,9 +317,19 @@ class PrivateServices:
             return d
         # The checkout sits under a directory the `postgres` user cannot enter (a private temp dir, say):
         # keep the cluster in a per-checkout directory under /tmp instead.
+        # Its name is predictable, so another local user could have made it first: it is used only if it is a
+        # real directory (no symlink) of the postgres user's that nobody else may enter.
         alt = Path(tempfile.gettempdir()) / f"lamplighter-pg-{hashlib.sha1(str(self.root).encode()).hexdigest()[:12]}"
-        alt.mkdir(mode=0o700, exist_ok=True)
-        shutil.chown(alt, "postgres", "postgres")
+        with contextlib.suppress(FileExistsError):
+            alt.mkdir(mode=0o700)
+            shutil.chown(alt, "postgres", "postgres")
+        st = os.lstat(alt)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != pwd.getpwnam("postgres").pw_uid or st.st_mode & 0o077:
+            raise ServiceError(
+                f"{alt} is not a private directory of the postgres user (a symlink, someone else's, or open to "
+                f"others), so the private PostgreSQL will not keep its data there: remove it, or put the checkout "
+                f"where the postgres user can enter"
+            )
         return alt
 
     def _as_pg_user(self, argv: list[str]) -> list[str]:
@@ -355,15 +367,11 @@ class PrivateServices:
             passwords = {role: passwords.get(role) or secrets.token_urlsafe(24) for role in wanted}
             self.root.mkdir(parents=True, exist_ok=True)
             body = [f"# superuser:{superuser}"] + [f"127.0.0.1:*:*:{role}:{passwords[role]}" for role in wanted]
-            fd = os.open(self.pgpass, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write("\n".join(body) + "\n")
+            atomic_write(self.pgpass, "\n".join(body) + "\n", mode=0o600)
         return superuser, passwords
 
     def _write_as_pg(self, path: Path, text: str) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        atomic_write(path, text, mode=0o600)
         if os.geteuid() == 0:
             shutil.chown(path, "postgres", "postgres")
 

@@ -603,7 +603,7 @@ def _pack_cabinet_day(rows: Sequence[CabinetRow]) -> bytes:
     _put_ragged(out, list(cols[4]), real=True)
     _put_ragged(out, list(cols[5]), real=True)
     leak = [v is not None for v in cols[6]]
-    _put_real(out, np.array([v or 0.0 for v in cols[6]], dtype=np.float32), np.array(leak, dtype=bool))
+    _put_real(out, np.array([0.0 if v is None else v for v in cols[6]], dtype=np.float32), np.array(leak, dtype=bool))
     energy = [v is not None for v in cols[7]]
     _put_int_column(out, np.array([v or 0 for v in cols[7]], dtype=np.int64), np.array(energy, dtype=bool))
     _put_words(out, [tuple(f) for f in cols[8]])

@@ -48,6 +48,7 @@ from telemetry.errors import TelemetryError
 __all__ = [
     "CompactionBusy",
     "CompactionReport",
+    "cabinet_meter_sql",
     "compact",
     "compact_cabinet_day",
     "compact_day",
@@ -438,6 +439,19 @@ def compact_cabinet_day(conn: psycopg.Connection, day: date) -> tuple[int, int]:
         else:
             cur.execute("DELETE FROM cabinet_readings_default WHERE ts >= %s AND ts < %s", (lo, hi))
     return len(rows), len(fresh)
+
+
+def cabinet_meter_sql(cabinet_no: str) -> str:
+    """A SQL expression: the newest energy meter reading of the cabinet numbered `cabinet_no` (an expression of
+    the outer query), from the raw readings or the compact history, whichever holds the newer one (a day packed
+    leaves no raw rows behind)."""
+    return f"""(SELECT e FROM (
+        (SELECT cr.ts, cr.energy_wh AS e FROM cabinet_readings cr
+         WHERE cr.cabinet_no = {cabinet_no} AND cr.energy_wh IS NOT NULL ORDER BY cr.ts DESC LIMIT 1)
+        UNION ALL
+        (SELECT h.last_ts, h.energy_last_wh FROM cabinet_history h
+         WHERE h.cabinet_no = {cabinet_no} AND h.energy_last_wh IS NOT NULL ORDER BY h.day DESC LIMIT 1)
+    ) meter ORDER BY ts DESC LIMIT 1)"""
 
 
 def read_cabinet(

@@ -23,6 +23,7 @@ from lamplighter.runtime import Endpoints
 from seeds.generator import generate
 from seeds.loader import load
 from telemetry.database import Database
+from telemetry.history import compact_cabinet_day
 from telemetry.store import TelemetryStore, load_registry
 from tests.auth import sign_in
 
@@ -103,6 +104,8 @@ def client(endpoints: Endpoints) -> Iterator[TestClient]:
     with TestClient(app) as c:
         sign_in(c, endpoints.database_url, "viewer")
         c.cabinet = cab  # type: ignore[attr-defined]
+        c.url = endpoints.database_url  # type: ignore[attr-defined]
+        c.day = now.date()  # type: ignore[attr-defined]
         yield c
 
 
@@ -177,3 +180,16 @@ def test_the_latest_state_is_in_the_entities(client: TestClient) -> None:
     for urn in ("urn:ngsi-ld:Streetlight:XN-NO-000000", "urn:ngsi-ld:Lamp:XN-CD-000001", "XN-CD-000001"):
         assert client.get(f"/ngsi-ld/v1/entities/{urn}").status_code == 404
     assert client.get("/ngsi-ld/v1/entities", params={"type": "Lamp"}).status_code == 422
+
+
+@pytest.mark.services
+def test_a_cabinets_meter_is_read_from_the_compact_history_too(client: TestClient) -> None:
+    """Once the day is packed into the compact history its raw readings are gone: the entity's meter reading
+    comes from the packed day."""
+    with psycopg.connect(client.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+        packed, _ = compact_cabinet_day(conn, client.day)  # type: ignore[attr-defined]
+        assert packed == 1
+        assert conn.execute("SELECT count(*) FROM cabinet_readings").fetchone() == (0,)
+    urn = f"urn:ngsi-ld:StreetlightControlCabinet:{client.cabinet}"  # type: ignore[attr-defined]
+    cabinet = client.get(f"/ngsi-ld/v1/entities/{urn}", params={"options": "keyValues"}).json()
+    assert cabinet["energyConsumed"] == cabinet["lastMeterReading"] == 7654.321

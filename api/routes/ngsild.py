@@ -16,6 +16,7 @@ from api.deps import Offset, SyncPoolDep, Viewer, filter_param, in_thread, limit
 from api.errors import ApiError
 from api.jsonsafe import FiniteJSONResponse
 from api.ngsild import CONTEXT, cabinet_entity, group_entity, normalized, split_urn, streetlight_entity
+from telemetry.history import cabinet_meter_sql
 
 router = APIRouter(prefix="/ngsi-ld/v1", tags=["open data (NGSI-LD)"])
 
@@ -39,13 +40,12 @@ SELECT c.id, c.no, c.district, d.name_en AS district_name_en, r.name_en AS road_
        c.lat, c.lon,
        ARRAY(SELECT DISTINCT l.circuit FROM lamps l WHERE l.cabinet_id = c.id ORDER BY 1) AS circuits_used,
        (SELECT count(*) FROM lamps l WHERE l.cabinet_id = c.id) AS lamps,
-       (SELECT cr.energy_wh FROM cabinet_readings cr WHERE cr.cabinet_no = c.no AND cr.energy_wh IS NOT NULL
-        ORDER BY cr.ts DESC LIMIT 1) AS energy_wh,
+       {meter} AS energy_wh,
        EXISTS (SELECT 1 FROM schedules s WHERE s.scope = 'cabinet' AND s.key = c.id
                AND (s.doc->'override'->>'until')::timestamptz > %s) AS held
 FROM cabinets c JOIN roads r ON r.id = c.road_id JOIN districts d ON d.code = c.district
 {where} ORDER BY c.no LIMIT %s OFFSET %s
-"""
+""".replace("{meter}", cabinet_meter_sql("c.no"))
 
 _GROUPS = """
 SELECT l.cabinet_id, l.circuit, min(r.name_en) AS road_name_en, array_agg(l.id ORDER BY l.no) AS lamp_ids,
