@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import time
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import psycopg
@@ -59,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="compact whole UTC days ending at least N days ago (default: the compact_after_days setting, 2)",
+    )
+    p.add_argument(
+        "--before",
+        type=date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="compact whole UTC days before this one (the leading gateway passes its clock's: a demo's night is "
+        "not today on the wall clock); overrides --older-than-days",
     )
     p.add_argument("--chunk-lamps", type=int, default=5000, metavar="N", help="lamps per transaction")
 
@@ -348,7 +355,7 @@ def compact_command(database_url: str, settings: Settings, args: argparse.Namesp
     days = settings.compact_after_days if args.older_than_days is None else args.older_than_days
     if days < 0 or args.chunk_lamps < 1:
         raise LamplighterError("--older-than-days must be 0 or more and --chunk-lamps 1 or more")
-    before = datetime.now(UTC).date() - timedelta(days=days)
+    before = args.before or datetime.now(UTC).date() - timedelta(days=days)
     bars: dict[Any, tqdm[Any]] = {}
 
     def progress(day: Any, done: int, total: int) -> None:

@@ -581,7 +581,8 @@ class GatewayProcess:
         next run packs the day again over what is there."""
         await asyncio.sleep(_COMPACT_FIRST_S)
         while True:
-            before = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=self.settings.compact_after_days)
+            # The process's clock, not the wall's: a demo showing another night must not pack the day it shows.
+            before = self.clock.now().astimezone(dt.UTC).date() - dt.timedelta(days=self.settings.compact_after_days)
             try:
                 days = await self.db.run(functools.partial(pending_days, before=before))
             except psycopg.Error as exc:
@@ -590,7 +591,13 @@ class GatewayProcess:
             if days:
                 logger.info("history: compacting %d days (%s to %s) in a child process", len(days), days[0], days[-1])
                 child = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "lamplighter", "compact", env={**os.environ, **self.ep.env()}
+                    sys.executable,
+                    "-m",
+                    "lamplighter",
+                    "compact",
+                    "--before",
+                    before.isoformat(),
+                    env={**os.environ, **self.ep.env()},
                 )
                 try:
                     code = await child.wait()
