@@ -31,7 +31,7 @@ import psycopg
 from api.auth import add_user
 from bench.ingest import run_publishers
 from lamplighter.config import Settings
-from lamplighter.runtime import PRIVATE_PORTS, Endpoints, bench_city
+from lamplighter.runtime import Endpoints, bench_city, private_ports
 from lamplighter.services import PrivateServices
 from lamplighter.simproc import lamplighter_process
 from simulator.poison import DB_CONSTRAINT, poison_messages
@@ -208,7 +208,7 @@ def _broker_phase(url: str, ep: Endpoints, gw: _Gateway, settings: Settings, n: 
     pub = RawPublisher(ep.as_("lamplighter-headend"), "bench-faults-broker")
     pub.publish_batch(msgs)
     pub.close()
-    pg_port, mqtt_port = PRIVATE_PORTS["bench"]
+    pg_port, mqtt_port = private_ports(settings, "bench")
     PrivateServices(Path(settings.run_dir) / "bench", pg_port=pg_port, mqtt_port=mqtt_port).restart_mosquitto()
     gw.start()
     mine = "FROM lamp_readings WHERE seq >= 5000000"  # late redeliveries of the SIGKILL stream may land too

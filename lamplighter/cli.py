@@ -213,8 +213,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
             print("private services running; Ctrl-C stops them", flush=True)
             # Held until one arrives (not acted on by default: SIGTERM would end the process and leave the
             # services running), then the services stop on the way out.
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}  # SIGHUP: its terminal closed
+            signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+            signal.sigwait(stops)
         return 0
     if cmd == "bench" and args.bench == "alerts":
         from bench.alerts import run_alerts_bench
@@ -477,7 +478,7 @@ def _run_dispatcher(settings: Settings, ep: Any, args: argparse.Namespace) -> No
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: its terminal closed
             loop.add_signal_handler(sig, task.cancel)
         logger.info("dispatcher delivering the outbox of %s", shown(ep.database_url))
         link_task = asyncio.create_task(link.run(), name="outbound-link")
@@ -532,7 +533,7 @@ def _run_gateway(settings: Settings, ep: Any, clock: Clock) -> None:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: its terminal closed
             loop.add_signal_handler(sig, task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
             await proc.run()

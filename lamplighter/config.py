@@ -43,6 +43,10 @@ class Settings:
     mqtt_key_file: str = ""
     device_key_file: Path | None = None  # the key every account's secret is derived from (provisioning only)
     run_dir: Path = Path(".run")
+    # The private services' ports (the demo's and `lamplighter services`'); the tests' are 10 above them, the
+    # benchmarks' 20 above: two checkouts run side by side with different ones.
+    private_pg_port: int = 25432
+    private_mqtt_port: int = 18830  # its TLS listener is the next port
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     metrics_port: int = 9108

@@ -153,7 +153,7 @@ async def _serve(
     server = uvicorn.Server(uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: its terminal closed
         loop.add_signal_handler(sig, stop.set)
     base = f"http://{settings.api_host}:{settings.api_port}"
     print(f"API on {base}/api/v1/health (docs at {base}/docs, metrics at {base}/metrics)")

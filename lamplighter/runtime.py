@@ -62,7 +62,15 @@ logger = logging.getLogger(__name__)
 # Private instances per purpose, on their own ports, so a demo, a test run and a benchmark can run side by side.
 # PostgreSQL below the kernel's ephemeral range (32768-60999 on Linux): at 55452 a bench's database twice failed to
 # start because a client socket in TIME_WAIT held that port as its own local one.
-PRIVATE_PORTS = {"dev": (25432, 18830), "test": (25442, 18840), "bench": (25452, 18850)}
+_PURPOSE_OFFSET = {"dev": 0, "test": 10, "bench": 20}  # each purpose's ports above the private ones
+
+
+def private_ports(settings: Settings, purpose: str) -> tuple[int, int]:
+    """(PostgreSQL, Mosquitto) ports of the private services of `purpose` (dev, test, bench)."""
+    k = _PURPOSE_OFFSET[purpose]
+    return settings.private_pg_port + k, settings.private_mqtt_port + k
+
+
 _PARTITION_CHECK_S = 3600.0
 _INVENTORY_CHECK_S = 30.0
 _HEARING_CHECK_S = 0.2
@@ -194,7 +202,7 @@ def private_services(settings: Settings, purpose: str = "dev") -> Iterator[Endpo
     if settings.database_url and settings.mqtt_url:
         yield _endpoints(settings, settings.mqtt_url, private_broker=False, private_db=False)
         return
-    pg_port, mqtt_port = PRIVATE_PORTS[purpose]
+    pg_port, mqtt_port = private_ports(settings, purpose)
     svc = PrivateServices(Path(settings.run_dir) / purpose, pg_port=pg_port, mqtt_port=mqtt_port)
     started: list[str] = []
     try:
@@ -237,7 +245,7 @@ def bench_city(settings: Settings, lamps: int) -> Iterator[Endpoints]:
 
 def endpoints(settings: Settings) -> Endpoints:
     """For commands that join running services: the configured ones, or the private dev ones if they are up."""
-    pg_port, mqtt_port = PRIVATE_PORTS["dev"]
+    pg_port, mqtt_port = private_ports(settings, "dev")
     private = PrivateServices(Path(settings.run_dir) / "dev", pg_port=pg_port, mqtt_port=mqtt_port)
     db = settings.database_url or private.database_url
     mqtt = settings.mqtt_url or private.mqtt_url

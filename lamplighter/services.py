@@ -99,6 +99,28 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _listener(port: int) -> str:
+    """Who listens on a loopback TCP port, as "pid N (command line)" when /proc tells (root sees every process);
+    "an unknown program" otherwise."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                f = line.split()
+                if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    inodes.add(f"socket:[{f[9]}]")
+    if inodes:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                for fd in (proc / "fd").iterdir():
+                    if os.readlink(fd) in inodes:
+                        cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                        return f"pid {proc.name} ({cmd[:200]})"
+    return "an unknown program"
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -214,8 +236,9 @@ class PrivateServices:
         for port in (self.mqtt_port, self.tls_port):
             if _port_open(port):
                 raise ServiceError(
-                    f"port {port} on 127.0.0.1 is taken by another program; the private broker cannot "
-                    f"start. Stop that program or set LAMPLIGHTER_MQTT_URL to use it."
+                    f"port {port} on 127.0.0.1 is taken by {_listener(port)}; the private broker cannot start. "
+                    f"Stop that program, choose other private ports (LAMPLIGHTER_PRIVATE_MQTT_PORT), or set "
+                    f"LAMPLIGHTER_MQTT_URL to use a broker of yours."
                 )
         base = (Path(__file__).resolve().parent / "mosquitto.conf").read_text()
         conf = d / "mosquitto.conf"
@@ -390,8 +413,9 @@ class PrivateServices:
             )
         if _port_open(self.pg_port):
             raise ServiceError(
-                f"port {self.pg_port} on 127.0.0.1 is taken by another program; the private PostgreSQL cannot "
-                f"start. Stop that program or set LAMPLIGHTER_DATABASE_URL to use it."
+                f"port {self.pg_port} on 127.0.0.1 is taken by {_listener(self.pg_port)}; the private PostgreSQL "
+                f"cannot start. Stop that program, choose other private ports (LAMPLIGHTER_PRIVATE_PG_PORT), or set "
+                f"LAMPLIGHTER_DATABASE_URL to use a database of yours."
             )
         hba = data / "pg_hba.conf"
         if not self.pgpass.exists() and hba.exists() and hba.read_text() == _HBA:
