@@ -37,6 +37,7 @@ __all__ = [
     "BUCKET_MS",
     "GROUPINGS",
     "NightEnergy",
+    "NoReadings",
     "Pricing",
     "compute_night",
     "figures",
@@ -112,6 +113,23 @@ def _ms(pg_ts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
 def _window(start: dt.datetime, end: dt.datetime, pad_ms: int) -> tuple[dt.datetime, dt.datetime]:
     pad = dt.timedelta(milliseconds=pad_ms)
     return start - pad, end + pad
+
+
+class NoReadings(TelemetryError):
+    """No device reported during the night (it came before the city's devices did, or ingest was away all
+    night): the night has no figures, which is not the same as 0 kWh."""
+
+    kind = "not_found"
+
+
+def _check_heard(conn: psycopg.Connection, night: dt.date, lo: dt.datetime, hi: dt.datetime) -> None:
+    heard = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM lamp_readings WHERE ts >= %s AND ts < %s) "
+        "OR EXISTS (SELECT 1 FROM cabinet_readings WHERE ts >= %s AND ts < %s)",
+        (lo, hi, lo, hi),
+    ).fetchone()
+    if heard is None or not heard[0]:
+        raise NoReadings(f"no lamp or cabinet reported during the night of {night}: it has no energy figures")
 
 
 def _check_raw(conn: psycopg.Connection, start: dt.datetime, end: dt.datetime) -> None:
@@ -198,6 +216,7 @@ def compute_night(
     pad = int(index.interval_s.max(initial=900)) * 3000
     lo, hi = _window(start, dt.datetime.fromtimestamp(end_ms_used / 1000, dt.UTC), max(pad, _CABINET_MAX_GAP_MS))
     _check_raw(conn, lo, hi)
+    _check_heard(conn, night, lo, hi)
     lamps = _lamp_totals(conn, index, start_ms, end_ms_used, lo, hi)
     cabinets = _cabinet_totals(conn, index, start_ms, end_ms_used, lo, hi)
     assert cabinets.profile_wh is not None

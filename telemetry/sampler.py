@@ -14,7 +14,7 @@ import psycopg
 
 from telemetry.clock import Clock
 from telemetry.database import Database
-from telemetry.energy_nights import compute_night, store_night
+from telemetry.energy_nights import NoReadings, compute_night, store_night
 from telemetry.errors import TelemetryError
 from telemetry.lighting import LightingEngine
 from telemetry.rate import Breakdown
@@ -168,6 +168,8 @@ class Sampler:
 
         try:
             done = await self.db.run(run)
+        except NoReadings as exc:
+            done = str(exc)  # nothing to store, and nothing to try again
         except (psycopg.Error, TelemetryError) as exc:
             logger.warning("energy of the night of %s not stored (tried again in 10 minutes): %s", night, exc)
             self._energy_retry_ms = tick_ms + 10 * 60_000

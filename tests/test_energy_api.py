@@ -23,7 +23,8 @@ from seeds.generator import generate
 from seeds.loader import load
 from telemetry.clock import Clock
 from telemetry.database import Database
-from telemetry.energy_nights import load_nights
+from telemetry.energy_nights import NoReadings, compute_night, load_nights
+from telemetry.fleet import load_index
 from telemetry.lighting import LightingEngine
 from telemetry.sampler import Sampler
 from telemetry.store import TelemetryStore, load_registry
@@ -215,3 +216,17 @@ def test_the_leader_stores_the_night_once_it_has_ended(city: tuple[TestClient, d
         stored = load_nights(conn, NIGHT, NIGHT)
     assert list(stored) == [NIGHT] and stored[NIGHT].complete
     assert stored[NIGHT].lamp_wh.sum() / 1000 == pytest.approx(truth["energy_kwh"], rel=1e-3)
+
+
+def test_a_night_no_device_reported_in_has_no_figures(city: tuple[TestClient, dict[str, Any]]) -> None:
+    """Before the devices first reported (or with ingest away all night) a night has no energy: said so (the API
+    lists it as missing), never 0 kWh of "partial, estimated" lamps."""
+    _, truth = city
+    later = int(dt.datetime(2026, 12, 3, 13, tzinfo=CST).timestamp() * 1000)
+    with psycopg.connect(truth["url"]) as conn:
+        index = load_index(conn)
+        with pytest.raises(NoReadings, match="no lamp or cabinet reported"):
+            compute_night(conn, index, dt.date(2026, 11, 28), CST, later)
+        with pytest.raises(NoReadings):
+            compute_night(conn, index, dt.date(2026, 12, 2), CST, later)
+        assert compute_night(conn, index, NIGHT, CST, later).lamp_wh.sum() > 0
