@@ -74,6 +74,8 @@ class Sampler:
         self._energy_night: dt.date | None = None
         self._energy_task: asyncio.Task[None] | None = None
         self._energy_retry_ms = 0
+        self._first_heard_ms: int | None = None  # when the engine first held a report (stored or new)
+        self.warm_up_skipped = 0  # minutes not sampled because the fleet had not all reported yet
 
     @property
     def _transit_ms(self) -> int:
@@ -117,12 +119,31 @@ class Sampler:
         ):
             await asyncio.sleep(0.02)
 
+    def warming_up(self, tick_ms: int) -> bool:
+        """Whether `tick_ms` lies before the fleet could have reported once: before any report reached the engine
+        (a city just seeded), or within the longest reporting interval (and a minute) after the first one. Those
+        minutes have no data; counted, every lamp not heard from yet would be a lamp out (a fresh demo's first
+        minutes read 14 % and went into the night's report). An engine started on stored states is not."""
+        heard = self.engine.heard_ms
+        if heard <= 0:
+            return True
+        if self._first_heard_ms is None:
+            self._first_heard_ms = heard
+        longest = int(self.engine.index.interval_s.max(initial=0)) * 1000
+        return tick_ms < self._first_heard_ms + longest + 60_000
+
     async def sample(self, tick_ms: int) -> Breakdown:
         """One minute's work at `tick_ms` (clock time)."""
         b = self.engine.breakdown(tick_ms)
         self.last = b
         ts = dt.datetime.fromtimestamp(tick_ms / 1000, dt.UTC)
         due = int(b.city.due[0])
+        if due > 0 and self.warming_up(tick_ms):
+            # No data yet: nothing stored, no below-target alarm; the live figures still go out.
+            self.warm_up_skipped += 1
+            if self.publish is not None:
+                self.publish(ops_message(b))
+            return b
         # Sampled late (the process stalled while the clock ran on): the engine already holds reports from after
         # the minute. Their time, not the minute's, starts a spell below target.
         heard = self.engine.heard_ms
