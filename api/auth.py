@@ -215,11 +215,12 @@ def login(conn: psycopg.Connection, name: str, password: str, *, ttl: dt.timedel
 
 
 class PasswordChecks:
-    """Password hashing off the event loop and off every database connection, on threads of its own: at most
-    `threads` run at once and `waiting` more queue; a login beyond that is refused at once (503), so a burst of
-    logins costs the callers, not the city's other requests."""
+    """Password hashing off the event loop and off every database connection, on a thread of its own: at most
+    `threads` run at once (one: on a 2-core machine a second would leave the API's loop no core of its own) and
+    `waiting` more queue; a login beyond that is refused at once (503), so a burst of logins costs the callers,
+    not the city's other requests."""
 
-    def __init__(self, *, threads: int = 2, waiting: int = 8) -> None:
+    def __init__(self, *, threads: int = 1, waiting: int = 8) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="password-check")
         self.limit = threads + waiting
         self.busy = 0
