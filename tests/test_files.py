@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from telemetry.files import atomic_write, our_pid
@@ -29,6 +30,9 @@ def test_a_pid_file_is_trusted_only_for_a_process_of_ours(tmp_path: Path) -> Non
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "--marker-of-ours"])
     try:
         pid_file.write_text(str(child.pid))
+        deadline = time.monotonic() + 10  # until the child has exec'd (before, /proc shows its parent's command)
+        while our_pid(pid_file, "python", "--marker-of-ours") is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert our_pid(pid_file, "python", "--marker-of-ours") == child.pid
         assert our_pid(pid_file, "mosquitto") is None  # the number now names someone else's program
     finally:
@@ -44,3 +48,22 @@ def test_a_pid_file_is_trusted_only_for_a_process_of_ours(tmp_path: Path) -> Non
 def _write(path: Path, pid: int) -> Path:
     path.write_text(str(pid))
     return path
+
+
+def test_a_port_taken_by_a_stranger_is_named_with_its_pid(tmp_path: Path) -> None:
+    """The private broker cannot start on a port someone holds: the error says who (pid and command line)."""
+    import socket
+
+    import pytest
+
+    from lamplighter.services import PrivateServices, ServiceError
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        svc = PrivateServices(tmp_path / "run", mqtt_port=port, tls_port=port + 1)
+        with pytest.raises(ServiceError) as refused:
+            svc.start_mosquitto()
+    assert f"port {port} on 127.0.0.1 is taken by pid {os.getpid()} (" in str(refused.value)
+    assert "LAMPLIGHTER_PRIVATE_MQTT_PORT" in str(refused.value)
