@@ -295,21 +295,20 @@ class LampColumns:
     def in_order(self) -> npt.NDArray[np.intp]:
         """Row positions of the readings of lamps in the index, by lamp, then in the order each device reported
         them: by time, ties in the order they arrived (the sort is stable)."""
-        order = np.lexsort((self.ts_ms, self.slots))
-        known: npt.NDArray[np.intp] = order[self.slots[order] >= 0]
-        return known
+        return by_lamp(self.slots, self.ts_ms)
 
-    def newest(self) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.intp]]:
-        """(slots, row positions) of each lamp's newest reading in the batch, lamps not in the index left out."""
-        pick = newest_per_lamp(self.slots, self.ts_ms)
-        return self.slots[pick], pick
+
+def by_lamp(slots: npt.NDArray[np.int32], ts_ms: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
+    """Row positions sorted by (slot, ts), stable; unknown lamps (slot −1) left out."""
+    order = np.lexsort((ts_ms, slots))
+    known: npt.NDArray[np.intp] = order[slots[order] >= 0]
+    return known
 
 
 def newest_per_lamp(slots: npt.NDArray[np.int32], ts_ms: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
     """Row positions of each lamp's newest reading: sort by (slot, ts), keep each slot's last row. Unknown
-    lamps (slot −1) sort first and are dropped."""
-    order = np.lexsort((ts_ms, slots))
-    order = order[slots[order] >= 0]
+    lamps (slot −1) are dropped."""
+    order = by_lamp(slots, ts_ms)
     s = slots[order]
     last = np.ones(len(s), dtype=np.bool_)
     last[:-1] = s[1:] != s[:-1]
