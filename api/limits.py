@@ -1,6 +1,7 @@
-"""Limits every request meets before a route sees it: the body's size (413, read as it streams, never whole),
-text PostgreSQL cannot store (U+0000 in the path or a query value) and numbers that are no numbers (a query value
-spelling NaN or an infinity, which Python's float takes): 422 naming the parameter."""
+"""Limits every request meets before a route sees it: the body's size (read as it streams, never past the limit:
+a 422 naming the field when one JSON string is what ran over, else 413), text PostgreSQL cannot store (U+0000 in
+the path or a query value) and numbers that are no numbers (a query value spelling NaN or an infinity, which
+Python's float takes): 422 naming the parameter."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["MAX_BODY", "MAX_SMALL_BODY", "SMALL_BODY_PATHS", "RequestLimits", "nul_path"]
+__all__ = ["MAX_BODY", "MAX_SMALL_BODY", "SMALL_BODY_PATHS", "RequestLimits", "nul_path", "overrunning_field"]
 
 MAX_BODY = 1024 * 1024
 MAX_SMALL_BODY = 16 * 1024
@@ -54,6 +55,23 @@ def nul_path(value: Any, path: str = "") -> str | None:
     return None
 
 
+_KEY_BEFORE = re.compile(r'"((?:[^"\\]|\\.){1,200})"\s*:\s*$')
+
+
+def overrunning_field(prefix: bytes) -> str | None:
+    """The key whose string value is still open where a JSON body's first bytes end (the field that made the body
+    too large: a pasted note), or None when the body is no such object."""
+    text = prefix.decode("utf-8", "ignore")
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as e:
+        if e.msg.startswith("Unterminated string") and (key := _KEY_BEFORE.search(text, max(0, e.pos - 410), e.pos)):
+            return key.group(1)
+    except RecursionError:
+        return None
+    return None
+
+
 class _TooLarge(Exception):
     pass
 
@@ -84,19 +102,23 @@ class RequestLimits:
                 return
         limit = self.max_small_body if path.rstrip("/") in SMALL_BODY_PATHS else self.max_body
         declared = next((v for k, v in scope.get("headers", []) if k == b"content-length"), None)
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        if declared is not None and not declared.isdigit():
             await _reply(send, 413, "too_large", f"the request body exceeds {limit:,} bytes", None)
             return
-        seen = 0
+        if declared is not None and int(declared) > limit:
+            await _too_large(send, await _prefix(receive, limit), limit)
+            return
+        seen = bytearray()  # what the route was given so far: at most the limit, as the route holds it anyway
         started = False
 
         async def counted() -> Message:
-            nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
+                chunk = message.get("body", b"")
+                if len(seen) + len(chunk) > limit:
+                    seen.extend(chunk[: limit - len(seen)])
                     raise _TooLarge
+                seen.extend(chunk)
             return message
 
         async def tracked(message: Message) -> None:
@@ -109,7 +131,28 @@ class RequestLimits:
             await self.app(scope, counted, tracked)
         except _TooLarge:
             if not started:
-                await _reply(send, 413, "too_large", f"the request body exceeds {limit:,} bytes", None)
+                await _too_large(send, bytes(seen), limit)
+
+
+async def _prefix(receive: Receive, limit: int) -> bytes:
+    """A body's first `limit` bytes, read no further."""
+    got = bytearray()
+    while len(got) < limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        got.extend(message.get("body", b"")[: limit - len(got)])
+        if not message.get("more_body", False):
+            break
+    return bytes(got)
+
+
+async def _too_large(send: Send, prefix: bytes, limit: int) -> None:
+    if field := overrunning_field(prefix):
+        message = f"{field}: too long (a request body holds at most {limit:,} bytes; docs/api.md gives each limit)"
+        await _reply(send, 422, "invalid", message, field)
+    else:
+        await _reply(send, 413, "too_large", f"the request body exceeds {limit:,} bytes", None)
 
 
 async def _reply(send: Send, status: int, code: str, message: str, field: str | None) -> None:
