@@ -185,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # SIGTERM and SIGHUP (its terminal closed) end a command as Ctrl-C does, unwinding whatever it started (the
+    # private services above all) at any moment, startup included; the long-running loops install their own.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     try:
         settings = Settings.load()
         return int(_dispatch(args, settings) or 0)
@@ -198,24 +202,32 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
     from lamplighter import runtime
 
     cmd = args.command
     if cmd == "services":
         with runtime.private_services(settings, "dev") as ep:
-            for name, value in ep.env().items():
-                print(f"{name}={value}")
-            if ep.accounts is not None:  # the private broker: its TLS listener is the port after
-                ca = ep.accounts.parent / "tls" / "ca.crt"
-                tls = f"mqtts://127.0.0.1:{ep.mqtt_port + 1}"
-                print(f"# over TLS: LAMPLIGHTER_MQTT_URL={tls} LAMPLIGHTER_MQTT_CA_FILE={ca}")
-            print("private services running; Ctrl-C stops them", flush=True)
-            # Held until one arrives (not acted on by default: SIGTERM would end the process and leave the
-            # services running), then the services stop on the way out.
-            stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}  # SIGHUP: its terminal closed
-            signal.pthread_sigmask(signal.SIG_BLOCK, stops)
-            signal.sigwait(stops)
+            # Until Ctrl-C, SIGTERM or SIGHUP (all three raise KeyboardInterrupt here, see main; one that comes
+            # while the services start unwinds that too), then the services stop on the way out. Slept in short
+            # spans, not paused or waited for by sigwait: a signal the kernel hands to another thread (numpy's
+            # BLAS starts some) would never wake either.
+            try:
+                for name, value in ep.env().items():
+                    print(f"{name}={value}")
+                if ep.accounts is not None:  # the private broker: its TLS listener is the port after
+                    ca = ep.accounts.parent / "tls" / "ca.crt"
+                    tls = f"mqtts://127.0.0.1:{ep.mqtt_port + 1}"
+                    print(f"# over TLS: LAMPLIGHTER_MQTT_URL={tls} LAMPLIGHTER_MQTT_CA_FILE={ca}")
+                print("private services running; Ctrl-C stops them", flush=True)
+                while True:
+                    time.sleep(0.2)
+            except KeyboardInterrupt:
+                pass
         return 0
     if cmd == "bench" and args.bench == "alerts":
         from bench.alerts import run_alerts_bench

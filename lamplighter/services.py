@@ -122,6 +122,14 @@ def _listener(port: int) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether `pid` is a running process: a zombie (ended, not yet reaped by a parent that is not us) is not."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -314,15 +322,18 @@ class PrivateServices:
         if pid is None:
             logger.debug("%s's pid file %s names no process of ours; removed", what, pidfile)
         elif _pid_alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                if not _pid_alive(pid):
-                    break
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, os.WNOHANG)
-                time.sleep(0.05)
-            else:
-                os.kill(pid, signal.SIGKILL)
+            for sig in (signal.SIGTERM, signal.SIGKILL):  # the second only if the first was not heeded in 5 s
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+                for _ in range(100):
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, os.WNOHANG)
+                    if not _pid_alive(pid):
+                        break
+                    time.sleep(0.05)
+                else:
+                    continue
+                break
             logger.debug("stopped %s pid %d", what, pid)
         pidfile.unlink(missing_ok=True)
 
@@ -425,18 +436,25 @@ class PrivateServices:
             )
         superuser, passwords = self._pg_secrets()
         if not (data / "PG_VERSION").exists():
+            # Made aside and moved in whole: a start interrupted here (Ctrl-C, a closed terminal) leaves no
+            # half-made cluster to be taken for a real one next time.
             logger.info("creating a private PostgreSQL cluster in %s", data)
+            partial = d / "data.partial"
+            shutil.rmtree(partial, ignore_errors=True)
             pwfile = d / "initdb.pw"
             self._write_as_pg(pwfile, passwords[superuser] + "\n")
             try:
                 self._run(
-                    [str(initdb), "-D", str(data), "-U", superuser, "--auth=scram-sha-256", f"--pwfile={pwfile}",
-                     "-E", "UTF8", "--no-locale"],
+                    [str(initdb), "-D", str(partial), "-U", superuser, "--auth=scram-sha-256",
+                     f"--pwfile={pwfile}", "-E", "UTF8", "--no-locale"],
                     "initdb",
                 )  # fmt: skip
             finally:
                 pwfile.unlink(missing_ok=True)
-            self._write_as_pg(hba, _HBA)
+            self._write_as_pg(partial / "pg_hba.conf", _HBA)
+            if data.exists():  # empty, or what an older lamplighter's interrupted initdb left
+                shutil.rmtree(data)
+            partial.rename(data)
         trusting = hba.read_text() != _HBA
         opts = " ".join(
             [
