@@ -35,8 +35,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from alerts.errors import AlertsError
-from telemetry.backoff import Backoff, backoff_delay
-from telemetry.database import Database
+from kernel.backoff import Backoff, backoff_delay
+from kernel.database import Database
 
 __all__ = [
     "DeliveryError",

@@ -18,9 +18,9 @@ import psycopg
 from alerts.engine import AlertEngine, Opening
 from alerts.faults import CABINET_FAULTS, LAMP_FAULTS, FaultKind
 from alerts.tickets import Deadlines, add_lamps, clear_fault, escalate_overdue, open_ticket, reopen
-from telemetry.backoff import Backoff
-from telemetry.clock import Clock
-from telemetry.database import Database
+from kernel.backoff import Backoff
+from kernel.clock import Clock
+from kernel.database import Database
 from telemetry.fleet import LampColumns
 from telemetry.models import Batch, CabinetRow
 

@@ -47,8 +47,8 @@ from api.routes import (
     users,
 )
 from fieldnet.broker import Broker
-from telemetry.clock import Clock
-from telemetry.database import Database, FreshCheck
+from kernel.clock import Clock
+from kernel.database import Database, FreshCheck
 from telemetry.energy_nights import Pricing
 from telemetry.lighting import LightingEngine, follow_forever
 from telemetry.tariff import DEFAULT_CO2_KG_PER_KWH, Tariff

@@ -21,8 +21,8 @@ from api.auth import User, cached_user, user_for_token
 from api.errors import ApiError
 from api.limits import nul_path
 from gateway.codec import MAX_DEPTH, nesting_depth
-from telemetry.clock import Clock
-from telemetry.instants import MAX_EPOCH_MS, decode_json
+from kernel.clock import Clock
+from kernel.instants import MAX_EPOCH_MS, decode_json
 from telemetry.lighting import LightingEngine
 
 __all__ = [
@@ -179,7 +179,7 @@ _AT = re.compile(r" - at `\$\.?(.+)`$")
 
 async def decode_body(request: Request, kind: type[T]) -> T:
     """The request's JSON body as `kind`; a 422 naming what is wrong otherwise (text PostgreSQL cannot store
-    included). Its times take ISO 8601 or epoch milliseconds (telemetry.instants)."""
+    included). Its times take ISO 8601 or epoch milliseconds (kernel.instants)."""
     raw = await request.body()
     check_depth(raw)
     try:

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from api.jsonsafe import FiniteJSONResponse
-from telemetry.errors import Problem
+from kernel.errors import Problem
 
 __all__ = ["RESPONSES", "ApiError", "ErrorBody", "install"]
 

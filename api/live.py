@@ -23,8 +23,8 @@ from psycopg_pool import AsyncConnectionPool
 from api.auth import User
 from api.errors import ApiError
 from api.jsonsafe import dumps
-from telemetry.backoff import Backoff
-from telemetry.database import Database
+from kernel.backoff import Backoff
+from kernel.database import Database
 
 __all__ = ["EVENT_FIELDS", "STREAM_RECHECK_S", "StreamSlots", "TicketFeed"]
 

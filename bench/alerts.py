@@ -28,10 +28,10 @@ from alerts.crews import Crew, save_crew
 from alerts.engine import AlertEngine
 from alerts.service import AlertService
 from bench.rate import _batches, fleet_index_of
+from kernel.database import Database
 from lamplighter.config import Settings
 from lamplighter.runtime import bench_city
 from seeds.generator import generate
-from telemetry.database import Database
 from telemetry.lighting import LightingEngine
 from telemetry.models import Batch, CabinetRow, LampRows
 

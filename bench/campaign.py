@@ -27,10 +27,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from commands.model import CommandRequest
 from commands.submit import submit
+from kernel.clock import Clock
 from lamplighter.config import Settings
 from lamplighter.runtime import GatewayProcess, bench_city
 from lamplighter.simproc import simulator_process
-from telemetry.clock import Clock
 
 __all__ = ["run_campaign_bench"]
 

@@ -41,8 +41,8 @@ from commands.model import (
 )
 from gateway.codec import clean_text
 from gateway.command_link import decode_ack
-from telemetry.backoff import Backoff
-from telemetry.database import Database
+from kernel.backoff import Backoff
+from kernel.database import Database
 
 __all__ = ["CommandEngine", "Link"]
 

@@ -12,7 +12,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from telemetry.errors import Problem
+from kernel.errors import Problem
 
 __all__ = [
     "ACKED",

@@ -40,7 +40,7 @@ from fieldnet.accounts import (
 )
 from fieldnet.broker import Login
 from fieldnet.errors import FieldnetError
-from telemetry.files import atomic_write, our_pid
+from kernel.files import atomic_write, our_pid
 
 __all__ = [
     "Inventory",

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from telemetry.files import atomic_write
+from kernel.files import atomic_write
 
 __all__ = ["PrivateCA", "ensure_ca"]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from telemetry.database import Database
+from kernel.database import Database
 
 __all__ = ["HEARTBEAT_S", "Heartbeat", "PeerWatermarks", "beat_forever"]
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import mqtt5
 
 from fieldnet.broker import Broker
-from telemetry.backoff import Backoff
-from telemetry.errors import Problem
+from kernel.backoff import Backoff
+from kernel.errors import Problem
 
 __all__ = ["DEVICE_TOPICS", "AckToken", "MqttError", "MqttSubscriber", "OnPackets"]
 

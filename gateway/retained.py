@@ -7,7 +7,7 @@ import logging
 
 from gateway.command_link import CommandLink
 from gateway.mqtt import MqttError
-from telemetry.backoff import Backoff
+from kernel.backoff import Backoff
 
 __all__ = ["RetainedPublisher"]
 

@@ -28,9 +28,9 @@ import numpy as np
 from gateway.codec import Message, decode_batch, reject
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import AckToken, MqttSubscriber
-from telemetry.backoff import Backoff
-from telemetry.clock import Clock
-from telemetry.database import refusal, refused_for_data
+from kernel.backoff import Backoff
+from kernel.clock import Clock
+from kernel.database import refusal, refused_for_data
 from telemetry.models import Batch, Registry
 from telemetry.store import WriteResult
 

@@ -1,7 +1,7 @@
 """Ingest shared between gateway processes: each district is leased to one of them.
 
 A district's devices publish on `sl/{district}/…`; the process holding the district's lease (`ingest:{district}`,
-telemetry.leases) subscribes to those topics on an MQTT session that belongs to the district, not to the
+kernel.leases) subscribes to those topics on an MQTT session that belongs to the district, not to the
 process: client id `{prefix}-ingest-{district}`. A process that takes a district over, after its holder died or
 handed it on, resumes that session, so the broker sends it what the previous holder had received and not yet
 acknowledged: nothing is lost, and what was committed twice is dropped as a duplicate by (lamp, ts, seq). One
@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from fieldnet.broker import Broker
 from gateway.mqtt import AckToken, MqttSubscriber, OnMessage, OnPackets
-from telemetry.leases import Leases
+from kernel.leases import Leases
 
 __all__ = ["IngestSessions", "district_topics"]
 

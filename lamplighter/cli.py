@@ -15,13 +15,13 @@ from typing import Any
 
 import psycopg
 
+from kernel.clock import Clock
+from kernel.database import shown
+from kernel.errors import Problem
 from lamplighter.config import ConfigError, LamplighterError, Settings
 from lamplighter.devices import add_devices_parser
 from lamplighter.seeding import seed_command
 from lamplighter.services import ServiceError
-from telemetry.clock import Clock
-from telemetry.database import shown
-from telemetry.errors import Problem
 
 __all__ = ["main"]
 
@@ -467,7 +467,7 @@ def _run_dispatcher(settings: Settings, ep: Any, args: argparse.Namespace) -> No
 
     from alerts.dispatch import Dispatcher, MqttTransport, NotifyTransport, Transport, WebhookTransport
     from gateway.command_link import CommandLink
-    from telemetry.database import Database
+    from kernel.database import Database
 
     async def run() -> None:
         link = CommandLink(

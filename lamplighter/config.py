@@ -11,8 +11,8 @@ from typing import Any
 
 from alerts.tickets import Deadlines
 from fieldnet.broker import Broker, BrokerError
-from telemetry.database import shown
-from telemetry.errors import Problem
+from kernel.database import shown
+from kernel.errors import Problem
 from telemetry.tariff import DEFAULT_CO2_KG_PER_KWH, Tariff, TariffError
 
 __all__ = ["ConfigError", "LamplighterError", "Settings"]

@@ -18,11 +18,11 @@ import psycopg
 import uvicorn
 
 from api.app import create_app
+from kernel.clock import Clock
 from lamplighter.config import Settings
 from lamplighter.runtime import GatewayProcess, private_services, provision_private, quiet_collector
 from lamplighter.seeding import seed_command
 from lamplighter.simproc import spawn, stop_process
-from telemetry.clock import Clock
 
 __all__ = ["run_demo"]
 

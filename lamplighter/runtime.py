@@ -33,13 +33,13 @@ from gateway.mqtt import MqttSubscriber
 from gateway.retained import RetainedPublisher
 from gateway.service import Gateway
 from gateway.sessions import IngestSessions
+from kernel.backoff import Backoff
+from kernel.clock import Clock
+from kernel.database import Database, role_of, shown
+from kernel.leases import Leases
 from lamplighter.config import Settings
 from lamplighter.services import PrivateServices, ServiceError, create_database
-from telemetry.backoff import Backoff
-from telemetry.clock import Clock
-from telemetry.database import Database, role_of, shown
 from telemetry.history import pending_days
-from telemetry.leases import Leases
 from telemetry.lighting import LightingEngine, follow_forever
 from telemetry.models import Batch, Registry
 from telemetry.sampler import Sampler

@@ -29,9 +29,9 @@ from fieldnet import broker_plugin
 from fieldnet.accounts import DeviceKey
 from fieldnet.provision import ACCOUNTS, ACL, PASSWD, Inventory, provision
 from fieldnet.tls import ensure_ca
+from kernel.database import with_database
+from kernel.files import atomic_write, our_pid
 from lamplighter.config import LamplighterError
-from telemetry.database import with_database
-from telemetry.files import atomic_write, our_pid
 from telemetry.schema import timescaledb_usable
 
 __all__ = [

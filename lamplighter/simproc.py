@@ -15,8 +15,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from kernel.clock import Clock
 from lamplighter.runtime import Endpoints
-from telemetry.clock import Clock
 
 __all__ = ["lamplighter_process", "simulator_process", "stop_process"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from telemetry.errors import Problem
+from kernel.errors import Problem
 
 __all__ = ["SeedError"]
 

@@ -21,11 +21,11 @@ import msgspec
 import numpy as np
 
 from fieldnet.broker import Broker, Login
+from kernel.backoff import backoff_delay
+from kernel.clock import Clock
 from simulator.commands import DeviceCommands
 from simulator.fleet import Fleet, Report
 from simulator.wire import PublishError, RawPublisher, SimulatorError, Will
-from telemetry.backoff import backoff_delay
-from telemetry.clock import Clock
 
 __all__ = ["SimStats", "Simulator"]
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from fieldnet.broker import Broker, Login
-from telemetry.errors import Problem
+from kernel.errors import Problem
 
 __all__ = ["PublishError", "RawPublisher", "Will", "encode_connect", "encode_publish", "encode_varint"]
 

@@ -1,9 +1,5 @@
-"""Telemetry: the schema and its migrations, the COPY writer, the clock, and the fleet in memory — schedules,
-solar times, expected state and the lighting rate."""
+"""Telemetry: the readings' time series — the schema and its migrations, the COPY writer, the compact history
+and its upkeep — and, until they move to rooms of their own, the fleet in memory and the lighting domain
+(schedules, solar times, expected state, the rate) and energy.
 
-from telemetry.clock import Clock
-from telemetry.lighting import LightingEngine
-from telemetry.schema import migrate
-from telemetry.store import TelemetryStore
-
-__all__ = ["Clock", "LightingEngine", "TelemetryStore", "migrate"]
+Cheap to import: each module is imported by name, nothing here."""

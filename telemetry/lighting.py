@@ -22,7 +22,7 @@ import numpy.typing as npt
 import psycopg
 from psycopg.types.json import Jsonb
 
-from telemetry.database import Database
+from kernel.database import Database
 from telemetry.expected import Expected, ExpectedState, ScopeKey
 from telemetry.fleet import FleetIndex, FleetState, LampColumns, fetch_latest, load_index
 from telemetry.models import Batch

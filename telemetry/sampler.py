@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
-from telemetry.clock import Clock
-from telemetry.database import Database
+from kernel.clock import Clock
+from kernel.database import Database
 from telemetry.energy_nights import NoReadings, compute_night, store_night
 from telemetry.errors import TelemetryError
 from telemetry.lighting import LightingEngine

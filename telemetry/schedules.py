@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from kernel.instants import decode_json
 from telemetry.errors import TelemetryError
-from telemetry.instants import decode_json
 
 __all__ = [
     "DEFAULT_CITY_PROFILE",

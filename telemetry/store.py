@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 import numpy as np
 import psycopg
 
+from kernel.database import Database
 from telemetry.binary import binary_rows
-from telemetry.database import Database
 from telemetry.errors import TelemetryError
 from telemetry.models import Batch, PackedDevices, Registry
 

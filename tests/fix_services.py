@@ -27,13 +27,13 @@ import pytest
 import lamplighter
 from fieldnet.accounts import Account, crew_user
 from fieldnet.broker import Broker
+from kernel.database import database_of, with_database
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, private_services, provision_private
 from lamplighter.services import OWNER_ROLE, auth_config, create_database
 from seeds.generator import DISTRICTS
 from simulator.fleet import Fleet, FleetSpec
 from simulator.wire import RawPublisher
-from telemetry.database import database_of, with_database
 
 _TEMPLATE = "lamplighter_template"
 

@@ -13,11 +13,11 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from gateway.codec import Message, decode_batch
+from kernel.clock import Clock
+from kernel.database import Database
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
 from seeds.loader import load
-from telemetry.clock import Clock
-from telemetry.database import Database
 from telemetry.schema import maintain_partitions
 from telemetry.store import TelemetryStore, load_registry
 from tests.auth import sign_in

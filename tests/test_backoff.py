@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from telemetry.backoff import Backoff, backoff_delay
+from kernel.backoff import Backoff, backoff_delay
 
 
 @given(

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.codec import MAX_DEPTH, Message, Registry, decode_batch, nesting_depth
-from telemetry.database import Database
+from kernel.database import Database
 from telemetry.models import Batch
 from telemetry.store import TelemetryStore
 

@@ -23,6 +23,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from kernel.clock import Clock
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, GatewayProcess
 from lamplighter.simproc import simulator_process
@@ -31,7 +32,6 @@ from seeds.loader import load
 from simulator.commands import DeviceCommands, outcome_masks
 from simulator.fleet import Fleet, FleetSpec
 from simulator.wire import RawPublisher
-from telemetry.clock import Clock
 from tests.auth import sign_in
 from tests.fix_services import PrivateBroker, Services, clear_statuses, provision
 

@@ -18,11 +18,11 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from gateway.codec import Message, decode_batch
+from kernel.clock import Clock
+from kernel.database import Database
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
 from seeds.loader import load
-from telemetry.clock import Clock
-from telemetry.database import Database
 from telemetry.energy_nights import NoReadings, compute_night, load_nights
 from telemetry.fleet import load_index
 from telemetry.lighting import LightingEngine

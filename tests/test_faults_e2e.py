@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from alerts.crews import Crew, save_crew
 from api.app import create_app
+from kernel.clock import Clock
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, GatewayProcess
 from lamplighter.simcontrol import ScheduleControl
@@ -25,7 +26,6 @@ from seeds.generator import generate
 from seeds.loader import load
 from simulator.fleet import Fleet, FleetSpec
 from simulator.runner import Simulator
-from telemetry.clock import Clock
 from tests.auth import sign_in
 from tests.webhook import Receiver
 

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from telemetry.files import atomic_write, our_pid
+from kernel.files import atomic_write, our_pid
 
 
 def test_a_secret_replaces_a_planted_symlink_and_never_writes_through_it(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from gateway.service import Gateway
-from telemetry.database import Database
+from kernel.database import Database
 from telemetry.store import TelemetryStore, load_registry
 from tests.test_ingest import count, seed, wait_for
 

@@ -21,12 +21,12 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from kernel.clock import Clock
+from kernel.database import Database
+from kernel.leases import Leases
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, GatewayProcess
 from lamplighter.simproc import simulator_process
-from telemetry.clock import Clock
-from telemetry.database import Database
-from telemetry.leases import Leases
 from tests.auth import sign_in
 from tests.test_commands import NIGHT, call, until
 from tests.test_ingest import _GatewayChild, _lamp_ids, _publish_readings, count, seed, wait_for

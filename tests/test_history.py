@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 
 from api.app import create_app
 from gateway.codec import Message, decode_batch
+from kernel.database import Database
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
 from seeds.loader import load
-from telemetry.database import Database
 from telemetry.daypack import LampDay, pack, pack_cabinet_day, pack_many, unpack, unpack_cabinet_day
 from telemetry.history import compact_day, read_cabinet
 from telemetry.schema import has_timescaledb

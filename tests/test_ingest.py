@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from kernel.clock import Clock
 from lamplighter.config import Settings
 from lamplighter.devices import device_logins
 from lamplighter.runtime import Endpoints, GatewayProcess
@@ -27,7 +28,6 @@ from seeds.loader import load
 from simulator.fleet import Fleet, FleetSpec
 from simulator.runner import Simulator
 from simulator.wire import RawPublisher
-from telemetry.clock import Clock
 from tests.fix_services import PrivateBroker, Services, clear_statuses, provision
 
 pytestmark = pytest.mark.services

@@ -22,6 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from kernel.clock import Clock
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, GatewayProcess
 from lamplighter.simcontrol import ScheduleControl
@@ -29,7 +30,6 @@ from seeds.generator import generate
 from seeds.loader import load
 from simulator.fleet import Fleet, FleetSpec
 from simulator.runner import Simulator
-from telemetry.clock import Clock
 from telemetry.lighting import LightingEngine
 from telemetry.sampling import OPS_TOPIC
 from tests.auth import sign_in

@@ -19,10 +19,10 @@ from alerts.tickets import open_ticket
 from api.app import create_app
 from api.ngsild import normalized
 from gateway.codec import Message, decode_batch
+from kernel.database import Database
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
 from seeds.loader import load
-from telemetry.database import Database
 from telemetry.history import compact_cabinet_day
 from telemetry.store import TelemetryStore, load_registry
 from tests.auth import sign_in

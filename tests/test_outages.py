@@ -12,12 +12,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from kernel.clock import Clock
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
 from seeds.loader import load
 from simulator.fleet import Fleet, FleetSpec
 from simulator.runner import Simulator
-from telemetry.clock import Clock
 from tests.fix_services import PrivateBroker, Services
 from tests.test_ingest import gateway
 

@@ -13,10 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from kernel.database import database_of
 from lamplighter.runtime import Endpoints
 from simulator.poison import poison_messages
 from simulator.wire import RawPublisher
-from telemetry.database import database_of
 from tests.auth import sign_in
 from tests.fix_services import Services
 from tests.test_ingest import _GatewayChild, _lamp_ids, count, gateway, seed, wait_for

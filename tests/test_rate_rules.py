@@ -330,7 +330,7 @@ def test_schedule_times_take_epoch_milliseconds_as_the_protocol_writes_them() ->
 
 @given(st.integers(min_value=-(2**63), max_value=2**63))
 def test_any_integer_time_is_a_utc_instant_or_a_clear_error(value: int) -> None:
-    from telemetry.instants import MAX_EPOCH_MS, from_epoch_ms
+    from kernel.instants import MAX_EPOCH_MS, from_epoch_ms
 
     raw = b'{"override": {"until": %d}}' % value
     if 0 <= value <= MAX_EPOCH_MS:

@@ -7,7 +7,7 @@ import psycopg
 import psycopg.errors as e
 import pytest
 
-from telemetry.database import refusal, refused_for_data
+from kernel.database import refusal, refused_for_data
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from telemetry.clock import Clock
+from kernel.clock import Clock
 from telemetry.lighting import LightingEngine
 from telemetry.models import Batch, LampRows
 from telemetry.sampler import Sampler

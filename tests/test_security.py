@@ -21,13 +21,13 @@ from alerts.dispatch import DeliveryError, NotifyTransport, OutboxItem, check_ta
 from fieldnet.accounts import Account, cabinet_user, lamp_user
 from fieldnet.broker import Broker, BrokerError, Login
 from fieldnet.provision import ACL, PASSWD
+from kernel.clock import Clock
 from lamplighter.runtime import Endpoints
 from lamplighter.services import APP_ROLE, OWNER_ROLE
 from seeds.generator import generate
 from seeds.loader import load
 from simulator.commands import FAULTS_TOPIC
 from simulator.wire import PublishError, RawPublisher
-from telemetry.clock import Clock
 from telemetry.schema import MIGRATIONS, SchemaError, has_timescaledb, maintain_partitions, migrate, role_problems
 from tests.fix_services import Services, free_port, over_tls, provision
 from tests.test_commands import call, remote_city, until

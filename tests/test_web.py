@@ -35,13 +35,13 @@ from alerts.tickets import open_ticket
 from api.app import create_app
 from api.auth import add_user
 from fieldnet.broker import Broker
+from kernel.clock import Clock
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, GatewayProcess
 from lamplighter.simproc import simulator_process
 from seeds.generator import DISTRICTS, generate
 from seeds.loader import load
 from simulator.commands import FAULTS_TOPIC
-from telemetry.clock import Clock
 from telemetry.energy_nights import NightEnergy, night_bounds, store_night
 from telemetry.lighting import LightingEngine
 from telemetry.sampling import nightly_report, store_nightly

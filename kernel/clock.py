@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from telemetry.errors import TelemetryError
+from kernel.errors import Problem
 
 __all__ = ["Clock"]
 
@@ -26,9 +26,9 @@ class Clock:
 
     def __post_init__(self) -> None:
         if self.speed <= 0:
-            raise TelemetryError(f"clock speed must be positive, got {self.speed}")
+            raise Problem(f"clock speed must be positive, got {self.speed}")
         if self.start is not None and self.start.tzinfo is None:
-            raise TelemetryError(f"clock start must carry a time zone, got {self.start.isoformat()}")
+            raise Problem(f"clock start must carry a time zone, got {self.start.isoformat()}")
         if self.start is not None and self.origin == 0.0:
             object.__setattr__(self, "origin", time.time())
 

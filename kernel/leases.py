@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from telemetry.database import Database
+from kernel.database import Database
 
 __all__ = ["Leases"]
 
