@@ -26,10 +26,10 @@ from alerts.rules import (
     outage_lamps,
 )
 from alerts.tracker import DEBOUNCE_MS, Decision, Tracker
+from lighting.engine import LightingEngine
+from lighting.rate import conditions
 from telemetry.fleet import CABINET_FAULT_BITS, CabinetState, FleetIndex, LampColumns
-from telemetry.lighting import LightingEngine
 from telemetry.models import CabinetRow, StatusRow
-from telemetry.rate import conditions
 
 __all__ = ["AlertEngine", "Opening"]
 

@@ -13,9 +13,9 @@ import numpy as np
 import numpy.typing as npt
 
 from alerts.faults import OUTAGE_FAMILY, cabinet_bit, lamp_bit, lamp_device_mask
-from telemetry.expected import ExpectedState
+from lighting.expected import ExpectedState
+from lighting.rate import DARK, UNKNOWN
 from telemetry.fleet import CABINET_FAULT_BITS, CabinetState, FleetIndex, FleetState
-from telemetry.rate import DARK, UNKNOWN
 
 __all__ = [
     "DERIVED_CABINET_BITS",

@@ -46,12 +46,12 @@ from api.routes import (
     tickets,
     users,
 )
+from energy.nights import Pricing
+from energy.tariff import DEFAULT_CO2_KG_PER_KWH, Tariff
 from fieldnet.broker import Broker
 from kernel.clock import Clock
 from kernel.database import Database, FreshCheck
-from telemetry.energy_nights import Pricing
-from telemetry.lighting import LightingEngine, follow_forever
-from telemetry.tariff import DEFAULT_CO2_KG_PER_KWH, Tariff
+from lighting.engine import LightingEngine, follow_forever
 
 logger = logging.getLogger(__name__)
 # How long a call waits for a database connection before it answers 503 (database unavailable).

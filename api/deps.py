@@ -23,7 +23,7 @@ from api.limits import nul_path
 from gateway.codec import MAX_DEPTH, nesting_depth
 from kernel.clock import Clock
 from kernel.instants import MAX_EPOCH_MS, decode_json
-from telemetry.lighting import LightingEngine
+from lighting.engine import LightingEngine
 
 __all__ = [
     "JSON_OR_CSV",

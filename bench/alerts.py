@@ -31,8 +31,8 @@ from bench.rate import _batches, fleet_index_of
 from kernel.database import Database
 from lamplighter.config import Settings
 from lamplighter.runtime import bench_city
+from lighting.engine import LightingEngine
 from seeds.generator import generate
-from telemetry.lighting import LightingEngine
 from telemetry.models import Batch, CabinetRow, LampRows
 
 __all__ = ["run_alerts_bench"]

@@ -2,7 +2,7 @@
 
 Writes two UTC days of readings for every lamp of a seeded city (`bench storage`'s generator: each lamp at its
 report interval, on 18:30 to 07:30 local at about 97 % of rated power, its energy counter rising with it), then
-computes the night that lies inside them as the leading gateway does at noon (`telemetry.energy_nights`): time,
+computes the night that lies inside them as the leading gateway does at noon (`energy.nights`): time,
 µs a reading, the peak memory numpy held meanwhile (tracemalloc), and the city's energy against what the
 generator's power implies. Prints figures and, as its last line, one JSON object. Asserts nothing.
 """
@@ -19,11 +19,11 @@ import numpy as np
 import psycopg
 
 from bench.storage import _Fleet, write_day
+from energy.meters import GAP, NO_METER, PARTIAL, RESET
+from energy.nights import compute_night
 from lamplighter.config import Settings
 from lamplighter.runtime import bench_city
-from telemetry.energy import GAP, NO_METER, PARTIAL, RESET
-from telemetry.energy_nights import compute_night
-from telemetry.lighting import LightingEngine
+from lighting.engine import LightingEngine
 
 __all__ = ["run_energy_bench"]
 

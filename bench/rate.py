@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from lighting.expected import Expected
+from lighting.rate import breakdown, road_verdicts
+from lighting.schedules import Profile, ScheduleDoc, Step
 from seeds.generator import Inventory, generate
-from telemetry.expected import Expected
 from telemetry.fleet import ROAD_CLASSES, FleetIndex, FleetState
 from telemetry.models import LampRows
-from telemetry.rate import breakdown, road_verdicts
-from telemetry.schedules import Profile, ScheduleDoc, Step
 
 __all__ = ["fleet_index_of", "run_rate_bench"]
 

@@ -6,13 +6,15 @@ processes, because both derive it from the wall clock at a shared origin.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from kernel.errors import Problem
 
-__all__ = ["Clock"]
+__all__ = ["Clock", "night_bounds"]
 
 
 @dataclass(frozen=True)
@@ -44,3 +46,11 @@ class Clock:
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.now_ms() / 1000, tz=UTC)
+
+
+def night_bounds(night: dt.date, tz: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
+    """The night of `night` as the rooms count it (rate, reports, energy): local noon to the next local noon."""
+    return (
+        dt.datetime.combine(night, dt.time(12), tz),
+        dt.datetime.combine(night + dt.timedelta(days=1), dt.time(12), tz),
+    )

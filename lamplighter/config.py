@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from alerts.tickets import Deadlines
+from energy.tariff import DEFAULT_CO2_KG_PER_KWH, Tariff, TariffError
 from fieldnet.broker import Broker, BrokerError
 from kernel.database import shown
 from kernel.errors import Problem
-from telemetry.tariff import DEFAULT_CO2_KG_PER_KWH, Tariff, TariffError
 
 __all__ = ["ConfigError", "LamplighterError", "Settings"]
 

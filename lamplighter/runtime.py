@@ -39,11 +39,11 @@ from kernel.database import Database, role_of, shown
 from kernel.leases import Leases
 from lamplighter.config import Settings
 from lamplighter.services import PrivateServices, ServiceError, create_database
+from lighting.engine import LightingEngine, follow_forever
+from lighting.sampler import Sampler
+from lighting.sampling import OPS_TOPIC
 from telemetry.history import pending_days
-from telemetry.lighting import LightingEngine, follow_forever
 from telemetry.models import Batch, Registry
-from telemetry.sampler import Sampler
-from telemetry.sampling import OPS_TOPIC
 from telemetry.schema import maintain_partitions, migrate, role_problems
 from telemetry.store import TelemetryStore, inventory_version, load_registry, prune_quarantine
 

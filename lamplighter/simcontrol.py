@@ -14,10 +14,10 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
-from telemetry.expected import Expected
+from lighting.engine import load_schedules, schedules_version
+from lighting.expected import Expected
+from lighting.schedules import ScheduleError, decode_doc
 from telemetry.fleet import load_index
-from telemetry.lighting import load_schedules, schedules_version
-from telemetry.schedules import ScheduleError, decode_doc
 
 __all__ = ["ScheduleControl"]
 

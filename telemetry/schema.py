@@ -733,7 +733,7 @@ def _m017_timescale_compression(
 
 
 def _m019_energy_nights(conn: psycopg.Connection, *, retention_days: int, **_: int) -> None:
-    # A night's energy for every lamp and cabinet (telemetry.energy_nights): one row a night, its arrays packed.
+    # A night's energy for every lamp and cabinet (energy.nights): one row a night, its arrays packed.
     conn.execute("""
 CREATE TABLE IF NOT EXISTS energy_nights (
     night        date PRIMARY KEY,

@@ -10,11 +10,11 @@ from alerts.engine import AlertEngine
 from alerts.faults import CABINET_FAULTS, LAMP_FAULTS, cabinet_bit, lamp_bit, names_of
 from alerts.rules import CabinetHistory, LampHistory, RuleParams, cabinet_masks, lamp_masks
 from alerts.tracker import Tracker
-from telemetry.expected import Expected
+from lighting.engine import LightingEngine
+from lighting.expected import Expected
+from lighting.rate import conditions
 from telemetry.fleet import CabinetState, FleetState, fault_mask
-from telemetry.lighting import LightingEngine
 from telemetry.models import Batch, CabinetRow, LampRows
-from telemetry.rate import conditions
 from tests.test_rate_rules import CST, NIGHT, fleet, ms, report
 
 P = RuleParams()

@@ -34,3 +34,30 @@ def test_http_statuses_are_chosen_only_in_the_api() -> None:
         if pattern.search(line)
     ]
     assert offenders == []
+
+
+def test_every_room_is_packaged_type_checked_and_held_to_the_contracts() -> None:
+    """A new top-level package is a new room: it must be installed, type-checked and placed in the layers, or it
+    would silently escape all three."""
+    import tomllib
+
+    rooms = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests"}
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    installed = {name.rstrip("*") for name in conf["tool"]["setuptools"]["packages"]["find"]["include"]}
+    linter = conf["tool"]["importlinter"]
+    layered = {
+        room.strip()
+        for contract in linter["contracts"]
+        if contract["type"] == "layers"
+        for layer in contract["layers"]
+        for room in layer.split("|")
+        if "." not in room.strip()
+    } | {"lamplighter"}
+    acyclic = next(set(c["ancestors"]) for c in linter["contracts"] if c["type"] == "acyclic_siblings")
+    assert {
+        "installed": installed,
+        "type-checked": set(conf["tool"]["mypy"]["packages"]),
+        "import-linter's root packages": set(linter["root_packages"]),
+        "layered": layered,
+        "acyclic": acyclic,
+    } == dict.fromkeys(["installed", "type-checked", "import-linter's root packages", "layered", "acyclic"], rooms)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from alerts.faults import CABINET_FAULTS, CABINET_OUTAGE_CODES, LAMP_FAULTS
 from gateway.codec import FUTURE_TOLERANCE_MS, INTERNAL_REASONS, MAX_CABINET_PAYLOAD, MAX_PAYLOAD, REASONS
+from lighting.rate import CITY_TARGET
 from telemetry.fleet import FAULT_BITS, FRESH_GRACE_MS, MIN_POWER_SHARE
-from telemetry.rate import CITY_TARGET
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL = (ROOT / "docs" / "protocol.md").read_text()

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telemetry.energy import GAP, NO_METER, PARTIAL, RESET, integrate
+from energy.meters import GAP, NO_METER, PARTIAL, RESET, integrate
 
 HOUR = 3_600_000
 STEP = 300_000  # a report every 5 minutes

@@ -17,18 +17,18 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from energy.nights import NoReadings, compute_night, load_nights
+from energy.tariff import DEFAULT_CO2_KG_PER_KWH
 from gateway.codec import Message, decode_batch
 from kernel.clock import Clock
 from kernel.database import Database
 from lamplighter.runtime import Endpoints
+from lighting.engine import LightingEngine
+from lighting.sampler import Sampler
 from seeds.generator import generate
 from seeds.loader import load
-from telemetry.energy_nights import NoReadings, compute_night, load_nights
 from telemetry.fleet import load_index
-from telemetry.lighting import LightingEngine
-from telemetry.sampler import Sampler
 from telemetry.store import TelemetryStore, load_registry
-from telemetry.tariff import DEFAULT_CO2_KG_PER_KWH
 from tests.auth import sign_in
 
 pytestmark = pytest.mark.services

@@ -26,12 +26,12 @@ from kernel.clock import Clock
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, GatewayProcess
 from lamplighter.simcontrol import ScheduleControl
+from lighting.engine import LightingEngine
+from lighting.sampling import OPS_TOPIC
 from seeds.generator import generate
 from seeds.loader import load
 from simulator.fleet import Fleet, FleetSpec
 from simulator.runner import Simulator
-from telemetry.lighting import LightingEngine
-from telemetry.sampling import OPS_TOPIC
 from tests.auth import sign_in
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]

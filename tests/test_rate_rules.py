@@ -9,11 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from telemetry.expected import Expected, UnknownScope
-from telemetry.fleet import FleetIndex, FleetState, fault_mask
-from telemetry.rate import CONDITIONS, Breakdown, Counts, breakdown, conditions, road_verdicts
-from telemetry.sampling import BelowTarget
-from telemetry.schedules import (
+from lighting.expected import Expected, UnknownScope
+from lighting.rate import CONDITIONS, Breakdown, Counts, breakdown, conditions, road_verdicts
+from lighting.sampling import BelowTarget
+from lighting.schedules import (
     DateException,
     Override,
     Profile,
@@ -23,6 +22,7 @@ from telemetry.schedules import (
     Window,
     decode_doc,
 )
+from telemetry.fleet import FleetIndex, FleetState, fault_mask
 
 CST = dt.timezone(dt.timedelta(hours=8))
 NIGHT = dt.datetime(2026, 12, 1, 22, 0, tzinfo=CST)  # Xining: sunset ~18:10, sunrise ~08:15

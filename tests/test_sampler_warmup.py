@@ -7,9 +7,9 @@ import asyncio
 from typing import Any
 
 from kernel.clock import Clock
-from telemetry.lighting import LightingEngine
+from lighting.engine import LightingEngine
+from lighting.sampler import Sampler
 from telemetry.models import Batch, LampRows
-from telemetry.sampler import Sampler
 from tests.test_rate_rules import NIGHT, fleet, ms
 
 T0 = ms(NIGHT)

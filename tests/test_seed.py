@@ -120,8 +120,8 @@ def test_replace_always_replaces_and_clears_what_referred_to_the_old_city(owner_
     import datetime as dt
 
     from alerts.tickets import open_ticket
-    from telemetry.lighting import put_schedule
-    from telemetry.schedules import decode_doc
+    from lighting.engine import put_schedule
+    from lighting.schedules import decode_doc
 
     now = dt.datetime(2026, 11, 30, 20, tzinfo=dt.UTC)
     with psycopg.connect(owner_url, autocommit=True) as conn:

@@ -8,7 +8,7 @@ import ephem
 import numpy as np
 import pytest
 
-from telemetry.solar import sun_times
+from lighting.solar import sun_times
 
 XINING = (36.62, 101.78)
 EVENTS = [  # (attribute, horizon for ephem, rising?)

@@ -34,17 +34,17 @@ from alerts.crews import Crew, save_crew
 from alerts.tickets import open_ticket
 from api.app import create_app
 from api.auth import add_user
+from energy.nights import NightEnergy, store_night
 from fieldnet.broker import Broker
-from kernel.clock import Clock
+from kernel.clock import Clock, night_bounds
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, GatewayProcess
 from lamplighter.simproc import simulator_process
+from lighting.engine import LightingEngine
+from lighting.sampling import nightly_report, store_nightly
 from seeds.generator import DISTRICTS, generate
 from seeds.loader import load
 from simulator.commands import FAULTS_TOPIC
-from telemetry.energy_nights import NightEnergy, night_bounds, store_night
-from telemetry.lighting import LightingEngine
-from telemetry.sampling import nightly_report, store_nightly
 from tests.fix_services import Services, for_database, forget_sessions, fresh_database
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]

@@ -25,7 +25,7 @@ from api.jsonsafe import FiniteJSONResponse
 from commands.model import CommandRequest
 from commands.queries import campaign_lamps, campaigns, cancel, progress
 from commands.submit import submit
-from telemetry.lighting import Changes
+from lighting.engine import Changes
 
 router = APIRouter(prefix="/api/v1/commands", tags=["commands"])
 

@@ -18,10 +18,10 @@ from fastapi.responses import PlainTextResponse, Response
 from api.deps import JSON_OR_CSV, ClockDep, EngineDep, Offset, SyncPoolDep, Viewer, filter_param, in_thread, limit_param
 from api.errors import ApiError
 from api.jsonsafe import FiniteJSONResponse
-from telemetry.energy_nights import NightEnergy, Pricing, compute_night, group_rows, load_nights, store_night
-from telemetry.errors import TelemetryError
+from energy.errors import EnergyError
+from energy.nights import NightEnergy, Pricing, compute_night, group_rows, load_nights, store_night
+from lighting.sampling import night_of
 from telemetry.fleet import FleetIndex
-from telemetry.sampling import night_of
 
 router = APIRouter(prefix="/api/v1/energy", tags=["energy"])
 
@@ -55,7 +55,7 @@ async def nights_between(
         elif (tonight - night).days <= _ON_DEMAND_DAYS:
             try:
                 out[night] = await _compute(request, pool, index, night, now_ms)
-            except TelemetryError:
+            except EnergyError:
                 missing.append(night)
         else:
             missing.append(night)
@@ -168,7 +168,7 @@ async def energy(
     for label, group in _periods(nights, period).items():
         try:
             rows = group_rows(group, index, group_by, pricing)
-        except TelemetryError as exc:
+        except EnergyError as exc:
             raise ApiError(409, "conflict", exc.message) from None
         for r in rows:
             if keep is None or r["key"] in keep:

@@ -20,8 +20,8 @@ from api.deps import (
     time_param,
 )
 from api.errors import ApiError
-from telemetry.rate import road_verdicts
-from telemetry.sampling import history
+from lighting.rate import road_verdicts
+from lighting.sampling import history
 
 router = APIRouter(prefix="/api/v1/lighting-rate", tags=["lighting rate"])
 

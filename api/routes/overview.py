@@ -27,7 +27,7 @@ from api.deps import (
 )
 from api.jsonsafe import dumps
 from api.live import STREAM_RECHECK_S
-from telemetry.lighting import LightingEngine
+from lighting.engine import LightingEngine
 
 router = APIRouter(prefix="/api/v1/overview", tags=["overview"])
 

@@ -27,9 +27,9 @@ from api.deps import (
 from api.errors import ApiError
 from api.jsonsafe import FiniteJSONResponse
 from api.routes.energy import nights_between
-from telemetry.energy_nights import Pricing, group_rows
-from telemetry.rate import CITY_TARGET
-from telemetry.sampling import newest_night, night_of, nightly_csv, nightly_report
+from energy.nights import Pricing, group_rows
+from lighting.rate import CITY_TARGET
+from lighting.sampling import newest_night, night_of, nightly_csv, nightly_report
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 

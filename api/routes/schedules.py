@@ -12,8 +12,8 @@ from fastapi import APIRouter, Request, Response
 from api.deps import EngineDep, Operator, SyncPoolDep, Viewer, check_depth, in_thread, json_body
 from api.errors import ApiError
 from api.limits import nul_path
-from telemetry.lighting import Changes, LightingEngine, delete_schedule, get_schedule, put_schedule
-from telemetry.schedules import ScheduleDoc, decode_doc
+from lighting.engine import Changes, LightingEngine, delete_schedule, get_schedule, put_schedule
+from lighting.schedules import ScheduleDoc, decode_doc
 
 router = APIRouter(prefix="/api/v1/schedules", tags=["schedules"])
 T = TypeVar("T")

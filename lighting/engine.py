@@ -23,11 +23,11 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from kernel.database import Database
-from telemetry.expected import Expected, ExpectedState, ScopeKey
+from lighting.expected import Expected, ExpectedState, ScopeKey
+from lighting.rate import CONDITIONS, Breakdown, breakdown, conditions
+from lighting.schedules import SCOPES, ScheduleDoc, ScheduleError, encode_doc, validate
 from telemetry.fleet import FleetIndex, FleetState, LampColumns, fetch_latest, load_index
 from telemetry.models import Batch
-from telemetry.rate import CONDITIONS, Breakdown, breakdown, conditions
-from telemetry.schedules import SCOPES, ScheduleDoc, ScheduleError, encode_doc, validate
 
 __all__ = [
     "Changes",

@@ -16,10 +16,10 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
-from telemetry.errors import TelemetryError
+from lighting.errors import LightingError
+from lighting.schedules import DEFAULT_CITY_PROFILE, Profile, ScheduleDoc, minutes_of
+from lighting.solar import SUNRISE_DEG, sun_events
 from telemetry.fleet import FleetIndex
-from telemetry.schedules import DEFAULT_CITY_PROFILE, Profile, ScheduleDoc, minutes_of
-from telemetry.solar import SUNRISE_DEG, sun_events
 
 __all__ = ["Expected", "ExpectedState", "ScopeKey", "UnknownScope"]
 
@@ -27,7 +27,7 @@ ScopeKey = tuple[str, str]  # (scope, key): ("city", "all"), ("district", "cd"),
 _DAY_MS = 86_400_000
 
 
-class UnknownScope(TelemetryError):
+class UnknownScope(LightingError):
     """A schedule names a district, road, cabinet or lamp that is not in the inventory."""
 
     kind = "not_found"

@@ -12,13 +12,13 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
+from energy.errors import EnergyError
+from energy.nights import NoReadings, compute_night, night_complete, store_night
 from kernel.clock import Clock
 from kernel.database import Database
-from telemetry.energy_nights import NoReadings, compute_night, store_night
-from telemetry.errors import TelemetryError
-from telemetry.lighting import LightingEngine
-from telemetry.rate import Breakdown
-from telemetry.sampling import (
+from lighting.engine import LightingEngine
+from lighting.rate import Breakdown
+from lighting.sampling import (
     AlertEvent,
     BelowTarget,
     SampleRow,
@@ -70,7 +70,7 @@ class Sampler:
         self.samples = 0
         self.last: Breakdown | None = None
         self._night_open: dt.date | None = None  # the local night being sampled, reported once it ends
-        # The newest ended night whose energy is stored (telemetry.energy_nights), and the task storing one.
+        # The newest ended night whose energy is stored (energy.nights), and the task storing one.
         self._energy_night: dt.date | None = None
         self._energy_task: asyncio.Task[None] | None = None
         self._energy_retry_ms = 0
@@ -179,8 +179,7 @@ class Sampler:
 
     async def _store_energy(self, night: dt.date, tick_ms: int) -> None:
         def run(conn: psycopg.Connection) -> str:
-            row = conn.execute("SELECT complete FROM energy_nights WHERE night = %s", (night,)).fetchone()
-            if row is not None and row[0]:
+            if night_complete(conn, night):
                 return "stored before"
             t = time.perf_counter()
             ne = compute_night(conn, self.engine.index, night, self.tz, self.clock.now_ms())
@@ -191,7 +190,7 @@ class Sampler:
             done = await self.db.run(run)
         except NoReadings as exc:
             done = str(exc)  # nothing to store, and nothing to try again
-        except (psycopg.Error, TelemetryError) as exc:
+        except (psycopg.Error, EnergyError) as exc:
             logger.warning("energy of the night of %s not stored (tried again in 10 minutes): %s", night, exc)
             self._energy_retry_ms = tick_ms + 10 * 60_000
             return

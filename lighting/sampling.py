@@ -21,8 +21,9 @@ import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
+from kernel.clock import night_bounds
+from lighting.rate import DARK, DAY_BURNING, LIT, UNKNOWN, Breakdown, Counts, class_target, rate_of, road_verdicts
 from telemetry.fleet import ROAD_CLASSES, FleetIndex
-from telemetry.rate import DARK, DAY_BURNING, LIT, UNKNOWN, Breakdown, Counts, class_target, rate_of, road_verdicts
 
 __all__ = [
     "GROUPINGS",
@@ -31,7 +32,6 @@ __all__ = [
     "SampleRow",
     "history",
     "newest_night",
-    "night_bounds",
     "night_of",
     "nightly_csv",
     "nightly_report",
@@ -238,14 +238,6 @@ def history(
 def night_of(instant: dt.datetime, tz: ZoneInfo) -> dt.date:
     """The night an instant belongs to: nights run from local noon to the next local noon."""
     return (instant.astimezone(tz) - dt.timedelta(hours=12)).date()
-
-
-def night_bounds(night: dt.date, tz: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
-    """Local noon of `night` to the next local noon."""
-    return (
-        dt.datetime.combine(night, dt.time(12), tz),
-        dt.datetime.combine(night + dt.timedelta(days=1), dt.time(12), tz),
-    )
 
 
 def _inspection_instant(night: dt.date, tz: ZoneInfo, inspection: dt.time) -> dt.datetime:

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
-from telemetry.errors import TelemetryError
+from energy.errors import EnergyError
 
 __all__ = ["DEFAULT_CO2_KG_PER_KWH", "Tariff", "TariffError"]
 
@@ -28,7 +28,7 @@ _QUARTERS = 96
 _PERIOD = re.compile(r"^\s*(\d{2}):(\d{2})\s*-\s*(\d{2}):(\d{2})\s*=\s*([0-9]+(?:\.[0-9]+)?)\s*$")
 
 
-class TariffError(TelemetryError):
+class TariffError(EnergyError):
     """A tariff that cannot be used as written; the message says which part and why."""
 
 

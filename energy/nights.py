@@ -1,7 +1,7 @@
 """A night's energy for every lamp and cabinet, computed from the stored readings and kept as one row a night.
 
 A night runs from local noon to the next noon, as the nightly lighting report's. For each lamp: the energy its own
-counter measured, the seconds it burned and its level-weighted seconds, and flags (telemetry.energy). For each
+counter measured, the seconds it burned and its level-weighted seconds, and flags (energy.meters). For each
 cabinet: its meter's energy, flags, and the energy by quarter-hour (what time-of-use prices need). Lamps without a
 counter of their own get their share of their cabinet meter's remainder (the meter less its metered lamps),
 weighted by rated power × level × time (`ALLOCATED`); where the cabinet has no meter either, that product itself
@@ -27,11 +27,11 @@ import numpy.typing as npt
 import psycopg
 import zstandard
 
-from telemetry.energy import ALLOCATED, ESTIMATED, NO_METER, MeterTotals, integrate
-from telemetry.errors import TelemetryError
+from energy.errors import EnergyError
+from energy.meters import ALLOCATED, ESTIMATED, NO_METER, MeterTotals, integrate
+from energy.tariff import Tariff
+from kernel.clock import night_bounds
 from telemetry.fleet import FleetIndex
-from telemetry.sampling import night_bounds
-from telemetry.tariff import Tariff
 
 __all__ = [
     "BUCKET_MS",
@@ -43,7 +43,7 @@ __all__ = [
     "figures",
     "group_rows",
     "load_nights",
-    "night_bounds",
+    "night_complete",
     "store_night",
 ]
 
@@ -115,7 +115,7 @@ def _window(start: dt.datetime, end: dt.datetime, pad_ms: int) -> tuple[dt.datet
     return start - pad, end + pad
 
 
-class NoReadings(TelemetryError):
+class NoReadings(EnergyError):
     """No device reported during the night (it came before the city's devices did, or ingest was away all
     night): the night has no figures, which is not the same as 0 kWh."""
 
@@ -136,7 +136,7 @@ def _check_raw(conn: psycopg.Connection, start: dt.datetime, end: dt.datetime) -
     day0, day1 = start.astimezone(dt.UTC).date(), end.astimezone(dt.UTC).date()
     packed = conn.execute("SELECT 1 FROM lamp_history WHERE day BETWEEN %s AND %s LIMIT 1", (day0, day1)).fetchone()
     if packed is not None:
-        raise TelemetryError(
+        raise EnergyError(
             f"the readings of {day0}–{day1} are already packed into the compact history; a night's energy is "
             "computed from raw readings, by the leading gateway when the night ends"
         )
@@ -253,6 +253,12 @@ def compute_night(
     return NightEnergy(night, start_ms, end_ms, complete, lamp_wh, lamps.on_s, lamp_flags, cab_wh, cab_flags, profile)
 
 
+def night_complete(conn: psycopg.Connection, night: dt.date) -> bool:
+    """Whether the energy of `night` is stored, and was computed after the night ended."""
+    row = conn.execute("SELECT complete FROM energy_nights WHERE night = %s", (night,)).fetchone()
+    return row is not None and bool(row[0])
+
+
 def store_night(conn: psycopg.Connection, ne: NightEnergy) -> None:
     conn.execute(
         """INSERT INTO energy_nights (night, start_at, end_at, complete, lamps, cabinets, data, computed_at)
@@ -311,7 +317,7 @@ def _groups(index: FleetIndex, group_by: str) -> tuple[npt.NDArray[np.int64], li
         return index.lamp_cabinet.astype(np.int64), list(index.cabinet_ids)
     if group_by == "lamp":
         return np.arange(index.n, dtype=np.int64), list(index.lamp_id)
-    raise TelemetryError(f"group_by must be one of {', '.join(GROUPINGS)}, got {group_by!r}", "group_by")
+    raise EnergyError(f"group_by must be one of {', '.join(GROUPINGS)}, got {group_by!r}", "group_by")
 
 
 def figures(
@@ -327,7 +333,7 @@ def figures(
     rated = index.rated_w.astype(np.float64)
     for ne in nights:
         if len(ne.lamp_wh) != index.n or len(ne.cabinet_wh) != len(index.cabinet_ids):
-            raise TelemetryError(f"the energy of {ne.night} was computed for another inventory; recompute it")
+            raise EnergyError(f"the energy of {ne.night} was computed for another inventory; recompute it")
         buckets = ne.cabinet_profile.shape[1]
         prices = pricing.tariff.bucket_prices(ne.start_ms, buckets, BUCKET_MS, pricing.tz)
         wh = ne.cabinet_profile.sum(axis=1)

@@ -11,7 +11,7 @@ A document is attached to a scope (`city`/`all`, a district code, a road id, a c
 Times (`start`, `end`, `until`) are ISO 8601 with an offset or, as in the field protocol, epoch milliseconds.
 
 The most specific profile and the most specific unexpired override win; windows add up over every scope that
-contains a lamp. Pure: parsing and validation only; `telemetry.expected` evaluates them.
+contains a lamp. Pure: parsing and validation only; `lighting.expected` evaluates them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from kernel.instants import decode_json
-from telemetry.errors import TelemetryError
+from lighting.errors import LightingError
 
 __all__ = [
     "DEFAULT_CITY_PROFILE",
@@ -45,7 +45,7 @@ SCOPES = ("city", "district", "road", "cabinet", "lamp")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
-class ScheduleError(TelemetryError):
+class ScheduleError(LightingError):
     """A schedule document that cannot be used, or a scope that does not exist (`kind="not_found"`); `field`
     names the offending part."""
 

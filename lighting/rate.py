@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from telemetry.expected import ExpectedState
+from lighting.expected import ExpectedState
 from telemetry.fleet import ROAD_CLASSES, FleetIndex, FleetState
 
 __all__ = [
