@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -37,6 +38,7 @@ from psycopg.rows import dict_row
 from alerts.errors import AlertsError
 from kernel.backoff import Backoff, backoff_delay
 from kernel.database import Database
+from kernel.supervise import supervise
 
 __all__ = [
     "DeliveryError",
@@ -315,16 +317,13 @@ class Dispatcher:
         CPU, with the pool's check of each connection)."""
         backoff = Backoff()
         try:
-            while True:
-                try:
-                    async with await self.db.dedicated("dispatch") as conn:
-                        await self._serve(conn, backoff)
-                except psycopg.Error as exc:
-                    delay = backoff.fail()
-                    logger.warning("dispatcher: database unavailable (retrying in %.1f s): %s", delay, exc)
-                    await asyncio.sleep(delay)
+            await supervise(functools.partial(self._connected, backoff), what="dispatcher", backoff=backoff)
         finally:
             await self.close()
+
+    async def _connected(self, backoff: Backoff) -> None:
+        async with await self.db.dedicated("dispatch") as conn:
+            await self._serve(conn, backoff)
 
     async def _serve(self, conn: psycopg.AsyncConnection, backoff: Backoff) -> None:
         await conn.execute("LISTEN lamplighter_outbox")

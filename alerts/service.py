@@ -16,11 +16,13 @@ from typing import Any
 import psycopg
 
 from alerts.engine import AlertEngine, Opening
+from alerts.errors import AlertsError
 from alerts.faults import CABINET_FAULTS, LAMP_FAULTS, FaultKind
 from alerts.tickets import Deadlines, add_lamps, clear_fault, escalate_overdue, open_ticket, reopen
 from kernel.backoff import Backoff
 from kernel.clock import Clock
 from kernel.database import Database
+from kernel.supervise import supervise
 from telemetry.fleet import LampColumns
 from telemetry.models import Batch, CabinetRow
 
@@ -153,46 +155,43 @@ class AlertService:
             tg.create_task(self._sweeper(), name="fault-sweep")
 
     async def _sweeper(self) -> None:
-        while True:
-            await asyncio.sleep(self.sweep_every_s)
-            try:
-                changes, work = await self._changed_tickets()
-                self._apply_people(changes, work)
-            except psycopg.Error as exc:
-                logger.warning("fault engine: cannot read ticket changes (retrying): %s", exc)
+        every = self.sweep_every_s
+        await supervise(self._sweep, what="fault engine's sweep", every_s=every, first_s=every)
+
+    async def _sweep(self) -> None:
+        try:
+            changes, work = await self._changed_tickets()
+            self._apply_people(changes, work)
+        finally:  # silence and escalation are judged even when the tickets' changes could not be read
             self._enqueue(self.engine.sweep(self.clock.now_ms()))
 
     async def escalate_forever(self) -> None:
         """Overdue tickets escalate: run once city-wide (by the gateway that leads)."""
-        while True:
-            await asyncio.sleep(min(_ESCALATE_EVERY_S, 3600.0 / self.clock.speed))
-            try:
-                await self.db.run(lambda c: escalate_overdue(c, self.clock.now()))
-            except psycopg.Error as exc:
-                logger.warning("fault engine: escalation check failed (retrying): %s", exc)
+        every = min(_ESCALATE_EVERY_S, 3600.0 / self.clock.speed)
+        step = functools.partial(self.db.run, lambda c: escalate_overdue(c, self.clock.now()))
+        await supervise(step, what="escalation check", every_s=every, first_s=every)
 
     async def _writer(self) -> None:
-        backoff = Backoff()
-        while True:
+        await supervise(self._write_queued, what="fault engine's ticket writer", backoff=Backoff())
+
+    async def _write_queued(self) -> None:
+        """Store the queued decisions in chunks, each removed from the queue once committed; a chunk that fails
+        stays first in the queue for the next round."""
+        if not self._queue:
             await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                batch = list(itertools.islice(self._queue, _WRITE_CHUNK))
-                try:
-                    opened, work = await self.db.run(functools.partial(self._write, openings=batch))
-                    # The engine's state changes here, on its loop, not in the worker thread that wrote.
-                    self.tickets_opened += opened
-                    for asset_type, slot in work:
-                        self._mark_work(asset_type, slot, True)
-                    for _ in batch:
-                        self._queue.popleft()
-                    backoff.ok()
-                except psycopg.Error as exc:
-                    delay = backoff.fail()
-                    logger.error(
-                        "fault engine: %d ticket decisions not stored (retrying in %.1f s): %s", len(batch), delay, exc
-                    )
-                    await asyncio.sleep(delay)
+        self._wake.clear()
+        while self._queue:
+            batch = list(itertools.islice(self._queue, _WRITE_CHUNK))
+            try:
+                opened, work = await self.db.run(functools.partial(self._write, openings=batch))
+            except psycopg.Error as exc:
+                raise AlertsError(f"{len(batch)} ticket decisions not stored: {exc}", kind="unavailable") from exc
+            # The engine's state changes here, on its loop, not in the worker thread that wrote.
+            self.tickets_opened += opened
+            for asset_type, slot in work:
+                self._mark_work(asset_type, slot, True)
+            for _ in batch:
+                self._queue.popleft()
 
     # -- database work (worker threads) -----------------------------------------------------------------------
 

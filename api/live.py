@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +26,7 @@ from api.errors import ApiError
 from api.jsonsafe import dumps
 from kernel.backoff import Backoff
 from kernel.database import Database
+from kernel.supervise import supervise
 
 __all__ = ["EVENT_FIELDS", "STREAM_RECHECK_S", "StreamSlots", "TicketFeed"]
 
@@ -104,22 +106,20 @@ class TicketFeed:
 
     async def run(self) -> None:
         backoff = Backoff(max_s=10.0)
-        while True:
-            try:
-                async with await self.db.dedicated("events") as conn:
-                    await conn.execute("LISTEN lamplighter_ticket_events")
-                    if self.last_id is None:
-                        row = await (await conn.execute("SELECT coalesce(max(id), 0) FROM ticket_events")).fetchone()
-                        self.last_id = self._floor = int(row[0]) if row else 0
-                    backoff.ok()
-                    while True:
-                        await self._read(conn)
-                        async for _ in conn.notifies(timeout=_POLL_S, stop_after=1):
-                            pass
-            except psycopg.Error as exc:
-                delay = backoff.fail()
-                logger.warning("ticket event feed: %s (reconnecting in %.1f s)", exc, delay)
-                await asyncio.sleep(delay)
+        await supervise(functools.partial(self._follow, backoff), what="ticket event feed", backoff=backoff)
+
+    async def _follow(self, backoff: Backoff) -> None:
+        """One connection's lifetime: listen, and read what is new on each notification or poll."""
+        async with await self.db.dedicated("events") as conn:
+            await conn.execute("LISTEN lamplighter_ticket_events")
+            if self.last_id is None:
+                row = await (await conn.execute("SELECT coalesce(max(id), 0) FROM ticket_events")).fetchone()
+                self.last_id = self._floor = int(row[0]) if row else 0
+            backoff.ok()
+            while True:
+                await self._read(conn)
+                async for _ in conn.notifies(timeout=_POLL_S, stop_after=1):
+                    pass
 
     async def _read(self, conn: psycopg.AsyncConnection) -> None:
         assert self.last_id is not None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -43,6 +44,7 @@ from gateway.codec import clean_text
 from gateway.command_link import decode_ack
 from kernel.backoff import Backoff
 from kernel.database import Database
+from kernel.supervise import supervise
 
 __all__ = ["CommandEngine", "Link"]
 
@@ -119,25 +121,23 @@ class CommandEngine:
             # pace holds city-wide across the handover too.
             await asyncio.sleep(1.0)
         backoff = Backoff(max_s=10.0)
-        while True:
-            listener: asyncio.Task[None] | None = None
+        await supervise(functools.partial(self._connected, backoff), what="command engine", backoff=backoff)
+
+    async def _connected(self, backoff: Backoff) -> None:
+        """One database connection's lifetime: send, take answers and expire until it fails."""
+        listener: asyncio.Task[None] | None = None
+        async with self.db.connection() as conn:
+            backoff.ok()
             try:
-                async with self.db.connection() as conn:
-                    backoff.ok()
-                    try:
-                        listener = asyncio.create_task(self._listen(), name="command-engine-listen")
-                        await self._run(conn, listener)
-                    finally:
-                        if listener is not None:
-                            listener.cancel()
-                            with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
-                                await listener
-                        with contextlib.suppress(Exception):
-                            await self._flush(conn)
-            except psycopg.Error as exc:
-                delay = backoff.fail()
-                logger.warning("command engine: database unavailable (%s); retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
+                listener = asyncio.create_task(self._listen(), name="command-engine-listen")
+                await self._run(conn, listener)
+            finally:
+                if listener is not None:
+                    listener.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
+                        await listener
+                with contextlib.suppress(Exception):
+                    await self._flush(conn)
 
     async def _listen(self) -> None:
         """Wake the loop when a campaign is submitted or cancelled (a dedicated connection: LISTEN holds it)."""

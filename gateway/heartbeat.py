@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import psycopg
 
 from kernel.database import Database
+from kernel.supervise import supervise
 
 __all__ = ["HEARTBEAT_S", "Heartbeat", "PeerWatermarks", "beat_forever"]
 
@@ -131,11 +132,11 @@ class PeerWatermarks:
 
     async def watch(self, db: Database, period_s: float = 0.5) -> None:
         """Read the peers' heartbeats until cancelled."""
-        while True:
-            try:
-                async with db.connection() as conn:
-                    rows = await (await conn.execute(_PEERS, (self.me, self.stale_s))).fetchall()
-                self.update([(r[0], r[1], int(r[2])) for r in rows])
-            except psycopg.Error as exc:
-                logger.debug("peer heartbeats not read: %s", exc)
-            await asyncio.sleep(period_s)
+
+        async def read() -> None:
+            async with db.connection() as conn:
+                rows = await (await conn.execute(_PEERS, (self.me, self.stale_s))).fetchall()
+            self.update([(r[0], r[1], int(r[2])) for r in rows])
+
+        # Quiet when the database is away: the gateway's own loops say so already.
+        await supervise(read, what="reading the peers' heartbeats", every_s=period_s, level=logging.DEBUG)

@@ -8,6 +8,7 @@ import logging
 from gateway.command_link import CommandLink
 from gateway.mqtt import MqttError
 from kernel.backoff import Backoff
+from kernel.supervise import supervise
 
 __all__ = ["RetainedPublisher"]
 
@@ -34,25 +35,22 @@ class RetainedPublisher:
         self._ready.set()
 
     async def run(self) -> None:
-        backoff = Backoff()
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            payload = self._latest
-            if payload is None:
-                continue
-            await self.link.wait_ready()
-            try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that comes just as the PUBACK
-                # does, and this task then outlived its task group (a gateway that never stopped).
-                async with asyncio.timeout(_PUBACK_WAIT_S):
-                    await self.link.send(self.topic, payload, retain=True)
-            except (MqttError, TimeoutError) as exc:
-                delay = backoff.fail()
-                logger.warning("ops publisher: %s (trying again in %.1f s)", exc or "no PUBACK", delay)
-                if not self._ready.is_set():
-                    self._ready.set()  # the newest value goes once back (a newer one may replace it meanwhile)
-                await asyncio.sleep(delay)
-                continue
-            backoff.ok()
-            self.published += 1
+        await supervise(self._publish_newest, what="ops publisher", backoff=Backoff())
+
+    async def _publish_newest(self) -> None:
+        await self._ready.wait()
+        self._ready.clear()
+        payload = self._latest
+        if payload is None:
+            return
+        await self.link.wait_ready()
+        try:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that comes just as the PUBACK does,
+            # and this task then outlived its task group (a gateway that never stopped).
+            async with asyncio.timeout(_PUBACK_WAIT_S):
+                await self.link.send(self.topic, payload, retain=True)
+        except (MqttError, TimeoutError) as exc:
+            if not self._ready.is_set():
+                self._ready.set()  # the newest value goes once back (a newer one may replace it meanwhile)
+            raise MqttError(str(exc) or "no PUBACK") from exc
+        self.published += 1

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import psycopg
 
 from kernel.database import Database
+from kernel.supervise import supervise
 
 __all__ = ["Leases"]
 
@@ -111,19 +112,20 @@ class Leases:
     async def keep(self) -> None:
         """Until cancelled: check the connection that holds the leases; lost, they are all lost."""
         try:
-            while True:
-                await asyncio.sleep(self.check_s)
-                if not self.held:
-                    continue
-                async with self._lock:
-                    try:
-                        conn = await self._connection()
-                        async with asyncio.timeout(max(self.check_s * 3, 3.0)):  # not wait_for: see gateway.mqtt
-                            await conn.execute("SELECT 1")
-                    except (psycopg.Error, TimeoutError) as exc:
-                        self._lost(exc)
+            await supervise(self._check, what="lease check", every_s=self.check_s, first_s=self.check_s)
         finally:
             await self.close()
+
+    async def _check(self) -> None:
+        if not self.held:
+            return
+        async with self._lock:
+            try:
+                conn = await self._connection()
+                async with asyncio.timeout(max(self.check_s * 3, 3.0)):  # not wait_for: see gateway.mqtt
+                    await conn.execute("SELECT 1")
+            except (psycopg.Error, TimeoutError) as exc:
+                self._lost(exc)
 
     def _lost(self, exc: BaseException) -> None:
         lost, self.held = self.held, set()

@@ -37,6 +37,7 @@ from kernel.backoff import Backoff
 from kernel.clock import Clock
 from kernel.database import Database, role_of, shown
 from kernel.leases import Leases
+from kernel.supervise import supervise
 from lamplighter.config import Settings
 from lamplighter.services import PrivateServices, ServiceError, create_database
 from lighting.engine import LightingEngine, follow_forever
@@ -447,23 +448,20 @@ class GatewayProcess:
     async def _takeovers(self) -> None:
         """Districts taken over from another gateway: their lamps' states and tickets as PostgreSQL has them,
         then they are judged here. Read in a worker thread, swapped in on this loop."""
-        backoff = Backoff(0.5, 10.0)
-        while True:
-            await self._takeover.wait()
-            self._takeover.clear()
-            try:
-                fresh, saved = await self.db.run(self._read_engines)
-            except psycopg.Error as exc:
-                delay = backoff.fail()
-                logger.warning("taking districts over: cannot read their state (retrying in %.1f s): %s", delay, exc)
-                self._takeover.set()
-                await asyncio.sleep(delay)
-                continue
-            backoff.ok()
-            self.engine.adopt(fresh)
-            self.alerts.restart(saved)
-            self._judged = set(self.sessions.held())
-            logger.info("fault engine: judging districts %s", ", ".join(sorted(self._judged)))
+        await supervise(self._take_over, what="taking districts over (reading their state)", backoff=Backoff(0.5, 10))
+
+    async def _take_over(self) -> None:
+        await self._takeover.wait()
+        self._takeover.clear()
+        try:
+            fresh, saved = await self.db.run(self._read_engines)
+        except BaseException:
+            self._takeover.set()  # read again on the next round
+            raise
+        self.engine.adopt(fresh)
+        self.alerts.restart(saved)
+        self._judged = set(self.sessions.held())
+        logger.info("fault engine: judging districts %s", ", ".join(sorted(self._judged)))
 
     def _read_engines(self, conn: psycopg.Connection) -> tuple[LightingEngine, SavedState]:
         return LightingEngine.load(conn), self.alerts.read_state(conn)
@@ -575,69 +573,57 @@ class GatewayProcess:
     async def _partitions(self) -> None:
         # An hour of the gateway's clock, so a compressed night still crosses midnight with partitions ready.
         period = max(_PARTITION_CHECK_S / self.clock.speed, 10.0)
-        while True:
-            try:
-                await self.db.run(self._maintain)
-            except psycopg.Error as exc:
-                logger.warning("partition upkeep failed (retrying in %.0f s): %s", period, exc)
-            await asyncio.sleep(period)
+        await supervise(lambda: self.db.run(self._maintain), what="partition upkeep", every_s=period)
 
     async def _compaction(self) -> None:
         """Hourly: when whole days older than `compact_after_days` still hold raw lamp or cabinet readings, pack
         them (`lamplighter compact`) in a child process, on a core of its own rather than this loop's. Stopping it
         midway loses nothing: each range of lamps, and each day's cabinets, is packed in one transaction, and the
         next run packs the day again over what is there."""
-        await asyncio.sleep(_COMPACT_FIRST_S)
-        while True:
-            # The process's clock, not the wall's: a demo showing another night must not pack the day it shows.
-            before = self.clock.now().astimezone(dt.UTC).date() - dt.timedelta(days=self.settings.compact_after_days)
-            try:
-                days = await self.db.run(functools.partial(pending_days, before=before))
-            except psycopg.Error as exc:
-                logger.warning("history compaction check failed (retrying in an hour): %s", exc)
-                days = []
-            if days:
-                logger.info("history: compacting %d days (%s to %s) in a child process", len(days), days[0], days[-1])
-                child = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "lamplighter",
-                    "compact",
-                    "--before",
-                    before.isoformat(),
-                    env={**os.environ, **self.ep.env()},
-                )
-                try:
-                    code = await child.wait()
-                except asyncio.CancelledError:
-                    child.terminate()  # its open transaction rolls back; the next leader's run goes on
-                    await child.wait()
-                    raise
-                if code:
-                    logger.warning("history compaction exited with status %d (retrying in an hour)", code)
-            await asyncio.sleep(_COMPACT_CHECK_S)
+        await supervise(self._compact, what="history compaction", every_s=_COMPACT_CHECK_S, first_s=_COMPACT_FIRST_S)
+
+    async def _compact(self) -> None:
+        # The process's clock, not the wall's: a demo showing another night must not pack the day it shows.
+        before = self.clock.now().astimezone(dt.UTC).date() - dt.timedelta(days=self.settings.compact_after_days)
+        days = await self.db.run(functools.partial(pending_days, before=before))
+        if not days:
+            return
+        logger.info("history: compacting %d days (%s to %s) in a child process", len(days), days[0], days[-1])
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "lamplighter",
+            "compact",
+            "--before",
+            before.isoformat(),
+            env={**os.environ, **self.ep.env()},
+        )
+        try:
+            code = await child.wait()
+        except asyncio.CancelledError:
+            child.terminate()  # its open transaction rolls back; the next leader's run goes on
+            await child.wait()
+            raise
+        if code:
+            logger.warning("history compaction exited with status %d (tried again in an hour)", code)
 
     async def _inventory_watch(self) -> None:
         """Reload the device registry when the inventory changes, so newly seeded devices are not quarantined;
         the engines are rebuilt to match (read in a worker thread, swapped in on this loop)."""
-        while True:
-            await asyncio.sleep(self.inventory_check_s)
-            try:
-                found = await self.db.run(self._reload_registry)
-            except psycopg.Error as exc:
-                logger.warning("inventory check failed (retrying in %.0f s): %s", self.inventory_check_s, exc)
-                continue
-            if found is not None:
-                registry, districts, fresh, saved = found
-                self.engine.adopt(fresh)
-                self.alerts.restart(saved)
-                self.gateway.registry = registry
-                self.sessions.set_districts(districts)
-                logger.info(
-                    "inventory changed: registry now %d lamps and %d cabinets",
-                    len(registry.lamps),
-                    len(registry.cabinets),
-                )
+        every = self.inventory_check_s
+        await supervise(self._inventory_check, what="inventory check", every_s=every, first_s=every)
+
+    async def _inventory_check(self) -> None:
+        found = await self.db.run(self._reload_registry)
+        if found is not None:
+            registry, districts, fresh, saved = found
+            self.engine.adopt(fresh)
+            self.alerts.restart(saved)
+            self.gateway.registry = registry
+            self.sessions.set_districts(districts)
+            logger.info(
+                "inventory changed: registry now %d lamps and %d cabinets", len(registry.lamps), len(registry.cabinets)
+            )
 
     def _reload_registry(
         self, conn: psycopg.Connection
@@ -649,18 +635,13 @@ class GatewayProcess:
         return load_registry(conn), _districts(conn), LightingEngine.load(conn), self.alerts.read_state(conn)
 
     async def _quarantine_upkeep(self) -> None:
-        while True:
-            try:
-                removed = await self.db.run(
-                    lambda c: prune_quarantine(
-                        c, days=self.settings.quarantine_days, rows=self.settings.quarantine_rows
-                    )
-                )
-                if removed:
-                    logger.info("quarantine: %d old records removed", removed)
-            except psycopg.Error as exc:
-                logger.warning("quarantine upkeep failed (retrying): %s", exc)
-            await asyncio.sleep(_QUARANTINE_CHECK_S)
+        await supervise(self._prune_quarantine, what="quarantine upkeep", every_s=_QUARANTINE_CHECK_S)
+
+    async def _prune_quarantine(self) -> None:
+        days, rows = self.settings.quarantine_days, self.settings.quarantine_rows
+        removed = await self.db.run(lambda c: prune_quarantine(c, days=days, rows=rows))
+        if removed:
+            logger.info("quarantine: %d old records removed", removed)
 
     def _maintain(self, conn: psycopg.Connection) -> None:
         maintain_partitions(conn)

@@ -23,6 +23,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from kernel.database import Database
+from kernel.supervise import supervise
 from lighting.expected import Expected, ExpectedState, ScopeKey
 from lighting.rate import CONDITIONS, Breakdown, breakdown, conditions
 from lighting.schedules import SCOPES, ScheduleDoc, ScheduleError, encode_doc, validate
@@ -264,22 +265,19 @@ async def follow_forever(
     with `skip`, for the districts this process's gateway does not read). Read in a worker thread, applied on
     the loop that owns the engine. `fetched(at)`: after each fetch applied, the database time it began (what
     was committed before then is in the engine now)."""
-    import asyncio
 
     def fetch(conn: psycopg.Connection, districts: list[str] | None) -> tuple[dt.datetime, Changes]:
         row = conn.execute("SELECT statement_timestamp()").fetchone()
         assert row is not None
         return row[0], engine.fetch(conn, states=states, districts=districts)
 
-    while True:
-        try:
-            # Only the lamps of the districts fed elsewhere are read: a gateway reading every district reads
-            # no lamp states back (measured: a fifth of a lone gateway's CPU went to reading its own writes).
-            others = None if skip is None else [d for d in engine.index.districts if not skip(d)]
-            at, changes = await db.run(functools.partial(fetch, districts=others))
-            engine.apply(changes, skip=skip)
-            if fetched is not None:
-                fetched(at)
-        except psycopg.Error as exc:
-            logger.warning("lighting engine could not refresh from the database (retrying): %s", exc)
-        await asyncio.sleep(period_s)
+    async def refresh() -> None:
+        # Only the lamps of the districts fed elsewhere are read: a gateway reading every district reads no
+        # lamp states back (measured: a fifth of a lone gateway's CPU went to reading its own writes).
+        others = None if skip is None else [d for d in engine.index.districts if not skip(d)]
+        at, changes = await db.run(functools.partial(fetch, districts=others))
+        engine.apply(changes, skip=skip)
+        if fetched is not None:
+            fetched(at)
+
+    await supervise(refresh, what="the lighting engine's refresh from the database", every_s=period_s)

@@ -16,6 +16,7 @@ from energy.errors import EnergyError
 from energy.nights import NoReadings, compute_night, night_complete, store_night
 from kernel.clock import Clock
 from kernel.database import Database
+from kernel.supervise import supervise
 from lighting.engine import LightingEngine
 from lighting.rate import Breakdown
 from lighting.sampling import (
@@ -60,6 +61,7 @@ class Sampler:
         # Clock time up to which the gateway has committed what it received; without it, samples are taken on
         # the minute (the engine then fed by other means, as in tests of the sampler alone).
         self.ingested_through = ingested_through
+        self._last_tick = 0  # the clock minute sampled last (epoch ms)
         self.db = db
         self.clock = clock
         self.publish = publish  # the retained ops message (the city's rate) goes out through this
@@ -83,22 +85,22 @@ class Sampler:
         return int(_TRANSIT_REAL_S * 1000 * self.clock.speed)
 
     async def run(self) -> None:
-        last = self.clock.now_ms() // 60_000 * 60_000
-        while True:
-            now = self.clock.now_ms()
-            tick = last + 60_000
-            if tick > now:
-                await asyncio.sleep((tick - now) / 1000 / self.clock.speed)
-            elif now - tick > max(_MAX_CATCH_UP_MS, _MAX_CATCH_UP_REAL_S * 1000 * self.clock.speed):
-                tick = now // 60_000 * 60_000  # far behind (a suspended machine): skip to the present
-            # On a fast clock a sample can take longer than a clock minute: the minutes missed meanwhile
-            # are sampled right after (from the state as it is then), so no minute goes missing.
-            last = tick
-            await self._wait_for_ingest(tick)
-            try:
-                await self.sample(tick)
-            except psycopg.Error as exc:
-                logger.warning("lighting-rate sample at %s not stored: %s", tick, exc)
+        self._last_tick = self.clock.now_ms() // 60_000 * 60_000
+        await supervise(self._next_minute, what="the lighting-rate sample of a minute")
+
+    async def _next_minute(self) -> None:
+        now = self.clock.now_ms()
+        tick = self._last_tick + 60_000
+        if tick > now:
+            await asyncio.sleep((tick - now) / 1000 / self.clock.speed)
+        elif now - tick > max(_MAX_CATCH_UP_MS, _MAX_CATCH_UP_REAL_S * 1000 * self.clock.speed):
+            tick = now // 60_000 * 60_000  # far behind (a suspended machine): skip to the present
+        # On a fast clock a sample can take longer than a clock minute: the minutes missed meanwhile are sampled
+        # right after (from the state as it is then), so no minute goes missing. One that fails is not tried
+        # again: the next is, after the backoff.
+        self._last_tick = tick
+        await self._wait_for_ingest(tick)
+        await self.sample(tick)
 
     async def _wait_for_ingest(self, tick_ms: int) -> None:
         """Until the reports devices sent up to `tick_ms` are in the engine. Without this, on a fast clock every
