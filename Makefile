@@ -8,6 +8,9 @@ DEV ?= .venv-dev
 ARGS ?=
 KEY := $(shell cksum pyproject.toml | cut -d' ' -f1)
 STAMP := $(VENV)/.installed-$(KEY)
+# An editable install of a flat layout makes setuptools warn that folders named like the packages in the working
+# directory take precedence: here they are the packages, so the warning says nothing to a newcomer.
+EDITABLE := PYTHONWARNINGS="ignore:Editable installation"
 DEV_STAMP := $(DEV)/.installed-$(KEY)
 WEB := api/web/static/vendor/swagger-ui-bundle.js
 
@@ -15,14 +18,14 @@ $(STAMP): pyproject.toml
 	@scripts/ensure-system-packages
 	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e .
+	$(EDITABLE) $(VENV)/bin/python -m pip install --quiet -e .
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 $(DEV_STAMP): pyproject.toml
 	@scripts/ensure-system-packages
 	@test -x $(DEV)/bin/python || python3 -m venv $(DEV)
 	$(DEV)/bin/python -m pip install --quiet --upgrade pip
-	$(DEV)/bin/python -m pip install --quiet -e '.[dev]'
+	$(EDITABLE) $(DEV)/bin/python -m pip install --quiet -e '.[dev]'
 	@rm -f $(DEV)/.installed-* && touch $(DEV_STAMP)
 
 # The pages' front-end libraries (uPlot; Swagger UI for /docs), from the npm registry (api/web/package-lock.json),

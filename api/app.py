@@ -15,13 +15,15 @@ from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from psycopg_pool import AsyncConnectionPool
+from starlette.requests import Request
 
 from api import errors
 from api.auth import PasswordChecks
-from api.deps import BODY_SCHEMAS, SignedIn, Viewer
+from api.deps import BODY_SCHEMAS, Role, Viewer
+from api.errors import ApiError
 from api.jsonsafe import FiniteJSONResponse
 from api.limits import MAX_BODY, MAX_SMALL_BODY, RequestLimits
 from api.live import StreamSlots, TicketFeed
@@ -190,9 +192,16 @@ def create_app(
     if docs:
 
         @app.get("/docs", include_in_schema=False)
-        async def swagger(user: SignedIn) -> HTMLResponse:
-            """Role: any signed-in user. The interactive API documentation (`LAMPLIGHTER_API_DOCS=false` hides
-            it and the schema)."""
+        async def swagger(request: Request) -> Response:
+            """Role: any signed-in user (a browser without a session is sent to the login form, and back here
+            after it). The interactive API documentation (`LAMPLIGHTER_API_DOCS=false` hides it and the
+            schema)."""
+            try:
+                await Role(None, doc="any signed-in user")(request, None)
+            except ApiError as exc:
+                if exc.status_code != 401:
+                    raise
+                return RedirectResponse("/login?next=/docs", status_code=303)
             return get_swagger_ui_html(  # its script and style are served by the app itself: /docs works offline
                 openapi_url="/openapi.json",
                 title="lamplighter API",

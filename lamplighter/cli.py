@@ -136,7 +136,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start from a fresh city: load the inventory afresh (--lamps, or the loaded size) and clear its data",
     )
-    p.add_argument("--interval", type=float, default=300.0)
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=300.0,
+        help="seconds of device time between a simulated device's reports (default 300; a shorter one shows more "
+        "life on the map and costs more CPU)",
+    )
     _add_clock(p)
 
     p = sub.add_parser("bench", help="benchmarks (print figures, assert nothing)")
@@ -410,7 +416,13 @@ def inject_command(ep: Any, args: argparse.Namespace) -> None:
         if args.action == "fail":
             order["code"] = args.code
     ep.as_("lamplighter-simcontrol").publish_once(FAULTS_TOPIC, json.dumps(order), qos=1)
-    print(f"sent to the simulator: {order}")
+    if args.action in ("cut", "restore"):
+        cabinet, circuit = args.what
+        done = {"cut": "cut", "restore": "restored"}[args.action]
+        print(f"the simulator was told: circuit {circuit} of cabinet {cabinet} {done}")
+    else:
+        verb = {"fail": f"fail (code {args.code})", "repair": "be repaired", "leak": "leak"}[args.action]
+        print(f"the simulator was told: {', '.join(args.what)} to {verb}")
 
 
 def _ask_password() -> str:

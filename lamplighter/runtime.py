@@ -330,6 +330,7 @@ class GatewayProcess:
         self._judged: set[str] = set()  # districts whose faults this process judges (their ingest is ours)
         self._takeover = asyncio.Event()  # districts were taken over: refresh the engines' view of them
         self._first_take = True
+        self._heard_once = False  # ingest has heard devices since this process started
         self._lead_lost = asyncio.Event()  # set when the leader lease went with its connection
         self._beat_now = asyncio.Event()  # the districts held changed: say so in the heartbeat at once
         self.sessions = IngestSessions(
@@ -541,18 +542,21 @@ class GatewayProcess:
     async def _ingest_watch(self) -> None:
         """Tell the fault engine when ingest stops hearing devices and when it hears them again, so that an
         outage of ours (broker away, database away, a stall, this gateway down) is nobody's silence."""
-        while True:
-            g = self.gateway
-            hearing = (
-                self.sessions.connected.is_set()
-                and g.failing_batches == 0
-                and g.oldest_uncommitted_s() < _HEARING_STALL_S
-            )
-            if not hearing:
-                self.fault_engine.pause(min(self.clock.now_ms(), g.ingested_through_ms()))
-            elif (gap := self.fault_engine.resume(self.clock.now_ms())) is not None and gap > 0:
+        await supervise(self._check_hearing, what="the ingest watch", every_s=_HEARING_CHECK_S)
+
+    async def _check_hearing(self) -> None:
+        g = self.gateway
+        hearing = (
+            self.sessions.connected.is_set() and g.failing_batches == 0 and g.oldest_uncommitted_s() < _HEARING_STALL_S
+        )
+        if not hearing:
+            self.fault_engine.pause(min(self.clock.now_ms(), g.ingested_through_ms()))
+        elif (gap := self.fault_engine.resume(self.clock.now_ms())) is not None and gap > 0:
+            if self._heard_once:
                 logger.info("ingest hears devices again: %.0f s of outage not counted as silence", gap / 1000)
-            await asyncio.sleep(_HEARING_CHECK_S)
+            else:  # the start itself, not an outage
+                logger.info("ingest hears devices (%.0f s after start, not counted as silence)", gap / 1000)
+        self._heard_once |= hearing
 
     async def _heartbeat(self) -> None:
         await beat_forever(self.db, self._heartbeat_row, wake=self._beat_now)

@@ -182,7 +182,13 @@ const Control = {
     this.charts[id] = new uPlot({
       width, height: opts.height || 180, tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), tz),
       // Times in the one format of the page's language (I18N), on the axis and in the legend alike.
-      series: [{ value: (u, ts) => (ts === null ? "—" : opts.days ? this.day(ts) : I18N.dateTime(ts * 1e3)) }, ...series],
+      series: [
+        {
+          label: I18N.t(opts.days ? "chart.night" : "chart.time"),
+          value: (u, ts) => (ts === null ? "—" : opts.days ? this.day(ts) : I18N.dateTime(ts * 1e3)),
+        },
+        ...series,
+      ],
       scales: { x: opts.x ? { time: true, range: opts.x } : { time: true }, y: { range: opts.range || [80, 100] } },
       axes: [
         opts.days
