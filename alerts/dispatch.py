@@ -109,7 +109,7 @@ def sign(secret: str, body: bytes, ts: int) -> str:
 
 
 def verify(secret: str, body: bytes, ts_header: str, signature: str, now: float) -> bool:
-    """A receiver's check (README, "Ticket webhooks"): the signature matches, and the timestamp is within
+    """A receiver's check (docs/using.md, "Ticket webhooks"): the signature matches, and the timestamp is within
     `REPLAY_WINDOW_S` of the receiver's clock, so a request recorded once cannot be replayed later."""
     try:
         ts = int(ts_header)

@@ -4,7 +4,7 @@ The plugin is built here, on the machine that runs the broker, with the system's
 plugin headers (Debian: `mosquitto-dev` and `libmosquitto-dev`; `make` installs them). Built once per source
 version into the broker's directory. Without a compiler or the headers the broker runs without it, and
 provisioning writes the concentrators' lamps into the ACL file instead (correct, but slow to load at a million
-lamps: see README, Security).
+lamps: see docs/security.md).
 """
 
 from __future__ import annotations

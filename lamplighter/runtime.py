@@ -83,12 +83,12 @@ _LEAD_TRY_S = 2.0  # a gateway not leading tries to take the lead this often (a 
 
 
 def warn_privileges(conn: psycopg.Connection) -> None:
-    """Log what the application's database role may do that it should not (README, Security)."""
+    """Log what the application's database role may do that it should not (docs/security.md)."""
     problems = role_problems(conn)
     if problems:
         logger.warning(
             "the application's database role %r %s: give it a role of its own that owns nothing, and the schema "
-            "owner's URL to LAMPLIGHTER_DATABASE_OWNER_URL (README, Security)",
+            "owner's URL to LAMPLIGHTER_DATABASE_OWNER_URL (docs/security.md)",
             conn.info.user,
             ", ".join(problems),
         )

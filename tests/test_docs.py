@@ -114,3 +114,17 @@ def test_every_length_limit_of_what_people_write_is_in_the_api_doc() -> None:
             assert written is not None, f"docs/api.md does not give the limit of {name} {field}"
             numbers = [int(n) for n in re.findall(r"\d+", written)]
             assert numbers == [n for n in (items or length, each) if n], (name, field, written, limit)
+
+
+def test_every_setting_is_documented_for_whoever_runs_it() -> None:
+    """Each field of `Settings` has its row in docs/operating.md's table, by the variable that sets it."""
+    from dataclasses import fields
+
+    from lamplighter.config import Settings
+
+    doc = (ROOT / "docs" / "operating.md").read_text()
+    rows = [line for line in doc.splitlines() if line.startswith("| `LAMPLIGHTER_")]
+    documented = {name for row in rows for name in re.findall(r"`(LAMPLIGHTER_[A-Z0-9_]+)`", row.split("|")[1])}
+    assert sorted(f"LAMPLIGHTER_{f.name.upper()}" for f in fields(Settings)) == sorted(
+        documented - {"LAMPLIGHTER_CONFIG"}
+    )

@@ -1,6 +1,6 @@
 """TimescaleDB, where the tests' PostgreSQL has it: hypertables, their policies, a compressed day read back as
 stored, and a redelivered reading refused by a compressed chunk. Skipped on plain PostgreSQL (the default here);
-README "Tests" says how to run them on a build of TimescaleDB."""
+docs/operating.md ("The tests on TimescaleDB") says how to run them on a build of TimescaleDB."""
 
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 secret = receiver.secret
-                # The check README's "Ticket webhooks" documents: HMAC-SHA256 of "{timestamp}." + body, and a
+                # The check docs/using.md's "Ticket webhooks" documents: HMAC-SHA256 of "{timestamp}." + body, and a
                 # timestamp within five minutes of the receiver's clock.
                 stamp = self.headers.get("X-Lamplighter-Timestamp", "")
                 signed = stamp.encode() + b"." + body
