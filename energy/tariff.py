@@ -22,7 +22,8 @@ from energy.errors import EnergyError
 __all__ = ["DEFAULT_CO2_KG_PER_KWH", "Tariff", "TariffError"]
 
 # China's national average electricity CO2 emission factor for 2022, 0.5366 kg CO2 per kWh, published by the
-# Ministry of Ecology and Environment and the National Bureau of Statistics on 2024-12-26 (docs/using.md, "Energy and savings").
+# Ministry of Ecology and Environment and the National Bureau of Statistics on 2024-12-26 (docs/using.md,
+# "Energy and savings").
 DEFAULT_CO2_KG_PER_KWH: Final = 0.5366
 _QUARTERS = 96
 _PERIOD = re.compile(r"^\s*(\d{2}):(\d{2})\s*-\s*(\d{2}):(\d{2})\s*=\s*([0-9]+(?:\.[0-9]+)?)\s*$")
