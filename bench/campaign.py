@@ -72,7 +72,7 @@ async def _campaign(settings: Settings, ep: Any, lamps: int, gateways: int) -> d
         conn.execute("UPDATE lamps SET report_interval_s = 3600")  # quiet devices: the commands are measured
     clock = Clock(start=_NIGHT, speed=1.0)
     gws = [
-        GatewayProcess(dataclasses.replace(settings, gateway_instance=f"bench-gateway-{i}"), ep, clock=clock)
+        GatewayProcess.start(dataclasses.replace(settings, gateway_instance=f"bench-gateway-{i}"), ep, clock=clock)
         for i in range(gateways)
     ]
     for g in gws:

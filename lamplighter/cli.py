@@ -458,7 +458,7 @@ def _run_gateway(settings: Settings, ep: Any, clock: Clock) -> None:
     from lamplighter.runtime import GatewayProcess, quiet_collector
 
     _give_way(settings.gateway_nice)
-    proc = GatewayProcess(settings, ep, clock=clock)
+    proc = GatewayProcess.start(settings, ep, clock=clock)
     start_http_server(settings.metrics_port, addr="127.0.0.1", registry=proc.metrics.registry)
     logger.info("gateway metrics at http://127.0.0.1:%d/metrics", settings.metrics_port)
     quiet_collector()

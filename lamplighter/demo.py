@@ -71,7 +71,7 @@ def run_demo(
         with psycopg.connect(ep.database_url) as conn:
             provision_private(ep, conn)  # every device and crew gets its broker account
         logins = _demo_logins(ep.database_url)
-        gw = GatewayProcess(settings, ep, clock=clock)
+        gw = GatewayProcess.start(settings, ep, clock=clock)
         quiet_collector()
         env = {**ep.env(), "LAMPLIGHTER_CLOCK_ORIGIN": repr(clock.origin)}
         sim = spawn(["simulate", "--quiet", "--interval", str(interval), *clock_args], env)

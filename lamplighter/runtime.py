@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import mqtt5
@@ -46,7 +47,7 @@ from lighting.sampling import OPS_TOPIC
 from telemetry.history import pending_days
 from telemetry.models import Batch, Registry
 from telemetry.schema import maintain_partitions, migrate, role_problems
-from telemetry.store import TelemetryStore, inventory_version, load_registry, prune_quarantine
+from telemetry.store import TelemetryStore, inventory_version, last_received_ms, load_registry, prune_quarantine
 
 __all__ = [
     "Endpoints",
@@ -281,6 +282,13 @@ class GatewayProcess:
     the lighting-rate sampler and its retained message, ticket escalation, partition and quarantine upkeep.
     Alone, a gateway holds every district and the lead."""
 
+    @classmethod
+    def start(cls, settings: Settings, ep: Endpoints, **kwargs: Any) -> GatewayProcess:
+        """The start-up: the schema brought up to date (as its owner, once, before anything reads it), then the
+        process built from what the database holds."""
+        ep.migrate(settings.retention_days, settings.compact_after_days)
+        return cls(settings, ep, **kwargs)
+
     def __init__(
         self,
         settings: Settings,
@@ -290,6 +298,7 @@ class GatewayProcess:
         metrics: GatewayMetrics | None = None,
         inventory_check_s: float = _INVENTORY_CHECK_S,
     ) -> None:
+        """Built from a migrated database (`start` migrates first)."""
         self.settings = settings
         self.ep = ep
         self.clock = clock or Clock()
@@ -301,7 +310,6 @@ class GatewayProcess:
         self.instance = settings.gateway_instance or f"{prefix}-{socket.gethostname()}-{os.getpid()}"
         # The one pool every service of this process draws from (opened when the process runs).
         self.db = Database(ep.database_url, name="lamplighter-gateway")
-        ep.migrate(settings.retention_days, settings.compact_after_days)  # start-up: once, before the loop
         with psycopg.connect(ep.database_url, autocommit=True) as conn:
             warn_privileges(conn)
             registry = load_registry(conn)
@@ -314,12 +322,7 @@ class GatewayProcess:
             )
             self.alerts.load(conn)
             # Until this gateway hears devices, nobody is silent: not since the last message a gateway received.
-            row = conn.execute(
-                "SELECT greatest((SELECT max(received_at) FROM lamp_latest), "
-                "(SELECT max(received_at) FROM cabinet_latest))"
-            ).fetchone()
-            last_heard = row[0] if row else None
-            self.fault_engine.pause(int(last_heard.timestamp() * 1000) if last_heard else self.clock.now_ms())
+            self.fault_engine.pause(last_received_ms(conn) or self.clock.now_ms())
         if not registry.lamps:
             logger.warning(
                 "the inventory is empty: every device message will be quarantined as unknown_device; "

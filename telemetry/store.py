@@ -22,7 +22,7 @@ from telemetry.binary import binary_rows
 from telemetry.errors import TelemetryError
 from telemetry.models import Batch, PackedDevices, Registry
 
-__all__ = ["TelemetryStore", "WriteResult", "load_registry", "prune_quarantine"]
+__all__ = ["TelemetryStore", "WriteResult", "last_received_ms", "load_registry", "prune_quarantine"]
 
 logger = logging.getLogger(__name__)
 
@@ -276,6 +276,14 @@ class TelemetryStore:
             len(batch.rejects),
             len(batch.statuses),
         )
+
+
+def last_received_ms(conn: psycopg.Connection) -> int | None:
+    """When a gateway last received a report from any lamp or cabinet (epoch ms), or None before the first."""
+    row = conn.execute(
+        "SELECT greatest((SELECT max(received_at) FROM lamp_latest), (SELECT max(received_at) FROM cabinet_latest))"
+    ).fetchone()
+    return int(row[0].timestamp() * 1000) if row and row[0] is not None else None
 
 
 def prune_quarantine(conn: psycopg.Connection, *, days: int, rows: int) -> int:

@@ -88,7 +88,7 @@ async def remote_city(
         command_retries=2,
         dispatch=False,
     )
-    gw = GatewayProcess(settings, endpoints, clock=clock)
+    gw = GatewayProcess.start(settings, endpoints, clock=clock)
     gw.commands.keep_send_times = True
     task = asyncio.create_task(gw.run())
     app = create_app(
@@ -287,7 +287,7 @@ async def test_a_campaign_goes_on_after_the_gateway_restarts(endpoints: Endpoint
             await city.task
         before = (await call(city.api.get, f"/api/v1/commands/{cid}")).json()
         assert before["status"] == "running" and before["queued"] > 0, before
-        gw = GatewayProcess(city.settings, endpoints, clock=city.clock)
+        gw = GatewayProcess.start(city.settings, endpoints, clock=city.clock)
         task = asyncio.create_task(gw.run())
         try:
             status = await until(

@@ -93,7 +93,7 @@ async def test_faults_become_the_right_tickets_for_the_right_crews(endpoints: En
         flush_interval_s=0.1,
         delivery_allow_private=True,  # the crews' receiver is on this machine
     )
-    gw = GatewayProcess(settings, endpoints, clock=clock)
+    gw = GatewayProcess.start(settings, endpoints, clock=clock)
     fleet = Fleet(
         spec,
         interval_s=INTERVAL_S,

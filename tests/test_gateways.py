@@ -157,7 +157,7 @@ class _CommandCounter:
 
 @contextlib.asynccontextmanager
 async def _gateway(settings: Settings, ep: Endpoints, clock: Clock) -> AsyncIterator[tuple[GatewayProcess, Any]]:
-    gw = GatewayProcess(settings, ep, clock=clock)
+    gw = GatewayProcess.start(settings, ep, clock=clock)
     gw.commands.keep_send_times = True
     task = asyncio.create_task(gw.run())
     try:

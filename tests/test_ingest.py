@@ -63,7 +63,7 @@ async def gateway(ep: Endpoints, client_id: str, **kwargs: Any) -> AsyncIterator
     settings = Settings(
         database_url=ep.database_url, mqtt_url=ep.mqtt_url, gateway_client_id=client_id, flush_interval_s=0.1
     )
-    proc = GatewayProcess(settings, ep, **kwargs)
+    proc = GatewayProcess.start(settings, ep, **kwargs)
     task = asyncio.create_task(proc.run())
     await asyncio.wait_for(proc.subscriber.connected.wait(), 10)
     try:
@@ -446,7 +446,7 @@ async def test_batches_in_flight_together_keep_arrival_order(
     settings = Settings(
         database_url=url, mqtt_url=endpoints.mqtt_url, gateway_client_id=client_id, flush_interval_s=0.02, batch_max=25
     )
-    proc = GatewayProcess(settings, endpoints)
+    proc = GatewayProcess.start(settings, endpoints)
     task = asyncio.create_task(proc.run())
     pub = RawPublisher(endpoints.as_("lamplighter-headend"), client_id + "-pipe")
     try:

@@ -75,7 +75,7 @@ async def test_a_compressed_night_gives_exact_figures(endpoints: Endpoints, clie
     settings = Settings(
         database_url=url, mqtt_url=endpoints.mqtt_url, gateway_client_id=client_id, flush_interval_s=0.1
     )
-    gw = GatewayProcess(settings, endpoints, clock=clock)
+    gw = GatewayProcess.start(settings, endpoints, clock=clock)
     control = ScheduleControl(url, spec.lamp_id, reload_every_s=0.1)
     fleet = Fleet(
         spec, interval_s=INTERVAL_S, failure_rate_per_day=0.0, start_ms=clock.now_ms(), control=control, seed=3

@@ -84,7 +84,7 @@ def _serve(settings: Settings, ep: Endpoints, clock: Clock, port: int) -> Iterat
     started = threading.Event()
 
     async def main() -> None:
-        gw = GatewayProcess(settings, ep, clock=clock)
+        gw = GatewayProcess.start(settings, ep, clock=clock)
         app = create_app(
             database_url=ep.database_url,
             broker=ep.as_("lamplighter-api"),
