@@ -39,6 +39,7 @@ from alerts.errors import AlertsError
 from kernel.backoff import Backoff, backoff_delay
 from kernel.database import Database
 from kernel.supervise import supervise
+from protocol.topics import crew_tickets_topic
 
 __all__ = [
     "DeliveryError",
@@ -269,7 +270,7 @@ class MqttTransport:
         self.timeout_s = timeout_s
 
     async def send(self, item: OutboxItem) -> str:
-        topic = f"sl/crews/{item.crew_id}/tickets"
+        topic = crew_tickets_topic(item.crew_id)
         try:
             async with asyncio.timeout(self.timeout_s):  # not wait_for: it can lose a cancel (Python 3.11)
                 await self.publish(topic, item.body)

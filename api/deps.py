@@ -20,10 +20,10 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from api.auth import User, cached_user, user_for_token
 from api.errors import ApiError
 from api.limits import nul_path
-from gateway.codec import MAX_DEPTH, nesting_depth
 from kernel.clock import Clock
 from kernel.instants import MAX_EPOCH_MS, decode_json
 from lighting.engine import LightingEngine
+from protocol.messages import MAX_DEPTH, nesting_depth
 
 __all__ = [
     "JSON_OR_CSV",

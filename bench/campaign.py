@@ -31,6 +31,7 @@ from kernel.clock import Clock
 from lamplighter.config import Settings
 from lamplighter.runtime import GatewayProcess, bench_city
 from lamplighter.simproc import simulator_process
+from protocol.topics import CMD_FILTERS
 
 __all__ = ["run_campaign_bench"]
 
@@ -52,7 +53,7 @@ class _CommandCounter:
         self.carried = 0
         self.ready = threading.Event()
         self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="bench-cmd-counter")
-        self.client.on_connect = lambda c, *_: (c.subscribe("sl/+/lamp/+/cmd", qos=1), None)[1]
+        self.client.on_connect = lambda c, *_: (c.subscribe(CMD_FILTERS[0], qos=1), None)[1]
         self.client.on_subscribe = lambda *_: self.ready.set()
         self.client.on_message = self._on_message
         ep.as_("lamplighter-headend").setup_paho(self.client)

@@ -41,6 +41,7 @@ from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, bench_city, private_ports
 from lamplighter.services import PrivateServices
 from lamplighter.simproc import lamplighter_process
+from protocol.topics import device_topic
 from simulator.poison import DB_CONSTRAINT, poison_messages
 from simulator.wire import RawPublisher
 
@@ -138,7 +139,7 @@ def _poison_phase(url: str, ep: Endpoints, gw: _Gateway, good_n: int) -> dict[st
         pub.publish(topic, payload)
     good = [
         (
-            f"sl/{d}/lamp/{lamp}/state".encode(),
+            device_topic(d, "lamp", lamp, "state").encode(),
             json.dumps({"ts": now + i, "seq": 1_000 + i, "on": True, "dim": 100, "faults": []}).encode(),
         )
         for i, (lamp, d) in enumerate(lamps)
@@ -208,7 +209,7 @@ def _broker_phase(url: str, ep: Endpoints, gw: _Gateway, settings: Settings, n: 
     now = int(time.time() * 1000)
     msgs = [
         (
-            f"sl/{ids[i % len(ids)][1]}/lamp/{ids[i % len(ids)][0]}/state".encode(),
+            device_topic(ids[i % len(ids)][1], "lamp", ids[i % len(ids)][0], "state").encode(),
             json.dumps(
                 {"ts": now + i // len(ids), "seq": 5_000_000 + i, "on": True, "dim": 100, "faults": []}
             ).encode(),
@@ -291,10 +292,10 @@ def _issue28_phase(url: str, ep: Endpoints, gw: _Gateway, base: str) -> dict[str
     cleared, backlogs = singles[:50], singles[50:100]
     msgs = []
     for lamp, d in cleared:
-        topic = f"sl/{d}/lamp/{lamp}/state".encode()
+        topic = device_topic(d, "lamp", lamp, "state").encode()
         msgs += [(topic, report(now, 10, ["leakage_current"])), (topic, report(now + 50, 11, []))]
     for lamp, d in backlogs:
-        topic = f"sl/{d}/lamp/{lamp}/state".encode()
+        topic = device_topic(d, "lamp", lamp, "state").encode()
         first = now - 25 * 60_000
         msgs += [
             (topic, report(first + k * 300_000, 20 + k, ["lamp_failure"] if k in (2, 3) else [])) for k in range(6)
@@ -329,7 +330,7 @@ def _issue28_phase(url: str, ep: Endpoints, gw: _Gateway, base: str) -> dict[str
     started = time.monotonic()
     for k in range(200):
         lamp, d = stream[k % 20]
-        pub.publish(f"sl/{d}/lamp/{lamp}/state", report(now + 1000 + k, 9_000_000 + k, []))
+        pub.publish(device_topic(d, "lamp", lamp, "state"), report(now + 1000 + k, 9_000_000 + k, []))
         time.sleep(0.05)
     time.sleep(max(0.0, 15.0 - (time.monotonic() - started)))
     with psycopg.connect(ep.admin_url, autocommit=True) as admin:

@@ -30,6 +30,7 @@ import psycopg
 from fieldnet.broker import Broker
 from lamplighter.config import Settings
 from lamplighter.runtime import bench_city
+from protocol.topics import device_topic
 from simulator.wire import RawPublisher, encode_varint
 
 __all__ = ["run_ingest_bench", "run_publishers"]
@@ -58,7 +59,7 @@ def _packets(lamps: list[Lamp], n: int, first_id: int) -> list[tuple[bytes, int]
         watts = float(lamps[k][2]) * 0.97 if len(lamps[k]) > 2 else 148.2
         seq = seqs[k]
         seqs[k] += 1
-        topic = f"sl/{district}/lamp/{lamp}/state".encode()
+        topic = device_topic(district, "lamp", lamp, "state").encode()
         payload = (
             b"{" + _TS_SLOT + b',"seq":%d,"on":true,"dim":100,"power_w":%.1f,"voltage_v":221.4,'
             b'"current_a":0.68,"power_factor":0.98,"energy_wh":123456,"temp_c":-12.5,"rssi_dbm":-87,'
@@ -281,7 +282,7 @@ def _relay_run(ep: Any, lamps: list[Lamp], n: int, publishers: int, run: int) ->
     try:
         probe = RawPublisher(ep.as_("lamplighter-headend"), f"bench-relay-probe-{run}")
         while not sub.probed.wait(0.2):  # until its subscription is in place
-            probe.publish(f"sl/{_RELAY_DISTRICT}/lamp/{_PROBE.decode()}/state", b"{}")
+            probe.publish(device_topic(_RELAY_DISTRICT, "lamp", _PROBE.decode(), "state"), b"{}")
         probe.close()
         time.sleep(0.2)
         sub.count, sub.target = 0, n // publishers * publishers  # what the publishers send between them

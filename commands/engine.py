@@ -40,11 +40,11 @@ from commands.model import (
     STATES,
     Campaign,
 )
-from gateway.codec import clean_text
-from gateway.command_link import decode_ack
 from kernel.backoff import Backoff
 from kernel.database import Database
 from kernel.supervise import supervise
+from protocol.messages import clean_text, decode_ack
+from protocol.topics import ack_topic, cmd_topic
 
 __all__ = ["CommandEngine", "Link"]
 
@@ -242,7 +242,7 @@ class CommandEngine:
             if found is None:
                 continue  # a late or repeated answer to something finished
             c, i = found
-            own = f"sl/{c.districts[i]}/lamp/{c.lamp_ids[i]}/ack"
+            own = ack_topic(c.districts[i], c.lamp_ids[i])
             if topic != own:  # only the lamp the command went to answers it, on its own topic
                 self.spoofed_acks += 1
                 logger.warning(
@@ -328,11 +328,7 @@ class CommandEngine:
             # Not connected: nothing goes, and these lamps are sent again after the acknowledgement timeout.
             for c in {c.id: c for c, _ in sends}.values():
                 self.link.publish(
-                    [
-                        (f"sl/{c.districts[i]}/lamp/{c.lamp_ids[i]}/cmd", c.command(i, now_ms))
-                        for cc, i in sends
-                        if cc is c
-                    ],
+                    [(cmd_topic(c.districts[i], c.lamp_ids[i]), c.command(i, now_ms)) for cc, i in sends if cc is c],
                     campaign=c.id,
                 )
             sent_at = time.monotonic()  # when they went, as a receiver would count them

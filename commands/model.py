@@ -4,7 +4,6 @@ the package's errors."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -13,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kernel.errors import Problem
+from protocol.messages import encode_command
 
 __all__ = [
     "ACKED",
@@ -77,8 +77,7 @@ class Campaign:
     next_queued: int = 0
 
     def command(self, i: int, now_ms: int) -> bytes:
-        body = {"id": self.device_id(i), "op": self.op, "ts": now_ms, "expires": self.expires_ms, **self.params}
-        return json.dumps(body, separators=(",", ":")).encode()
+        return encode_command(self.device_id(i), self.op, now_ms, self.expires_ms, self.params)
 
     def device_id(self, i: int) -> str:
         return f"{self.id}-{i}"

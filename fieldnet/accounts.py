@@ -27,6 +27,7 @@ from pathlib import Path
 
 from fieldnet.broker import Login
 from fieldnet.errors import FieldnetError
+from protocol.topics import ACK_FILTERS, CMD_FILTERS, REPORT_FILTERS
 
 __all__ = [
     "DEVICE_PATTERNS",
@@ -60,9 +61,9 @@ class Service:
     acl: tuple[str, ...]
 
 
-_DEVICE_STATE = ("sl/+/lamp/+/state", "sl/+/cabinet/+/state", "sl/+/lamp/+/status", "sl/+/cabinet/+/status")
-_DEVICE_CMD = ("sl/+/lamp/+/cmd", "sl/+/cabinet/+/cmd")
-_DEVICE_ACK = ("sl/+/lamp/+/ack", "sl/+/cabinet/+/ack")
+_DEVICE_STATE = REPORT_FILTERS
+_DEVICE_CMD = CMD_FILTERS
+_DEVICE_ACK = ACK_FILTERS
 SIM_FAULTS_TOPIC = "lamplighter/sim/faults"  # the simulator's fault-injection topic (simulator.commands)
 
 SERVICES: dict[str, Service] = {

@@ -41,6 +41,7 @@ from fieldnet.accounts import (
 from fieldnet.broker import Login
 from fieldnet.errors import FieldnetError
 from kernel.files import atomic_write, our_pid
+from protocol.topics import ROOT
 
 __all__ = [
     "Inventory",
@@ -211,7 +212,11 @@ def _acl(concentrators: dict[str, list[str]]) -> Iterator[str]:
             yield ""
             yield f"user {user}"
             for stem in stems:
-                yield from (f"topic write sl/{stem}/state", f"topic write sl/{stem}/ack", f"topic read sl/{stem}/cmd")
+                yield from (
+                    f"topic write {ROOT}/{stem}/state",
+                    f"topic write {ROOT}/{stem}/ack",
+                    f"topic read {ROOT}/{stem}/cmd",
+                )
 
 
 def _concentrators(concentrators: dict[str, list[str]]) -> Iterator[str]:

@@ -7,47 +7,44 @@ messages into columnar readings for the COPY writer plus the rejects for the qua
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Final, Literal
+from typing import Final, Literal
 
 import msgspec
-import numpy as np
-from msgspec import UNSET, Meta, UnsetType
+from msgspec import UNSET
 
+from protocol.messages import (
+    FUTURE_TOLERANCE_MS,
+    MAX_CABINET_PAYLOAD,
+    MAX_DEPTH,
+    MAX_PAYLOAD,
+    CabinetLamp,
+    CabinetState,
+    LampState,
+    Status,
+    clean_text,
+    nesting_depth,
+)
+from protocol.topics import split_report_topic
 from telemetry.models import Batch, CabinetRow, Registry, Reject, StatusRow
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "INTERNAL_REASONS",
-    "MAX_PAYLOAD",
     "REASONS",
     "Batch",
-    "CabinetState",
-    "LampState",
     "Message",
     "Registry",
     "Reject",
-    "Status",
     "Topic",
-    "clean_text",
     "decode_batch",
-    "nesting_depth",
     "parse_topic",
     "reject",
 ]
 
-MAX_PAYLOAD: Final = 4096  # docs/protocol.md: a lamp state report is at most 4 KiB
-# A cabinet report carries up to 250 lamps of up to ~300 bytes each in practice.
-MAX_CABINET_PAYLOAD: Final = 256 * 1024
-FUTURE_TOLERANCE_MS: Final = 5 * 60 * 1000
 QUARANTINE_BYTES: Final = 1024
-SEQ_MAX: Final = 2**31 - 1
-# Nesting bound, checked before parsing: a report is 2 deep, a cabinet report 4; unknown fields get room to spare.
-MAX_DEPTH: Final = 32
-MAX_FAULTS: Final = 32
 QUARANTINE_TOPIC_CHARS: Final = 256
 QUARANTINE_DETAIL_CHARS: Final = 1000
 
@@ -68,65 +65,6 @@ REASONS: Final = (
 # Last lines of defence, never expected: the decoder itself failed, or the database refused what it accepted.
 INTERNAL_REASONS: Final = ("decode_error", "db_refused")
 
-# Every number is checked against docs/protocol.md and against its column (`real` is float4, `bigint` 64 bits), so the
-# database never sees a value it refuses or stores as Infinity; the limits are physical, with room to spare.
-BIGINT_MAX: Final = 2**63 - 1
-Ts = Annotated[int, Meta(ge=0, le=BIGINT_MAX)]
-Seq = Annotated[int, Meta(ge=0, le=SEQ_MAX)]
-Watts = Annotated[float, Meta(ge=0, le=1e6)]
-Volts = Annotated[float, Meta(ge=0, le=1e6)]
-Amps = Annotated[float, Meta(ge=0, le=1e6)]
-Lux = Annotated[float, Meta(ge=0, le=1e7)]
-Celsius = Annotated[float, Meta(ge=-273.15, le=1e4)]
-Milliamps = Annotated[float, Meta(ge=0, le=1e9)]
-Meter = Annotated[int, Meta(ge=0, le=BIGINT_MAX)]
-# PostgreSQL's text holds any Unicode but U+0000.
-FaultCode = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[^\x00]+$")]
-Faults = Annotated[list[FaultCode], Meta(max_length=MAX_FAULTS)]
-
-
-class LampState(msgspec.Struct, forbid_unknown_fields=False):
-    """A lamp state report (unknown fields are ignored, as the protocol asks)."""
-
-    ts: Ts
-    seq: Seq
-    on: bool
-    dim: Annotated[int, Meta(ge=0, le=100)]
-    faults: Faults
-    power_w: Watts | UnsetType = UNSET
-    voltage_v: Volts | UnsetType = UNSET
-    current_a: Amps | UnsetType = UNSET
-    power_factor: Annotated[float, Meta(ge=0, le=1)] | UnsetType = UNSET
-    energy_wh: Meter | UnsetType = UNSET
-    temp_c: Celsius | UnsetType = UNSET
-    lux: Lux | UnsetType = UNSET
-    rssi_dbm: Annotated[int, Meta(ge=-32768, le=32767)] | UnsetType = UNSET
-    mode: Literal["auto", "manual"] | UnsetType = UNSET
-
-
-class CabinetLamp(LampState, kw_only=True):
-    id: Annotated[str, Meta(pattern=r"^[A-Z0-9][A-Z0-9-]{3,31}$")]
-
-
-class CabinetState(msgspec.Struct):
-    ts: Ts
-    seq: Seq
-    door_open: bool
-    contactors: Annotated[list[bool], Meta(min_length=1, max_length=6)]
-    faults: Faults
-    phase_voltage_v: Annotated[list[Volts], Meta(min_length=3, max_length=3)] | UnsetType = UNSET
-    circuit_current_a: Annotated[list[Amps], Meta(max_length=6)] | UnsetType = UNSET
-    leakage_ma: Milliamps | UnsetType = UNSET
-    energy_wh: Meter | UnsetType = UNSET
-    # Decoded one by one, so one bad lamp does not cost the other 249 their readings.
-    lamps: Annotated[list[msgspec.Raw], Meta(max_length=1000)] | UnsetType = UNSET
-
-
-class Status(msgspec.Struct):
-    online: bool
-    ts: Ts
-
-
 _lamp_decoder = msgspec.json.Decoder(LampState)
 _cab_lamp_decoder = msgspec.json.Decoder(CabinetLamp)
 _cabinet_decoder = msgspec.json.Decoder(CabinetState)
@@ -145,19 +83,8 @@ class Topic:
 
 def parse_topic(topic: str) -> Topic | None:
     """`sl/{district}/{lamp|cabinet}/{id}/{state|status}` → Topic; None for anything else."""
-    parts = _split_topic(topic)
+    parts = split_report_topic(topic)
     return None if parts is None else Topic(*parts)  # type: ignore[arg-type]
-
-
-def _split_topic(topic: str) -> tuple[str, str, str, str] | None:
-    """(district, kind, device, channel), or None: `parse_topic` without an object made per message."""
-    parts = topic.split("/")
-    if len(parts) != 5 or parts[0] != "sl":
-        return None
-    _, district, kind, device, channel = parts
-    if kind not in ("lamp", "cabinet") or channel not in ("state", "status") or not district or not device:
-        return None
-    return district, kind, device, channel
 
 
 @dataclass(slots=True)
@@ -190,34 +117,6 @@ def _classify(exc: msgspec.DecodeError) -> _Rejected:
     if "Expected `" in msg and ", got `" in msg:
         return _Rejected("wrong_type", msg)
     return _Rejected("out_of_range", msg)
-
-
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
-_OPENERS = frozenset(b"[{")
-
-
-def nesting_depth(payload: bytes) -> int:
-    """How deep arrays and objects nest in a JSON text (brackets inside strings do not count); at C speed, so it
-    runs on every message before the parser, whose recursion a hostile payload could otherwise exhaust."""
-    if payload.count(b"[") + payload.count(b"{") <= MAX_DEPTH:
-        return 0  # cannot be deeper than the bound: the common case, two scans of the bytes
-    brackets = np.frombuffer(_STRING.sub(b"", payload).translate(None, _NOT_BRACKET), dtype=np.uint8)
-    steps = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1)
-    return int(np.cumsum(steps, dtype=np.int64).max(initial=0))
-
-
-def clean_text(text: str, limit: int) -> str:
-    """Text as PostgreSQL takes it: no U+0000, no lone surrogates, at most `limit` characters."""
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    if "\x00" in text:
-        text = text.replace("\x00", "\\u0000")
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        text = text.encode(errors="backslashreplace").decode()
-    return text
 
 
 def reject(m: Message, reason: str, detail: str, payload: bytes | None = None) -> Reject:
@@ -266,7 +165,7 @@ def _rollback(b: Batch, mark: tuple[int, int, int, int]) -> None:
 
 
 def _decode_one(m: Message, reg: Registry, now_ms: int, oldest: int, out: Batch) -> None:
-    t = _split_topic(m.topic)
+    t = split_report_topic(m.topic)
     if t is None:
         raise _Rejected(
             "bad_topic", f"topic {m.topic!r} is not sl/{{district}}/{{lamp|cabinet}}/{{id}}/{{state|status}}"
@@ -312,7 +211,7 @@ def _decode_one(m: Message, reg: Registry, now_ms: int, oldest: int, out: Batch)
 
 
 def _cabinet_id(topic: str) -> str:
-    t = _split_topic(topic)
+    t = split_report_topic(topic)
     return t[2] if t is not None else "?"
 
 

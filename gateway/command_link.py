@@ -8,21 +8,18 @@ import asyncio
 import collections
 import logging
 from collections.abc import Sequence
-from typing import Annotated
 
 import mqtt5
-import msgspec
-from msgspec import Meta
 
 from fieldnet.broker import Broker
-from gateway.codec import BIGINT_MAX, FUTURE_TOLERANCE_MS, MAX_DEPTH, clean_text, nesting_depth
 from gateway.mqtt import AckToken, MqttError, MqttSubscriber, publish_size
+from protocol.messages import Ack, decode_ack
+from protocol.topics import ACK_FILTERS
 
 __all__ = ["Ack", "CommandLink", "PacketTooLarge", "decode_ack"]
 
 logger = logging.getLogger(__name__)
 
-_ACK_TOPICS = ("sl/+/lamp/+/ack", "sl/+/cabinet/+/ack")
 _QOS1 = mqtt5.QoS.AT_LEAST_ONCE
 
 
@@ -31,37 +28,6 @@ class PacketTooLarge(MqttError):
     Sending it again would fail the same way (`permanent`)."""
 
     permanent = True
-
-
-class Ack(msgspec.Struct):
-    id: Annotated[str, Meta(max_length=64)]
-    ok: bool
-    ts: Annotated[int, Meta(ge=0, le=BIGINT_MAX)]
-    error: str | None = None
-
-
-_ACK_MAX_BYTES = 8192  # an ack may carry a lamp state report (at most 4 KiB) besides its own fields
-_ERROR_CHARS = 200
-
-
-def decode_ack(payload: bytes, now_ms: int, retention_ms: int = 90 * 86_400_000) -> Ack:
-    """An acknowledgement, checked as the codec checks a report (its `ts` in the same window: at most 5 minutes
-    ahead of the clock, not older than the retention); raises ValueError naming what is wrong."""
-    if len(payload) > _ACK_MAX_BYTES:
-        raise ValueError(f"payload of {len(payload)} bytes exceeds the {_ACK_MAX_BYTES}-byte limit")
-    if (depth := nesting_depth(payload)) > MAX_DEPTH:
-        raise ValueError(f"arrays and objects nest {depth} deep; at most {MAX_DEPTH} are accepted")
-    try:
-        ack = msgspec.json.decode(payload, type=Ack)
-    except (msgspec.MsgspecError, RecursionError) as exc:
-        raise ValueError(str(exc)) from None
-    if ack.ts > now_ms + FUTURE_TOLERANCE_MS:
-        raise ValueError(f"ts {ack.ts} is {(ack.ts - now_ms) / 1000:.0f} s ahead of the gateway clock")
-    if ack.ts < now_ms - retention_ms:
-        raise ValueError(f"ts {ack.ts} is older than the retention window (oldest accepted {now_ms - retention_ms})")
-    if ack.error is not None:
-        ack.error = clean_text(ack.error, _ERROR_CHARS)  # stored with the lamp's outcome
-    return ack
 
 
 _Out = tuple[str, str, bytes, bool, "asyncio.Future[None] | None"]
@@ -107,7 +73,7 @@ class CommandLink:
             broker=broker,
             client_id=client_id,
             on_message=self._on_ack,
-            topics=_ACK_TOPICS if acks else (),
+            topics=ACK_FILTERS if acks else (),
             session_expiry_s=7 * 24 * 3600 if acks else 0,  # only the acks need a session that outlives us
             on_puback=self._on_puback,
         )

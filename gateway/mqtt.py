@@ -26,17 +26,11 @@ import mqtt5
 from fieldnet.broker import Broker
 from kernel.backoff import Backoff
 from kernel.errors import Problem
+from protocol.topics import REPORT_FILTERS
 
-__all__ = ["DEVICE_TOPICS", "AckToken", "MqttError", "MqttSubscriber", "OnPackets"]
+__all__ = ["AckToken", "MqttError", "MqttSubscriber", "OnPackets"]
 
 logger = logging.getLogger(__name__)
-
-DEVICE_TOPICS = (
-    "sl/+/lamp/+/state",
-    "sl/+/cabinet/+/state",
-    "sl/+/lamp/+/status",
-    "sl/+/cabinet/+/status",
-)
 
 
 class GatewayError(Problem):
@@ -152,7 +146,7 @@ class MqttSubscriber:
         broker: Broker,
         client_id: str,
         on_message: OnMessage,
-        topics: Sequence[str] = DEVICE_TOPICS,
+        topics: Sequence[str] = REPORT_FILTERS,
         receive_maximum: int = 65535,
         session_expiry_s: int = 7 * 24 * 3600,
         keepalive_s: int = 30,

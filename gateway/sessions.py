@@ -31,19 +31,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from fieldnet.broker import Broker
 from gateway.mqtt import AckToken, MqttSubscriber, OnMessage, OnPackets
 from kernel.leases import Leases
+from protocol.topics import district_report_filters
 
-__all__ = ["IngestSessions", "district_topics"]
+__all__ = ["IngestSessions"]
 
 logger = logging.getLogger(__name__)
-
-
-def district_topics(district: str) -> tuple[str, ...]:
-    return (
-        f"sl/{district}/lamp/+/state",
-        f"sl/{district}/cabinet/+/state",
-        f"sl/{district}/lamp/+/status",
-        f"sl/{district}/cabinet/+/status",
-    )
 
 
 class IngestSessions:
@@ -167,7 +159,7 @@ class IngestSessions:
             client_id=f"{self.prefix}-ingest-{district}",
             on_message=self._on_message,
             on_packets=self._on_packets,
-            topics=district_topics(district),
+            topics=district_report_filters(district),
             receive_maximum=self.receive_maximum,
         )
         self.subs[district] = sub

@@ -23,6 +23,7 @@ from lamplighter.config import Settings
 from lamplighter.runtime import GatewayProcess, private_services, provision_private, quiet_collector
 from lamplighter.seeding import seed_command
 from lamplighter.simproc import spawn, stop_process
+from protocol.topics import crew_tickets_topic
 
 __all__ = ["run_demo"]
 
@@ -100,7 +101,7 @@ def _demo_crews(database_url: str) -> None:
         save_crew(conn, Crew(id="supervisors", name="Lighting department supervisors", supervisor=True))
     print(
         f"demo crews created: one per district ({len(districts)}), and the supervisors; tickets reach them on "
-        "sl/crews/{crew}/tickets"
+        f"{crew_tickets_topic('{crew}')}"
     )
 
 

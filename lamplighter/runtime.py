@@ -43,7 +43,7 @@ from lamplighter.config import Settings
 from lamplighter.services import PrivateServices, ServiceError, create_database
 from lighting.engine import LightingEngine, follow_forever
 from lighting.sampler import Sampler
-from lighting.sampling import OPS_TOPIC
+from protocol.topics import OPS_RATE_TOPIC
 from telemetry.history import pending_days
 from telemetry.models import Batch, Registry
 from telemetry.schema import maintain_partitions, migrate, role_problems
@@ -393,7 +393,7 @@ class GatewayProcess:
             reconnect_grace_s=settings.command_reconnect_grace_s,
             retention_days=settings.retention_days,
         )
-        self.publisher = RetainedPublisher(self.command_link, OPS_TOPIC)
+        self.publisher = RetainedPublisher(self.command_link, OPS_RATE_TOPIC)
         self.sampler = Sampler(
             self.engine,
             self.db,

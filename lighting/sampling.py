@@ -27,7 +27,6 @@ from telemetry.fleet import ROAD_CLASSES, FleetIndex
 
 __all__ = [
     "GROUPINGS",
-    "OPS_TOPIC",
     "BelowTarget",
     "SampleRow",
     "history",
@@ -176,8 +175,6 @@ def write_alert_events(conn: psycopg.Connection, events: Iterable[AlertEvent]) -
 
 
 # -- the retained ops message ----------------------------------------------------------------------------
-
-OPS_TOPIC = "sl/ops/lighting-rate"  # the city's rate, retained, for wall displays
 
 
 def ops_message(b: Breakdown) -> bytes:

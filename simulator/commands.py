@@ -26,6 +26,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from fieldnet.accounts import SIM_FAULTS_TOPIC
 from fieldnet.broker import Broker
+from protocol.messages import decode_command, encode_ack
+from protocol.topics import CMD_FILTERS, ack_topic, split_device_topic
 from simulator.fleet import Fleet
 
 __all__ = ["FAULTS_TOPIC", "DeviceCommands", "outcome_masks"]
@@ -66,7 +68,7 @@ class DeviceCommands:
         """`shared_subscription`: this client reads every lamp's commands; False when each device reads its own
         on its own connection (the simulator hands them over with `deliver`)."""
         self.fleet = fleet
-        self._topics = [("sl/+/lamp/+/cmd", 1), (FAULTS_TOPIC, 1)] if shared_subscription else [(FAULTS_TOPIC, 1)]
+        self._topics = [(CMD_FILTERS[0], 1), (FAULTS_TOPIC, 1)] if shared_subscription else [(FAULTS_TOPIC, 1)]
         self.ack_latency_s = ack_latency_s
         self.unreachable, self.failing = outcome_masks(fleet.n, unreachable=unreachable, failing=failing, seed=seed)
         self.slot_of = {lamp: i for i, lamp in enumerate(fleet.spec.lamp_id)}
@@ -153,19 +155,22 @@ class DeviceCommands:
 
     def _one(self, topic: str, payload: bytes, now_ms: int) -> int | None:
         """Handle one command; returns the lamp when it acted."""
-        parts = topic.split("/")
-        slot = self.slot_of.get(parts[3]) if len(parts) == 5 else None
+        parts = split_device_topic(topic)
+        if parts is None or parts[1] != "lamp" or parts[3] != "cmd":
+            return None
+        district, _, lamp, _ = parts
+        slot = self.slot_of.get(lamp)
         if slot is None or self.unreachable[slot]:
             return None
         try:
-            cmd = json.loads(payload)
-            cid = str(cmd["id"])
-        except (ValueError, KeyError, TypeError):
+            cmd = decode_command(payload)
+        except ValueError:
             return None  # a device ignores what it cannot read
-        ack_topic = f"sl/{parts[1]}/lamp/{parts[3]}/ack"
+        cid = cmd["id"]
+        answer_on = ack_topic(district, lamp)
         if cid in self.seen:
             self.repeats += 1
-            self._ack_later(ack_topic, self.seen[cid])  # acted once already: answer again
+            self._ack_later(answer_on, self.seen[cid])  # acted once already: answer again
             return None
         if int(cmd.get("expires", 0)) < now_ms:
             return None  # too late: ignored, as the protocol says
@@ -176,11 +181,11 @@ class DeviceCommands:
             error = self.fleet.command(slot, cmd, now_ms, report=False)
             self.acted += 1
             acted = slot
-        body = json.dumps({"id": cid, "ok": error is None, "error": error, "ts": now_ms}).encode()
+        body = encode_ack(cid, error is None, now_ms, error)
         self.seen[cid] = body
         if len(self.seen) > _SEEN_MAX:
             self.seen.popitem(last=False)
-        self._ack_later(ack_topic, body)
+        self._ack_later(answer_on, body)
         return acted
 
     def _ack_later(self, topic: str, body: bytes) -> None:

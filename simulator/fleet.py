@@ -19,6 +19,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from protocol.topics import device_topic
 from simulator.sun import is_night
 from simulator.wire import SimulatorError
 
@@ -153,9 +154,12 @@ class Fleet:
         self._next_override_end = -1  # epoch ms at which the first override with a time ends (−1: none)
         # Readings of the lamps that report this step (the rest of each buffer is stale).
         self._buf = {k: np.zeros(n) for k in ("power", "voltage", "current", "temp", "energy")}
-        self.topics_single = [f"sl/{spec.lamp_district[i]}/lamp/{spec.lamp_id[i]}/state".encode() for i in self.single]
+        self.topics_single = [
+            device_topic(spec.lamp_district[i], "lamp", spec.lamp_id[i], "state").encode() for i in self.single
+        ]
         self.topics_cab = [
-            f"sl/{spec.cabinet_district[c]}/cabinet/{spec.cabinet_id[c]}/state".encode() for c in self.conc_cabinets
+            device_topic(spec.cabinet_district[c], "cabinet", spec.cabinet_id[c], "state").encode()
+            for c in self.conc_cabinets
         ]
 
     # -- state changes ---------------------------------------------------------------------------------------
@@ -451,8 +455,9 @@ class Fleet:
     def status_topics(self) -> list[tuple[str, bytes]]:
         """(topic, device) of every device with its own connection: single lamps and concentrators."""
         s = self.spec
-        out = [(f"sl/{s.lamp_district[i]}/lamp/{s.lamp_id[i]}/status", b"") for i in self.single.tolist()]
+        out = [(device_topic(s.lamp_district[i], "lamp", s.lamp_id[i], "status"), b"") for i in self.single.tolist()]
         out += [
-            (f"sl/{s.cabinet_district[c]}/cabinet/{s.cabinet_id[c]}/status", b"") for c in self.conc_cabinets.tolist()
+            (device_topic(s.cabinet_district[c], "cabinet", s.cabinet_id[c], "status"), b"")
+            for c in self.conc_cabinets.tolist()
         ]
         return out

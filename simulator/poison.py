@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+from protocol.topics import device_topic
+
 __all__ = ["DB_CONSTRAINT", "poison_messages"]
 
 # The last one is refused by the database itself, through a constraint of this name on lamp_readings that the
@@ -18,8 +20,8 @@ def poison_messages(
 ) -> list[tuple[str, str, bytes]]:
     """(expected reason, topic, payload): one message of each class that once stopped or stalled ingest, then
     one per reject reason of docs/protocol.md, then a few more. `other`: a district of the inventory not the lamp's."""
-    state = f"sl/{district}/lamp/{lamp}/state"
-    status = f"sl/{district}/lamp/{lamp}/status"
+    state = device_topic(district, "lamp", lamp, "state")
+    status = device_topic(district, "lamp", lamp, "status")
 
     def report(**kw: object) -> bytes:
         body: dict[str, object] = {"ts": now, "seq": 1, "on": True, "dim": 100, "faults": []}
@@ -46,7 +48,7 @@ def poison_messages(
         ("out_of_range", state, report(dim=101)),
         ("too_large", state, report(note="x" * 5000)),
         ("unknown_device", f"sl/{district}/lamp/XN-ZZ-999999/state", report()),
-        ("district_mismatch", f"sl/{other}/lamp/{lamp}/state", report()),
+        ("district_mismatch", device_topic(other, "lamp", lamp, "state"), report()),
         ("ts_in_future", state, report(ts=now + 3_600_000)),
         ("ts_too_old", state, report(ts=now - 91 * 86_400_000)),
         # More: number spellings json.dumps never writes, bad Unicode, a huge topic, deep status and cabinet.
@@ -55,12 +57,16 @@ def poison_messages(
         ("out_of_range", state, report(temp_c=-1e308)),
         ("not_json", state, report(faults=["x"]).replace(b'"x"', b'"\\ud800"')),
         ("not_json", state, b"\xff\xfe\xfd"),
-        ("unknown_device", f"sl/{district}/lamp/{'X' * 60_000}/state", report()),
+        ("unknown_device", device_topic(district, "lamp", "X" * 60_000, "state"), report()),
         ("too_large", status, b'{"online":true,"ts":1,"x":' + b"{" * 600 + b"}" * 600 + b"}"),
-        ("out_of_range", f"sl/{district}/cabinet/{cabinet}/state", json.dumps({**cab, "leakage_ma": 1e39}).encode()),
+        (
+            "out_of_range",
+            device_topic(district, "cabinet", cabinet, "state"),
+            json.dumps({**cab, "leakage_ma": 1e39}).encode(),
+        ),
         (
             "out_of_range",  # one bad lamp in a cabinet report: the cabinet lands, that lamp does not
-            f"sl/{district}/cabinet/{cabinet}/state",
+            device_topic(district, "cabinet", cabinet, "state"),
             json.dumps({**cab, "seq": 2, "lamps": [{"id": cab_lamp, **json.loads(report(energy_wh=-1))}]}).encode(),
         ),
         # Accepted by the codec, refused by a constraint of the database's own (the last line of defence).

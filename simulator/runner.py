@@ -23,6 +23,7 @@ import numpy as np
 from fieldnet.broker import Broker, Login
 from kernel.backoff import backoff_delay
 from kernel.clock import Clock
+from protocol.topics import ack_topic, cmd_topic, device_topic, split_device_topic
 from simulator.commands import DeviceCommands
 from simulator.fleet import Fleet, Report
 from simulator.wire import PublishError, RawPublisher, SimulatorError, Will
@@ -117,8 +118,10 @@ class Simulator:
         for (status_topic, _), state_topic in zip(fleet.status_topics(), state_topics, strict=True):
             now = self.clock.now_ms()
             will = Will(status_topic, msgspec.json.encode({"online": False, "ts": now}))
-            stem = status_topic[3 : -len("/status")]  # sl/{stem}/status
-            device = stem.rsplit("/", 1)[1]
+            parts = split_device_topic(status_topic)
+            assert parts is not None
+            district, kind, device, _ = parts
+            stem = f"{district}/{kind}/{device}"  # the device's login: its topics' middle
             login = self._device_login(stem)
             pub = RawPublisher(
                 self.broker.with_login(login), f"{prefix}-{device}", will=will, window=64, on_message=on_message
@@ -126,17 +129,17 @@ class Simulator:
             pub.publish(status_topic, msgspec.json.encode({"online": True, "ts": self.clock.now_ms()}), retain=True)
             self._pubs.append(pub)
             self._by_topic[state_topic] = pub
-            self._by_ack[f"sl/{stem}/ack".encode()] = pub
-            self._cmd_topics[id(pub)] = [f"sl/{stem}/cmd"]
+            self._by_ack[device_topic(district, kind, device, "ack").encode()] = pub
+            self._cmd_topics[id(pub)] = [device_topic(district, kind, device, "cmd")]
         # A lamp behind a concentrator takes and answers its commands through it.
         cabinets = zip(fleet.conc_cabinets.tolist(), fleet.topics_cab, strict=True)
         cab_pub = {int(c): self._by_topic[t] for c, t in cabinets}
         for lamp in np.flatnonzero(spec.lamp_concentrator).tolist():
             via = cab_pub.get(int(spec.lamp_cabinet[lamp]))
             if via is not None:
-                stem = f"sl/{spec.lamp_district[lamp]}/lamp/{spec.lamp_id[lamp]}"
-                self._by_ack[f"{stem}/ack".encode()] = via
-                self._cmd_topics[id(via)].append(f"{stem}/cmd")
+                district, lamp_id = spec.lamp_district[lamp], spec.lamp_id[lamp]
+                self._by_ack[ack_topic(district, lamp_id).encode()] = via
+                self._cmd_topics[id(via)].append(cmd_topic(district, lamp_id))
         if self.commands is not None:
             # Every device subscribes, then every SUBACK is awaited: commands go out only once all can arrive.
             for pub in self._pubs:

@@ -174,7 +174,7 @@ def test_simulator_payloads_match_the_protocol_schemas() -> None:
 
 
 def test_acknowledgements_are_checked_like_reports() -> None:
-    from gateway.command_link import decode_ack
+    from protocol.messages import decode_ack
 
     ack = decode_ack(b'{"id": "c1-XN-CD-000001", "ok": false, "ts": %d, "error": "relay\\u0000stuck"}' % NOW, NOW)
     assert not ack.ok and ack.error == "relay\\u0000stuck"  # storable text, the NUL spelled out

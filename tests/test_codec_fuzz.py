@@ -15,8 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.codec import MAX_DEPTH, Message, Registry, decode_batch, nesting_depth
+from gateway.codec import Message, Registry, decode_batch
 from kernel.database import Database
+from protocol.messages import MAX_DEPTH, nesting_depth
 from telemetry.models import Batch
 from telemetry.store import TelemetryStore
 

@@ -8,8 +8,9 @@ import re
 from pathlib import Path
 
 from alerts.faults import CABINET_FAULTS, CABINET_OUTAGE_CODES, LAMP_FAULTS
-from gateway.codec import FUTURE_TOLERANCE_MS, INTERNAL_REASONS, MAX_CABINET_PAYLOAD, MAX_PAYLOAD, REASONS
+from gateway.codec import INTERNAL_REASONS, REASONS
 from lighting.rate import CITY_TARGET
+from protocol.messages import FUTURE_TOLERANCE_MS, MAX_CABINET_PAYLOAD, MAX_PAYLOAD
 from telemetry.fleet import FAULT_BITS, FRESH_GRACE_MS, MIN_POWER_SHARE
 
 ROOT = Path(__file__).resolve().parent.parent

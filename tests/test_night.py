@@ -27,7 +27,7 @@ from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, GatewayProcess
 from lamplighter.simcontrol import ScheduleControl
 from lighting.engine import LightingEngine
-from lighting.sampling import OPS_TOPIC
+from protocol.topics import OPS_RATE_TOPIC
 from seeds.generator import generate
 from seeds.loader import load
 from simulator.fleet import Fleet, FleetSpec
@@ -182,7 +182,7 @@ async def test_a_compressed_night_gives_exact_figures(endpoints: Endpoints, clie
         # sampler had not yet published after dawn, its next value follows within seconds of the clock.
         reader = client_id + "-ops-reader"
         async with aiomqtt.Client(**endpoints.as_("lamplighter-display").aiomqtt_kwargs(), identifier=reader) as mqtt:
-            await mqtt.subscribe(OPS_TOPIC, qos=1)
+            await mqtt.subscribe(OPS_RATE_TOPIC, qos=1)
             async with asyncio.timeout(10):
                 first = message = await anext(aiter(mqtt.messages))
                 while json.loads(bytes(message.payload))["ts"] <= clock_ms(8, day=2):  # type: ignore[arg-type]
