@@ -61,3 +61,145 @@ def test_every_room_is_packaged_type_checked_and_held_to_the_contracts() -> None
         "layered": layered,
         "acyclic": acyclic,
     } == dict.fromkeys(["installed", "type-checked", "import-linter's root packages", "layered", "acyclic"], rooms)
+
+
+# Which room owns each table: only it writes SQL against it; the others use what it offers (commands/queries.py
+# is the model). The schema's DDL still lives in telemetry/schema.py until each room owns its migrations.
+_OWNERS = {
+    "seeds": ("seed_info", "districts", "roads", "cabinets", "lamps", "waterways"),
+    "telemetry": (
+        "lamp_latest",
+        "cabinet_latest",
+        "device_status",
+        "quarantine",
+        "lamp_readings",
+        "cabinet_readings",
+        "lamp_readings_default",
+        "cabinet_readings_default",
+        "telemetry_settings",
+        "lamp_history",
+        "cabinet_history",
+        "schema_migrations",
+    ),
+    "lighting": ("schedules", "lighting_rate_samples", "nightly_reports", "operator_alerts"),
+    "energy": ("energy_nights",),
+    "alerts": (
+        "crews",
+        "crew_shifts",
+        "tickets",
+        "ticket_lamps",
+        "ticket_events",
+        "outbox",
+        "deliveries",
+        "citizen_reports",
+    ),
+    "commands": ("commands", "command_lamps"),
+    "api": ("users", "user_tokens"),
+    "gateway": ("ingest_heartbeat",),
+    "fieldnet": ("device_credentials",),
+}
+
+# SQL against another room's tables, as it stands: paid off one by one, never added to (the test below fails on a
+# new one, and on one paid off but still listed, so the list only shrinks).
+_SQL_DEBTS = {
+    "alerts/archive.py": {"command_lamps", "commands"},
+    "alerts/citizens.py": {"lamps"},
+    "alerts/crews.py": {"districts"},
+    "alerts/service.py": {"cabinet_latest", "cabinets", "device_status", "lamps"},
+    "alerts/tickets.py": {"cabinets", "districts", "lamps"},
+    "api/auth.py": {"crews"},
+    "api/live.py": {"ticket_events", "tickets"},
+    "api/routes/alerts.py": {"operator_alerts"},
+    "api/routes/cabinets.py": {"cabinet_latest", "cabinets", "lamps", "roads"},
+    "api/routes/commands.py": {"commands"},
+    "api/routes/fleetmap.py": {"districts", "roads", "ticket_lamps", "tickets", "waterways"},
+    "api/routes/health.py": {"districts", "ingest_heartbeat"},
+    "api/routes/lamps.py": {"device_status", "lamp_latest", "lamps", "roads"},
+    "api/routes/ngsild.py": {
+        "cabinet_latest",
+        "cabinets",
+        "districts",
+        "lamp_latest",
+        "lamps",
+        "roads",
+        "schedules",
+        "tickets",
+    },
+    "api/routes/overview.py": {"cabinet_readings", "tickets"},
+    "api/routes/public.py": {"schedules"},
+    "api/routes/quarantine.py": {"quarantine"},
+    "api/routes/reports.py": {"nightly_reports"},
+    "api/routes/tickets.py": {"ticket_lamps", "tickets"},
+    "bench/alerts.py": {"ticket_lamps", "tickets"},
+    "bench/api.py": {"lamps"},
+    "bench/campaign.py": {"command_lamps", "commands", "lamps"},
+    "bench/cli.py": {"tickets"},
+    "bench/energy.py": {"lamp_readings"},
+    "bench/faults.py": {
+        "cabinets",
+        "districts",
+        "lamp_readings",
+        "lamps",
+        "outbox",
+        "quarantine",
+        "ticket_events",
+        "tickets",
+    },
+    "bench/ingest.py": {"districts", "ingest_heartbeat", "lamp_readings", "lamps"},
+    "bench/map.py": {"roads"},
+    "bench/storage.py": {"lamp_readings", "lamps", "telemetry_settings"},
+    "energy/nights.py": {"cabinet_readings", "lamp_history", "lamp_readings"},
+    "fieldnet/provision.py": {"cabinets", "crews", "lamps"},
+    "lamplighter/cli.py": {"user_tokens", "users"},
+    "lamplighter/demo.py": {"crews", "districts", "lamp_latest", "seed_info"},
+    "lamplighter/runtime.py": {"commands", "districts"},
+    "seeds/loader.py": {"schedules"},
+    "simulator/fleet.py": {"cabinets", "lamps"},
+    "simulator/poison.py": {"lamp_readings"},
+    "telemetry/fleet.py": {"cabinets", "districts", "lamps", "roads"},
+    "telemetry/schema.py": {
+        "cabinets",
+        "citizen_reports",
+        "command_lamps",
+        "commands",
+        "crew_shifts",
+        "crews",
+        "deliveries",
+        "device_credentials",
+        "districts",
+        "ingest_heartbeat",
+        "lamps",
+        "lighting_rate_samples",
+        "nightly_reports",
+        "operator_alerts",
+        "outbox",
+        "roads",
+        "schedules",
+        "seed_info",
+        "ticket_events",
+        "ticket_lamps",
+        "tickets",
+        "user_tokens",
+        "users",
+    },
+    "telemetry/store.py": {"cabinets", "districts", "lamps", "seed_info"},
+}
+_SQL_USE = r"\b(?:FROM|JOIN|INTO|UPDATE|TABLE|COPY)\s+(?:ONLY\s+)?(?:public\.)?{}\b"
+
+
+def test_each_room_writes_sql_only_against_its_own_tables() -> None:
+    owner = {table: room for room, tables in _OWNERS.items() for table in tables}
+    uses = {table: re.compile(_SQL_USE.format(table), re.IGNORECASE) for table in owner}
+    found: dict[str, set[str]] = {}
+    for path in sorted(ROOT.glob("*/**/*.py")):
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] in ("tests", ".venv", ".venv-dev", "build"):
+            continue
+        text = path.read_text()
+        foreign = {t for t, rx in uses.items() if owner[t] != rel.parts[0] and rx.search(text)}
+        if foreign:
+            found[str(rel)] = foreign
+    new = {m: sorted(ts - _SQL_DEBTS.get(m, set())) for m, ts in found.items() if ts - _SQL_DEBTS.get(m, set())}
+    paid = {m: sorted(ts - found.get(m, set())) for m, ts in _SQL_DEBTS.items() if ts - found.get(m, set())}
+    assert new == {}, f"SQL against another room's tables (go through what the owner offers): {new}"
+    assert paid == {}, f"paid off: take these out of _SQL_DEBTS: {paid}"
