@@ -38,6 +38,7 @@ __all__ = [
     "follow_forever",
     "get_schedule",
     "load_schedules",
+    "long_outages",
     "put_schedule",
     "schedules_version",
 ]
@@ -250,6 +251,30 @@ def delete_schedule(conn: psycopg.Connection, scope: str, key: str) -> bool:
         raise ScheduleError("the city's schedule cannot be removed, only replaced", "scope")
     cur = conn.execute("DELETE FROM schedules WHERE scope = %s AND key = %s", (scope, key))
     return cur.rowcount > 0
+
+
+def long_outages(conn: psycopg.Connection, now: dt.datetime, *, longer_than: dt.timedelta) -> list[dict[str, Any]]:
+    """Planned outages (schedule windows of kind `outage`) longer than `longer_than` that have not ended by
+    `now`, soonest first: what the public notices list."""
+    rows = conn.execute(
+        """SELECT s.scope, s.key, w->>'start', w->>'end', coalesce(w->>'note', '')
+           FROM schedules s, jsonb_array_elements(s.doc->'windows') w
+           WHERE w->>'kind' = 'outage'
+             AND (w->>'end')::timestamptz > %s
+             AND (w->>'end')::timestamptz - (w->>'start')::timestamptz > %s
+           ORDER BY (w->>'start')::timestamptz""",
+        (now, longer_than),
+    ).fetchall()
+    return [
+        {
+            "scope": r[0],
+            "key": r[1],
+            "start": dt.datetime.fromisoformat(r[2]),
+            "end": dt.datetime.fromisoformat(r[3]),
+            "note": r[4],
+        }
+        for r in rows
+    ]
 
 
 async def follow_forever(

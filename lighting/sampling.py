@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from kernel.clock import night_bounds
@@ -30,12 +31,16 @@ __all__ = [
     "BelowTarget",
     "SampleRow",
     "history",
+    "list_alerts",
+    "list_nights",
     "newest_night",
     "night_of",
     "nightly_csv",
     "nightly_report",
     "ops_message",
     "sample_rows",
+    "stored_report",
+    "stored_reports_between",
     "write_alert_events",
     "write_samples",
 ]
@@ -398,3 +403,52 @@ def nightly_csv(report: dict[str, Any]) -> str:
         )
     w.writerow(["integrity", "all", "", "", report["integrity_at_inspection"]] + [""] * 8)
     return out.getvalue()
+
+
+def stored_report(conn: psycopg.Connection, night: dt.date) -> dict[str, Any] | None:
+    """The nightly report stored for `night` (made after its dawn at the usual inspection time), or None."""
+    row = conn.execute("SELECT body FROM nightly_reports WHERE night = %s", (night,)).fetchone()
+    return None if row is None else dict(row[0])
+
+
+def stored_reports_between(conn: psycopg.Connection, first: dt.date, last: dt.date) -> list[tuple[dt.date, Any]]:
+    """(night, report) of every stored night from `first` to `last`, in order."""
+    rows = conn.execute(
+        "SELECT night, body FROM nightly_reports WHERE night BETWEEN %s AND %s ORDER BY night", (first, last)
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+async def list_nights(conn: psycopg.AsyncConnection[Any], limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+    """(how many nights are stored, a page of them newest first, in brief: the city's figures, roads assessed
+    and passing, the facility integrity at inspection)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT count(*) AS n FROM nightly_reports")
+        total = await cur.fetchone()
+        await cur.execute(
+            """SELECT night, body->'city' AS city, (body->>'roads_assessed')::int AS roads_assessed,
+                      (body->>'roads_passing')::int AS roads_passing,
+                      (body->>'integrity_at_inspection')::float AS integrity_at_inspection
+               FROM nightly_reports ORDER BY night DESC LIMIT %s OFFSET %s""",
+            (limit, offset),
+        )
+        rows = await cur.fetchall()
+    return (int(total["n"]) if total else 0), rows
+
+
+async def list_alerts(
+    conn: psycopg.AsyncConnection[Any], *, open_only: bool, limit: int, offset: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """(how many operator alerts, a page of them newest first); `open_only`: those not cleared yet."""
+    where = " WHERE cleared_at IS NULL" if open_only else ""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(f"SELECT count(*) AS n FROM operator_alerts{where}")
+        total = await cur.fetchone()
+        await cur.execute(
+            "SELECT id, kind, grouping, key, raised_at, cleared_at, rate, target, message "
+            f"FROM operator_alerts{where} ORDER BY raised_at DESC, id DESC LIMIT %s OFFSET %s",
+            (limit, offset),
+        )
+        rows = await cur.fetchall()
+    items = [{**r, "rate": None if r["rate"] is None else float(r["rate"]), "target": float(r["target"])} for r in rows]
+    return (int(total["n"]) if total else 0), items

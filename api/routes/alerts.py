@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from api.deps import ConnDep, Offset, Viewer, limit_param
+from lighting.sampling import list_alerts as read_alerts
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 _OPEN: dict[str, Any] = {"true": {"value": True}}
@@ -23,17 +24,5 @@ async def list_alerts(
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. Newest first; `open=true` for those not cleared yet."""
-    where = " WHERE cleared_at IS NULL" if open_only else ""
-    total = await (await conn.execute(f"SELECT count(*) AS n FROM operator_alerts{where}")).fetchone()
-    rows = await (
-        await conn.execute(
-            "SELECT id, kind, grouping, key, raised_at, cleared_at, rate, target, message "
-            f"FROM operator_alerts{where} ORDER BY raised_at DESC, id DESC LIMIT %s OFFSET %s",
-            (limit, offset),
-        )
-    ).fetchall()
-    items = []
-    for row in rows:
-        r = cast(dict[str, Any], row)
-        items.append({**r, "rate": None if r["rate"] is None else float(r["rate"]), "target": float(r["target"])})
-    return {"items": items, "total": total["n"] if total else 0, "limit": limit, "offset": offset}  # type: ignore[call-overload]
+    total, items = await read_alerts(conn, open_only=open_only, limit=limit, offset=offset)
+    return {"items": items, "total": total, "limit": limit, "offset": offset}

@@ -15,6 +15,7 @@ from alerts.citizens import file_report
 from api.deps import ClockDep, EngineDep, Offset, SyncPoolDep, decode_body, in_thread, json_body, limit_param, page
 from api.errors import ApiError
 from api.ratelimit import RateLimit
+from lighting.engine import long_outages
 
 router = APIRouter(prefix="/api/v1/public", tags=["public"])
 
@@ -89,25 +90,7 @@ async def notices(
     now = clock.now()
 
     def load(conn: psycopg.Connection) -> list[dict[str, Any]]:
-        rows = conn.execute(
-            """SELECT s.scope, s.key, w->>'start', w->>'end', coalesce(w->>'note', '')
-               FROM schedules s, jsonb_array_elements(s.doc->'windows') w
-               WHERE w->>'kind' = 'outage'
-                 AND (w->>'end')::timestamptz > %s
-                 AND (w->>'end')::timestamptz - (w->>'start')::timestamptz > interval '24 hours'
-               ORDER BY (w->>'start')::timestamptz""",
-            (now,),
-        ).fetchall()
-        return [
-            {
-                "scope": r[0],
-                "key": r[1],
-                "start": dt.datetime.fromisoformat(r[2]),
-                "end": dt.datetime.fromisoformat(r[3]),
-                "note": r[4],
-            }
-            for r in rows
-        ]
+        return long_outages(conn, now, longer_than=dt.timedelta(hours=24))
 
     items = await in_thread(pool, load)
     return page(items, limit, offset)

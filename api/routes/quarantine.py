@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter
 
 from api.deps import ConnDep, Offset, Viewer, filter_param, limit_param, time_param
-from api.errors import ApiError
+from telemetry.quarantine import read_quarantine
 
 router = APIRouter(prefix="/api/v1/quarantine", tags=["quarantine"])
-
-
-def _topic_pattern(topic: str) -> str:
-    """An MQTT topic filter (`+` one level, `#` the rest) as an anchored regular expression."""
-    levels = topic.split("/")
-    if any(("+" in lv and lv != "+") or ("#" in lv and lv != "#") for lv in levels) or "#" in levels[:-1]:
-        raise ApiError(422, "invalid", f"topic {topic!r}: '+' must fill a whole level and '#' be the last one", "topic")
-    parts = ["[^/]*" if lv == "+" else ".*" if lv == "#" else re.escape(lv) for lv in levels]
-    pattern = "/".join(parts)
-    if levels[-1] == "#":  # `a/#` also matches `a` itself, as in MQTT
-        pattern = "/".join(parts[:-1]) + "(/.*)?"
-    return f"^{pattern}$"
 
 
 @router.get("")
@@ -40,34 +27,7 @@ async def list_quarantine(
 ) -> dict[str, Any]:
     """Role: viewer. Newest first; `payload` is the first KiB, decoded as UTF-8 with bad bytes replaced. Filters
     combine: `reason`, `device` (the id in the topic), `topic` (exact, or an MQTT filter), `since`, `until`."""
-    where: list[str] = []
-    args: list[object] = []
-    if reason:
-        where.append("reason = %s")
-        args.append(reason)
-    if device:
-        where.append("split_part(topic, '/', 4) = %s")
-        args.append(device)
-    if topic and ("+" in topic or "#" in topic):
-        where.append("topic ~ %s")
-        args.append(_topic_pattern(topic))
-    elif topic:
-        where.append("topic = %s")
-        args.append(topic)
-    for bound, op, name in ((since, ">=", "since"), (until, "<", "until")):
-        if bound is not None:
-            if bound.tzinfo is None:
-                raise ApiError(422, "invalid", f"{name} needs a time zone (or epoch milliseconds)", name)
-            where.append(f"received_at {op} %s")
-            args.append(bound)
-    clause = (" WHERE " + " AND ".join(where)) if where else ""
-    total = await (await conn.execute(f"SELECT count(*) AS n FROM quarantine{clause}", args)).fetchone()
-    rows = await (
-        await conn.execute(
-            f"SELECT id, received_at, topic, payload, reason, detail FROM quarantine{clause} "
-            "ORDER BY id DESC LIMIT %s OFFSET %s",
-            [*args, limit, offset],
-        )
-    ).fetchall()
-    items = [{**r, "payload": bytes(r["payload"]).decode("utf-8", "replace")} for r in rows]  # type: ignore[call-overload, dict-item]
-    return {"items": items, "total": total["n"] if total else 0, "limit": limit, "offset": offset}  # type: ignore[call-overload]
+    total, items = await read_quarantine(
+        conn, reason=reason, device=device, topic=topic, since=since, until=until, limit=limit, offset=offset
+    )
+    return {"items": items, "total": total, "limit": limit, "offset": offset}

@@ -29,7 +29,15 @@ from api.jsonsafe import FiniteJSONResponse
 from api.routes.energy import nights_between
 from energy.nights import Pricing, group_rows
 from lighting.rate import CITY_TARGET
-from lighting.sampling import newest_night, night_of, nightly_csv, nightly_report
+from lighting.sampling import (
+    list_nights,
+    newest_night,
+    night_of,
+    nightly_csv,
+    nightly_report,
+    stored_report,
+    stored_reports_between,
+)
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 
@@ -64,11 +72,8 @@ async def nightly(
         night = date or newest_night(conn, tz)
         if night is None:
             return None, None
-        if at == dt.time(22, 0):
-            row = conn.execute("SELECT body FROM nightly_reports WHERE night = %s", (night,)).fetchone()
-            if row is not None:
-                body: dict[str, Any] = row[0]
-                return night, body
+        if at == dt.time(22, 0) and (body := stored_report(conn, night)) is not None:
+            return night, body
         return night, nightly_report(conn, night, index=engine.index, timezone=tz, inspection=at)
 
     night, report = await in_thread(pool, load)
@@ -96,17 +101,8 @@ async def nights(
 ) -> dict[str, Any]:
     """Role: viewer. The stored nightly reports, newest night first, in brief: the city's mean, minimum and
     inspection-time rate, and how many roads passed. The full report is at `/nightly?date=`."""
-    total = await (await conn.execute("SELECT count(*) AS n FROM nightly_reports")).fetchone()
-    rows = await (
-        await conn.execute(
-            """SELECT night, body->'city' AS city, (body->>'roads_assessed')::int AS roads_assessed,
-                      (body->>'roads_passing')::int AS roads_passing,
-                      (body->>'integrity_at_inspection')::float AS integrity_at_inspection
-               FROM nightly_reports ORDER BY night DESC LIMIT %s OFFSET %s""",
-            (limit, offset),
-        )
-    ).fetchall()
-    return {"items": rows, "total": total["n"] if total else 0, "limit": limit, "offset": offset}  # type: ignore[call-overload]
+    total, rows = await list_nights(conn, limit, offset)
+    return {"items": rows, "total": total, "limit": limit, "offset": offset}
 
 
 _MONTH_CSV = (
@@ -166,12 +162,7 @@ async def monthly(
     last = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
     index = engine.index
     nights, missing = await nights_between(request, pool, index, first, last, now)
-    reports = await in_thread(
-        pool,
-        lambda conn: conn.execute(
-            "SELECT night, body FROM nightly_reports WHERE night BETWEEN %s AND %s ORDER BY night", (first, last)
-        ).fetchall(),
-    )
+    reports = await in_thread(pool, lambda conn: stored_reports_between(conn, first, last))
     group = list(nights.values())
     city = group_rows(group, index, "city", pricing)[0] if group else None
     districts = group_rows(group, index, "district", pricing) if group else []
