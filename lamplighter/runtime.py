@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import functools
 import gc
 import logging
 import os
@@ -44,10 +43,10 @@ from lamplighter.services import PrivateServices, ServiceError, create_database
 from lighting.engine import LightingEngine, follow_forever
 from lighting.sampler import Sampler
 from protocol.topics import OPS_RATE_TOPIC
-from telemetry.history import pending_days
 from telemetry.models import Batch, Registry
-from telemetry.schema import maintain_partitions, migrate, role_problems
-from telemetry.store import TelemetryStore, inventory_version, last_received_ms, load_registry, prune_quarantine
+from telemetry.schema import migrate, role_problems
+from telemetry.store import TelemetryStore, inventory_version, last_received_ms, load_registry
+from telemetry.upkeep import Upkeep
 
 __all__ = [
     "Endpoints",
@@ -73,12 +72,8 @@ def private_ports(settings: Settings, purpose: str) -> tuple[int, int]:
     return settings.private_pg_port + k, settings.private_mqtt_port + k
 
 
-_PARTITION_CHECK_S = 3600.0
 _INVENTORY_CHECK_S = 30.0
 _HEARING_CHECK_S = 0.2
-_QUARANTINE_CHECK_S = 60.0
-_COMPACT_CHECK_S = 3600.0
-_COMPACT_FIRST_S = 60.0  # after taking the lead, so a gateway's start is not slowed by a day's compaction
 _HEARING_STALL_S = 2.0  # a message uncommitted this long: ingest is not hearing devices
 _LEAD_TRY_S = 2.0  # a gateway not leading tries to take the lead this often (a dead leader's goes at once)
 
@@ -405,6 +400,15 @@ class GatewayProcess:
             ingested_through=self._ingested_through_ms,
         )
         self.peers = PeerWatermarks(self.instance)
+        self.upkeep = Upkeep(
+            self.db,
+            self.clock,
+            quarantine_days=settings.quarantine_days,
+            quarantine_rows=settings.quarantine_rows,
+            compact_after_days=settings.compact_after_days,
+            compact=[sys.executable, "-m", "lamplighter", "compact"],
+            env={**os.environ, **ep.env()},
+        )
         self.leading = False
         logger.info(
             "gateway %s ready: %d lamps and %d cabinets in the registry, %d districts",
@@ -516,13 +520,7 @@ class GatewayProcess:
                         tg.create_task(self.sampler.run(), name="lighting-rate-sampler"),
                         tg.create_task(self.publisher.run(), name="ops-publisher"),
                         tg.create_task(self.alerts.escalate_forever(), name="escalation"),
-                        tg.create_task(self._partitions(), name="partition-upkeep"),
-                        tg.create_task(self._quarantine_upkeep(), name="quarantine-upkeep"),
-                        *(
-                            [tg.create_task(self._compaction(), name="history-compaction")]
-                            if self.settings.compact_after_days
-                            else []
-                        ),
+                        tg.create_task(self.upkeep.run(), name="telemetry-upkeep"),
                         *([tg.create_task(self.dispatcher.run(), name="dispatcher")] if self.dispatcher else []),
                         tg.create_task(
                             follow_forever(
@@ -577,43 +575,6 @@ class GatewayProcess:
             g.ingested_through_ms(),
         )
 
-    async def _partitions(self) -> None:
-        # An hour of the gateway's clock, so a compressed night still crosses midnight with partitions ready.
-        period = max(_PARTITION_CHECK_S / self.clock.speed, 10.0)
-        await supervise(lambda: self.db.run(self._maintain), what="partition upkeep", every_s=period)
-
-    async def _compaction(self) -> None:
-        """Hourly: when whole days older than `compact_after_days` still hold raw lamp or cabinet readings, pack
-        them (`lamplighter compact`) in a child process, on a core of its own rather than this loop's. Stopping it
-        midway loses nothing: each range of lamps, and each day's cabinets, is packed in one transaction, and the
-        next run packs the day again over what is there."""
-        await supervise(self._compact, what="history compaction", every_s=_COMPACT_CHECK_S, first_s=_COMPACT_FIRST_S)
-
-    async def _compact(self) -> None:
-        # The process's clock, not the wall's: a demo showing another night must not pack the day it shows.
-        before = self.clock.now().astimezone(dt.UTC).date() - dt.timedelta(days=self.settings.compact_after_days)
-        days = await self.db.run(functools.partial(pending_days, before=before))
-        if not days:
-            return
-        logger.info("history: compacting %d days (%s to %s) in a child process", len(days), days[0], days[-1])
-        child = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "lamplighter",
-            "compact",
-            "--before",
-            before.isoformat(),
-            env={**os.environ, **self.ep.env()},
-        )
-        try:
-            code = await child.wait()
-        except asyncio.CancelledError:
-            child.terminate()  # its open transaction rolls back; the next leader's run goes on
-            await child.wait()
-            raise
-        if code:
-            logger.warning("history compaction exited with status %d (tried again in an hour)", code)
-
     async def _inventory_watch(self) -> None:
         """Reload the device registry when the inventory changes, so newly seeded devices are not quarantined;
         the engines are rebuilt to match (read in a worker thread, swapped in on this loop)."""
@@ -640,17 +601,3 @@ class GatewayProcess:
             return None
         self._inventory = version
         return load_registry(conn), _districts(conn), LightingEngine.load(conn), self.alerts.read_state(conn)
-
-    async def _quarantine_upkeep(self) -> None:
-        await supervise(self._prune_quarantine, what="quarantine upkeep", every_s=_QUARANTINE_CHECK_S)
-
-    async def _prune_quarantine(self) -> None:
-        days, rows = self.settings.quarantine_days, self.settings.quarantine_rows
-        removed = await self.db.run(lambda c: prune_quarantine(c, days=days, rows=rows))
-        if removed:
-            logger.info("quarantine: %d old records removed", removed)
-
-    def _maintain(self, conn: psycopg.Connection) -> None:
-        maintain_partitions(conn)
-        if self.clock.compressed:
-            maintain_partitions(conn, today=self.clock.now().date(), drop=False)

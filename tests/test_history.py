@@ -4,6 +4,7 @@ moved without losing or repeating a reading even when the compaction is killed h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 
 from api.app import create_app
 from gateway.codec import Message, decode_batch
+from kernel.clock import Clock
 from kernel.database import Database
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
@@ -32,6 +34,7 @@ from telemetry.daypack import LampDay, pack, pack_cabinet_day, pack_many, unpack
 from telemetry.history import compact_day, read_cabinet
 from telemetry.schema import has_timescaledb
 from telemetry.store import TelemetryStore, load_registry
+from telemetry.upkeep import Upkeep
 from tests.auth import sign_in
 
 TODAY = datetime.now(UTC).date()
@@ -455,3 +458,46 @@ def test_a_packed_cabinet_day_unpacks_to_the_same_values(rows: list[tuple[Any, .
 
     # Compared as text: -0.0 == 0.0 in Python, and -0.0 must come back -0.0 (a leakage of -0.0 once came back +0.0).
     assert repr(unpack_cabinet_day(pack_cabinet_day(rows))) == repr([tuple(shown(v) for v in r) for r in rows])
+
+
+@pytest.mark.services
+@pytest.mark.asyncio
+async def test_the_leaders_upkeep_packs_old_days_by_itself(city: Endpoints) -> None:
+    """What the leading gateway runs: days older than `compact_after_days` are found and packed by the command it
+    starts as a child, readings kept exactly; today's stay raw."""
+    await _ingest(city, _city(city, lamps=30))
+    with psycopg.connect(city.database_url) as conn:
+        original = sorted(_stored(conn), key=repr)
+    db = Database(city.database_url, name="test-upkeep")
+    await db.open()
+    upkeep = Upkeep(
+        db,
+        Clock(),
+        quarantine_days=30,
+        quarantine_rows=100_000,
+        compact_after_days=2,
+        compact=[sys.executable, "-m", "lamplighter", "compact"],
+        env={**os.environ, **city.env()},
+        compact_first_s=0.0,
+        compact_every_s=0.5,
+    )
+    task = asyncio.create_task(upkeep.run())
+    try:
+        with psycopg.connect(city.database_url, autocommit=True) as conn:
+            deadline = time.monotonic() + 120
+            while conn.execute("SELECT count(*) FROM lamp_history").fetchone() != (2 * 30,):
+                assert not task.done() and time.monotonic() < deadline, "the old days were not packed"
+                await asyncio.sleep(0.2)
+            while conn.execute("SELECT count(*) FROM lamp_readings WHERE ts < %s", (_midnight(TODAY),)).fetchone() != (
+                0,
+            ):
+                assert time.monotonic() < deadline, "the packed days' raw readings stayed"
+                await asyncio.sleep(0.2)
+            assert sorted(_stored(conn), key=repr) == original
+            today = conn.execute("SELECT count(*) FROM lamp_readings WHERE ts >= %s", (_midnight(TODAY),)).fetchone()
+            assert today is not None and today[0] > 0
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await db.close()
