@@ -198,3 +198,21 @@ def test_each_room_writes_sql_only_against_its_own_tables() -> None:
     paid = {m: sorted(ts - found.get(m, set())) for m, ts in _SQL_DEBTS.items() if ts - found.get(m, set())}
     assert new == {}, f"SQL against another room's tables (go through what the owner offers): {new}"
     assert paid == {}, f"paid off: take these out of _SQL_DEBTS: {paid}"
+
+
+def test_every_rooms_package_is_cheap_to_import() -> None:
+    """Importing a room's package loads none of its modules: a process that wants one error class does not pay
+    for numpy, psycopg's pool or FastAPI."""
+    rooms = sorted(p.parent.name for p in ROOT.glob("*/__init__.py") if p.parent.name != "tests")
+    probe = (
+        "import sys\n"
+        + "".join(f"import {r}\n" for r in rooms)
+        + (
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "{'numpy', 'psycopg', 'psycopg_pool', 'fastapi', 'msgspec', 'mqtt5', 'paho'} or '.' in m and m.split('.')[0] in "
+            + repr(set(rooms))
+            + "))"
+        )
+    )
+    run = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]", run.stdout
