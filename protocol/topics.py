@@ -71,22 +71,20 @@ REPORT_FILTERS: Final = tuple(district_report_filters("+"))
 
 def split_device_topic(topic: str) -> tuple[str, str, str, str] | None:
     """(district, kind, device, channel) of any device topic, or None when `topic` is none."""
-    parts = topic.split("/")
-    if len(parts) != 5 or parts[0] != ROOT:
-        return None
-    _, district, kind, device, channel = parts
-    if kind not in DEVICE_KINDS or channel not in CHANNELS or not district or not device:
-        return None
-    return district, kind, device, channel
+    return _split(topic, CHANNELS)
 
 
 def split_report_topic(topic: str) -> tuple[str, str, str, str] | None:
     """(district, kind, device, channel) of a report or status topic, or None for anything else (the gateway's
     `bad_topic`). Called once per message: no object made."""
+    return _split(topic, REPORT_CHANNELS)
+
+
+def _split(topic: str, channels: tuple[str, ...]) -> tuple[str, str, str, str] | None:
     parts = topic.split("/")
     if len(parts) != 5 or parts[0] != ROOT:
         return None
     _, district, kind, device, channel = parts
-    if kind not in DEVICE_KINDS or channel not in REPORT_CHANNELS or not district or not device:
+    if kind not in DEVICE_KINDS or channel not in channels or not district or not device:
         return None
     return district, kind, device, channel
