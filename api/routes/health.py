@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 
 from api.deps import PoolDep, authenticate, request_token
 from api.ratelimit import RateLimit
-from gateway.heartbeat import HEARTBEAT_S
+from gateway.heartbeat import ingest_health, recent_beats
 from gateway.mqtt import MqttError, broker_ping
 
 router = APIRouter(prefix="/api/v1", tags=["health"])
@@ -66,7 +66,7 @@ async def health(request: Request, response: Response, pool: PoolDep) -> dict[st
                 out["database"] = {"ok": False, "latency_ms": latency, "error": f"the database is read-only ({why})"}
             else:
                 out["database"] = {"ok": True, "latency_ms": latency}
-            beats = await (await conn.execute(_BEATS)).fetchall()
+            beats = await recent_beats(conn)
             districts = {r[0] for r in await (await conn.execute("SELECT code FROM districts")).fetchall()}
         out["ingest"] = ingest_health(beats, districts, request.app.state.ingest_stall_s)
     except Exception as exc:
@@ -84,58 +84,3 @@ async def health(request: Request, response: Response, pool: PoolDep) -> dict[st
 
 
 _WRITABLE = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')"
-_BEATS = """SELECT gateway, host, pid, extract(epoch FROM now() - updated_at)::float8, stopped_at IS NOT NULL,
-                  oldest_uncommitted_s, failing_batches, received, written, quarantined, districts
-           FROM ingest_heartbeat WHERE updated_at > now() - interval '1 day' ORDER BY updated_at DESC LIMIT 50"""
-# A gateway writes its heartbeat every HEARTBEAT_S; three missed in a row and it counts as gone.
-_SILENT_S = 3 * HEARTBEAT_S + 1
-_FORGET_S = 3600.0  # a gateway silent this long is history (listed for a day), no longer a problem
-
-
-def ingest_health(beats: list[tuple[Any, ...]], districts: set[str], stall_s: float) -> dict[str, Any]:
-    """`ok` is None when no gateway has ever run on this database (an API on its own), False when none is
-    running, a district is held by no running gateway (its holder stopped or went silent and nobody took it
-    over yet), or a running one holds a message uncommitted for longer than `stall_s`."""
-    gateways: list[dict[str, Any]] = []
-    problems: list[str] = []
-    covered: set[str] = set()
-    silent: list[tuple[str, str, float, set[str]]] = []
-    for name, host, pid, age_s, stopped, oldest_s, failing, received, written, quarantined, held in beats:
-        running = not stopped and age_s <= _SILENT_S
-        g = {
-            "gateway": name,
-            "host": host,
-            "pid": pid,
-            "heartbeat_age_s": round(age_s, 1),
-            "running": running,
-            "districts": sorted(held or ()),
-            "oldest_uncommitted_s": round(oldest_s, 1),
-            "failing_batches": failing,
-            "received": received,
-            "written": written,
-            "quarantined": quarantined,
-        }
-        gateways.append(g)
-        if running:
-            covered.update(held or ())
-            if oldest_s > stall_s:
-                problems.append(
-                    f"gateway {name} is stalled: a message has waited {oldest_s:.0f} s uncommitted"
-                    + (f", {failing} batch writes failed in a row" if failing else "")
-                )
-        elif not stopped and age_s < _FORGET_S:
-            silent.append((name, host, age_s, set(held or ())))
-    if not gateways:
-        return {"ok": None, "gateways": [], "detail": "no gateway has run on this database"}
-    for name, host, age_s, held in silent:
-        if held - covered:  # taken over by nobody yet
-            problems.append(f"gateway {name} on {host} has not reported for {age_s:.0f} s")
-    if not any(g["running"] for g in gateways):
-        if not problems:
-            problems.append("no gateway is running")
-    elif uncovered := sorted(districts - covered):
-        problems.append(f"no running gateway reads district{'s' if len(uncovered) > 1 else ''} {', '.join(uncovered)}")
-    out: dict[str, Any] = {"ok": not problems, "gateways": gateways}
-    if problems:
-        out["error"] = "; ".join(problems)
-    return out
