@@ -14,7 +14,7 @@ import psycopg
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from alerts.tickets import WAITING
+from alerts.queries import waiting_by_priority
 from api.deps import (
     ClockDep,
     EngineDep,
@@ -41,22 +41,6 @@ def _tonight_start(now: dt.datetime, timezone: str) -> dt.datetime:
     local = now.astimezone(ZoneInfo(timezone))
     noon = local.replace(hour=12, minute=0, second=0, microsecond=0)
     return noon if local >= noon else noon - dt.timedelta(days=1)
-
-
-def _tickets(conn: psycopg.Connection, now: dt.datetime) -> dict[str, Any]:
-    rows = conn.execute(
-        """SELECT priority, count(*),
-                  count(*) FILTER (WHERE (deadline IS NOT NULL AND deadline < %s)
-                                   OR (ack_deadline IS NOT NULL AND ack_deadline < %s AND status <> 'acknowledged'))
-           FROM tickets WHERE status = ANY(%s) GROUP BY priority""",
-        (now, now, list(WAITING)),
-    ).fetchall()
-    by_priority = {p: 0 for p in ("P1", "P2", "P3", "P4")}
-    overdue = 0
-    for priority, n, late in rows:
-        by_priority[priority] = int(n)
-        overdue += int(late)
-    return {"open": sum(by_priority.values()), "by_priority": by_priority, "overdue": overdue}
 
 
 def _energy(conn: psycopg.Connection, since: dt.datetime) -> dict[str, Any]:
@@ -107,7 +91,7 @@ async def overview_now(request: Request, pool: SyncPoolDep, engine: LightingEngi
     now = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC)
     timezone = str(getattr(request.app.state, "timezone", "Asia/Shanghai"))
     since = _tonight_start(now, timezone)
-    tickets = await _cached(request, "tickets", _TICKETS_EVERY_S, pool, lambda conn: _tickets(conn, now))
+    tickets = await _cached(request, "tickets", _TICKETS_EVERY_S, pool, lambda conn: waiting_by_priority(conn, now))
     energy = await _cached(request, "energy", _ENERGY_EVERY_S, pool, lambda conn: _energy(conn, since))
     b = engine.breakdown(now_ms)
     city = b.city.rows()[0]

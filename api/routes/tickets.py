@@ -12,6 +12,7 @@ import psycopg
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
+from alerts.queries import list_tickets_page
 from alerts.tickets import WAITING, act, get_ticket, ticket_json
 from api.auth import User
 from api.deps import (
@@ -83,55 +84,19 @@ async def list_tickets(
     cabinet id; a lamp also matches the cabinet tickets that list it, unless `asset_type=lamp` asks for the lamp's
     own tickets only (`asset_type=cabinet`: the cabinet tickets that list it). `asset_type` alone keeps one kind."""
     crew = _scope(user, crew)
-    where: list[str] = []
-    args: list[object] = []
-    if status:
-        statuses = {x for st in status for x in (WAITING if st == "live" else (st,))}
-        where.append("t.status = ANY(%s)")
-        args.append(sorted(statuses))
-    if asset_type:
-        where.append("t.asset_type = %s")
-        args.append(asset_type)
-    if priority:
-        where.append("t.priority = ANY(%s)")
-        args.append(list(priority))
-    for column, value in (("t.district", district), ("t.fault", fault), ("t.crew_id", crew)):
-        if value:
-            where.append(f"{column} = %s")
-            args.append(value)
-    if asset and asset_type == "lamp":
-        where.append("t.asset_id = %s")
-        args.append(asset)
-    elif asset:
-        where.append("(t.asset_id = %s OR t.id IN (SELECT ticket_id FROM ticket_lamps WHERE lamp_id = %s))")
-        args += [asset, asset]
-    clause = (" WHERE " + " AND ".join(where)) if where else ""
-    now = clock.now()
-    # The total comes with the page (one round trip, not two: under full ingest each one waits for a core).
-    rows = await (
-        await conn.execute(
-            f"""SELECT count(*) OVER () AS total_count,
-                       t.id, t.priority, t.fault, t.asset_type, t.asset_id, t.district, t.crew_id AS crew, t.status,
-                       t.opened_at, t.updated_at, t.deadline, t.occurrences,
-                       (t.status IN ('open', 'dispatched', 'acknowledged', 'reopened')
-                        AND ((t.deadline IS NOT NULL AND t.deadline < %s)
-                             OR (t.ack_deadline IS NOT NULL AND t.ack_deadline < %s
-                                 AND t.status <> 'acknowledged'))) AS overdue,
-                       coalesce((SELECT array_agg(lamp_id ORDER BY lamp_id) FROM ticket_lamps l
-                                 WHERE l.ticket_id = t.id), '{{}}') AS lamps
-                FROM tickets t{clause} ORDER BY t.opened_at DESC, t.id DESC LIMIT %s OFFSET %s""",
-            [now, now, *args, limit, offset],
-        )
-    ).fetchall()
-    if rows:
-        total = rows[0]["total_count"]  # type: ignore[call-overload]
-    elif offset:  # a page past the end still says how many there are
-        row = await (await conn.execute(f"SELECT count(*) AS n FROM tickets t{clause}", args)).fetchone()
-        total = row["n"] if row else 0  # type: ignore[call-overload]
-    else:
-        total = 0
-    for r in rows:
-        del r["total_count"]  # type: ignore[attr-defined]
+    total, rows = await list_tickets_page(
+        conn,
+        clock.now(),
+        statuses=sorted({x for st in status for x in (WAITING if st == "live" else (st,))}) if status else None,
+        priorities=list(priority) if priority else None,
+        district=district,
+        fault=fault,
+        crew=crew,
+        asset=asset,
+        asset_type=asset_type,
+        limit=limit,
+        offset=offset,
+    )
     return {"items": rows, "total": total, "limit": limit, "offset": offset}
 
 

@@ -1,0 +1,100 @@
+"""Reading the tickets as the control room and the crews list them: filtered, paged, newest first, each with its
+lamps and whether it is overdue; and the counts the overview shows. The ticket lifecycle that writes them is
+`alerts.tickets`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from alerts.tickets import WAITING
+
+__all__ = ["list_tickets_page", "waiting_by_priority"]
+
+
+async def list_tickets_page(
+    conn: psycopg.AsyncConnection[Any],
+    now: dt.datetime,
+    *,
+    statuses: Sequence[str] | None = None,
+    priorities: Sequence[str] | None = None,
+    district: str | None = None,
+    fault: str | None = None,
+    crew: str | None = None,
+    asset: str | None = None,
+    asset_type: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[int, list[dict[str, Any]]]:
+    """(how many match, the page). `asset` is a lamp or cabinet id; a lamp also matches the cabinet tickets that
+    list it, unless `asset_type` is `lamp`."""
+    where: list[str] = []
+    args: list[object] = []
+    if statuses:
+        where.append("t.status = ANY(%s)")
+        args.append(list(statuses))
+    if asset_type:
+        where.append("t.asset_type = %s")
+        args.append(asset_type)
+    if priorities:
+        where.append("t.priority = ANY(%s)")
+        args.append(list(priorities))
+    for column, value in (("t.district", district), ("t.fault", fault), ("t.crew_id", crew)):
+        if value:
+            where.append(f"{column} = %s")
+            args.append(value)
+    if asset and asset_type == "lamp":
+        where.append("t.asset_id = %s")
+        args.append(asset)
+    elif asset:
+        where.append("(t.asset_id = %s OR t.id IN (SELECT ticket_id FROM ticket_lamps WHERE lamp_id = %s))")
+        args += [asset, asset]
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        # The total comes with the page (one round trip, not two: under full ingest each one waits for a core).
+        await cur.execute(
+            f"""SELECT count(*) OVER () AS total_count,
+                       t.id, t.priority, t.fault, t.asset_type, t.asset_id, t.district, t.crew_id AS crew, t.status,
+                       t.opened_at, t.updated_at, t.deadline, t.occurrences,
+                       (t.status IN ('open', 'dispatched', 'acknowledged', 'reopened')
+                        AND ((t.deadline IS NOT NULL AND t.deadline < %s)
+                             OR (t.ack_deadline IS NOT NULL AND t.ack_deadline < %s
+                                 AND t.status <> 'acknowledged'))) AS overdue,
+                       coalesce((SELECT array_agg(lamp_id ORDER BY lamp_id) FROM ticket_lamps l
+                                 WHERE l.ticket_id = t.id), '{{}}') AS lamps
+                FROM tickets t{clause} ORDER BY t.opened_at DESC, t.id DESC LIMIT %s OFFSET %s""",
+            [now, now, *args, limit, offset],
+        )
+        rows = await cur.fetchall()
+        if rows:
+            total = int(rows[0]["total_count"])
+        elif offset:  # a page past the end still says how many there are
+            await cur.execute(f"SELECT count(*) AS n FROM tickets t{clause}", args)
+            row = await cur.fetchone()
+            total = int(row["n"]) if row else 0
+        else:
+            total = 0
+    for r in rows:
+        del r["total_count"]
+    return total, rows
+
+
+def waiting_by_priority(conn: psycopg.Connection, now: dt.datetime) -> dict[str, Any]:
+    """The tickets still waiting for someone: how many, per priority, and how many of them are overdue."""
+    rows = conn.execute(
+        """SELECT priority, count(*),
+                  count(*) FILTER (WHERE (deadline IS NOT NULL AND deadline < %s)
+                                   OR (ack_deadline IS NOT NULL AND ack_deadline < %s AND status <> 'acknowledged'))
+           FROM tickets WHERE status = ANY(%s) GROUP BY priority""",
+        (now, now, list(WAITING)),
+    ).fetchall()
+    by_priority = {p: 0 for p in ("P1", "P2", "P3", "P4")}
+    overdue = 0
+    for priority, n, late in rows:
+        by_priority[priority] = int(n)
+        overdue += int(late)
+    return {"open": sum(by_priority.values()), "by_priority": by_priority, "overdue": overdue}
