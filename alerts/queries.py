@@ -9,11 +9,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
-from alerts.tickets import WAITING
+from alerts.tickets import EVENTS_CHANNEL, WAITING
 
-__all__ = ["list_tickets_page", "waiting_by_priority"]
+__all__ = [
+    "EVENTS_CHANNEL",
+    "EVENT_FIELDS",
+    "events_after",
+    "list_tickets_page",
+    "newest_event_id",
+    "waiting_by_priority",
+]
 
 
 async def list_tickets_page(
@@ -98,3 +105,32 @@ def waiting_by_priority(conn: psycopg.Connection, now: dt.datetime) -> dict[str,
         by_priority[priority] = int(n)
         overdue += int(late)
     return {"open": sum(by_priority.values()), "by_priority": by_priority, "overdue": overdue}
+
+
+# What a ticket event carries to the live feeds: the event, and its ticket as it is now.
+EVENT_FIELDS = (
+    "id", "ticket_id", "ts", "actor", "action", "from_status", "to_status", "note", "priority", "fault",
+    "asset_type", "asset_id", "district", "crew", "status",
+)  # fmt: skip
+_EVENTS = """SELECT e.id, e.ticket_id, e.ts, e.actor, e.action, e.from_status, e.to_status, e.note,
+                    t.priority, t.fault, t.asset_type, t.asset_id, t.district, t.crew_id, t.status
+             FROM ticket_events e JOIN tickets t ON t.id = e.ticket_id
+             WHERE e.id > %s AND (%s::text IS NULL OR t.crew_id = %s) ORDER BY e.id LIMIT %s"""
+
+
+async def events_after(
+    conn: psycopg.AsyncConnection[Any], after_id: int, *, crew: str | None = None, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """The ticket events after `after_id` in order (`crew`: of that crew's tickets only), each as EVENT_FIELDS."""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(_EVENTS, (after_id, crew, crew, limit))
+        rows = await cur.fetchall()
+    return [dict(zip(EVENT_FIELDS, r, strict=True)) for r in rows]
+
+
+async def newest_event_id(conn: psycopg.AsyncConnection[Any]) -> int:
+    """The id of the newest ticket event (0 before the first)."""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute("SELECT coalesce(max(id), 0) FROM ticket_events")
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0

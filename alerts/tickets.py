@@ -46,6 +46,7 @@ LIVE = ("open", "dispatched", "acknowledged", "resolved", "reopened")
 UNACKED = ("open", "dispatched", "reopened")
 # Still waiting for someone (a resolved ticket waits only for its verification): the control room's open tickets.
 WAITING = tuple(s for s in LIVE if s != "resolved")
+EVENTS_CHANNEL = "lamplighter_ticket_events"  # NOTIFY'd with each event's id as it commits
 ACTIONS = ("acknowledge", "resolve", "cancel", "comment", "reassign")
 SYSTEM = "system"
 
@@ -199,7 +200,7 @@ def record_event(
                     ),
                 )
             conn.execute("SELECT pg_notify('lamplighter_outbox', %s)", (str(event_id),))
-    conn.execute("SELECT pg_notify('lamplighter_ticket_events', %s)", (str(event_id),))
+    conn.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, str(event_id)))
     return event_id
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from alerts.queries import EVENTS_CHANNEL, events_after, newest_event_id
 from api.auth import User
 from api.errors import ApiError
 from api.jsonsafe import dumps
@@ -28,18 +29,10 @@ from kernel.backoff import Backoff
 from kernel.database import Database
 from kernel.supervise import supervise
 
-__all__ = ["EVENT_FIELDS", "STREAM_RECHECK_S", "StreamSlots", "TicketFeed"]
+__all__ = ["STREAM_RECHECK_S", "StreamSlots", "TicketFeed"]
 
 logger = logging.getLogger(__name__)
 
-EVENT_FIELDS = (
-    "id", "ticket_id", "ts", "actor", "action", "from_status", "to_status", "note", "priority", "fault",
-    "asset_type", "asset_id", "district", "crew", "status",
-)  # fmt: skip
-_EVENTS = """SELECT e.id, e.ticket_id, e.ts, e.actor, e.action, e.from_status, e.to_status, e.note,
-                    t.priority, t.fault, t.asset_type, t.asset_id, t.district, t.crew_id, t.status
-             FROM ticket_events e JOIN tickets t ON t.id = e.ticket_id
-             WHERE e.id > %s AND (%s::text IS NULL OR t.crew_id = %s) ORDER BY e.id LIMIT %s"""
 _POLL_S = 1.0
 # A stream checks its user is still allowed this often: a revoked token's or a disabled user's streams end within
 # this and the token cache's few seconds (api.auth._CACHE_S; at once when revoked in this process).
@@ -111,10 +104,9 @@ class TicketFeed:
     async def _follow(self, backoff: Backoff) -> None:
         """One connection's lifetime: listen, and read what is new on each notification or poll."""
         async with await self.db.dedicated("events") as conn:
-            await conn.execute("LISTEN lamplighter_ticket_events")
+            await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
             if self.last_id is None:
-                row = await (await conn.execute("SELECT coalesce(max(id), 0) FROM ticket_events")).fetchone()
-                self.last_id = self._floor = int(row[0]) if row else 0
+                self.last_id = self._floor = await newest_event_id(conn)
             backoff.ok()
             while True:
                 await self._read(conn)
@@ -124,17 +116,16 @@ class TicketFeed:
     async def _read(self, conn: psycopg.AsyncConnection) -> None:
         assert self.last_id is not None
         while True:
-            rows = await (await conn.execute(_EVENTS, (self.last_id, None, None, 1000))).fetchall()
-            for r in rows:
-                body = dict(zip(EVENT_FIELDS, r, strict=True))
-                encoded = _sse(int(r[0]), body)
-                self.events.append((int(r[0]), body["crew"], encoded))
+            rows = await events_after(conn, self.last_id, limit=1000)
+            for body in rows:
+                encoded = _sse(int(body["id"]), body)
+                self.events.append((int(body["id"]), body["crew"], encoded))
                 self.bytes += len(encoded)
                 while len(self.events) > self.keep or self.bytes > self.keep_bytes:
                     gone = self.events.popleft()
                     self.bytes -= len(gone[2])
                     self._floor = gone[0]  # memory now starts after this one
-                self.last_id = int(r[0])
+                self.last_id = int(body["id"])
             if rows:
                 woken, self._new = self._new, asyncio.Event()
                 woken.set()
@@ -178,8 +169,8 @@ class TicketFeed:
                 if batch is None:  # further back than memory (or the listener not up yet): briefly, the pool
                     read_up_to = self.last_id  # the query sees at least what the listener had read
                     async with pool.connection() as conn:
-                        rows = await (await conn.execute(_EVENTS, (last, crew, crew, 500))).fetchall()
-                    batch = [(int(r[0]), r[13], _sse(int(r[0]), dict(zip(EVENT_FIELDS, r, strict=True)))) for r in rows]
+                        rows = await events_after(conn, last, crew=crew, limit=500)
+                    batch = [(int(r["id"]), r["crew"], _sse(int(r["id"]), r)) for r in rows]
                     if len(rows) < 500 and read_up_to is not None:
                         last = max(last, read_up_to)  # caught up: memory serves from here
                 for event_id, event_crew, encoded in batch:
@@ -204,5 +195,4 @@ def _sse(event_id: int, body: dict[str, Any]) -> bytes:
 
 async def _newest(pool: AsyncConnectionPool) -> int:
     async with pool.connection() as conn:
-        row = await (await conn.execute("SELECT coalesce(max(id), 0) FROM ticket_events")).fetchone()
-    return int(row[0]) if row else 0
+        return await newest_event_id(conn)

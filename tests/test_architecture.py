@@ -108,7 +108,6 @@ _SQL_DEBTS = {
     "alerts/service.py": {"cabinet_latest", "cabinets", "device_status", "lamps"},
     "alerts/tickets.py": {"cabinets", "districts", "lamps"},
     "api/auth.py": {"crews"},
-    "api/live.py": {"ticket_events", "tickets"},
     "api/routes/cabinets.py": {"cabinet_latest", "cabinets", "lamps", "roads"},
     "api/routes/fleetmap.py": {"districts", "roads", "ticket_lamps", "tickets", "waterways"},
     "api/routes/health.py": {"districts"},
