@@ -19,6 +19,7 @@ from bench.cli import add_bench_parser, run_bench
 from kernel.clock import Clock
 from kernel.database import shown
 from kernel.errors import Problem
+from kernel.local import quiet_collector
 from lamplighter.config import ConfigError, LamplighterError, Settings
 from lamplighter.devices import add_devices_parser
 from lamplighter.seeding import seed_command
@@ -248,7 +249,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
 
         with psycopg.connect(ep.database_url, connect_timeout=5) as conn:
             runtime.warn_privileges(conn)
-        runtime.quiet_collector()
+        quiet_collector()
         uvicorn.run(
             create_app(
                 database_url=ep.database_url,
@@ -455,7 +456,7 @@ def _give_way(nice: int) -> None:
 def _run_gateway(settings: Settings, ep: Any, clock: Clock) -> None:
     from prometheus_client import start_http_server
 
-    from lamplighter.runtime import GatewayProcess, quiet_collector
+    from lamplighter.runtime import GatewayProcess
 
     _give_way(settings.gateway_nice)
     proc = GatewayProcess.start(settings, ep, clock=clock)

@@ -19,8 +19,9 @@ import uvicorn
 
 from api.app import create_app
 from kernel.clock import Clock
+from kernel.local import quiet_collector
 from lamplighter.config import Settings
-from lamplighter.runtime import GatewayProcess, private_services, provision_private, quiet_collector
+from lamplighter.runtime import GatewayProcess, private_services, provision_private
 from lamplighter.seeding import seed_command
 from lamplighter.simproc import spawn, stop_process
 from protocol.topics import crew_tickets_topic

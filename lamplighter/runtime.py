@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import gc
 import logging
 import os
 import socket
@@ -45,7 +44,7 @@ from lighting.sampler import Sampler
 from protocol.topics import OPS_RATE_TOPIC
 from telemetry.models import Batch, Registry
 from telemetry.schema import migrate, role_problems
-from telemetry.store import TelemetryStore, inventory_version, last_received_ms, load_registry
+from telemetry.store import TelemetryStore, district_codes, inventory_version, last_received_ms, load_registry
 from telemetry.upkeep import Upkeep
 
 __all__ = [
@@ -54,7 +53,6 @@ __all__ = [
     "bench_city",
     "endpoints",
     "private_services",
-    "quiet_collector",
     "warn_privileges",
 ]
 
@@ -88,27 +86,6 @@ def warn_privileges(conn: psycopg.Connection) -> None:
             conn.info.user,
             ", ".join(problems),
         )
-
-
-# The cyclic garbage collector's first generation runs after this many new container objects (Python's default is
-# 700). The gateway makes a few per message, nearly all freed by reference counting the moment their batch is
-# done; but while a batch waits, its messages are alive, and at the default every young collection walked them
-# again: 4,900 collections in 900,000 messages, 2.7-2.8 s of the gateway's time (gc.callbacks, bench ingest).
-# At 50,000: 17 collections, 0.26 s.
-GC_THRESHOLD = (50_000, 20, 10)
-
-
-def quiet_collector() -> None:
-    """Tune the garbage collector for a long-lived process that allocates per message or per request: what is
-    loaded at start (modules, the inventory) is frozen out of every collection, and young collections run less
-    often (GC_THRESHOLD). Call once the process has loaded what it keeps."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLD)
-
-
-def _districts(conn: psycopg.Connection) -> list[str]:
-    return [r[0] for r in conn.execute("SELECT code FROM districts ORDER BY code").fetchall()]
 
 
 @dataclass(frozen=True)
@@ -308,7 +285,7 @@ class GatewayProcess:
         with psycopg.connect(ep.database_url, autocommit=True) as conn:
             warn_privileges(conn)
             registry = load_registry(conn)
-            districts = _districts(conn)
+            districts = district_codes(conn)
             self._inventory = inventory_version(conn)
             self.engine = LightingEngine.load(conn)
             self.fault_engine = AlertEngine(self.engine, self.clock.now_ms())
@@ -600,4 +577,4 @@ class GatewayProcess:
         if version == self._inventory:
             return None
         self._inventory = version
-        return load_registry(conn), _districts(conn), LightingEngine.load(conn), self.alerts.read_state(conn)
+        return load_registry(conn), district_codes(conn), LightingEngine.load(conn), self.alerts.read_state(conn)

@@ -15,8 +15,6 @@ import os
 import pwd
 import secrets
 import shutil
-import signal
-import socket
 import stat
 import subprocess
 import tempfile
@@ -30,7 +28,8 @@ from fieldnet.accounts import DeviceKey
 from fieldnet.provision import ACCOUNTS, ACL, PASSWD, Inventory, provision
 from fieldnet.tls import ensure_ca
 from kernel.database import with_database
-from kernel.files import atomic_write, our_pid
+from kernel.files import atomic_write
+from kernel.local import listener, port_open, stop_stale
 from lamplighter.config import LamplighterError
 from telemetry.schema import timescaledb_usable
 
@@ -91,52 +90,6 @@ def find_postgres_bin(name: str) -> Path:
     if candidates:
         return candidates[0]
     raise ServiceError(_install_hint(name, "postgresql"))
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _listener(port: int) -> str:
-    """Who listens on a loopback TCP port, as "pid N (command line)" when /proc tells (root sees every process);
-    "an unknown program" otherwise."""
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                f = line.split()
-                if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
-                    inodes.add(f"socket:[{f[9]}]")
-    if inodes:
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            with contextlib.suppress(OSError):
-                for fd in (proc / "fd").iterdir():
-                    if os.readlink(fd) in inodes:
-                        cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-                        return f"pid {proc.name} ({cmd[:200]})"
-    return "an unknown program"
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether `pid` is a running process: a zombie (ended, not yet reaped by a parent that is not us) is not."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -240,11 +193,11 @@ class PrivateServices:
             raise ServiceError(_install_hint("mosquitto", "mosquitto"))
         d = self._mqtt_dir
         d.mkdir(parents=True, exist_ok=True)
-        self._kill_stale(d / "pid", "mosquitto", str(d / "mosquitto.conf"))
+        stop_stale(d / "pid", "mosquitto", str(d / "mosquitto.conf"))
         for port in (self.mqtt_port, self.tls_port):
-            if _port_open(port):
+            if port_open(port):
                 raise ServiceError(
-                    f"port {port} on 127.0.0.1 is taken by {_listener(port)}; the private broker cannot start. "
+                    f"port {port} on 127.0.0.1 is taken by {listener(port)}; the private broker cannot start. "
                     f"Stop that program, choose other private ports (LAMPLIGHTER_PRIVATE_MQTT_PORT), or set "
                     f"LAMPLIGHTER_MQTT_URL to use a broker of yours."
                 )
@@ -283,7 +236,7 @@ class PrivateServices:
         self._mqtt_proc = proc
         (d / "pid").write_text(str(proc.pid))
         deadline = time.monotonic() + _MQTT_START_TIMEOUT_S
-        while not _port_open(self.mqtt_port):
+        while not port_open(self.mqtt_port):
             if proc.poll() is not None:
                 raise ServiceError(f"private mosquitto exited with code {proc.returncode}; see {d / 'mosquitto.log'}")
             if time.monotonic() > deadline:
@@ -309,33 +262,8 @@ class PrivateServices:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        self._kill_stale(self._mqtt_dir / "pid", "mosquitto", str(self._mqtt_dir / "mosquitto.conf"))
+        stop_stale(self._mqtt_dir / "pid", "mosquitto", str(self._mqtt_dir / "mosquitto.conf"))
         logger.info("private mosquitto on port %d stopped", self.mqtt_port)
-
-    @staticmethod
-    def _kill_stale(pidfile: Path, what: str, *also: str) -> None:
-        """Stop what a run killed before its end left behind, if the pid file still names it: a process running
-        `what` with `also` on its command line. Any other process now holding that pid is left alone."""
-        if not pidfile.exists():
-            return
-        pid = our_pid(pidfile, what, *also)
-        if pid is None:
-            logger.debug("%s's pid file %s names no process of ours; removed", what, pidfile)
-        elif _pid_alive(pid):
-            for sig in (signal.SIGTERM, signal.SIGKILL):  # the second only if the first was not heeded in 5 s
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-                for _ in range(100):
-                    with contextlib.suppress(ChildProcessError):
-                        os.waitpid(pid, os.WNOHANG)
-                    if not _pid_alive(pid):
-                        break
-                    time.sleep(0.05)
-                else:
-                    continue
-                break
-            logger.debug("stopped %s pid %d", what, pid)
-        pidfile.unlink(missing_ok=True)
 
     # -- PostgreSQL ------------------------------------------------------------------------------------------
 
@@ -422,9 +350,9 @@ class PrivateServices:
                 capture_output=True,
                 check=False,
             )
-        if _port_open(self.pg_port):
+        if port_open(self.pg_port):
             raise ServiceError(
-                f"port {self.pg_port} on 127.0.0.1 is taken by {_listener(self.pg_port)}; the private PostgreSQL "
+                f"port {self.pg_port} on 127.0.0.1 is taken by {listener(self.pg_port)}; the private PostgreSQL "
                 f"cannot start. Stop that program, choose other private ports (LAMPLIGHTER_PRIVATE_PG_PORT), or set "
                 f"LAMPLIGHTER_DATABASE_URL to use a database of yours."
             )

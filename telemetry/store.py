@@ -22,7 +22,7 @@ from telemetry.binary import binary_rows
 from telemetry.errors import TelemetryError
 from telemetry.models import Batch, PackedDevices, Registry
 
-__all__ = ["TelemetryStore", "WriteResult", "last_received_ms", "load_registry", "prune_quarantine"]
+__all__ = ["TelemetryStore", "WriteResult", "district_codes", "last_received_ms", "load_registry", "prune_quarantine"]
 
 logger = logging.getLogger(__name__)
 
@@ -294,6 +294,11 @@ def prune_quarantine(conn: psycopg.Connection, *, days: int, rows: int) -> int:
     if cut is not None:
         removed += conn.execute("DELETE FROM quarantine WHERE id <= %s", (cut[0],)).rowcount
     return removed
+
+
+def district_codes(conn: psycopg.Connection) -> list[str]:
+    """The inventory's district codes, in order."""
+    return [r[0] for r in conn.execute("SELECT code FROM districts ORDER BY code").fetchall()]
 
 
 def inventory_version(conn: psycopg.Connection) -> tuple[object, ...]:

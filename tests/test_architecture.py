@@ -145,7 +145,6 @@ _SQL_DEBTS = {
     "fieldnet/provision.py": {"cabinets", "crews", "lamps"},
     "lamplighter/cli.py": {"user_tokens", "users"},
     "lamplighter/demo.py": {"crews", "districts", "lamp_latest", "seed_info"},
-    "lamplighter/runtime.py": {"districts"},
     "seeds/loader.py": {"schedules"},
     "simulator/fleet.py": {"cabinets", "lamps"},
     "simulator/poison.py": {"lamp_readings"},
