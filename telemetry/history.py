@@ -33,16 +33,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from telemetry.binary import array_column
-from telemetry.daypack import (
-    CABINET_CODEC,
-    CODEC,
-    CabinetRow,
-    LampDay,
-    pack_cabinet_day,
-    pack_many,
-    unpack,
-    unpack_cabinet_day,
-)
+from telemetry.cabinetday import CABINET_CODEC, CabinetRow, pack_cabinet_day, unpack_cabinet_day
+from telemetry.daypack import CODEC, LampDay, pack_many, unpack
 from telemetry.errors import TelemetryError
 
 __all__ = [

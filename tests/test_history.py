@@ -30,7 +30,8 @@ from kernel.database import Database
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
 from seeds.loader import load
-from telemetry.daypack import LampDay, pack, pack_cabinet_day, pack_many, unpack, unpack_cabinet_day
+from telemetry.cabinetday import pack_cabinet_day, unpack_cabinet_day
+from telemetry.daypack import LampDay, pack, pack_many, unpack
 from telemetry.history import compact_day, read_cabinet
 from telemetry.schema import has_timescaledb
 from telemetry.store import TelemetryStore, load_registry
