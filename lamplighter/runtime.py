@@ -26,6 +26,7 @@ from fieldnet.accounts import DeviceKey
 from fieldnet.broker import Broker
 from fieldnet.provision import Inventory, Provisioned, load_accounts, provision, reload
 from gateway.command_link import CommandLink
+from gateway.hearing import HearingWatch
 from gateway.heartbeat import Heartbeat, PeerWatermarks, beat_forever
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import MqttSubscriber
@@ -71,8 +72,6 @@ def private_ports(settings: Settings, purpose: str) -> tuple[int, int]:
 
 
 _INVENTORY_CHECK_S = 30.0
-_HEARING_CHECK_S = 0.2
-_HEARING_STALL_S = 2.0  # a message uncommitted this long: ingest is not hearing devices
 _LEAD_TRY_S = 2.0  # a gateway not leading tries to take the lead this often (a dead leader's goes at once)
 
 
@@ -305,7 +304,6 @@ class GatewayProcess:
         self._judged: set[str] = set()  # districts whose faults this process judges (their ingest is ours)
         self._takeover = asyncio.Event()  # districts were taken over: refresh the engines' view of them
         self._first_take = True
-        self._heard_once = False  # ingest has heard devices since this process started
         self._lead_lost = asyncio.Event()  # set when the leader lease went with its connection
         self._beat_now = asyncio.Event()  # the districts held changed: say so in the heartbeat at once
         self.sessions = IngestSessions(
@@ -375,6 +373,14 @@ class GatewayProcess:
             timezone=settings.timezone,
             inspection=settings.inspection_at,
             ingested_through=self._ingested_through_ms,
+        )
+        # An outage of ours (broker away, database away, a stall, this gateway down) is nobody's silence.
+        self.hearing = HearingWatch(
+            self.sessions.connected,
+            self.gateway,
+            pause=self.fault_engine.pause,
+            resume=self.fault_engine.resume,
+            now_ms=self.clock.now_ms,
         )
         self.peers = PeerWatermarks(self.instance)
         self.upkeep = Upkeep(
@@ -468,7 +474,7 @@ class GatewayProcess:
                 tg.create_task(self.gateway.run(), name="batch-writer")
                 tg.create_task(self._inventory_watch(), name="inventory-watch")
                 tg.create_task(self._heartbeat(), name="ingest-heartbeat")
-                tg.create_task(self._ingest_watch(), name="ingest-watch")
+                tg.create_task(self.hearing.run(), name="ingest-watch")
                 tg.create_task(self._takeovers(), name="takeovers")
                 tg.create_task(follow_forever(self.engine, self.db, states=False), name="schedules")
                 tg.create_task(self.alerts.run(), name="fault-engine")
@@ -516,25 +522,6 @@ class GatewayProcess:
             finally:
                 self.leading = False
                 await self.command_link.close()
-
-    async def _ingest_watch(self) -> None:
-        """Tell the fault engine when ingest stops hearing devices and when it hears them again, so that an
-        outage of ours (broker away, database away, a stall, this gateway down) is nobody's silence."""
-        await supervise(self._check_hearing, what="the ingest watch", every_s=_HEARING_CHECK_S)
-
-    async def _check_hearing(self) -> None:
-        g = self.gateway
-        hearing = (
-            self.sessions.connected.is_set() and g.failing_batches == 0 and g.oldest_uncommitted_s() < _HEARING_STALL_S
-        )
-        if not hearing:
-            self.fault_engine.pause(min(self.clock.now_ms(), g.ingested_through_ms()))
-        elif (gap := self.fault_engine.resume(self.clock.now_ms())) is not None and gap > 0:
-            if self._heard_once:
-                logger.info("ingest hears devices again: %.0f s of outage not counted as silence", gap / 1000)
-            else:  # the start itself, not an outage
-                logger.info("ingest hears devices (%.0f s after start, not counted as silence)", gap / 1000)
-        self._heard_once |= hearing
 
     async def _heartbeat(self) -> None:
         await beat_forever(self.db, self._heartbeat_row, wake=self._beat_now)
