@@ -10,7 +10,9 @@ import psycopg
 from alerts.errors import AlertsError
 from alerts.tickets import SYSTEM, open_ticket, record_event
 
-__all__ = ["CitizenReport", "file_report"]
+__all__ = ["CITIZEN_FAULT", "CitizenReport", "file_report"]
+
+CITIZEN_FAULT = "citizen_report"  # the fault of a ticket a citizen's report opened
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ def file_report(
             change = open_ticket(
                 conn,
                 priority="P3",
-                fault="citizen_report",
+                fault=CITIZEN_FAULT,
                 asset_type="lamp",
                 asset_id=lamp_id,
                 district=district,

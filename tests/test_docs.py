@@ -129,3 +129,19 @@ def test_every_setting_is_documented_for_whoever_runs_it() -> None:
     assert sorted(f"LAMPLIGHTER_{f.name.upper()}" for f in fields(Settings)) == sorted(
         documented - {"LAMPLIGHTER_CONFIG"}
     )
+
+
+def test_the_pages_name_every_fault_the_catalogue_can_put_on_a_ticket() -> None:
+    """The fault labels of the pages (api/web/static/i18n.js, English and Chinese) are the catalogue's codes: a
+    fault added to alerts/faults.py without its words would show as its code to a crew."""
+    from alerts.citizens import CITIZEN_FAULT
+
+    source = (ROOT / "api" / "web" / "static" / "i18n.js").read_text()
+    block = source[source.index("const FAULTS = {") :]
+    block = block[: block.index("\n};")]
+    labels = {
+        lang: set(re.findall(r"\b([a-z_]+): \"", block[block.index(f"{lang}: {{") :].split("}", 1)[0]))
+        for lang in ("en", "zh")
+    }
+    catalogue = {k.code for k in (*LAMP_FAULTS, *CABINET_FAULTS)} | {CITIZEN_FAULT}
+    assert labels == {"en": catalogue, "zh": catalogue}
