@@ -170,6 +170,7 @@ def _same_real(stored: float | None, sent: float | None) -> bool:
     return stored is None if sent is None else stored is not None and np.float32(stored) == np.float32(sent)
 
 
+@pytest.mark.services
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.just(TOPICS[0]), lamp_doc()) | st.tuples(st.just(TOPICS[1]), cabinet_doc()), max_size=4))
 def test_every_accepted_reading_round_trips_through_the_copy(
