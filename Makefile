@@ -42,11 +42,12 @@ test: $(DEV_STAMP) $(WEB)
 	@scripts/ensure-system-packages --browser
 	$(DEV)/bin/python -m pytest
 
-check: $(DEV_STAMP)
+check: $(DEV_STAMP) $(WEB)
 	$(DEV)/bin/ruff check .
 	$(DEV)/bin/ruff format --check .
 	$(DEV)/bin/mypy
 	$(DEV)/bin/lint-imports
+	cd api/web && node_modules/.bin/eslint . && node_modules/.bin/tsc -p .
 
 bench: $(STAMP)
 	$(VENV)/bin/lamplighter bench ingest

@@ -213,3 +213,15 @@ def test_every_rooms_package_is_cheap_to_import() -> None:
     )
     run = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "[]", run.stdout
+
+
+def test_the_pages_scripts_pass_eslint_and_the_type_checker() -> None:
+    """The browser code is held to a standard too: ESLint's recommended rules and TypeScript's checker over the
+    JSDoc types (api/web/eslint.config.mjs, api/web/tsconfig.json; both pinned in api/web/package.json and
+    installed by `scripts/build-web`)."""
+    web = ROOT / "api" / "web"
+    for tool in (["eslint", "."], ["tsc", "-p", "."]):
+        run = subprocess.run(
+            [str(web / "node_modules" / ".bin" / tool[0]), *tool[1:]], cwd=web, capture_output=True, text=True
+        )
+        assert run.returncode == 0, f"{tool[0]}:\n{run.stdout[-3000:]}{run.stderr[-1000:]}"

@@ -1,5 +1,7 @@
 // Shared by the pages: API calls with the login's cookie, the signed-in user, language switching, live streams.
 "use strict";
+/* global I18N */
+/* exported App */
 
 const App = {
   me: null,
@@ -9,8 +11,19 @@ const App = {
     return Date.now() + this.skew;
   },
 
+  /** A form field of the page by its id. @param {string} id @returns {HTMLInputElement} */
+  field(id) {
+    return /** @type {HTMLInputElement} */ (document.getElementById(id));
+  },
+
+  /**
+   * A call to the API with the session's cookie; its JSON (or the Response itself with `raw`).
+   * @param {string} path
+   * @param {Omit<RequestInit, "headers"> & {json?: unknown, raw?: boolean, headers?: Record<string, string>}} [options]
+   */
   async api(path, options = {}) {
-    const init = { credentials: "same-origin", headers: {}, ...options };
+    /** @type {RequestInit & {headers: Record<string, string>}} */
+    const init = { credentials: "same-origin", ...options, headers: { ...options.headers } };
     if (options.json !== undefined) {
       init.method = init.method || "POST";
       init.headers["Content-Type"] = "application/json";
@@ -26,9 +39,7 @@ const App = {
       try {
         message = (await r.json()).error.message;
       } catch (_) { /* not our error shape */ }
-      const err = new Error(message);
-      err.status = r.status;
-      throw err;
+      throw Object.assign(new Error(message), { status: r.status });
     }
     return options.raw ? r : r.json();
   },

@@ -1,6 +1,7 @@
 // The control room: KPI tiles, the map, rate tables, trend charts, the ticket queue, the command panel and the
 // lamp inspector. Live through two server-sent event streams (overview figures, ticket events).
 "use strict";
+/* global App, I18N, LampMap, CONDITION_COLORS, uPlot */
 
 const Control = {
   layout: null,
@@ -269,14 +270,16 @@ const Control = {
   },
 
   async refreshTickets() {
-    for (const o of document.querySelectorAll("#tf-district option[data-district]")) o.textContent = this.districtName(o.dataset.district);
+    for (const o of document.querySelectorAll("#tf-district option[data-district]")) {
+      if (o instanceof HTMLElement) o.textContent = this.districtName(o.dataset.district);
+    }
     const q = new URLSearchParams({ limit: "100" });
-    const status = document.getElementById("tf-status").value;
+    const status = App.field("tf-status").value;
     if (status === "live") for (const s of ["open", "dispatched", "acknowledged", "reopened"]) q.append("status", s);
     else if (status) q.append("status", status);
-    const priority = document.getElementById("tf-priority").value;
+    const priority = App.field("tf-priority").value;
     if (priority) q.append("priority", priority);
-    const district = document.getElementById("tf-district").value;
+    const district = App.field("tf-district").value;
     if (district) q.append("district", district);
     const page = await App.api("/api/v1/tickets?" + q);
     document.getElementById("tickets-total").textContent = I18N.t("tickets.total", { n: I18N.number(page.total) });
@@ -331,7 +334,7 @@ const Control = {
     }
     document.getElementById("cmd-target").addEventListener("change", () => this.fillTargetValues());
     document.getElementById("cmd-op").addEventListener("change", () => {
-      document.getElementById("cmd-level-label").hidden = document.getElementById("cmd-op").value !== "dim";
+      document.getElementById("cmd-level-label").hidden = App.field("cmd-op").value !== "dim";
     });
     this.fillTargetValues();
     form.addEventListener("submit", (e) => {
@@ -349,8 +352,8 @@ const Control = {
   },
 
   fillTargetValues() {
-    const kind = document.getElementById("cmd-target").value;
-    const select = document.getElementById("cmd-value-select");
+    const kind = App.field("cmd-target").value;
+    const select = App.field("cmd-value-select");
     const text = document.getElementById("cmd-value-text");
     const label = document.getElementById("cmd-value-label");
     label.hidden = kind === "all";
@@ -367,22 +370,22 @@ const Control = {
   },
 
   async sendCommand() {
-    const kind = document.getElementById("cmd-target").value;
-    const select = document.getElementById("cmd-value-select");
-    const text = document.getElementById("cmd-value-text").value.trim();
+    const kind = App.field("cmd-target").value;
+    const select = App.field("cmd-value-select");
+    const text = App.field("cmd-value-text").value.trim();
     const target = kind === "all" ? { all: true }
       : kind === "district" ? { district: select.value }
       : kind === "road_class" ? { road_class: select.value }
       : kind === "road" ? { road: text }
       : kind === "cabinet" ? { cabinet: text }
       : { lamps: text.split(/[\s,]+/).filter(Boolean) };
-    const choice = document.getElementById("cmd-op").value;
+    const choice = App.field("cmd-op").value;
     const body = { target, op: choice === "on" || choice === "off" ? "switch" : choice };
     if (choice === "on" || choice === "off") body.on = choice === "on";
-    if (choice === "dim") body.level = Number(document.getElementById("cmd-level").value);
-    const until = document.getElementById("cmd-until").value;
+    if (choice === "dim") body.level = Number(App.field("cmd-level").value);
+    const until = App.field("cmd-until").value;
     if (until && ["switch", "dim"].includes(body.op)) body.until = new Date(until).toISOString();
-    const reason = document.getElementById("cmd-reason").value.trim();
+    const reason = App.field("cmd-reason").value.trim();
     if (reason) body.reason = reason;
     try {
       const r = await App.api("/api/v1/commands", { json: body });

@@ -1,5 +1,6 @@
 // The crew page, for a phone: my crew's open tickets by deadline, where they are, what to do, live.
 "use strict";
+/* global App, I18N */
 
 const LIVE = ["open", "dispatched", "acknowledged", "reopened"];
 
@@ -49,7 +50,7 @@ const Crew = {
     const cards = document.getElementById("cards");
     document.getElementById("empty").hidden = this.tickets.length > 0;
     // Keep what a crew member is typing: re-render only cards whose ticket changed.
-    const keep = new Map([...cards.children].map((c) => [c.dataset.key, c]));
+    const keep = new Map([...cards.children].map((c) => [/** @type {HTMLElement} */ (c).dataset.key, c]));
     const next = this.tickets.map((t) => {
       const d = this.details[t.id] || t;
       const key = `${t.id}:${d.status}:${(d.history || []).length}:${I18N.lang}:${Math.floor(App.now() / 60000)}`;

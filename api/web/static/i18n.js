@@ -1,6 +1,7 @@
 // Labels of both pages in Simplified Chinese and English. Every static label carries data-i18n="key" (or
 // data-i18n-placeholder / data-i18n-title); dynamic text goes through t(key, values).
 "use strict";
+/* exported I18N */
 
 const MESSAGES = {
   en: {
@@ -398,10 +399,13 @@ const I18N = {
   },
 
   // Apply the language to every element marked with data-i18n*.
+  /** @param {ParentNode} [root] */
   apply(root = document) {
     document.documentElement.lang = this.lang === "zh" ? "zh-CN" : "en";
-    for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = this.t(el.dataset.i18n);
-    for (const el of root.querySelectorAll("[data-i18n-placeholder]")) el.placeholder = this.t(el.dataset.i18nPlaceholder);
-    for (const el of root.querySelectorAll("[data-i18n-title]")) el.title = this.t(el.dataset.i18nTitle);
+    /** @param {string} selector @returns {HTMLInputElement[]} */
+    const marked = (selector) => /** @type {HTMLInputElement[]} */ ([...root.querySelectorAll(selector)]);
+    for (const el of marked("[data-i18n]")) el.textContent = this.t(el.dataset.i18n);
+    for (const el of marked("[data-i18n-placeholder]")) el.placeholder = this.t(el.dataset.i18nPlaceholder);
+    for (const el of marked("[data-i18n-title]")) el.title = this.t(el.dataset.i18nTitle);
   },
 };

@@ -2,6 +2,8 @@
 // district names at every zoom, street names once zoomed in. 110,000 lamps are drawn by writing pixels into an
 // ImageData (a few milliseconds); streets are one path per road class.
 "use strict";
+/* global I18N */
+/* exported LampMap, CONDITION_COLORS */
 
 const M_PER_UNIT = 111320; // plane units are degrees of latitude; a metre is 1/111,320 of one
 // Road classes, widest first: the street's width on the ground (m), its thinnest line (px) and its colour.
