@@ -47,7 +47,7 @@ check: $(DEV_STAMP) $(WEB)
 	$(DEV)/bin/ruff format --check .
 	$(DEV)/bin/mypy
 	$(DEV)/bin/lint-imports
-	cd api/web && node_modules/.bin/eslint . && node_modules/.bin/tsc -p .
+	cd api/web && node_modules/.bin/eslint . && node_modules/.bin/tsc -p . && node --test tests/
 
 bench: $(STAMP)
 	$(VENV)/bin/lamplighter bench ingest

@@ -4,6 +4,7 @@ package's modules import each other in a circle."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -215,13 +216,12 @@ def test_every_rooms_package_is_cheap_to_import() -> None:
     assert run.stdout.strip() == "[]", run.stdout
 
 
-def test_the_pages_scripts_pass_eslint_and_the_type_checker() -> None:
-    """The browser code is held to a standard too: ESLint's recommended rules and TypeScript's checker over the
-    JSDoc types (api/web/eslint.config.mjs, api/web/tsconfig.json; both pinned in api/web/package.json and
-    installed by `scripts/build-web`)."""
+def test_the_pages_scripts_pass_eslint_the_type_checker_and_their_unit_tests() -> None:
+    """The browser code is held to a standard too: ESLint's recommended rules, TypeScript's checker over the JSDoc
+    types (api/web/eslint.config.mjs, api/web/tsconfig.json; pinned in api/web/package.json and installed by
+    `scripts/build-web`), and the unit tests of its pure parts under Node (api/web/tests)."""
     web = ROOT / "api" / "web"
-    for tool in (["eslint", "."], ["tsc", "-p", "."]):
-        run = subprocess.run(
-            [str(web / "node_modules" / ".bin" / tool[0]), *tool[1:]], cwd=web, capture_output=True, text=True
-        )
+    for tool in (["eslint", "."], ["tsc", "-p", "."], ["node", "--test", "tests/"]):
+        binary = shutil.which("node") or "node" if tool[0] == "node" else str(web / "node_modules" / ".bin" / tool[0])
+        run = subprocess.run([binary, *tool[1:]], cwd=web, capture_output=True, text=True)
         assert run.returncode == 0, f"{tool[0]}:\n{run.stdout[-3000:]}{run.stderr[-1000:]}"

@@ -137,7 +137,7 @@ def test_the_pages_name_every_fault_the_catalogue_can_put_on_a_ticket() -> None:
     from alerts.citizens import CITIZEN_FAULT
 
     source = (ROOT / "api" / "web" / "static" / "i18n.js").read_text()
-    block = source[source.index("const FAULTS = {") :]
+    block = source[source.index("FAULTS = {") :]
     block = block[: block.index("\n};")]
     labels = {
         lang: set(re.findall(r"\b([a-z_]+): \"", block[block.index(f"{lang}: {{") :].split("}", 1)[0]))

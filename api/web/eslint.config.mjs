@@ -1,5 +1,5 @@
-// The pages' scripts: plain browser JavaScript without a build step, loaded as classic scripts that share a few
-// globals (each file says which it uses with a `/* global … */` line).
+// The pages' scripts: plain browser JavaScript as ES modules, without a build step; uPlot, vendored and loaded
+// before them as a classic script, is their one global. Their unit tests run under Node (`node --test`).
 import js from "@eslint/js";
 import globals from "globals";
 
@@ -8,12 +8,16 @@ export default [
   js.configs.recommended,
   {
     files: ["static/*.js"],
-    languageOptions: { ecmaVersion: 2022, sourceType: "script", globals: { ...globals.browser } },
+    languageOptions: { ecmaVersion: 2022, sourceType: "module", globals: { ...globals.browser } },
     rules: {
       "no-unused-vars": ["error", { args: "after-used", argsIgnorePattern: "^_", caughtErrors: "none" }],
       eqeqeq: ["error", "always"],
       "no-var": "error",
       "prefer-const": "error",
     },
+  },
+  {
+    files: ["tests/*.js"],
+    languageOptions: { ecmaVersion: 2022, sourceType: "module", globals: { ...globals.node } },
   },
 ];

@@ -1,9 +1,7 @@
 // Shared by the pages: API calls with the login's cookie, the signed-in user, language switching, live streams.
-"use strict";
-/* global I18N */
-/* exported App */
+import { I18N } from "./i18n.js";
 
-const App = {
+export const App = {
   me: null,
   skew: 0, // server time − browser time, ms: deadlines count down on the server's clock
 

@@ -1,7 +1,9 @@
 // The control room: KPI tiles, the map, rate tables, trend charts, the ticket queue, the command panel and the
 // lamp inspector. Live through two server-sent event streams (overview figures, ticket events).
-"use strict";
-/* global App, I18N, LampMap, CONDITION_COLORS, uPlot */
+/* global uPlot */
+import { App } from "./common.js";
+import { I18N } from "./i18n.js";
+import { CONDITION_COLORS, LampMap } from "./map.js";
 
 const Control = {
   layout: null,

@@ -1,6 +1,6 @@
 // The crew page, for a phone: my crew's open tickets by deadline, where they are, what to do, live.
-"use strict";
-/* global App, I18N */
+import { App } from "./common.js";
+import { I18N } from "./i18n.js";
 
 const LIVE = ["open", "dispatched", "acknowledged", "reopened"];
 

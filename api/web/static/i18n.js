@@ -1,9 +1,7 @@
 // Labels of both pages in Simplified Chinese and English. Every static label carries data-i18n="key" (or
 // data-i18n-placeholder / data-i18n-title); dynamic text goes through t(key, values).
-"use strict";
-/* exported I18N */
 
-const MESSAGES = {
+export const MESSAGES = {
   en: {
     "app.title": "Lamplighter control room",
     "app.crew_title": "Lamplighter — crew",
@@ -324,7 +322,7 @@ const MESSAGES = {
   },
 };
 
-const FAULTS = {
+export const FAULTS = {
   en: {
     lamp_failure: "Lamp failure", driver_failure: "Driver failure", relay_failure: "Relay failure",
     supply_loss: "Supply loss", dimming_failure: "Dimming failure", over_voltage: "Over-voltage",
@@ -344,10 +342,10 @@ const FAULTS = {
   },
 };
 
-const I18N = {
+export const I18N = {
   // The language last chosen on this device, else Chinese: every account starts in Chinese (users.lang), so the
   // login page and the pages after it agree; a choice made on the login page is saved to the account at sign-in.
-  lang: localStorage.getItem("ll.lang") || "zh",
+  lang: globalThis.localStorage?.getItem("ll.lang") || "zh",
   timezone: "Asia/Shanghai",
 
   t(key, values) {

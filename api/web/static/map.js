@@ -1,9 +1,7 @@
 // The fleet on a canvas: district borders, rivers, streets, and one dot per lamp coloured by its condition;
 // district names at every zoom, street names once zoomed in. 110,000 lamps are drawn by writing pixels into an
 // ImageData (a few milliseconds); streets are one path per road class.
-"use strict";
-/* global I18N */
-/* exported LampMap, CONDITION_COLORS */
+import { I18N } from "./i18n.js";
 
 const M_PER_UNIT = 111320; // plane units are degrees of latitude; a metre is 1/111,320 of one
 // Road classes, widest first: the street's width on the ground (m), its thinnest line (px) and its colour.
@@ -18,7 +16,7 @@ const RIVER_COLOR = "rgba(37, 99, 235, 0.85)";
 const ROAD_LABELS_FROM = 0.12; // px per metre: street names show from this zoom (1 km ≈ 120 px)
 const BRANCH_LABELS_FROM = 0.3;
 
-const CONDITION_COLORS = {
+export const CONDITION_COLORS = {
   off: [100, 116, 139],
   lit: [250, 204, 21],
   dark: [239, 68, 68],
@@ -29,7 +27,7 @@ const CONDITION_COLORS = {
 };
 const ALARMS = new Set(["dark", "day_burning", "in_ticket", "unknown"]); // drawn last, on top
 
-function decode(b64, Type) {
+export function decode(b64, Type) {
   const text = atob(b64);
   const bytes = new Uint8Array(text.length);
   for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
@@ -38,7 +36,7 @@ function decode(b64, Type) {
 
 const GRID = 128; // lamps are indexed in GRID × GRID cells of the city's box, to draw only the visible ones
 
-class LampMap {
+export class LampMap {
   constructor(canvas, layout, onPick) {
     this.canvas = canvas;
     this.ctx = canvas.getContext("2d");
