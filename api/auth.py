@@ -32,11 +32,13 @@ __all__ = [
     "User",
     "add_user",
     "check_login",
+    "disable_user",
     "find_login",
     "finish_login",
     "forget",
     "hash_password",
     "issue_token",
+    "list_user_rows",
     "login",
     "revoke",
     "user_for_token",
@@ -236,6 +238,26 @@ class PasswordChecks:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def list_user_rows(conn: psycopg.Connection) -> list[tuple[str, str, str, str, bool, bool]]:
+    """Every user by name: (name, role, crew or "", lang, can log in with a password, disabled)."""
+    rows = conn.execute(
+        "SELECT name, role, coalesce(crew_id, ''), lang, password_hash IS NOT NULL, disabled_at IS NOT NULL "
+        "FROM users ORDER BY name"
+    ).fetchall()
+    return [(r[0], r[1], r[2], r[3], bool(r[4]), bool(r[5])) for r in rows]
+
+
+def disable_user(conn: psycopg.Connection, name: str) -> bool:
+    """Disable the user `name` and revoke its tokens; False when there is no such user."""
+    row = conn.execute(
+        "UPDATE users SET disabled_at = coalesce(disabled_at, now()) WHERE name = %s RETURNING id", (name,)
+    ).fetchone()
+    if row is None:
+        return False
+    conn.execute("DELETE FROM user_tokens WHERE user_id = %s", (row[0],))
+    return True
 
 
 def revoke(conn: psycopg.Connection, token: str) -> None:

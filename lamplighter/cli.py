@@ -348,28 +348,20 @@ def _ask_password() -> str:
 
 
 def users_command(database_url: str, args: argparse.Namespace) -> int:
-    from api.auth import AuthError, add_user
+    from api.auth import AuthError, add_user, disable_user, list_user_rows
     from telemetry.schema import migrate
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         migrate(conn)
         if args.users == "list":
-            rows = conn.execute(
-                "SELECT name, role, coalesce(crew_id, ''), lang, password_hash IS NOT NULL, disabled_at IS NOT NULL "
-                "FROM users ORDER BY name"
-            ).fetchall()
             print(f"{'name':<24} {'role':<9} {'crew':<16} lang login disabled")
-            for name, role, crew, lang, can_login, disabled in rows:
+            for name, role, crew, lang, can_login, disabled in list_user_rows(conn):
                 login, off = "yes" if can_login else "no", "yes" if disabled else ""
                 print(f"{name:<24} {role:<9} {crew:<16} {lang:<4} {login:<5} {off}")
             return 0
         if args.users == "disable":
-            row = conn.execute(
-                "UPDATE users SET disabled_at = coalesce(disabled_at, now()) WHERE name = %s RETURNING id", (args.name,)
-            ).fetchone()
-            if row is None:
+            if not disable_user(conn, args.name):
                 raise LamplighterError(f"user {args.name!r} does not exist", "name", kind="not_found")
-            conn.execute("DELETE FROM user_tokens WHERE user_id = %s", (row[0],))
             print(f"{args.name} disabled; its tokens are revoked")
             return 0
         password = _ask_password() if args.password else None
