@@ -91,10 +91,10 @@ def run_demo(
 def _demo_crews(database_url: str) -> None:
     """A first run has no crews: give each district one (reached over MQTT) and the city a supervisors' crew, so
     the demo's tickets are dispatched. Crews added through the API are left alone."""
-    from alerts.crews import Crew, save_crew
+    from alerts.crews import Crew, list_crews, save_crew
 
     with psycopg.connect(database_url, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM crews LIMIT 1").fetchone() is not None:
+        if list_crews(conn, dt.datetime.now(dt.UTC)):
             return
         districts = conn.execute("SELECT code, name_en FROM districts ORDER BY code").fetchall()
         for code, name in districts:
@@ -109,14 +109,15 @@ def _demo_crews(database_url: str) -> None:
 def _demo_logins(database_url: str) -> list[tuple[str, str, str, str]]:
     """Fresh passwords for the demo's operator and for one district crew, on every run: (page, name, password,
     whose page it is)."""
+    from alerts.crews import list_crews
     from api.auth import add_user
 
     logins = []
     with psycopg.connect(database_url, autocommit=True) as conn:
         # Chengdong's crew when there is one: the README's walk-through makes a lamp there leak.
-        crew = conn.execute(
-            "SELECT id, name FROM crews WHERE NOT supervisor ORDER BY id <> %s, id LIMIT 1", (_WALKTHROUGH_CREW,)
-        ).fetchone()
+        crews = [c for c in list_crews(conn, dt.datetime.now(dt.UTC)) if not c["supervisor"]]
+        crews.sort(key=lambda c: (c["id"] != _WALKTHROUGH_CREW, c["id"]))
+        crew = (crews[0]["id"], crews[0]["name"]) if crews else None
         password = secrets.token_urlsafe(9)
         add_user(conn, "operator", "operator", password=password, replace=True)
         logins.append(("/", "operator", password, "the control room"))

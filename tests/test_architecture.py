@@ -144,7 +144,7 @@ _SQL_DEBTS = {
     "bench/storage.py": {"lamp_readings", "lamps", "telemetry_settings"},
     "energy/nights.py": {"cabinet_readings", "lamp_history", "lamp_readings"},
     "fieldnet/provision.py": {"cabinets", "crews", "lamps"},
-    "lamplighter/demo.py": {"crews", "districts", "lamp_latest", "seed_info"},
+    "lamplighter/demo.py": {"districts", "lamp_latest", "seed_info"},
     "seeds/loader.py": {"schedules"},
     "simulator/fleet.py": {"cabinets", "lamps"},
     "simulator/poison.py": {"lamp_readings"},
