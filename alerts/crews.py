@@ -13,7 +13,7 @@ from psycopg.rows import dict_row
 
 from alerts.errors import AlertsError
 
-__all__ = ["Crew", "CrewError", "Shift", "list_crews", "save_crew"]
+__all__ = ["Crew", "CrewError", "Shift", "crew_exists", "list_crews", "save_crew"]
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,31}$")
 
@@ -99,6 +99,10 @@ def save_crew(conn: psycopg.Connection, crew: Crew) -> None:
                 "INSERT INTO crew_shifts (crew_id, starts_at, ends_at) VALUES (%s, %s, %s)",
                 (crew.id, s.starts_at, s.ends_at),
             )
+
+
+def crew_exists(conn: psycopg.Connection, crew_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM crews WHERE id = %s", (crew_id,)).fetchone() is not None
 
 
 def list_crews(conn: psycopg.Connection, now: dt.datetime) -> list[dict[str, Any]]:

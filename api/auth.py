@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from alerts.crews import crew_exists
+
 __all__ = [
     "ROLES",
     "AuthError",
@@ -134,7 +136,7 @@ def add_user(
         raise AuthError(f"role must be one of {', '.join(ROLES)}, got {role!r}", field="role")
     if (role == "crew") != (crew is not None):
         raise AuthError("a crew user needs --crew, and only a crew user takes one", field="crew")
-    if crew is not None and conn.execute("SELECT 1 FROM crews WHERE id = %s", (crew,)).fetchone() is None:
+    if crew is not None and not crew_exists(conn, crew):
         raise AuthError(f"crew {crew!r} does not exist (add it first: POST /api/v1/crews)", field="crew")
     if password is not None and len(password) < 8:
         raise AuthError("a password needs at least 8 characters", field="password")

@@ -108,7 +108,6 @@ _SQL_DEBTS = {
     "alerts/crews.py": {"districts"},
     "alerts/service.py": {"cabinet_latest", "cabinets", "device_status", "lamps"},
     "alerts/tickets.py": {"cabinets", "districts", "lamps"},
-    "api/auth.py": {"crews"},
     "api/routes/cabinets.py": {"cabinet_latest", "cabinets", "lamps", "roads"},
     "api/routes/fleetmap.py": {"districts", "roads", "ticket_lamps", "tickets", "waterways"},
     "api/routes/health.py": {"districts"},
