@@ -41,6 +41,7 @@ __all__ = [
     "CompactionBusy",
     "CompactionReport",
     "cabinet_meter_sql",
+    "cabinet_meters_rise",
     "compact",
     "compact_cabinet_day",
     "compact_day",
@@ -444,6 +445,18 @@ def cabinet_meter_sql(cabinet_no: str) -> str:
         (SELECT h.last_ts, h.energy_last_wh FROM cabinet_history h
          WHERE h.cabinet_no = {cabinet_no} AND h.energy_last_wh IS NOT NULL ORDER BY h.day DESC LIMIT 1)
     ) meter ORDER BY ts DESC LIMIT 1)"""
+
+
+def cabinet_meters_rise(conn: psycopg.Connection, since: datetime) -> tuple[int, int, datetime | None]:
+    """(Wh the cabinets' meters rose since `since`, how many meters were read, the first reading's time) from the
+    raw readings (the day so far is never packed yet)."""
+    row = conn.execute(
+        """SELECT coalesce(sum(d), 0), count(*), min(first) FROM (
+               SELECT max(energy_wh) - min(energy_wh) AS d, min(ts) AS first FROM cabinet_readings
+               WHERE ts >= %s AND energy_wh IS NOT NULL GROUP BY cabinet_no) x""",
+        (since,),
+    ).fetchone()
+    return (int(row[0]), int(row[1]), row[2]) if row else (0, 0, None)
 
 
 def read_cabinet(

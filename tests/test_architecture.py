@@ -122,7 +122,6 @@ _SQL_DEBTS = {
         "schedules",
         "tickets",
     },
-    "api/routes/overview.py": {"cabinet_readings"},
     "bench/alerts.py": {"ticket_lamps", "tickets"},
     "bench/api.py": {"lamps"},
     "bench/campaign.py": {"command_lamps", "lamps"},

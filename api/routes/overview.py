@@ -28,6 +28,7 @@ from api.deps import (
 from api.jsonsafe import dumps
 from api.live import STREAM_RECHECK_S
 from lighting.engine import LightingEngine
+from telemetry.history import cabinet_meters_rise
 
 router = APIRouter(prefix="/api/v1/overview", tags=["overview"])
 
@@ -46,13 +47,7 @@ def _tonight_start(now: dt.datetime, timezone: str) -> dt.datetime:
 def _energy(conn: psycopg.Connection, since: dt.datetime) -> dict[str, Any]:
     """The cabinet meters' energy since the local noon; when the meters were first read later than that (the
     system started during the night), since their first reading, and `since` says so."""
-    row = conn.execute(
-        """SELECT coalesce(sum(d), 0), count(*), min(first) FROM (
-               SELECT max(energy_wh) - min(energy_wh) AS d, min(ts) AS first FROM cabinet_readings
-               WHERE ts >= %s AND energy_wh IS NOT NULL GROUP BY cabinet_no) x""",
-        (since,),
-    ).fetchone()
-    wh, meters, first = row if row else (0, 0, None)
+    wh, meters, first = cabinet_meters_rise(conn, since)
     start = first if first is not None and first > since + _METERS_LATE else since
     return {
         "since": start.isoformat(),
