@@ -13,16 +13,27 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import psycopg
+from psycopg.rows import dict_row
 
 from kernel.database import Database
 from telemetry.binary import binary_rows
 from telemetry.errors import TelemetryError
 from telemetry.models import Batch, PackedDevices, Registry
 
-__all__ = ["TelemetryStore", "WriteResult", "district_codes", "last_received_ms", "load_registry", "prune_quarantine"]
+__all__ = [
+    "TelemetryStore",
+    "WriteResult",
+    "device_status",
+    "district_codes",
+    "lamp_latest_state",
+    "last_received_ms",
+    "load_registry",
+    "prune_quarantine",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -276,6 +287,27 @@ class TelemetryStore:
             len(batch.rejects),
             len(batch.statuses),
         )
+
+
+async def lamp_latest_state(conn: psycopg.AsyncConnection[Any], lamp_no: int) -> dict[str, Any] | None:
+    """A lamp's latest reported state as the API shows it, or None before its first report."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT ts, seq, is_on AS on, dim, power_w, voltage_v, current_a, energy_wh, temp_c, faults, received_at "
+            "FROM lamp_latest WHERE lamp_no = %s",
+            (lamp_no,),
+        )
+        return await cur.fetchone()
+
+
+async def device_status(conn: psycopg.AsyncConnection[Any], device_type: str, device_id: str) -> dict[str, Any] | None:
+    """A device's last online/offline status (`online`, `ts`, `updated_at`), or None before its first."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT online, ts, updated_at FROM device_status WHERE device_type = %s AND device_id = %s",
+            (device_type, device_id),
+        )
+        return await cur.fetchone()
 
 
 def last_received_ms(conn: psycopg.Connection) -> int | None:

@@ -111,7 +111,7 @@ _SQL_DEBTS = {
     "api/routes/cabinets.py": {"cabinet_latest", "cabinets", "lamps", "roads"},
     "api/routes/fleetmap.py": {"districts", "roads", "ticket_lamps", "tickets", "waterways"},
     "api/routes/health.py": {"districts"},
-    "api/routes/lamps.py": {"device_status", "lamp_latest", "lamps", "roads"},
+    "api/routes/lamps.py": {"lamps", "roads"},
     "api/routes/ngsild.py": {
         "cabinet_latest",
         "cabinets",

@@ -22,6 +22,7 @@ from api.deps import (
 )
 from api.errors import ApiError
 from telemetry.history import read_lamp
+from telemetry.store import device_status, lamp_latest_state
 
 router = APIRouter(prefix="/api/v1/lamps", tags=["lamps"])
 
@@ -73,18 +74,8 @@ async def get_lamp(user: Viewer, conn: ConnDep, engine: EngineDep, clock: ClockD
     lamp = await (await conn.execute(f"{_LAMP} WHERE l.id = %s", (lamp_id,))).fetchone()
     if lamp is None:
         raise ApiError(404, "not_found", f"lamp {lamp_id!r} is not in the inventory", "id")
-    latest = await (
-        await conn.execute(
-            "SELECT ts, seq, is_on AS on, dim, power_w, voltage_v, current_a, energy_wh, temp_c, faults, received_at "
-            "FROM lamp_latest WHERE lamp_no = %s",
-            (lamp["no"],),  # type: ignore[call-overload]
-        )
-    ).fetchone()
-    status = await (
-        await conn.execute(
-            "SELECT online, ts, updated_at FROM device_status WHERE device_type = 'lamp' AND device_id = %s", (lamp_id,)
-        )
-    ).fetchone()
+    latest = await lamp_latest_state(conn, lamp["no"])  # type: ignore[call-overload]
+    status = await device_status(conn, "lamp", lamp_id)
     view = engine.lamp(lamp_id, clock.now_ms())
     now = {"due": view.due, "level": view.level, "condition": view.condition} if view else {}
     return {**lamp, "latest": latest, "status": status, **now}  # type: ignore[dict-item]
