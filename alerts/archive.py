@@ -1,4 +1,5 @@
-"""The maintenance archive (养护档案) of a lamp or a cabinet: its tickets, their history, crews' notes and parts."""
+"""The maintenance archive (养护档案) of a lamp or a cabinet: its tickets, their history, crews' notes and parts.
+The remote-control commands that reached the asset come from `commands.queries.commands_for_asset`."""
 
 from __future__ import annotations
 
@@ -60,23 +61,4 @@ def archive(conn: psycopg.Connection, asset_type: str, asset_id: str) -> dict[st
             for e in people
             if e["parts"]
         ],
-        "commands": _commands(conn, asset_type, asset_id),
     }
-
-
-def _commands(conn: psycopg.Connection, asset_type: str, asset_id: str, limit: int = 50) -> list[dict[str, Any]]:
-    """Remote-control commands that reached the asset, newest first: who, why, what, and the lamp's outcome."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        if asset_type == "lamp":
-            return cur.execute(
-                """SELECT c.id, c.op, c.params, c.actor, c.reason, c.created_at, l.state, l.attempts, l.done_at,
-                          l.error
-                   FROM command_lamps l JOIN commands c ON c.id = l.command_id
-                   WHERE l.lamp_id = %s ORDER BY c.created_at DESC LIMIT %s""",
-                (asset_id, limit),
-            ).fetchall()
-        return cur.execute(
-            """SELECT id, op, params, actor, reason, created_at, status AS state, outcome
-               FROM commands WHERE target->>'cabinet' = %s ORDER BY created_at DESC LIMIT %s""",
-            (asset_id, limit),
-        ).fetchall()

@@ -9,7 +9,7 @@ from psycopg.rows import dict_row
 
 from commands.model import CHANNEL, STATES, CommandError
 
-__all__ = ["campaign_lamps", "campaigns", "cancel", "progress"]
+__all__ = ["campaign_lamps", "campaigns", "cancel", "commands_for_asset", "progress"]
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -92,3 +92,23 @@ async def cancel(conn: Conn, command_id: str) -> dict[str, Any]:
         )
         await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, command_id))
     return await progress(conn, command_id)
+
+
+def commands_for_asset(
+    conn: psycopg.Connection, asset_type: str, asset_id: str, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Remote-control commands that reached the asset, newest first: who, why, what, and the lamp's outcome."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        if asset_type == "lamp":
+            return cur.execute(
+                """SELECT c.id, c.op, c.params, c.actor, c.reason, c.created_at, l.state, l.attempts, l.done_at,
+                          l.error
+                   FROM command_lamps l JOIN commands c ON c.id = l.command_id
+                   WHERE l.lamp_id = %s ORDER BY c.created_at DESC LIMIT %s""",
+                (asset_id, limit),
+            ).fetchall()
+        return cur.execute(
+            """SELECT id, op, params, actor, reason, created_at, status AS state, outcome
+               FROM commands WHERE target->>'cabinet' = %s ORDER BY created_at DESC LIMIT %s""",
+            (asset_id, limit),
+        ).fetchall()

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from alerts.archive import archive
 from api.deps import ClockDep, ConnDep, EngineDep, Offset, SyncPoolDep, Viewer, filter_param, in_thread, limit_param
 from api.errors import ApiError
+from commands.queries import commands_for_asset
 
 router = APIRouter(prefix="/api/v1/cabinets", tags=["cabinets"])
 
@@ -109,4 +110,6 @@ async def get_cabinet(user: Viewer, conn: ConnDep, cabinet_id: str) -> dict[str,
 async def cabinet_archive(user: Viewer, pool: SyncPoolDep, conn: ConnDep, cabinet_id: str) -> dict[str, Any]:
     """Role: viewer. The cabinet's maintenance archive: faults, tickets with their history, notes, parts."""
     await _cabinet(conn, cabinet_id)
-    return await in_thread(pool, lambda c: archive(c, "cabinet", cabinet_id))
+    return await in_thread(
+        pool, lambda c: {**archive(c, "cabinet", cabinet_id), "commands": commands_for_asset(c, "cabinet", cabinet_id)}
+    )

@@ -21,6 +21,7 @@ from api.deps import (
     time_param,
 )
 from api.errors import ApiError
+from commands.queries import commands_for_asset
 from telemetry.history import read_lamp
 from telemetry.store import device_status, lamp_latest_state
 
@@ -112,4 +113,6 @@ async def lamp_archive(user: Viewer, pool: SyncPoolDep, conn: ConnDep, lamp_id: 
     """Role: viewer. The lamp's maintenance archive: faults, tickets with their history, crews' notes, parts
     replaced (commands join it with remote control)."""
     await _lamp_no(conn, lamp_id)
-    return await in_thread(pool, lambda c: archive(c, "lamp", lamp_id))
+    return await in_thread(
+        pool, lambda c: {**archive(c, "lamp", lamp_id), "commands": commands_for_asset(c, "lamp", lamp_id)}
+    )
