@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final
 
 import msgspec
 from msgspec import UNSET
@@ -38,9 +38,7 @@ __all__ = [
     "Message",
     "Registry",
     "Reject",
-    "Topic",
     "decode_batch",
-    "parse_topic",
     "reject",
 ]
 
@@ -71,22 +69,8 @@ _cabinet_decoder = msgspec.json.Decoder(CabinetState)
 _status_decoder = msgspec.json.Decoder(Status)
 
 
-# Not frozen, here and for Message: a frozen dataclass's __init__ sets each field through object.__setattr__,
-# three times the cost, paid once per message (py-spy put dataclass __init__s at 11 % of the receive path).
-@dataclass(slots=True)
-class Topic:
-    district: str
-    kind: Literal["lamp", "cabinet"]
-    device: str
-    channel: Literal["state", "status"]
-
-
-def parse_topic(topic: str) -> Topic | None:
-    """`sl/{district}/{lamp|cabinet}/{id}/{state|status}` → Topic; None for anything else."""
-    parts = split_report_topic(topic)
-    return None if parts is None else Topic(*parts)  # type: ignore[arg-type]
-
-
+# Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, three times the cost,
+# paid once per message (py-spy put dataclass __init__s at 11 % of the receive path).
 @dataclass(slots=True)
 class Message:
     """One MQTT message as received; `token` is whatever the transport needs to acknowledge it."""

@@ -8,6 +8,7 @@ city's retained lighting rate (`sl/ops/lighting-rate`) and each crew's ticket no
 
 from __future__ import annotations
 
+import re
 from typing import Final, Literal
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "crew_tickets_topic",
     "device_topic",
     "district_report_filters",
+    "filter_pattern",
     "split_device_topic",
     "split_report_topic",
 ]
@@ -88,3 +90,16 @@ def _split(topic: str, channels: tuple[str, ...]) -> tuple[str, str, str, str] |
     if kind not in DEVICE_KINDS or channel not in channels or not district or not device:
         return None
     return district, kind, device, channel
+
+
+def filter_pattern(topic: str) -> str:
+    """An MQTT topic filter (`+` one level, `#` the rest) as an anchored regular expression; ValueError when a
+    wildcard does not fill its level or `#` is not last."""
+    levels = topic.split("/")
+    if any(("+" in lv and lv != "+") or ("#" in lv and lv != "#") for lv in levels) or "#" in levels[:-1]:
+        raise ValueError("'+' must fill a whole level and '#' be the last one")
+    parts = ["[^/]*" if lv == "+" else ".*" if lv == "#" else re.escape(lv) for lv in levels]
+    pattern = "/".join(parts)
+    if levels[-1] == "#":  # `a/#` also matches `a` itself, as in MQTT
+        pattern = "/".join(parts[:-1]) + "(/.*)?"
+    return f"^{pattern}$"

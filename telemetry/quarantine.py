@@ -3,28 +3,16 @@ exact topic or an MQTT filter) and time. Its writer is the ingest's (`telemetry.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
+from protocol.topics import filter_pattern
 from telemetry.errors import TelemetryError
 
-__all__ = ["read_quarantine", "topic_filter_pattern"]
-
-
-def topic_filter_pattern(topic: str) -> str:
-    """An MQTT topic filter (`+` one level, `#` the rest) as an anchored regular expression."""
-    levels = topic.split("/")
-    if any(("+" in lv and lv != "+") or ("#" in lv and lv != "#") for lv in levels) or "#" in levels[:-1]:
-        raise TelemetryError(f"topic {topic!r}: '+' must fill a whole level and '#' be the last one", "topic")
-    parts = ["[^/]*" if lv == "+" else ".*" if lv == "#" else re.escape(lv) for lv in levels]
-    pattern = "/".join(parts)
-    if levels[-1] == "#":  # `a/#` also matches `a` itself, as in MQTT
-        pattern = "/".join(parts[:-1]) + "(/.*)?"
-    return f"^{pattern}$"
+__all__ = ["read_quarantine"]
 
 
 async def read_quarantine(
@@ -49,7 +37,10 @@ async def read_quarantine(
         args.append(device)
     if topic and ("+" in topic or "#" in topic):
         where.append("topic ~ %s")
-        args.append(topic_filter_pattern(topic))
+        try:
+            args.append(filter_pattern(topic))
+        except ValueError as exc:
+            raise TelemetryError(f"topic {topic!r}: {exc}", "topic") from None
     elif topic:
         where.append("topic = %s")
         args.append(topic)
