@@ -349,7 +349,7 @@ def _ask_password() -> str:
 
 def users_command(database_url: str, args: argparse.Namespace) -> int:
     from api.auth import AuthError, add_user, disable_user, list_user_rows
-    from telemetry.schema import migrate
+    from lamplighter.schema import migrate
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         migrate(conn)

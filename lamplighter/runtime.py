@@ -39,12 +39,13 @@ from kernel.database import Database, role_of, shown
 from kernel.leases import Leases
 from kernel.supervise import supervise
 from lamplighter.config import Settings
+from lamplighter.schema import migrate
 from lamplighter.services import PrivateServices, ServiceError, create_database
 from lighting.engine import LightingEngine, follow_forever
 from lighting.sampler import Sampler
 from protocol.topics import OPS_RATE_TOPIC
 from telemetry.models import Batch, Registry
-from telemetry.schema import migrate, role_problems
+from telemetry.schema import role_problems
 from telemetry.store import TelemetryStore, district_codes, inventory_version, last_received_ms, load_registry
 from telemetry.upkeep import Upkeep
 
@@ -105,7 +106,7 @@ class Endpoints:
 
     def migrate(self, retention_days: int = 90, compact_after_days: int = 2) -> list[int]:
         """Bring the schema up to date as its owner and give the application's role its rights
-        (`telemetry.schema.grant_application`); the versions applied now."""
+        (`lamplighter.schema.migrate`); the versions applied now."""
         with psycopg.connect(self.schema_url, autocommit=True) as conn:
             app = role_of(self.database_url)
             grant = None if app == conn.info.user else app

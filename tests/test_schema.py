@@ -1,13 +1,18 @@
-"""Schema: migrations apply once; without TimescaleDB, daily partitions roll forward and old days are dropped."""
+"""Schema: every room's migrations apply once, in order; a bad one names its file and leaves nothing half done;
+without TimescaleDB, daily partitions roll forward and old days are dropped."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
 
-from telemetry.schema import MIGRATIONS, align_policies, has_timescaledb, maintain_partitions, migrate
+from kernel.migrations import MigrationError, SchemaError, apply, names
+from kernel.migrations import plan as plan_of
+from lamplighter.schema import ROOMS, migrate, plan
+from telemetry.schema import align_policies, has_timescaledb, maintain_partitions
 
 pytestmark = pytest.mark.services
 
@@ -33,7 +38,61 @@ def test_migrations_apply_once(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         assert migrate(conn) == []  # the test database is cloned from an already-migrated template
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
-        assert versions == [m[0] for m in MIGRATIONS] == list(range(1, 21))
+        assert versions == plan("plain").versions == plan("timescaledb").versions == list(range(1, 21))
+
+
+def test_each_migration_is_a_rooms_sql_file_and_the_rooms_order_holds() -> None:
+    files = names(plan("plain"))
+    assert files[:2] == ["seeds/001_inventory.sql", "telemetry/001_latest_state.sql"]
+    assert {f.split("/")[0] for f in files} == set(ROOMS)
+    assert "telemetry/002_telemetry.plain.sql" in files and "telemetry/002_telemetry.timescaledb.sql" not in files
+    assert "telemetry/002_telemetry.timescaledb.sql" in names(plan("timescaledb"))
+    assert files[-2:] == ["telemetry/R_telemetry_partitions.sql", "telemetry/R_telemetry_reclaim.sql"]
+
+
+def test_a_migration_file_the_runner_cannot_place_is_named(tmp_path: Path) -> None:
+    for bad in ("1_short.sql", "001-dash.sql", "001_x.oracle.sql"):
+        folder = tmp_path / bad.replace(".", "_")
+        folder.mkdir()
+        (folder / bad).write_text("SELECT 1;")
+        with pytest.raises(MigrationError) as refused:
+            plan_of([("room", folder)], "plain")
+        assert f"room/migrations/{bad}" in refused.value.message
+    with pytest.raises(MigrationError, match="unknown storage variant 'oracle'"):
+        plan_of([("room", tmp_path)], "oracle")
+
+
+def test_a_failing_migration_names_its_file_and_leaves_nothing_of_its_version(owner_url: str, tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (first / "900_made.sql").write_text("CREATE TABLE made_by_900 (id integer);")
+    (second / "900_broken.sql").write_text("CREATE TABLE broken_by_900 (id integer REFERENCES nowhere);")
+    with psycopg.connect(owner_url, autocommit=True) as owner:
+        with pytest.raises(MigrationError) as failed:
+            apply(owner, plan_of([("first", first), ("second", second)], "plain"))
+        assert "second/migrations/900_broken.sql" in failed.value.message and "nowhere" in failed.value.message
+        assert owner.execute("SELECT to_regclass('made_by_900')").fetchone() == (None,)
+        assert owner.execute("SELECT 1 FROM schema_migrations WHERE version = 900").fetchone() is None
+        (second / "900_broken.sql").write_text("CREATE TABLE fixed_by_900 (id integer REFERENCES made_by_900);")
+        (first / "900_made.sql").write_text("CREATE TABLE made_by_900 (id integer PRIMARY KEY);")
+        assert apply(owner, plan_of([("first", first), ("second", second)], "plain")) == [900]
+        name = owner.execute("SELECT name FROM schema_migrations WHERE version = 900").fetchone()
+        assert name == ("made; broken",)
+
+
+def test_a_changed_function_is_created_again_by_the_owner_only(database_url: str, owner_url: str) -> None:
+    """A repeatable file (a function) runs again when its text changed: the application's role is told which and
+    who can; the owner re-creates it and records its digest."""
+    with psycopg.connect(owner_url, autocommit=True) as owner:
+        owner.execute("UPDATE schema_repeatables SET digest = 'old' WHERE name = 'R_telemetry_partitions.sql'")
+    with psycopg.connect(database_url, autocommit=True) as app, pytest.raises(SchemaError) as refused:
+        migrate(app)
+    assert "R_telemetry_partitions.sql" in refused.value.message
+    with psycopg.connect(owner_url, autocommit=True) as owner:
+        assert migrate(owner) == []
+        digests = dict(owner.execute("SELECT name, digest FROM schema_repeatables").fetchall())
+    assert digests == {r.name: r.digest for r in plan("plain").repeatables}
 
 
 def test_partitions_roll_forward_and_retention_drops_old_days(database_url: str, owner_url: str) -> None:

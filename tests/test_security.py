@@ -23,12 +23,13 @@ from fieldnet.broker import Broker, BrokerError, Login
 from fieldnet.provision import ACL, PASSWD
 from kernel.clock import Clock
 from lamplighter.runtime import Endpoints
+from lamplighter.schema import SchemaError, migrate, plan
 from lamplighter.services import APP_ROLE, OWNER_ROLE
 from seeds.generator import generate
 from seeds.loader import load
 from simulator.commands import FAULTS_TOPIC
 from simulator.wire import PublishError, RawPublisher
-from telemetry.schema import MIGRATIONS, SchemaError, has_timescaledb, maintain_partitions, migrate, role_problems
+from telemetry.schema import has_timescaledb, maintain_partitions, role_problems
 from tests.fix_services import Services, free_port, over_tls, provision
 from tests.test_commands import call, remote_city, until
 from tests.test_ingest import _lamp_ids, _publish_readings, count, gateway, seed, wait_for
@@ -351,7 +352,7 @@ def test_an_old_schema_is_migrated_only_by_its_owner(database_url: str, owner_ur
         migrate(conn)
     assert "LAMPLIGHTER_DATABASE_OWNER_URL" in refused.value.message and "lamplighter_app" in refused.value.message
     with psycopg.connect(owner_url, autocommit=True) as owner:
-        assert migrate(owner, grant_to=APP_ROLE) == [MIGRATIONS[-1][0]]
+        assert migrate(owner, grant_to=APP_ROLE) == [plan("plain").versions[-1]]
     with psycopg.connect(database_url, autocommit=True) as conn:
         assert migrate(conn) == []
 

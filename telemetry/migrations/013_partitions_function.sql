@@ -1,0 +1,2 @@
+-- Partition upkeep as the schema owner's function, `telemetry_partitions`: it is repeatable (its one definition is
+-- R_telemetry_partitions.sql, re-created whenever it changes); this version only marks when it first came.

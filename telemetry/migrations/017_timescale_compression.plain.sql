@@ -1,0 +1,1 @@
+-- Nothing to do on plain PostgreSQL: there the compact history (versions 015 and 018) is the compression.
