@@ -26,9 +26,10 @@ from alerts.rules import (
     outage_lamps,
 )
 from alerts.tracker import DEBOUNCE_MS, Decision, Tracker
+from inventory.index import FleetIndex
 from lighting.engine import LightingEngine
 from lighting.rate import conditions
-from telemetry.fleet import CABINET_FAULT_BITS, CabinetState, FleetIndex, LampColumns
+from telemetry.fleet import CABINET_FAULT_BITS, CabinetState, LampColumns
 from telemetry.models import CabinetRow, StatusRow
 
 __all__ = ["AlertEngine", "Opening"]

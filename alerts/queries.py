@@ -12,11 +12,13 @@ import psycopg
 from psycopg.rows import dict_row, tuple_row
 
 from alerts.tickets import EVENTS_CHANNEL, WAITING
+from kernel.database import empty_tables
 
 __all__ = [
     "EVENTS_CHANNEL",
     "EVENT_FIELDS",
     "events_after",
+    "forget_inventory",
     "list_tickets_page",
     "newest_event_id",
     "waiting_by_priority",
@@ -134,3 +136,13 @@ async def newest_event_id(conn: psycopg.AsyncConnection[Any]) -> int:
         await cur.execute("SELECT coalesce(max(id), 0) FROM ticket_events")
         row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+def forget_inventory(conn: psycopg.Connection) -> dict[str, int]:
+    """Empty the tickets with their lamps, events, outbox and deliveries, and the citizens' reports: each names a
+    lamp or cabinet of the inventory being replaced. Crews and their shifts stay."""
+    return empty_tables(
+        conn,
+        ("citizen_reports", "tickets", "ticket_lamps", "ticket_events", "outbox", "deliveries"),
+        counted=("tickets", "citizen_reports"),
+    )

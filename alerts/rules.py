@@ -13,9 +13,10 @@ import numpy as np
 import numpy.typing as npt
 
 from alerts.faults import OUTAGE_FAMILY, cabinet_bit, lamp_bit, lamp_device_mask
+from inventory.index import FleetIndex
 from lighting.expected import ExpectedState
 from lighting.rate import DARK, UNKNOWN
-from telemetry.fleet import CABINET_FAULT_BITS, CabinetState, FleetIndex, FleetState
+from telemetry.fleet import CABINET_FAULT_BITS, CabinetState, FleetState
 
 __all__ = [
     "DERIVED_CABINET_BITS",

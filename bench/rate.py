@@ -16,11 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from inventory.city import Inventory
+from inventory.index import ROAD_CLASSES, FleetIndex
 from lighting.expected import Expected
 from lighting.rate import breakdown, road_verdicts
 from lighting.schedules import Profile, ScheduleDoc, Step
-from seeds.generator import Inventory, generate
-from telemetry.fleet import ROAD_CLASSES, FleetIndex, FleetState
+from seeds.generator import generate
+from telemetry.fleet import FleetState
 from telemetry.models import LampRows
 
 __all__ = ["fleet_index_of", "run_rate_bench"]

@@ -8,8 +8,9 @@ import psycopg
 from psycopg.rows import dict_row
 
 from commands.model import CHANNEL, STATES, CommandError
+from kernel.database import empty_tables
 
-__all__ = ["campaign_lamps", "campaigns", "cancel", "commands_for_asset", "progress"]
+__all__ = ["campaign_lamps", "campaigns", "cancel", "commands_for_asset", "forget_inventory", "progress"]
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -112,3 +113,8 @@ def commands_for_asset(
                FROM commands WHERE target->>'cabinet' = %s ORDER BY created_at DESC LIMIT %s""",
             (asset_id, limit),
         ).fetchall()
+
+
+def forget_inventory(conn: psycopg.Connection) -> dict[str, int]:
+    """Empty the campaigns and their lamps' outcomes: they target the inventory being replaced."""
+    return empty_tables(conn, ("commands", "command_lamps"), counted=("commands",))

@@ -20,10 +20,10 @@ from psycopg.types.json import Jsonb
 
 from commands.model import CHANNEL, OPS, CommandError, CommandRequest, Submitted
 from commands.targets import resolve
+from inventory.index import FleetIndex
 from lighting.engine import get_schedule, put_schedule
 from lighting.expected import Expected
 from lighting.schedules import Override, Profile, ScheduleDoc, ScheduleError, decode_doc
-from telemetry.fleet import FleetIndex
 
 __all__ = ["submit"]
 

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from commands.model import CommandError
-from telemetry.fleet import ROAD_CLASSES, FleetIndex
+from inventory.index import ROAD_CLASSES, FleetIndex
 
 __all__ = ["resolve"]
 

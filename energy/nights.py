@@ -30,8 +30,9 @@ import zstandard
 from energy.errors import EnergyError
 from energy.meters import ALLOCATED, ESTIMATED, NO_METER, MeterTotals, integrate
 from energy.tariff import Tariff
+from inventory.index import FleetIndex
 from kernel.clock import night_bounds
-from telemetry.fleet import FleetIndex
+from kernel.database import empty_tables
 
 __all__ = [
     "BUCKET_MS",
@@ -41,6 +42,7 @@ __all__ = [
     "Pricing",
     "compute_night",
     "figures",
+    "forget_inventory",
     "group_rows",
     "load_nights",
     "night_complete",
@@ -385,3 +387,8 @@ def group_rows(
             row["cabinet_meters_kwh"] = round(float(f["meter_kwh"][i]), 3)
         out.append(row)
     return out
+
+
+def forget_inventory(conn: psycopg.Connection) -> dict[str, int]:
+    """Empty the nights' energy: each night's arrays are indexed by the inventory's lamps and cabinets."""
+    return empty_tables(conn, ("energy_nights",))

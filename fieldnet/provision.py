@@ -40,12 +40,14 @@ from fieldnet.accounts import (
 )
 from fieldnet.broker import Login
 from fieldnet.errors import FieldnetError
+from kernel.database import empty_tables
 from kernel.files import atomic_write, our_pid
 from protocol.topics import ROOT
 
 __all__ = [
     "Inventory",
     "Provisioned",
+    "forget_inventory",
     "generations",
     "known",
     "load_accounts",
@@ -306,3 +308,8 @@ def reload(pid_file: Path) -> int:
     except OSError as exc:
         raise FieldnetError(f"cannot signal the broker from {pid_file}: {exc}", "broker") from None
     return pid
+
+
+def forget_inventory(conn: psycopg.Connection) -> dict[str, int]:
+    """Forget every rotated device account: a replaced inventory's devices start at generation 0."""
+    return empty_tables(conn, ("device_credentials",))

@@ -14,6 +14,7 @@ from typing import Final
 import msgspec
 from msgspec import UNSET
 
+from inventory.registry import Registry
 from protocol.messages import (
     FUTURE_TOLERANCE_MS,
     MAX_CABINET_PAYLOAD,
@@ -27,7 +28,7 @@ from protocol.messages import (
     nesting_depth,
 )
 from protocol.topics import split_report_topic
-from telemetry.models import Batch, CabinetRow, Registry, Reject, StatusRow
+from telemetry.models import Batch, CabinetRow, Reject, StatusRow
 
 logger = logging.getLogger(__name__)
 

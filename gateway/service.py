@@ -28,10 +28,11 @@ import numpy as np
 from gateway.codec import Message, decode_batch, reject
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import AckToken, MqttSubscriber
+from inventory.registry import Registry
 from kernel.backoff import Backoff
 from kernel.clock import Clock
 from kernel.database import refusal, refused_for_data
-from telemetry.models import Batch, Registry
+from telemetry.models import Batch
 from telemetry.store import WriteResult
 
 __all__ = ["Gateway", "GatewayStats"]

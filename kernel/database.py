@@ -19,15 +19,26 @@ import getpass
 import select
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-__all__ = ["Database", "FreshCheck", "database_of", "refusal", "refused_for_data", "role_of", "shown", "with_database"]
+__all__ = [
+    "Database",
+    "FreshCheck",
+    "database_of",
+    "empty_tables",
+    "refusal",
+    "refused_for_data",
+    "role_of",
+    "shown",
+    "with_database",
+]
 
 T = TypeVar("T")
 
@@ -205,3 +216,15 @@ def shown(url: str) -> str:
         return url
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def empty_tables(conn: psycopg.Connection, tables: Sequence[str], *, counted: Sequence[str] = ()) -> dict[str, int]:
+    """Empty a room's `tables` at once (TRUNCATE: inside the caller's transaction, all or nothing), first counting
+    the rows of those in `counted`, which are what the caller reports as removed. Only the owner of the tables may,
+    so it is the owning room that calls it, naming its own tables."""
+    counts = {}
+    for table in counted:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+        counts[table] = int(row[0]) if row else 0
+    conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(sql.Identifier(t) for t in tables)))
+    return counts

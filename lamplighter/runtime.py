@@ -33,6 +33,7 @@ from gateway.mqtt import MqttSubscriber
 from gateway.retained import RetainedPublisher
 from gateway.service import Gateway
 from gateway.sessions import IngestSessions
+from inventory.registry import Registry, district_codes, inventory_version, load_registry
 from kernel.backoff import Backoff
 from kernel.clock import Clock
 from kernel.database import Database, role_of, shown
@@ -44,9 +45,9 @@ from lamplighter.services import PrivateServices, ServiceError, create_database
 from lighting.engine import LightingEngine, follow_forever
 from lighting.sampler import Sampler
 from protocol.topics import OPS_RATE_TOPIC
-from telemetry.models import Batch, Registry
+from telemetry.models import Batch
 from telemetry.schema import role_problems
-from telemetry.store import TelemetryStore, district_codes, inventory_version, last_received_ms, load_registry
+from telemetry.store import TelemetryStore, last_received_ms
 from telemetry.upkeep import Upkeep
 
 __all__ = [
@@ -200,8 +201,8 @@ def private_services(settings: Settings, purpose: str = "dev") -> Iterator[Endpo
 @contextlib.contextmanager
 def bench_city(settings: Settings, lamps: int) -> Iterator[Endpoints]:
     """Private bench services with a fresh database holding a generated city of `lamps` (seed 1)."""
+    from inventory.loader import load
     from seeds.generator import generate
-    from seeds.loader import load
 
     # A fresh broker state as well as a fresh database: sessions an earlier run left queued must not land here.
     (Path(settings.run_dir) / "bench" / "mosquitto" / "mosquitto.db").unlink(missing_ok=True)

@@ -7,19 +7,46 @@ import time
 
 import psycopg
 
-__all__ = ["seed_command"]
+from alerts.queries import forget_inventory as forget_tickets
+from commands.queries import forget_inventory as forget_commands
+from energy.nights import forget_inventory as forget_energy
+from fieldnet.provision import forget_inventory as forget_accounts
+from inventory.city import Inventory
+from inventory.loader import Forget, Replaced, load
+from lighting.sampler import forget_inventory as forget_lighting
+from telemetry.upkeep import forget_inventory as forget_telemetry
+
+__all__ = ["FORGET", "load_city", "seed_command"]
+
+# What each room keeps that refers to the inventory by number or id, emptied when it is replaced.
+FORGET: tuple[Forget, ...] = (
+    forget_tickets,
+    forget_commands,
+    forget_lighting,
+    forget_energy,
+    forget_telemetry,
+    forget_accounts,
+)
+
+
+def load_city(
+    conn: psycopg.Connection, inv: Inventory, *, replace: bool = False, progress: bool = False
+) -> Replaced | bool:
+    """Load `inv` (`inventory.loader.load`); a replace also empties, in the same transaction, what every room keeps
+    of the old inventory's devices."""
+    return load(conn, inv, replace=replace, forget=FORGET, progress=progress)
 
 
 def seed_command(schema_url: str, *, lamps: int, seed: int, replace: bool = False) -> None:
     """Load the inventory as the schema's owner, `schema_url` (a replace empties tables, which the application's
     role may not); the caller has migrated (`Endpoints.migrate`, which also gives the application its rights)."""
+    from inventory.loader import summary
     from seeds.generator import generate
-    from seeds.loader import Replaced, load, summary
 
     t = time.perf_counter()
     inv = generate(lamps, seed)
     with psycopg.connect(schema_url, autocommit=True) as conn:
-        loaded = load(conn, inv, replace=replace, progress=sys.stderr.isatty())
+        loaded = load_city(conn, inv, replace=replace, progress=sys.stderr.isatty())
         rows = summary(conn)
     if isinstance(loaded, Replaced):
         print(loaded.describe())

@@ -14,10 +14,10 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
+from inventory.index import load_index
 from lighting.engine import load_schedules, schedules_version
 from lighting.expected import Expected
 from lighting.schedules import ScheduleError, decode_doc
-from telemetry.fleet import load_index
 
 __all__ = ["ScheduleControl"]
 

@@ -22,12 +22,13 @@ import numpy.typing as npt
 import psycopg
 from psycopg.types.json import Jsonb
 
+from inventory.index import FleetIndex, load_index
 from kernel.database import Database
 from kernel.supervise import supervise
 from lighting.expected import Expected, ExpectedState, ScopeKey
 from lighting.rate import CONDITIONS, Breakdown, breakdown, conditions
 from lighting.schedules import SCOPES, ScheduleDoc, ScheduleError, encode_doc, validate
-from telemetry.fleet import FleetIndex, FleetState, LampColumns, fetch_latest, load_index
+from telemetry.fleet import FleetState, LampColumns, fetch_latest
 from telemetry.models import Batch
 
 __all__ = [

@@ -16,10 +16,10 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
+from inventory.index import FleetIndex
 from lighting.errors import LightingError
 from lighting.schedules import DEFAULT_CITY_PROFILE, Profile, ScheduleDoc, minutes_of
 from lighting.solar import SUNRISE_DEG, sun_events
-from telemetry.fleet import FleetIndex
 
 __all__ = ["Expected", "ExpectedState", "ScopeKey", "UnknownScope"]
 

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from inventory.index import ROAD_CLASSES, FleetIndex
 from lighting.expected import ExpectedState
-from telemetry.fleet import ROAD_CLASSES, FleetIndex, FleetState
+from telemetry.fleet import FleetState
 
 __all__ = [
     "CONDITIONS",

@@ -15,7 +15,7 @@ import psycopg
 from energy.errors import EnergyError
 from energy.nights import NoReadings, compute_night, night_complete, store_night
 from kernel.clock import Clock
-from kernel.database import Database
+from kernel.database import Database, empty_tables
 from kernel.supervise import supervise
 from lighting.engine import LightingEngine
 from lighting.rate import Breakdown
@@ -32,7 +32,7 @@ from lighting.sampling import (
     write_samples,
 )
 
-__all__ = ["Sampler"]
+__all__ = ["Sampler", "forget_inventory"]
 
 logger = logging.getLogger(__name__)
 
@@ -229,3 +229,13 @@ class Sampler:
             logger.warning("ALERT: %s below target: %.2f %% < %.0f %% since %s", name, e.rate or 0, e.target, e.since)
         else:
             logger.info("alert cleared: %s back at %s %% (target %.0f %%)", name, e.rate, e.target)
+
+
+def forget_inventory(conn: psycopg.Connection) -> dict[str, int]:
+    """Empty the rate's samples, the nightly reports and the operators' alerts, and delete every schedule but the
+    city's own document (the others name districts, roads, cabinets or lamps of the inventory being replaced)."""
+    counts = empty_tables(
+        conn, ("lighting_rate_samples", "nightly_reports", "operator_alerts"), counted=("operator_alerts",)
+    )
+    counts["schedules"] = conn.execute("DELETE FROM schedules WHERE scope <> 'city'").rowcount
+    return counts

@@ -22,9 +22,9 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from inventory.index import ROAD_CLASSES, FleetIndex
 from kernel.clock import night_bounds
 from lighting.rate import DARK, DAY_BURNING, LIT, UNKNOWN, Breakdown, Counts, class_target, rate_of, road_verdicts
-from telemetry.fleet import ROAD_CLASSES, FleetIndex
 
 __all__ = [
     "GROUPINGS",

@@ -1,1 +1,1 @@
-"""The city inventory: a deterministic generator (Xining by default, any size) and its COPY loader."""
+"""The city generator: a deterministic inventory (Xining by default, any size), loaded by `inventory.loader`."""

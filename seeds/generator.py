@@ -7,19 +7,20 @@ branch road and on both sides of the others; each cabinet feeds the lamps of a f
 and the districts' territories are fixed (`seeds.geography`).
 
 Same `lamps` and `seed` give the same inventory, byte for byte, on any machine (numpy's PCG64 generator).
-Pure: returns columns; `seeds.loader` writes them to PostgreSQL.
+Pure: returns columns (`inventory.city.Inventory`); `inventory.loader` writes them to PostgreSQL.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from inventory.city import ROAD_CLASSES, Inventory
 from seeds.errors import SeedError
 from seeds.geography import (
     RIVERS,
@@ -35,7 +36,7 @@ from seeds.geography import (
     to_xy,
 )
 
-__all__ = ["DISTRICTS", "ROAD_CLASSES", "District", "Inventory", "generate"]
+__all__ = ["DISTRICTS", "ROAD_CLASSES", "District", "generate"]
 
 DEFAULT_LAMPS = 110_000
 
@@ -64,7 +65,6 @@ DISTRICTS: tuple[District, ...] = (
     District("hy", "湟源县", "Huangyuan", 36.682, 101.256, 0.09, "huangshui", 12.0, 20.0),
 )
 
-ROAD_CLASSES = ("expressway", "arterial", "secondary", "branch")
 _EXPRESSWAY, _ARTERIAL, _SECONDARY, _BRANCH = range(4)
 # Pole spacing (m) and the poles' offsets from the centreline (m; one offset is one side of the road).
 _CLASS_SPACING_M = (40.0, 35.0, 30.0, 25.0)
@@ -128,49 +128,6 @@ _NAMES = (
     ("丹噶尔", "Danga'er"),
 )
 _DIRS = (("", ""), ("东", " East"), ("西", " West"), ("南", " South"), ("北", " North"), ("中", " Middle"))
-
-
-@dataclass
-class Inventory:
-    """Column arrays for each table of the inventory, in the order the loader writes them."""
-
-    seed: int
-    districts: tuple[District, ...]
-    # roads
-    road_id: npt.NDArray[np.int32]
-    road_district: list[str]
-    road_class: list[str]
-    road_name_zh: list[str]
-    road_name_en: list[str]
-    # cabinets
-    cabinet_id: list[str]
-    cabinet_district: list[str]
-    cabinet_road: npt.NDArray[np.int32]
-    cabinet_circuits: npt.NDArray[np.int16]
-    cabinet_concentrator: npt.NDArray[np.bool_]
-    cabinet_lat: npt.NDArray[np.float64]
-    cabinet_lon: npt.NDArray[np.float64]
-    # lamps
-    lamp_id: list[str]
-    lamp_district: list[str]
-    lamp_road: npt.NDArray[np.int32]
-    lamp_cabinet: npt.NDArray[np.int32]  # index into the cabinet arrays
-    lamp_circuit: npt.NDArray[np.int16]
-    lamp_lat: npt.NDArray[np.float64]
-    lamp_lon: npt.NDArray[np.float64]
-    lamp_led: npt.NDArray[np.bool_]
-    lamp_rated_w: npt.NDArray[np.float32]
-    lamp_installed: npt.NDArray[np.int32]  # days since 1970-01-01
-    lamp_concentrator: npt.NDArray[np.bool_]
-    # geometry for the map, each an (n, 2) array of (lon, lat): a road's lit stretch, a district's border
-    road_path: list[npt.NDArray[np.float64]]
-    district_boundary: list[npt.NDArray[np.float64]]
-    # the rivers: (code, name_zh, name_en, course as (n, 2) lon/lat)
-    waterways: list[tuple[str, str, str, npt.NDArray[np.float64]]]
-
-    @property
-    def lamps(self) -> int:
-        return len(self.lamp_id)
 
 
 def _split_sizes(rng: np.random.Generator, total: int, lo: int, hi: int) -> list[int]:
@@ -534,7 +491,3 @@ def _road_name(rng: np.random.Generator, cls: int, used: set[str]) -> tuple[str,
         zh, en = f"{base_zh}{section}段", f"{base_en} Section {section}"
     used.add(zh)
     return zh, en
-
-
-def installed_date(days: int) -> date:
-    return date(1970, 1, 1) + timedelta(days=int(days))

@@ -32,7 +32,7 @@ import numpy.typing as npt
 import psycopg
 from psycopg.rows import dict_row
 
-from telemetry.binary import array_column
+from kernel.binary import array_column
 from telemetry.cabinetday import CABINET_CODEC, CabinetRow, pack_cabinet_day, unpack_cabinet_day
 from telemetry.daypack import CODEC, LampDay, pack_many, unpack
 from telemetry.errors import TelemetryError

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from msgspec import UNSET as _UNSET
 
-__all__ = ["Batch", "CabinetRow", "LampRows", "Registry", "Reject", "StatusRow"]
+__all__ = ["Batch", "CabinetRow", "LampRows", "Reject", "StatusRow"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,54 +103,3 @@ class Batch:
     # The gateway's clock when the batch was decoded. A device's latest state held from later than this (its
     # clock ran ahead, or a demo ran on a later clock) gives way to what it reports now.
     now_ms: int | None = None
-
-
-class PackedDevices(Mapping[str, tuple[int, str]]):
-    """Device id → (number, district), each kept as one int (number × 4096 + the district's position): at a
-    million lamps about 56 MB less than a tuple per device. The tuple is made when asked for."""
-
-    __slots__ = ("_codes", "_districts")
-
-    def __init__(self, codes: dict[str, int], districts: list[str]) -> None:
-        self._codes = codes
-        self._districts = districts
-
-    @staticmethod
-    def code(number: int, district: int) -> int:
-        return number << 12 | district
-
-    def get(self, key: str, default: Any = None) -> Any:  # the codec's lookup, once per message
-        code = self._codes.get(key)
-        return default if code is None else (code >> 12, self._districts[code & 0xFFF])
-
-    def __getitem__(self, key: str) -> tuple[int, str]:
-        code = self._codes[key]
-        return code >> 12, self._districts[code & 0xFFF]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._codes)
-
-    def __len__(self) -> int:
-        return len(self._codes)
-
-
-class Registry:
-    """The seeded inventory as the codec needs it: device id → (number, district), and which cabinet each lamp
-    hangs on (`cabinet_of[lamp number]`, a cabinet's number; −1 for none), so that a concentrator speaks only for
-    its own lamps."""
-
-    __slots__ = ("cabinet_of", "cabinets", "lamps")
-
-    def __init__(
-        self,
-        lamps: Mapping[str, tuple[int, str]],
-        cabinets: Mapping[str, tuple[int, str]],
-        cabinet_of: Any = (),  # a sequence of ints: a numpy array at a city's size
-    ) -> None:
-        self.lamps = lamps
-        self.cabinets = cabinets
-        self.cabinet_of = cabinet_of
-
-    def cabinet_of_lamp(self, lamp_no: int) -> int:
-        """The number of the cabinet a lamp hangs on (−1: none known)."""
-        return int(self.cabinet_of[lamp_no]) if 0 <= lamp_no < len(self.cabinet_of) else -1

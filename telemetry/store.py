@@ -15,23 +15,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import psycopg
 from psycopg.rows import dict_row
 
 from kernel.database import Database
-from telemetry.binary import binary_rows
-from telemetry.errors import TelemetryError
-from telemetry.models import Batch, PackedDevices, Registry
+from telemetry.models import Batch
 
 __all__ = [
     "TelemetryStore",
     "WriteResult",
     "device_status",
-    "district_codes",
     "lamp_latest_state",
     "last_received_ms",
-    "load_registry",
     "prune_quarantine",
 ]
 
@@ -326,49 +321,3 @@ def prune_quarantine(conn: psycopg.Connection, *, days: int, rows: int) -> int:
     if cut is not None:
         removed += conn.execute("DELETE FROM quarantine WHERE id <= %s", (cut[0],)).rowcount
     return removed
-
-
-def district_codes(conn: psycopg.Connection) -> list[str]:
-    """The inventory's district codes, in order."""
-    return [r[0] for r in conn.execute("SELECT code FROM districts ORDER BY code").fetchall()]
-
-
-def inventory_version(conn: psycopg.Connection) -> tuple[object, ...]:
-    """A cheap fingerprint of the inventory: it changes when lamps or cabinets are added, removed or reseeded."""
-    row = conn.execute(
-        "SELECT (SELECT created_at FROM seed_info), (SELECT count(*) FROM lamps), (SELECT max(no) FROM lamps), "
-        "(SELECT count(*) FROM cabinets), (SELECT max(no) FROM cabinets)"
-    ).fetchone()
-    return tuple(row) if row else ()
-
-
-def load_registry(conn: psycopg.Connection) -> Registry:
-    """Device id → (number, district) for every lamp and cabinet in the inventory.
-
-    Read as COPY text rather than rows, and kept packed (`PackedDevices`): at a million lamps, rows and a tuple
-    and a district string per lamp cost the process about 150 MB more for good."""
-    districts = [r[0] for r in conn.execute("SELECT code FROM districts ORDER BY code")]
-    if len(districts) > 4096:
-        raise TelemetryError(f"the inventory has {len(districts)} districts; the registry holds at most 4,096")
-    position = {d: i for i, d in enumerate(districts)}
-
-    def table(name: str) -> PackedDevices:
-        with conn.cursor() as cur, cur.copy(f"COPY (SELECT id, no, district FROM {name}) TO STDOUT") as cp:
-            text = b"".join(bytes(chunk) for chunk in cp).decode()
-        codes: dict[str, int] = {}
-        for line in text.splitlines():
-            device, no, district = line.split("\t")
-            codes[device] = PackedDevices.code(int(no), position[district])
-        return PackedDevices(codes, districts)
-
-    with (
-        conn.cursor() as cur,
-        cur.copy(
-            "COPY (SELECT l.no, c.no FROM lamps l JOIN cabinets c ON c.id = l.cabinet_id) TO STDOUT (FORMAT BINARY)"
-        ) as cp,
-    ):
-        raw = b"".join(bytes(chunk) for chunk in cp)
-    pairs = binary_rows(raw, [("lamp", ">i4"), ("cabinet", ">i4")])
-    cabinet_of = np.full(int(pairs["lamp"].max(initial=-1)) + 1, -1, dtype=np.int32)
-    cabinet_of[pairs["lamp"]] = pairs["cabinet"]
-    return Registry(table("lamps"), table("cabinets"), cabinet_of)

@@ -13,13 +13,13 @@ from collections.abc import Mapping, Sequence
 import psycopg
 
 from kernel.clock import Clock
-from kernel.database import Database
+from kernel.database import Database, empty_tables
 from kernel.supervise import supervise
 from telemetry.history import pending_days
 from telemetry.schema import maintain_partitions
 from telemetry.store import prune_quarantine
 
-__all__ = ["Upkeep"]
+__all__ = ["Upkeep", "forget_inventory"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,3 +106,22 @@ class Upkeep:
             raise
         if code:
             logger.warning("history compaction exited with status %d (tried again in an hour)", code)
+
+
+def forget_inventory(conn: psycopg.Connection) -> dict[str, int]:
+    """Empty every reading, compact day, latest state, device status and quarantined message: they name lamps and
+    cabinets by number or id, which a replaced inventory reuses for other devices."""
+    return empty_tables(
+        conn,
+        (
+            "lamp_readings",
+            "cabinet_readings",
+            "lamp_history",
+            "cabinet_history",
+            "lamp_latest",
+            "cabinet_latest",
+            "device_status",
+            "quarantine",
+        ),
+        counted=("quarantine",),
+    )

@@ -13,13 +13,14 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from gateway.codec import Message, decode_batch
+from inventory.loader import load
+from inventory.registry import load_registry
 from kernel.clock import Clock
 from kernel.database import Database
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
-from seeds.loader import load
 from telemetry.schema import maintain_partitions
-from telemetry.store import TelemetryStore, load_registry
+from telemetry.store import TelemetryStore
 from tests.auth import sign_in
 from tests.fix_services import Services
 

@@ -18,8 +18,8 @@ import pytest
 
 from alerts.crews import Crew, save_crew
 from api.app import create_app
+from inventory.loader import load
 from seeds.generator import generate
-from seeds.loader import load
 from tests.auth import make_user
 from tests.fix_services import Services, fresh_database, serve
 

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from api.app import create_app
 from api.limits import MAX_BODY, MAX_SMALL_BODY, overrunning_field
+from inventory.loader import load
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
-from seeds.loader import load
 from tests.auth import sign_in
 
 pytestmark = pytest.mark.services

@@ -17,9 +17,9 @@ import pytest
 
 from alerts.tickets import open_ticket
 from api.app import create_app
+from inventory.loader import load
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
-from seeds.loader import load
 from tests.auth import make_user
 from tests.fix_services import serve
 

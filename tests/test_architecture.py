@@ -67,7 +67,7 @@ def test_every_room_is_packaged_type_checked_and_held_to_the_contracts() -> None
 # Which room owns each table: only it writes SQL against it, its migrations (<room>/migrations/*.sql) included; the
 # others use what it offers (commands/queries.py is the model).
 _OWNERS = {
-    "seeds": ("seed_info", "districts", "roads", "cabinets", "lamps", "waterways"),
+    "inventory": ("seed_info", "districts", "roads", "cabinets", "lamps", "waterways"),
     "telemetry": (
         "lamp_latest",
         "cabinet_latest",
@@ -142,11 +142,9 @@ _SQL_DEBTS = {
     "energy/nights.py": {"cabinet_readings", "lamp_history", "lamp_readings"},
     "fieldnet/provision.py": {"cabinets", "crews", "lamps"},
     "lamplighter/demo.py": {"districts", "lamp_latest", "seed_info"},
-    "seeds/loader.py": {"schedules"},
     "simulator/fleet.py": {"cabinets", "lamps"},
     "simulator/poison.py": {"lamp_readings"},
-    "telemetry/fleet.py": {"cabinets", "districts", "lamps", "roads"},
-    "telemetry/store.py": {"cabinets", "districts", "lamps", "seed_info"},
+    "telemetry/fleet.py": {"lamps"},
 }
 _SQL_USE = r"\b(?:FROM|JOIN|INTO|UPDATE|TABLE|COPY)\s+(?:ONLY\s+)?(?:public\.)?{}\b(?!\.)"
 

@@ -23,9 +23,9 @@ from alerts.tickets import open_ticket
 from api.app import ROUTERS, create_app
 from api.auth import add_user
 from api.deps import Role
+from inventory.loader import load
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
-from seeds.loader import load
 from tests.auth import sign_in
 
 pytestmark = pytest.mark.services

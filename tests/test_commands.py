@@ -23,12 +23,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from inventory.loader import load
 from kernel.clock import Clock
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, GatewayProcess
 from lamplighter.simproc import simulator_process
 from seeds.generator import generate
-from seeds.loader import load
 from simulator.commands import DeviceCommands, outcome_masks
 from simulator.fleet import Fleet, FleetSpec
 from simulator.wire import RawPublisher

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from alerts.faults import CABINET_FAULTS, CABINET_OUTAGE_CODES, LAMP_FAULTS
 from gateway.codec import INTERNAL_REASONS, REASONS
+from inventory.index import FRESH_GRACE_MS
 from lighting.rate import CITY_TARGET
 from protocol.messages import FUTURE_TOLERANCE_MS, MAX_CABINET_PAYLOAD, MAX_PAYLOAD
-from telemetry.fleet import FAULT_BITS, FRESH_GRACE_MS, MIN_POWER_SHARE
+from telemetry.fleet import FAULT_BITS, MIN_POWER_SHARE
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL = (ROOT / "docs" / "protocol.md").read_text()

@@ -20,15 +20,16 @@ from api.app import create_app
 from energy.nights import NoReadings, compute_night, load_nights
 from energy.tariff import DEFAULT_CO2_KG_PER_KWH
 from gateway.codec import Message, decode_batch
+from inventory.index import load_index
+from inventory.loader import load
+from inventory.registry import load_registry
 from kernel.clock import Clock
 from kernel.database import Database
 from lamplighter.runtime import Endpoints
 from lighting.engine import LightingEngine
 from lighting.sampler import Sampler
 from seeds.generator import generate
-from seeds.loader import load
-from telemetry.fleet import load_index
-from telemetry.store import TelemetryStore, load_registry
+from telemetry.store import TelemetryStore
 from tests.auth import sign_in
 
 pytestmark = pytest.mark.services

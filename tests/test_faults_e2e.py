@@ -18,12 +18,12 @@ from fastapi.testclient import TestClient
 
 from alerts.crews import Crew, save_crew
 from api.app import create_app
+from inventory.loader import load
 from kernel.clock import Clock
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, GatewayProcess
 from lamplighter.simcontrol import ScheduleControl
 from seeds.generator import generate
-from seeds.loader import load
 from simulator.fleet import Fleet, FleetSpec
 from simulator.runner import Simulator
 from tests.auth import sign_in

@@ -13,8 +13,9 @@ import psycopg
 import pytest
 
 from gateway.service import Gateway
+from inventory.registry import load_registry
 from kernel.database import Database
-from telemetry.store import TelemetryStore, load_registry
+from telemetry.store import TelemetryStore
 from tests.test_ingest import count, seed, wait_for
 
 pytestmark = pytest.mark.services

@@ -271,9 +271,9 @@ async def test_a_district_blackout_under_two_gateways_gives_each_ticket_once(
 ) -> None:
     """Every cabinet of one gateway's district loses its feeder while lamps fail in a district the other reads:
     the tickets one gateway would open (one per cabinet listing its lamps, one per failed lamp), none twice."""
+    from inventory.loader import load
     from lamplighter.simcontrol import ScheduleControl
     from seeds.generator import generate
-    from seeds.loader import load
     from simulator.fleet import Fleet, FleetSpec
     from simulator.runner import Simulator
 

@@ -25,16 +25,17 @@ from hypothesis import strategies as st
 
 from api.app import create_app
 from gateway.codec import Message, decode_batch
+from inventory.loader import load
+from inventory.registry import load_registry
 from kernel.clock import Clock
 from kernel.database import Database
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
-from seeds.loader import load
 from telemetry.cabinetday import pack_cabinet_day, unpack_cabinet_day
 from telemetry.daypack import LampDay, pack, pack_many, unpack
 from telemetry.history import compact_day, read_cabinet
 from telemetry.schema import has_timescaledb
-from telemetry.store import TelemetryStore, load_registry
+from telemetry.store import TelemetryStore
 from telemetry.upkeep import Upkeep
 from tests.auth import sign_in
 

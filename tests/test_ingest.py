@@ -18,13 +18,14 @@ from typing import Any
 import psycopg
 import pytest
 
+from inventory.loader import load
 from kernel.clock import Clock
 from lamplighter.config import Settings
 from lamplighter.devices import device_logins
 from lamplighter.runtime import Endpoints, GatewayProcess
+from lamplighter.seeding import load_city
 from lamplighter.simproc import stop_process
 from seeds.generator import generate
-from seeds.loader import load
 from simulator.fleet import Fleet, FleetSpec
 from simulator.runner import Simulator
 from simulator.wire import RawPublisher
@@ -416,7 +417,7 @@ async def test_devices_seeded_while_the_gateway_runs_are_accepted(
     async with gateway(endpoints, client_id, inventory_check_s=0.2) as gw:
         assert len(gw.gateway.registry.lamps) == 300
         with psycopg.connect(endpoints.schema_url, autocommit=True) as conn:  # a replace is the owner's work
-            load(conn, generate(600, seed=7), replace=True, progress=False)
+            load_city(conn, generate(600, seed=7), replace=True)
         await wait_for(lambda: len(gw.gateway.registry.lamps) == 600, 10, "the registry reload")
         ids = _lamp_ids(url, 600)
         await asyncio.to_thread(_publish_readings, endpoints, ids, 600, client_id + "-pub")

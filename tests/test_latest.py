@@ -9,10 +9,11 @@ import numpy as np
 import psycopg
 import pytest
 
+from inventory.index import load_index
+from inventory.loader import load
+from inventory.registry import load_registry
 from seeds.generator import generate
-from seeds.loader import load
-from telemetry.fleet import FAULT_BITS, fault_mask, fetch_latest, load_index
-from telemetry.store import load_registry
+from telemetry.fleet import FAULT_BITS, fault_mask, fetch_latest
 
 pytestmark = pytest.mark.services
 

@@ -22,6 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from inventory.loader import load
 from kernel.clock import Clock
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, GatewayProcess
@@ -29,7 +30,6 @@ from lamplighter.simcontrol import ScheduleControl
 from lighting.engine import LightingEngine
 from protocol.topics import OPS_RATE_TOPIC
 from seeds.generator import generate
-from seeds.loader import load
 from simulator.fleet import Fleet, FleetSpec
 from simulator.runner import Simulator
 from tests.auth import sign_in

@@ -19,12 +19,13 @@ from alerts.tickets import open_ticket
 from api.app import create_app
 from api.ngsild import normalized
 from gateway.codec import Message, decode_batch
+from inventory.loader import load
+from inventory.registry import load_registry
 from kernel.database import Database
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
-from seeds.loader import load
 from telemetry.history import compact_cabinet_day
-from telemetry.store import TelemetryStore, load_registry
+from telemetry.store import TelemetryStore
 from tests.auth import sign_in
 
 FIWARE = Path(__file__).resolve().parent / "fiware"

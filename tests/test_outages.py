@@ -12,10 +12,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from inventory.loader import load
 from kernel.clock import Clock
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
-from seeds.loader import load
 from simulator.fleet import Fleet, FleetSpec
 from simulator.runner import Simulator
 from tests.fix_services import PrivateBroker, Services

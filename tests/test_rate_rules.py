@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from inventory.index import FleetIndex
 from lighting.expected import Expected, UnknownScope
 from lighting.rate import CONDITIONS, Breakdown, Counts, breakdown, conditions, road_verdicts
 from lighting.sampling import BelowTarget
@@ -22,7 +23,7 @@ from lighting.schedules import (
     Window,
     decode_doc,
 )
-from telemetry.fleet import FleetIndex, FleetState, fault_mask
+from telemetry.fleet import FleetState, fault_mask
 
 CST = dt.timezone(dt.timedelta(hours=8))
 NIGHT = dt.datetime(2026, 12, 1, 22, 0, tzinfo=CST)  # Xining: sunset ~18:10, sunrise ~08:15

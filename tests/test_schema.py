@@ -43,7 +43,7 @@ def test_migrations_apply_once(database_url: str) -> None:
 
 def test_each_migration_is_a_rooms_sql_file_and_the_rooms_order_holds() -> None:
     files = names(plan("plain"))
-    assert files[:2] == ["seeds/001_inventory.sql", "telemetry/001_latest_state.sql"]
+    assert files[:2] == ["inventory/001_inventory.sql", "telemetry/001_latest_state.sql"]
     assert {f.split("/")[0] for f in files} == set(ROOMS)
     assert "telemetry/002_telemetry.plain.sql" in files and "telemetry/002_telemetry.timescaledb.sql" not in files
     assert "telemetry/002_telemetry.timescaledb.sql" in names(plan("timescaledb"))

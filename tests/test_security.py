@@ -21,12 +21,12 @@ from alerts.dispatch import DeliveryError, NotifyTransport, OutboxItem, check_ta
 from fieldnet.accounts import Account, cabinet_user, lamp_user
 from fieldnet.broker import Broker, BrokerError, Login
 from fieldnet.provision import ACL, PASSWD
+from inventory.loader import load
 from kernel.clock import Clock
 from lamplighter.runtime import Endpoints
 from lamplighter.schema import SchemaError, migrate, plan
 from lamplighter.services import APP_ROLE, OWNER_ROLE
 from seeds.generator import generate
-from seeds.loader import load
 from simulator.commands import FAULTS_TOPIC
 from simulator.wire import PublishError, RawPublisher
 from telemetry.schema import has_timescaledb, maintain_partitions, role_problems

@@ -6,9 +6,11 @@ import numpy as np
 import psycopg
 import pytest
 
-from seeds.generator import ROAD_CLASSES, Inventory, generate
+from inventory.city import Inventory
+from inventory.loader import InventoryError, Replaced, load, summary
+from lamplighter.seeding import load_city
+from seeds.generator import ROAD_CLASSES, generate
 from seeds.geography import Proximity, inside, to_xy
-from seeds.loader import Replaced, SeedError, load, summary
 
 _SPACING = {"expressway": 40.0, "arterial": 35.0, "secondary": 30.0, "branch": 25.0}
 
@@ -107,11 +109,11 @@ def test_load_is_idempotent_and_refuses_a_different_city(owner_url: str) -> None
     with psycopg.connect(owner_url, autocommit=True) as conn:
         assert load(conn, generate(3000, seed=2), progress=False) is True
         assert load(conn, generate(3000, seed=2), progress=False) is False
-        with pytest.raises(SeedError, match="--replace"):
+        with pytest.raises(InventoryError, match="--replace"):
             load(conn, generate(4000, seed=2), progress=False)
         rows = summary(conn)
         assert sum(r.lamps for r in rows) == 3000 and len(rows) == 7
-        assert isinstance(load(conn, generate(4000, seed=2), replace=True, progress=False), Replaced)
+        assert isinstance(load_city(conn, generate(4000, seed=2), replace=True), Replaced)
         assert conn.execute("SELECT count(*) FROM lamps").fetchone() == (4000,)
 
 
@@ -139,7 +141,7 @@ def test_replace_always_replaces_and_clears_what_referred_to_the_old_city(owner_
         )
 
         # The same size and seed: replaced all the same, and what referred to the old lamps is gone.
-        out = load(conn, generate(3000, seed=2), replace=True, progress=False)
+        out = load_city(conn, generate(3000, seed=2), replace=True)
         assert isinstance(out, Replaced)
         assert (out.lamps, out.seed) == (3000, 2)
         assert out.counts["tickets"] == 1 and out.counts["commands"] == 1 and out.counts["schedules"] >= 1

@@ -22,10 +22,10 @@ from alerts.crews import Crew, save_crew
 from alerts.dispatch import Dispatcher, MqttTransport, WebhookTransport
 from alerts.tickets import TicketError, act, clear_fault, escalate_overdue, get_ticket, open_ticket, reopen
 from gateway.command_link import CommandLink
+from inventory.loader import load
 from kernel.database import Database
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
-from seeds.loader import load
 from tests.auth import sign_in
 from tests.fix_services import as_crew, provision
 from tests.webhook import Receiver

@@ -22,10 +22,10 @@ from alerts.crews import Crew, save_crew
 from alerts.dispatch import Dispatcher, NotifyTransport
 from alerts.tickets import open_ticket
 from api.app import create_app
+from inventory.loader import load
 from kernel.database import Database
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
-from seeds.loader import load
 from tests.auth import make_user, sign_in
 from tests.webhook import Receiver
 

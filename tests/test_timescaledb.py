@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from gateway.codec import Message
+from inventory.loader import load
 from lamplighter.runtime import Endpoints
 from seeds.generator import generate
-from seeds.loader import load
 from telemetry.schema import has_timescaledb
 from tests.auth import sign_in
 from tests.test_history import OLD_DAYS, TODAY, _city, _compacted, _ingest, _midnight

@@ -36,6 +36,7 @@ from api.app import create_app
 from api.auth import add_user
 from energy.nights import NightEnergy, store_night
 from fieldnet.broker import Broker
+from inventory.loader import load
 from kernel.clock import Clock, night_bounds
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, GatewayProcess
@@ -43,7 +44,6 @@ from lamplighter.simproc import simulator_process
 from lighting.engine import LightingEngine
 from lighting.sampling import nightly_report, store_nightly
 from seeds.generator import DISTRICTS, generate
-from seeds.loader import load
 from simulator.commands import FAULTS_TOPIC
 from tests.fix_services import Services, for_database, forget_sessions, fresh_database
 

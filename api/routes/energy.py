@@ -20,8 +20,8 @@ from api.errors import ApiError
 from api.jsonsafe import FiniteJSONResponse
 from energy.errors import EnergyError
 from energy.nights import NightEnergy, Pricing, compute_night, group_rows, load_nights, store_night
+from inventory.index import FleetIndex
 from lighting.sampling import night_of
-from telemetry.fleet import FleetIndex
 
 router = APIRouter(prefix="/api/v1/energy", tags=["energy"])
 

@@ -20,8 +20,8 @@ from fastapi.responses import Response
 
 from alerts.tickets import WAITING
 from api.deps import ClockDep, EngineDep, SyncPoolDep, Viewer, in_thread
+from inventory.index import FleetIndex
 from lighting.rate import CONDITIONS
-from telemetry.fleet import FleetIndex
 
 router = APIRouter(prefix="/api/v1/map", tags=["map"])
 logger = logging.getLogger(__name__)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -11,10 +12,10 @@ import numpy.typing as npt
 import psycopg
 from tqdm import tqdm
 
-from seeds.errors import SeedError
-from seeds.generator import Inventory, installed_date
+from inventory.city import Inventory, installed_date
+from inventory.errors import InventoryError
 
-__all__ = ["DistrictSummary", "Replaced", "SeedError", "load", "summary"]
+__all__ = ["DistrictSummary", "Forget", "InventoryError", "Replaced", "load", "summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,41 +41,10 @@ class DistrictSummary:
     rated_kw: float
 
 
-# What refers to the loaded inventory, by lamp, cabinet, road or district: a replace empties all of it, and deletes
-# every schedule but the city's own document. Crews, users and settings stay (district codes are the same in every
-# generated city).
-_REFERS_TO_INVENTORY = (
-    "lamp_readings",
-    "cabinet_readings",
-    "lamp_history",
-    "cabinet_history",
-    "lamp_latest",
-    "cabinet_latest",
-    "device_status",
-    "device_credentials",
-    "quarantine",
-    "lighting_rate_samples",
-    "nightly_reports",
-    "energy_nights",
-    "operator_alerts",
-    "citizen_reports",
-    "tickets",
-    "ticket_lamps",
-    "ticket_events",
-    "outbox",
-    "deliveries",
-    "commands",
-    "command_lamps",
-)
-# Counted for the replace's report: small tables an operator recognises.
-_COUNTED = {
-    "tickets": "tickets",
-    "commands": "commands",
-    "schedules": "schedules WHERE scope <> 'city'",
-    "operator_alerts": "operator_alerts",
-    "quarantine": "quarantine",
-    "citizen_reports": "citizen_reports",
-}
+# A room's part of a replace: inside the load's transaction, it empties what of its own refers to the inventory
+# (by lamp, cabinet, road or district number or id) and returns the counts of what it removed that an operator
+# recognises ({"tickets": 12}).
+Forget = Callable[[psycopg.Connection], dict[str, int]]
 
 
 @dataclass(frozen=True)
@@ -87,43 +57,48 @@ class Replaced:
 
     def describe(self) -> str:
         things = ", ".join(f"{n:,} {t.replace('_', ' ')}" for t, n in self.counts.items())
-        # The city's own schedule document stays: it names no lamp, road or district.
         return (
             f"replaced the inventory of {self.lamps:,} lamps (seed {self.seed}) and cleared what referred to it: "
-            f"{things}, and every reading, latest state, compact history, lighting-rate sample, nightly report, "
-            f"night's energy and rotated device credential"
+            f"{things or 'nothing counted'}, and the readings, history and the rest each room kept of the old devices"
         )
 
 
-def load(conn: psycopg.Connection, inv: Inventory, *, replace: bool = False, progress: bool = True) -> Replaced | bool:
+def load(
+    conn: psycopg.Connection,
+    inv: Inventory,
+    *,
+    replace: bool = False,
+    forget: Sequence[Forget] = (),
+    progress: bool = True,
+) -> Replaced | bool:
     """Write the inventory. Returns False when the same inventory is already there and `replace` is not set
     (nothing done), True when it loaded into an empty database, and a `Replaced` when it replaced one.
 
-    An inventory already loaded is only replaced with `replace=True`, even the same (lamps, seed): the replace
-    also empties every table that refers to lamps, cabinets or roads by number or id (readings, history, latest
-    state, tickets, commands, schedules, quarantine and the rest, `_REFERS_TO_INVENTORY`), since those would no
-    longer mean the same devices.
+    An inventory already loaded is only replaced with `replace=True`, even the same (lamps, seed), and then in the
+    same transaction each of `forget` empties what its room keeps that refers to lamps, cabinets or roads by number
+    or id (readings, history, latest state, tickets, commands, schedules, …), since those would no longer mean the
+    same devices; the composition root passes every room's (`lamplighter.seeding.FORGET`).
     """
     row = conn.execute("SELECT seed, lamps FROM seed_info").fetchone()
     if row is not None and not replace:
         if (row[0], row[1]) == (inv.seed, inv.lamps):
             logger.info("inventory of %d lamps (seed %d) already loaded; nothing to do", inv.lamps, inv.seed)
             return False
-        raise SeedError(
+        raise InventoryError(
             f"the database already holds an inventory of {row[1]} lamps from seed {row[0]}; asked for "
             f"{inv.lamps} lamps from seed {inv.seed}. Re-run with --replace to wipe it and everything that "
-            f"refers to it (telemetry, tickets, commands, schedules)."
+            f"refers to it (telemetry, tickets, commands, schedules).",
+            kind="conflict",
         )
     replaced: Replaced | None = None
     with conn.transaction():
         if row is not None:
-            counts = {t: conn.execute(f"SELECT count(*) FROM {q}").fetchone()[0] for t, q in _COUNTED.items()}  # type: ignore[index]
+            counts: dict[str, int] = {}
+            for room_forgets in forget:
+                counts.update(room_forgets(conn))
             replaced = Replaced(lamps=row[1], seed=row[0], counts=counts)
             logger.info("%s", replaced.describe())
-            conn.execute(
-                f"TRUNCATE {', '.join(_REFERS_TO_INVENTORY)}, lamps, cabinets, roads, districts, waterways, seed_info"
-            )
-            conn.execute("DELETE FROM schedules WHERE scope <> 'city'")
+            conn.execute("TRUNCATE lamps, cabinets, roads, districts, waterways, seed_info")
         with conn.cursor() as cur:
             with cur.copy("COPY districts (code, name_zh, name_en, lat, lon, boundary) FROM STDIN") as cp:
                 for i, d in enumerate(inv.districts):
