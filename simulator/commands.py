@@ -1,9 +1,10 @@
 """The simulated devices' side of remote control: receive commands, act once per id, acknowledge.
 
-Commands arrive through a paho-mqtt subscription to every lamp's `…/cmd` topic (a persistent session, so commands
-sent while the simulator restarts are not lost), or, with one connection per device, on each device's own
-connection (`deliver`, from simulator.runner; the paho client then reads only the fault-injection topic); the
-simulator's loop takes them between steps. Each command is
+Commands arrive through one subscription to every lamp's `…/cmd` topic (a persistent session, so commands sent
+while the simulator restarts are not lost), or, with one connection per device, on each device's own connection
+(`deliver`, from simulator.runner; the shared connection then reads only the fault-injection topic); the
+simulator's loop takes them between steps (`process`). Every connection is the simulator's own MQTT client
+(`simulator.wire.RawPublisher`), reconnected with the devices' backoff when the broker goes away. Each command is
 acted on once per id — a repeated id is acknowledged again without acting twice — and acknowledged after a
 configurable latency. A share of lamps can be made unreachable (they never answer) and a share failing (they
 answer `ok: false`), so every outcome of a campaign can be produced on purpose.
@@ -15,20 +16,18 @@ import collections
 import heapq
 import json
 import logging
-import threading
 import time
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from fieldnet.accounts import SIM_FAULTS_TOPIC
 from fieldnet.broker import Broker
+from kernel.backoff import backoff_delay
 from protocol.messages import decode_command, encode_ack
 from protocol.topics import CMD_FILTERS, ack_topic, split_device_topic
 from simulator.fleet import Fleet
+from simulator.wire import RawPublisher
 
 __all__ = ["FAULTS_TOPIC", "DeviceCommands", "outcome_masks"]
 
@@ -39,8 +38,12 @@ FAULTS_TOPIC = SIM_FAULTS_TOPIC
 
 logger = logging.getLogger(__name__)
 
-_SEEN_MAX = 500_000
-_GATHER_MS = 1000  # command ids remembered for deduplication
+_SEEN_MAX = 500_000  # command ids remembered for deduplication
+_GATHER_MS = 1000
+_READS_PER_STEP = 64  # socket reads (up to 256 kB each) taken per simulation step
+_PING_EVERY_S = 20.0  # well inside the 60 s keepalive the connection announces
+# Field controllers retry every few seconds rather than backing off to minutes: back soon after the broker.
+_RECONNECT_MIN_S, _RECONNECT_MAX_S = 1.0, 5.0
 
 
 def outcome_masks(
@@ -77,39 +80,60 @@ class DeviceCommands:
         self.seen: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self.received = self.acted = self.repeats = 0
         self._tie = 0
-        self.ready = threading.Event()
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
-        )
-        broker.setup_paho(self.client)
-        self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
-        # Field controllers retry every few seconds rather than backing off to minutes: back soon after the broker.
-        self.client.reconnect_delay_set(min_delay=1, max_delay=5)
-        self.client.connect(broker.host, broker.port, keepalive=30)
-        self.client.loop_start()
+        self._filters = [f for f, _ in self._topics]
+        self._broker, self._client_id = broker, client_id
+        # The connection to the broker: None while it is away (then `_retry_at` and `_failures` say when to try).
+        self._link: RawPublisher | None = None
+        self._retry_at, self._failures, self._pinged = 0.0, 0, time.monotonic()
+        self._link = self._connect()
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        if getattr(reason, "is_failure", False):
-            logger.error("simulator: the broker refused the command subscription: %s", reason)
-            return
-        client.subscribe(self._topics)
-        self.ready.set()
+    def _connect(self) -> RawPublisher:
+        link = RawPublisher(self._broker, self._client_id, on_message=self.deliver, clean=False)
+        link.subscribe(self._filters)
+        return link
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self.inbox.append((message.topic, bytes(message.payload)))
+    def _keep_up(self) -> None:
+        """Take what the broker sent; reconnect when it went away (its kept session brings what arrived since)."""
+        now = time.monotonic()
+        if self._link is None:
+            if now < self._retry_at:
+                return
+            try:
+                self._link = self._connect()
+            except OSError as exc:
+                self._failures += 1
+                self._retry_at = now + backoff_delay(self._failures, _RECONNECT_MIN_S, _RECONNECT_MAX_S, 0.5)
+                logger.info("simulator: the command subscription is still away (%s)", exc)
+                return
+            logger.warning("simulator: the command subscription is back on %s", self._broker)
+            self._failures = 0
+        try:
+            for _ in range(_READS_PER_STEP):  # all the broker has sent by now, within reason
+                before = self._link.received
+                self._link.poll()
+                if self._link.received == before:
+                    break
+            if now - self._pinged > _PING_EVERY_S:
+                self._link.ping()
+                self._pinged = now
+        except OSError as exc:
+            logger.warning("simulator: lost the command subscription (%s); reconnecting", exc)
+            self._link.abort()
+            self._link, self._failures = None, 1
+            self._retry_at = now + backoff_delay(1, _RECONNECT_MIN_S, _RECONNECT_MAX_S, 0.5)
 
     def deliver(self, topic: str, payload: bytes) -> None:
         """A command a device received on its own connection."""
         self.inbox.append((topic, payload))
 
     def wait_ready(self, timeout: float = 10.0) -> None:
-        if not self.ready.wait(timeout):
-            raise TimeoutError("the simulator's command subscription did not come up")
-        time.sleep(0.1)  # the SUBACK follows the CONNACK
+        """Wait until the broker granted the subscriptions (a PublishError if it refused one)."""
+        if self._link is not None:
+            self._link.subscribed(timeout)
 
     def process(self, now_ms: int) -> list[tuple[bytes, bytes]]:
         """Act on the commands received so far; return the acknowledgements due now."""
+        self._keep_up()
         acted: list[int] = []
         while self.inbox:
             topic, payload = self.inbox.popleft()
@@ -193,5 +217,8 @@ class DeviceCommands:
         heapq.heappush(self.acks, (time.monotonic() + self.ack_latency_s, self._tie, topic, body))
 
     def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        if self._link is not None:
+            try:
+                self._link.close()
+            except OSError as exc:
+                logger.warning("simulator: closing the command subscription failed: %s", exc)

@@ -106,7 +106,9 @@ def encode_publish(
 
 
 class RawPublisher:
-    """One blocking MQTT 3.1.1 connection that publishes QoS 1 messages as fast as the broker acknowledges them."""
+    """One blocking MQTT 3.1.1 connection, the simulator's one MQTT stack: it publishes QoS 1 messages as fast as the
+    broker acknowledges them, and takes what it subscribed to (a device's commands) when polled. `clean=False` keeps
+    the session at the broker, so what arrives for it while it is away waits there."""
 
     def __init__(
         self,
@@ -118,6 +120,7 @@ class RawPublisher:
         keepalive: int = 60,
         timeout: float = 30.0,
         on_message: Callable[[str, bytes], None] | None = None,
+        clean: bool = True,
     ) -> None:
         if not 0 < window < 65535:
             raise SimulatorError(f"window must be between 1 and 65,534 unacknowledged messages, got {window}")
@@ -130,7 +133,7 @@ class RawPublisher:
         self._inflight: dict[int, bytes] = {}  # packet id → PUBLISH, until its PUBACK (publish_batch only)
         self._broker = broker
         self._address = (broker.host, broker.port)
-        self._connect = encode_connect(client_id, keepalive=keepalive, will=will, login=broker.login)
+        self._connect = encode_connect(client_id, keepalive=keepalive, will=will, clean=clean, login=broker.login)
         self._client_id, self._timeout = client_id, timeout
         self.on_message = on_message
         self.received = 0  # PUBLISHes the broker sent this connection
@@ -163,7 +166,7 @@ class RawPublisher:
         with contextlib.suppress(OSError):
             self._sock.close()
         self._sock = self._open()
-        self._subscribing.clear()  # a clean session has none: the caller subscribes again
+        self._subscribing.clear()  # the caller subscribes again (a clean session has none; a kept one, no harm)
         again = [bytes([packet[0] | 0x08]) + packet[1:] for packet in self._inflight.values()]  # DUP
         self.acked = self.sent - len(again)  # what was counted in flight and never acknowledged
         if again:
@@ -189,12 +192,14 @@ class RawPublisher:
         try:
             chunk = self._sock.recv(262144)
         except (BlockingIOError, ssl.SSLWantReadError):
-            return
+            if not self._buf:
+                return
+            chunk = None  # nothing new, but what came with the CONNACK (a kept session's messages) is still to read
         finally:
             self._sock.setblocking(True)
-        if not chunk:
+        if chunk is not None and not chunk:
             raise PublishError(f"broker closed the connection with {self.sent - self.acked} messages unacknowledged")
-        buf = self._buf + chunk
+        buf = self._buf + (chunk or b"")
         i, n = 0, len(buf)
         inflight = self._inflight
         incoming: list[tuple[str, bytes]] = []
