@@ -514,6 +514,50 @@ def test_a_repeated_command_id_is_acted_on_once_and_acknowledged_again(endpoints
         devices.close()
 
 
+def test_the_simulated_devices_get_commands_sent_while_they_were_away(endpoints: Endpoints, client_id: str) -> None:
+    """The devices' command subscription is a kept session: what was sent while the simulator was stopped, or while
+    the broker had dropped its connection, arrives when it is back (it reconnects by itself)."""
+    with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
+        load(conn, generate(300, seed=4), progress=False)
+        spec = FleetSpec.from_db(conn)
+    clock = Clock(start=NIGHT, speed=1.0)
+    fleet = Fleet(spec, interval_s=3600, failure_rate_per_day=0.0, start_ms=clock.now_ms())
+    headend, me = endpoints.as_("lamplighter-headend"), client_id + "-dev"
+
+    def command(slot: int, level: int) -> None:
+        cmd = {"id": f"away0123456789ab-{level}", "op": "dim", "level": level, "ts": clock.now_ms()}
+        cmd["expires"] = clock.now_ms() + 60_000
+        pub = RawPublisher(endpoints.as_("lamplighter-commands"), client_id + "-ops")
+        pub.publish(f"sl/{spec.lamp_district[slot]}/lamp/{spec.lamp_id[slot]}/cmd", json.dumps(cmd).encode())
+        pub.close()
+
+    def acked(devices: DeviceCommands, want: str) -> None:
+        deadline = time.monotonic() + 15
+        while True:
+            assert time.monotonic() < deadline, f"no acknowledgement of {want}"
+            if any(json.loads(body)["id"] == want for _, body in devices.process(clock.now_ms())):
+                return
+            time.sleep(0.05)
+
+    first = DeviceCommands(fleet, broker=headend, client_id=me)
+    first.wait_ready()
+    first.close()
+    command(5, 20)  # nobody is connected: the broker keeps it for the session
+    devices = DeviceCommands(fleet, broker=headend, client_id=me)
+    try:
+        devices.wait_ready()
+        acked(devices, "away0123456789ab-20")
+        assert fleet.ovr_level[5] == 20
+        # Another connection under the same client id takes the session over: the broker drops the devices' one.
+        intruder = RawPublisher(headend, me, clean=False)
+        intruder.close()
+        command(6, 30)
+        acked(devices, "away0123456789ab-30")
+        assert fleet.ovr_level[6] == 30 and devices.received == 2
+    finally:
+        devices.close()
+
+
 def test_only_operators_command(endpoints: Endpoints) -> None:
     url = endpoints.database_url
     with psycopg.connect(url, autocommit=True) as conn:
