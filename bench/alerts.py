@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import psycopg
 
 from alerts.crews import Crew, save_crew
 from alerts.engine import AlertEngine
 from alerts.service import AlertService
 from bench.rate import _batches, fleet_index_of
-from kernel.database import Database
+from kernel.database import Database, connect
 from lamplighter.config import Settings
 from lamplighter.runtime import bench_city
 from lighting.engine import LightingEngine
@@ -158,7 +157,7 @@ def _blackout_batches(engine: LightingEngine, cabinets: list[int], t_ms: int, ga
 
 
 async def _blackout(database_url: str) -> dict[str, Any]:
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with connect(database_url, autocommit=True) as conn:
         lighting = LightingEngine.load(conn)
         for code in lighting.index.districts:
             save_crew(conn, Crew(id=f"crew-{code}", name=f"crew {code}", districts=[code], mqtt=False))
@@ -196,7 +195,7 @@ async def _blackout(database_url: str) -> dict[str, Any]:
         for b in _blackout_batches(lighting, chosen, clock.ms, gasp=False):
             service.on_batch(b, lighting.on_batch(b))
         service._enqueue(engine.sweep(clock.ms))
-        with psycopg.connect(database_url, autocommit=True) as conn:
+        with connect(database_url, autocommit=True) as conn:
             deadline = time.monotonic() + 120
             while True:
                 row = conn.execute(

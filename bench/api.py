@@ -21,12 +21,12 @@ from typing import Any
 
 import httpx2
 import numpy as np
-import psycopg
 
 from alerts.crews import Crew, save_crew
 from alerts.tickets import open_ticket
 from api.auth import add_user
 from bench.ingest import run_publishers
+from kernel.database import connect
 from lamplighter.config import Settings
 from lamplighter.runtime import bench_city
 from lamplighter.simproc import lamplighter_process
@@ -41,7 +41,7 @@ _PATHS = ("/api/v1/lighting-rate?group_by=district", "/api/v1/tickets?limit=100"
 
 def _tickets(url: str, n: int) -> None:
     now = dt.datetime.now(dt.UTC)
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
         for d in DISTRICTS:
             save_crew(conn, Crew(id=f"{d.code}-crew", name=f"{d.name_en} crew", districts=[d.code], mqtt=False))
         lamps = conn.execute("SELECT id, district FROM lamps ORDER BY no LIMIT %s", (n,)).fetchall()
@@ -111,7 +111,7 @@ def run_api_bench(
 ) -> int:
     with bench_city(settings, lamps) as ep:
         _tickets(ep.database_url, 500)
-        with psycopg.connect(ep.database_url, autocommit=True) as conn:
+        with connect(ep.database_url, autocommit=True) as conn:
             _, token = add_user(conn, "bench-viewer", "viewer")
             ids = [(r[0], r[1], r[2]) for r in conn.execute("SELECT id, district, rated_w FROM lamps ORDER BY no")]
         env = {

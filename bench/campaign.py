@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
-import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
 from commands.model import CommandRequest
 from commands.submit import submit
 from kernel.clock import Clock
+from kernel.database import connect
 from lamplighter.config import Settings
 from lamplighter.runtime import GatewayProcess, bench_city
 from lamplighter.simproc import simulator_process
@@ -69,7 +69,7 @@ class _CommandCounter:
 
 
 async def _campaign(settings: Settings, ep: Any, lamps: int, gateways: int) -> dict[str, Any]:
-    with psycopg.connect(ep.database_url, autocommit=True) as conn:
+    with connect(ep.database_url, autocommit=True) as conn:
         conn.execute("UPDATE lamps SET report_interval_s = 3600")  # quiet devices: the commands are measured
     clock = Clock(start=_NIGHT, speed=1.0)
     gws = [
@@ -98,7 +98,7 @@ async def _campaign(settings: Settings, ep: Any, lamps: int, gateways: int) -> d
         rss_before = _rss_mb()
         req = CommandRequest(target={"all": True}, op="dim", level=60, reason="campaign benchmark")
         started = time.monotonic()
-        with psycopg.connect(ep.database_url, autocommit=True) as conn:
+        with connect(ep.database_url, autocommit=True) as conn:
             cid = submit(
                 conn,
                 gw.engine.index,
@@ -138,7 +138,7 @@ async def _campaign(settings: Settings, ep: Any, lamps: int, gateways: int) -> d
             if now - started > lamps / settings.command_pace * 3 + 120:
                 break
         await asyncio.sleep(1.0)  # the engine's last flush
-        with psycopg.connect(ep.database_url, autocommit=True) as conn:
+        with connect(ep.database_url, autocommit=True) as conn:
             counts = dict(
                 conn.execute(
                     "SELECT state, count(*) FROM command_lamps WHERE command_id = %s GROUP BY state", (cid,)

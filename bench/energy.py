@@ -16,11 +16,11 @@ import tracemalloc
 from zoneinfo import ZoneInfo
 
 import numpy as np
-import psycopg
 
 from bench.storage import _Fleet, write_day
 from energy.meters import GAP, NO_METER, PARTIAL, RESET
 from energy.nights import compute_night
+from kernel.database import connect
 from lamplighter.config import Settings
 from lamplighter.runtime import bench_city
 from lighting.engine import LightingEngine
@@ -33,7 +33,7 @@ def run_energy_bench(settings: Settings, *, lamps: int) -> int:
     today = dt.datetime.now(dt.UTC).date()
     days = [today - dt.timedelta(days=2), today - dt.timedelta(days=1)]
     night = days[0]  # local noon of the first day to local noon of the second: inside the two UTC days
-    with bench_city(settings, lamps) as ep, psycopg.connect(ep.database_url, autocommit=True) as conn:
+    with bench_city(settings, lamps) as ep, connect(ep.database_url, autocommit=True) as conn:
         fleet = _Fleet(conn)
         written = 0
         t = time.monotonic()

@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-import psycopg
 
 from alerts.crews import Crew, save_crew
 from alerts.tickets import open_ticket
 from api.auth import add_user
 from bench.ingest import run_publishers
+from kernel.database import connect
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, bench_city, private_ports
 from lamplighter.services import PrivateServices
@@ -108,7 +108,7 @@ class _Gateway:
 
 
 def _count(url: str, sql: str) -> int:
-    with psycopg.connect(url) as conn:
+    with connect(url) as conn:
         row = conn.execute(sql).fetchone()
     return int(row[0]) if row else 0
 
@@ -124,7 +124,7 @@ def _wait(url: str, sql: str, n: int, timeout_s: float, gw: _Gateway) -> int:
 
 
 def _poison_phase(url: str, ep: Endpoints, gw: _Gateway, good_n: int) -> dict[str, Any]:
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
         cabinet, cab_lamp = conn.execute(
             "SELECT c.id, l.id FROM cabinets c JOIN lamps l ON l.cabinet_id = c.id ORDER BY l.no LIMIT 1"
         ).fetchone() or ("", "")
@@ -150,7 +150,7 @@ def _poison_phase(url: str, ep: Endpoints, gw: _Gateway, good_n: int) -> dict[st
     stored = _wait(url, "SELECT count(*) FROM lamp_readings WHERE seq >= 1000", len(good), 30, gw)
     stored_in = time.monotonic() - t0
     time.sleep(1.0)
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
         got = Counter(r[0] for r in conn.execute("SELECT reason FROM quarantine"))
         conn.execute(f"ALTER TABLE lamp_readings DROP CONSTRAINT {DB_CONSTRAINT}")
         conn.execute("TRUNCATE lamp_readings, cabinet_readings, quarantine")
@@ -166,7 +166,7 @@ def _poison_phase(url: str, ep: Endpoints, gw: _Gateway, good_n: int) -> dict[st
 
 
 def _sigkill_phase(url: str, ep: Endpoints, gw: _Gateway, messages: int, kills: int) -> dict[str, Any]:
-    with psycopg.connect(url) as conn:
+    with connect(url) as conn:
         ids = [(r[0], r[1], r[2]) for r in conn.execute("SELECT id, district, rated_w FROM lamps ORDER BY no")]
     result: dict[str, Any] = {}
 
@@ -202,7 +202,7 @@ def _sigkill_phase(url: str, ep: Endpoints, gw: _Gateway, messages: int, kills: 
 
 
 def _broker_phase(url: str, ep: Endpoints, gw: _Gateway, settings: Settings, n: int) -> dict[str, Any]:
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
         conn.execute("TRUNCATE lamp_readings")
         ids = [(r[0], r[1]) for r in conn.execute("SELECT id, district FROM lamps ORDER BY no LIMIT 1000")]
     gw.stop()
@@ -273,7 +273,7 @@ async def _viewers(base: str, tokens: list[str], streams: int) -> dict[str, Any]
 
 def _issue28_phase(url: str, ep: Endpoints, gw: _Gateway, base: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
         conn.execute("TRUNCATE lamp_readings, cabinet_readings, quarantine")
         singles = conn.execute(
             "SELECT id, district FROM lamps WHERE controller = 'single' ORDER BY no LIMIT 150"
@@ -305,7 +305,7 @@ def _issue28_phase(url: str, ep: Endpoints, gw: _Gateway, base: str) -> dict[str
     time.sleep(3.0)  # the rules judge each batch once it is committed
 
     def ticketed(lamps: list[Any], fault: str) -> int:
-        with psycopg.connect(url) as conn:
+        with connect(url) as conn:
             return int(
                 conn.execute(
                     "SELECT count(DISTINCT asset_id) FROM tickets WHERE id > %s AND fault = %s AND asset_id = ANY(%s)",
@@ -319,12 +319,12 @@ def _issue28_phase(url: str, ep: Endpoints, gw: _Gateway, base: str) -> dict[str
     out["backlog_missed"] = len(backlogs) - ticketed(backlogs, "lamp_failure")
 
     # The database read-only for 15 s while 20 lamps send 200 reports.
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
         conn.execute("TRUNCATE lamp_readings, quarantine")
         name = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
     stream = singles[100:120]
     assert ep.admin_url is not None  # the bench's own PostgreSQL
-    with psycopg.connect(ep.admin_url, autocommit=True) as admin:
+    with connect(ep.admin_url, autocommit=True) as admin:
         admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
     started = time.monotonic()
@@ -333,7 +333,7 @@ def _issue28_phase(url: str, ep: Endpoints, gw: _Gateway, base: str) -> dict[str
         pub.publish(device_topic(d, "lamp", lamp, "state"), report(now + 1000 + k, 9_000_000 + k, []))
         time.sleep(0.05)
     time.sleep(max(0.0, 15.0 - (time.monotonic() - started)))
-    with psycopg.connect(ep.admin_url, autocommit=True) as admin:
+    with connect(ep.admin_url, autocommit=True) as admin:
         admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
     mine = "FROM lamp_readings WHERE seq >= 9000000 AND seq < 9000200"  # late redeliveries of earlier phases too
@@ -347,7 +347,7 @@ def _issue28_phase(url: str, ep: Endpoints, gw: _Gateway, base: str) -> dict[str
 
     # A notification larger than the broker takes, to a crew on MQTT.
     connects = gw.link_connects
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
         lamp, d = singles[120]
         save_crew(conn, Crew(id="bench-big", name="bench crew", districts=[d], mqtt=True))
         at = dt.datetime.now(dt.UTC)
@@ -371,7 +371,7 @@ def _issue28_phase(url: str, ep: Endpoints, gw: _Gateway, base: str) -> dict[str
     out["link_drops"] = gw.link_connects - connects
 
     # A NaN stream period and 50 concurrent wrong logins, while /lighting-rate is read.
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
         _, token = add_user(conn, "bench-faults-28", "viewer")
         add_user(conn, "bench-faults-login", "viewer", password="a-long-password-1")
     out.update(asyncio.run(_callers(base, token)))
@@ -434,7 +434,7 @@ def run_faults_bench(settings: Settings, *, lamps: int, messages: int, kills: in
             print("3. the broker restarted with 20,000 readings queued for a stopped gateway", flush=True)
             out.update(_broker_phase(url, ep, gw, settings, 20_000))
             print(f"4. {streams} live streams open on `lamplighter api`", flush=True)
-            with psycopg.connect(url, autocommit=True) as conn:
+            with connect(url, autocommit=True) as conn:
                 tokens = [add_user(conn, f"bench-faults-viewer-{k}", "viewer")[1] for k in range(streams // 16 + 1)]
             with lamplighter_process(["api"], env, ready="Application startup complete"):
                 out.update(asyncio.run(_viewers(f"http://127.0.0.1:{_API_PORT}", tokens, streams)))

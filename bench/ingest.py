@@ -25,9 +25,8 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
-import psycopg
-
 from fieldnet.broker import Broker
+from kernel.database import connect
 from lamplighter.config import Settings
 from lamplighter.runtime import bench_city
 from protocol.topics import device_topic
@@ -213,7 +212,7 @@ def _stop_gateways(gws: list[tuple[subprocess.Popen[bytes], threading.Event]]) -
 def _wait_balanced(database_url: str, n: int, timeout_s: float = 120.0) -> list[list[str]]:
     """Until the `n` gateways hold every district between them, each its fair share; returns their districts."""
     deadline = time.monotonic() + timeout_s
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with connect(database_url, autocommit=True) as conn:
         every = {r[0] for r in conn.execute("SELECT code FROM districts")}
         share = -(-len(every) // n)
         while True:
@@ -336,7 +335,7 @@ def _api_peak_rss(ep: Any) -> float:
     from api.auth import add_user
     from lamplighter.simproc import lamplighter_process
 
-    with psycopg.connect(ep.database_url, autocommit=True) as conn:
+    with connect(ep.database_url, autocommit=True) as conn:
         _, token = add_user(conn, "bench-ingest-viewer", "viewer")
     env = {**os.environ, **ep.env(), "LAMPLIGHTER_API_PORT": str(_API_PORT)}
     with lamplighter_process(["api"], env, ready="Application startup complete") as api:
@@ -354,7 +353,7 @@ def run_ingest_bench(
 ) -> int:
     # Always private services: the bench recreates its database.
     with bench_city(settings, lamps) as ep:
-        with psycopg.connect(ep.database_url) as conn:
+        with connect(ep.database_url) as conn:
             ids = [(r[0], r[1], r[2]) for r in conn.execute("SELECT id, district, rated_w FROM lamps ORDER BY no")]
         print(
             f"bench ingest: {messages:,} lamp messages over {lamps:,} lamps, {publishers} publisher processes, "
@@ -393,7 +392,7 @@ def run_ingest_bench(
             api_rss = _api_peak_rss(ep)
         finally:
             _stop_gateways(gws)
-        with psycopg.connect(ep.database_url) as conn:
+        with connect(ep.database_url) as conn:
             row = conn.execute("SELECT count(*), count(DISTINCT (lamp_no, ts, seq)) FROM lamp_readings").fetchone()
         rows, distinct = (int(row[0]), int(row[1])) if row else (0, 0)
         ratios = [c / r for c, r in zip(committed, relays, strict=True) if r]

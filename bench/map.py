@@ -19,9 +19,8 @@ import statistics
 import time
 from typing import Any
 
-import psycopg
-
 from api.auth import add_user
+from kernel.database import connect
 from lamplighter.config import Settings
 from lamplighter.runtime import bench_city
 from lamplighter.simproc import lamplighter_process
@@ -56,7 +55,7 @@ def run_map_bench(settings: Settings, *, lamps: int, pages: int = 3) -> int:
     t0 = time.perf_counter()
     with bench_city(settings, lamps) as ep:
         seeded_s = time.perf_counter() - t0
-        with psycopg.connect(ep.database_url, autocommit=True) as conn:
+        with connect(ep.database_url, autocommit=True) as conn:
             add_user(conn, "bench-map", "viewer", password=_PASSWORD, lang="en", replace=True)
             roads = int(conn.execute("SELECT count(*) FROM roads").fetchone()[0])  # type: ignore[index]
         env = {**os.environ, **ep.env(), "LAMPLIGHTER_API_PORT": str(_API_PORT)}

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import psycopg
 
+from kernel.database import Connection, connect
 from lamplighter.config import Settings
 from lamplighter.runtime import bench_city
 from telemetry.history import CompactionReport, compact, read_lamp
@@ -94,7 +94,7 @@ def _encode(cols: dict[str, npt.NDArray[Any]], faulty: bool) -> bytes:
 class _Fleet:
     """The city's lamps and the simulator-like values they report."""
 
-    def __init__(self, conn: psycopg.Connection, seed: int = 5) -> None:
+    def __init__(self, conn: Connection, seed: int = 5) -> None:
         rows = conn.execute("SELECT no, rated_w, report_interval_s FROM lamps ORDER BY no").fetchall()
         self.no = np.array([r[0] for r in rows], dtype=np.int64)
         self.rated = np.array([r[1] for r in rows], dtype=np.float64)
@@ -158,7 +158,7 @@ class _Fleet:
         }
 
 
-def write_day(conn: psycopg.Connection, fleet: _Fleet, day: dt.date) -> int:
+def write_day(conn: Connection, fleet: _Fleet, day: dt.date) -> int:
     """A day of the fleet's readings into `lamp_readings` by binary COPY, an hour at a time; how many."""
     written = 0
     for normal, faulty in fleet.day(day):
@@ -183,19 +183,19 @@ def _rank(lamp: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     return out
 
 
-def _size(conn: psycopg.Connection, tables: list[str]) -> int:
+def _size(conn: Connection, tables: list[str]) -> int:
     """Bytes on disk of the tables with their indexes and TOAST."""
     row = conn.execute("SELECT sum(pg_total_relation_size(t::regclass))::bigint FROM unnest(%s::text[]) t", (tables,))
     return int((row.fetchone() or (0,))[0] or 0)
 
 
-def _hypertable_size(conn: psycopg.Connection) -> int:
+def _hypertable_size(conn: Connection) -> int:
     """Bytes on disk of `lamp_readings` under TimescaleDB: every chunk, compressed or not, with indexes and TOAST."""
     row = conn.execute("SELECT hypertable_size('lamp_readings')").fetchone()
     return int(row[0] or 0) if row else 0
 
 
-def _lamp_day_ms(conn: psycopg.Connection, lamps: list[int], days: list[dt.date]) -> tuple[float, float]:
+def _lamp_day_ms(conn: Connection, lamps: list[int], days: list[dt.date]) -> tuple[float, float]:
     """Median and p99 of reading one lamp's whole day, as the API does, in ms."""
     took = []
     rng = random.Random(9)
@@ -212,7 +212,7 @@ def _lamp_day_ms(conn: psycopg.Connection, lamps: list[int], days: list[dt.date]
 def run_storage_bench(settings: Settings, *, lamps: int, days: int) -> int:
     today = dt.datetime.now(dt.UTC).date()
     span = [today - dt.timedelta(days=days - i) for i in range(days)]
-    with bench_city(settings, lamps) as ep, psycopg.connect(ep.database_url, autocommit=True) as conn:
+    with bench_city(settings, lamps) as ep, connect(ep.database_url, autocommit=True) as conn:
         timescale = conn.execute("SELECT timescaledb FROM telemetry_settings").fetchone() == (True,)
         if timescale:
             print("storage: TimescaleDB hypertables (its compression measured as the compact form)", flush=True)
@@ -243,7 +243,7 @@ def run_storage_bench(settings: Settings, *, lamps: int, days: int) -> int:
         if timescale:
             # What the compression policy does to the days once they are old enough, here at once (as the owner).
             t = time.monotonic()
-            with psycopg.connect(ep.schema_url, autocommit=True) as owner:
+            with connect(ep.schema_url, autocommit=True) as owner:
                 chunks = owner.execute(
                     "SELECT compress_chunk(c) FROM show_chunks('lamp_readings', older_than => %s::timestamptz) c",
                     (str(today),),
@@ -251,7 +251,7 @@ def run_storage_bench(settings: Settings, *, lamps: int, days: int) -> int:
             report = CompactionReport(days=span, readings=readings, lamp_days=len(chunks), seconds=time.monotonic() - t)
             compact_bytes, left, unit = _hypertable_size(conn), 0, "compressed chunks"
         else:
-            with psycopg.connect(ep.database_url) as worker:
+            with connect(ep.database_url) as worker:
                 report = compact(worker, before=today, progress=progress)
             if sys.stderr.isatty():
                 print(file=sys.stderr)

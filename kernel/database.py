@@ -19,7 +19,7 @@ import getpass
 import select
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -28,9 +28,14 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from kernel.errors import Problem
+
 __all__ = [
+    "Connection",
     "Database",
+    "DatabaseUnavailable",
     "FreshCheck",
+    "connect",
     "database_of",
     "empty_tables",
     "refusal",
@@ -41,6 +46,34 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+# An open connection, as the rooms' functions that run SQL are given one; only the kernel and the rooms that own
+# tables import psycopg (tests/test_architecture.py), the others name it so.
+Connection = psycopg.Connection
+
+
+class DatabaseUnavailable(Problem):
+    """The database is away, or refuses this role (a connection that fails or is lost, a privilege missing): the
+    message names the database and the reason. psycopg's errors of that kind are read into this once, here."""
+
+    kind = "unavailable"
+
+
+@contextlib.contextmanager
+def connect(url: str, *, autocommit: bool = False, connect_timeout: int | None = None) -> Iterator[Connection[Any]]:
+    """A connection of its own for a command's or a tool's short work, closed on leaving (committed first unless
+    `autocommit`, or rolled back on an error). The database away, lost on the way, or refusing the role a privilege
+    comes out as `DatabaseUnavailable`; an error of the SQL itself is the owning room's to read."""
+    try:
+        conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=connect_timeout)
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"cannot connect to the database {shown(url)}: {refusal(exc)}") from exc
+    try:
+        with conn:
+            yield conn
+    except (psycopg.OperationalError, psycopg.errors.InsufficientPrivilege) as exc:
+        raise DatabaseUnavailable(f"the database {shown(url)} failed the work: {refusal(exc)}") from exc
+
 
 # SQLSTATE classes that blame what a statement carried: a row twice in one statement (21), a value out of range or
 # malformed (22), a constraint (23), a value past a limit (54). Every other error is the database's state: away

@@ -189,6 +189,19 @@ def apply(conn: psycopg.Connection, p: Plan, *, parameters: Mapping[str, object]
     todo, changed = pending(conn, p)
     if not todo and not changed:
         return []
+    try:
+        return _apply(conn, todo, changed, params)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        missing = ", ".join([f"{m.version:03d}" for m in todo] + [r.name for r in changed])
+        raise SchemaError(
+            f"role {conn.info.user!r} may not change the database's schema (migrations missing: {missing}; "
+            f"{exc.diag.message_primary})"
+        ) from exc
+
+
+def _apply(
+    conn: psycopg.Connection, todo: list[Migration], changed: list[Repeatable], params: dict[str, object]
+) -> list[int]:
     with conn.transaction():
         conn.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
             version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())""")
@@ -227,7 +240,8 @@ def apply(conn: psycopg.Connection, p: Plan, *, parameters: Mapping[str, object]
 
 
 def _run(conn: psycopg.Connection, room: str, name: str, text: str) -> None:
-    """One file's statements; a failure names the file (the database's own message is kept)."""
+    """One file's statements; a failure names the file (the database's own message is kept). A privilege the role
+    lacks is not the file's fault: `apply` says which migrations wait for the schema's owner."""
     try:
         conn.execute(text.encode())
     except psycopg.errors.InsufficientPrivilege:

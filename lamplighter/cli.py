@@ -13,11 +13,9 @@ import time
 from datetime import date, datetime
 from typing import Any
 
-import psycopg
-
 from bench.cli import add_bench_parser, run_bench
 from kernel.clock import Clock
-from kernel.database import shown
+from kernel.database import connect, shown
 from kernel.errors import Problem
 from kernel.local import quiet_collector
 from lamplighter.config import ConfigError, LamplighterError, Settings
@@ -166,9 +164,6 @@ def main(argv: list[str] | None = None) -> int:
     except Problem as exc:  # any package's own error: a message for the user, no traceback
         print(f"lamplighter: {exc}", file=sys.stderr)
         return 2
-    except psycopg.OperationalError as exc:
-        print(f"lamplighter: database unavailable: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
 
@@ -217,12 +212,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
     if cmd == "migrate":
         applied = ep.migrate(settings.retention_days, settings.compact_after_days)
         print(f"migrations applied: {applied or 'none (up to date)'}")
-        with psycopg.connect(ep.database_url) as conn:
+        with connect(ep.database_url) as conn:
             runtime.warn_privileges(conn)
     elif cmd == "seed":
         ep.migrate(settings.retention_days, settings.compact_after_days)
         seed_command(ep.schema_url, lamps=args.lamps, seed=args.seed, replace=args.replace)
-        with psycopg.connect(ep.database_url) as conn:
+        with connect(ep.database_url) as conn:
             done = runtime.provision_private(ep, conn)
         if done is not None:
             print(f"private broker: {done.devices:,} device accounts provisioned, and reloaded")
@@ -247,7 +242,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
 
         from api.app import create_app
 
-        with psycopg.connect(ep.database_url, connect_timeout=5) as conn:
+        with connect(ep.database_url, connect_timeout=5) as conn:
             runtime.warn_privileges(conn)
         quiet_collector()
         uvicorn.run(
@@ -296,7 +291,7 @@ def compact_command(database_url: str, settings: Settings, args: argparse.Namesp
             bar = bars[day] = tqdm(total=total, desc=f"compacting {day}", unit="lamp", disable=not sys.stderr.isatty())
         bar.update(done - bar.n)
 
-    with psycopg.connect(database_url) as conn:
+    with connect(database_url) as conn:
         report = compact(conn, before=before, chunk_lamps=args.chunk_lamps, progress=progress)
     for bar in bars.values():
         bar.close()
@@ -351,7 +346,7 @@ def users_command(database_url: str, args: argparse.Namespace) -> int:
     from api.auth import AuthError, add_user, disable_user, list_user_rows
     from lamplighter.schema import migrate
 
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with connect(database_url, autocommit=True) as conn:
         migrate(conn)
         if args.users == "list":
             print(f"{'name':<24} {'role':<9} {'crew':<16} lang login disabled")
@@ -475,7 +470,7 @@ def simulate_command(ep: Any, args: argparse.Namespace) -> None:
     from simulator.runner import Simulator
 
     clock = _clock(args)
-    with psycopg.connect(ep.database_url) as conn:
+    with connect(ep.database_url) as conn:
         spec = FleetSpec.from_db(conn)
     if not spec.lamp_id:
         raise ServiceError("the inventory is empty: run `lamplighter seed` first")

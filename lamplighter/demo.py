@@ -14,11 +14,11 @@ import time
 from zoneinfo import ZoneInfo
 
 import numpy as np
-import psycopg
 import uvicorn
 
 from api.app import create_app
 from kernel.clock import Clock
+from kernel.database import connect
 from kernel.local import quiet_collector
 from lamplighter.config import Settings
 from lamplighter.runtime import GatewayProcess, private_services, provision_private
@@ -46,7 +46,7 @@ def run_demo(
 ) -> int:
     with private_services(settings, "dev") as ep:
         ep.migrate(settings.retention_days, settings.compact_after_days)
-        with psycopg.connect(ep.database_url, autocommit=True) as conn:
+        with connect(ep.database_url, autocommit=True) as conn:
             row = conn.execute("SELECT lamps FROM seed_info").fetchone()
             latest = conn.execute("SELECT max(ts) FROM lamp_latest").fetchone()
         if latest is not None and latest[0] is not None and latest[0] > clock.now() + dt.timedelta(minutes=5):
@@ -70,7 +70,7 @@ def run_demo(
         else:
             print(f"inventory of {row[0]:,} lamps already loaded")
         _demo_crews(ep.database_url)
-        with psycopg.connect(ep.database_url) as conn:
+        with connect(ep.database_url) as conn:
             provision_private(ep, conn)  # every device and crew gets its broker account
         logins = _demo_logins(ep.database_url)
         gw = GatewayProcess.start(settings, ep, clock=clock)
@@ -93,7 +93,7 @@ def _demo_crews(database_url: str) -> None:
     the demo's tickets are dispatched. Crews added through the API are left alone."""
     from alerts.crews import Crew, list_crews, save_crew
 
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with connect(database_url, autocommit=True) as conn:
         if list_crews(conn, dt.datetime.now(dt.UTC)):
             return
         districts = conn.execute("SELECT code, name_en FROM districts ORDER BY code").fetchall()
@@ -113,7 +113,7 @@ def _demo_logins(database_url: str) -> list[tuple[str, str, str, str]]:
     from api.auth import add_user
 
     logins = []
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with connect(database_url, autocommit=True) as conn:
         # Chengdong's crew when there is one: the README's walk-through makes a lamp there leak.
         crews = [c for c in list_crews(conn, dt.datetime.now(dt.UTC)) if not c["supervisor"]]
         crews.sort(key=lambda c: (c["id"] != _WALKTHROUGH_CREW, c["id"]))

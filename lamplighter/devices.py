@@ -6,11 +6,10 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-import psycopg
-
 from fieldnet.accounts import SERVICES, Account
 from fieldnet.broker import Login
 from fieldnet.provision import PASSWD, Inventory, generations, known, provision, reload, rotate
+from kernel.database import connect
 from lamplighter.config import LamplighterError
 from lamplighter.runtime import Endpoints, provision_private
 
@@ -49,7 +48,7 @@ def _directory(ep: Endpoints, out: Path | None) -> Path:
 def device_logins(ep: Endpoints) -> Callable[[str], Login]:
     """Each device's login as its installer set it up (the simulator's devices use these)."""
     key = ep.key()
-    with psycopg.connect(ep.database_url) as conn:
+    with connect(ep.database_url) as conn:
         gens = generations(conn)
     return lambda username: key.login(Account(username, gens.get(username, 0)))
 
@@ -59,7 +58,7 @@ def devices_command(ep: Endpoints, args: argparse.Namespace) -> int:
         directory = _directory(ep, args.out)
         made = ep.device_key is not None and not ep.device_key.exists()
         key = ep.key(create=True)
-        with psycopg.connect(ep.database_url) as conn:
+        with connect(ep.database_url) as conn:
             done = provision(key, directory, Inventory.from_db(conn), plugin=True if args.plugin else None)
         if made:
             print(f"made a new device key at {ep.device_key}: keep it private and backed up")
@@ -70,7 +69,7 @@ def devices_command(ep: Endpoints, args: argparse.Namespace) -> int:
         _reload(directory)
         return 0
     key = ep.key()
-    with psycopg.connect(ep.database_url, autocommit=True) as conn:
+    with connect(ep.database_url, autocommit=True) as conn:
         if args.devices == "secret":
             if not known(conn, args.username):
                 raise LamplighterError(f"no account {args.username!r} in this inventory (see `devices secret --help`)")

@@ -16,7 +16,6 @@ from typing import Any
 from urllib.parse import quote
 
 import mqtt5
-import psycopg
 
 from alerts.dispatch import Dispatcher, MqttTransport, NotifyTransport, WebhookTransport
 from alerts.engine import AlertEngine
@@ -36,7 +35,7 @@ from gateway.sessions import IngestSessions
 from inventory.registry import Registry, district_codes, inventory_version, load_registry
 from kernel.backoff import Backoff
 from kernel.clock import Clock
-from kernel.database import Database, role_of, shown
+from kernel.database import Connection, Database, DatabaseUnavailable, connect, role_of, shown
 from kernel.leases import Leases
 from kernel.supervise import supervise
 from lamplighter.config import Settings
@@ -77,7 +76,7 @@ _INVENTORY_CHECK_S = 30.0
 _LEAD_TRY_S = 2.0  # a gateway not leading tries to take the lead this often (a dead leader's goes at once)
 
 
-def warn_privileges(conn: psycopg.Connection) -> None:
+def warn_privileges(conn: Connection) -> None:
     """Log what the application's database role may do that it should not (docs/security.md)."""
     problems = role_problems(conn)
     if problems:
@@ -108,7 +107,7 @@ class Endpoints:
     def migrate(self, retention_days: int = 90, compact_after_days: int = 2) -> list[int]:
         """Bring the schema up to date as its owner and give the application's role its rights
         (`lamplighter.schema.migrate`); the versions applied now."""
-        with psycopg.connect(self.schema_url, autocommit=True) as conn:
+        with connect(self.schema_url, autocommit=True) as conn:
             app = role_of(self.database_url)
             grant = None if app == conn.info.user else app
             return migrate(conn, retention_days=retention_days, compact_after_days=compact_after_days, grant_to=grant)
@@ -208,11 +207,11 @@ def bench_city(settings: Settings, lamps: int) -> Iterator[Endpoints]:
     (Path(settings.run_dir) / "bench" / "mosquitto" / "mosquitto.db").unlink(missing_ok=True)
     with private_services(Settings(run_dir=settings.run_dir), "bench") as ep:
         assert ep.admin_url is not None
-        with psycopg.connect(ep.admin_url, autocommit=True) as conn:
+        with connect(ep.admin_url, autocommit=True) as conn:
             conn.execute("DROP DATABASE IF EXISTS lamplighter WITH (FORCE)")
         create_database(ep.admin_url, "lamplighter")
         ep.migrate()
-        with psycopg.connect(ep.schema_url, autocommit=True) as conn:
+        with connect(ep.schema_url, autocommit=True) as conn:
             load(conn, generate(lamps, seed=1), progress=sys.stderr.isatty())
             provision_private(ep, conn)
         yield ep
@@ -225,8 +224,9 @@ def endpoints(settings: Settings) -> Endpoints:
     db = settings.database_url or private.database_url
     mqtt = settings.mqtt_url or private.mqtt_url
     try:
-        psycopg.connect(db, connect_timeout=3).close()
-    except psycopg.OperationalError as exc:
+        with connect(db, connect_timeout=3):
+            pass
+    except DatabaseUnavailable as exc:
         hint = (
             ""
             if settings.database_url
@@ -239,7 +239,7 @@ def endpoints(settings: Settings) -> Endpoints:
     )
 
 
-def provision_private(ep: Endpoints, conn: psycopg.Connection) -> Provisioned | None:
+def provision_private(ep: Endpoints, conn: Connection) -> Provisioned | None:
     """Provision the inventory in `conn` into the private broker that `ep` uses, and have it reload; None when
     `ep`'s broker is not a private one (provision an external broker with `lamplighter devices provision`)."""
     if ep.accounts is None or ep.device_key is None or not (ep.accounts.parent / "pid").exists():
@@ -283,7 +283,7 @@ class GatewayProcess:
         self.instance = settings.gateway_instance or f"{prefix}-{socket.gethostname()}-{os.getpid()}"
         # The one pool every service of this process draws from (opened when the process runs).
         self.db = Database(ep.database_url, name="lamplighter-gateway")
-        with psycopg.connect(ep.database_url, autocommit=True) as conn:
+        with connect(ep.database_url, autocommit=True) as conn:
             warn_privileges(conn)
             registry = load_registry(conn)
             districts = district_codes(conn)
@@ -456,7 +456,7 @@ class GatewayProcess:
         self._judged = set(self.sessions.held())
         logger.info("fault engine: judging districts %s", ", ".join(sorted(self._judged)))
 
-    def _read_engines(self, conn: psycopg.Connection) -> tuple[LightingEngine, SavedState]:
+    def _read_engines(self, conn: Connection) -> tuple[LightingEngine, SavedState]:
         return LightingEngine.load(conn), self.alerts.read_state(conn)
 
     def _leases_lost(self, names: set[str]) -> None:
@@ -559,9 +559,7 @@ class GatewayProcess:
                 "inventory changed: registry now %d lamps and %d cabinets", len(registry.lamps), len(registry.cabinets)
             )
 
-    def _reload_registry(
-        self, conn: psycopg.Connection
-    ) -> tuple[Registry, list[str], LightingEngine, SavedState] | None:
+    def _reload_registry(self, conn: Connection) -> tuple[Registry, list[str], LightingEngine, SavedState] | None:
         version = inventory_version(conn)
         if version == self._inventory:
             return None

@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 from importlib.resources import files
 
-import psycopg
-
 from kernel import migrations
+from kernel.database import Connection
 from kernel.migrations import SchemaError
 from telemetry.schema import align_policies, grant_application, maintain_partitions, storage_variant
 
@@ -31,7 +30,7 @@ def plan(variant: str) -> migrations.Plan:
 
 
 def migrate(
-    conn: psycopg.Connection, *, retention_days: int = 90, compact_after_days: int = 2, grant_to: str | None = None
+    conn: Connection, *, retention_days: int = 90, compact_after_days: int = 2, grant_to: str | None = None
 ) -> list[int]:
     """Apply every migration not yet applied; returns the versions applied now. Safe to run concurrently.
 
@@ -42,7 +41,7 @@ def migrate(
     """
     variant, why = storage_variant(conn)
     wanted = plan(variant)
-    todo, changed = migrations.pending(conn, wanted)
+    todo, _ = migrations.pending(conn, wanted)
     if any(m.version == 2 for m in todo):  # the version that makes the telemetry tables
         logger.info("telemetry storage: %s", why)
     try:
@@ -51,12 +50,10 @@ def migrate(
         )
         if grant_to is not None:
             grant_application(conn, grant_to)
-    except psycopg.errors.InsufficientPrivilege as exc:
-        missing = ", ".join([f"{m.version:03d}" for m in todo] + [r.name for r in changed]) or "none"
+    except SchemaError as exc:
         raise SchemaError(
-            f"role {conn.info.user!r} may not change the database's schema (migrations missing: {missing}): run "
-            f"`lamplighter migrate` with LAMPLIGHTER_DATABASE_OWNER_URL set to the schema owner's URL "
-            f"({exc.diag.message_primary})"
+            f"{exc.message}: run `lamplighter migrate` with LAMPLIGHTER_DATABASE_OWNER_URL set to the schema "
+            "owner's URL"
         ) from exc
     if 2 in applied_now:
         made = "TimescaleDB hypertables" if variant == "timescaledb" else "daily partitions"

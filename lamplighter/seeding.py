@@ -5,14 +5,13 @@ from __future__ import annotations
 import sys
 import time
 
-import psycopg
-
 from alerts.queries import forget_inventory as forget_tickets
 from commands.queries import forget_inventory as forget_commands
 from energy.nights import forget_inventory as forget_energy
 from fieldnet.provision import forget_inventory as forget_accounts
 from inventory.city import Inventory
 from inventory.loader import Forget, Replaced, load
+from kernel.database import Connection, connect
 from lighting.sampler import forget_inventory as forget_lighting
 from telemetry.upkeep import forget_inventory as forget_telemetry
 
@@ -29,9 +28,7 @@ FORGET: tuple[Forget, ...] = (
 )
 
 
-def load_city(
-    conn: psycopg.Connection, inv: Inventory, *, replace: bool = False, progress: bool = False
-) -> Replaced | bool:
+def load_city(conn: Connection, inv: Inventory, *, replace: bool = False, progress: bool = False) -> Replaced | bool:
     """Load `inv` (`inventory.loader.load`); a replace also empties, in the same transaction, what every room keeps
     of the old inventory's devices."""
     return load(conn, inv, replace=replace, forget=FORGET, progress=progress)
@@ -45,7 +42,7 @@ def seed_command(schema_url: str, *, lamps: int, seed: int, replace: bool = Fals
 
     t = time.perf_counter()
     inv = generate(lamps, seed)
-    with psycopg.connect(schema_url, autocommit=True) as conn:
+    with connect(schema_url, autocommit=True) as conn:
         loaded = load_city(conn, inv, replace=replace, progress=sys.stderr.isatty())
         rows = summary(conn)
     if isinstance(loaded, Replaced):

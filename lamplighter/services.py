@@ -27,18 +27,18 @@ from fieldnet import broker_plugin
 from fieldnet.accounts import DeviceKey
 from fieldnet.provision import ACCOUNTS, ACL, PASSWD, Inventory, provision
 from fieldnet.tls import ensure_ca
-from kernel.database import with_database
+from kernel import cluster
+from kernel.database import connect, with_database
 from kernel.files import atomic_write
 from kernel.local import listener, port_open, stop_stale
 from lamplighter.config import LamplighterError
-from telemetry.schema import timescaledb_usable
+from telemetry.schema import enable_timescaledb
 
 __all__ = [
     "APP_ROLE",
     "OWNER_ROLE",
     "PrivateServices",
     "ServiceError",
-    "adopt_schema",
     "auth_config",
     "create_database",
     "find_postgres_bin",
@@ -424,49 +424,24 @@ class PrivateServices:
     def _close_trust(self, hba: Path, superuser: str, password: str) -> None:
         """A cluster made by an older lamplighter let anyone on loopback in as its superuser: give the superuser
         its password, then require passwords of everyone."""
-        import psycopg
-        from psycopg import sql
-
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(superuser), sql.Literal(password)))
-            self._write_as_pg(hba, _HBA)
-            conn.execute("SELECT pg_reload_conf()")
+        cluster.set_password(self.admin_url, superuser, password)
+        self._write_as_pg(hba, _HBA)
+        cluster.reload_config(self.admin_url)
         logger.warning("private PostgreSQL under %s: trust authentication replaced by passwords (SCRAM)", self.root)
 
     def _ensure_roles(self, passwords: dict[str, str]) -> None:
-        import psycopg
-        from psycopg import sql
-
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            for role in (OWNER_ROLE, APP_ROLE):
-                exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
-                verb = "ALTER" if exists else "CREATE"
-                conn.execute(
-                    sql.SQL(
-                        verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
-                        "PASSWORD {}"
-                    ).format(sql.Identifier(role), sql.Literal(passwords[role]))
-                )
+        for role in (OWNER_ROLE, APP_ROLE):
+            cluster.ensure_login_role(self.admin_url, role, passwords[role])
 
     def _ensure_database(self) -> None:
-        import psycopg
-        from psycopg import sql
-
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (self.database,)
-            ).fetchone()
-            if row is None:
-                create_database(self.admin_url, self.database)
-                return
-            if row[0] == OWNER_ROLE:
-                return
-            conn.execute(
-                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
-                    sql.Identifier(self.database), sql.Identifier(OWNER_ROLE)
-                )
-            )
-        adopt_schema(with_database(self.admin_url, self.database), OWNER_ROLE)
+        owner = cluster.database_owner(self.admin_url, self.database)
+        if owner is None:
+            create_database(self.admin_url, self.database)
+            return
+        if owner == OWNER_ROLE:
+            return
+        cluster.set_database_owner(self.admin_url, self.database, OWNER_ROLE)
+        cluster.adopt_schema(with_database(self.admin_url, self.database), OWNER_ROLE)
 
     def _stop_postgres(self) -> None:
         pg_ctl = find_postgres_bin("pg_ctl")
@@ -486,14 +461,9 @@ def _timescaledb_installed(pg_ctl: Path) -> bool:
 def create_database(admin_url: str, name: str) -> None:
     """A database owned by the schema owner's role, with TimescaleDB created in it by the superuser when the
     server has it loaded (the owner may not create it: it is not a trusted extension)."""
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(OWNER_ROLE)))
-    with psycopg.connect(with_database(admin_url, name), autocommit=True) as conn:
-        if timescaledb_usable(conn)[0]:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    cluster.create_database(admin_url, name, OWNER_ROLE)
+    with connect(with_database(admin_url, name), autocommit=True) as conn:
+        enable_timescaledb(conn)
 
 
 def auth_config(files: Path) -> list[str]:
@@ -502,38 +472,3 @@ def auth_config(files: Path) -> list[str]:
     lines = [f"password_file {files / PASSWD}", f"acl_file {files / ACL}"]
     plugin = broker_plugin.build(files)
     return lines + (broker_plugin.config_lines(plugin, files) if plugin else [])
-
-
-def adopt_schema(admin_url: str, owner: str) -> int:
-    """Hand every table, view, sequence and function of the `public` schema to `owner` (a database made before
-    the roles were split had them owned by the superuser). Returns how many changed hands."""
-    import psycopg
-    from psycopg import sql
-
-    kinds = {"r": "TABLE", "p": "TABLE", "f": "FOREIGN TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE"}
-    with psycopg.connect(admin_url, autocommit=True) as conn, conn.transaction():
-        rels = conn.execute(
-            "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'f', 'v', 'm', 'S') "
-            "AND pg_get_userbyid(c.relowner) <> %s "
-            # a serial column's sequence follows its table
-            "AND (c.relkind <> 'S' OR NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
-            "                                    AND d.objid = c.oid AND d.deptype IN ('a', 'i')))",
-            (owner,),
-        ).fetchall()
-        funcs = conn.execute(
-            "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-            "WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) <> %s",
-            (owner,),
-        ).fetchall()
-        for name, kind in rels:
-            conn.execute(
-                sql.SQL("ALTER {} {} OWNER TO {}").format(
-                    sql.SQL(kinds[kind]), sql.Identifier(name), sql.Identifier(owner)
-                )
-            )
-        for (signature,) in funcs:
-            conn.execute(sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(sql.SQL(signature), sql.Identifier(owner)))
-    if rels or funcs:
-        logger.warning("database schema: %d objects handed to the owner role %s", len(rels) + len(funcs), owner)
-    return len(rels) + len(funcs)

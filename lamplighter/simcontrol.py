@@ -12,9 +12,9 @@ from typing import Any
 import msgspec
 import numpy as np
 import numpy.typing as npt
-import psycopg
 
 from inventory.index import load_index
+from kernel.database import DatabaseUnavailable, connect
 from lighting.engine import load_schedules, schedules_version
 from lighting.expected import Expected
 from lighting.schedules import ScheduleError, decode_doc
@@ -30,7 +30,7 @@ class ScheduleControl:
     def __init__(self, database_url: str, lamp_ids: list[str], *, reload_every_s: float = 2.0) -> None:
         self.database_url = database_url
         self.reload_every_s = reload_every_s
-        with psycopg.connect(database_url, autocommit=True) as conn:
+        with connect(database_url, autocommit=True) as conn:
             self.index = load_index(conn)
             self.version = schedules_version(conn)
             self.expected = Expected(self.index, load_schedules(conn), strict=False)
@@ -64,14 +64,14 @@ class ScheduleControl:
             return
         self._checked = now
         try:
-            with psycopg.connect(self.database_url, autocommit=True, connect_timeout=3) as conn:
+            with connect(self.database_url, autocommit=True, connect_timeout=3) as conn:
                 version = schedules_version(conn)
                 if version != self.version:
                     self.expected = Expected(self.index, load_schedules(conn), strict=False)
                     self.version = version
                     self._switches = None
                     logger.info("simulator: schedules changed, devices follow the new ones")
-        except psycopg.Error as exc:  # devices keep their last schedule, as real ones do
+        except DatabaseUnavailable as exc:  # devices keep their last schedule, as real ones do
             logger.warning("simulator: cannot read schedules (keeping the last ones): %s", exc)
 
     def next_change(self, now_ms: int) -> int | None:

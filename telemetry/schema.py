@@ -17,9 +17,12 @@ from datetime import UTC, date, datetime
 import psycopg
 from psycopg import sql
 
+from kernel.migrations import SchemaError
+
 __all__ = [
     "TELEMETRY_TABLES",
     "align_policies",
+    "enable_timescaledb",
     "grant_application",
     "has_timescaledb",
     "maintain_partitions",
@@ -61,6 +64,15 @@ def timescaledb_usable(conn: psycopg.Connection) -> tuple[bool, str]:
             "create it: run CREATE EXTENSION timescaledb in it as a superuser, before the first migration"
         )
     return True, f"TimescaleDB {row[0]} is loaded; creating the extension"
+
+
+def enable_timescaledb(conn: psycopg.Connection) -> bool:
+    """Create the TimescaleDB extension in the connected database when the server has it loaded (as a superuser:
+    it is not a trusted extension), before the first migration; whether it is there now."""
+    if not timescaledb_usable(conn)[0]:
+        return False
+    conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    return True
 
 
 def has_timescaledb(conn: psycopg.Connection) -> bool:
@@ -143,6 +155,15 @@ def grant_application(conn: psycopg.Connection, role: str) -> None:
     through `telemetry_partitions`, and creates nothing (tables made later by the owner come with the same)."""
     if role == conn.info.user:
         return
+    try:
+        _grant(conn, role)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise SchemaError(
+            f"role {conn.info.user!r} may not give {role!r} its rights ({exc.diag.message_primary})"
+        ) from exc
+
+
+def _grant(conn: psycopg.Connection, role: str) -> None:
     r = sql.Identifier(role)
     with conn.transaction():
         for stmt in (

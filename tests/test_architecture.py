@@ -167,6 +167,21 @@ def test_each_room_writes_sql_only_against_its_own_tables() -> None:
     assert paid == {}, f"paid off: take these out of _SQL_DEBTS: {paid}"
 
 
+def test_only_the_kernel_and_the_rooms_that_own_tables_import_psycopg() -> None:
+    """A room without tables (the composition root, the benchmarks, the generator, the simulator, the protocol)
+    reaches the database through what the kernel and the owning rooms offer (`kernel.database.connect` and their
+    queries), so psycopg's errors are read into ours in one place."""
+    may = set(_OWNERS) | {"kernel", "tests"}
+    importing = re.compile(r"^\s*(?:import|from) psycopg\b", re.MULTILINE)
+    found = sorted(
+        str(path.relative_to(ROOT))
+        for path in ROOT.glob("*/**/*.py")
+        if path.relative_to(ROOT).parts[0] not in may | {".venv", ".venv-dev", "build"}
+        and importing.search(path.read_text())
+    )
+    assert found == [], f"psycopg imported outside the kernel and the rooms that own tables: {found}"
+
+
 def test_every_rooms_package_is_cheap_to_import() -> None:
     """Importing a room's package loads none of its modules: a process that wants one error class does not pay
     for numpy, psycopg's pool or FastAPI."""
