@@ -48,7 +48,7 @@ __all__ = [
 T = TypeVar("T")
 
 # An open connection, as the rooms' functions that run SQL are given one; only the kernel and the rooms that own
-# tables import psycopg (tests/test_architecture.py), the others name it so.
+# tables import psycopg (tests/unit/test_architecture.py), the others name it so.
 Connection = psycopg.Connection
 
 
