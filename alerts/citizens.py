@@ -9,6 +9,7 @@ import psycopg
 
 from alerts.errors import AlertsError
 from alerts.tickets import SYSTEM, open_ticket, record_event
+from inventory.queries import district_of_lamp
 
 __all__ = ["CITIZEN_FAULT", "CitizenReport", "file_report"]
 
@@ -28,10 +29,9 @@ def file_report(
 ) -> CitizenReport:
     """Store the report and attach it to the lamp's live ticket (its own, or a cabinet ticket listing it);
     without one, open a P3 `citizen_report` ticket for the district's crew to verify."""
-    row = conn.execute("SELECT district FROM lamps WHERE id = %s", (lamp_id,)).fetchone()
-    if row is None:
+    district = district_of_lamp(conn, lamp_id)
+    if district is None:
         raise AlertsError(f"no lamp {lamp_id!r}", "lamp_id", kind="not_found")
-    district = str(row[0])
     note = f"citizen report: {description}"
     with conn.transaction():
         live = conn.execute(

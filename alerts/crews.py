@@ -12,6 +12,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from alerts.errors import AlertsError
+from inventory.queries import known_districts
 
 __all__ = ["Crew", "CrewError", "Shift", "crew_exists", "list_crews", "save_crew"]
 
@@ -71,7 +72,7 @@ def save_crew(conn: psycopg.Connection, crew: Crew) -> None:
     """Create or replace a crew and its roster (districts must exist)."""
     crew.check()
     with conn.transaction():
-        known = {r[0] for r in conn.execute("SELECT code FROM districts WHERE code = ANY(%s)", (crew.districts,))}
+        known = known_districts(conn, crew.districts)
         unknown = sorted(set(crew.districts) - known)
         if unknown:
             raise CrewError(f"no such district(s): {', '.join(unknown)}", "districts")

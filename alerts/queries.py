@@ -19,9 +19,11 @@ __all__ = [
     "EVENT_FIELDS",
     "events_after",
     "forget_inventory",
+    "lamps_waiting",
     "list_tickets_page",
     "newest_event_id",
     "waiting_by_priority",
+    "waiting_faults",
 ]
 
 
@@ -136,6 +138,28 @@ async def newest_event_id(conn: psycopg.AsyncConnection[Any]) -> int:
         await cur.execute("SELECT coalesce(max(id), 0) FROM ticket_events")
         row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+def waiting_faults(conn: psycopg.Connection, asset_type: str, asset_ids: Sequence[str]) -> dict[str, list[str]]:
+    """The faults of the tickets waiting for a crew on each of `asset_ids` (lamps or cabinets) that has one."""
+    out: dict[str, list[str]] = {}
+    for asset, fault in conn.execute(
+        "SELECT asset_id, fault FROM tickets WHERE asset_type = %s AND asset_id = ANY(%s) AND status = ANY(%s)",
+        (asset_type, list(asset_ids), list(WAITING)),
+    ):
+        out.setdefault(str(asset), []).append(str(fault))
+    return out
+
+
+def lamps_waiting(conn: psycopg.Connection) -> list[str]:
+    """Every lamp with a ticket waiting for a crew: its own, or a cabinet's or a circuit's that lists it."""
+    rows = conn.execute(
+        """SELECT asset_id FROM tickets WHERE status = ANY(%s) AND asset_type = 'lamp'
+           UNION SELECT l.lamp_id FROM ticket_lamps l JOIN tickets t ON t.id = l.ticket_id
+           WHERE t.status = ANY(%s)""",
+        (list(WAITING), list(WAITING)),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
 
 
 def forget_inventory(conn: psycopg.Connection) -> dict[str, int]:

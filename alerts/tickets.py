@@ -21,6 +21,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from alerts.errors import AlertsError
+from inventory.queries import asset_position, district_names
 
 __all__ = [
     "ACTIONS",
@@ -117,9 +118,8 @@ def ticket_json(conn: psycopg.Connection, ticket_id: int, now: dt.datetime | Non
     with conn.cursor(row_factory=dict_row) as cur:
         t = cur.execute(
             "SELECT id, priority, fault, asset_type, asset_id, district, crew_id AS crew, status, source, opened_at, "
-            "updated_at, first_seen, last_seen, occurrences, ack_deadline, deadline, escalated_at, detail, "
-            "d.name_zh AS district_zh, d.name_en AS district_en "
-            "FROM tickets t LEFT JOIN districts d ON d.code = t.district WHERE t.id = %s",
+            "updated_at, first_seen, last_seen, occurrences, ack_deadline, deadline, escalated_at, detail "
+            "FROM tickets t WHERE t.id = %s",
             (ticket_id,),
         ).fetchone()
         if t is None:
@@ -128,12 +128,10 @@ def ticket_json(conn: psycopg.Connection, ticket_id: int, now: dt.datetime | Non
             r["lamp_id"]
             for r in cur.execute("SELECT lamp_id FROM ticket_lamps WHERE ticket_id = %s ORDER BY lamp_id", (ticket_id,))
         ]
-        where = cur.execute(
-            "SELECT lat, lon FROM lamps WHERE id = %s UNION ALL SELECT lat, lon FROM cabinets WHERE id = %s LIMIT 1",
-            (t["asset_id"], t["asset_id"]),
-        ).fetchone()
+    names = district_names(conn, t["district"])
+    t["district_zh"], t["district_en"] = names if names else (None, None)
     t["lamps"] = lamps
-    t["location"] = where
+    t["location"] = asset_position(conn, t["asset_id"])
     t["overdue"] = _overdue(t, now or dt.datetime.now(dt.UTC))
     return t
 

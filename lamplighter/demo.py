@@ -17,6 +17,7 @@ import numpy as np
 import uvicorn
 
 from api.app import create_app
+from inventory.queries import districts_named, seeded_lamps
 from kernel.clock import Clock
 from kernel.database import connect
 from kernel.local import quiet_collector
@@ -25,6 +26,7 @@ from lamplighter.runtime import GatewayProcess, private_services, provision_priv
 from lamplighter.seeding import seed_command
 from lamplighter.simproc import spawn, stop_process
 from protocol.topics import crew_tickets_topic
+from telemetry.store import newest_report
 
 __all__ = ["run_demo"]
 
@@ -47,28 +49,28 @@ def run_demo(
     with private_services(settings, "dev") as ep:
         ep.migrate(settings.retention_days, settings.compact_after_days)
         with connect(ep.database_url, autocommit=True) as conn:
-            row = conn.execute("SELECT lamps FROM seed_info").fetchone()
-            latest = conn.execute("SELECT max(ts) FROM lamp_latest").fetchone()
-        if latest is not None and latest[0] is not None and latest[0] > clock.now() + dt.timedelta(minutes=5):
+            seeded = seeded_lamps(conn)
+            latest = newest_report(conn)
+        if latest is not None and latest > clock.now() + dt.timedelta(minutes=5):
             print(
-                f"note: the demo's database holds readings up to {latest[0]:%Y-%m-%d %H:%M %Z}, later than this "
+                f"note: the demo's database holds readings up to {latest:%Y-%m-%d %H:%M %Z}, later than this "
                 f"run's clock ({clock.now():%Y-%m-%d %H:%M %Z}). Lamps follow what they report now, so the map is "
                 f"right within a report interval; the history and tickets of that later run stay. Add --replace to "
                 f"start from a fresh city.",
                 file=sys.stderr,
             )
-        if row is None or replace:
-            size = lamps or (row[0] if row is not None else _DEFAULT_LAMPS)
+        if seeded is None or replace:
+            size = lamps or (seeded if seeded is not None else _DEFAULT_LAMPS)
             seed_command(ep.schema_url, lamps=size, seed=1, replace=replace)
-        elif lamps is not None and lamps != row[0]:
+        elif lamps is not None and lamps != seeded:
             print(
-                f"the demo's database holds a city of {row[0]:,} lamps, not {lamps:,}: add --replace to load "
+                f"the demo's database holds a city of {seeded:,} lamps, not {lamps:,}: add --replace to load "
                 f"{lamps:,} lamps in its place (its readings, tickets and commands go too)",
                 file=sys.stderr,
             )
             return 2
         else:
-            print(f"inventory of {row[0]:,} lamps already loaded")
+            print(f"inventory of {seeded:,} lamps already loaded")
         _demo_crews(ep.database_url)
         with connect(ep.database_url) as conn:
             provision_private(ep, conn)  # every device and crew gets its broker account
@@ -96,7 +98,7 @@ def _demo_crews(database_url: str) -> None:
     with connect(database_url, autocommit=True) as conn:
         if list_crews(conn, dt.datetime.now(dt.UTC)):
             return
-        districts = conn.execute("SELECT code, name_en FROM districts ORDER BY code").fetchall()
+        districts = districts_named(conn)
         for code, name in districts:
             save_crew(conn, Crew(id=f"{code}-crew", name=f"{name} maintenance crew", districts=[code]))
         save_crew(conn, Crew(id="supervisors", name="Lighting department supervisors", supervisor=True))

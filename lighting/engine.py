@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,7 @@ __all__ = [
     "delete_schedule",
     "follow_forever",
     "get_schedule",
+    "held_cabinets",
     "load_schedules",
     "long_outages",
     "put_schedule",
@@ -192,6 +193,18 @@ class LightingEngine:
 
 
 # -- schedules in PostgreSQL ------------------------------------------------------------------------------
+
+
+def held_cabinets(conn: psycopg.Connection, cabinet_ids: Sequence[str], now: dt.datetime) -> set[str]:
+    """Those of `cabinet_ids` an operator's override holds at `now`."""
+    return {
+        str(r[0])
+        for r in conn.execute(
+            "SELECT key FROM schedules WHERE scope = 'cabinet' AND key = ANY(%s) "
+            "AND (doc->'override'->>'until')::timestamptz > %s",
+            (list(cabinet_ids), now),
+        )
+    }
 
 
 def schedules_version(conn: psycopg.Connection) -> object:

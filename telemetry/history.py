@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -41,6 +41,7 @@ __all__ = [
     "CompactionBusy",
     "CompactionReport",
     "cabinet_meter_sql",
+    "cabinet_meters",
     "cabinet_meters_rise",
     "compact",
     "compact_cabinet_day",
@@ -445,6 +446,14 @@ def cabinet_meter_sql(cabinet_no: str) -> str:
         (SELECT h.last_ts, h.energy_last_wh FROM cabinet_history h
          WHERE h.cabinet_no = {cabinet_no} AND h.energy_last_wh IS NOT NULL ORDER BY h.day DESC LIMIT 1)
     ) meter ORDER BY ts DESC LIMIT 1)"""
+
+
+def cabinet_meters(conn: psycopg.Connection, cabinet_nos: Sequence[int]) -> dict[int, int | None]:
+    """The newest energy meter reading (Wh) of each of `cabinet_nos` (None: its meter never read)."""
+    rows = conn.execute(
+        f"SELECT no, {cabinet_meter_sql('no')} FROM unnest(%s::int[]) AS c(no)", (list(cabinet_nos),)
+    ).fetchall()
+    return {int(no): (int(e) if e is not None else None) for no, e in rows}
 
 
 def cabinet_meters_rise(conn: psycopg.Connection, since: datetime) -> tuple[int, int, datetime | None]:

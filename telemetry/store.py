@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,9 +25,13 @@ from telemetry.models import Batch
 __all__ = [
     "TelemetryStore",
     "WriteResult",
+    "cabinet_contactors",
+    "cabinets_latest",
     "device_status",
     "lamp_latest_state",
+    "lamps_latest",
     "last_received_ms",
+    "newest_report",
     "prune_quarantine",
 ]
 
@@ -295,6 +300,18 @@ async def lamp_latest_state(conn: psycopg.AsyncConnection[Any], lamp_no: int) ->
         return await cur.fetchone()
 
 
+async def cabinets_latest(conn: psycopg.AsyncConnection[Any], cabinet_nos: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The latest report of each of `cabinet_nos` that has reported: number → its state as the API shows it
+    (`ts`, `seq`, `door_open`, `contactors`, `faults`, `received_at`)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT cabinet_no, ts, seq, door_open, contactors, faults, received_at FROM cabinet_latest "
+            "WHERE cabinet_no = ANY(%s)",
+            (list(cabinet_nos),),
+        )
+        return {int(r.pop("cabinet_no")): r for r in await cur.fetchall()}
+
+
 async def device_status(conn: psycopg.AsyncConnection[Any], device_type: str, device_id: str) -> dict[str, Any] | None:
     """A device's last online/offline status (`online`, `ts`, `updated_at`), or None before its first."""
     async with conn.cursor(row_factory=dict_row) as cur:
@@ -303,6 +320,12 @@ async def device_status(conn: psycopg.AsyncConnection[Any], device_type: str, de
             (device_type, device_id),
         )
         return await cur.fetchone()
+
+
+def newest_report(conn: psycopg.Connection) -> datetime | None:
+    """The newest report time (the devices' clocks) of any lamp's latest state (None: none yet)."""
+    row = conn.execute("SELECT max(ts) FROM lamp_latest").fetchone()
+    return row[0] if row else None
 
 
 def last_received_ms(conn: psycopg.Connection) -> int | None:
@@ -321,3 +344,23 @@ def prune_quarantine(conn: psycopg.Connection, *, days: int, rows: int) -> int:
     if cut is not None:
         removed += conn.execute("DELETE FROM quarantine WHERE id <= %s", (cut[0],)).rowcount
     return removed
+
+
+def lamps_latest(conn: psycopg.Connection, lamp_nos: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The latest state of each of `lamp_nos` that has reported: number → (ts, on, dim, power_w, voltage_v,
+    current_a, energy_wh, faults)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT lamp_no, ts, is_on AS on, dim, power_w, voltage_v, current_a, energy_wh, faults FROM lamp_latest "
+            "WHERE lamp_no = ANY(%s)",
+            (list(lamp_nos),),
+        ).fetchall()
+    return {int(r.pop("lamp_no")): r for r in rows}
+
+
+def cabinet_contactors(conn: psycopg.Connection, cabinet_nos: Sequence[int]) -> dict[int, list[bool]]:
+    """Each reporting cabinet's contactors (one per circuit) as its latest report has them."""
+    rows = conn.execute(
+        "SELECT cabinet_no, contactors FROM cabinet_latest WHERE cabinet_no = ANY(%s)", (list(cabinet_nos),)
+    ).fetchall()
+    return {int(no): list(c) for no, c in rows}

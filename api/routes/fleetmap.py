@@ -18,9 +18,10 @@ import psycopg
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from alerts.tickets import WAITING
+from alerts.queries import lamps_waiting
 from api.deps import ClockDep, EngineDep, SyncPoolDep, Viewer, in_thread
 from inventory.index import FleetIndex
+from inventory.queries import geometry
 from lighting.rate import CONDITIONS
 
 router = APIRouter(prefix="/api/v1/map", tags=["map"])
@@ -82,11 +83,7 @@ def _id_columns(ids: list[str]) -> dict[str, Any] | None:
 
 
 def _layout(conn: psycopg.Connection, ix: FleetIndex) -> bytes:
-    districts = conn.execute(
-        "SELECT code, name_zh, name_en, lon, lat, boundary::text FROM districts ORDER BY code"
-    ).fetchall()
-    roads = conn.execute("SELECT id, name_zh, name_en, road_class, path::text FROM roads ORDER BY id").fetchall()
-    waters = conn.execute("SELECT code, name_zh, name_en, path::text FROM waterways ORDER BY code").fetchall()
+    districts, roads, waters = geometry(conn)
     outlines = []
     for code, zh, en, lon, lat, boundary in districts:
         if code not in ix.districts:
@@ -196,16 +193,7 @@ async def _ticket_slots(request: Request, pool: SyncPoolDep, ix: FleetIndex) -> 
     if cached is not None and cached[0] > now and cached[1] is ix:
         return cached[2]  # type: ignore[no-any-return]
 
-    def load(conn: psycopg.Connection) -> list[str]:
-        rows = conn.execute(
-            """SELECT asset_id FROM tickets WHERE status = ANY(%s) AND asset_type = 'lamp'
-               UNION SELECT l.lamp_id FROM ticket_lamps l JOIN tickets t ON t.id = l.ticket_id
-               WHERE t.status = ANY(%s)""",
-            (list(WAITING), list(WAITING)),
-        ).fetchall()
-        return [r[0] for r in rows]
-
-    ids = await in_thread(pool, load)
+    ids = await in_thread(pool, lamps_waiting)
     slots = np.array([s for s in (ix.slot_of_id.get(i) for i in ids) if s is not None], dtype=np.int32)
     request.app.state.map_tickets = (now + _TICKETS_EVERY_S, ix, slots)
     return slots

@@ -13,6 +13,7 @@ from api.deps import PoolDep, authenticate, request_token
 from api.ratelimit import RateLimit
 from gateway.heartbeat import ingest_health, recent_beats
 from gateway.mqtt import MqttError, broker_ping
+from inventory.queries import adistrict_codes
 
 router = APIRouter(prefix="/api/v1", tags=["health"])
 
@@ -67,7 +68,7 @@ async def health(request: Request, response: Response, pool: PoolDep) -> dict[st
             else:
                 out["database"] = {"ok": True, "latency_ms": latency}
             beats = await recent_beats(conn)
-            districts = {r[0] for r in await (await conn.execute("SELECT code FROM districts")).fetchall()}
+            districts = await adistrict_codes(conn)
         out["ingest"] = ingest_health(beats, districts, request.app.state.ingest_stall_s)
     except Exception as exc:
         out.setdefault("database", {"ok": False, "error": str(exc)})

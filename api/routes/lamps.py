@@ -22,24 +22,18 @@ from api.deps import (
 )
 from api.errors import ApiError
 from commands.queries import commands_for_asset
+from inventory.queries import alamp, alamp_count, alamp_no, alamps
 from telemetry.history import read_lamp
 from telemetry.store import device_status, lamp_latest_state
 
 router = APIRouter(prefix="/api/v1/lamps", tags=["lamps"])
 
-_LAMP = """
-SELECT l.id, l.no, l.district, l.road_id, r.name_zh AS road_name_zh, r.name_en AS road_name_en, r.road_class,
-       l.cabinet_id, l.circuit, l.lat, l.lon, l.technology, l.rated_w, l.installed_on, l.controller, l.in_service,
-       l.report_interval_s
-FROM lamps l JOIN roads r ON r.id = l.road_id
-"""
-
 
 async def _lamp_no(conn: ConnDep, lamp_id: str) -> int:
-    row = await (await conn.execute("SELECT no FROM lamps WHERE id = %s", (lamp_id,))).fetchone()
-    if row is None:
+    no = await alamp_no(conn, lamp_id)
+    if no is None:
         raise ApiError(404, "not_found", f"lamp {lamp_id!r} is not in the inventory", "id")
-    return int(row["no"])  # type: ignore[call-overload]
+    return no
 
 
 @router.get("")
@@ -52,19 +46,9 @@ async def list_lamps(
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. Lamps of the inventory, filtered by district and cabinet, in lamp order."""
-    where, args = [], []
-    if district:
-        where.append("l.district = %s")
-        args.append(district)
-    if cabinet:
-        where.append("l.cabinet_id = %s")
-        args.append(cabinet)
-    clause = (" WHERE " + " AND ".join(where)) if where else ""
-    total = await (await conn.execute(f"SELECT count(*) AS n FROM lamps l{clause}", args)).fetchone()
-    rows = await (
-        await conn.execute(f"{_LAMP}{clause} ORDER BY l.no LIMIT %s OFFSET %s", [*args, limit, offset])
-    ).fetchall()
-    return {"items": rows, "total": total["n"] if total else 0, "limit": limit, "offset": offset}  # type: ignore[call-overload]
+    total = await alamp_count(conn, district=district, cabinet=cabinet)
+    rows = await alamps(conn, district=district, cabinet=cabinet, limit=limit, offset=offset)
+    return {"items": rows, "total": total, "limit": limit, "offset": offset}
 
 
 @router.get("/{lamp_id}")
@@ -72,14 +56,14 @@ async def get_lamp(user: Viewer, conn: ConnDep, engine: EngineDep, clock: ClockD
     """Role: viewer. One lamp: inventory, latest reported state, online status (when it has its own), and now:
     `due` (its schedule wants it on), `level` (percent) and `condition` (lit, dark, unknown, off, day_burning;
     `excluded` when out of service or inside a planned outage or maintenance window)."""
-    lamp = await (await conn.execute(f"{_LAMP} WHERE l.id = %s", (lamp_id,))).fetchone()
+    lamp = await alamp(conn, lamp_id)
     if lamp is None:
         raise ApiError(404, "not_found", f"lamp {lamp_id!r} is not in the inventory", "id")
-    latest = await lamp_latest_state(conn, lamp["no"])  # type: ignore[call-overload]
+    latest = await lamp_latest_state(conn, lamp["no"])
     status = await device_status(conn, "lamp", lamp_id)
     view = engine.lamp(lamp_id, clock.now_ms())
     now = {"due": view.due, "level": view.level, "condition": view.condition} if view else {}
-    return {**lamp, "latest": latest, "status": status, **now}  # type: ignore[dict-item]
+    return {**lamp, "latest": latest, "status": status, **now}
 
 
 @router.get("/{lamp_id}/telemetry")

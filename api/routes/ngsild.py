@@ -11,56 +11,23 @@ from zoneinfo import ZoneInfo
 import psycopg
 from fastapi import APIRouter, Query, Request
 
-from alerts.tickets import WAITING
+from alerts.queries import waiting_faults
 from api.deps import Offset, SyncPoolDep, Viewer, filter_param, in_thread, limit_param
 from api.errors import ApiError
 from api.jsonsafe import FiniteJSONResponse
 from api.ngsild import CONTEXT, cabinet_entity, group_entity, normalized, split_urn, streetlight_entity
-from telemetry.history import cabinet_meter_sql
+from inventory.queries import cabinets_page, circuit_groups, counts, lamps_page
+from lighting.engine import held_cabinets
+from telemetry.history import cabinet_meters
+from telemetry.store import cabinet_contactors, lamps_latest
 
 router = APIRouter(prefix="/ngsi-ld/v1", tags=["open data (NGSI-LD)"])
 
 _CITY = "Xining"
 _LD = "application/ld+json"
 
-_LAMPS = """
-SELECT l.id, l.no, l.district, d.name_en AS district_name_en, r.name_en AS road_name_en, l.cabinet_id, l.circuit,
-       l.lat, l.lon, l.technology, l.rated_w, l.installed_on,
-       ll.ts, ll.is_on AS on, ll.dim, ll.power_w, ll.voltage_v, ll.current_a, ll.energy_wh,
-       coalesce(ll.faults, '{{}}') || ARRAY(
-           SELECT t.fault FROM tickets t WHERE t.asset_type = 'lamp' AND t.asset_id = l.id AND t.status = ANY(%s)
-       ) AS faults
-FROM lamps l JOIN roads r ON r.id = l.road_id JOIN districts d ON d.code = l.district
-LEFT JOIN lamp_latest ll ON ll.lamp_no = l.no
-{where} ORDER BY l.no LIMIT %s OFFSET %s
-"""
-
-_CABINETS = """
-SELECT c.id, c.no, c.district, d.name_en AS district_name_en, r.name_en AS road_name_en, c.circuits, c.concentrator,
-       c.lat, c.lon,
-       ARRAY(SELECT DISTINCT l.circuit FROM lamps l WHERE l.cabinet_id = c.id ORDER BY 1) AS circuits_used,
-       (SELECT count(*) FROM lamps l WHERE l.cabinet_id = c.id) AS lamps,
-       {meter} AS energy_wh,
-       EXISTS (SELECT 1 FROM schedules s WHERE s.scope = 'cabinet' AND s.key = c.id
-               AND (s.doc->'override'->>'until')::timestamptz > %s) AS held
-FROM cabinets c JOIN roads r ON r.id = c.road_id JOIN districts d ON d.code = c.district
-{where} ORDER BY c.no LIMIT %s OFFSET %s
-""".replace("{meter}", cabinet_meter_sql("c.no"))
-
-_GROUPS = """
-SELECT l.cabinet_id, l.circuit, min(r.name_en) AS road_name_en, array_agg(l.id ORDER BY l.no) AS lamp_ids,
-       array_agg(l.lon ORDER BY l.no) AS lons, array_agg(l.lat ORDER BY l.no) AS lats,
-       (array_agg(cl.contactors[l.circuit]))[1] AS contactor
-FROM lamps l JOIN cabinets c ON c.id = l.cabinet_id JOIN roads r ON r.id = c.road_id
-LEFT JOIN cabinet_latest cl ON cl.cabinet_no = c.no
-{where} GROUP BY c.no, l.cabinet_id, l.circuit ORDER BY c.no, l.circuit LIMIT %s OFFSET %s
-"""
-
-_COUNTS = {
-    "Streetlight": "SELECT count(*) FROM lamps",
-    "StreetlightControlCabinet": "SELECT count(*) FROM cabinets",
-    "StreetlightGroup": "SELECT count(*) FROM (SELECT DISTINCT cabinet_id, circuit FROM lamps) g",
-}
+# How many entities of each type the export has (`inventory.queries.counts`'s key).
+_COUNTED = {"Streetlight": "lamps", "StreetlightControlCabinet": "cabinets", "StreetlightGroup": "circuits"}
 
 EntityType = Literal["Streetlight", "StreetlightControlCabinet", "StreetlightGroup"]
 
@@ -68,27 +35,38 @@ EntityType = Literal["Streetlight", "StreetlightControlCabinet", "StreetlightGro
 def _entities(
     conn: psycopg.Connection, kind: str, limit: int, offset: int, key: str | None, now: dt.datetime, tz: ZoneInfo
 ) -> list[dict[str, Any]]:
-    """One page of entities of `kind` in inventory order, or the one entity with that `key` (id)."""
-    cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+    """One page of entities of `kind` in inventory order, or the one entity with that `key` (id): the inventory's
+    rows with what telemetry, the tickets and the schedules say of them now."""
     if kind == "Streetlight":
-        rows = cur.execute(
-            _LAMPS.format(where="WHERE l.id = %s" if key else ""),
-            [list(WAITING), *([key] if key else []), limit, offset],
-        ).fetchall()
-        return [streetlight_entity(r, tz, _CITY) for r in rows]
+        lamps = lamps_page(conn, lamp_id=key, limit=limit, offset=offset)
+        latest = lamps_latest(conn, [r["no"] for r in lamps])
+        waiting = waiting_faults(conn, "lamp", [r["id"] for r in lamps])
+        out = []
+        for r in lamps:
+            state = latest.get(r["no"], {})
+            faults = list(state.get("faults") or []) + waiting.get(r["id"], [])
+            out.append(streetlight_entity({**r, **state, "faults": faults}, tz, _CITY))
+        return out
     if kind == "StreetlightControlCabinet":
-        rows = cur.execute(
-            _CABINETS.format(where="WHERE c.id = %s" if key else ""), [now, *([key] if key else []), limit, offset]
-        ).fetchall()
-        return [cabinet_entity(r, _CITY) for r in rows]
-    where, args = "", []
+        cabinets = cabinets_page(conn, cabinet_id=key, limit=limit, offset=offset)
+        meters = cabinet_meters(conn, [r["no"] for r in cabinets])
+        held = held_cabinets(conn, [r["id"] for r in cabinets], now)
+        return [
+            cabinet_entity({**r, "energy_wh": meters.get(r["no"]), "held": r["id"] in held}, _CITY) for r in cabinets
+        ]
+    cabinet, circuit = None, None
     if key:
-        cabinet, _, circuit = key.rpartition("-C")
-        if not circuit.isdigit() or not cabinet:
+        cabinet, _, number = key.rpartition("-C")
+        if not number.isdigit() or not cabinet:
             return []
-        where, args = "WHERE l.cabinet_id = %s AND l.circuit = %s", [cabinet, int(circuit)]
-    rows = cur.execute(_GROUPS.format(where=where), [*args, limit, offset]).fetchall()
-    return [group_entity(r) for r in rows]
+        circuit = int(number)
+    groups = circuit_groups(conn, cabinet_id=cabinet, circuit=circuit, limit=limit, offset=offset)
+    contactors = cabinet_contactors(conn, sorted({g["cabinet_no"] for g in groups}))
+    out = []
+    for g in groups:
+        closed = contactors.get(g["cabinet_no"], [])
+        out.append(group_entity({**g, "contactor": closed[g["circuit"] - 1] if len(closed) >= g["circuit"] else None}))
+    return out
 
 
 def _respond(request: Request, body: Any, *, headers: dict[str, str] | None = None) -> FiniteJSONResponse:
@@ -136,7 +114,7 @@ async def entities(
 
     def load(conn: psycopg.Connection) -> tuple[list[dict[str, Any]], int | None]:
         page = _entities(conn, kind, limit, offset, None, now, tz)
-        total = conn.execute(_COUNTS[kind]).fetchone()[0] if count else None  # type: ignore[index]
+        total = counts(conn)[_COUNTED[kind]] if count else None
         return page, total
 
     page, total = await in_thread(pool, load)

@@ -103,24 +103,7 @@ _OWNERS = {
 # SQL against another room's tables, as it stands: paid off one by one, never added to (the test below fails on a
 # new one, and on one paid off but still listed, so the list only shrinks).
 _SQL_DEBTS = {
-    "alerts/citizens.py": {"lamps"},
-    "alerts/crews.py": {"districts"},
     "alerts/service.py": {"cabinet_latest", "cabinets", "device_status", "lamps"},
-    "alerts/tickets.py": {"cabinets", "districts", "lamps"},
-    "api/routes/cabinets.py": {"cabinet_latest", "cabinets", "lamps", "roads"},
-    "api/routes/fleetmap.py": {"districts", "roads", "ticket_lamps", "tickets", "waterways"},
-    "api/routes/health.py": {"districts"},
-    "api/routes/lamps.py": {"lamps", "roads"},
-    "api/routes/ngsild.py": {
-        "cabinet_latest",
-        "cabinets",
-        "districts",
-        "lamp_latest",
-        "lamps",
-        "roads",
-        "schedules",
-        "tickets",
-    },
     "bench/alerts.py": {"ticket_lamps", "tickets"},
     "bench/api.py": {"lamps"},
     "bench/campaign.py": {"command_lamps", "lamps"},
@@ -141,7 +124,6 @@ _SQL_DEBTS = {
     "bench/storage.py": {"lamp_readings", "lamps", "telemetry_settings"},
     "energy/nights.py": {"cabinet_readings", "lamp_history", "lamp_readings"},
     "fieldnet/provision.py": {"cabinets", "crews", "lamps"},
-    "lamplighter/demo.py": {"districts", "lamp_latest", "seed_info"},
     "simulator/fleet.py": {"cabinets", "lamps"},
     "simulator/poison.py": {"lamp_readings"},
     "telemetry/fleet.py": {"lamps"},

@@ -1,0 +1,254 @@
+"""What the other rooms ask of the inventory: a lamp or a cabinet by id, the lamps of a district or a cabinet, the
+districts and the seed, pages of each for the open-data export, the map's geometry. Sync functions take a connection
+of a worker thread or a command, `a…` ones the API's async connection (whatever its row factory: each cursor names
+its own); rows come as dicts where the caller reads them by name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row, tuple_row
+
+__all__ = [
+    "LAMP_COLUMNS",
+    "acabinet",
+    "acabinet_nos",
+    "acabinets",
+    "adistrict_codes",
+    "alamp",
+    "alamp_count",
+    "alamp_no",
+    "alamps",
+    "asset_position",
+    "cabinets_page",
+    "circuit_groups",
+    "counts",
+    "district_names",
+    "district_of_lamp",
+    "districts_named",
+    "geometry",
+    "known_districts",
+    "lamps_page",
+    "seeded_lamps",
+]
+
+# A lamp as the API shows it: its inventory row with its road's names and class.
+LAMP_COLUMNS = """
+SELECT l.id, l.no, l.district, l.road_id, r.name_zh AS road_name_zh, r.name_en AS road_name_en, r.road_class,
+       l.cabinet_id, l.circuit, l.lat, l.lon, l.technology, l.rated_w, l.installed_on, l.controller, l.in_service,
+       l.report_interval_s
+FROM lamps l JOIN roads r ON r.id = l.road_id
+"""
+
+
+def district_of_lamp(conn: psycopg.Connection, lamp_id: str) -> str | None:
+    """The district a lamp stands in (None: no such lamp)."""
+    row = conn.execute("SELECT district FROM lamps WHERE id = %s", (lamp_id,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def known_districts(conn: psycopg.Connection, codes: Iterable[str]) -> set[str]:
+    """Those of `codes` that are districts of the inventory."""
+    return {str(r[0]) for r in conn.execute("SELECT code FROM districts WHERE code = ANY(%s)", (list(codes),))}
+
+
+def districts_named(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """(code, English name) of every district, by code."""
+    return [(str(c), str(n)) for c, n in conn.execute("SELECT code, name_en FROM districts ORDER BY code")]
+
+
+def seeded_lamps(conn: psycopg.Connection) -> int | None:
+    """How many lamps the loaded (generated) inventory has (None: none loaded)."""
+    row = conn.execute("SELECT lamps FROM seed_info").fetchone()
+    return int(row[0]) if row else None
+
+
+def asset_position(conn: psycopg.Connection, asset_id: str) -> dict[str, float] | None:
+    """{"lat", "lon"} of a lamp or a cabinet by its id (None: neither)."""
+    row = conn.execute(
+        "SELECT lat, lon FROM lamps WHERE id = %s UNION ALL SELECT lat, lon FROM cabinets WHERE id = %s LIMIT 1",
+        (asset_id, asset_id),
+    ).fetchone()
+    return {"lat": float(row[0]), "lon": float(row[1])} if row else None
+
+
+def district_names(conn: psycopg.Connection, code: str) -> tuple[str, str] | None:
+    """A district's (Chinese, English) names (None: no such district)."""
+    row = conn.execute("SELECT name_zh, name_en FROM districts WHERE code = %s", (code,)).fetchone()
+    return (str(row[0]), str(row[1])) if row else None
+
+
+async def adistrict_codes(conn: psycopg.AsyncConnection[Any]) -> set[str]:
+    """Every district's code."""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute("SELECT code FROM districts")
+        return {str(r[0]) for r in await cur.fetchall()}
+
+
+async def alamp_no(conn: psycopg.AsyncConnection[Any], lamp_id: str) -> int | None:
+    """A lamp's number (None: no such lamp)."""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute("SELECT no FROM lamps WHERE id = %s", (lamp_id,))
+        row = await cur.fetchone()
+    return int(row[0]) if row else None
+
+
+async def alamp(conn: psycopg.AsyncConnection[Any], lamp_id: str) -> dict[str, Any] | None:
+    """One lamp as `LAMP_COLUMNS` has it (None: no such lamp)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(f"{LAMP_COLUMNS} WHERE l.id = %s", (lamp_id,))
+        return await cur.fetchone()
+
+
+def _filter(district: str | None, cabinet: str | None) -> tuple[str, list[Any]]:
+    where, args = [], []
+    if district:
+        where.append("l.district = %s")
+        args.append(district)
+    if cabinet:
+        where.append("l.cabinet_id = %s")
+        args.append(cabinet)
+    return (" WHERE " + " AND ".join(where)) if where else "", args
+
+
+async def alamp_count(
+    conn: psycopg.AsyncConnection[Any], *, district: str | None = None, cabinet: str | None = None
+) -> int:
+    """How many lamps a district and/or a cabinet has (all: neither given)."""
+    clause, args = _filter(district, cabinet)
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(f"SELECT count(*) FROM lamps l{clause}", args)
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def alamps(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    district: str | None = None,
+    cabinet: str | None = None,
+    limit: int,
+    offset: int = 0,
+) -> Sequence[dict[str, Any]]:
+    """A page of lamps (as `LAMP_COLUMNS`) of a district and/or a cabinet, in lamp order."""
+    clause, args = _filter(district, cabinet)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(f"{LAMP_COLUMNS}{clause} ORDER BY l.no LIMIT %s OFFSET %s", [*args, limit, offset])
+        return await cur.fetchall()
+
+
+async def acabinet_nos(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    district: str | None = None,
+    road: int | None = None,
+    concentrator: bool | None = None,
+) -> list[tuple[str, int]]:
+    """(id, number) of every cabinet of a district, a road and/or of a kind (with a concentrator or not), in cabinet
+    order: at a million lamps about 20,000, a list the caller filters and pages."""
+    where: list[str] = []
+    args: list[object] = []
+    for column, value in (("district", district), ("road_id", road), ("concentrator", concentrator)):
+        if value is not None:
+            where.append(f"{column} = %s")
+            args.append(value)
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(f"SELECT id, no FROM cabinets{clause} ORDER BY no", args)
+        return [(str(i), int(n)) for i, n in await cur.fetchall()]
+
+
+async def acabinets(conn: psycopg.AsyncConnection[Any], ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The cabinets `ids`, in cabinet order, with their road's names and the lamps on each circuit
+    (`circuit_lamps[i]`: circuit i+1)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT c.id, c.no, c.district, c.road_id, r.name_zh AS road_name_zh, r.name_en AS road_name_en,
+                      c.circuits, c.concentrator, c.lat, c.lon,
+                      (SELECT array_agg(n ORDER BY circuit) FROM (
+                           SELECT l.circuit, count(*)::int AS n FROM lamps l
+                           WHERE l.cabinet_id = c.id GROUP BY l.circuit
+                       ) per) AS circuit_lamps
+               FROM cabinets c JOIN roads r ON r.id = c.road_id WHERE c.id = ANY(%s) ORDER BY c.no""",
+            (list(ids),),
+        )
+        return await cur.fetchall()
+
+
+async def acabinet(conn: psycopg.AsyncConnection[Any], cabinet_id: str) -> dict[str, Any] | None:
+    """One cabinet with how many lamps hang on it (None: no such cabinet)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT c.id, c.no, c.district, c.road_id, c.circuits, c.concentrator, c.lat, c.lon, "
+            "(SELECT count(*) FROM lamps l WHERE l.cabinet_id = c.id) AS lamps FROM cabinets c WHERE c.id = %s",
+            (cabinet_id,),
+        )
+        return await cur.fetchone()
+
+
+def geometry(conn: psycopg.Connection) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The map's geometry, each as JSON text: districts (code, name_zh, name_en, lon, lat, boundary or None), roads
+    (id, name_zh, name_en, road_class, path or None) and rivers (code, name_zh, name_en, path), each by key."""
+    districts = conn.execute(
+        "SELECT code, name_zh, name_en, lon, lat, boundary::text FROM districts ORDER BY code"
+    ).fetchall()
+    roads = conn.execute("SELECT id, name_zh, name_en, road_class, path::text FROM roads ORDER BY id").fetchall()
+    waters = conn.execute("SELECT code, name_zh, name_en, path::text FROM waterways ORDER BY code").fetchall()
+    return districts, roads, waters
+
+
+def lamps_page(conn: psycopg.Connection, *, lamp_id: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
+    """A page of lamps in lamp order (or the one `lamp_id`) with their district's and road's English names."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"""SELECT l.id, l.no, l.district, d.name_en AS district_name_en, r.name_en AS road_name_en, l.cabinet_id,
+                       l.circuit, l.lat, l.lon, l.technology, l.rated_w, l.installed_on
+                FROM lamps l JOIN roads r ON r.id = l.road_id JOIN districts d ON d.code = l.district
+                {"WHERE l.id = %s" if lamp_id else ""} ORDER BY l.no LIMIT %s OFFSET %s""",
+            [*([lamp_id] if lamp_id else []), limit, offset],
+        ).fetchall()
+
+
+def cabinets_page(conn: psycopg.Connection, *, cabinet_id: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
+    """A page of cabinets in cabinet order (or the one `cabinet_id`) with their district's and road's English names,
+    the circuits their lamps hang on and how many lamps."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"""SELECT c.id, c.no, c.district, d.name_en AS district_name_en, r.name_en AS road_name_en, c.circuits,
+                       c.concentrator, c.lat, c.lon,
+                       ARRAY(SELECT DISTINCT l.circuit FROM lamps l WHERE l.cabinet_id = c.id ORDER BY 1)
+                           AS circuits_used,
+                       (SELECT count(*) FROM lamps l WHERE l.cabinet_id = c.id) AS lamps
+                FROM cabinets c JOIN roads r ON r.id = c.road_id JOIN districts d ON d.code = c.district
+                {"WHERE c.id = %s" if cabinet_id else ""} ORDER BY c.no LIMIT %s OFFSET %s""",
+            [*([cabinet_id] if cabinet_id else []), limit, offset],
+        ).fetchall()
+
+
+def circuit_groups(
+    conn: psycopg.Connection, *, cabinet_id: str | None = None, circuit: int | None = None, limit: int, offset: int
+) -> list[dict[str, Any]]:
+    """A page of a cabinet's circuits in cabinet and circuit order (or the one given): each with the cabinet's
+    number, its road's English name, and its lamps' ids and positions in lamp order."""
+    where, args = ("WHERE l.cabinet_id = %s AND l.circuit = %s", [cabinet_id, circuit]) if cabinet_id else ("", [])
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"""SELECT l.cabinet_id, c.no AS cabinet_no, l.circuit, min(r.name_en) AS road_name_en,
+                       array_agg(l.id ORDER BY l.no) AS lamp_ids, array_agg(l.lon ORDER BY l.no) AS lons,
+                       array_agg(l.lat ORDER BY l.no) AS lats
+                FROM lamps l JOIN cabinets c ON c.id = l.cabinet_id JOIN roads r ON r.id = c.road_id
+                {where} GROUP BY c.no, l.cabinet_id, l.circuit ORDER BY c.no, l.circuit LIMIT %s OFFSET %s""",
+            [*args, limit, offset],
+        ).fetchall()
+
+
+def counts(conn: psycopg.Connection) -> dict[str, int]:
+    """How many lamps, cabinets and cabinet circuits with lamps the inventory has."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM lamps), (SELECT count(*) FROM cabinets), "
+        "(SELECT count(*) FROM (SELECT DISTINCT cabinet_id, circuit FROM lamps) g)"
+    ).fetchone()
+    lamps, cabinets, circuits = (int(v) for v in row) if row else (0, 0, 0)
+    return {"lamps": lamps, "cabinets": cabinets, "circuits": circuits}
