@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 from alerts.errors import AlertsError
 from inventory.queries import known_districts
 
-__all__ = ["Crew", "CrewError", "Shift", "crew_exists", "list_crews", "save_crew"]
+__all__ = ["Crew", "CrewError", "Shift", "crew_exists", "crew_ids", "list_crews", "save_crew"]
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,31}$")
 
@@ -104,6 +104,11 @@ def save_crew(conn: psycopg.Connection, crew: Crew) -> None:
 
 def crew_exists(conn: psycopg.Connection, crew_id: str) -> bool:
     return conn.execute("SELECT 1 FROM crews WHERE id = %s", (crew_id,)).fetchone() is not None
+
+
+def crew_ids(conn: psycopg.Connection) -> list[str]:
+    """Every crew's id, in order."""
+    return [str(r[0]) for r in conn.execute("SELECT id FROM crews ORDER BY id")]
 
 
 def list_crews(conn: psycopg.Connection, now: dt.datetime) -> list[dict[str, Any]]:

@@ -25,12 +25,14 @@ from kernel.database import Database
 from kernel.supervise import supervise
 from telemetry.fleet import LampColumns
 from telemetry.models import Batch, CabinetRow
+from telemetry.store import cabinet_states, device_statuses
 
 __all__ = ["AlertService", "SavedState"]
 
 logger = logging.getLogger(__name__)
 
-# The cabinet tracker's names for what tickets call `cabinet_outage` (device-reported or derived from lamps).
+# The cabinet tracker's names for what tickets call `cabinet_outage` (reported by the device, or derived
+# from the reports of the lamps behind it).
 _TICKET_FAULT = {"lamps_out": "cabinet_outage"}
 _CAUSE = {"cabinet_outage": "the cabinet reports loss of supply", "lamps_out": "most due lamps dark or silent"}
 _ESCALATE_EVERY_S = 30.0
@@ -86,12 +88,8 @@ class AlertService:
             "SELECT id, asset_type, asset_id, fault, status, updated_at, first_seen, detail FROM tickets "
             "WHERE status IN ('open', 'dispatched', 'acknowledged', 'resolved', 'reopened')"
         ).fetchall()
-        cabinets = conn.execute(
-            "SELECT c.no, (extract(epoch FROM l.ts) * 1000)::bigint, l.seq, l.door_open, l.contactors, l.faults "
-            "FROM cabinet_latest l JOIN cabinets c ON c.no = l.cabinet_no"
-        ).fetchall()
-        statuses = conn.execute("SELECT device_type, device_id, online FROM device_status").fetchall()
-        return SavedState(tickets, cabinets, statuses)
+        # Reports of cabinets the inventory no longer has are skipped when applied.
+        return SavedState(tickets, cabinet_states(conn), device_statuses(conn))
 
     def apply_state(self, saved: SavedState) -> None:
         """Take what `read_state` read into the fault engine (on the loop that owns it)."""
@@ -265,12 +263,18 @@ class AlertService:
                 (since,) if since else (),
             ).fetchall()
             work = conn.execute(
-                """SELECT asset_id FROM tickets WHERE asset_type = 'cabinet' AND fault <> 'door_open'
+                """SELECT asset_type, asset_id FROM tickets WHERE asset_type = 'cabinet' AND fault <> 'door_open'
                      AND status IN ('open', 'dispatched', 'acknowledged', 'resolved', 'reopened')
-                   UNION SELECT l.cabinet_id FROM tickets t JOIN lamps l ON l.id = t.asset_id
-                   WHERE t.asset_type = 'lamp' AND t.status IN ('open', 'dispatched', 'acknowledged', 'reopened')"""
+                   UNION SELECT asset_type, asset_id FROM tickets
+                   WHERE asset_type = 'lamp' AND status IN ('open', 'dispatched', 'acknowledged', 'reopened')"""
             ).fetchall()
-            return rows, {r[0] for r in work}
+            # A lamp's ticket is work at its cabinet (the index knows which).
+            ix = self.engine.index
+            cabinets = {a for kind, a in work if kind == "cabinet"}
+            for kind, lamp in work:
+                if kind == "lamp" and (slot := ix.slot_of_id.get(lamp)) is not None:
+                    cabinets.add(ix.cabinet_ids[int(ix.lamp_cabinet[slot])])
+            return rows, cabinets
 
         rows, work = await self.db.run(query)
         if rows:

@@ -33,6 +33,7 @@ from energy.tariff import Tariff
 from inventory.index import FleetIndex
 from kernel.clock import night_bounds
 from kernel.database import empty_tables
+from telemetry.series import any_heard, cabinet_series, days_packed, lamp_series, pg_ms
 
 __all__ = [
     "BUCKET_MS",
@@ -52,14 +53,6 @@ __all__ = [
 BUCKET_MS: Final = 15 * 60_000  # time-of-use prices change on the quarter-hour at the finest
 _CABINET_MAX_GAP_MS: Final = 45 * 60_000
 _LAMP_CHUNK: Final = 5_000  # lamps read per COPY: about 50 MB of readings at a time, at any city size
-_PG_EPOCH_US: Final = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
-# A lamp reading as the energy figures need it, packed per lamp by PostgreSQL (see _series).
-_LAMP_FIELDS: Final = [
-    ("ts", "timestamptz_send(ts)", ">i8"),
-    ("on", "boolsend(is_on)", "?"),
-    ("dim", "int2send(dim)", ">i2"),
-    ("wh", "int8send(coalesce(energy_wh, -1))", ">i8"),
-]
 
 
 @dataclass(frozen=True)
@@ -91,27 +84,6 @@ class NightEnergy:
         return cls(night, start_ms, end_ms, complete, **arrays)
 
 
-def _series(
-    conn: psycopg.Connection, table: str, device: str, where: str, fields: list[tuple[str, str, str]]
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.void]]:
-    """Each device's readings in time order, packed by PostgreSQL into one bytea a device (each field in its
-    binary send form, fixed-width), so the rows never cross the wire one by one: (device number of each reading,
-    one numpy record per reading). `fields`: (name, SQL expression, big-endian numpy type)."""
-    packed = " || ".join(f"{send}" for _, send, _ in fields)
-    rows = conn.execute(
-        f"SELECT {device}, string_agg({packed}, ''::bytea ORDER BY ts, seq) FROM {table} "
-        f"WHERE {where} GROUP BY {device} ORDER BY {device}"
-    ).fetchall()
-    dtype = np.dtype([(name, kind) for name, _, kind in fields])
-    counts = np.array([len(r[1]) // dtype.itemsize for r in rows], dtype=np.int64)
-    devices = np.repeat(np.array([r[0] for r in rows], dtype=np.int64), counts)
-    return devices, np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype=dtype)
-
-
-def _ms(pg_ts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    return (pg_ts.astype(np.int64) + _PG_EPOCH_US) // 1000
-
-
 def _window(start: dt.datetime, end: dt.datetime, pad_ms: int) -> tuple[dt.datetime, dt.datetime]:
     pad = dt.timedelta(milliseconds=pad_ms)
     return start - pad, end + pad
@@ -125,19 +97,13 @@ class NoReadings(EnergyError):
 
 
 def _check_heard(conn: psycopg.Connection, night: dt.date, lo: dt.datetime, hi: dt.datetime) -> None:
-    heard = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM lamp_readings WHERE ts >= %s AND ts < %s) "
-        "OR EXISTS (SELECT 1 FROM cabinet_readings WHERE ts >= %s AND ts < %s)",
-        (lo, hi, lo, hi),
-    ).fetchone()
-    if heard is None or not heard[0]:
+    if not any_heard(conn, lo, hi):
         raise NoReadings(f"no lamp or cabinet reported during the night of {night}: it has no energy figures")
 
 
 def _check_raw(conn: psycopg.Connection, start: dt.datetime, end: dt.datetime) -> None:
     day0, day1 = start.astimezone(dt.UTC).date(), end.astimezone(dt.UTC).date()
-    packed = conn.execute("SELECT 1 FROM lamp_history WHERE day BETWEEN %s AND %s LIMIT 1", (day0, day1)).fetchone()
-    if packed is not None:
+    if days_packed(conn, day0, day1):
         raise EnergyError(
             f"the readings of {day0}–{day1} are already packed into the compact history; a night's energy is "
             "computed from raw readings, by the leading gateway when the night ends"
@@ -156,13 +122,7 @@ def _lamp_totals(
     for first in range(0, n, _LAMP_CHUNK):
         slots = order[first : first + _LAMP_CHUNK]
         a, b = int(nos[slots[0]]), int(nos[slots[-1]])
-        lamp_nos, rows = _series(
-            conn,
-            "lamp_readings",
-            "lamp_no",
-            f"lamp_no BETWEEN {a} AND {b} AND ts >= '{lo.isoformat()}' AND ts < '{hi.isoformat()}'",
-            _LAMP_FIELDS,
-        )
+        lamp_nos, rows = lamp_series(conn, a, b, lo, hi)
         local = np.searchsorted(nos[slots], lamp_nos)
         counter = rows["wh"].astype(np.float64)
         counter[rows["wh"] < 0] = np.nan
@@ -170,7 +130,7 @@ def _lamp_totals(
             pick = gap[slots][local] == slot_gap
             dim = rows["dim"][pick].astype(np.float64)
             t = integrate(
-                local[pick], _ms(rows["ts"][pick]), counter[pick], rows["on"][pick], dim,
+                local[pick], pg_ms(rows["ts"][pick]), counter[pick], rows["on"][pick], dim,
                 len(slots), start_ms, end_ms, max_gap_ms=int(slot_gap),
             )  # fmt: skip
             mine = slots[gap[slots] == slot_gap]
@@ -186,13 +146,7 @@ def _cabinet_totals(
 ) -> MeterTotals:
     assert index.cabinet_no is not None, "the fleet index lacks cabinet numbers"
     nos = index.cabinet_no.astype(np.int64)
-    cab_nos, rows = _series(
-        conn,
-        "cabinet_readings",
-        "cabinet_no",
-        f"ts >= '{lo.isoformat()}' AND ts < '{hi.isoformat()}'",
-        [("ts", "timestamptz_send(ts)", ">i8"), ("wh", "int8send(coalesce(energy_wh, -1))", ">i8")],
-    )
+    cab_nos, rows = cabinet_series(conn, lo, hi)
     order = np.argsort(nos)
     pos = np.searchsorted(nos[order], cab_nos)
     known = (pos < len(nos)) & (nos[order][np.minimum(pos, len(nos) - 1)] == cab_nos)
@@ -200,9 +154,9 @@ def _cabinet_totals(
     counter = rows["wh"][known].astype(np.float64)
     counter[rows["wh"][known] < 0] = np.nan
     ones = np.ones(len(slot), dtype=np.bool_)
-    resort = np.lexsort((_ms(rows["ts"][known]), slot))
+    resort = np.lexsort((pg_ms(rows["ts"][known]), slot))
     return integrate(
-        slot[resort], _ms(rows["ts"][known])[resort], counter[resort], ones, np.full(len(slot), 100.0),
+        slot[resort], pg_ms(rows["ts"][known])[resort], counter[resort], ones, np.full(len(slot), 100.0),
         len(nos), start_ms, end_ms, max_gap_ms=_CABINET_MAX_GAP_MS, bucket_ms=BUCKET_MS,
     )  # fmt: skip
 

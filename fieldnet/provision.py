@@ -22,7 +22,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +40,7 @@ from fieldnet.accounts import (
 )
 from fieldnet.broker import Login
 from fieldnet.errors import FieldnetError
+from inventory.queries import controllers, has_device
 from kernel.database import empty_tables
 from kernel.files import atomic_write, our_pid
 from protocol.topics import ROOT
@@ -76,10 +77,11 @@ class Inventory:
     generations: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def from_db(cls, conn: psycopg.Connection) -> Inventory:
+    def from_db(cls, conn: psycopg.Connection, crews: Sequence[str] = ()) -> Inventory:
+        """The devices as the inventory has them, the accounts' generations, and the crews `crews` (their ids: the
+        crews are the fault room's, which the caller asks)."""
         devices, concentrators = _devices(conn)
-        crews = [crew_user(r[0]) for r in conn.execute("SELECT id FROM crews ORDER BY id")]
-        return cls(devices, concentrators, crews, generations(conn))
+        return cls(devices, concentrators, [crew_user(c) for c in sorted(crews)], generations(conn))
 
 
 @dataclass(frozen=True)
@@ -95,19 +97,13 @@ class Provisioned:
 
 def _devices(conn: psycopg.Connection) -> tuple[list[str], dict[str, list[str]]]:
     """Usernames of every device, and each concentrator's lamps (topic stems)."""
-    users = [
-        lamp_user(d, i)
-        for d, i in conn.execute("SELECT district, id FROM lamps WHERE controller = 'single' ORDER BY no")
-    ]
+    single, concentrators, behind = controllers(conn)
+    users = [lamp_user(d, i) for d, i in single]
     lines: dict[str, list[str]] = {}
-    for d, c in conn.execute("SELECT district, id FROM cabinets WHERE concentrator ORDER BY no"):
+    for d, c in concentrators:
         users.append(cabinet_user(d, c))
         lines[cabinet_user(d, c)] = []
-    rows = conn.execute(
-        """SELECT c.district, c.id, l.district, l.id FROM lamps l JOIN cabinets c ON c.id = l.cabinet_id
-           WHERE c.concentrator AND l.controller = 'concentrator' ORDER BY c.no, l.no"""
-    )
-    for cd, c, ld, lamp in rows:
+    for cd, c, ld, lamp in behind:
         lines[cabinet_user(cd, c)].append(lamp_user(ld, lamp))
     return users, lines
 
@@ -262,26 +258,20 @@ def generations(conn: psycopg.Connection) -> dict[str, int]:
     return dict(conn.execute("SELECT username, generation FROM device_credentials").fetchall())
 
 
-def known(conn: psycopg.Connection, username: str) -> bool:
-    """Whether `username` is an account provisioning makes for this inventory."""
+def known(conn: psycopg.Connection, username: str, crews: Sequence[str] = ()) -> bool:
+    """Whether `username` is an account provisioning makes for this inventory and the crews `crews` (ids)."""
     if username in SERVICES:
         return True
     kind, _, rest = username.partition("/")
     if kind == "crews":
-        return conn.execute("SELECT 1 FROM crews WHERE id = %s", (rest,)).fetchone() is not None
+        return rest in crews
     what, _, device = rest.partition("/")
-    if what == "lamp":
-        sql = "SELECT 1 FROM lamps WHERE district = %s AND id = %s AND controller = 'single'"
-    elif what == "cabinet":
-        sql = "SELECT 1 FROM cabinets WHERE district = %s AND id = %s AND concentrator"
-    else:
-        return False
-    return conn.execute(sql, (kind, device)).fetchone() is not None
+    return has_device(conn, what, kind, device)
 
 
-def rotate(conn: psycopg.Connection, username: str) -> int:
+def rotate(conn: psycopg.Connection, username: str, crews: Sequence[str] = ()) -> int:
     """A new secret for one account: its generation goes up (provision again to put it in the broker)."""
-    if not known(conn, username):
+    if not known(conn, username, crews):
         raise FieldnetError(
             f"no account {username!r}: devices are {{district}}/lamp/{{id}} (single-lamp controllers) or "
             f"{{district}}/cabinet/{{id}} (concentrators), crews crews/{{id}}, services {sorted(SERVICES)}",

@@ -24,11 +24,14 @@ __all__ = [
     "asset_position",
     "cabinets_page",
     "circuit_groups",
+    "controllers",
     "counts",
+    "devices_in_service",
     "district_names",
     "district_of_lamp",
     "districts_named",
     "geometry",
+    "has_device",
     "known_districts",
     "lamps_page",
     "seeded_lamps",
@@ -252,3 +255,50 @@ def counts(conn: psycopg.Connection) -> dict[str, int]:
     ).fetchone()
     lamps, cabinets, circuits = (int(v) for v in row) if row else (0, 0, 0)
     return {"lamps": lamps, "cabinets": cabinets, "circuits": circuits}
+
+
+def controllers(
+    conn: psycopg.Connection,
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str, str, str]]]:
+    """The devices that speak to the broker, in inventory order: single-lamp controllers (district, lamp id),
+    concentrators (district, cabinet id), and each concentrator's lamps (cabinet's district, cabinet id, lamp's
+    district, lamp id)."""
+    single = [
+        (str(d), str(i))
+        for d, i in conn.execute("SELECT district, id FROM lamps WHERE controller = 'single' ORDER BY no")
+    ]
+    concentrators = [
+        (str(d), str(c)) for d, c in conn.execute("SELECT district, id FROM cabinets WHERE concentrator ORDER BY no")
+    ]
+    behind = [
+        (str(a), str(b), str(c), str(d))
+        for a, b, c, d in conn.execute(
+            """SELECT c.district, c.id, l.district, l.id FROM lamps l JOIN cabinets c ON c.id = l.cabinet_id
+           WHERE c.concentrator AND l.controller = 'concentrator' ORDER BY c.no, l.no"""
+        )
+    ]
+    return single, concentrators, behind
+
+
+def has_device(conn: psycopg.Connection, kind: str, district: str, device_id: str) -> bool:
+    """Whether the inventory has that device speaking for itself: a single-lamp controller (`lamp`) or a
+    concentrator (`cabinet`) in `district`."""
+    if kind == "lamp":
+        sql = "SELECT 1 FROM lamps WHERE district = %s AND id = %s AND controller = 'single'"
+    elif kind == "cabinet":
+        sql = "SELECT 1 FROM cabinets WHERE district = %s AND id = %s AND concentrator"
+    else:
+        return False
+    return conn.execute(sql, (district, device_id)).fetchone() is not None
+
+
+def devices_in_service(conn: psycopg.Connection) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """What a stand-in for the field needs: every cabinet (id, district, circuits, has a concentrator) in cabinet
+    order, and every lamp in service (id, district, cabinet id, behind a concentrator, rated W, is LED, circuit) in
+    lamp order."""
+    cabinets = conn.execute("SELECT id, district, circuits, concentrator FROM cabinets ORDER BY no").fetchall()
+    lamps = conn.execute(
+        "SELECT id, district, cabinet_id, controller = 'concentrator', rated_w, technology = 'LED', circuit "
+        "FROM lamps WHERE in_service ORDER BY no"
+    ).fetchall()
+    return cabinets, lamps

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from alerts.crews import crew_ids
 from fieldnet.accounts import SERVICES, Account
 from fieldnet.broker import Login
 from fieldnet.provision import PASSWD, Inventory, generations, known, provision, reload, rotate
@@ -59,7 +60,9 @@ def devices_command(ep: Endpoints, args: argparse.Namespace) -> int:
         made = ep.device_key is not None and not ep.device_key.exists()
         key = ep.key(create=True)
         with connect(ep.database_url) as conn:
-            done = provision(key, directory, Inventory.from_db(conn), plugin=True if args.plugin else None)
+            done = provision(
+                key, directory, Inventory.from_db(conn, crew_ids(conn)), plugin=True if args.plugin else None
+            )
         if made:
             print(f"made a new device key at {ep.device_key}: keep it private and backed up")
         print(
@@ -71,16 +74,16 @@ def devices_command(ep: Endpoints, args: argparse.Namespace) -> int:
     key = ep.key()
     with connect(ep.database_url, autocommit=True) as conn:
         if args.devices == "secret":
-            if not known(conn, args.username):
+            if not known(conn, args.username, crew_ids(conn)):
                 raise LamplighterError(f"no account {args.username!r} in this inventory (see `devices secret --help`)")
             print(key.secret(Account(args.username, generations(conn).get(args.username, 0))))
             return 0
-        generation = rotate(conn, args.username)
+        generation = rotate(conn, args.username, crew_ids(conn))
         print(key.secret(Account(args.username, generation)))
         if ep.accounts is not None and args.username in SERVICES:
             print("(a service's new secret is in accounts.toml after provisioning; restart the processes using it)")
         if ep.accounts is not None and (ep.accounts.parent / PASSWD).exists():
-            done = provision(key, ep.accounts.parent, Inventory.from_db(conn))
+            done = provision(key, ep.accounts.parent, Inventory.from_db(conn, crew_ids(conn)))
             print(f"provisioned {done.directory} again ({done.hashed} passwords hashed)")
             _reload(ep.accounts.parent)
         else:

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import mqtt5
 
+from alerts.crews import crew_ids
 from alerts.dispatch import Dispatcher, MqttTransport, NotifyTransport, WebhookTransport
 from alerts.engine import AlertEngine
 from alerts.service import AlertService, SavedState
@@ -244,7 +245,7 @@ def provision_private(ep: Endpoints, conn: Connection) -> Provisioned | None:
     `ep`'s broker is not a private one (provision an external broker with `lamplighter devices provision`)."""
     if ep.accounts is None or ep.device_key is None or not (ep.accounts.parent / "pid").exists():
         return None
-    done = provision(ep.key(), ep.accounts.parent, Inventory.from_db(conn))
+    done = provision(ep.key(), ep.accounts.parent, Inventory.from_db(conn, crew_ids(conn)))
     reload(ep.accounts.parent / "pid")
     return done
 

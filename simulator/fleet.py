@@ -19,6 +19,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from inventory.queries import devices_in_service
 from protocol.topics import device_topic
 from simulator.sun import is_night
 from simulator.wire import SimulatorError
@@ -51,12 +52,8 @@ class FleetSpec:
 
     @classmethod
     def from_db(cls, conn: Any) -> FleetSpec:
-        cabs = conn.execute("SELECT id, district, circuits, concentrator FROM cabinets ORDER BY no").fetchall()
+        cabs, lamps = devices_in_service(conn)
         index = {c[0]: i for i, c in enumerate(cabs)}
-        lamps = conn.execute(
-            "SELECT id, district, cabinet_id, controller = 'concentrator', rated_w, technology = 'LED', circuit "
-            "FROM lamps WHERE in_service ORDER BY no"
-        ).fetchall()
         return cls(
             lamp_id=[r[0] for r in lamps],
             lamp_district=[r[1] for r in lamps],

@@ -10,8 +10,8 @@ from protocol.topics import device_topic
 
 __all__ = ["DB_CONSTRAINT", "poison_messages"]
 
-# The last one is refused by the database itself, through a constraint of this name on lamp_readings that the
-# caller adds (ALTER TABLE lamp_readings ADD CONSTRAINT plausible_power CHECK (power_w < 4000)).
+# The last one is refused by the database itself, through a check of this name on the readings' power that the
+# caller adds as a DBA would (power_w < 4000).
 DB_CONSTRAINT = "plausible_power"
 
 

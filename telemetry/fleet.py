@@ -287,9 +287,10 @@ def fetch_latest(
     if since is not None:
         where.append("stored_at > %s")
         args.append(since)
-    if districts is not None:
-        where.append("lamp_no IN (SELECT no FROM lamps WHERE district = ANY(%s))")
-        args.append(list(districts))
+    if districts is not None:  # their lamps, as the index has them
+        codes = [index.district_of[d] for d in districts if d in index.district_of]
+        where.append("lamp_no = ANY(%s)")
+        args.append(index.lamp_no[np.isin(index.lamp_district, codes)].tolist())
     faulty = "cardinality(faults) > 0"
     query = (
         "SELECT array_send(array_agg(lamp_no)), array_send(array_agg((extract(epoch FROM ts) * 1000)::bigint)), "

@@ -26,8 +26,10 @@ __all__ = [
     "TelemetryStore",
     "WriteResult",
     "cabinet_contactors",
+    "cabinet_states",
     "cabinets_latest",
     "device_status",
+    "device_statuses",
     "lamp_latest_state",
     "lamps_latest",
     "last_received_ms",
@@ -364,3 +366,19 @@ def cabinet_contactors(conn: psycopg.Connection, cabinet_nos: Sequence[int]) -> 
         "SELECT cabinet_no, contactors FROM cabinet_latest WHERE cabinet_no = ANY(%s)", (list(cabinet_nos),)
     ).fetchall()
     return {int(no): list(c) for no, c in rows}
+
+
+def cabinet_states(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
+    """Every cabinet's latest report: (number, ts ms, seq, door open, contactors, faults)."""
+    return conn.execute(
+        "SELECT cabinet_no, (extract(epoch FROM ts) * 1000)::bigint, seq, door_open, contactors, faults "
+        "FROM cabinet_latest"
+    ).fetchall()
+
+
+def device_statuses(conn: psycopg.Connection) -> list[tuple[str, str, bool]]:
+    """Every device's last online status: (device type, device id, online)."""
+    return [
+        (str(k), str(d), bool(o))
+        for k, d, o in conn.execute("SELECT device_type, device_id, online FROM device_status")
+    ]

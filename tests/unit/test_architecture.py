@@ -103,7 +103,6 @@ _OWNERS = {
 # SQL against another room's tables, as it stands: paid off one by one, never added to (the test below fails on a
 # new one, and on one paid off but still listed, so the list only shrinks).
 _SQL_DEBTS = {
-    "alerts/service.py": {"cabinet_latest", "cabinets", "device_status", "lamps"},
     "bench/alerts.py": {"ticket_lamps", "tickets"},
     "bench/api.py": {"lamps"},
     "bench/campaign.py": {"command_lamps", "lamps"},
@@ -122,11 +121,6 @@ _SQL_DEBTS = {
     "bench/ingest.py": {"districts", "ingest_heartbeat", "lamp_readings", "lamps"},
     "bench/map.py": {"roads"},
     "bench/storage.py": {"lamp_readings", "lamps", "telemetry_settings"},
-    "energy/nights.py": {"cabinet_readings", "lamp_history", "lamp_readings"},
-    "fieldnet/provision.py": {"cabinets", "crews", "lamps"},
-    "simulator/fleet.py": {"cabinets", "lamps"},
-    "simulator/poison.py": {"lamp_readings"},
-    "telemetry/fleet.py": {"lamps"},
 }
 _SQL_USE = r"\b(?:FROM|JOIN|INTO|UPDATE|TABLE|COPY)\s+(?:ONLY\s+)?(?:public\.)?{}\b(?!\.)"
 
