@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row, tuple_row
+from psycopg.types.json import Jsonb
 
 from alerts.tickets import EVENTS_CHANNEL, WAITING
 from kernel.database import empty_tables
@@ -17,11 +18,16 @@ from kernel.database import empty_tables
 __all__ = [
     "EVENTS_CHANNEL",
     "EVENT_FIELDS",
+    "assets_ticketed_since",
+    "dead_lettered",
     "events_after",
     "forget_inventory",
     "lamps_waiting",
     "list_tickets_page",
     "newest_event_id",
+    "newest_ticket_id",
+    "queue_notification",
+    "ticket_counts",
     "waiting_by_priority",
     "waiting_faults",
 ]
@@ -149,6 +155,51 @@ def waiting_faults(conn: psycopg.Connection, asset_type: str, asset_ids: Sequenc
     ):
         out.setdefault(str(asset), []).append(str(fault))
     return out
+
+
+def ticket_counts(conn: psycopg.Connection) -> dict[str, int]:
+    """How many tickets there are of cabinets and of lamps, and how many lamps the tickets list."""
+    row = conn.execute(
+        "SELECT count(*) FILTER (WHERE asset_type = 'cabinet'), count(*) FILTER (WHERE asset_type = 'lamp'), "
+        "(SELECT count(*) FROM ticket_lamps) FROM tickets"
+    ).fetchone()
+    cabinet, lamp, listed = (int(v) for v in row) if row else (0, 0, 0)
+    return {"cabinet": cabinet, "lamp": lamp, "listed_lamps": listed}
+
+
+def newest_ticket_id(conn: psycopg.Connection) -> int:
+    """The highest ticket id so far (0: none yet)."""
+    row = conn.execute("SELECT coalesce(max(id), 0) FROM tickets").fetchone()
+    return int(row[0]) if row else 0
+
+
+def assets_ticketed_since(conn: psycopg.Connection, after_id: int, fault: str, asset_ids: Sequence[str]) -> int:
+    """How many of `asset_ids` got a ticket for `fault` with an id after `after_id`."""
+    row = conn.execute(
+        "SELECT count(DISTINCT asset_id) FROM tickets WHERE id > %s AND fault = %s AND asset_id = ANY(%s)",
+        (after_id, fault, list(asset_ids)),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def queue_notification(conn: psycopg.Connection, ticket_id: int, crew: str, channel: str, payload: Any) -> str:
+    """A notification of a ticket's first event queued in the outbox for `crew` on `channel`, as the ticket service
+    queues one (a benchmark's way to send one of a size the service never would); returns its idempotency key."""
+    key = f"queued-{ticket_id}-{crew}-{channel}"
+    conn.execute(
+        "INSERT INTO outbox (ticket_id, event_id, channel, crew_id, idempotency_key, payload) "
+        "SELECT %s, min(id), %s, %s, %s, %s FROM ticket_events WHERE ticket_id = %s",
+        (ticket_id, channel, crew, key, Jsonb(payload), ticket_id),
+    )
+    return key
+
+
+def dead_lettered(conn: psycopg.Connection, idempotency_key: str) -> bool:
+    """Whether the outbox gave up on that delivery (dead-lettered it)."""
+    row = conn.execute(
+        "SELECT dead_at IS NOT NULL FROM outbox WHERE idempotency_key = %s", (idempotency_key,)
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def lamps_waiting(conn: psycopg.Connection) -> list[str]:

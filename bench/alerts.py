@@ -25,6 +25,7 @@ import numpy as np
 
 from alerts.crews import Crew, save_crew
 from alerts.engine import AlertEngine
+from alerts.queries import ticket_counts
 from alerts.service import AlertService
 from bench.rate import _batches, fleet_index_of
 from kernel.database import Database, connect
@@ -198,21 +199,13 @@ async def _blackout(database_url: str) -> dict[str, Any]:
         with connect(database_url, autocommit=True) as conn:
             deadline = time.monotonic() + 120
             while True:
-                row = conn.execute(
-                    "SELECT count(*) FILTER (WHERE asset_type = 'cabinet'), "
-                    "count(*) FILTER (WHERE asset_type = 'lamp') FROM tickets"
-                ).fetchone()
-                assert row is not None
-                if row[0] >= len(chosen) or time.monotonic() > deadline:
+                if ticket_counts(conn)["cabinet"] >= len(chosen) or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - started
             await asyncio.sleep(2.0)  # anything late (a lamp ticket that should not be) shows up now
-            cab_tickets, lamp_tickets = conn.execute(
-                "SELECT count(*) FILTER (WHERE asset_type = 'cabinet'), count(*) FILTER (WHERE asset_type = 'lamp') "
-                "FROM tickets"
-            ).fetchone() or (0, 0)
-            listed = conn.execute("SELECT count(*) FROM ticket_lamps").fetchone()
+            counts = ticket_counts(conn)
+            cab_tickets, lamp_tickets, listed = counts["cabinet"], counts["lamp"], counts["listed_lamps"]
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -223,7 +216,7 @@ async def _blackout(database_url: str) -> dict[str, Any]:
         "blackout_cabinets": len(chosen),
         "blackout_tickets": int(cab_tickets),
         "blackout_lamp_tickets": int(lamp_tickets),
-        "blackout_lamps_listed": int(listed[0]) if listed else 0,
+        "blackout_lamps_listed": listed,
         "blackout_seconds": round(elapsed, 2),
     }
 

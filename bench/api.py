@@ -26,6 +26,7 @@ from alerts.crews import Crew, save_crew
 from alerts.tickets import open_ticket
 from api.auth import add_user
 from bench.ingest import run_publishers
+from inventory.queries import lamps_listed
 from kernel.database import connect
 from lamplighter.config import Settings
 from lamplighter.runtime import bench_city
@@ -44,8 +45,8 @@ def _tickets(url: str, n: int) -> None:
     with connect(url, autocommit=True) as conn:
         for d in DISTRICTS:
             save_crew(conn, Crew(id=f"{d.code}-crew", name=f"{d.name_en} crew", districts=[d.code], mqtt=False))
-        lamps = conn.execute("SELECT id, district FROM lamps ORDER BY no LIMIT %s", (n,)).fetchall()
-        for i, (lamp, district) in enumerate(lamps):
+        lamps = lamps_listed(conn, n)
+        for i, (lamp, district, _) in enumerate(lamps):
             open_ticket(
                 conn,
                 priority=("P1", "P2", "P3", "P4")[i % 4],
@@ -113,7 +114,7 @@ def run_api_bench(
         _tickets(ep.database_url, 500)
         with connect(ep.database_url, autocommit=True) as conn:
             _, token = add_user(conn, "bench-viewer", "viewer")
-            ids = [(r[0], r[1], r[2]) for r in conn.execute("SELECT id, district, rated_w FROM lamps ORDER BY no")]
+            ids = lamps_listed(conn)
         env = {
             **os.environ,
             **ep.env(),

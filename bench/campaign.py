@@ -25,7 +25,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from commands.model import CommandRequest
+from commands.queries import lamp_states
 from commands.submit import submit
+from inventory.queries import set_report_interval
 from kernel.clock import Clock
 from kernel.database import connect
 from lamplighter.config import Settings
@@ -70,7 +72,7 @@ class _CommandCounter:
 
 async def _campaign(settings: Settings, ep: Any, lamps: int, gateways: int) -> dict[str, Any]:
     with connect(ep.database_url, autocommit=True) as conn:
-        conn.execute("UPDATE lamps SET report_interval_s = 3600")  # quiet devices: the commands are measured
+        set_report_interval(conn, 3600)  # quiet devices: the commands are measured
     clock = Clock(start=_NIGHT, speed=1.0)
     gws = [
         GatewayProcess.start(dataclasses.replace(settings, gateway_instance=f"bench-gateway-{i}"), ep, clock=clock)
@@ -139,11 +141,7 @@ async def _campaign(settings: Settings, ep: Any, lamps: int, gateways: int) -> d
                 break
         await asyncio.sleep(1.0)  # the engine's last flush
         with connect(ep.database_url, autocommit=True) as conn:
-            counts = dict(
-                conn.execute(
-                    "SELECT state, count(*) FROM command_lamps WHERE command_id = %s GROUP BY state", (cid,)
-                ).fetchall()
-            )
+            counts = lamp_states(conn, cid)
         if acked_at is None and counts.get("acked", 0) == lamps:
             acked_at = finished  # the last answers came within the last poll (0.25 s)
         await asyncio.sleep(1.0)  # the counter's last deliveries

@@ -22,7 +22,7 @@ def add_bench_parser(sub: Any) -> None:
     b.add_argument("--publishers", type=int, default=2, help="publisher processes")
     b.add_argument("--gateways", type=int, default=1, help="gateway processes sharing the districts")
     b.add_argument("--runs", type=int, default=3, help="interleaved runs (relay ceiling, then gateway) for medians")
-    b = bsub.add_parser("alerts", help="fault rules over a generated city, and a district blackout into tickets")
+    b = bsub.add_parser("alerts", help="fault rules over a generated city, and the tickets of a district blackout")
     b.add_argument("--lamps", type=int, default=1_000_000)
     b = bsub.add_parser("api", help="/lighting-rate and /tickets latency, idle and while the gateway ingests flat out")
     b.add_argument("--lamps", type=int, default=110_000)

@@ -24,6 +24,7 @@ from kernel.database import connect
 from lamplighter.config import Settings
 from lamplighter.runtime import bench_city
 from lighting.engine import LightingEngine
+from telemetry.store import count_readings
 
 __all__ = ["run_energy_bench"]
 
@@ -49,11 +50,11 @@ def run_energy_bench(settings: Settings, *, lamps: int) -> int:
         seconds = time.perf_counter() - t
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        in_window = conn.execute(
-            "SELECT count(*) FROM lamp_readings "
-            "WHERE ts >= to_timestamp(%s / 1000.0) AND ts < to_timestamp(%s / 1000.0)",
-            (ne.start_ms, ne.end_ms),
-        ).fetchone()[0]  # type: ignore[index]
+        in_window, _ = count_readings(
+            conn,
+            lo=dt.datetime.fromtimestamp(ne.start_ms / 1000, dt.UTC),
+            hi=dt.datetime.fromtimestamp(ne.end_ms / 1000, dt.UTC),
+        )
         expected_kwh = float((fleet.rated * 0.97).sum()) * 13 / 1000  # on 18:30 to 07:30
         kwh = float(ne.lamp_wh.sum()) / 1000
         flags = {

@@ -27,16 +27,20 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx2
 
 from alerts.crews import Crew, save_crew
+from alerts.queries import assets_ticketed_since, dead_lettered, newest_ticket_id, queue_notification
 from alerts.tickets import open_ticket
 from api.auth import add_user
 from bench.ingest import run_publishers
-from kernel.database import connect
+from inventory.queries import first_lamp_on_a_cabinet, lamps_listed
+from inventory.registry import district_codes
+from kernel.database import Connection, connect
 from lamplighter.config import Settings
 from lamplighter.runtime import Endpoints, bench_city, private_ports
 from lamplighter.services import PrivateServices
@@ -44,6 +48,8 @@ from lamplighter.simproc import lamplighter_process
 from protocol.topics import device_topic
 from simulator.poison import DB_CONSTRAINT, poison_messages
 from simulator.wire import RawPublisher
+from telemetry.schema import add_readings_check, drop_readings_check
+from telemetry.store import count_readings, empty_readings, quarantine_reasons
 
 __all__ = ["run_faults_bench"]
 
@@ -107,31 +113,38 @@ class _Gateway:
         self.proc = None
 
 
-def _count(url: str, sql: str) -> int:
+def _count(url: str, how: Callable[[Connection], int]) -> int:
     with connect(url) as conn:
-        row = conn.execute(sql).fetchone()
-    return int(row[0]) if row else 0
+        return how(conn)
 
 
-def _wait(url: str, sql: str, n: int, timeout_s: float, gw: _Gateway) -> int:
+def _stored(min_seq: int | None = None, below_seq: int | None = None) -> Callable[[Connection], int]:
+    """Counting the stored readings (of a range of seq, when given)."""
+    return lambda conn: count_readings(conn, min_seq=min_seq, below_seq=below_seq)[0]
+
+
+def _distinct(min_seq: int | None = None, below_seq: int | None = None) -> Callable[[Connection], int]:
+    """Counting the distinct readings stored (of a range of seq, when given)."""
+    return lambda conn: count_readings(conn, min_seq=min_seq, below_seq=below_seq)[1]
+
+
+def _wait(url: str, how: Callable[[Connection], int], n: int, timeout_s: float, gw: _Gateway) -> int:
     deadline = time.monotonic() + timeout_s
-    got = _count(url, sql)
+    got = _count(url, how)
     while got < n and time.monotonic() < deadline:
         gw.check()
         time.sleep(0.2)
-        got = _count(url, sql)
+        got = _count(url, how)
     return got
 
 
 def _poison_phase(url: str, ep: Endpoints, gw: _Gateway, good_n: int) -> dict[str, Any]:
     with connect(url, autocommit=True) as conn:
-        cabinet, cab_lamp = conn.execute(
-            "SELECT c.id, l.id FROM cabinets c JOIN lamps l ON l.cabinet_id = c.id ORDER BY l.no LIMIT 1"
-        ).fetchone() or ("", "")
-        lamps = conn.execute("SELECT id, district FROM lamps ORDER BY no LIMIT %s", (good_n,)).fetchall()
-        conn.execute(f"ALTER TABLE lamp_readings ADD CONSTRAINT {DB_CONSTRAINT} CHECK (power_w < 4000)")
-        row = conn.execute("SELECT code FROM districts WHERE code <> %s LIMIT 1", (lamps[0][1],)).fetchone()
-    other = str(row[0]) if row else lamps[0][1]
+        cabinet, cab_lamp = first_lamp_on_a_cabinet(conn) or ("", "")
+        lamps = [(i, d) for i, d, _ in lamps_listed(conn, good_n)]
+        add_readings_check(conn, DB_CONSTRAINT, "power_w < 4000")
+        others = [d for d in district_codes(conn) if d != lamps[0][1]]
+    other = others[0] if others else lamps[0][1]
     now = int(time.time() * 1000)
     poison = poison_messages(now, lamps[0][0], lamps[0][1], cabinet, cab_lamp, other)
     pub = RawPublisher(ep.as_("lamplighter-headend"), "bench-faults-poison")
@@ -147,13 +160,13 @@ def _poison_phase(url: str, ep: Endpoints, gw: _Gateway, good_n: int) -> dict[st
     pub.publish_batch(good)
     pub.close()
     t0 = time.monotonic()
-    stored = _wait(url, "SELECT count(*) FROM lamp_readings WHERE seq >= 1000", len(good), 30, gw)
+    stored = _wait(url, _stored(min_seq=1000), len(good), 30, gw)
     stored_in = time.monotonic() - t0
     time.sleep(1.0)
     with connect(url, autocommit=True) as conn:
-        got = Counter(r[0] for r in conn.execute("SELECT reason FROM quarantine"))
-        conn.execute(f"ALTER TABLE lamp_readings DROP CONSTRAINT {DB_CONSTRAINT}")
-        conn.execute("TRUNCATE lamp_readings, cabinet_readings, quarantine")
+        got = Counter(quarantine_reasons(conn))
+        drop_readings_check(conn, DB_CONSTRAINT)
+        empty_readings(conn)
     want = Counter(reason for reason, _, _ in poison)
     return {
         "poison_classes": len(poison),
@@ -167,7 +180,7 @@ def _poison_phase(url: str, ep: Endpoints, gw: _Gateway, good_n: int) -> dict[st
 
 def _sigkill_phase(url: str, ep: Endpoints, gw: _Gateway, messages: int, kills: int) -> dict[str, Any]:
     with connect(url) as conn:
-        ids = [(r[0], r[1], r[2]) for r in conn.execute("SELECT id, district, rated_w FROM lamps ORDER BY no")]
+        ids = lamps_listed(conn)
     result: dict[str, Any] = {}
 
     def publish() -> None:
@@ -180,7 +193,7 @@ def _sigkill_phase(url: str, ep: Endpoints, gw: _Gateway, messages: int, kills: 
     sender.start()
     done = 0
     for mark in marks:
-        while _count(url, "SELECT count(*) FROM lamp_readings") < mark and sender.is_alive():
+        while _count(url, _stored()) < mark and sender.is_alive():
             gw.check()
             time.sleep(0.05)
         gw.kill()
@@ -189,10 +202,9 @@ def _sigkill_phase(url: str, ep: Endpoints, gw: _Gateway, messages: int, kills: 
         gw.start()
     sender.join()
     published = int(result.get("published", 0))
-    _wait(url, "SELECT count(*) FROM lamp_readings", published, 300, gw)
+    _wait(url, _stored(), published, 300, gw)
     time.sleep(1.0)
-    rows = _count(url, "SELECT count(*) FROM lamp_readings")
-    distinct = _count(url, "SELECT count(DISTINCT (lamp_no, ts, seq)) FROM lamp_readings")
+    rows, distinct = _count(url, _stored()), _count(url, _distinct())
     return {
         "sigkill_runs": done,
         "sigkill_published": published,
@@ -203,8 +215,8 @@ def _sigkill_phase(url: str, ep: Endpoints, gw: _Gateway, messages: int, kills: 
 
 def _broker_phase(url: str, ep: Endpoints, gw: _Gateway, settings: Settings, n: int) -> dict[str, Any]:
     with connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE lamp_readings")
-        ids = [(r[0], r[1]) for r in conn.execute("SELECT id, district FROM lamps ORDER BY no LIMIT 1000")]
+        empty_readings(conn)
+        ids = [(i, d) for i, d, _ in lamps_listed(conn, 1000)]
     gw.stop()
     now = int(time.time() * 1000)
     msgs = [
@@ -222,10 +234,10 @@ def _broker_phase(url: str, ep: Endpoints, gw: _Gateway, settings: Settings, n: 
     pg_port, mqtt_port = private_ports(settings, "bench")
     PrivateServices(Path(settings.run_dir) / "bench", pg_port=pg_port, mqtt_port=mqtt_port).restart_mosquitto()
     gw.start()
-    mine = "FROM lamp_readings WHERE seq >= 5000000"  # late redeliveries of the SIGKILL stream may land too
-    stored = _wait(url, f"SELECT count(*) {mine}", n, 60, gw)
+    # Only this phase's readings: late redeliveries of the SIGKILL stream may land too.
+    stored = _wait(url, _stored(min_seq=5_000_000), n, 60, gw)
     time.sleep(1.0)
-    distinct = _count(url, f"SELECT count(DISTINCT (lamp_no, ts, seq)) {mine}")
+    distinct = _count(url, _distinct(min_seq=5_000_000))
     return {"broker_restart_published": n, "broker_restart_lost": n - distinct, "broker_restart_stored": stored}
 
 
@@ -274,11 +286,9 @@ async def _viewers(base: str, tokens: list[str], streams: int) -> dict[str, Any]
 def _issue28_phase(url: str, ep: Endpoints, gw: _Gateway, base: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE lamp_readings, cabinet_readings, quarantine")
-        singles = conn.execute(
-            "SELECT id, district FROM lamps WHERE controller = 'single' ORDER BY no LIMIT 150"
-        ).fetchall()
-        tickets_before = _count(url, "SELECT coalesce(max(id), 0) FROM tickets")
+        empty_readings(conn)
+        singles = [(i, d) for i, d, _ in lamps_listed(conn, 150, single=True)]
+        tickets_before = newest_ticket_id(conn)
     pub = RawPublisher(ep.as_("lamplighter-headend"), "bench-faults-28")
     now = int(time.time() * 1000)
 
@@ -301,17 +311,12 @@ def _issue28_phase(url: str, ep: Endpoints, gw: _Gateway, base: str) -> dict[str
             (topic, report(first + k * 300_000, 20 + k, ["lamp_failure"] if k in (2, 3) else [])) for k in range(6)
         ]
     pub.publish_batch(msgs)
-    _wait(url, "SELECT count(*) FROM lamp_readings", len(msgs), 60, gw)
+    _wait(url, _stored(), len(msgs), 60, gw)
     time.sleep(3.0)  # the rules judge each batch once it is committed
 
     def ticketed(lamps: list[Any], fault: str) -> int:
         with connect(url) as conn:
-            return int(
-                conn.execute(
-                    "SELECT count(DISTINCT asset_id) FROM tickets WHERE id > %s AND fault = %s AND asset_id = ANY(%s)",
-                    (tickets_before, fault, [lp for lp, _ in lamps]),
-                ).fetchone()[0]  # type: ignore[index]
-            )
+            return assets_ticketed_since(conn, tickets_before, fault, [lp for lp, _ in lamps])
 
     out["p1_cleared_sent"] = len(cleared)
     out["p1_missed"] = len(cleared) - ticketed(cleared, "leakage_current")
@@ -320,8 +325,8 @@ def _issue28_phase(url: str, ep: Endpoints, gw: _Gateway, base: str) -> dict[str
 
     # The database read-only for 15 s while 20 lamps send 200 reports.
     with connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE lamp_readings, quarantine")
-        name = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        empty_readings(conn)
+        name = conn.info.dbname
     stream = singles[100:120]
     assert ep.admin_url is not None  # the bench's own PostgreSQL
     with connect(ep.admin_url, autocommit=True) as admin:
@@ -336,13 +341,13 @@ def _issue28_phase(url: str, ep: Endpoints, gw: _Gateway, base: str) -> dict[str
     with connect(ep.admin_url, autocommit=True) as admin:
         admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-    mine = "FROM lamp_readings WHERE seq >= 9000000 AND seq < 9000200"  # late redeliveries of earlier phases too
-    _wait(url, f"SELECT count(*) {mine}", 200, 60, gw)
+    mine = {"min_seq": 9_000_000, "below_seq": 9_000_200}  # late redeliveries of earlier phases land too
+    _wait(url, _stored(**mine), 200, 60, gw)
     time.sleep(1.0)
     out["readonly_sent"] = 200
-    out["readonly_lost"] = 200 - _count(url, f"SELECT count(DISTINCT (lamp_no, ts, seq)) {mine}")
-    out["readonly_duplicated"] = _count(url, f"SELECT count(*) {mine}") - 200 + out["readonly_lost"]
-    out["readonly_quarantined"] = _count(url, "SELECT count(*) FROM quarantine")
+    out["readonly_lost"] = 200 - _count(url, _distinct(**mine))
+    out["readonly_duplicated"] = _count(url, _stored(**mine)) - 200 + out["readonly_lost"]
+    out["readonly_quarantined"] = _count(url, lambda conn: sum(quarantine_reasons(conn).values()))
     pub.close()
 
     # A notification larger than the broker takes, to a crew on MQTT.
@@ -355,15 +360,13 @@ def _issue28_phase(url: str, ep: Endpoints, gw: _Gateway, base: str) -> dict[str
             conn, priority="P3", fault="lamp_failure", asset_type="lamp", asset_id=lamp, district=d,
             source="device", first_seen=at, now=at,
         ).ticket_id  # fmt: skip
-        event = conn.execute("SELECT min(id) FROM ticket_events WHERE ticket_id = %s", (tid,)).fetchone()
         # A notification built to be larger than the broker takes (notes are limited; a bug or a future field
         # need not be), queued for the crew's MQTT channel as the ticket service queues one.
-        conn.execute(
-            "INSERT INTO outbox (ticket_id, event_id, channel, crew_id, idempotency_key, payload) "
-            "VALUES (%s, %s, 'mqtt', 'bench-big', %s, jsonb_build_object('padding', repeat('x', 2 * 1048576)))",
-            (tid, event[0] if event else None, f"bench-oversized-{tid}"),
-        )
-    dead = f"SELECT count(*) FROM outbox WHERE idempotency_key = 'bench-oversized-{tid}' AND dead_at IS NOT NULL"
+        key = queue_notification(conn, tid, "bench-big", "mqtt", {"padding": "x" * 2 * 1048576})
+
+    def dead(conn: Connection) -> int:
+        return int(dead_lettered(conn, key))
+
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not _count(url, dead):
         time.sleep(0.5)

@@ -26,11 +26,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fieldnet.broker import Broker
+from gateway.heartbeat import districts_held
+from inventory.queries import lamps_listed
+from inventory.registry import district_codes
 from kernel.database import connect
 from lamplighter.config import Settings
 from lamplighter.runtime import bench_city
 from protocol.topics import device_topic
 from simulator.wire import RawPublisher, encode_varint
+from telemetry.store import count_readings
 
 __all__ = ["run_ingest_bench", "run_publishers"]
 
@@ -213,16 +217,10 @@ def _wait_balanced(database_url: str, n: int, timeout_s: float = 120.0) -> list[
     """Until the `n` gateways hold every district between them, each its fair share; returns their districts."""
     deadline = time.monotonic() + timeout_s
     with connect(database_url, autocommit=True) as conn:
-        every = {r[0] for r in conn.execute("SELECT code FROM districts")}
+        every = set(district_codes(conn))
         share = -(-len(every) // n)
         while True:
-            held = [
-                list(r[0])
-                for r in conn.execute(
-                    "SELECT districts FROM ingest_heartbeat WHERE gateway LIKE 'bench-gateway-%%' "
-                    "AND stopped_at IS NULL AND updated_at > now() - interval '10 seconds' ORDER BY gateway"
-                )
-            ]
+            held = districts_held(conn, "bench-gateway-")
             union = {d for h in held for d in h}
             if len(held) == n and union == every and all(len(h) <= share for h in held):
                 return held
@@ -354,7 +352,7 @@ def run_ingest_bench(
     # Always private services: the bench recreates its database.
     with bench_city(settings, lamps) as ep:
         with connect(ep.database_url) as conn:
-            ids = [(r[0], r[1], r[2]) for r in conn.execute("SELECT id, district, rated_w FROM lamps ORDER BY no")]
+            ids = lamps_listed(conn)
         print(
             f"bench ingest: {messages:,} lamp messages over {lamps:,} lamps, {publishers} publisher processes, "
             f"{gateways} gateway process{'es' if gateways > 1 else ''}, {runs} interleaved runs",
@@ -393,8 +391,7 @@ def run_ingest_bench(
         finally:
             _stop_gateways(gws)
         with connect(ep.database_url) as conn:
-            row = conn.execute("SELECT count(*), count(DISTINCT (lamp_no, ts, seq)) FROM lamp_readings").fetchone()
-        rows, distinct = (int(row[0]), int(row[1])) if row else (0, 0)
+            rows, distinct = count_readings(conn)
         ratios = [c / r for c, r in zip(committed, relays, strict=True) if r]
         result = {
             "published": published_total,

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from api.auth import add_user
+from inventory.queries import counts
 from kernel.database import connect
 from lamplighter.config import Settings
 from lamplighter.runtime import bench_city
@@ -57,7 +58,7 @@ def run_map_bench(settings: Settings, *, lamps: int, pages: int = 3) -> int:
         seeded_s = time.perf_counter() - t0
         with connect(ep.database_url, autocommit=True) as conn:
             add_user(conn, "bench-map", "viewer", password=_PASSWORD, lang="en", replace=True)
-            roads = int(conn.execute("SELECT count(*) FROM roads").fetchone()[0])  # type: ignore[index]
+            roads = counts(conn)["roads"]
         env = {**os.environ, **ep.env(), "LAMPLIGHTER_API_PORT": str(_API_PORT)}
         base = f"http://127.0.0.1:{_API_PORT}"
         print(f"bench map: {lamps:,} lamps, {roads:,} roads (generated and loaded in {seeded_s:.0f} s)", flush=True)

@@ -27,10 +27,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from inventory.queries import lamp_ratings
 from kernel.database import Connection, connect
 from lamplighter.config import Settings
 from lamplighter.runtime import bench_city
 from telemetry.history import CompactionReport, compact, read_lamp
+from telemetry.schema import has_timescaledb
+from telemetry.store import copy_lamp_readings
 
 __all__ = ["run_storage_bench"]
 
@@ -95,7 +98,7 @@ class _Fleet:
     """The city's lamps and the simulator-like values they report."""
 
     def __init__(self, conn: Connection, seed: int = 5) -> None:
-        rows = conn.execute("SELECT no, rated_w, report_interval_s FROM lamps ORDER BY no").fetchall()
+        rows = lamp_ratings(conn)
         self.no = np.array([r[0] for r in rows], dtype=np.int64)
         self.rated = np.array([r[1] for r in rows], dtype=np.float64)
         self.interval_ms = np.array([r[2] for r in rows], dtype=np.int64) * 1000
@@ -159,15 +162,13 @@ class _Fleet:
 
 
 def write_day(conn: Connection, fleet: _Fleet, day: dt.date) -> int:
-    """A day of the fleet's readings into `lamp_readings` by binary COPY, an hour at a time; how many."""
+    """A day of the fleet's readings into the time series by binary COPY, an hour at a time; how many."""
     written = 0
     for normal, faulty in fleet.day(day):
-        with conn.cursor() as cur:
-            for cols, odd in ((normal, False), (faulty, True)):
-                if len(cols["ts"]):
-                    with cur.copy("COPY lamp_readings FROM STDIN (FORMAT binary)") as cp:
-                        cp.write(_encode(cols, odd))
-                    written += len(cols["ts"])
+        for cols, odd in ((normal, False), (faulty, True)):
+            if len(cols["ts"]):
+                copy_lamp_readings(conn, _encode(cols, odd))
+                written += len(cols["ts"])
     return written
 
 
@@ -213,7 +214,7 @@ def run_storage_bench(settings: Settings, *, lamps: int, days: int) -> int:
     today = dt.datetime.now(dt.UTC).date()
     span = [today - dt.timedelta(days=days - i) for i in range(days)]
     with bench_city(settings, lamps) as ep, connect(ep.database_url, autocommit=True) as conn:
-        timescale = conn.execute("SELECT timescaledb FROM telemetry_settings").fetchone() == (True,)
+        timescale = has_timescaledb(conn)
         if timescale:
             print("storage: TimescaleDB hypertables (its compression measured as the compact form)", flush=True)
         fleet = _Fleet(conn)

@@ -10,7 +10,15 @@ from psycopg.rows import dict_row
 from commands.model import CHANNEL, STATES, CommandError
 from kernel.database import empty_tables
 
-__all__ = ["campaign_lamps", "campaigns", "cancel", "commands_for_asset", "forget_inventory", "progress"]
+__all__ = [
+    "campaign_lamps",
+    "campaigns",
+    "cancel",
+    "commands_for_asset",
+    "forget_inventory",
+    "lamp_states",
+    "progress",
+]
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -113,6 +121,14 @@ def commands_for_asset(
                FROM commands WHERE target->>'cabinet' = %s ORDER BY created_at DESC LIMIT %s""",
             (asset_id, limit),
         ).fetchall()
+
+
+def lamp_states(conn: psycopg.Connection, command_id: str) -> dict[str, int]:
+    """How many of a campaign's lamps are in each state (queued, sent, acked, …), from a worker thread or a tool."""
+    rows = conn.execute(
+        "SELECT state, count(*) FROM command_lamps WHERE command_id = %s GROUP BY state", (command_id,)
+    ).fetchall()
+    return {str(s): int(n) for s, n in rows}
 
 
 def forget_inventory(conn: psycopg.Connection) -> dict[str, int]:

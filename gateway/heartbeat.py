@@ -20,7 +20,15 @@ from psycopg.rows import tuple_row
 from kernel.database import Database
 from kernel.supervise import supervise
 
-__all__ = ["HEARTBEAT_S", "Heartbeat", "PeerWatermarks", "beat_forever", "ingest_health", "recent_beats"]
+__all__ = [
+    "HEARTBEAT_S",
+    "Heartbeat",
+    "PeerWatermarks",
+    "beat_forever",
+    "districts_held",
+    "ingest_health",
+    "recent_beats",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +158,17 @@ _BEATS = """SELECT gateway, host, pid, extract(epoch FROM now() - updated_at)::f
 # A gateway writes its heartbeat every HEARTBEAT_S; three missed in a row and it counts as gone.
 _SILENT_S = 3 * HEARTBEAT_S + 1
 _FORGET_S = 3600.0  # a gateway silent this long is history (listed for a day), no longer a problem
+
+
+def districts_held(conn: psycopg.Connection, prefix: str = "", fresh_s: float = 10.0) -> list[list[str]]:
+    """The districts each running gateway (whose id starts with `prefix`) holds, by gateway id: those that beat
+    within `fresh_s` and have not stopped."""
+    rows = conn.execute(
+        "SELECT districts FROM ingest_heartbeat WHERE gateway LIKE %s AND stopped_at IS NULL "
+        "AND updated_at > now() - make_interval(secs => %s) ORDER BY gateway",
+        (prefix.replace("%", r"\%").replace("_", r"\_") + "%", fresh_s),
+    ).fetchall()
+    return [list(r[0]) for r in rows]
 
 
 async def recent_beats(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:

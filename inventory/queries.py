@@ -30,11 +30,15 @@ __all__ = [
     "district_names",
     "district_of_lamp",
     "districts_named",
+    "first_lamp_on_a_cabinet",
     "geometry",
     "has_device",
     "known_districts",
+    "lamp_ratings",
+    "lamps_listed",
     "lamps_page",
     "seeded_lamps",
+    "set_report_interval",
 ]
 
 # A lamp as the API shows it: its inventory row with its road's names and class.
@@ -248,13 +252,13 @@ def circuit_groups(
 
 
 def counts(conn: psycopg.Connection) -> dict[str, int]:
-    """How many lamps, cabinets and cabinet circuits with lamps the inventory has."""
+    """How many lamps, cabinets, cabinet circuits with lamps and roads the inventory has."""
     row = conn.execute(
         "SELECT (SELECT count(*) FROM lamps), (SELECT count(*) FROM cabinets), "
-        "(SELECT count(*) FROM (SELECT DISTINCT cabinet_id, circuit FROM lamps) g)"
+        "(SELECT count(*) FROM (SELECT DISTINCT cabinet_id, circuit FROM lamps) g), (SELECT count(*) FROM roads)"
     ).fetchone()
-    lamps, cabinets, circuits = (int(v) for v in row) if row else (0, 0, 0)
-    return {"lamps": lamps, "cabinets": cabinets, "circuits": circuits}
+    lamps, cabinets, circuits, roads = (int(v) for v in row) if row else (0, 0, 0, 0)
+    return {"lamps": lamps, "cabinets": cabinets, "circuits": circuits, "roads": roads}
 
 
 def controllers(
@@ -302,3 +306,30 @@ def devices_in_service(conn: psycopg.Connection) -> tuple[list[tuple[Any, ...]],
         "FROM lamps WHERE in_service ORDER BY no"
     ).fetchall()
     return cabinets, lamps
+
+
+def lamps_listed(
+    conn: psycopg.Connection, limit: int | None = None, *, single: bool = False
+) -> list[tuple[str, str, float]]:
+    """(id, district, rated W) of the first `limit` lamps (all: None) in lamp order; `single`: only those with a
+    controller of their own."""
+    where = " WHERE controller = 'single'" if single else ""
+    rows = conn.execute(f"SELECT id, district, rated_w FROM lamps{where} ORDER BY no LIMIT %s", (limit,))
+    return [(str(i), str(d), float(w)) for i, d, w in rows]
+
+
+def lamp_ratings(conn: psycopg.Connection) -> list[tuple[int, float, int]]:
+    """(number, rated W, reporting interval s) of every lamp, in lamp order."""
+    rows = conn.execute("SELECT no, rated_w, report_interval_s FROM lamps ORDER BY no")
+    return [(int(n), float(w), int(s)) for n, w, s in rows]
+
+
+def set_report_interval(conn: psycopg.Connection, seconds: int) -> None:
+    """Every lamp's reporting interval set to `seconds` (as a commissioning change would)."""
+    conn.execute("UPDATE lamps SET report_interval_s = %s", (seconds,))
+
+
+def first_lamp_on_a_cabinet(conn: psycopg.Connection) -> tuple[str, str] | None:
+    """(cabinet id, lamp id) of the first lamp in lamp order (every lamp hangs on a cabinet)."""
+    row = conn.execute("SELECT cabinet_id, id FROM lamps ORDER BY no LIMIT 1").fetchone()
+    return (str(row[0]), str(row[1])) if row else None

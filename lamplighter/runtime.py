@@ -206,7 +206,11 @@ def bench_city(settings: Settings, lamps: int) -> Iterator[Endpoints]:
 
     # A fresh broker state as well as a fresh database: sessions an earlier run left queued must not land here.
     (Path(settings.run_dir) / "bench" / "mosquitto" / "mosquitto.db").unlink(missing_ok=True)
-    with private_services(Settings(run_dir=settings.run_dir), "bench") as ep:
+    # Always the private services (whatever database or broker the settings name), on the settings' private ports.
+    private = Settings(
+        run_dir=settings.run_dir, private_pg_port=settings.private_pg_port, private_mqtt_port=settings.private_mqtt_port
+    )
+    with private_services(private, "bench") as ep:
         assert ep.admin_url is not None
         with connect(ep.admin_url, autocommit=True) as conn:
             conn.execute("DROP DATABASE IF EXISTS lamplighter WITH (FORCE)")

@@ -21,7 +21,9 @@ from kernel.migrations import SchemaError
 
 __all__ = [
     "TELEMETRY_TABLES",
+    "add_readings_check",
     "align_policies",
+    "drop_readings_check",
     "enable_timescaledb",
     "grant_application",
     "has_timescaledb",
@@ -229,3 +231,17 @@ def maintain_partitions(conn: psycopg.Connection, *, today: date | None = None, 
     if created or dropped:
         logger.info("telemetry partitions: %d created, %d dropped (today %s)", created, dropped, today)
     return created, dropped
+
+
+def add_readings_check(conn: psycopg.Connection, name: str, condition: str) -> None:
+    """A check of a DBA's own on the lamp readings (as the schema's owner), e.g. "power_w < 4000": rows it refuses
+    are quarantined one by one while the rest of their batch is stored (the faults benchmark adds one)."""
+    conn.execute(
+        sql.SQL("ALTER TABLE lamp_readings ADD CONSTRAINT {} CHECK ({})").format(
+            sql.Identifier(name), sql.SQL(condition)
+        )
+    )
+
+
+def drop_readings_check(conn: psycopg.Connection, name: str) -> None:
+    conn.execute(sql.SQL("ALTER TABLE lamp_readings DROP CONSTRAINT {}").format(sql.Identifier(name)))

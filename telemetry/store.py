@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from kernel.database import Database
+from kernel.database import Database, empty_tables
 from telemetry.models import Batch
 
 __all__ = [
@@ -28,13 +28,17 @@ __all__ = [
     "cabinet_contactors",
     "cabinet_states",
     "cabinets_latest",
+    "copy_lamp_readings",
+    "count_readings",
     "device_status",
     "device_statuses",
+    "empty_readings",
     "lamp_latest_state",
     "lamps_latest",
     "last_received_ms",
     "newest_report",
     "prune_quarantine",
+    "quarantine_reasons",
 ]
 
 logger = logging.getLogger(__name__)
@@ -382,3 +386,42 @@ def device_statuses(conn: psycopg.Connection) -> list[tuple[str, str, bool]]:
         (str(k), str(d), bool(o))
         for k, d, o in conn.execute("SELECT device_type, device_id, online FROM device_status")
     ]
+
+
+def count_readings(
+    conn: psycopg.Connection,
+    *,
+    lo: datetime | None = None,
+    hi: datetime | None = None,
+    min_seq: int | None = None,
+    below_seq: int | None = None,
+) -> tuple[int, int]:
+    """(stored lamp readings, distinct (lamp, ts, seq) among them) in [lo, hi) and with min_seq <= seq < below_seq,
+    each bound only when given: how a benchmark checks that nothing was lost or stored twice."""
+    where, args = [], []
+    for cond, value in (("ts >= %s", lo), ("ts < %s", hi), ("seq >= %s", min_seq), ("seq < %s", below_seq)):
+        if value is not None:
+            where.append(cond)
+            args.append(value)
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    row = conn.execute(
+        f"SELECT count(*), count(DISTINCT (lamp_no, ts, seq)) FROM lamp_readings{clause}", args
+    ).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def quarantine_reasons(conn: psycopg.Connection) -> dict[str, int]:
+    """How many quarantined messages there are, by reason."""
+    return {str(r): int(n) for r, n in conn.execute("SELECT reason, count(*) FROM quarantine GROUP BY reason")}
+
+
+def copy_lamp_readings(conn: psycopg.Connection, binary: bytes) -> None:
+    """Readings already in PostgreSQL's binary COPY form, every column of `lamp_readings` in its order, straight
+    into the time series (no latest state, no rules): how a benchmark lays down months of history in minutes."""
+    with conn.cursor() as cur, cur.copy("COPY lamp_readings FROM STDIN (FORMAT binary)") as cp:
+        cp.write(binary)
+
+
+def empty_readings(conn: psycopg.Connection) -> None:
+    """Every raw reading and quarantined message gone (between a benchmark's phases; the latest state stays)."""
+    empty_tables(conn, ("lamp_readings", "cabinet_readings", "quarantine"))
