@@ -289,7 +289,7 @@ def test_docs_and_metrics_need_a_login_and_docs_can_be_turned_off(endpoints: End
     from prometheus_client import CollectorRegistry
 
     from api.app import create_app
-    from tests.auth import make_user
+    from tests.support.auth import make_user
 
     api = endpoints.as_("lamplighter-api")
     app = create_app(database_url=endpoints.database_url, broker=api, metrics=CollectorRegistry())

@@ -21,6 +21,7 @@ from inventory.registry import load_registry
 from kernel.database import Database
 from lamplighter.runtime import Endpoints
 from telemetry.history import compact_cabinet_day
+from telemetry.schema import has_timescaledb
 from telemetry.store import TelemetryStore
 from tests.support import TESTS
 from tests.support.factories import load_generated
@@ -183,6 +184,8 @@ def test_a_cabinets_meter_is_read_from_the_compact_history_too(client: TestClien
     """Once the day is packed into the compact history its raw readings are gone: the entity's meter reading
     comes from the packed day."""
     with psycopg.connect(client.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+        if has_timescaledb(conn):
+            pytest.skip("TimescaleDB compresses the history itself: there is no compact cabinet day to read")
         packed, _ = compact_cabinet_day(conn, client.day)  # type: ignore[attr-defined]
         assert packed == 1
         assert conn.execute("SELECT count(*) FROM cabinet_readings").fetchone() == (0,)
