@@ -28,7 +28,7 @@ from lamplighter.services import APP_ROLE, OWNER_ROLE
 from simulator.commands import FAULTS_TOPIC
 from simulator.wire import PublishError, RawPublisher
 from telemetry.schema import has_timescaledb, maintain_partitions, role_problems
-from tests.support.factories import load_generated
+from tests.support.factories import GatewayFactory, load_generated
 from tests.support.gateway import count, gateway, lamp_ids, publish_readings, seed, wait_for
 from tests.support.remote import call, remote_city, until
 from tests.support.services import Services, free_port, over_tls, provision
@@ -149,7 +149,9 @@ async def test_a_one_shot_publish_is_delivered_or_says_why_not(
 
 
 @pytest.mark.asyncio
-async def test_a_device_may_publish_only_on_its_own_topics(endpoints: Endpoints, client_id: str) -> None:
+async def test_a_device_may_publish_only_on_its_own_topics(
+    endpoints: Endpoints, client_id: str, start_gateway: GatewayFactory
+) -> None:
     url = _provisioned_city(endpoints)
     (a, district), (b, _) = _singles(url, 2)
     now = Clock().now_ms()
@@ -158,7 +160,7 @@ async def test_a_device_may_publish_only_on_its_own_topics(endpoints: Endpoints,
         return json.dumps({"ts": now + seq, "seq": seq, "on": True, "dim": 100, "faults": []}).encode()
 
     readings = "SELECT count(*) FROM lamp_readings r JOIN lamps l ON l.no = r.lamp_no WHERE l.id = %s"
-    async with gateway(endpoints, client_id):
+    async with start_gateway():
         device, _ = V5.connect(_device(endpoints, district, a), client_id + "-a")
         assert device is not None
         try:

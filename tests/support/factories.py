@@ -21,7 +21,7 @@ from seeds.generator import generate
 from simulator.fleet import FleetSpec
 from tests.support.auth import sign_in
 
-__all__ = ["SeededCity", "api_as", "load_generated", "no_errors", "seed_city", "start_gateway"]
+__all__ = ["GatewayFactory", "SeededCity", "api_as", "load_generated", "no_errors", "seed_city", "start_gateway"]
 
 
 @functools.lru_cache(maxsize=16)
@@ -90,10 +90,11 @@ def api_as(endpoints: Endpoints) -> Iterator[Callable[..., TestClient]]:
         yield make
 
 
+GatewayFactory = Callable[..., contextlib.AbstractAsyncContextManager[GatewayProcess]]
+
+
 @pytest.fixture
-def start_gateway(
-    endpoints: Endpoints, client_id: str
-) -> Callable[..., contextlib.AbstractAsyncContextManager[GatewayProcess]]:
+def start_gateway(endpoints: Endpoints, client_id: str) -> GatewayFactory:
     """`async with start_gateway(**GatewayProcess.start arguments) as gw`: the gateway in this process, subscribed."""
 
     @contextlib.asynccontextmanager

@@ -13,6 +13,7 @@ import pytest
 
 from lamplighter.runtime import Endpoints
 from simulator.wire import RawPublisher
+from tests.support.factories import GatewayFactory
 from tests.support.gateway import count, gateway, seed, wait_for
 
 pytestmark = pytest.mark.services
@@ -42,12 +43,14 @@ def _report(ts: int, seq: int, faults: list[str]) -> bytes:
 
 
 @pytest.mark.asyncio
-async def test_a_leak_cleared_50_ms_later_opens_one_p1(endpoints: Endpoints, client_id: str) -> None:
+async def test_a_leak_cleared_50_ms_later_opens_one_p1(
+    endpoints: Endpoints, client_id: str, start_gateway: GatewayFactory
+) -> None:
     url = endpoints.database_url
     seed(url, 50)
     lamp, district = _lamp(url)
     topic = f"sl/{district}/lamp/{lamp}/state"
-    async with gateway(endpoints, client_id):
+    async with start_gateway():
         pub = RawPublisher(endpoints.as_("lamplighter-headend"), client_id + "-dev")
         now = int(time.time() * 1000)
         pub.publish(topic, _report(now, 1, ["leakage_current"]))

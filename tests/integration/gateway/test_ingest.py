@@ -21,6 +21,7 @@ from seeds.generator import generate
 from simulator.fleet import Fleet
 from simulator.runner import Simulator
 from simulator.wire import RawPublisher
+from tests.support.factories import GatewayFactory
 from tests.support.gateway import GatewayChild, count, gateway, lamp_ids, publish_readings, seed, seeded_spec, wait_for
 from tests.support.services import PrivateBroker, Services, clear_statuses, provision
 
@@ -28,12 +29,14 @@ pytestmark = pytest.mark.services
 
 
 @pytest.mark.asyncio
-async def test_simulated_fleet_lands_exactly_once(endpoints: Endpoints, client_id: str, no_errors: None) -> None:
+async def test_simulated_fleet_lands_exactly_once(
+    endpoints: Endpoints, client_id: str, no_errors: None, start_gateway: GatewayFactory
+) -> None:
     spec = seeded_spec(endpoints.database_url, 2000)
     clock = Clock()
     # A 3 s reporting interval so every lamp reports several times in a few seconds.
     fleet = Fleet(spec, interval_s=3, failure_rate_per_day=200.0, start_ms=clock.now_ms())
-    async with gateway(endpoints, client_id) as gw:
+    async with start_gateway() as gw:
         sim = Simulator(
             fleet,
             broker=endpoints.as_("lamplighter-headend"),
@@ -75,12 +78,12 @@ async def test_simulated_fleet_lands_exactly_once(endpoints: Endpoints, client_i
 
 @pytest.mark.asyncio
 async def test_malformed_messages_are_quarantined_and_ingest_goes_on(
-    endpoints: Endpoints, client_id: str, no_errors: None
+    endpoints: Endpoints, client_id: str, no_errors: None, start_gateway: GatewayFactory
 ) -> None:
     seed(endpoints.database_url, 500)
     ids = lamp_ids(endpoints.database_url, 500)
     url = endpoints.database_url
-    async with gateway(endpoints, client_id):
+    async with start_gateway():
         good, bad = await asyncio.to_thread(publish_readings, endpoints, ids, 20_000, client_id + "-pub", bad_every=20)
         assert sum(bad.values()) == 1000
         await wait_for(
@@ -202,13 +205,15 @@ async def test_a_broker_restart_mid_stream_loses_nothing(endpoints: Endpoints, c
 
 
 @pytest.mark.asyncio
-async def test_last_will_marks_a_device_offline(endpoints: Endpoints, client_id: str, no_errors: None) -> None:
+async def test_last_will_marks_a_device_offline(
+    endpoints: Endpoints, client_id: str, no_errors: None, start_gateway: GatewayFactory
+) -> None:
     spec = seeded_spec(endpoints.database_url, 60)
     clock = Clock()
     fleet = Fleet(spec, interval_s=600, start_ms=clock.now_ms())
     url = endpoints.database_url
     provision(endpoints)  # every device its own account, as installed in the field
-    async with gateway(endpoints, client_id):
+    async with start_gateway():
         sim = Simulator(
             fleet,
             broker=endpoints.as_("lamplighter-headend"),
@@ -230,7 +235,7 @@ async def test_last_will_marks_a_device_offline(endpoints: Endpoints, client_id:
 
 @pytest.mark.asyncio
 async def test_a_last_will_wins_over_the_online_status_its_connection_sent(
-    endpoints: Endpoints, client_id: str, no_errors: None
+    endpoints: Endpoints, client_id: str, no_errors: None, start_gateway: GatewayFactory
 ) -> None:
     """docs/protocol.md: the will carries the connection's start, earlier than the `online: true` sent after it.
     Statuses follow the order they arrive in, so the device is offline; a will months old is still taken."""
@@ -243,7 +248,7 @@ async def test_a_last_will_wins_over_the_online_status_its_connection_sent(
     now = Clock().now_ms()
     pub = RawPublisher(endpoints.as_("lamplighter-headend"), client_id + "-will")
     try:
-        async with gateway(endpoints, client_id):
+        async with start_gateway():
             pub.publish(topic, json.dumps({"online": True, "ts": now}).encode())
             await wait_for(lambda: count(url, online) == 1, 10, "the device online")
             pub.publish(topic, json.dumps({"online": False, "ts": now - 60_000}).encode())
@@ -258,11 +263,11 @@ async def test_a_last_will_wins_over_the_online_status_its_connection_sent(
 
 @pytest.mark.asyncio
 async def test_devices_seeded_while_the_gateway_runs_are_accepted(
-    endpoints: Endpoints, client_id: str, no_errors: None
+    endpoints: Endpoints, client_id: str, no_errors: None, start_gateway: GatewayFactory
 ) -> None:
     url = endpoints.database_url
     seed(url, 300)
-    async with gateway(endpoints, client_id, inventory_check_s=0.2) as gw:
+    async with start_gateway(inventory_check_s=0.2) as gw:
         assert len(gw.gateway.registry.lamps) == 300
         with psycopg.connect(endpoints.schema_url, autocommit=True) as conn:  # a replace is the owner's work
             load_city(conn, generate(600, seed=7), replace=True)

@@ -18,7 +18,8 @@ from lamplighter.runtime import Endpoints
 from simulator.poison import poison_messages
 from simulator.wire import RawPublisher
 from tests.support.auth import sign_in
-from tests.support.gateway import GatewayChild, count, gateway, lamp_ids, seed, wait_for
+from tests.support.factories import GatewayFactory
+from tests.support.gateway import GatewayChild, count, lamp_ids, seed, wait_for
 from tests.support.services import Services
 
 pytestmark = pytest.mark.services
@@ -223,7 +224,9 @@ def test_a_read_only_database_holds_ingest_and_loses_nothing(
 
 
 @pytest.mark.asyncio
-async def test_a_concentrator_cannot_report_for_another_cabinets_lamp(endpoints: Endpoints, client_id: str) -> None:
+async def test_a_concentrator_cannot_report_for_another_cabinets_lamp(
+    endpoints: Endpoints, client_id: str, start_gateway: GatewayFactory
+) -> None:
     url = endpoints.database_url
     seed(url, 2000)
     with psycopg.connect(url) as conn:
@@ -243,7 +246,7 @@ async def test_a_concentrator_cannot_report_for_another_cabinets_lamp(endpoints:
 
     body = {"ts": now, "seq": 1, "door_open": False, "contactors": [True], "faults": []}
     body["lamps"] = [lamp(mine, []), lamp(theirs, ["leakage_current"])]
-    async with gateway(endpoints, client_id):
+    async with start_gateway():
         pub = RawPublisher(endpoints.as_("lamplighter-headend"), client_id + "-pub")
         pub.publish(f"sl/{district}/cabinet/{cabinet}/state", json.dumps(body).encode())
         pub.close()

@@ -11,13 +11,16 @@ import pytest
 
 from lamplighter.runtime import Endpoints
 from simulator.wire import RawPublisher
-from tests.support.gateway import count, gateway, seed, wait_for
+from tests.support.factories import GatewayFactory
+from tests.support.gateway import count, seed, wait_for
 
 pytestmark = pytest.mark.services
 
 
 @pytest.mark.asyncio
-async def test_a_corrected_device_clock_opens_the_next_faults_ticket(endpoints: Endpoints, client_id: str) -> None:
+async def test_a_corrected_device_clock_opens_the_next_faults_ticket(
+    endpoints: Endpoints, client_id: str, start_gateway: GatewayFactory
+) -> None:
     url = endpoints.database_url
     seed(url, 50)
     with psycopg.connect(url) as conn:
@@ -25,7 +28,7 @@ async def test_a_corrected_device_clock_opens_the_next_faults_ticket(endpoints: 
     assert row is not None
     lamp, district, no = row
     topic = f"sl/{district}/lamp/{lamp}/state"
-    async with gateway(endpoints, client_id) as gw:
+    async with start_gateway() as gw:
         now = int(time.time() * 1000)
         ahead = {"ts": now + 180_000, "seq": 10, "on": False, "dim": 0, "faults": []}  # three minutes fast
         pub = RawPublisher(endpoints.as_("lamplighter-headend"), client_id + "-dev")
