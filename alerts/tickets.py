@@ -21,7 +21,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from alerts.errors import AlertsError
-from inventory.queries import asset_position, district_names
+from inventory.queries import asset_place
 
 __all__ = [
     "ACTIONS",
@@ -128,10 +128,9 @@ def ticket_json(conn: psycopg.Connection, ticket_id: int, now: dt.datetime | Non
             r["lamp_id"]
             for r in cur.execute("SELECT lamp_id FROM ticket_lamps WHERE ticket_id = %s ORDER BY lamp_id", (ticket_id,))
         ]
-    names = district_names(conn, t["district"])
-    t["district_zh"], t["district_en"] = names if names else (None, None)
+    t["district_zh"], t["district_en"], location = asset_place(conn, t["asset_id"], t["district"])
     t["lamps"] = lamps
-    t["location"] = asset_position(conn, t["asset_id"])
+    t["location"] = location
     t["overdue"] = _overdue(t, now or dt.datetime.now(dt.UTC))
     return t
 

@@ -12,6 +12,7 @@ import psycopg
 from psycopg.rows import dict_row, tuple_row
 
 __all__ = [
+    "LAMPS_OF_DISTRICTS",
     "LAMP_COLUMNS",
     "acabinet",
     "acabinet_nos",
@@ -21,13 +22,12 @@ __all__ = [
     "alamp_count",
     "alamp_no",
     "alamps",
-    "asset_position",
+    "asset_place",
     "cabinets_page",
     "circuit_groups",
     "controllers",
     "counts",
     "devices_in_service",
-    "district_names",
     "district_of_lamp",
     "districts_named",
     "first_lamp_on_a_cabinet",
@@ -72,19 +72,26 @@ def seeded_lamps(conn: psycopg.Connection) -> int | None:
     return int(row[0]) if row else None
 
 
-def asset_position(conn: psycopg.Connection, asset_id: str) -> dict[str, float] | None:
-    """{"lat", "lon"} of a lamp or a cabinet by its id (None: neither)."""
+def asset_place(
+    conn: psycopg.Connection, asset_id: str, district: str
+) -> tuple[str | None, str | None, dict[str, float] | None]:
+    """Where an asset is, in one round trip: its district's Chinese and English names, and {"lat", "lon"} of the
+    lamp or cabinet with that id (None for what the inventory does not have)."""
     row = conn.execute(
-        "SELECT lat, lon FROM lamps WHERE id = %s UNION ALL SELECT lat, lon FROM cabinets WHERE id = %s LIMIT 1",
-        (asset_id, asset_id),
+        """SELECT d.name_zh, d.name_en, p.lat, p.lon
+           FROM (SELECT 1) one
+           LEFT JOIN districts d ON d.code = %s
+           LEFT JOIN LATERAL (SELECT lat, lon FROM lamps WHERE id = %s
+                              UNION ALL SELECT lat, lon FROM cabinets WHERE id = %s LIMIT 1) p ON true""",
+        (district, asset_id, asset_id),
     ).fetchone()
-    return {"lat": float(row[0]), "lon": float(row[1])} if row else None
+    zh, en, lat, lon = row if row else (None, None, None, None)
+    return zh, en, (None if lat is None else {"lat": float(lat), "lon": float(lon)})
 
 
-def district_names(conn: psycopg.Connection, code: str) -> tuple[str, str] | None:
-    """A district's (Chinese, English) names (None: no such district)."""
-    row = conn.execute("SELECT name_zh, name_en FROM districts WHERE code = %s", (code,)).fetchone()
-    return (str(row[0]), str(row[1])) if row else None
+# The numbers of the lamps of some districts (one parameter: their codes), as a subquery another room may embed in
+# its own SQL, so a filter by district stays in the database.
+LAMPS_OF_DISTRICTS = "SELECT no FROM lamps WHERE district = ANY(%s)"
 
 
 async def adistrict_codes(conn: psycopg.AsyncConnection[Any]) -> set[str]:
@@ -152,9 +159,12 @@ async def acabinet_nos(
     district: str | None = None,
     road: int | None = None,
     concentrator: bool | None = None,
-) -> list[tuple[str, int]]:
-    """(id, number) of every cabinet of a district, a road and/or of a kind (with a concentrator or not), in cabinet
-    order: at a million lamps about 20,000, a list the caller filters and pages."""
+    limit: int | None = None,
+    offset: int = 0,
+) -> tuple[list[tuple[str, int]], int]:
+    """(id, number) of the cabinets of a district, a road and/or of a kind (with a concentrator or not), in cabinet
+    order, `offset` and `limit` of them (all: None, at a million lamps about 20,000); and how many there are in
+    all."""
     where: list[str] = []
     args: list[object] = []
     for column, value in (("district", district), ("road_id", road), ("concentrator", concentrator)):
@@ -163,8 +173,13 @@ async def acabinet_nos(
             args.append(value)
     clause = (" WHERE " + " AND ".join(where)) if where else ""
     async with conn.cursor(row_factory=tuple_row) as cur:
-        await cur.execute(f"SELECT id, no FROM cabinets{clause} ORDER BY no", args)
-        return [(str(i), int(n)) for i, n in await cur.fetchall()]
+        await cur.execute(f"SELECT id, no FROM cabinets{clause} ORDER BY no LIMIT %s OFFSET %s", [*args, limit, offset])
+        page = [(str(i), int(n)) for i, n in await cur.fetchall()]
+        if limit is None:
+            return page, offset + len(page)
+        await cur.execute(f"SELECT count(*) FROM cabinets{clause}", args)
+        row = await cur.fetchone()
+    return page, int(row[0]) if row else 0
 
 
 async def acabinets(conn: psycopg.AsyncConnection[Any], ids: Sequence[str]) -> list[dict[str, Any]]:

@@ -75,13 +75,8 @@ class Migration:
     @property
     def name(self) -> str:
         """What the version does, in the words of its files' names ("inventory; latest state")."""
-        seen: list[str] = []
-        for p in self.parts:
-            what = _VERSIONED.match(p.name)
-            words = what.group("what").replace("_", " ") if what else p.name
-            if words not in seen:
-                seen.append(words)
-        return "; ".join(seen)
+        words = [p.name.split(".")[0].split("_", 1)[1].replace("_", " ") for p in self.parts]
+        return "; ".join(dict.fromkeys(words))
 
 
 @dataclass(frozen=True)
@@ -226,6 +221,9 @@ def _apply(
         for rep in changed:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+                done = conn.execute("SELECT digest FROM schema_repeatables WHERE name = %s", (rep.name,)).fetchone()
+                if done is not None and done[0] == rep.digest:  # another migrator got here first
+                    continue
                 _set_parameters(conn, params)
                 _run(conn, rep.room, rep.name, rep.sql)
                 conn.execute(

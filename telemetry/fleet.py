@@ -17,6 +17,7 @@ import numpy.typing as npt
 import psycopg
 
 from inventory.index import FleetIndex
+from inventory.queries import LAMPS_OF_DISTRICTS
 from kernel.binary import array_column
 from telemetry.models import CabinetRow, LampRows
 
@@ -287,10 +288,9 @@ def fetch_latest(
     if since is not None:
         where.append("stored_at > %s")
         args.append(since)
-    if districts is not None:  # their lamps, as the index has them
-        codes = [index.district_of[d] for d in districts if d in index.district_of]
-        where.append("lamp_no = ANY(%s)")
-        args.append(index.lamp_no[np.isin(index.lamp_district, codes)].tolist())
+    if districts is not None:
+        where.append(f"lamp_no IN ({LAMPS_OF_DISTRICTS})")
+        args.append(list(districts))
     faulty = "cardinality(faults) > 0"
     query = (
         "SELECT array_send(array_agg(lamp_no)), array_send(array_agg((extract(epoch FROM ts) * 1000)::bigint)), "

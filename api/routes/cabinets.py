@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter
@@ -39,9 +40,12 @@ async def list_cabinets(
     and the lighting figures of their lamps now (`now`: due, lit, dark, unknown, day_burning, rate). Filters
     combine: `district`, `road`, `concentrator`, `faulted`, `door_open` (a filter on the latest report leaves out
     cabinets that have not reported)."""
-    chosen = await acabinet_nos(conn, district=district, road=road, concentrator=concentrator)
-    latest: dict[int, dict[str, Any]] = {}
-    if faulted is not None or door_open is not None:  # filters on the latest report: every chosen cabinet's
+    nos = functools.partial(acabinet_nos, conn, district=district, road=road, concentrator=concentrator)
+    if faulted is None and door_open is None:  # the inventory pages
+        page, total = await nos(limit=limit, offset=offset)
+        latest = await cabinets_latest(conn, [no for _, no in page])
+    else:  # filters on the latest report: every chosen cabinet's, then the page
+        chosen, _ = await nos()
         latest = await cabinets_latest(conn, [no for _, no in chosen])
         chosen = [
             (cid, no)
@@ -50,10 +54,8 @@ async def list_cabinets(
             and (faulted is None or bool(state["faults"]) == faulted)
             and (door_open is None or state["door_open"] == door_open)
         ]
-    page = chosen[offset : offset + limit]
+        page, total = chosen[offset : offset + limit], len(chosen)
     rows = await acabinets(conn, [cid for cid, _ in page])
-    if not latest:
-        latest = await cabinets_latest(conn, [no for _, no in page])
     figures = {r["key"]: r for r in engine.breakdown(clock.now_ms()).cabinet.rows()}
     fields = ("due", "lit", "dark", "unknown", "day_burning", "rate")
     items: list[dict[str, Any]] = []
@@ -64,7 +66,7 @@ async def list_cabinets(
         now = figures.get(cab["id"])
         fig = {k: now[k] for k in fields} if now else None
         items.append({**cab, "lamps": sum(cab["circuit_lamps"] or ()), "now": fig})
-    return {"items": items, "total": len(chosen), "limit": limit, "offset": offset}
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
 async def _cabinet(conn: ConnDep, cabinet_id: str) -> dict[str, Any]:
