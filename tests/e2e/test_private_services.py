@@ -22,23 +22,9 @@ from pathlib import Path
 import pytest
 
 from lamplighter.services import PrivateServices, ServiceError
+from tests.support.services import free_ports
 
 pytestmark = pytest.mark.slow
-
-
-def _free_ports(n: int) -> list[int]:
-    """`n` ports free on loopback now, each with the next one free too (the broker's TLS listener), none the
-    next of another."""
-    found: list[int] = []
-    taken: set[int] = set()
-    while len(found) < n:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if not {port, port + 1} & taken and not _open(port) and not _open(port + 1):
-            found.append(port)
-            taken |= {port, port + 1}
-    return found
 
 
 def _open(port: int) -> bool:
@@ -120,7 +106,7 @@ def _stopped(pids: dict[str, int], *ports: int) -> None:
 
 
 def test_services_stop_on_sighup_and_a_killed_runs_leftovers_are_stopped_at_the_next_start(run_dir: Path) -> None:
-    pg_port, mqtt_port = _free_ports(2)
+    pg_port, mqtt_port = free_ports(2, pairs=True)
     first = _services(run_dir, pg_port, mqtt_port)
     leftovers = _pids(run_dir)
     first.proc.kill()  # SIGKILL: no chance to stop anything
@@ -144,7 +130,7 @@ def test_services_stop_on_sighup_and_a_killed_runs_leftovers_are_stopped_at_the_
 def test_the_demo_answers_and_stops_everything_it_started_when_its_terminal_closes(run_dir: Path) -> None:
     """`make demo`'s command on a small city: its API answers healthy once devices report, and SIGHUP (the
     terminal closed) ends it with its broker and database stopped."""
-    pg_port, mqtt_port, api_port, metrics_port = _free_ports(4)
+    pg_port, mqtt_port, api_port, metrics_port = free_ports(4, pairs=True)
     ports = {"private_pg_port": pg_port, "private_mqtt_port": mqtt_port, "api_port": api_port}
     demo = _Command(["demo", "--lamps", "300"], "stops everything", run_dir, ports | {"metrics_port": metrics_port})
     try:
@@ -227,7 +213,7 @@ def _remove(path: Path) -> None:
 def test_a_signal_during_the_services_start_leaves_nothing_running(run_dir: Path) -> None:
     """SIGHUP while the cluster is being made (the broker already runs): both stop, nothing holds the ports, and
     the next start makes the cluster whole."""
-    pg_port, mqtt_port = _free_ports(2)
+    pg_port, mqtt_port = free_ports(2, pairs=True)
     ports = {"private_pg_port": pg_port, "private_mqtt_port": mqtt_port}
     starting = _Command(["services"], "private mosquitto", run_dir, ports)
     starting.proc.send_signal(signal.SIGHUP)

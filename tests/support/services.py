@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -200,11 +201,46 @@ def client_id(services: Services) -> Iterator[str]:
     forget_sessions(services.endpoints.as_("lamplighter-api"), cid)
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on now."""
+def _ephemeral_low() -> int:
+    """Where the kernel's range of ports for outgoing connections starts (Linux: 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server binds: TIME_WAIT does not count
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(n: int, *, pairs: bool = False) -> list[int]:
+    """`n` loopback ports a server can bind now (with `pairs`, each with the next one free too: a broker's TLS
+    listener), none the neighbour of another. Drawn below the kernel's range for outgoing connections: a port from
+    that range can be taken by any client's connection between this choice and the server's start (seen once as a
+    private broker exiting at start)."""
+    rng, low = random.Random(), 10_000
+    high = max(low + 1000, _ephemeral_low() - 2)
+    found: list[int] = []
+    taken: set[int] = set()
+    while len(found) < n:
+        port = rng.randrange(low, high)
+        wanted = {port, port + 1} if pairs else {port}
+        if wanted & taken or not all(_bindable(p) for p in wanted):
+            continue
+        found.append(port)
+        taken |= wanted | {port - 1, port + 2}
+    return found
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (`free_ports`)."""
+    return free_ports(1)[0]
 
 
 @contextlib.contextmanager
