@@ -66,7 +66,7 @@ def _packets(lamps: list[Lamp], n: int, first_id: int) -> list[tuple[bytes, int]
         payload = (
             b"{" + _TS_SLOT + b',"seq":%d,"on":true,"dim":100,"power_w":%.1f,"voltage_v":221.4,'
             b'"current_a":0.68,"power_factor":0.98,"energy_wh":123456,"temp_c":-12.5,"rssi_dbm":-87,'
-            b'"mode":"auto","faults":[]}' % (seq, watts)
+            b'"mode":"auto","burn_h":21874,"starts":3306,"driver_temp_c":9,"faults":[]}' % (seq, watts)
         )
         body = len(topic).to_bytes(2, "big") + topic + pid.to_bytes(2, "big") + payload
         parts.append(b"\x32" + encode_varint(len(body)) + body)

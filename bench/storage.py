@@ -2,9 +2,10 @@
 
 1. Generates `--days` whole UTC days (ending yesterday) of readings for every lamp of a seeded city, each lamp at
    its report interval with the simulator's drift (±2 %) and values (power near 97 % of rated at night with 2 %
-   noise, grid voltage ±2 V, current, power factor, energy counter, temperature, RSSI; 2 % of lamps report a
-   fault, 1 % are held in manual mode). They go into `lamp_readings` by binary COPY in time order, as ingest
-   writes them, so the unique index and the pages are as a gateway leaves them.
+   noise, grid voltage ±2 V, current, power factor, energy counter, temperature, RSSI, and a D4i driver's burning
+   hours, switch-on count and temperature, no leakage sensor; 2 % of lamps report a fault held in manual mode).
+   They go into `lamp_readings` by binary COPY in time order, as ingest writes them, so the unique index and the
+   pages are as a gateway leaves them.
 2. Raw size: the days' partitions with their indexes and TOAST after VACUUM, per reading; the time to read one
    lamp's day (`telemetry.history.read_lamp`, what the API calls) for random lamps.
 3. Compacts every generated day (`telemetry.history.compact`, as the leading gateway's hourly run does) and
@@ -55,6 +56,8 @@ _FIXED = [
     ("energy_wh", ">i8", 8),
     ("temp_c", ">f4", 4),
 ]
+# The forecasting fields a D4i driver reports, after `received_at` (they came later): leakage is left NULL.
+_COUNTERS = [("burn_h", ">i4", 4), ("starts", ">i4", 4), ("driver_temp_c", ">f4", 4)]
 
 
 def _layout(faulty: bool) -> np.dtype[Any]:
@@ -70,16 +73,20 @@ def _layout(faulty: bool) -> np.dtype[Any]:
     if faulty:
         fields += [("faults_dim", ">i4", (2,)), ("fault_len", ">i4"), ("fault", "S12")]
     fields += [("received_at_len", ">i4"), ("received_at", ">i8")]
+    for name, kind, _ in _COUNTERS:
+        fields += [(f"{name}_len", ">i4"), (name, kind)]
+    fields += [("leakage_ma_len", ">i4")]  # NULL: no leakage sensor
     return np.dtype(fields)
 
 
 def _encode(cols: dict[str, npt.NDArray[Any]], faulty: bool) -> bytes:
     rows = np.zeros(len(cols["ts"]), dtype=_layout(faulty))
-    rows["count"] = 16
-    for name, _, size in [*_FIXED, ("rssi_dbm", "", 2), ("received_at", "", 8)]:
+    rows["count"] = 20
+    for name, _, size in [*_FIXED, ("rssi_dbm", "", 2), ("received_at", "", 8), *_COUNTERS]:
         rows[name] = cols[name]
         rows[f"{name}_len"] = size
     rows["lux_len"] = -1
+    rows["leakage_ma_len"] = -1
     rows["mode_len"] = 6 if faulty else 4
     rows["mode"] = b"manual" if faulty else b"auto"
     if faulty:
@@ -109,6 +116,8 @@ class _Fleet:
         self.odd = self.rng.random(n) < 0.02  # a fault reported all day and held in manual mode
         self.energy = self.rng.integers(10_000, 5_000_000, n).astype(np.float64)
         self.seq = np.zeros(n, dtype=np.int64)
+        self.burn_s = self.rng.integers(0, 40_000, n) * 3600.0  # up to about 9 years of nights
+        self.starts = (self.burn_s / 3600 / 11).astype(np.int64)
         self.next_ms = np.zeros(n, dtype=np.int64)
 
     def day(self, day: dt.date) -> list[tuple[dict[str, npt.NDArray[Any]], dict[str, npt.NDArray[Any]]]]:
@@ -142,6 +151,9 @@ class _Fleet:
         voltage = grid + rng.normal(0, 2.0, n)
         current = np.where(power > 0, power / (voltage * self.pf[lamp]), 0.0)
         np.add.at(self.energy, lamp, power * self.interval_ms[lamp] / 3_600_000)
+        np.add.at(self.burn_s, lamp, np.where(on, self.interval_ms[lamp] / 1000, 0))
+        self.starts[lamp] += on & (local_h < 18.5 + self.interval_ms[lamp] / 3_600_000) & (local_h >= 18.5)
+        temp = -5 + np.where(on, 12.0, 2.0) + rng.normal(0, 1.0, n)
         seq = self.seq[lamp] + _rank(lamp)
         np.add.at(self.seq, lamp, 1)
         return {
@@ -155,7 +167,11 @@ class _Fleet:
             "current_a": np.round(current, 3),
             "power_factor": self.pf[lamp],
             "energy_wh": self.energy[lamp].astype(np.int64),
-            "temp_c": np.round(-5 + np.where(on, 12.0, 2.0) + rng.normal(0, 1.0, n), 1),
+            "temp_c": np.round(temp, 1),
+            "burn_h": (self.burn_s[lamp] // 3600).astype(np.int64),
+            "starts": self.starts[lamp],
+            # DALI D4i reports a driver's temperature in whole degrees.
+            "driver_temp_c": np.round(temp + np.where(on, 18.0, 0.5) + rng.normal(0, 0.5, n)),
             "rssi_dbm": self.rssi[lamp] + rng.integers(-3, 4, n),
             "received_at": (ts + rng.integers(3, 250, n)) * 1000 - _PG_EPOCH_US,
         }

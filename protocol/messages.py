@@ -57,6 +57,7 @@ Lux = Annotated[float, Meta(ge=0, le=1e7)]
 Celsius = Annotated[float, Meta(ge=-273.15, le=1e4)]
 Milliamps = Annotated[float, Meta(ge=0, le=1e9)]
 Meter = Annotated[int, Meta(ge=0, le=BIGINT_MAX)]
+Counter = Annotated[int, Meta(ge=0, le=SEQ_MAX)]  # an `integer` column: 2^31 hours are 245,000 years
 # PostgreSQL's text holds any Unicode but U+0000.
 FaultCode = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[^\x00]+$")]
 Faults = Annotated[list[FaultCode], Meta(max_length=MAX_FAULTS)]
@@ -79,6 +80,10 @@ class LampState(msgspec.Struct, forbid_unknown_fields=False):
     lux: Lux | UnsetType = UNSET
     rssi_dbm: Annotated[int, Meta(ge=-32768, le=32767)] | UnsetType = UNSET
     mode: Literal["auto", "manual"] | UnsetType = UNSET
+    burn_h: Counter | UnsetType = UNSET
+    starts: Counter | UnsetType = UNSET
+    driver_temp_c: Celsius | UnsetType = UNSET
+    leakage_ma: Milliamps | UnsetType = UNSET
 
 
 class CabinetLamp(LampState, kw_only=True):

@@ -106,7 +106,7 @@ def unpack_cabinet_day(data: bytes) -> list[CabinetRow]:
 
 
 def _unpack_cabinet_day(buf: memoryview) -> list[CabinetRow]:
-    n, ts_us, seq, door, at = get_head(buf, CABINET_CODEC, "cabinet day")
+    _, n, ts_us, seq, door, at = get_head(buf, (CABINET_CODEC,), "cabinet day")
     contactors, at = _get_ragged(buf, at, n, real=False)
     phases, at = _get_ragged(buf, at, n, real=True)
     circuits, at = _get_ragged(buf, at, n, real=True)

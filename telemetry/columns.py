@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -186,14 +187,16 @@ def get_bits(buf: memoryview, at: int, n: int) -> tuple[npt.NDArray[np.bool_], i
 
 
 def get_head(
-    buf: memoryview, codec: int, what: str
-) -> tuple[int, npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_], int]:
-    """What every packed day starts with: (readings, ts_us, seq, the first flag column, where the rest begins)."""
+    buf: memoryview, codecs: Collection[int], what: str
+) -> tuple[int, int, npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_], int]:
+    """What every packed day starts with: (its codec, readings, ts_us, seq, the first flag column, where the rest
+    begins); the codec one of `codecs`."""
     found, n = struct.unpack_from("<BI", buf, 0)
-    if found != codec:
-        raise ValueError(f"packed {what} in codec {found}, this version reads codec {codec}")
+    if found not in codecs:
+        known = ", ".join(str(c) for c in sorted(codecs))
+        raise ValueError(f"packed {what} in codec {found}, this version reads codec {known}")
     ms, at = get_ints(buf, 5, n)
     sub, at = get_ints(buf, at, n)
     seq, at = get_ints(buf, at, n)
     flags, at = get_bits(buf, at, n)
-    return n, ms * 1000 + sub, seq, flags, at
+    return found, n, ms * 1000 + sub, seq, flags, at

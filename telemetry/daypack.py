@@ -43,13 +43,31 @@ __all__ = [
     "unpack",
 ]
 
-CODEC = 1  # stored beside each packed day; a later format gets a new number and this one stays readable
+# Stored beside each packed day; a later format gets a new number and the earlier ones stay readable. Codec 2 added
+# the forecasting fields (burn_h, starts, driver_temp_c, leakage_ma) after the latency; a codec 1 day has none.
+CODEC = 2
+_READABLE = frozenset({1, 2})
 
 # The columns of `lamp_readings` after (ts, lamp_no), in order, with their kinds.
 _REALS = ("power_w", "voltage_v", "current_a", "power_factor", "temp_c", "lux")
 # LampDay's fields: arrays, (values, present) pairs of the nullable columns, and lists.
 _PLAIN = ("ts_us", "seq", "is_on", "dim", "received_us")
-_MASKED = ("power_w", "voltage_v", "current_a", "power_factor", "energy_wh", "temp_c", "lux", "rssi_dbm")
+_MASKED = (
+    "power_w",
+    "voltage_v",
+    "current_a",
+    "power_factor",
+    "energy_wh",
+    "temp_c",
+    "lux",
+    "rssi_dbm",
+    "burn_h",
+    "starts",
+    "driver_temp_c",
+    "leakage_ma",
+)
+_COUNTERS = ("burn_h", "starts")
+_LATER_REALS = ("driver_temp_c", "leakage_ma")
 _LISTS = ("mode", "faults")
 
 
@@ -73,6 +91,10 @@ class LampDay:
     mode: list[str | None]
     faults: list[tuple[str, ...]]
     received_us: npt.NDArray[np.int64]
+    burn_h: tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]
+    starts: tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]
+    driver_temp_c: tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]
+    leakage_ma: tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]
 
     def __len__(self) -> int:
         return len(self.ts_us)
@@ -106,9 +128,9 @@ class LampDay:
         return whole.take(order[first])
 
     def rows(self) -> list[tuple[Any, ...]]:
-        """The readings as tuples in `lamp_readings`' column order after lamp_no: (ts_us, seq, is_on, dim,
-        power_w, voltage_v, current_a, power_factor, energy_wh, temp_c, lux, rssi_dbm, mode, faults,
-        received_us), None where nothing was stored and floats as PostgreSQL shows a `real`."""
+        """The readings as tuples: (ts_us, seq, is_on, dim, power_w, voltage_v, current_a, power_factor,
+        energy_wh, temp_c, lux, rssi_dbm, burn_h, starts, driver_temp_c, leakage_ma, mode, faults, received_us),
+        None where nothing was stored and floats as PostgreSQL shows a `real`."""
 
         def col(p: tuple[npt.NDArray[Any], npt.NDArray[np.bool_]], real: bool) -> list[Any]:
             values = [float(str(v)) for v in p[0]] if real else p[0].tolist()
@@ -128,6 +150,10 @@ class LampDay:
                 col(self.temp_c, True),
                 col(self.lux, True),
                 col(self.rssi_dbm, False),
+                col(self.burn_h, False),
+                col(self.starts, False),
+                col(self.driver_temp_c, True),
+                col(self.leakage_ma, True),
                 self.mode,
                 [list(f) for f in self.faults],
                 self.received_us.tolist(),
@@ -163,6 +189,10 @@ def _pack(day: LampDay) -> bytes:
     latency_ms, latency_sub = np.divmod(day.received_us - day.ts_us, 1000)
     put_ints(out, latency_ms)
     put_ints(out, latency_sub)
+    for name in _COUNTERS:
+        put_int_column(out, *getattr(day, name))
+    for name in _LATER_REALS:
+        put_real(out, *getattr(day, name))
     return bytes(out)
 
 
@@ -173,7 +203,7 @@ def unpack(data: bytes) -> LampDay:
 
 
 def _unpack(buf: memoryview) -> LampDay:
-    n, ts_us, seq, is_on, at = get_head(buf, CODEC, "day")
+    codec, n, ts_us, seq, is_on, at = get_head(buf, _READABLE, "day")
     dim, at = get_ints(buf, at, n)
     reals: dict[str, Any] = {}
     for name in _REALS[:4]:
@@ -187,6 +217,13 @@ def _unpack(buf: memoryview) -> LampDay:
     latency_ms, at = get_ints(buf, at, n)
     latency_sub, at = get_ints(buf, at, n)
     latency = latency_ms * 1000 + latency_sub
+    for name in (*_COUNTERS, *_LATER_REALS):
+        if codec == 1:  # packed before these fields were
+            reals[name] = (np.zeros(n, dtype=np.int64 if name in _COUNTERS else np.float32), np.zeros(n, dtype=bool))
+        elif name in _COUNTERS:
+            reals[name], at = get_int_column(buf, at, n)
+        else:
+            reals[name], at = get_real(buf, at, n)
     if at != len(buf):
         raise ValueError(f"packed day has {len(buf) - at} bytes past its last column")
     return LampDay(
@@ -362,6 +399,9 @@ def pack_many(days: LampDay, lengths: Sequence[int]) -> list[bytes]:
             _words_many(days.faults, n),
             _ints_many(latency_ms, n),
             _ints_many(latency_sub, n),
+            _int_columns_many(*days.burn_h, n),
+            _int_columns_many(*days.starts, n),
+            *(_reals_many(*_pair(days, name), n) for name in _LATER_REALS),
         ]
     compress = compressor.compress
     return [

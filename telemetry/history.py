@@ -56,7 +56,22 @@ logger = logging.getLogger(__name__)
 _LOCK = 7426003  # one compaction at a time per database
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in µs since 1970: binary timestamptz counts from there
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NULLABLE = ("power_w", "voltage_v", "current_a", "power_factor", "energy_wh", "temp_c", "lux", "rssi_dbm")
+_NULLABLE = (
+    "power_w",
+    "voltage_v",
+    "current_a",
+    "power_factor",
+    "energy_wh",
+    "temp_c",
+    "lux",
+    "rssi_dbm",
+    "burn_h",
+    "starts",
+    "driver_temp_c",
+    "leakage_ma",
+)
+_REAL_COLUMNS = ("power_w", "voltage_v", "current_a", "power_factor", "temp_c", "lux", "driver_temp_c", "leakage_ma")
+_INT_COLUMNS = ("energy_wh", "rssi_dbm", "burn_h", "starts")
 # A range's readings as one row of arrays in binary (`array_send`): every column fixed-width and never NULL (NULLs
 # as zeros plus a bitmap), so numpy takes each as it comes, without a Python object per reading. `odd` marks the
 # readings whose mode or faults are not the usual ones; theirs come in the last column, as JSON, in the same order
@@ -76,6 +91,10 @@ _RAW_FIELDS = [
     ("temp_c", "coalesce(temp_c, 0)::real", ">f4"),
     ("lux", "coalesce(lux, 0)::real", ">f4"),
     ("rssi_dbm", "coalesce(rssi_dbm, 0)::smallint", ">i2"),
+    ("burn_h", "coalesce(burn_h, 0)", ">i4"),
+    ("starts", "coalesce(starts, 0)", ">i4"),
+    ("driver_temp_c", "coalesce(driver_temp_c, 0)::real", ">f4"),
+    ("leakage_ma", "coalesce(leakage_ma, 0)::real", ">f4"),
     ("nulls", " | ".join(f"(({c} IS NULL)::int << {i})" for i, c in enumerate(_NULLABLE)), ">i4"),
     ("received_at", "received_at", ">i8"),
     ("odd", _ODD, "?"),
@@ -88,7 +107,7 @@ _RANGE = "ts >= %(lo)s AND ts < %(hi)s AND lamp_no >= %(first)s AND lamp_no < %(
 _SINCE = "ts >= %(lo)s AND ts < %(hi)s AND age(xmin) <= age(%(xmin)s::text::xid)"
 _COLUMNS = (
     "ts, seq, is_on AS on, dim, power_w, voltage_v, current_a, power_factor, energy_wh, temp_c, lux, rssi_dbm, "
-    "mode, faults, received_at"
+    "burn_h, starts, driver_temp_c, leakage_ma, mode, faults, received_at"
 )
 _KEYS = _COLUMNS.replace("is_on AS on", "on").split(", ")
 
@@ -161,11 +180,8 @@ def _range_days(cols: dict[str, npt.NDArray[Any]], odd: list[Any]) -> tuple[Lamp
     nulls = cols["nulls"].astype(np.int64)
     present = {c: (nulls & (1 << i)) == 0 for i, c in enumerate(_NULLABLE)}
     starts = np.flatnonzero(np.r_[True, lamp_no[1:] != lamp_no[:-1]]) if n else np.zeros(0, dtype=np.intp)
-    values: dict[str, Any] = {
-        c: (cols[c].astype(np.float32), present[c])
-        for c in ("power_w", "voltage_v", "current_a", "power_factor", "temp_c", "lux")
-    }
-    values.update({c: (cols[c].astype(np.int64), present[c]) for c in ("energy_wh", "rssi_dbm")})
+    values: dict[str, Any] = {c: (cols[c].astype(np.float32), present[c]) for c in _REAL_COLUMNS}
+    values.update({c: (cols[c].astype(np.int64), present[c]) for c in _INT_COLUMNS})
     days = LampDay(
         ts_us=cols["ts"].astype(np.int64) + _PG_EPOCH_US,
         seq=cols["seq"].astype(np.int64),

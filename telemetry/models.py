@@ -37,6 +37,10 @@ class LampRows:
     lux: list[float | None] = field(default_factory=list)
     rssi_dbm: list[int | None] = field(default_factory=list)
     mode: list[str | None] = field(default_factory=list)
+    burn_h: list[int | None] = field(default_factory=list)
+    starts: list[int | None] = field(default_factory=list)
+    driver_temp_c: list[float | None] = field(default_factory=list)
+    leakage_ma: list[float | None] = field(default_factory=list)
     faults: list[list[str]] = field(default_factory=list)
     received_ms: list[int] = field(default_factory=list)
 
@@ -64,6 +68,10 @@ class LampRows:
         self.lux.append(None if s.lux is _UNSET else s.lux)
         self.rssi_dbm.append(None if s.rssi_dbm is _UNSET else s.rssi_dbm)
         self.mode.append(None if s.mode is _UNSET else s.mode)
+        self.burn_h.append(None if s.burn_h is _UNSET else s.burn_h)
+        self.starts.append(None if s.starts is _UNSET else s.starts)
+        self.driver_temp_c.append(None if s.driver_temp_c is _UNSET else s.driver_temp_c)
+        self.leakage_ma.append(None if s.leakage_ma is _UNSET else s.leakage_ma)
         self.faults.append(s.faults)
         self.received_ms.append(received_ms)
 

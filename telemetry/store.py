@@ -46,8 +46,8 @@ logger = logging.getLogger(__name__)
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS stage_lamp (
     ts_ms bigint, lamp_no integer, seq integer, is_on boolean, dim smallint, power_w real, voltage_v real,
-    current_a real, power_factor real, energy_wh bigint, temp_c real, lux real, rssi_dbm smallint, mode text,
-    faults text[], received_ms bigint
+    current_a real, power_factor real, energy_wh bigint, temp_c real, lux real, rssi_dbm smallint, burn_h integer,
+    starts integer, driver_temp_c real, leakage_ma real, mode text, faults text[], received_ms bigint
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_cabinet (
     ts_ms bigint, cabinet_no integer, seq integer, door_open boolean, contactors boolean[],
@@ -69,6 +69,10 @@ _LAMP_TYPES = [
     "real",
     "real",
     "smallint",
+    "integer",
+    "integer",
+    "real",
+    "real",
     "text",
     "text[]",
     "bigint",
@@ -96,21 +100,22 @@ _NOW = "coalesce(timestamptz 'epoch' + %(now)s::bigint * interval '1 millisecond
 
 _MOVE_LAMPS = f"""
 INSERT INTO lamp_readings (ts, lamp_no, seq, is_on, dim, power_w, voltage_v, current_a, power_factor, energy_wh,
-                           temp_c, lux, rssi_dbm, mode, faults, received_at)
+                           temp_c, lux, rssi_dbm, burn_h, starts, driver_temp_c, leakage_ma, mode, faults, received_at)
 SELECT {_TS.format("ts_ms")}, lamp_no, seq, is_on, dim, power_w, voltage_v, current_a, power_factor, energy_wh,
-       temp_c, lux, rssi_dbm, mode, faults, {_TS.format("received_ms")}
+       temp_c, lux, rssi_dbm, burn_h, starts, driver_temp_c, leakage_ma, mode, faults, {_TS.format("received_ms")}
 FROM stage_lamp ON CONFLICT DO NOTHING
 """
 _LATEST_LAMPS = f"""
 INSERT INTO lamp_latest AS l (lamp_no, ts, seq, is_on, dim, power_w, voltage_v, current_a, energy_wh, temp_c,
-                              faults, received_at)
+                              burn_h, starts, faults, received_at)
 SELECT DISTINCT ON (lamp_no) lamp_no, {_TS.format("ts_ms")}, seq, is_on, dim, power_w, voltage_v, current_a,
-       energy_wh, temp_c, faults, {_TS.format("received_ms")}
+       energy_wh, temp_c, burn_h, starts, faults, {_TS.format("received_ms")}
 FROM stage_lamp ORDER BY lamp_no, ts_ms DESC, seq DESC
 ON CONFLICT (lamp_no) DO UPDATE SET
     ts = EXCLUDED.ts, seq = EXCLUDED.seq, is_on = EXCLUDED.is_on, dim = EXCLUDED.dim, power_w = EXCLUDED.power_w,
     voltage_v = EXCLUDED.voltage_v, current_a = EXCLUDED.current_a, energy_wh = EXCLUDED.energy_wh,
-    temp_c = EXCLUDED.temp_c, faults = EXCLUDED.faults, received_at = EXCLUDED.received_at, stored_at = now()
+    temp_c = EXCLUDED.temp_c, burn_h = EXCLUDED.burn_h, starts = EXCLUDED.starts, faults = EXCLUDED.faults,
+    received_at = EXCLUDED.received_at, stored_at = now()
 WHERE (l.ts, l.seq) < (EXCLUDED.ts, EXCLUDED.seq) OR l.ts > {_NOW}
 """
 _MOVE_CABINETS = f"""
@@ -239,6 +244,10 @@ class TelemetryStore:
                         lamps.temp_c,
                         lamps.lux,
                         lamps.rssi_dbm,
+                        lamps.burn_h,
+                        lamps.starts,
+                        lamps.driver_temp_c,
+                        lamps.leakage_ma,
                         lamps.mode,
                         lamps.faults,
                         lamps.received_ms,
@@ -299,8 +308,8 @@ async def lamp_latest_state(conn: psycopg.AsyncConnection[Any], lamp_no: int) ->
     """A lamp's latest reported state as the API shows it, or None before its first report."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            "SELECT ts, seq, is_on AS on, dim, power_w, voltage_v, current_a, energy_wh, temp_c, faults, received_at "
-            "FROM lamp_latest WHERE lamp_no = %s",
+            "SELECT ts, seq, is_on AS on, dim, power_w, voltage_v, current_a, energy_wh, temp_c, burn_h, starts, "
+            "faults, received_at FROM lamp_latest WHERE lamp_no = %s",
             (lamp_no,),
         )
         return await cur.fetchone()

@@ -51,6 +51,12 @@ def city_report(rng: random.Random, ts_ms: int, seq: int) -> bytes:
         body["mode"] = "manual" if rng.random() < 0.1 else "auto"
     if rng.random() < 0.05:
         body["faults"] = rng.sample(["lamp_failure", "driver_failure", "leakage_current", "overvoltage"], 2)
+    if rng.random() < 0.6:  # a D4i driver's counters and temperature; older controllers send none
+        body["burn_h"] = 20_000 + ts_ms // 3_600_000 % 10_000
+        body["starts"] = 4_000 + ts_ms // 86_400_000 % 1_000
+        body["driver_temp_c"] = round(rng.gauss(35, 8), 1)
+    if rng.random() < 0.3:
+        body["leakage_ma"] = rng.uniform(0, 12)  # full precision
     return json.dumps(body).encode()
 
 

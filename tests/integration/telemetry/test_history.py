@@ -53,7 +53,7 @@ def _stored(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
     out: list[tuple[Any, ...]] = []
     for row in conn.execute(
         "SELECT lamp_no, ts, seq, is_on, dim, power_w, voltage_v, current_a, power_factor, energy_wh, temp_c, lux, "
-        "rssi_dbm, mode, faults, received_at FROM lamp_readings"
+        "rssi_dbm, burn_h, starts, driver_temp_c, leakage_ma, mode, faults, received_at FROM lamp_readings"
     ):
         ts, received = row[1], row[-1]
         us = (ts - epoch) // timedelta(microseconds=1)
@@ -327,6 +327,10 @@ def _days(draw: st.DrawFn) -> LampDay:
         mode=draw(st.lists(st.one_of(st.none(), words), min_size=n, max_size=n)),
         faults=[tuple(f) for f in draw(st.lists(st.lists(words, max_size=3), min_size=n, max_size=n))],
         received_us=np.array(draw(st.lists(st.integers(0, 2**50), min_size=n, max_size=n)), dtype=np.int64),
+        burn_h=nullable(st.integers(0, 2**31 - 1), np.int64),
+        starts=nullable(st.integers(0, 2**31 - 1), np.int64),
+        driver_temp_c=nullable(st.floats(-40, 120, width=32), np.float32),
+        leakage_ma=nullable(_f32, np.float32),
     )
 
 
@@ -334,12 +338,34 @@ def _days(draw: st.DrawFn) -> LampDay:
 @settings(max_examples=120, deadline=None)
 def test_a_packed_day_unpacks_to_the_same_bits(day: LampDay) -> None:
     back = unpack(pack(day))
-    for name in ("power_w", "voltage_v", "current_a", "power_factor", "temp_c", "lux"):
+    for name in ("power_w", "voltage_v", "current_a", "power_factor", "temp_c", "lux", "driver_temp_c", "leakage_ma"):
         values, present = getattr(day, name)
         got, got_present = getattr(back, name)
         assert (got_present == present).all()
         assert (got[present].view(np.int32) == values[present].view(np.int32)).all(), name  # -0.0 stays -0.0
     assert back.rows() == day.rows()
+
+
+# A day packed by codec 1 (before the forecasting fields), made by that version of the code: still read, float for
+# float, with the four later fields absent.
+_CODEC_1_DAY = bytes.fromhex(
+    "28b52ffd20ff85050092c9212d70c549077ce83c7ac17896f96d15e75da87e45b606fc8fbaf56193314555f4bff6a4e395a86e0a6f25"
+    "9bdd4906edf7059418081fc4a26192186954b2883d6b829621fb850f8bda24666f7a948b169fd5b6907fc7b951f45de60f8aef04d59d"
+    "af23a712548ef8123673f93c0002791bf0d7f57d7099df41fb95a46dab2ae8764d0163a06d9f0311002f84aaa2432a020400821115b4"
+    "200f302298880b1164f8546d33f703dc0cc0068ca2004d"
+)
+
+
+def test_a_day_packed_before_the_forecasting_fields_reads_back_as_it_was() -> None:
+    t0 = 1_764_950_400_000_000
+    absent = (None, None, None, None)
+    assert unpack(_CODEC_1_DAY).rows() == [
+        (t0, 7, True, 100, 97.5, 221.3, 0.45, 0.96, 123456, -12.5, None, -87, *absent, "auto", [], t0 + 120_000),
+        (t0 + 900_000_000, 8, True, 50, 48.2, 219.8, 0.23, 0.95, 123480, -13.0, None, -88, *absent, "auto", [],
+         t0 + 900_250_000),
+        (t0 + 1_800_000_000, 9, False, 0, 0.0, None, 0.0, 0.0, 123491, -13.5, None, -87, *absent, "manual",
+         ["lamp_failure"], t0 + 1_800_090_000),
+    ]  # fmt: skip
 
 
 @given(st.lists(_days(), min_size=1, max_size=4))
