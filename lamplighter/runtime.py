@@ -397,6 +397,7 @@ class GatewayProcess:
             quarantine_rows=settings.quarantine_rows,
             compact_after_days=settings.compact_after_days,
             compact=[sys.executable, "-m", "lamplighter", "compact"],
+            summarise=[sys.executable, "-m", "lamplighter", "summarise"],
             env={**os.environ, **ep.env()},
         )
         self.leading = False

@@ -49,6 +49,7 @@ __all__ = [
     "pending_days",
     "read_cabinet",
     "read_lamp",
+    "read_lamp_range",
 ]
 
 logger = logging.getLogger(__name__)
@@ -233,6 +234,27 @@ def _arrays(cur: psycopg.Cursor[Any], relation: str, where: str, args: dict[str,
     *arrays, odd = row
     cols = {name: array_column(a, kind) for (name, _, kind), a in zip(_RAW_FIELDS, arrays, strict=True)}
     return _range_days(cols, odd or [])
+
+
+def read_lamp_range(cur: psycopg.Cursor[Any], day: date, first: int, end: int) -> _Range:
+    """Every reading of lamps [first, end) on a UTC day, raw and compact alike, each once: one LampDay laid lamp
+    after lamp (each lamp's in (ts, seq) order), the lamps' numbers and their readings' counts."""
+    lo, hi = _day_bounds(day)
+    days, lamps, lengths = _arrays(cur, "lamp_readings", _RANGE, {"lo": lo, "hi": hi, "first": first, "end": end})
+    packed = cur.execute(
+        "SELECT lamp_no, data FROM lamp_history WHERE day = %s AND lamp_no >= %s AND lamp_no < %s",
+        (day, first, end),
+    ).fetchall()
+    if not packed:
+        return days, lamps, lengths
+    parts: dict[int, list[LampDay]] = {int(no): [unpack(data)] for no, data in packed}
+    at = 0
+    for no, n in zip(lamps, lengths, strict=True):
+        parts.setdefault(no, []).append(days.take(np.arange(at, at + n)))
+        at += n
+    order = sorted(parts)
+    each = [LampDay.concat(parts[no]) if len(parts[no]) > 1 else parts[no][0] for no in order]
+    return LampDay.joined(each), order, [len(d) for d in each]
 
 
 def _copy_history(cur: psycopg.Cursor[Any], device: str, rows: list[tuple[Any, ...]]) -> None:

@@ -1,6 +1,7 @@
 """The time series' upkeep, run once city-wide by the leading gateway: daily partitions made ahead and dropped
-past the retention, old quarantine records pruned, and whole days of raw readings packed into the compact
-history (in a child process, on a core of its own rather than the gateway's loop)."""
+past the retention, old quarantine records pruned, each finished day summed up per lamp (`telemetry.daily`), and
+whole days of raw readings packed into the compact history (those two in child processes, on a core of their own
+rather than the gateway's loop)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import psycopg
 from kernel.clock import Clock
 from kernel.database import Database, empty_tables
 from kernel.supervise import supervise
+from telemetry.daily import pending_summary_days
 from telemetry.history import pending_days
 from telemetry.schema import maintain_partitions
 from telemetry.store import prune_quarantine
@@ -44,6 +46,7 @@ class Upkeep:
         compact_after_days: int,
         compact: Sequence[str] | None,
         env: Mapping[str, str],
+        summarise: Sequence[str] | None = None,
         compact_first_s: float = _COMPACT_FIRST_S,
         compact_every_s: float = _COMPACT_CHECK_S,
     ) -> None:
@@ -51,6 +54,7 @@ class Upkeep:
         self.quarantine_days, self.quarantine_rows = quarantine_days, quarantine_rows
         self.compact_after_days = compact_after_days
         self.compact = list(compact) if compact and compact_after_days else None
+        self.summarise = list(summarise) if summarise else None
         self.env = dict(env)
         self.compact_first_s, self.compact_every_s = compact_first_s, compact_every_s
 
@@ -77,6 +81,15 @@ class Upkeep:
                     first_s=self.compact_first_s,
                 )
                 tg.create_task(job, name="history-compaction")
+            if self.summarise is not None:
+                # Each range of lamps is summed up in one transaction, and a day is marked done after its last.
+                job = supervise(
+                    self._summarise_days,
+                    what="daily summaries",
+                    every_s=self.compact_every_s,
+                    first_s=self.compact_first_s,
+                )
+                tg.create_task(job, name="daily-summaries")
 
     def _partitions(self, conn: psycopg.Connection) -> None:
         maintain_partitions(conn)
@@ -89,6 +102,26 @@ class Upkeep:
         if removed:
             logger.info("quarantine: %d old records removed", removed)
 
+    async def _summarise_days(self) -> None:
+        assert self.summarise is not None
+        today = self.clock.now().astimezone(dt.UTC).date()
+        days = await self.db.run(functools.partial(pending_summary_days, before=today))
+        if days:
+            logger.info("daily summaries: %d days (%s to %s) in a child process", len(days), days[0], days[-1])
+            await self._child("daily summaries", [*self.summarise, "--before", today.isoformat()])
+
+    async def _child(self, what: str, argv: list[str]) -> None:
+        """Run a command to its end (terminated if this task is cancelled)."""
+        child = await asyncio.create_subprocess_exec(*argv, env=self.env)
+        try:
+            code = await child.wait()
+        except asyncio.CancelledError:
+            child.terminate()  # its open transaction rolls back; the next leader's run goes on
+            await child.wait()
+            raise
+        if code:
+            logger.warning("%s exited with status %d (tried again in an hour)", what, code)
+
     async def _compact_days(self) -> None:
         assert self.compact is not None
         # The process's clock, not the wall's: a demo showing another night must not pack the day it shows.
@@ -97,15 +130,7 @@ class Upkeep:
         if not days:
             return
         logger.info("history: compacting %d days (%s to %s) in a child process", len(days), days[0], days[-1])
-        child = await asyncio.create_subprocess_exec(*self.compact, "--before", before.isoformat(), env=self.env)
-        try:
-            code = await child.wait()
-        except asyncio.CancelledError:
-            child.terminate()  # its open transaction rolls back; the next leader's run goes on
-            await child.wait()
-            raise
-        if code:
-            logger.warning("history compaction exited with status %d (tried again in an hour)", code)
+        await self._child("history compaction", [*self.compact, "--before", before.isoformat()])
 
 
 def forget_inventory(conn: psycopg.Connection) -> dict[str, int]:
@@ -118,6 +143,8 @@ def forget_inventory(conn: psycopg.Connection) -> dict[str, int]:
             "cabinet_readings",
             "lamp_history",
             "cabinet_history",
+            "lamp_days",
+            "lamp_days_done",
             "lamp_latest",
             "cabinet_latest",
             "device_status",

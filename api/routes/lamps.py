@@ -23,6 +23,7 @@ from api.deps import (
 from api.errors import ApiError
 from commands.queries import commands_for_asset
 from inventory.queries import alamp, alamp_count, alamp_no, alamps
+from telemetry.daily import lamp_counters
 from telemetry.history import read_lamp
 from telemetry.store import device_status, lamp_latest_state
 
@@ -52,18 +53,24 @@ async def list_lamps(
 
 
 @router.get("/{lamp_id}")
-async def get_lamp(user: Viewer, conn: ConnDep, engine: EngineDep, clock: ClockDep, lamp_id: str) -> dict[str, Any]:
-    """Role: viewer. One lamp: inventory, latest reported state, online status (when it has its own), and now:
-    `due` (its schedule wants it on), `level` (percent) and `condition` (lit, dark, unknown, off, day_burning;
-    `excluded` when out of service or inside a planned outage or maintenance window)."""
+async def get_lamp(
+    user: Viewer, conn: ConnDep, pool: SyncPoolDep, engine: EngineDep, clock: ClockDep, lamp_id: str
+) -> dict[str, Any]:
+    """Role: viewer. One lamp: inventory, latest reported state, online status (when it has its own), its
+    `counters` (burning hours and switch-ons: the device's own when it reports them, else counted from its
+    readings; both shown), and now: `due` (its schedule wants it on), `level` (percent) and `condition` (lit,
+    dark, unknown, off, day_burning; `excluded` when out of service or inside a planned outage or maintenance
+    window)."""
     lamp = await alamp(conn, lamp_id)
     if lamp is None:
         raise ApiError(404, "not_found", f"lamp {lamp_id!r} is not in the inventory", "id")
     latest = await lamp_latest_state(conn, lamp["no"])
     status = await device_status(conn, "lamp", lamp_id)
+    no = lamp["no"]
+    counters = await in_thread(pool, lambda c: lamp_counters(c, no))
     view = engine.lamp(lamp_id, clock.now_ms())
     now = {"due": view.due, "level": view.level, "condition": view.condition} if view else {}
-    return {**lamp, "latest": latest, "status": status, **now}
+    return {**lamp, "latest": latest, "status": status, "counters": counters, **now}
 
 
 @router.get("/{lamp_id}/telemetry")
@@ -95,8 +102,14 @@ async def lamp_telemetry(
 @router.get("/{lamp_id}/archive")
 async def lamp_archive(user: Viewer, pool: SyncPoolDep, conn: ConnDep, lamp_id: str) -> dict[str, Any]:
     """Role: viewer. The lamp's maintenance archive: faults, tickets with their history, crews' notes, parts
-    replaced (commands join it with remote control)."""
-    await _lamp_no(conn, lamp_id)
+    replaced, its burning hours and switch-ons (`counters`, as on the lamp); commands join it with remote
+    control."""
+    no = await _lamp_no(conn, lamp_id)
     return await in_thread(
-        pool, lambda c: {**archive(c, "lamp", lamp_id), "commands": commands_for_asset(c, "lamp", lamp_id)}
+        pool,
+        lambda c: {
+            **archive(c, "lamp", lamp_id),
+            "counters": lamp_counters(c, no),
+            "commands": commands_for_asset(c, "lamp", lamp_id),
+        },
     )

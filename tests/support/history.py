@@ -107,10 +107,20 @@ def compact(endpoints: Endpoints, *args: str) -> subprocess.Popen[str]:
 
 
 def compacted(endpoints: Endpoints, *args: str) -> str:
-    run = compact(endpoints, *args)
-    out, err = run.communicate(timeout=120)
-    assert run.returncode == 0, err
-    return out
+    return command(endpoints, "compact", *args)
+
+
+def command(endpoints: Endpoints, *argv: str) -> str:
+    """`lamplighter` run with `argv` against these services, to its end; its output."""
+    run = subprocess.run(
+        [sys.executable, "-m", "lamplighter", *argv],
+        env={**os.environ, **endpoints.env()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    return run.stdout
 
 
 def midnight(day: date) -> datetime:

@@ -80,6 +80,8 @@ _OWNERS = {
         "telemetry_settings",
         "lamp_history",
         "cabinet_history",
+        "lamp_days",
+        "lamp_days_done",
     ),
     "lighting": ("schedules", "lighting_rate_samples", "nightly_reports", "operator_alerts"),
     "energy": ("energy_nights",),
