@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 from bench.cli import add_bench_parser, run_bench
@@ -21,7 +22,7 @@ from kernel.local import quiet_collector
 from lamplighter.config import ConfigError, LamplighterError, Settings
 from lamplighter.devices import add_devices_parser
 from lamplighter.seeding import seed_command
-from lamplighter.services import ServiceError
+from lamplighter.simulation import inject_command, simulate_command
 
 __all__ = ["main"]
 
@@ -107,6 +108,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ack-latency", type=float, default=0.05, help="seconds a device takes to acknowledge")
     p.add_argument("--unreachable", type=float, default=0.0, help="share of lamps that never answer a command")
     p.add_argument("--failing", type=float, default=0.0, help="share of lamps that refuse every command")
+    p.add_argument(
+        "--degradation",
+        choices=["none", "realistic"],
+        default="none",
+        help="lamps wearing out before they fail: none, or at realistic yearly rates (docs/forecast.md)",
+    )
+    p.add_argument("--degradation-seed", type=int, default=1, help="random seed of the degradations")
+    p.add_argument(
+        "--truth",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="append each degradation's onset and failure here, as JSON lines (the ground truth a forecast is "
+        "judged by; the backend never reads it)",
+    )
     _add_clock(p)
 
     p = sub.add_parser(
@@ -115,10 +131,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lease-s", type=float, default=30.0, help="a claimed notification is retried after this")
     p.add_argument("--batch", type=int, default=50, help="notifications claimed at once")
 
-    p = sub.add_parser("inject", help="make simulated lamps fail, leak or be repaired, or cut a cable (demos)")
-    p.add_argument("action", choices=["fail", "repair", "leak", "cut", "restore"])
+    p = sub.add_parser(
+        "inject", help="make simulated lamps fail, leak, wear out or be repaired, or cut a cable (demos)"
+    )
+    p.add_argument("action", choices=["fail", "repair", "leak", "degrade", "cut", "restore"])
     p.add_argument("what", nargs="+", help="lamp ids; for cut and restore: CABINET CIRCUIT")
     p.add_argument("--code", default="lamp_failure", choices=["lamp_failure", "driver_failure", "relay_failure"])
+    p.add_argument(
+        "--mode",
+        default="driver",
+        choices=["driver", "water", "relay", "photocell", "lumen"],
+        help="degrade: how the lamps wear out (default driver)",
+    )
+    p.add_argument(
+        "--lifetime",
+        type=float,
+        default=None,
+        help="degrade: onset to failure, in days (of burning at 40 °C for a driver; switchings for a relay)",
+    )
 
     add_devices_parser(sub)
 
@@ -241,7 +271,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
     elif cmd == "gateway":
         _run_gateway(settings, ep, _clock(args))
     elif cmd == "simulate":
-        simulate_command(ep, args)
+        simulate_command(ep, args, _clock(args))
     elif cmd == "dispatch":
         _run_dispatcher(settings, ep, args)
     elif cmd == "users":
@@ -336,31 +366,6 @@ def summarise_command(database_url: str, args: argparse.Namespace) -> int:
             f"{report.days[-1]}) summed up into {report.lamp_days:,} lamp-days in {report.seconds:.1f} s"
         )
     return 0
-
-
-def inject_command(ep: Any, args: argparse.Namespace) -> None:
-    """Publish a fault injection to the running simulator (`lamplighter simulate` or the demo's)."""
-    import json
-
-    from simulator.commands import FAULTS_TOPIC
-
-    order: dict[str, Any]
-    if args.action in ("cut", "restore"):
-        if len(args.what) != 2 or not args.what[1].isdigit():
-            raise LamplighterError(f"{args.action} takes a cabinet id and a circuit number, got {' '.join(args.what)}")
-        order = {args.action: {"cabinet": args.what[0], "circuit": int(args.what[1])}}
-    else:
-        order = {args.action: args.what}
-        if args.action == "fail":
-            order["code"] = args.code
-    ep.as_("lamplighter-simcontrol").publish_once(FAULTS_TOPIC, json.dumps(order), qos=1)
-    if args.action in ("cut", "restore"):
-        cabinet, circuit = args.what
-        done = {"cut": "cut", "restore": "restored"}[args.action]
-        print(f"the simulator was told: circuit {circuit} of cabinet {cabinet} {done}")
-    else:
-        verb = {"fail": f"fail (code {args.code})", "repair": "be repaired", "leak": "leak"}[args.action]
-        print(f"the simulator was told: {', '.join(args.what)} to {verb}")
 
 
 def _ask_password() -> str:
@@ -494,78 +499,3 @@ def _run_gateway(settings: Settings, ep: Any, clock: Clock) -> None:
 
     asyncio.run(run())
     logger.info("gateway stopped: %s", proc.gateway.stats)
-
-
-def simulate_command(ep: Any, args: argparse.Namespace) -> None:
-    from lamplighter.devices import device_logins
-    from simulator.fleet import Fleet, FleetSpec
-    from simulator.runner import Simulator
-
-    clock = _clock(args)
-    with connect(ep.database_url) as conn:
-        spec = FleetSpec.from_db(conn)
-    if not spec.lamp_id:
-        raise ServiceError("the inventory is empty: run `lamplighter seed` first")
-    from lamplighter.simcontrol import ScheduleControl
-
-    fleet = Fleet(
-        spec,
-        interval_s=args.interval,
-        jitter=args.jitter,
-        seed=args.seed,
-        failure_rate_per_day=args.failure_rate,
-        start_ms=clock.now_ms(),
-        control=ScheduleControl(ep.database_url, spec.lamp_id),
-    )
-    commands = None
-    if not args.no_commands:
-        from simulator.commands import DeviceCommands
-
-        commands = DeviceCommands(
-            fleet,
-            broker=ep.as_("lamplighter-headend"),
-            client_id=f"{args.client_prefix}-commands",
-            ack_latency_s=args.ack_latency,
-            unreachable=args.unreachable,
-            failing=args.failing,
-            seed=args.seed,
-            # One connection per device: each reads its own commands; the shared client only fault injections.
-            shared_subscription=not args.per_device,
-        )
-        commands.wait_ready()
-    sim = Simulator(
-        fleet,
-        broker=ep.as_("lamplighter-headend"),
-        clock=clock,
-        device_login=device_logins(ep) if args.per_device else None,
-        connections=args.connections,
-        per_device=args.per_device,
-        commands=commands,
-        client_prefix=args.client_prefix,
-    )
-    signal.signal(signal.SIGTERM, lambda *_: sim.stop())
-    last = [time.monotonic(), 0]
-
-    def progress(stats: Any) -> None:
-        now = time.monotonic()
-        if not args.quiet and now - last[0] >= 5:
-            rate = (stats.messages - last[1]) / (now - last[0])
-            broker = ""
-            if stats.held or stats.reconnects or stats.dropped:
-                broker = (
-                    f", broker: {stats.held:,} reports kept, {stats.reconnects} reconnects, {stats.dropped:,} dropped"
-                )
-            print(
-                f"simulator {clock.now().isoformat(timespec='seconds')}: {stats.messages:,} messages "
-                f"({rate:,.0f}/s), {stats.lamp_readings:,} lamp readings, {stats.failed_lamps:,} failed lamps{broker}",
-                flush=True,
-            )
-            last[:] = [now, stats.messages]
-
-    try:
-        sim.run(duration_s=args.duration, on_tick=progress)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.close()
-    print(f"simulator stopped: {sim.stats.messages:,} messages, {sim.stats.lamp_readings:,} lamp readings")

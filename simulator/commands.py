@@ -33,7 +33,8 @@ __all__ = ["FAULTS_TOPIC", "DeviceCommands", "outcome_masks"]
 
 # The simulator's own fault-injection topic, for demos and tests; not part of the field protocol. Payloads:
 # {"fail": [lamp ids], "code"?: "lamp_failure" | "driver_failure" | "relay_failure"}, {"repair": [lamp ids]},
-# {"leak": [lamp ids]}, {"cut": {"cabinet": id, "circuit": n}}, {"restore": {"cabinet": id, "circuit": n}}.
+# {"leak": [lamp ids]}, {"cut": {"cabinet": id, "circuit": n}}, {"restore": {"cabinet": id, "circuit": n}},
+# {"degrade": [lamp ids], "mode": one of simulator.degradation.MODES, "lifetime"?: the mode's units}.
 FAULTS_TOPIC = SIM_FAULTS_TOPIC
 
 logger = logging.getLogger(__name__)
@@ -154,11 +155,13 @@ class DeviceCommands:
         return out
 
     def _inject(self, payload: bytes, now_ms: int) -> None:
-        """A fault injected on purpose: the lamps (or a cable) fail, leak, are repaired or restored now."""
+        """A fault injected on purpose: the lamps (or a cable) fail, leak, start to wear out, are repaired or
+        restored now."""
         try:
             order = json.loads(payload)
             fleet = self.fleet
-            lamps = [self.slot_of[i] for k in ("fail", "repair", "leak") for i in order.get(k, ()) if i in self.slot_of]
+            kinds = ("fail", "repair", "leak", "degrade")
+            lamps = [self.slot_of[i] for k in kinds for i in order.get(k, ()) if i in self.slot_of]
             if "fail" in order:
                 fleet.fail(lamps, str(order.get("code", "lamp_failure")), now_ms)
             elif "repair" in order:
@@ -166,6 +169,9 @@ class DeviceCommands:
                 fleet.leak(lamps, now_ms, on=False)
             elif "leak" in order:
                 fleet.leak(lamps, now_ms)
+            elif "degrade" in order:
+                lifetime = order.get("lifetime")
+                fleet.degrade(lamps, str(order["mode"]), now_ms, lifetime=float(lifetime) if lifetime else None)
             elif "cut" in order or "restore" in order:
                 where = order.get("cut") or order["restore"]
                 cabinet = fleet.spec.cabinet_id.index(where["cabinet"])

@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from inventory.queries import devices_in_service
 from protocol.topics import device_topic
+from simulator.degradation import Degradation, Rates
 from simulator.sun import is_night
 from simulator.wire import SimulatorError
 
@@ -32,6 +33,12 @@ FAULT_CODES = ("lamp_failure", "driver_failure", "relay_failure")
 _FAULT_P = (0.6, 0.25, 0.15)
 _XINING = (36.62, 101.78)
 _encode = msgspec.json.Encoder().encode
+
+
+def _ambient(now_ms: int) -> float:
+    """Xining's night air: near -14 °C in January, near +10 °C in July."""
+    doy = datetime.fromtimestamp(now_ms / 1000, tz=UTC).timetuple().tm_yday
+    return -2.0 - 12.0 * math.cos(2 * math.pi * (doy - 15) / 365)
 
 
 @dataclass(frozen=True)
@@ -89,9 +96,14 @@ class Fleet:
         failure_rate_per_day: float = 0.0005,
         start_ms: int = 0,
         control: Callable[[int], tuple[npt.NDArray[np.bool_], npt.NDArray[np.int16]]] | None = None,
+        degradation: Degradation | None = None,
+        d4i_share: float = 0.8,
+        leak_sensor_share: float = 0.5,
     ) -> None:
         """`control(now_ms)` → (on, level) per lamp is the schedule the devices follow; without it they switch at
-        Xining's sunset and sunrise at full level."""
+        Xining's sunset and sunrise at full level. `degradation`: lamps wearing out before they fail
+        (`simulator.degradation`). `d4i_share` of the LED lamps have a D4i driver that reports its burning hours,
+        switch-ons and temperature, `leak_sensor_share` of all lamps an earth-leakage sensor."""
         if interval_s <= 0:
             raise SimulatorError(f"reporting interval must be positive, got {interval_s}")
         if not 0 <= jitter <= 1:
@@ -119,6 +131,16 @@ class Fleet:
         self.draw = np.zeros(n)
         self.lamp_seq = np.zeros(n, dtype=np.int64)
         self.rssi = self.rng.integers(-110, -65, n).astype(np.int16)
+        # Counters and sensors of their own seed, so the draws above stay what they were.
+        self.aux = np.random.default_rng([seed, 0xC0])
+        self.d4i = spec.lamp_led & (self.aux.random(n) < d4i_share)
+        self.leak_sensor = self.aux.random(n) < leak_sensor_share
+        self.burn_s = self.aux.uniform(0, 40_000, n) * 3600.0  # the lamps' ages, up to about nine years of nights
+        self.starts = (self.burn_s / 3600 / 11.5).astype(np.int64)
+        self.degradation = degradation
+        self._deg_ms = start_ms
+        self._sched_on = np.zeros(n, dtype=np.bool_)
+        self._off_at = np.full(n, np.iinfo(np.int64).min // 2, dtype=np.int64)  # when the schedule last switched off
         self.pf = np.where(spec.lamp_led, self.rng.uniform(0.95, 0.99, n), self.rng.uniform(0.85, 0.9, n))
         # Devices: every single-lamp controller, and every cabinet with a concentrator.
         self.single = np.flatnonzero(~spec.lamp_concentrator)
@@ -150,7 +172,10 @@ class Fleet:
         self._overrides_changed = True
         self._next_override_end = -1  # epoch ms at which the first override with a time ends (−1: none)
         # Readings of the lamps that report this step (the rest of each buffer is stale).
-        self._buf = {k: np.zeros(n) for k in ("power", "voltage", "current", "temp", "energy")}
+        self._buf = {
+            k: np.zeros(n) for k in ("power", "voltage", "current", "temp", "energy", "pf", "dtemp", "leak", "burn")
+        }
+        self._buf["dropout"] = np.zeros(n)
         self.topics_single = [
             device_topic(spec.lamp_district[i], "lamp", spec.lamp_id[i], "state").encode() for i in self.single
         ]
@@ -182,6 +207,13 @@ class Fleet:
         self.leaking[idx] = on
         self._report_now(idx, now_ms)
 
+    def degrade(self, lamps: npt.ArrayLike, mode: str, now_ms: int, *, lifetime: float | None = None) -> None:
+        """Put these lamps into a degradation mode now (`simulator.degradation`), on the way to its fault."""
+        if self.degradation is None:
+            self.degradation = Degradation(self.n, rates=Rates.zero(), lamp_ids=self.spec.lamp_id)
+            self._deg_ms = now_ms
+        self.degradation.start(np.asarray(lamps, dtype=np.int64), mode, now_ms, lifetime=lifetime)
+
     def cut_cable(self, cabinet: int, circuit: int, now_ms: int) -> npt.NDArray[np.int64]:
         """Cut one circuit of a cabinet (theft, digging): its single-lamp controllers send a last gasp
         (`supply_loss`) and fall silent, its concentrator reports `circuit_open` and no longer hears those lamps.
@@ -209,8 +241,46 @@ class Fleet:
         cab_pos = np.flatnonzero(np.isin(self.conc_cabinets, cabs))
         self.next_cab[cab_pos] = np.minimum(self.next_cab[cab_pos], now_ms + gather_ms)
 
+    def _wear(self, now_ms: int) -> None:
+        """Degrading lamps wear for the time since the last look (once a clock second), and those at their end
+        fail as their mode fails."""
+        deg = self.degradation
+        if deg is None or now_ms - self._deg_ms < 1000:
+            return
+        dt_ms, self._deg_ms = now_ms - self._deg_ms, now_ms
+        lit = self._lit(np.arange(self.n))
+        temp = self._driver_temp(np.arange(self.n), now_ms, lit)
+        healthy = (self.fault == 0) & ~self.leaking & ~self.cut
+        failed = deg.advance(now_ms, dt_ms, burning=lit, driver_temp_c=temp, healthy=healthy)
+        self._degraded(failed, now_ms)
+        cycling = np.flatnonzero(lit & deg.of("driver"))
+        if len(cycling):
+            restarts = self.aux.poisson(deg.dropouts_per_hour(cycling) * dt_ms / 3_600_000)
+            self.starts[cycling] += restarts
+
+    def _degraded(self, failed: dict[str, npt.NDArray[np.int64]], now_ms: int) -> None:
+        for mode, lamps in failed.items():
+            if mode in ("driver", "relay"):
+                self._settle(lamps, now_ms)
+                self.fault[lamps] = FAULT_CODES.index(f"{mode}_failure") + 1
+                self._redraw(lamps)
+                self._report_now(lamps, now_ms)
+            elif mode == "water":
+                self.leak(lamps, now_ms)
+            # photocell: its lamp goes on day-burning (the backend's rule); lumen: nothing a device can tell
+
+    def _lit(self, idx: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """Burning: switched on, its driver and relay sound and its supply there."""
+        lit: npt.NDArray[np.bool_] = self.on[idx] & (self.dim[idx] > 0) & (self.fault[idx] == 0) & ~self.cut[idx]
+        return lit
+
+    def _driver_temp(self, idx: npt.NDArray[np.int64], now_ms: int, lit: npt.NDArray[np.bool_]) -> npt.NDArray[Any]:
+        heat = self.degradation.driver_heat(idx) if self.degradation is not None else 0.0
+        return _ambient(now_ms) + 20.0 * lit * self.dim[idx] / 100.0 + heat
+
     def _advance(self, now_ms: int) -> None:
         dt_ms = max(0, now_ms - self.last_ms)
+        self._wear(now_ms)
         if self.failure_rate_per_day > 0 and dt_ms:
             p = self.failure_rate_per_day * dt_ms / 86_400_000
             drawn = np.unique(self.rng.integers(0, self.n, self.rng.binomial(self.n, min(p, 1.0))))
@@ -235,9 +305,12 @@ class Fleet:
             on, level = self._overridden(now_ms, *self._schedule)
             ends = self.ovr_until[self.ovr_until > 0]
             self._next_override_end = int(ends.min()) if len(ends) else -1
+            if self.degradation is not None:
+                self._photocells(now_ms, on, level)
             dim = np.where(on, level, 0).astype(np.int16)
             changed = np.flatnonzero((on != self.on) | (dim != self.dim))
             if len(changed):
+                self._switched_on(changed[on[changed] & ~self.on[changed]], now_ms)
                 self._settle(changed, now_ms)
                 self.on[changed] = on[changed]
                 self.dim[changed] = dim[changed]
@@ -249,10 +322,37 @@ class Fleet:
         self._started = True
         self.last_ms = now_ms
 
+    def _photocells(self, now_ms: int, on: npt.NDArray[np.bool_], level: npt.NDArray[np.int16]) -> None:
+        """A drifting photocell keeps its lamp on for a while after the schedule switched it off."""
+        assert self.degradation is not None
+        pc = np.flatnonzero(self.degradation.of("photocell"))
+        if len(pc) == 0:
+            return
+        went_off = pc[~on[pc] & self._sched_on[pc]]
+        self._off_at[went_off] = now_ms
+        self._sched_on[pc] = on[pc]
+        late = pc[~on[pc] & (now_ms - self._off_at[pc] < self.degradation.late_off_ms(pc))]
+        on[late] = True
+        level[late] = np.where(self.dim[late] > 0, self.dim[late], 100)
+
+    def _switched_on(self, lamps: npt.NDArray[np.int64], now_ms: int) -> None:
+        """These lamps' relays close: one more start each (and a worn relay's chatter), and relay wear."""
+        if len(lamps) == 0:
+            return
+        self.starts[lamps] += 1
+        if self.degradation is not None:
+            self.starts[lamps] += self.aux.poisson(self.degradation.chatter(lamps))
+            self._degraded(self.degradation.switched_on(lamps, now_ms), now_ms)
+
     def _settle(self, idx: npt.NDArray[np.int64], now_ms: int) -> None:
-        """Bring these lamps' energy meters up to `now_ms` at their present draw (before the draw changes)."""
+        """Bring these lamps' energy meters and burning hours up to `now_ms` at their present draw (before the
+        draw changes)."""
         self.energy_wh[idx] = self._energy(idx, now_ms)
+        self.burn_s[idx] = self._burned(idx, now_ms)
         self.energy_ms[idx] = now_ms
+
+    def _burned(self, idx: npt.NDArray[np.int64], now_ms: int) -> npt.NDArray[np.float64]:
+        return self.burn_s[idx] + self._lit(idx) * np.maximum(now_ms - self.energy_ms[idx], 0) / 1000.0
 
     def _energy(self, idx: npt.NDArray[np.int64], now_ms: int) -> npt.NDArray[np.float64]:
         return self.energy_wh[idx] + self.draw[idx] * np.maximum(now_ms - self.energy_ms[idx], 0) / 3_600_000
@@ -338,6 +438,8 @@ class Fleet:
         on = self.on[idx]
         p = self.spec.lamp_rated_w[idx].astype(np.float64) * self.dim[idx] / 100.0 * on
         fault = self.fault[idx]
+        if self.degradation is not None:
+            p = p * self.degradation.power_rise(idx)  # an ageing driver draws more for the same light
         p = np.where(fault == 1, 2.0 * on, p)  # lamp failed: driver idles
         p = np.where(fault >= 2, 0.0, p)  # driver or relay failed: nothing drawn
         return np.where(self.cut[idx], 0.0, p)
@@ -375,19 +477,31 @@ class Fleet:
     def _values(self, now_ms: int, idx: npt.NDArray[np.int64]) -> dict[str, npt.NDArray[Any]]:
         """Readings of the lamps `idx` at `now_ms`, in buffers indexed by lamp (other lamps' entries are stale)."""
         n = len(idx)
-        t = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
-        doy = t.timetuple().tm_yday
-        # Xining: nights near -14 °C in January, near +10 °C in July.
-        ambient = -2.0 - 12.0 * math.cos(2 * math.pi * (doy - 15) / 365)
+        ambient = _ambient(now_ms)
         grid = 220.0 + 4.0 * math.sin(now_ms / 3_600_000 * 2 * math.pi / 24)
         power = np.maximum(self.draw[idx] * (1 + self.rng.normal(0, 0.02, n)), 0.0)
         voltage = grid + self.rng.normal(0, 2.0, n)
         b = self._buf
+        pf = self.pf[idx]
+        deg = self.degradation
+        if deg is not None:
+            power = np.maximum(power * (1 + deg.ripple(idx) * self.aux.standard_normal(n)), 0.0)
+            pf = pf - deg.pf_drop(idx)
+            # A report that catches a driver near its end dropped out: off for a moment, drawing nothing.
+            b["dropout"][idx] = self.aux.random(n) < np.minimum(deg.dropouts_per_hour(idx) / 40.0, 0.5)
+            b["leak"][idx] = deg.leakage_ma(idx) + np.abs(self.aux.normal(0, 0.1, n))
+            power = np.where(b["dropout"][idx] > 0, 0.0, power)
+        else:
+            b["leak"][idx] = 0.3 + np.abs(self.aux.normal(0, 0.1, n))
         b["power"][idx] = power
         b["voltage"][idx] = voltage
-        b["current"][idx] = np.where(power > 0, power / (voltage * self.pf[idx]), 0.0)
+        b["pf"][idx] = pf
+        b["current"][idx] = np.where(power > 0, power / (voltage * pf), 0.0)
         b["temp"][idx] = ambient + np.where(self.on[idx], 12.0, 2.0) + self.rng.normal(0, 1.0, n)
+        lit = self._lit(idx)
+        b["dtemp"][idx] = self._driver_temp(idx, now_ms, lit) + self.aux.normal(0, 0.5, n)
         b["energy"][idx] = self._energy(idx, now_ms)
+        b["burn"][idx] = self._burned(idx, now_ms)
         return b
 
     def _lamp_obj(self, lamp: int, now_ms: int, v: dict[str, npt.NDArray[Any]], *, radio: bool) -> dict[str, Any]:
@@ -396,6 +510,8 @@ class Fleet:
         fault = int(self.fault[lamp])
         cut = bool(self.cut[lamp])
         on = bool(self.on[lamp]) and fault != 3 and not cut  # a failed relay stays open
+        if v["dropout"][lamp]:
+            on = False
         obj: dict[str, Any] = {
             "ts": now_ms,
             "seq": seq,
@@ -404,7 +520,7 @@ class Fleet:
             "power_w": round(float(v["power"][lamp]), 1),
             "voltage_v": round(float(v["voltage"][lamp]), 1),
             "current_a": round(float(v["current"][lamp]), 3),
-            "power_factor": round(float(self.pf[lamp]), 2),
+            "power_factor": round(float(v["pf"][lamp]), 2),
             "energy_wh": int(v["energy"][lamp]),
             "temp_c": round(float(v["temp"][lamp]), 1),
             "mode": "manual" if self.ovr_until[lamp] != 0 else "auto",
@@ -416,6 +532,12 @@ class Fleet:
             obj["faults"].append("supply_loss")  # the last gasp
         if radio:
             obj["rssi_dbm"] = int(self.rssi[lamp])
+        if self.d4i[lamp]:
+            obj["burn_h"] = int(v["burn"][lamp] // 3600)
+            obj["starts"] = int(self.starts[lamp])
+            obj["driver_temp_c"] = round(float(v["dtemp"][lamp]))  # D4i: whole degrees
+        if self.leak_sensor[lamp]:
+            obj["leakage_ma"] = round(float(v["leak"][lamp]), 1)
         return obj
 
     def _cabinet_report(self, cab: int, pos: int, now_ms: int, v: dict[str, npt.NDArray[Any]]) -> Report:
