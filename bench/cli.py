@@ -49,6 +49,12 @@ def add_bench_parser(sub: Any) -> None:
     b = bsub.add_parser("storage", help="bytes per lamp reading raw and compact, and a lamp's day read back")
     b.add_argument("--lamps", type=int, default=110_000)
     b.add_argument("--days", type=int, default=3, help="whole days of readings, ending yesterday")
+    b = bsub.add_parser("predict", help="failure forecasts in a time-split backtest, against fixed thresholds")
+    b.add_argument("--lamps", type=int, default=110_000)
+    b.add_argument("--days", type=int, default=240, help="days of history generated")
+    b.add_argument("--split", type=int, default=170, help="the day training ends and the test period begins")
+    b.add_argument("--every", type=int, default=3, help="days between training samples of every lamp")
+    b.add_argument("--nightly-lamps", type=int, default=1_000_000, help="lamps of the timed nightly run")
     b = bsub.add_parser("rate", help="lighting-rate recompute and fleet-state updates over a generated city")
     b.add_argument("--lamps", type=int, default=1_000_000)
     b.add_argument("--repeats", type=int, default=30, help="recomputes to take the median of")
@@ -97,6 +103,12 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
         from bench.storage import run_storage_bench
 
         return run_storage_bench(settings, lamps=args.lamps, days=args.days)
+    if args.bench == "predict":
+        from bench.predict import run_predict_bench
+
+        return run_predict_bench(
+            lamps=args.lamps, days=args.days, split=args.split, every=args.every, nightly_lamps=args.nightly_lamps
+        )
     if args.bench == "rate":
         from bench.rate import run_rate_bench
 

@@ -15,7 +15,8 @@ lamp (a log-normal spread around the mode's median lifetime) and driven by what 
   switching, and past 70 % the contacts chatter, which the controller counts as extra switch-ons, until the relay
   no longer closes (`relay_failure`).
 - `photocell` — a dirty or ageing photocell sees the morning too late: the lamp stays on after its schedule
-  switched it off, by up to 25 minutes at the end, past the 15 minutes the backend calls day-burning (`day_burning`).
+  switched it off, a little longer each morning up to 14 minutes; at its failure 25, past the 15 minutes the
+  backend calls day-burning (`day_burning`).
 - `lumen` — the LEDs' light falls (to L70) while the power stays the same: nothing a controller measures changes.
   Only an inspection (or a luminance survey) sees it; the simulator records it in the ground truth, and a forecaster
   that reads electrical data cannot foresee it.
@@ -49,7 +50,8 @@ FAULT_OF = {
 DAY_MS = 86_400_000
 _REF_TEMP_C = 40.0  # the driver temperature at which a driver's median lifetime holds
 LEAK_TRIP_MA = 30.0
-PHOTOCELL_DRIFT_MIN = 25.0  # minutes of late switch-off at failure
+PHOTOCELL_DRIFT_MIN = 14.0  # minutes of late switch-off just before failure: under the 15 of day-burning …
+PHOTOCELL_FAILED_MIN = 25.0  # … and once failed, past it
 CHATTER_FROM = 0.7
 CYCLING_FROM = 0.85
 
@@ -77,7 +79,7 @@ class Lifetimes:
     """Each mode's median time from onset to failure and its spread (σ of the logarithm): days of burning at
     40 °C for a driver, switchings for a relay (about one a night), days for the rest."""
 
-    driver: tuple[float, float] = (40.0, 0.35)
+    driver: tuple[float, float] = (15.0, 0.35)
     water: tuple[float, float] = (20.0, 0.4)
     relay: tuple[float, float] = (40.0, 0.35)
     photocell: tuple[float, float] = (30.0, 0.35)
@@ -154,12 +156,13 @@ class Degradation:
         now_ms: int,
         dt_ms: int,
         *,
-        burning: npt.NDArray[np.bool_],
+        burning: npt.NDArray[Any],
         driver_temp_c: npt.NDArray[np.float64] | float,
         healthy: npt.NDArray[np.bool_],
     ) -> dict[str, npt.NDArray[np.int64]]:
         """`dt_ms` more of wear, ending at `now_ms`; new onsets among `healthy` lamps (no fault, no mode yet).
-        Returns the lamps that failed in this step, by mode."""
+        `burning`: per lamp, whether it burned (or the share of `dt_ms` it did). Returns the lamps that failed in
+        this step, by mode."""
         day = now_ms // DAY_MS
         if day != self._day:
             self._day = day
@@ -248,8 +251,11 @@ class Degradation:
         return np.where(d >= CHATTER_FROM, 6.0 * (d - CHATTER_FROM) / (1.0 - CHATTER_FROM), 0.0)
 
     def late_off_ms(self, idx: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-        """How long after its schedule switches it off a lamp's drifting photocell keeps it on."""
-        return (np.minimum(self.level("photocell", idx), 2.0) * PHOTOCELL_DRIFT_MIN * 60_000).astype(np.int64)
+        """How long after its schedule switches it off a lamp's drifting photocell keeps it on: creeping up to 14
+        minutes, then (failed) 25, which the backend's day-burning rule (15) sees."""
+        d = self.level("photocell", idx)
+        minutes = np.where(d >= 1.0, PHOTOCELL_FAILED_MIN, np.minimum(d, 1.0) * PHOTOCELL_DRIFT_MIN)
+        return (minutes * 60_000).astype(np.int64)
 
     # -- the ground truth -----------------------------------------------------------------------------------
 

@@ -276,7 +276,7 @@ class Fleet:
 
     def _driver_temp(self, idx: npt.NDArray[np.int64], now_ms: int, lit: npt.NDArray[np.bool_]) -> npt.NDArray[Any]:
         heat = self.degradation.driver_heat(idx) if self.degradation is not None else 0.0
-        return _ambient(now_ms) + 20.0 * lit * self.dim[idx] / 100.0 + heat
+        return _ambient(now_ms) + 35.0 * lit * self.dim[idx] / 100.0 + heat
 
     def _advance(self, now_ms: int) -> None:
         dt_ms = max(0, now_ms - self.last_ms)

@@ -37,9 +37,12 @@ from telemetry.history import read_lamp_range
 __all__ = [
     "GAP_S",
     "SUMMARY_COLUMNS",
+    "TABLE_COLUMNS",
     "DailyReport",
+    "DayTable",
     "lamp_counters",
     "pending_summary_days",
+    "read_day_table",
     "summarise",
     "summarise_day",
     "summarise_days",
@@ -321,3 +324,56 @@ def lamp_counters(conn: psycopg.Connection, lamp_no: int) -> dict[str, Any]:
         "reported": reported,
         "derived": counted,
     }
+
+
+# The columns of a `DayTable`: `lamp_days`' figures that a forecast reads, as float32 (NaN: no figure).
+TABLE_COLUMNS = (
+    "burn_s",
+    "starts",
+    "power_norm_med",
+    "power_norm_spread",
+    "pf_med",
+    "driver_temp_med",
+    "leakage_med",
+    "leakage_max",
+)
+
+
+@dataclass
+class DayTable:
+    """Many lamps' days side by side: `columns[name][i, j]` is lamp `lamp_no[i]`'s figure on `first_day + j`
+    (NaN where it has none: no readings that day, or a figure its device does not report)."""
+
+    lamp_no: npt.NDArray[np.int64]
+    first_day: dt.date
+    columns: dict[str, npt.NDArray[np.float32]]
+
+    @property
+    def days(self) -> int:
+        return int(next(iter(self.columns.values())).shape[1])
+
+    @staticmethod
+    def empty(lamp_no: npt.NDArray[np.int64], first_day: dt.date, days: int) -> DayTable:
+        k = len(lamp_no)
+        return DayTable(lamp_no, first_day, {c: np.full((k, days), np.nan, dtype=np.float32) for c in TABLE_COLUMNS})
+
+
+def read_day_table(conn: psycopg.Connection, first_day: dt.date, last_day: dt.date, first: int, end: int) -> DayTable:
+    """The daily summaries of lamps numbered [first, end) from `first_day` through `last_day`, as a DayTable of
+    the lamps that have any."""
+    days = (last_day - first_day).days + 1
+    cols = ", ".join(f"array_agg({c}::real ORDER BY lamp_no, day)" for c in TABLE_COLUMNS)
+    row = conn.execute(
+        f"SELECT array_agg(lamp_no ORDER BY lamp_no, day), array_agg(day - %s::date ORDER BY lamp_no, day), {cols} "
+        "FROM lamp_days WHERE day >= %s AND day <= %s AND lamp_no >= %s AND lamp_no < %s",
+        (first_day, first_day, last_day, first, end),
+    ).fetchone()
+    if row is None or row[0] is None:
+        return DayTable.empty(np.zeros(0, dtype=np.int64), first_day, days)
+    lamp = np.asarray(row[0], dtype=np.int64)
+    offset = np.asarray(row[1], dtype=np.int64)
+    lamps, at = np.unique(lamp, return_inverse=True)
+    table = DayTable.empty(lamps, first_day, days)
+    for name, values in zip(TABLE_COLUMNS, row[2:], strict=True):
+        table.columns[name][at, offset] = np.array([np.nan if v is None else v for v in values], dtype=np.float32)
+    return table
