@@ -17,7 +17,6 @@ from tests.unit.simulator.test_degradation import DAY_MS, STEP_MS, T0, Nights, _
 
 
 def _as_day(reports: list[dict]) -> LampDay:
-    n = len(reports)
 
     def col(key: str, dtype: type) -> tuple[np.ndarray, np.ndarray]:
         present = np.array([key in r for r in reports])
