@@ -22,6 +22,7 @@ __all__ = [
     "dead_lettered",
     "events_after",
     "forget_inventory",
+    "lamp_failures",
     "lamps_waiting",
     "list_tickets_page",
     "newest_event_id",
@@ -211,6 +212,19 @@ def lamps_waiting(conn: psycopg.Connection) -> list[str]:
         (list(WAITING), list(WAITING)),
     ).fetchall()
     return [str(r[0]) for r in rows]
+
+
+def lamp_failures(
+    conn: psycopg.Connection, faults: Sequence[str], since: dt.datetime
+) -> list[tuple[str, str, dt.datetime]]:
+    """(lamp id, fault, opened at) of every lamp ticket with one of `faults` opened since `since`, oldest first,
+    but those that cleared themselves (transient) or were cancelled: the failures a forecast learns from."""
+    rows = conn.execute(
+        "SELECT asset_id, fault, opened_at FROM tickets WHERE asset_type = 'lamp' AND fault = ANY(%s) "
+        "AND opened_at >= %s AND status NOT IN ('transient', 'cancelled') ORDER BY opened_at",
+        (list(faults), since),
+    ).fetchall()
+    return [(str(a), str(f), o) for a, f, o in rows]
 
 
 def forget_inventory(conn: psycopg.Connection) -> dict[str, int]:

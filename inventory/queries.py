@@ -34,7 +34,10 @@ __all__ = [
     "geometry",
     "has_device",
     "known_districts",
+    "lamp_numbers",
+    "lamp_numbers_in",
     "lamp_ratings",
+    "lamps_by_number",
     "lamps_listed",
     "lamps_page",
     "seeded_lamps",
@@ -337,6 +340,31 @@ def lamp_ratings(conn: psycopg.Connection) -> list[tuple[int, float, int]]:
     """(number, rated W, reporting interval s) of every lamp, in lamp order."""
     rows = conn.execute("SELECT no, rated_w, report_interval_s FROM lamps ORDER BY no")
     return [(int(n), float(w), int(s)) for n, w, s in rows]
+
+
+def lamp_numbers(conn: psycopg.Connection) -> list[tuple[int, str, float]]:
+    """(number, id, rated W) of every lamp in service, in lamp order."""
+    rows = conn.execute("SELECT no, id, rated_w FROM lamps WHERE in_service ORDER BY no")
+    return [(int(n), str(i), float(w)) for n, i, w in rows]
+
+
+def lamp_numbers_in(
+    conn: psycopg.Connection, *, district: str | None = None, road: int | None = None, cabinet: str | None = None
+) -> list[int]:
+    """The numbers of the lamps in a district, on a road and behind a cabinet (each only when given)."""
+    where, args = ["true"], []
+    for column, value in (("district", district), ("road_id", road), ("cabinet_id", cabinet)):
+        if value is not None:
+            where.append(f"{column} = %s")
+            args.append(value)
+    return [int(n) for (n,) in conn.execute(f"SELECT no FROM lamps WHERE {' AND '.join(where)} ORDER BY no", args)]
+
+
+def lamps_by_number(conn: psycopg.Connection, nos: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The lamps numbered `nos` as the API shows a lamp (`LAMP_COLUMNS`), by number."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(LAMP_COLUMNS + " WHERE l.no = ANY(%s)", (list(nos),)).fetchall()
+    return {int(r["no"]): r for r in rows}
 
 
 def set_report_interval(conn: psycopg.Connection, seconds: int) -> None:

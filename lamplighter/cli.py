@@ -21,6 +21,7 @@ from kernel.errors import Problem
 from kernel.local import quiet_collector
 from lamplighter.config import ConfigError, LamplighterError, Settings
 from lamplighter.devices import add_devices_parser
+from lamplighter.nightly import forecast_command, summarise_command
 from lamplighter.seeding import seed_command
 from lamplighter.simulation import inject_command, simulate_command
 
@@ -78,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
         help="summarise whole UTC days before this one (default: today's; the leading gateway passes its clock's)",
     )
     p.add_argument("--back-days", type=int, default=7, metavar="N", help="look this many days back (default 7)")
+
+    p = sub.add_parser("forecast", help="failure forecasts: retrain when due, score every lamp for the night")
+    p.add_argument("--day", type=date.fromisoformat, metavar="YYYY-MM-DD", help="the run's day (default: today UTC)")
+    p.add_argument("--retrain", action="store_true", help="train a new model first, whatever the newest one's age")
 
     p = sub.add_parser("seed", help="generate and load the city inventory")
     p.add_argument("--lamps", type=int, default=110_000, help="number of lamps (default 110,000)")
@@ -264,6 +269,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int | None:
         return compact_command(ep.database_url, settings, args)
     elif cmd == "summarise":
         return summarise_command(ep.database_url, args)
+    elif cmd == "forecast":
+        return forecast_command(ep.database_url, args)
     elif cmd == "devices":
         from lamplighter.devices import devices_command
 
@@ -343,27 +350,6 @@ def compact_command(database_url: str, settings: Settings, args: argparse.Namesp
             f"history: {report.readings:,} readings of {len(report.days)} days ({report.days[0]} to "
             f"{report.days[-1]}) packed into {report.lamp_days:,} lamp-days, and {report.cabinet_readings:,} "
             f"cabinet readings into {report.cabinet_days:,} cabinet-days, in {report.seconds:.1f} s"
-        )
-    return 0
-
-
-def summarise_command(database_url: str, args: argparse.Namespace) -> int:
-    """Summarise the days of readings that have no summary yet (telemetry.daily); safe to stop and rerun."""
-    from datetime import UTC
-
-    from telemetry.daily import summarise_days
-
-    if args.back_days < 1:
-        raise LamplighterError("--back-days must be 1 or more")
-    before = args.before or datetime.now(UTC).date()
-    with connect(database_url) as conn:
-        report = summarise_days(conn, before=before, back_days=args.back_days)
-    if not report.days:
-        print(f"daily summaries: nothing to summarise before {before}")
-    else:
-        print(
-            f"daily summaries: {report.readings:,} readings of {len(report.days)} days ({report.days[0]} to "
-            f"{report.days[-1]}) summed up into {report.lamp_days:,} lamp-days in {report.seconds:.1f} s"
         )
     return 0
 

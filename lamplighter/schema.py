@@ -21,7 +21,7 @@ __all__ = ["ROOMS", "SchemaError", "migrate", "plan"]
 logger = logging.getLogger(__name__)
 
 # The rooms with tables, each before the rooms whose tables refer to its own.
-ROOMS = ("inventory", "telemetry", "lighting", "energy", "alerts", "commands", "api", "gateway", "fieldnet")
+ROOMS = ("inventory", "telemetry", "lighting", "energy", "alerts", "commands", "api", "gateway", "fieldnet", "forecast")
 
 
 def plan(variant: str) -> migrations.Plan:

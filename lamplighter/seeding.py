@@ -9,6 +9,7 @@ from alerts.queries import forget_inventory as forget_tickets
 from commands.queries import forget_inventory as forget_commands
 from energy.nights import forget_inventory as forget_energy
 from fieldnet.provision import forget_inventory as forget_accounts
+from forecast.nightly import forget_inventory as forget_forecasts
 from inventory.city import Inventory
 from inventory.loader import Forget, Replaced, load
 from kernel.database import Connection, connect
@@ -19,6 +20,7 @@ __all__ = ["FORGET", "load_city", "seed_command"]
 
 # What each room keeps that refers to the inventory by number or id, emptied when it is replaced.
 FORGET: tuple[Forget, ...] = (
+    forget_forecasts,
     forget_tickets,
     forget_commands,
     forget_lighting,

@@ -8,7 +8,7 @@ summarises it exactly as the nightly job does, without storing the readings firs
 
 What a day's figures mean (UTC days, as the compact history keeps them):
 - `burn_s`: seconds on, from each reading that says on (and dim > 0) to the next one, each gap counted up to
-  `GAP_S` (a longer silence says nothing of what the lamp did);
+  `GAP_S` (a longer silence says nothing of what the lamp did); a gap across midnight is split at midnight;
 - `starts`: switch-ons seen (a reading on after one off); the day's first reading counts as one when it is on and
   the lamp's previous day ended off;
 - `power_norm_med`: the median of power × 100 / dim over readings on with a power: what the lamp draws at full
@@ -40,6 +40,7 @@ __all__ = [
     "TABLE_COLUMNS",
     "DailyReport",
     "DayTable",
+    "first_summary_day",
     "lamp_counters",
     "pending_summary_days",
     "read_day_table",
@@ -152,9 +153,22 @@ def summarise(
     first_lit[has] = lit[starts_at[has]]
     last_lit = np.zeros(k, dtype=bool)
     last_lit[has] = lit[starts_at[has] + n_of[has] - 1]
+    burn = np.bincount(seg, weights=burned, minlength=k)
+    # Across midnight: a lamp lit at the day's last reading burned on to midnight (up to GAP_S), and one whose
+    # previous day ended lit burned from midnight to its first reading. (In a city east of Greenwich the morning
+    # switch-off falls near midnight UTC in winter: a drifting photocell's minutes are there.)
+    first_us = np.zeros(k, dtype=np.int64)
+    last_us = np.zeros(k, dtype=np.int64)
+    first_us[has] = days.ts_us[starts_at[has]]
+    last_us[has] = days.ts_us[starts_at[has] + n_of[has] - 1]
+    day_us = 86_400_000_000
+    burn += np.where(last_lit, np.minimum((first_us // day_us + 1) * day_us - last_us, GAP_S * 1e6) / 1e6, 0.0)
     if previous_last_on is not None:
-        prev = np.array([p is False for p in previous_last_on], dtype=bool)
-        starts += (first_lit & prev).astype(np.int64)
+        prev_off = np.array([p is False for p in previous_last_on], dtype=bool)
+        prev_on = np.array([p is True for p in previous_last_on], dtype=bool)
+        starts += (first_lit & prev_off).astype(np.int64)
+        head = np.minimum(first_us - (first_us // day_us) * day_us, GAP_S * 1e6) / 1e6
+        burn += np.where(prev_on & has, head, 0.0)
     power, p_ok = days.power_w
     with np.errstate(divide="ignore", invalid="ignore"):
         norm = power.astype(np.float64) * 100.0 / days.dim
@@ -172,7 +186,7 @@ def summarise(
     return {
         "readings": n_of,
         "on_readings": np.bincount(seg, weights=lit, minlength=k).astype(np.int64),
-        "burn_s": np.round(np.bincount(seg, weights=burned, minlength=k)).astype(np.int64),
+        "burn_s": np.round(burn).astype(np.int64),
         "starts": starts,
         "last_on": last_lit,
         "power_norm_med": med,
@@ -297,6 +311,12 @@ def summarise_days(conn: psycopg.Connection, *, before: dt.date, back_days: int 
     return report
 
 
+def first_summary_day(conn: psycopg.Connection, since: dt.date) -> dt.date | None:
+    """The first day on or after `since` with lamps summed up (None: none)."""
+    row = conn.execute("SELECT min(day) FROM lamp_days WHERE day >= %s", (since,)).fetchone()
+    return row[0] if row else None
+
+
 def lamp_counters(conn: psycopg.Connection, lamp_no: int) -> dict[str, Any]:
     """A lamp's burning hours and switch-ons: as its device reports them (`reported`, from its latest state), and
     as counted from its readings' daily summaries (`derived`: since its first summarised day, through the last),
@@ -358,22 +378,24 @@ class DayTable:
         return DayTable(lamp_no, first_day, {c: np.full((k, days), np.nan, dtype=np.float32) for c in TABLE_COLUMNS})
 
 
-def read_day_table(conn: psycopg.Connection, first_day: dt.date, last_day: dt.date, first: int, end: int) -> DayTable:
-    """The daily summaries of lamps numbered [first, end) from `first_day` through `last_day`, as a DayTable of
-    the lamps that have any."""
+def read_day_table(conn: psycopg.Connection, first_day: dt.date, last_day: dt.date, lamps: Sequence[int]) -> DayTable:
+    """The daily summaries of the lamps numbered `lamps` from `first_day` through `last_day`, as a DayTable of
+    those lamps in the order given (NaN where a lamp has no summary of a day)."""
     days = (last_day - first_day).days + 1
+    wanted = np.asarray(lamps, dtype=np.int64)
+    table = DayTable.empty(wanted, first_day, days)
     cols = ", ".join(f"array_agg({c}::real ORDER BY lamp_no, day)" for c in TABLE_COLUMNS)
     row = conn.execute(
         f"SELECT array_agg(lamp_no ORDER BY lamp_no, day), array_agg(day - %s::date ORDER BY lamp_no, day), {cols} "
-        "FROM lamp_days WHERE day >= %s AND day <= %s AND lamp_no >= %s AND lamp_no < %s",
-        (first_day, first_day, last_day, first, end),
+        "FROM lamp_days WHERE day >= %s AND day <= %s AND lamp_no = ANY(%s)",
+        (first_day, first_day, last_day, wanted.tolist()),
     ).fetchone()
     if row is None or row[0] is None:
-        return DayTable.empty(np.zeros(0, dtype=np.int64), first_day, days)
+        return table
     lamp = np.asarray(row[0], dtype=np.int64)
     offset = np.asarray(row[1], dtype=np.int64)
-    lamps, at = np.unique(lamp, return_inverse=True)
-    table = DayTable.empty(lamps, first_day, days)
+    position = {int(no): i for i, no in enumerate(wanted.tolist())}
+    at = np.fromiter((position[int(no)] for no in lamp.tolist()), dtype=np.int64, count=len(lamp))
     for name, values in zip(TABLE_COLUMNS, row[2:], strict=True):
         table.columns[name][at, offset] = np.array([np.nan if v is None else v for v in values], dtype=np.float32)
     return table

@@ -99,6 +99,7 @@ _OWNERS = {
     "api": ("users", "user_tokens"),
     "gateway": ("ingest_heartbeat",),
     "fieldnet": ("device_credentials",),
+    "forecast": ("forecast_models", "forecast_runs", "lamp_forecasts"),
     "kernel": ("schema_migrations", "schema_repeatables"),
 }
 

@@ -80,7 +80,8 @@ def test_several_lamps_at_once_a_long_silence_and_the_previous_night() -> None:
     c = _day([300], [True], [100], [None])  # … but not if it ended on (an always-on lamp) …
     d = _day([300, 900], [True, False], [100, 0], [None, None])  # … nor if nothing is known of it
     s = summarise(LampDay.joined([a, b, c, d]), [2, 1, 1, 2], [None, False, True, None])
-    assert s["burn_s"].tolist() == [GAP_S, 0, 0, 600]
+    # Lit at its last reading, a lamp burns on towards midnight (up to GAP_S); c burned since midnight, 300 s.
+    assert s["burn_s"].tolist() == [GAP_S + GAP_S, GAP_S, 300 + GAP_S, 600]
     assert s["starts"].tolist() == [0, 1, 0, 0]
     assert s["last_on"].tolist() == [True, True, True, False]
     assert s["power_norm_med"][0] == pytest.approx(50.0) and np.isnan(s["power_norm_med"][1])
@@ -89,3 +90,13 @@ def test_several_lamps_at_once_a_long_silence_and_the_previous_night() -> None:
 def test_lengths_must_add_up() -> None:
     with pytest.raises(ValueError, match="lengths add up to 3"):
         summarise(_day([0, 1], [True, True], [100, 100], [1.0, 1.0]), [3])
+
+
+def test_a_morning_switch_off_just_after_midnight_counts_on_both_days() -> None:
+    # On at 23:50 and 23:55, off at 00:05 the next morning (a winter dawn east of Greenwich, on UTC days).
+    evening = _day([85_800, 86_100], [True, True], [100, 100], [90.0, 90.0])
+    morning = _day([86_400 + 300], [False], [0], [0.0])
+    first = summarise(evening, [2], [None])
+    second = summarise(morning, [1], [bool(first["last_on"][0])])
+    assert first["burn_s"].tolist() == [300 + 300]  # 23:50 → 23:55, and on to midnight
+    assert second["burn_s"].tolist() == [300]  # midnight → 00:05

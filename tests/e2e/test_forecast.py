@@ -1,0 +1,132 @@
+"""A lamp wearing out is foreseen from its own reports: six weeks of a small city's readings go through the broker
+and the real gateway into the database, each day is summed up, and the nightly forecast (a model trained on a
+generated reference fleet, as a new city starts) flags the worn lamps days before they fail, and none of a district
+where every lamp is sound. The API lists them, per cabinet."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from forecast.backtest import Failures, fit_tuned
+from forecast.nightly import run, store_model
+from lamplighter.runtime import Endpoints
+from lamplighter.simcontrol import ScheduleControl
+from simulator.days import generate_days
+from simulator.degradation import Degradation, Rates
+from simulator.fleet import Fleet, FleetSpec
+from simulator.wire import RawPublisher
+from telemetry.store import count_readings
+from tests.support.auth import sign_in
+from tests.support.factories import load_generated
+from tests.support.gateway import gateway, wait_for
+from tests.support.history import command
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+DAY_MS = 86_400_000
+DAYS = 42
+TODAY = dt.datetime.now(dt.UTC).date()
+START = dt.datetime.combine(TODAY - dt.timedelta(days=DAYS), dt.time(), dt.UTC)
+
+
+@pytest.fixture(scope="module")
+def reference_model() -> Iterator[object]:
+    """A model trained on a generated fleet's two hundred days and failures (lamps of their own kinds)."""
+    city = generate_days(6000, dt.date(2026, 1, 1), 200, seed=11, rates=Rates(0.2, 0.05, 0.03, 0.08, 0.0))
+    failures = Failures.of([(t.lamp, t.fault, t.day) for t in city.tickets])
+    yield fit_tuned(city.table, city.rated_w, failures, known_until=200, horizon=30)
+
+
+def _stored(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return count_readings(conn)[0]
+
+
+@pytest.mark.asyncio
+async def test_worn_lamps_are_flagged_before_they_fail_and_a_sound_district_is_not(
+    endpoints: Endpoints, client_id: str, reference_model: object
+) -> None:
+    url = endpoints.database_url
+    load_generated(url, 160, seed=5)
+    with psycopg.connect(url) as conn:
+        spec = FleetSpec.from_db(conn)
+    start_ms = int(START.timestamp() * 1000)
+    deg = Degradation(len(spec.lamp_id), seed=2, rates=Rates.zero(), lamp_ids=spec.lamp_id)
+    # The devices switch by the city's own schedules, as commissioned: a sound lamp is never on when not due.
+    control = ScheduleControl(url, spec.lamp_id, reload_every_s=3600.0)
+    fleet = Fleet(spec, interval_s=900, failure_rate_per_day=0.0, start_ms=start_ms, seed=4, degradation=deg,
+                  d4i_share=1.0, leak_sensor_share=1.0, control=control)  # fmt: skip
+    districts = sorted(set(spec.lamp_district))
+    worn_district, sound_district = districts[0], districts[-1]
+    in_worn = [i for i, d in enumerate(spec.lamp_district) if d == worn_district]
+    photocell, driver = in_worn[3], in_worn[10]
+    onsets = {  # day → (lamp, mode, lifetime)
+        12: (photocell, "photocell", 23.0),  # fails on day 35
+        14: (driver, "driver", 7.0),  # some twenty winter nights
+    }
+    sent = 0
+    async with gateway(endpoints, client_id):
+        pub = RawPublisher(endpoints.as_("lamplighter-headend"), f"{client_id}-devices")
+        try:
+            for t in range(start_ms, start_ms + DAYS * DAY_MS - 3_600_000, 60_000):
+                if (t - start_ms) % DAY_MS == 0 and (t - start_ms) // DAY_MS in onsets:
+                    lamp, mode, lifetime = onsets[(t - start_ms) // DAY_MS]
+                    deg.start([lamp], mode, t, lifetime=lifetime)
+                reports = fleet.due_reports(t)
+                if reports:
+                    pub.publish_batch([(r.topic, r.payload) for r in reports])
+                    sent += sum(r.lamps for r in reports)
+                if t % DAY_MS == 0:
+                    await asyncio.sleep(0)  # let the gateway's loop breathe
+            pub.drain()
+        finally:
+            pub.close()
+        await wait_for(lambda: _stored(url) >= sent, 120, "every reading stored")
+    assert _stored(url) == sent
+
+    failed = {e["lamp"]: e["ts"] for e in deg.events if e["event"] == "failure"}
+    assert spec.lamp_id[photocell] in failed, deg.events
+    command(endpoints, "summarise", "--before", TODAY.isoformat(), "--back-days", str(DAYS + 1))
+    with psycopg.connect(url) as conn:
+        store_model(conn, reference_model, TODAY)  # type: ignore[arg-type]
+        flagged: dict[dt.date, set[int]] = {}
+        for k in range(29, DAYS + 1):  # from the first night with 29 days behind it
+            day = START.date() + dt.timedelta(days=k)
+            run(conn, day)
+            rows = conn.execute("SELECT lamp_no FROM lamp_forecasts WHERE day = %s AND at_risk", (day,)).fetchall()
+            flagged[day] = {int(r[0]) for r in rows}
+        numbers = dict(conn.execute("SELECT id, no FROM lamps").fetchall())
+        district_of = dict(conn.execute("SELECT no, district FROM lamps").fetchall())
+
+    def first_flag(lamp: str) -> dt.date | None:
+        return next((d for d in sorted(flagged) if numbers[lamp] in flagged[d]), None)
+
+    for index in (photocell, driver):
+        lamp = spec.lamp_id[index]
+        if lamp not in failed:
+            continue  # the driver's wear depends on the nights' cold: judged only when it failed in the window
+        failure_day = dt.datetime.fromtimestamp(failed[lamp] / 1000, dt.UTC).date()
+        flag = first_flag(lamp)
+        assert flag is not None and (failure_day - flag).days >= 3, (lamp, flag, failure_day)
+    every = set().union(*flagged.values())
+    assert not {no for no in every if district_of[no] == sound_district}, every
+
+    app = create_app(database_url=url, broker=endpoints.as_("lamplighter-api"))
+    with TestClient(app) as c:
+        sign_in(c, url, "viewer")
+        r = c.get("/api/v1/maintenance/forecast", params={"district": worn_district})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["run"]["day"] == TODAY.isoformat()
+        listed = {i["lamp"] for i in body["items"]}
+        assert listed == {lamp for lamp, no in numbers.items() if no in flagged[TODAY]}
+        assert sum(g["lamps"] for g in body["cabinets"]) == len(listed)
+        assert c.get("/api/v1/maintenance/forecast", params={"district": sound_district}).json()["items"] == []
+        assert c.get("/api/v1/maintenance/forecast", params={"mode": "rust"}).status_code == 422
