@@ -4,7 +4,7 @@
 (`alerts.queries.lamp_failures`) opened in them, a model (`forecast.backtest.fit_tuned`) of every lamp that failed
 and a sample of the others (at most `max_lamps`: memory stays bounded whatever the city's size), stored in
 `forecast_models`. `run`: the newest model scores every lamp in service on its last 29 days, 50,000 lamps at a
-time (but those with a ticket waiting for a crew: one is going already), and writes the lamps at some risk to
+time (but those with a failure ticket waiting for a crew: the failure is there), and writes the lamps at some risk to
 `lamp_forecasts`; a lamp is flagged at risk when its risk stayed over
 the model's threshold on this night and the two before (`forecast.backtest.PERSIST`). `nightly` does both: a new
 model when there is none or the newest is `retrain_days` old.
@@ -23,7 +23,7 @@ import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
-from alerts.queries import lamp_failures, lamps_waiting
+from alerts.queries import lamp_failures, waiting_faults
 from forecast.backtest import PERSIST, Failures, fit_tuned
 from forecast.features import WINDOW, features
 from forecast.model import FAULT_MODE, MODES, Forecaster
@@ -151,8 +151,10 @@ def run(
     report = NightlyReport(day=today, model_id=model_id)
     first = today - dt.timedelta(days=WINDOW + 1)
     last = today - dt.timedelta(days=1)
-    waiting = set(lamps_waiting(conn))  # a crew is on its way to these already
-    lamps = [lamp for lamp in lamp_numbers(conn) if lamp[1] not in waiting]
+    everyone = lamp_numbers(conn)
+    ticketed = waiting_faults(conn, "lamp", [lamp_id for _, lamp_id, _ in everyone])
+    # Lamps with a failure ticket waiting for a crew: the failure is there, nothing to foresee.
+    lamps = [lamp for lamp in everyone if not set(ticketed.get(lamp[1], ())) & set(FAULT_MODE)]
     conn.execute("DELETE FROM lamp_forecasts WHERE day = %s", (today,))
     for start in range(0, len(lamps), _CHUNK):
         part = lamps[start : start + _CHUNK]
