@@ -398,6 +398,7 @@ class GatewayProcess:
             compact_after_days=settings.compact_after_days,
             compact=[sys.executable, "-m", "lamplighter", "compact"],
             summarise=[sys.executable, "-m", "lamplighter", "summarise"],
+            after_summaries=[sys.executable, "-m", "lamplighter", "forecast"],
             env={**os.environ, **ep.env()},
         )
         self.leading = False

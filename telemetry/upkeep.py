@@ -1,7 +1,7 @@
 """The time series' upkeep, run once city-wide by the leading gateway: daily partitions made ahead and dropped
-past the retention, old quarantine records pruned, each finished day summed up per lamp (`telemetry.daily`), and
-whole days of raw readings packed into the compact history (those two in child processes, on a core of their own
-rather than the gateway's loop)."""
+past the retention, old quarantine records pruned, each finished day summed up per lamp (`telemetry.daily`) and
+then whatever the composition root runs on the new summaries (the failure forecast), and whole days of raw readings
+packed into the compact history (in child processes, on a core of their own rather than the gateway's loop)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ class Upkeep:
         compact: Sequence[str] | None,
         env: Mapping[str, str],
         summarise: Sequence[str] | None = None,
+        after_summaries: Sequence[str] | None = None,
         compact_first_s: float = _COMPACT_FIRST_S,
         compact_every_s: float = _COMPACT_CHECK_S,
     ) -> None:
@@ -55,6 +56,7 @@ class Upkeep:
         self.compact_after_days = compact_after_days
         self.compact = list(compact) if compact and compact_after_days else None
         self.summarise = list(summarise) if summarise else None
+        self.after_summaries = list(after_summaries) if after_summaries else None
         self.env = dict(env)
         self.compact_first_s, self.compact_every_s = compact_first_s, compact_every_s
 
@@ -108,10 +110,12 @@ class Upkeep:
         days = await self.db.run(functools.partial(pending_summary_days, before=today))
         if days:
             logger.info("daily summaries: %d days (%s to %s) in a child process", len(days), days[0], days[-1])
-            await self._child("daily summaries", [*self.summarise, "--before", today.isoformat()])
+            done = await self._child("daily summaries", [*self.summarise, "--before", today.isoformat()])
+            if done and self.after_summaries is not None:  # the night's forecast, on the days just summed up
+                await self._child("the nightly forecast", [*self.after_summaries, "--day", today.isoformat()])
 
-    async def _child(self, what: str, argv: list[str]) -> None:
-        """Run a command to its end (terminated if this task is cancelled)."""
+    async def _child(self, what: str, argv: list[str]) -> bool:
+        """Run a command to its end (terminated if this task is cancelled); whether it succeeded."""
         child = await asyncio.create_subprocess_exec(*argv, env=self.env)
         try:
             code = await child.wait()
@@ -121,6 +125,7 @@ class Upkeep:
             raise
         if code:
             logger.warning("%s exited with status %d (tried again in an hour)", what, code)
+        return code == 0
 
     async def _compact_days(self) -> None:
         assert self.compact is not None
