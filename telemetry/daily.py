@@ -9,8 +9,8 @@ summarises it exactly as the nightly job does, without storing the readings firs
 What a day's figures mean (UTC days, as the compact history keeps them):
 - `burn_s`: seconds on, from each reading that says on (and dim > 0) to the next one, each gap counted up to
   `GAP_S` (a longer silence says nothing of what the lamp did); a gap across midnight is split at midnight;
-- `starts`: switch-ons seen (a reading on after one off); the day's first reading counts as one when it is on and
-  the lamp's previous day ended off;
+- `starts`: switch-ons seen (a reading on after one off; the day's first reading counts as one when it is on and
+  the lamp's previous day ended off), or the rise of the device's own switch-on counter that day where larger;
 - `power_norm_med`: the median of power × 100 / dim over readings on with a power: what the lamp draws at full
   output, so a night with dimming steps compares with one without; `power_norm_spread`: the interquartile range of
   the same, relative to its median (ripple and unstable drivers show here);
@@ -126,6 +126,17 @@ def _last(
     return out
 
 
+def _first(
+    pair: tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]], seg: npt.NDArray[np.int64], k: int
+) -> npt.NDArray[np.float64]:
+    """Each segment's first present value (NaN: none)."""
+    values, present = pair
+    out = np.full(k, np.nan)
+    idx = np.flatnonzero(present)[::-1]
+    out[seg[idx]] = values[idx]  # earlier indices, written last, win
+    return out
+
+
 def summarise(
     days: LampDay, lengths: npt.ArrayLike, previous_last_on: Sequence[bool | None] | None = None
 ) -> dict[str, Any]:
@@ -169,6 +180,11 @@ def summarise(
         starts += (first_lit & prev_off).astype(np.int64)
         head = np.minimum(first_us - (first_us // day_us) * day_us, GAP_S * 1e6) / 1e6
         burn += np.where(prev_on & has, head, 0.0)
+    # A driver that counts its own switch-ons sees what no report does: a relay's contact bounce, a driver
+    # dropping out and restarting between two reports. The day's rise of its counter, where larger, is the count.
+    with np.errstate(invalid="ignore"):
+        counted = _last(days.starts, seg, k) - _first(days.starts, seg, k)
+    starts = np.where(counted > starts, counted, starts).astype(np.int64)
     power, p_ok = days.power_w
     with np.errstate(divide="ignore", invalid="ignore"):
         norm = power.astype(np.float64) * 100.0 / days.dim

@@ -100,3 +100,11 @@ def test_a_morning_switch_off_just_after_midnight_counts_on_both_days() -> None:
     second = summarise(morning, [1], [bool(first["last_on"][0])])
     assert first["burn_s"].tolist() == [300 + 300]  # 23:50 → 23:55, and on to midnight
     assert second["burn_s"].tolist() == [300]  # midnight → 00:05
+
+
+def test_a_drivers_own_switch_on_count_shows_what_the_reports_cannot() -> None:
+    # Reports every 10 minutes, on all along, but the driver counted 5 switch-ons that day (a chattering relay).
+    day = _day([0, 600, 1200], [True, True, True], [100] * 3, [90.0] * 3, starts=[4_000, 4_003, 4_005])
+    assert summarise(day, [3], [True])["starts"].tolist() == [5]
+    plain = _day([0, 600, 1200], [False, True, True], [0, 100, 100], [0.0, 90.0, 90.0])
+    assert summarise(plain, [3], [False])["starts"].tolist() == [1]  # a device without the counter
