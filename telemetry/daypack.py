@@ -37,6 +37,7 @@ from telemetry.columns import (
 
 __all__ = [
     "CODEC",
+    "NULLABLE",
     "LampDay",
     "pack",
     "pack_many",
@@ -52,7 +53,7 @@ _READABLE = frozenset({1, 2})
 _REALS = ("power_w", "voltage_v", "current_a", "power_factor", "temp_c", "lux")
 # LampDay's fields: arrays, (values, present) pairs of the nullable columns, and lists.
 _PLAIN = ("ts_us", "seq", "is_on", "dim", "received_us")
-_MASKED = (
+NULLABLE = (
     "power_w",
     "voltage_v",
     "current_a",
@@ -66,6 +67,7 @@ _MASKED = (
     "driver_temp_c",
     "leakage_ma",
 )
+_MASKED = NULLABLE
 _COUNTERS = ("burn_h", "starts")
 _LATER_REALS = ("driver_temp_c", "leakage_ma")
 _LISTS = ("mode", "faults")

@@ -34,7 +34,7 @@ from psycopg.rows import dict_row
 
 from kernel.binary import array_column
 from telemetry.cabinetday import CABINET_CODEC, CabinetRow, pack_cabinet_day, unpack_cabinet_day
-from telemetry.daypack import CODEC, LampDay, pack_many, unpack
+from telemetry.daypack import CODEC, NULLABLE, LampDay, pack_many, unpack
 from telemetry.errors import TelemetryError
 
 __all__ = [
@@ -57,20 +57,7 @@ logger = logging.getLogger(__name__)
 _LOCK = 7426003  # one compaction at a time per database
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in µs since 1970: binary timestamptz counts from there
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NULLABLE = (
-    "power_w",
-    "voltage_v",
-    "current_a",
-    "power_factor",
-    "energy_wh",
-    "temp_c",
-    "lux",
-    "rssi_dbm",
-    "burn_h",
-    "starts",
-    "driver_temp_c",
-    "leakage_ma",
-)
+_NULLABLE = NULLABLE  # the nullable columns, in the bitmap's order
 _REAL_COLUMNS = ("power_w", "voltage_v", "current_a", "power_factor", "temp_c", "lux", "driver_temp_c", "leakage_ma")
 _INT_COLUMNS = ("energy_wh", "rssi_dbm", "burn_h", "starts")
 # A range's readings as one row of arrays in binary (`array_send`): every column fixed-width and never NULL (NULLs

@@ -13,7 +13,8 @@ from simulator.degradation import Degradation, Rates
 from simulator.fleet import Fleet
 from telemetry.daily import summarise
 from telemetry.daypack import LampDay
-from tests.unit.simulator.test_degradation import DAY_MS, STEP_MS, T0, Nights, _spec
+from tests.support.fleet import single_lamps
+from tests.unit.simulator.test_degradation import DAY_MS, STEP_MS, T0, Nights
 
 
 def _as_day(reports: list[dict]) -> LampDay:
@@ -40,7 +41,7 @@ def _as_day(reports: list[dict]) -> LampDay:
 def test_a_worn_lamps_summarised_readings_show_the_wear_the_generator_writes() -> None:
     n = 3
     deg = Degradation(n, seed=1, rates=Rates.zero())
-    fleet = Fleet(_spec(n), interval_s=900, failure_rate_per_day=0.0, start_ms=T0, control=Nights(n),
+    fleet = Fleet(single_lamps(n), interval_s=900, failure_rate_per_day=0.0, start_ms=T0, control=Nights(n),
                   degradation=deg, d4i_share=1.0, leak_sensor_share=1.0)  # fmt: skip
     deg.start([1], "driver", T0, lifetime=1e9)
     deg.start([2], "water", T0, lifetime=1e9)

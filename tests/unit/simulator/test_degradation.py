@@ -13,27 +13,13 @@ import numpy.typing as npt
 import pytest
 
 from simulator.degradation import MODES, Degradation, Rates
-from simulator.fleet import Fleet, FleetSpec
+from simulator.fleet import Fleet
+from tests.support.fleet import single_lamps
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 T0 = 1_796_256_000_000  # a UTC midnight in December
 STEP_MS = 60_000
-
-
-def _spec(n: int) -> FleetSpec:
-    return FleetSpec(
-        lamp_id=[f"XN-CD-{i:06d}" for i in range(1, n + 1)],
-        lamp_district=["cd"] * n,
-        lamp_cabinet=np.zeros(n, dtype=np.int32),
-        lamp_concentrator=np.zeros(n, dtype=np.bool_),
-        lamp_rated_w=np.full(n, 100.0, dtype=np.float32),
-        lamp_led=np.ones(n, dtype=np.bool_),
-        cabinet_id=["XN-CD-C0001"],
-        cabinet_district=["cd"],
-        cabinet_circuits=np.array([1], dtype=np.int16),
-        cabinet_concentrator=np.zeros(1, dtype=np.bool_),
-    )
 
 
 class Nights:
@@ -58,8 +44,8 @@ def _run(fleet: Fleet, days: float) -> Iterator[tuple[int, str, dict[str, Any]]]
 def world(tmp_path: Path) -> tuple[Fleet, Degradation, Path]:
     n = 6
     truth = tmp_path / "truth.jsonl"
-    deg = Degradation(n, seed=4, rates=Rates.zero(), truth=truth, lamp_ids=_spec(n).lamp_id)
-    fleet = Fleet(_spec(n), interval_s=600, failure_rate_per_day=0.0, start_ms=T0, control=Nights(n),
+    deg = Degradation(n, seed=4, rates=Rates.zero(), truth=truth, lamp_ids=single_lamps(n).lamp_id)
+    fleet = Fleet(single_lamps(n), interval_s=600, failure_rate_per_day=0.0, start_ms=T0, control=Nights(n),
                   degradation=deg, d4i_share=1.0, leak_sensor_share=1.0)  # fmt: skip
     # Lamp 1 healthy; 2 driver, 3 water, 4 relay, 5 photocell, 6 lumen.
     deg.start([1], "driver", T0, lifetime=1.0)  # days of burning at 40 °C: about 5 nights of a winter driver

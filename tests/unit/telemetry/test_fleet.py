@@ -8,26 +8,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from simulator.fleet import Fleet, FleetSpec
+from simulator.fleet import Fleet
+from tests.support.fleet import single_lamps
 
 HOUR_MS = 3_600_000
 T0 = 1_796_000_000_000  # an instant; the lamps follow the control below, not the sun
-
-
-def _spec(n: int = 4) -> FleetSpec:
-    """`n` single-lamp controllers of 100 W on one cabinet without a concentrator."""
-    return FleetSpec(
-        lamp_id=[f"XN-CD-{i:06d}" for i in range(1, n + 1)],
-        lamp_district=["cd"] * n,
-        lamp_cabinet=np.zeros(n, dtype=np.int32),
-        lamp_concentrator=np.zeros(n, dtype=np.bool_),
-        lamp_rated_w=np.full(n, 100.0, dtype=np.float32),
-        lamp_led=np.ones(n, dtype=np.bool_),
-        cabinet_id=["XN-CD-C0001"],
-        cabinet_district=["cd"],
-        cabinet_circuits=np.array([1], dtype=np.int16),
-        cabinet_concentrator=np.zeros(1, dtype=np.bool_),
-    )
 
 
 class Switch:
@@ -51,7 +36,7 @@ def _readings(fleet: Fleet, now_ms: int) -> dict[str, dict[str, Any]]:
 
 
 def _fleet(control: Switch) -> Fleet:
-    return Fleet(_spec(control.n), interval_s=86_400, failure_rate_per_day=0.0, start_ms=T0, control=control)
+    return Fleet(single_lamps(control.n), interval_s=86_400, failure_rate_per_day=0.0, start_ms=T0, control=control)
 
 
 def test_energy_meters_count_what_each_lamp_drew() -> None:
