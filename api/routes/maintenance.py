@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
-from api.deps import SyncPoolDep, Viewer, filter_param, in_thread
+from api.deps import Offset, SyncPoolDep, Viewer, filter_param, in_thread, limit_param
 from forecast.nightly import latest_forecasts
 from inventory.queries import lamp_numbers_in, lamps_by_number
 
@@ -56,14 +56,18 @@ async def forecast(
     user: Viewer,
     pool: SyncPoolDep,
     district: Annotated[str | None, filter_param("district code", "cd")] = None,
-    road: Annotated[int | None, Query(description="road id", ge=1)] = None,
+    road: Annotated[int | None, filter_param("road id", 12, ge=1)] = None,
     cabinet: Annotated[str | None, filter_param("cabinet id", "XN-CD-C0001")] = None,
-    mode: Annotated[Mode | None, Query(description="how the lamps are wearing out")] = None,
-    horizon: Annotated[float | None, Query(description="only failures foreseen within this many days", gt=0)] = None,
+    mode: Annotated[Mode | None, filter_param("how the lamps are wearing out", "driver", "water")] = None,
+    horizon: Annotated[float | None, filter_param("only failures foreseen within this many days", 7, 14, ge=0)] = None,
+    limit: Annotated[int, limit_param(10_000)] = 1000,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Role: viewer. The newest nightly forecast's lamps at risk, riskiest first: each lamp's place, risk (the
     probability of a failure within the model's horizon), the way it is wearing out (`mode`), the window of days
     its failure is foreseen in, and where its evidence is (its readings); `cabinets` counts them per cabinet, the
     visits to plan. `run` says which night, which model, its threshold and how it did on days it had not seen
-    (`held_out`); null before the first run."""
-    return await in_thread(pool, lambda c: _forecast(c, district, road, cabinet, mode, horizon))
+    (`held_out`); null before the first run. `total` counts every lamp at risk, `items` the page."""
+    body = await in_thread(pool, lambda c: _forecast(c, district, road, cabinet, mode, horizon))
+    body["items"] = body["items"][offset : offset + limit]
+    return {**body, "limit": limit, "offset": offset}

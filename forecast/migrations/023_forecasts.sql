@@ -1,6 +1,6 @@
 -- The failure forecast (forecast.nightly): its trained models, each night's run, and the lamps it scored at some
 -- risk that night (risk 0.05 or more, or at risk): a few thousand rows a night for a city, not one per lamp.
-CREATE TABLE forecast_models (
+CREATE TABLE IF NOT EXISTS forecast_models (
     id            serial PRIMARY KEY,
     trained_at    timestamptz NOT NULL DEFAULT now(),
     known_until   date NOT NULL,
@@ -9,7 +9,7 @@ CREATE TABLE forecast_models (
     facts         jsonb NOT NULL,
     model         bytea NOT NULL
 );
-CREATE TABLE forecast_runs (
+CREATE TABLE IF NOT EXISTS forecast_runs (
     day        date PRIMARY KEY,
     model_id   integer NOT NULL REFERENCES forecast_models,
     lamps      integer NOT NULL,
@@ -17,7 +17,7 @@ CREATE TABLE forecast_runs (
     seconds    real NOT NULL,
     ran_at     timestamptz NOT NULL DEFAULT now()
 );
-CREATE TABLE lamp_forecasts (
+CREATE TABLE IF NOT EXISTS lamp_forecasts (
     day       date NOT NULL,
     lamp_no   integer NOT NULL,
     risk      real NOT NULL,

@@ -1,7 +1,7 @@
 -- Each lamp's day in a few numbers (telemetry.daily): the derived counters of devices that report none, and the
 -- failure forecaster's features. One row per lamp and UTC day with readings; `lamp_days_done` lists the days
 -- summarised, so the nightly run knows what is left.
-CREATE TABLE lamp_days (
+CREATE TABLE IF NOT EXISTS lamp_days (
     lamp_no            integer NOT NULL,
     day                date NOT NULL,
     readings           integer NOT NULL,
@@ -21,8 +21,8 @@ CREATE TABLE lamp_days (
     faults             text[] NOT NULL,
     PRIMARY KEY (lamp_no, day)
 );
-CREATE INDEX lamp_days_day_idx ON lamp_days USING brin (day);
-CREATE TABLE lamp_days_done (
+CREATE INDEX IF NOT EXISTS lamp_days_day_idx ON lamp_days USING brin (day);
+CREATE TABLE IF NOT EXISTS lamp_days_done (
     day        date PRIMARY KEY,
     lamp_days  integer NOT NULL,
     readings   bigint NOT NULL,
