@@ -26,31 +26,20 @@ from typing import Any
 import numpy as np
 
 from forecast.backtest import Failures, baseline_at_risk, fit_tuned, judge, persistent, score
-from forecast.features import FEATURES, WINDOW, features
+from forecast.features import WINDOW, features
 from forecast.model import MODES
+from forecast.nightly import HORIZON
 from simulator.days import CityDays, generate_days
 from simulator.degradation import Lifetimes
 
 __all__ = ["TEST_LIFETIMES", "run_predict_bench"]
 
-HORIZON = 30
 # The test period's degradations, unlike the training period's (`Lifetimes()`): drivers die sooner and less alike,
 # water gets in faster, relays and photocells last longer.
 TEST_LIFETIMES = Lifetimes(
     driver=(30.0, 0.5), water=(14.0, 0.5), relay=(50.0, 0.45), photocell=(40.0, 0.45), lumen=(300.0, 0.3)
 )
 _CHUNK = 50_000
-
-
-def _baseline_mode(x: Any) -> Any:
-    """Which threshold fired, as the mode the baseline names."""
-    f = {name: x[:, i] for i, name in enumerate(FEATURES)}
-    with np.errstate(invalid="ignore"):
-        return np.select(
-            [f["leakage_max"] > 10.0, f["late_min"] > 5.0, f["starts_recent"] > 2.5],
-            [MODES.index("water"), MODES.index("photocell"), MODES.index("relay")],
-            MODES.index("driver"),
-        )
 
 
 def _nightly(lamps: int, seed: int) -> tuple[float, float]:
@@ -103,8 +92,9 @@ def run_predict_bench(*, lamps: int, days: int, split: int, every: int, nightly_
     t0 = time.perf_counter()
     risk, mode, feats = score(model, city.table, city.rated_w, range(split - 2, days))
     per_day_s = (time.perf_counter() - t0) / len(risk)
-    base_risk = {t: baseline_at_risk(x).astype(np.float64) for t, x in feats.items()}
-    base_mode = {t: _baseline_mode(x) for t, x in feats.items()}
+    verdicts = {t: baseline_at_risk(x) for t, x in feats.items()}
+    base_risk = {t: flags.astype(np.float64) for t, (flags, _) in verdicts.items()}
+    base_mode = {t: mode for t, (_, mode) in verdicts.items()}
     kw: dict[str, Any] = {"n": lamps, "horizon": HORIZON, "first_day": split, "last_day": days - 1}
     ours = judge(persistent(risk, model.threshold), mode, everything, **kw)
     base = judge(persistent(base_risk, 0.5), base_mode, everything, **kw)

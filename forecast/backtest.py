@@ -29,7 +29,17 @@ from forecast.features import FEATURES, WINDOW, features
 from forecast.model import FAULT_MODE, MODES, Forecaster, Samples
 from telemetry.daily import DayTable
 
-__all__ = ["PERSIST", "Failures", "baseline_at_risk", "fit_tuned", "judge", "persistent", "samples_at", "score"]
+__all__ = [
+    "BASELINE_THRESHOLDS",
+    "PERSIST",
+    "Failures",
+    "baseline_at_risk",
+    "fit_tuned",
+    "judge",
+    "persistent",
+    "samples_at",
+    "score",
+]
 
 
 @dataclass
@@ -97,18 +107,27 @@ def samples_at(
     return s, rows
 
 
-def baseline_at_risk(x: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
-    """The fixed thresholds' verdict on feature rows."""
-    f = {name: x[:, i] for i, name in enumerate(FEATURES)}
+# The baseline's thresholds, each with the mode it names (a driver's two signs first: the last that fires wins).
+BASELINE_THRESHOLDS = (
+    ("power_rise", 0.05, "driver"),
+    ("pf_fall", 0.04, "driver"),
+    ("starts_recent", 2.5, "relay"),
+    ("late_min", 5.0, "photocell"),
+    ("leakage_max", 10.0, "water"),
+)
+
+
+def baseline_at_risk(x: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
+    """The fixed thresholds' verdict on feature rows: whether any fired, and the mode the one that fired names
+    (the driver's where none did)."""
+    flags = np.zeros(len(x), dtype=bool)
+    mode = np.full(len(x), MODES.index("driver"), dtype=np.int64)
     with np.errstate(invalid="ignore"):
-        flags: npt.NDArray[np.bool_] = (
-            (f["power_rise"] > 0.05)
-            | (f["pf_fall"] > 0.04)
-            | (f["leakage_max"] > 10.0)
-            | (f["starts_recent"] > 2.5)
-            | (f["late_min"] > 5.0)
-        )
-    return flags
+        for name, level, named in BASELINE_THRESHOLDS:
+            fired = x[:, FEATURES.index(name)] > level
+            flags |= fired
+            mode[fired] = MODES.index(named)
+    return flags, mode
 
 
 def judge(
